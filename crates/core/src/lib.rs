@@ -1,0 +1,14 @@
+#![doc = include_str!("../README.md")]
+
+pub mod config;
+pub mod duration;
+pub mod handoff;
+pub mod listen;
+pub mod load;
+pub mod paths;
+pub mod pidfile;
+pub mod proc;
+pub mod proto;
+pub mod ready;
+pub mod signal;
+pub mod supervisor;

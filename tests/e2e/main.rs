@@ -1,0 +1,3 @@
+//! End-to-end tests: the real binaries against real sockets.
+
+mod pidwatch;

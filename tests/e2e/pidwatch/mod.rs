@@ -1,0 +1,1 @@
+//! pidwatch end-to-end tests.
