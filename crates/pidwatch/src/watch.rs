@@ -1,0 +1,156 @@
+//! The poll loop: one thread, three kinds of descriptors (signalfd, inotify, pidfd).
+
+use std::ffi::OsString;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::unistd::Pid;
+
+use crate::dirwatch::{Change, PidfileWatch};
+use crate::error::Error;
+use crate::follow::Follower;
+use crate::log::Log;
+use crate::pidfd::PidFd;
+use crate::reap::{self, Subreaper};
+use crate::signals::{self, Receiver};
+use crate::status::Ending;
+
+/// Everything `run` needs, already validated by the command line.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub pidfile: PathBuf,
+    pub grace: Duration,
+    pub startup_timeout: Duration,
+    pub trust_owner: bool,
+    pub quiet: bool,
+    pub command: Vec<OsString>,
+}
+
+/// Why pidwatch stopped watching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The service is gone; this is how its last watched process ended.
+    Ended(Ending),
+    /// No valid pid appeared in the pid file in time; the children were sent SIGTERM.
+    StartupTimeout,
+}
+
+/// Where the service stands.
+#[derive(Debug)]
+pub(crate) enum Phase {
+    /// No valid pid has been read yet; signals go to the direct child.
+    Starting { deadline: Instant },
+    /// The pid file named this live descendant.
+    Watching(PidFd),
+    /// The watched process ended; a new pid may still appear until the deadline.
+    Grace {
+        deadline: Instant,
+        pid: Pid,
+        ending: Ending,
+    },
+}
+
+/// Runs the command and watches it until the service is gone.
+pub fn run(config: &Config) -> Result<Outcome, Error> {
+    let log = Log::new(config.quiet);
+    let subreaper = reap::become_subreaper();
+    if let Subreaper::Unsupported(errno) = subreaper {
+        log.warn(format_args!(
+            "this kernel cannot make pidwatch a child subreaper ({errno}): falling back to \
+             following whatever the pid file names, if its owner also owns the pid file"
+        ));
+    }
+    // Blocked before the spawn, so no signal sent from now on can be lost.
+    let signals = Receiver::block_all().map_err(|source| Error::Setup {
+        about: "block signals and open a signalfd",
+        source,
+    })?;
+    let pidfile_watch = PidfileWatch::new(&config.pidfile)?;
+    let child = spawn(config)?;
+    let mut follower = Follower::new(config, log, subreaper, child);
+    follower.reread();
+    let mut directory_gone = false;
+
+    loop {
+        if let Some(outcome) = follower.outcome(Instant::now()) {
+            return Ok(outcome);
+        }
+        let timeout = follower
+            .deadline()
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            // Round up so that we never wake just before the deadline and spin.
+            .map(|left| u32::try_from(left.as_millis() + 1).unwrap_or(u32::MAX))
+            .map_or(PollTimeout::NONE, |ms| {
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+            });
+        let mut fds = vec![
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+            PollFd::new(pidfile_watch.as_fd(), PollFlags::POLLIN),
+        ];
+        if let Some(watched) = follower.watched() {
+            fds.push(PollFd::new(watched.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(source) => {
+                return Err(Error::Setup {
+                    about: "poll",
+                    source,
+                });
+            }
+        }
+        let ready = |fd: &PollFd<'_>| fd.any().unwrap_or(false);
+        let (signal_ready, file_ready) = (ready(&fds[0]), ready(&fds[1]));
+        drop(fds);
+
+        if signal_ready {
+            while let Ok(Some(signal)) = signals.next() {
+                if signals::is_child_event(signal.signo) {
+                    follower.reap();
+                } else {
+                    follower.forward(signal);
+                }
+            }
+        }
+        if file_ready && !directory_gone {
+            match pidfile_watch.drain() {
+                Ok(Change::Maybe) => follower.reread(),
+                Ok(Change::None) => {}
+                Ok(Change::DirectoryGone) | Err(_) => {
+                    directory_gone = true;
+                    log.warn(format_args!(
+                        "the directory of pid file '{}' is gone: no new pid will be followed",
+                        config.pidfile.display()
+                    ));
+                }
+            }
+        }
+        // Checked after the pid file, which may already name the successor.
+        follower.check_watched();
+    }
+}
+
+fn spawn(config: &Config) -> Result<PidFd, Error> {
+    let (program, args) = config.command.split_first().ok_or_else(|| Error::Spawn {
+        command: String::new(),
+        source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+    })?;
+    let spawn_error = |source| Error::Spawn {
+        command: program.to_string_lossy().into_owned(),
+        source,
+    };
+    // stdin, stdout, stderr and the environment are inherited; std clears the blocked mask.
+    let child = Command::new(program)
+        .args(args)
+        .spawn()
+        .map_err(spawn_error)?;
+    let pid = Pid::from_raw(
+        i32::try_from(child.id())
+            .map_err(|_| spawn_error(std::io::Error::from(std::io::ErrorKind::InvalidData)))?,
+    );
+    // The child cannot be reaped before we call waitpid, so this pid is still the child's.
+    PidFd::open(pid).map_err(spawn_error)
+}
