@@ -1,0 +1,237 @@
+//! systemd socket activation: adopting the listeners systemd opened for us.
+//!
+//! The protocol (sd_listen_fds(3)): when `LISTEN_PID` is our pid, fds `3..3+LISTEN_FDS`
+//! are listening sockets, named in order by the `:`-separated `LISTEN_FDNAMES`.
+
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use socket2::{Domain, Socket, Type};
+
+use super::open::{Listener, local_addr_of, open_listeners};
+use super::{DEFAULT_FD_NAME, ListenAddr, ListenError, ListenerSpec};
+
+/// The first fd systemd passes (SD_LISTEN_FDS_START).
+const FIRST_FD: RawFd = 3;
+
+/// Set once the passed fds are owned, so a second call cannot own them twice.
+static ADOPTED: AtomicBool = AtomicBool::new(false);
+
+/// One fd passed by systemd, with its name from `LISTEN_FDNAMES`.
+#[derive(Debug)]
+pub(super) struct PassedFd {
+    pub(super) fd: OwnedFd,
+    pub(super) name: String,
+}
+
+/// Opens the listeners, or adopts them from systemd socket activation.
+///
+/// When `LISTEN_PID` is our pid and `LISTEN_FDS` is set, fds 3.. are adopted instead of
+/// binding: each spec is matched to a passed fd by name when `LISTEN_FDNAMES` is set and
+/// the spec has a name, the rest in order. Each adopted fd must be a listening stream
+/// socket of the spec's family; it is made close-on-exec. With no specs at all, every
+/// passed socket is adopted as it is. Extra passed sockets are closed with a warning.
+///
+/// The `LISTEN_*` variables are then removed from our environment so they do not leak to
+/// children. Call this before starting threads that read the environment (the tokio
+/// runtime's workers do not, but C libraries may).
+pub fn open_or_adopt_listeners(specs: &[ListenerSpec]) -> Result<Vec<Listener>, ListenError> {
+    let Some(passed) = passed_fds()? else {
+        return open_listeners(specs);
+    };
+    for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        // SAFETY: remove_var races only with environment reads from other threads that
+        // bypass std's lock (C code calling getenv). The supervisor adopts its listeners
+        // at startup, before it starts threads that run such code; the documentation
+        // above states that requirement.
+        unsafe { std::env::remove_var(var) };
+    }
+    adopt(specs, passed)
+}
+
+/// The fds systemd passed to this process, or `None` when it passed none to us.
+fn passed_fds() -> Result<Option<Vec<PassedFd>>, ListenError> {
+    let Some(pid) = std::env::var_os("LISTEN_PID") else {
+        return Ok(None);
+    };
+    let pid = pid.to_string_lossy().into_owned();
+    let pid: u32 = pid.trim().parse().map_err(|_| ListenError::ActivationEnv {
+        var: "LISTEN_PID",
+        value: pid.clone(),
+    })?;
+    // Another pid means the variables were meant for an ancestor and leaked to us.
+    if pid != std::process::id() {
+        return Ok(None);
+    }
+    let Some(count) = std::env::var_os("LISTEN_FDS") else {
+        return Ok(None);
+    };
+    let count = count.to_string_lossy().into_owned();
+    let count: RawFd = count
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| (0..=4096).contains(n))
+        .ok_or_else(|| ListenError::ActivationEnv {
+            var: "LISTEN_FDS",
+            value: count.clone(),
+        })?;
+    if ADOPTED.swap(true, Ordering::SeqCst) {
+        return Ok(None);
+    }
+    let names = std::env::var("LISTEN_FDNAMES").ok();
+    let mut names = names.as_deref().map(|n| n.split(':')).into_iter().flatten();
+    let mut passed = Vec::new();
+    for fd in FIRST_FD..FIRST_FD + count {
+        // A closed fd would make OwnedFd a lie; F_GETFD checks that it is open.
+        if nix::fcntl::fcntl(
+            // SAFETY: only used for this one fcntl call, while the fd is open or reported
+            // closed; no ownership is taken.
+            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+            nix::fcntl::FcntlArg::F_GETFD,
+        )
+        .is_err()
+        {
+            return Err(ListenError::ActivationMismatch {
+                fd,
+                name: String::new(),
+                addr: String::new(),
+                problem: "the fd is not open".to_owned(),
+            });
+        }
+        // SAFETY: sd_listen_fds(3) hands fds 3..3+LISTEN_FDS to the process LISTEN_PID
+        // names, which is us; the fd is open (checked above), and ADOPTED guarantees that
+        // this runs once, so nothing else in the process owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let name = names.next().unwrap_or(DEFAULT_FD_NAME).to_owned();
+        passed.push(PassedFd { fd, name });
+    }
+    Ok(Some(passed))
+}
+
+/// Matches specs to passed fds (by name, then in order) and checks each pair.
+pub(super) fn adopt(
+    specs: &[ListenerSpec],
+    passed: Vec<PassedFd>,
+) -> Result<Vec<Listener>, ListenError> {
+    if specs.is_empty() {
+        return passed.into_iter().map(adopt_unconfigured).collect();
+    }
+    let names = passed
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect::<Vec<_>>()
+        .join(":");
+    let named = passed.iter().any(|p| p.name != DEFAULT_FD_NAME);
+    let mut slots: Vec<Option<PassedFd>> = passed.into_iter().map(Some).collect();
+    let mut chosen: Vec<Option<PassedFd>> = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let by_name = match (&spec.name, named) {
+            (Some(name), true) => {
+                let slot = slots
+                    .iter_mut()
+                    .find(|s| s.as_ref().is_some_and(|p| &p.name == name))
+                    .ok_or_else(|| ListenError::ActivationNameMissing {
+                        name: name.clone(),
+                        addr: spec.addr.to_string(),
+                        passed: names.clone(),
+                    })?;
+                slot.take()
+            }
+            _ => None,
+        };
+        chosen.push(by_name);
+    }
+    let mut rest = slots.iter_mut().filter_map(Option::take);
+    for slot in chosen.iter_mut().filter(|c| c.is_none()) {
+        *slot = rest.next();
+    }
+    let extra: Vec<PassedFd> = rest.collect();
+    if chosen.iter().any(Option::is_none) {
+        return Err(ListenError::ActivationCount {
+            expected: specs.len(),
+            passed: chosen.iter().flatten().count() + extra.len(),
+        });
+    }
+    for p in &extra {
+        tracing::warn!(name = %p.name, "closing a socket-activation fd that no listener uses");
+    }
+    specs
+        .iter()
+        .zip(chosen.into_iter().flatten())
+        .map(|(spec, p)| adopt_one(spec, p))
+        .collect()
+}
+
+fn adopt_one(spec: &ListenerSpec, passed: PassedFd) -> Result<Listener, ListenError> {
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&passed.fd);
+    let mismatch = |problem: String| ListenError::ActivationMismatch {
+        fd: raw,
+        name: passed.name.clone(),
+        addr: spec.addr.to_string(),
+        problem,
+    };
+    let socket = checked_socket(passed.fd.try_clone().map_err(|e| mismatch(e.to_string()))?)
+        .map_err(&mismatch)?;
+    let domain = socket.domain().map_err(|e| mismatch(e.to_string()))?;
+    let fits = match &spec.addr {
+        ListenAddr::Unix(_) => domain == Domain::UNIX,
+        ListenAddr::Tcp(addr) => domain == Domain::for_address(*addr),
+        ListenAddr::AnyPort(_) => domain == Domain::IPV4 || domain == Domain::IPV6,
+    };
+    if !fits {
+        return Err(mismatch(format!("its family is {domain:?}")));
+    }
+    let local = local_addr_of(&socket).map_err(|e| mismatch(e.to_string()))?;
+    if !same_place(&spec.addr, &local) {
+        tracing::warn!(fd = raw, configured = %spec.addr, actual = %local,
+            "socket-activation fd is bound elsewhere than the config says; using it as passed");
+    }
+    drop(passed);
+    Listener::from_socket(socket, spec.clone(), None)
+}
+
+/// With no configured listeners, a passed socket is adopted with its own address.
+fn adopt_unconfigured(passed: PassedFd) -> Result<Listener, ListenError> {
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&passed.fd);
+    let mismatch = |problem: String| ListenError::ActivationMismatch {
+        fd: raw,
+        name: passed.name.clone(),
+        addr: "(any)".to_owned(),
+        problem,
+    };
+    let name = passed.name.clone();
+    let socket = checked_socket(passed.fd).map_err(&mismatch)?;
+    let addr = local_addr_of(&socket).map_err(|e| mismatch(e.to_string()))?;
+    let mut spec = ListenerSpec::new(addr);
+    spec.name = (name != DEFAULT_FD_NAME).then_some(name);
+    Listener::from_socket(socket, spec, None)
+}
+
+/// A listening stream socket, made close-on-exec (systemd passes them inheritable).
+fn checked_socket(fd: OwnedFd) -> Result<Socket, String> {
+    let socket = Socket::from(fd);
+    match socket.r#type() {
+        Ok(Type::STREAM) => {}
+        Ok(other) => return Err(format!("it is not a stream socket ({other:?})")),
+        Err(e) => return Err(format!("it is not a socket ({e})")),
+    }
+    if !socket.is_listener().map_err(|e| e.to_string())? {
+        return Err("it is not listening".to_owned());
+    }
+    socket.set_cloexec(true).map_err(|e| e.to_string())?;
+    Ok(socket)
+}
+
+fn same_place(configured: &ListenAddr, actual: &ListenAddr) -> bool {
+    match (configured, actual) {
+        (ListenAddr::Tcp(want), ListenAddr::Tcp(got)) => {
+            want.port() == 0 || (want.port() == got.port() && want.ip() == got.ip())
+        }
+        (ListenAddr::AnyPort(port), ListenAddr::Tcp(got)) => {
+            *port == 0 || (*port == got.port() && got.ip().is_unspecified())
+        }
+        (ListenAddr::Unix(want), ListenAddr::Unix(got)) => want == got,
+        _ => false,
+    }
+}
