@@ -1,0 +1,354 @@
+//! Messages of the control protocol. The JSON shapes are documented in the README's
+//! "Control protocol" section; change both together.
+
+use serde::{Deserialize, Serialize};
+
+/// What a client asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Op {
+    /// The service, its generations, listeners and counters.
+    Status,
+    /// Start a new generation, wait until it is ready, promote it and drain the old one.
+    Restart {
+        /// Overrides the readiness timeout of the service for this restart.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ready_timeout_ms: Option<u64>,
+        /// When a restart is already running, follow it instead of answering `busy`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        attach: bool,
+    },
+    /// Stop every generation gracefully and exit the supervisor.
+    Stop,
+    /// Send a signal (a name such as `USR1` or a number) to the active generation.
+    Signal { signal: String },
+    /// Stream every event of the service until the client disconnects.
+    Watch,
+}
+
+/// A request line: `{"v":1,"id":7,"op":"restart"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub v: u32,
+    pub id: u64,
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+/// One line from the supervisor to a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Reply {
+    Event {
+        v: u32,
+        id: u64,
+        event: Event,
+    },
+    Result {
+        v: u32,
+        id: u64,
+        result: ReplyResult,
+    },
+    Error {
+        v: u32,
+        #[serde(default)]
+        id: u64,
+        error: ErrorReply,
+    },
+}
+
+impl Reply {
+    pub fn event(id: u64, event: Event) -> Self {
+        Reply::Event {
+            v: super::VERSION,
+            id,
+            event,
+        }
+    }
+    pub fn result(id: u64, result: ReplyResult) -> Self {
+        Reply::Result {
+            v: super::VERSION,
+            id,
+            result,
+        }
+    }
+    pub fn error(id: u64, kind: ErrorKind, message: impl Into<String>) -> Self {
+        Reply::Error {
+            v: super::VERSION,
+            id,
+            error: ErrorReply {
+                kind,
+                message: message.into(),
+                restart: None,
+            },
+        }
+    }
+    /// Whether this line ends the request's answer.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Reply::Event { .. })
+    }
+}
+
+/// The final answer to a request that worked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ReplyResult {
+    Status(Box<Status>),
+    Restart(RestartReport),
+    /// `stop` and `signal`: done.
+    Done {
+        message: String,
+    },
+}
+
+/// Why a request failed before it could do anything.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// With `busy`: the restart that is running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Another restart is running; `restart` names it.
+    Busy,
+    /// The line was not valid JSON or lacked a required field.
+    Malformed,
+    /// The line was longer than the protocol allows.
+    TooLong,
+    /// The protocol version is not one this supervisor speaks.
+    Version,
+    /// The op is not known to this supervisor.
+    UnknownOp,
+    /// An argument was invalid (for example an unknown signal name).
+    Invalid,
+    /// The supervisor is stopping.
+    Stopping,
+    /// The connecting user is neither root nor the supervisor's user.
+    Forbidden,
+    /// Anything else.
+    Internal,
+}
+
+/// How a restart ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum RestartOutcome {
+    /// The new generation was ready, was promoted and the old one is gone.
+    Completed,
+    /// The new generation failed; it was stopped and the old one kept serving.
+    RolledBack { reason: String },
+    /// The restart could not be attempted (invalid config, spawn failure, supervisor stopping).
+    Failed { reason: String },
+}
+
+impl RestartOutcome {
+    pub fn is_success(&self) -> bool {
+        matches!(self, RestartOutcome::Completed)
+    }
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            RestartOutcome::Completed => None,
+            RestartOutcome::RolledBack { reason } | RestartOutcome::Failed { reason } => {
+                Some(reason)
+            }
+        }
+    }
+}
+
+/// The summary of one restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartReport {
+    /// Restart number within this supervisor's life, from 1.
+    pub restart: u64,
+    #[serde(flatten)]
+    pub outcome: RestartOutcome,
+    /// The generation that was active before.
+    #[serde(default)]
+    pub old_generation: Option<u64>,
+    /// The generation started by this restart (absent when none could be started).
+    #[serde(default)]
+    pub new_generation: Option<u64>,
+    #[serde(default)]
+    pub new_pid: Option<i32>,
+    /// Milliseconds from the request to the outcome.
+    pub elapsed_ms: u64,
+}
+
+/// A step of a restart or of a generation's life, as it happens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Milliseconds since the Unix epoch.
+    pub unix_ms: u64,
+    /// The restart this event belongs to, when it belongs to one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<u64>,
+    /// Milliseconds since that restart was requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elapsed_ms: Option<u64>,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A restart was accepted.
+    RestartRequested,
+    /// The service file was read again for this restart.
+    ConfigReloaded { path: String },
+    /// A generation's process was started.
+    Spawned { generation: u64, pid: i32 },
+    /// The supervisor waits for the listed readiness checks.
+    WaitingReady {
+        generation: u64,
+        checks: Vec<String>,
+    },
+    /// Every readiness check passed; `evidence` says why.
+    Ready { generation: u64, evidence: String },
+    /// The generation is now the active one (and the pidfile names it).
+    Promoted { generation: u64, pid: i32 },
+    /// The generation was sent its stop signal and has until the deadline to exit.
+    Draining {
+        generation: u64,
+        pid: i32,
+        signal: String,
+        deadline_ms: u64,
+    },
+    /// The drain deadline passed: the generation's process group was killed.
+    Killed { generation: u64, pid: i32 },
+    /// A generation's main process exited.
+    Exited {
+        generation: u64,
+        pid: i32,
+        status: ExitInfo,
+    },
+    /// A restart ended.
+    Finished(RestartReport),
+    /// The active generation died outside a restart; a new one starts after `delay_ms`.
+    Respawning { generation: u64, delay_ms: u64 },
+    /// A forwarded signal was delivered to the active generation.
+    Signalled {
+        generation: u64,
+        pid: i32,
+        signal: String,
+    },
+    /// The supervisor is stopping every generation.
+    Stopping,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "how", rename_all = "snake_case")]
+pub enum ExitInfo {
+    Code { code: i32 },
+    Signal { signal: i32 },
+}
+
+impl ExitInfo {
+    /// The status a shell would show: the code, or 128 + the signal number.
+    pub fn shell_code(self) -> i32 {
+        match self {
+            ExitInfo::Code { code } => code,
+            ExitInfo::Signal { signal } => 128 + signal,
+        }
+    }
+    pub fn success(self) -> bool {
+        self == ExitInfo::Code { code: 0 }
+    }
+}
+
+impl std::fmt::Display for ExitInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            ExitInfo::Code { code } => write!(f, "exit code {code}"),
+            ExitInfo::Signal { signal } => match nix::sys::signal::Signal::try_from(signal) {
+                Ok(s) => write!(f, "killed by {}", s.as_str()),
+                Err(_) => write!(f, "killed by signal {signal}"),
+            },
+        }
+    }
+}
+
+/// The state of one generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GenerationState {
+    /// Started by a restart, not yet proven ready.
+    Starting,
+    /// Serving; the one signals are forwarded to.
+    Active,
+    /// Asked to stop; waiting for it to exit.
+    Draining,
+    /// Gone.
+    Exited,
+}
+
+/// One generation as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationInfo {
+    pub generation: u64,
+    pub pid: i32,
+    pub state: GenerationState,
+    pub started_unix_ms: u64,
+    #[serde(default)]
+    pub exit: Option<ExitInfo>,
+}
+
+/// One listener as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerInfo {
+    pub name: String,
+    pub address: String,
+    /// The socket's inode: the same number appears in every generation's /proc/PID/fd.
+    pub inode: u64,
+    /// The fd number the generations receive it on.
+    pub fd: i32,
+}
+
+/// Counters since the supervisor started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartCounters {
+    pub requested: u64,
+    pub completed: u64,
+    pub rolled_back: u64,
+    pub failed: u64,
+    /// Deaths of the active generation outside a restart.
+    pub crashes: u64,
+}
+
+/// The answer to `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub service: String,
+    pub supervisor_pid: i32,
+    pub started_unix_ms: u64,
+    #[serde(default)]
+    pub config_path: Option<String>,
+    #[serde(default)]
+    pub active_generation: Option<u64>,
+    /// The restart that is running, if any.
+    #[serde(default)]
+    pub restart_in_progress: Option<u64>,
+    /// Live generations, then the most recent exited ones, newest first.
+    pub generations: Vec<GenerationInfo>,
+    pub listeners: Vec<ListenerInfo>,
+    pub restarts: RestartCounters,
+    #[serde(default)]
+    pub last_restart: Option<RestartReport>,
+}
+
+/// Milliseconds since the Unix epoch, for timestamps in messages.
+pub fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
