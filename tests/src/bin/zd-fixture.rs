@@ -1,1 +1,5 @@
-fn main() {}
+//! The zd-fixture HTTP service; see `zd_tests::fixture`.
+
+fn main() {
+    std::process::exit(zd_tests::fixture::run());
+}
