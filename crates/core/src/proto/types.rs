@@ -43,12 +43,12 @@ pub enum Reply {
     Event {
         v: u32,
         id: u64,
-        event: Event,
+        event: Box<Event>,
     },
     Result {
         v: u32,
         id: u64,
-        result: ReplyResult,
+        result: Box<ReplyResult>,
     },
     Error {
         v: u32,
@@ -63,14 +63,14 @@ impl Reply {
         Reply::Event {
             v: super::VERSION,
             id,
-            event,
+            event: Box::new(event),
         }
     }
     pub fn result(id: u64, result: ReplyResult) -> Self {
         Reply::Result {
             v: super::VERSION,
             id,
-            result,
+            result: Box::new(result),
         }
     }
     pub fn error(id: u64, kind: ErrorKind, message: impl Into<String>) -> Self {
