@@ -1,1 +1,236 @@
-//! proc
+//! A thin, typed view of `/proc` for the processes we supervise.
+//!
+//! Everything here is read fresh on each call: the processes we look at are
+//! being started and stopped while we look, so every function expects a pid
+//! or a thread to vanish between two reads and says so with
+//! [`ProcError::Gone`] (or by leaving it out of a list) instead of failing.
+//!
+//! The `procfs` crate does the parsing where its types fit (process status);
+//! the files the readiness check reads every few milliseconds (`fd/`,
+//! `fdinfo/`, `task/*/syscall`, `net/tcp`) are read directly, one syscall per
+//! file, with small parsers that are tested on captured text. No `procfs`
+//! type appears in this module's API, so the crate can be swapped without
+//! touching callers.
+
+mod epoll;
+mod fd;
+mod memory;
+mod net;
+mod syscall;
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+pub use epoll::{EpollTarget, epoll_targets, parse_epoll_fdinfo};
+pub use fd::{FdTarget, fds, parse_fd_link, socket_fds};
+pub use memory::read_memory;
+pub use net::{TcpSocket, TcpState, parse_tcp_table, tcp_sockets};
+pub use syscall::{Arch, TaskSyscall, WaitCall, parse_syscall, task_syscall};
+
+/// Why something could not be read from `/proc`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProcError {
+    /// The process (or the thread of it we were reading) no longer exists.
+    #[error("process {pid} is gone")]
+    Gone { pid: i32 },
+
+    /// Reading failed for another reason, most often a permission the
+    /// caller lacks (another user's process, or one that made itself
+    /// non-dumpable).
+    #[error("cannot read {about} of process {pid}")]
+    Io {
+        pid: i32,
+        about: &'static str,
+        #[source]
+        source: io::Error,
+    },
+
+    /// A file did not have the shape the kernel documents.
+    #[error("unexpected content in {}, line {line}: {what}", path.display())]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        what: String,
+    },
+}
+
+impl ProcError {
+    /// Classifies an I/O error: a missing file or `ESRCH` means the process
+    /// (or thread) went away, anything else is a real failure.
+    pub(crate) fn from_io(pid: i32, about: &'static str, source: io::Error) -> Self {
+        if is_gone(&source) {
+            ProcError::Gone { pid }
+        } else {
+            ProcError::Io { pid, about, source }
+        }
+    }
+
+    pub(crate) fn parse(path: &Path, line: usize, what: impl Into<String>) -> Self {
+        ProcError::Parse {
+            path: path.to_path_buf(),
+            line,
+            what: what.into(),
+        }
+    }
+
+    /// Converts an error of the `procfs` crate at this module's boundary.
+    fn from_procfs(pid: i32, about: &'static str, err: procfs::ProcError) -> Self {
+        match err {
+            procfs::ProcError::NotFound(_) => ProcError::Gone { pid },
+            procfs::ProcError::PermissionDenied(_) => ProcError::Io {
+                pid,
+                about,
+                source: io::Error::from(io::ErrorKind::PermissionDenied),
+            },
+            procfs::ProcError::Io(source, _) => ProcError::from_io(pid, about, source),
+            procfs::ProcError::Incomplete(path) => ProcError::Parse {
+                path: path.unwrap_or_else(|| pid_path(pid, "")),
+                line: 1,
+                what: "incomplete content".to_owned(),
+            },
+            other => ProcError::Parse {
+                path: pid_path(pid, ""),
+                line: 1,
+                what: other.to_string(),
+            },
+        }
+    }
+}
+
+/// Whether an I/O error means "that process or thread does not exist
+/// (anymore)". Reads of a task that exits mid-read fail with `ESRCH`.
+pub(crate) fn is_gone(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::NotFound || err.raw_os_error() == Some(libc::ESRCH)
+}
+
+/// `/proc/<pid>/<rest>`.
+pub(crate) fn pid_path(pid: i32, rest: &str) -> PathBuf {
+    if rest.is_empty() {
+        PathBuf::from(format!("/proc/{pid}"))
+    } else {
+        PathBuf::from(format!("/proc/{pid}/{rest}"))
+    }
+}
+
+fn stat(pid: i32, about: &'static str) -> Result<procfs::process::Stat, ProcError> {
+    procfs::process::Process::new(pid)
+        .and_then(|process| process.stat())
+        .map_err(|err| ProcError::from_procfs(pid, about, err))
+}
+
+/// The one-letter scheduler state of a process (`R`, `S`, `D`, `Z`, …).
+/// `Z` is a zombie: it has exited and waits for its parent to reap it.
+pub fn state(pid: i32) -> Result<char, ProcError> {
+    Ok(stat(pid, "state")?.state)
+}
+
+/// When the process started, in clock ticks since boot. A pid and this
+/// value together name one process even if the pid is reused later.
+pub fn start_time_ticks(pid: i32) -> Result<u64, ProcError> {
+    Ok(stat(pid, "start time")?.starttime)
+}
+
+/// The parent's pid.
+pub fn parent(pid: i32) -> Result<i32, ProcError> {
+    Ok(stat(pid, "parent")?.ppid)
+}
+
+/// Whether the process exists and has not exited: a zombie is not alive.
+pub fn is_alive(pid: i32) -> bool {
+    matches!(state(pid), Ok(state) if state != 'Z' && state != 'X')
+}
+
+/// How many file descriptors the process has open.
+pub fn fd_count(pid: i32) -> Result<usize, ProcError> {
+    procfs::process::Process::new(pid)
+        .and_then(|process| process.fd_count())
+        .map_err(|err| ProcError::from_procfs(pid, "open files", err))
+}
+
+/// The thread ids of a process; the main thread's id is the pid.
+pub fn tasks(pid: i32) -> Result<Vec<i32>, ProcError> {
+    let entries = std::fs::read_dir(pid_path(pid, "task"))
+        .map_err(|err| ProcError::from_io(pid, "threads", err))?;
+    let mut tids: Vec<i32> = entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort_unstable();
+    Ok(tids)
+}
+
+/// Whether this kernel has `/proc/PID/task/TID/children`
+/// (`CONFIG_PROC_CHILDREN`). Without it we find children by scanning the
+/// parent pid of every process, which costs a read per process on the box.
+fn children_files_exist() -> bool {
+    static EXIST: OnceLock<bool> = OnceLock::new();
+    *EXIST.get_or_init(|| Path::new("/proc/thread-self/children").exists())
+}
+
+/// The direct children of a process (of all its threads). Empty when the
+/// process is gone.
+pub fn children(pid: i32) -> Vec<i32> {
+    if !children_files_exist() {
+        return parent_map().remove(&pid).unwrap_or_default();
+    }
+    let mut kids = Vec::new();
+    for tid in tasks(pid).unwrap_or_default() {
+        // A thread that exits between listing and reading simply has no
+        // children to report.
+        let Ok(text) = std::fs::read_to_string(pid_path(pid, &format!("task/{tid}/children")))
+        else {
+            continue;
+        };
+        kids.extend(
+            text.split_whitespace()
+                .filter_map(|kid| kid.parse::<i32>().ok()),
+        );
+    }
+    kids.sort_unstable();
+    kids.dedup();
+    kids
+}
+
+/// Every process's children, from one scan of `/proc/*/stat`.
+fn parent_map() -> HashMap<i32, Vec<i32>> {
+    let mut map: HashMap<i32, Vec<i32>> = HashMap::new();
+    let Ok(processes) = procfs::process::all_processes() else {
+        return map;
+    };
+    for process in processes.flatten() {
+        // Processes that exit during the scan are skipped.
+        if let Ok(stat) = process.stat() {
+            map.entry(stat.ppid).or_default().push(stat.pid);
+        }
+    }
+    map
+}
+
+/// `root` followed by every process descended from it, parents before
+/// children. Empty when `root` does not exist. Processes that exit while
+/// the tree is walked are left out.
+pub fn descendants(root: i32) -> Vec<i32> {
+    if !pid_path(root, "").exists() {
+        return Vec::new();
+    }
+    let mut scanned = if children_files_exist() {
+        None
+    } else {
+        Some(parent_map())
+    };
+    let mut seen = HashSet::from([root]);
+    let mut tree = vec![root];
+    let mut next = 0;
+    while let Some(&pid) = tree.get(next) {
+        next += 1;
+        let kids = match scanned.as_mut() {
+            Some(map) => map.remove(&pid).unwrap_or_default(),
+            None => children(pid),
+        };
+        // `seen` guards against a reused pid making the walk loop.
+        tree.extend(kids.into_iter().filter(|kid| seen.insert(*kid)));
+    }
+    tree
+}

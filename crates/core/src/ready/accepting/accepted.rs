@@ -1,0 +1,84 @@
+//! A connection the tree already accepted from a listener.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use crate::proc::{self, ProcError, TcpState};
+
+use super::AcceptingEvidence;
+
+/// Finds a connected TCP socket owned by the tree (`sockets`: inode →
+/// owning pid) whose local address is one a listener serves. `holder` is a
+/// process holding a listener: the tcp tables of its network namespace list
+/// both the listeners and the connections accepted from them.
+pub(super) fn find(
+    holder: i32,
+    listener_inodes: &[u64],
+    sockets: &HashMap<u64, i32>,
+) -> Result<Option<AcceptingEvidence>, ProcError> {
+    let table = proc::tcp_sockets(holder)?;
+    let listening: Vec<SocketAddr> = table
+        .iter()
+        .filter(|socket| {
+            socket.state == TcpState::Listen && listener_inodes.contains(&socket.inode)
+        })
+        .map(|socket| socket.local)
+        .collect();
+    if listening.is_empty() {
+        return Ok(None);
+    }
+    Ok(table.iter().find_map(|socket| {
+        // Connections still in the accept queue have no inode yet, and a
+        // socket not owned by the tree was accepted by someone else (the
+        // old generation).
+        let pid = *sockets.get(&socket.inode)?;
+        let accepted = socket.state != TcpState::Listen
+            && listening
+                .iter()
+                .any(|listener| serves(*listener, socket.local));
+        accepted.then_some(AcceptingEvidence::Accepted {
+            pid,
+            local: socket.local,
+        })
+    }))
+}
+
+/// Whether a connection with local address `local` can have come from a
+/// listener bound to `listener`: same port, and the same address unless the
+/// listener is bound to the wildcard. A dual-stack `[::]` listener reports
+/// IPv4 connections as IPv4-mapped IPv6 addresses, hence `to_canonical`.
+pub(crate) fn serves(listener: SocketAddr, local: SocketAddr) -> bool {
+    listener.port() == local.port()
+        && (listener.ip().is_unspecified()
+            || listener.ip().to_canonical() == local.ip().to_canonical())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().expect("test address")
+    }
+
+    #[test]
+    fn a_listener_serves_connections_on_its_own_address_and_port() {
+        assert!(serves(addr("127.0.0.1:8080"), addr("127.0.0.1:8080")));
+        assert!(!serves(addr("127.0.0.1:8080"), addr("127.0.0.1:8081")));
+        assert!(!serves(addr("127.0.0.1:8080"), addr("127.0.0.2:8080")));
+    }
+
+    #[test]
+    fn a_wildcard_listener_serves_every_local_address() {
+        assert!(serves(addr("0.0.0.0:8080"), addr("10.1.2.3:8080")));
+        assert!(serves(addr("[::]:8080"), addr("[::ffff:127.0.0.1]:8080")));
+    }
+
+    #[test]
+    fn ipv4_mapped_connections_match_an_ipv4_address() {
+        assert!(serves(
+            addr("[::ffff:127.0.0.1]:8080"),
+            addr("127.0.0.1:8080")
+        ));
+    }
+}
