@@ -1,1 +1,265 @@
-//! config
+//! Service configuration: the YAML service file, or `zdctl run` flags, as one plain
+//! [`ServiceConfig`].
+//!
+//! [`load_file`] reads, parses and validates a file; [`find_service`] and [`discover`]
+//! look for files in [`config_dirs`]. Every error about a file starts with
+//! `file:line:column:` and says what to change. `docs/config.md` is the user's reference.
+
+mod discover;
+mod error;
+mod file;
+mod validate;
+mod yaml;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use discover::{DiscoveredService, config_dirs, discover, find_service};
+pub use error::{ConfigError, Location};
+
+use crate::listen::{ListenAddr, ListenerSpec};
+use crate::ready::check::ReadyCheck;
+use crate::signal::Signal;
+
+/// How long readiness checks may take together, unless `ready.timeout` says otherwise.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an old generation may take to stop, unless `drain_timeout` says otherwise.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The first delay before respawning a crashed generation.
+pub const DEFAULT_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest delay between respawns.
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// The `alive` check used when a service has no listeners and names no check.
+pub const DEFAULT_ALIVE: Duration = Duration::from_secs(1);
+
+/// One service, ready for the supervisor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// The service name (`name:`, else the file stem).
+    pub name: String,
+    /// The file it came from; `None` for a service given by flags.
+    pub source: Option<PathBuf>,
+    /// The program and its arguments; never empty.
+    pub command: Vec<String>,
+    /// The working directory of every generation (already resolved against the file's
+    /// directory); `None`: the supervisor's own.
+    pub workdir: Option<PathBuf>,
+    /// Variables added to the generation's environment.
+    pub env: BTreeMap<String, String>,
+    /// The listeners, in fd order (fd 3 first).
+    pub listeners: Vec<ListenerSpec>,
+    /// How a new generation proves it is ready.
+    pub ready: ReadyConfig,
+    /// The signal that asks a generation to stop (drain).
+    pub stop_signal: Signal,
+    /// How long a stopping generation gets before SIGKILL.
+    pub drain_timeout: Duration,
+    /// What happens when the active generation dies outside a restart.
+    pub restart: RestartPolicy,
+    /// Where the supervisor writes the active generation's pid.
+    pub pidfile: Option<PathBuf>,
+    /// Prefix each line of the child's output with `[name gen N] `.
+    pub log_prefix: bool,
+}
+
+/// Readiness: every check must pass, all within `timeout`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadyConfig {
+    /// The checks, never empty.
+    pub checks: Vec<ReadyCheck>,
+    /// The deadline for all of them.
+    pub timeout: Duration,
+}
+
+impl ReadyConfig {
+    /// The default: `accepting` when there are listeners, else `alive:1s`; 30s timeout.
+    pub fn default_for(listeners: &[ListenerSpec]) -> ReadyConfig {
+        ReadyConfig {
+            checks: default_checks(listeners),
+            timeout: DEFAULT_READY_TIMEOUT,
+        }
+    }
+}
+
+fn default_checks(listeners: &[ListenerSpec]) -> Vec<ReadyCheck> {
+    if listeners.is_empty() {
+        vec![ReadyCheck::Alive(DEFAULT_ALIVE)]
+    } else {
+        vec![ReadyCheck::Accepting]
+    }
+}
+
+/// Respawning the active generation after a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// When to respawn.
+    pub mode: RestartMode,
+    /// The first delay; doubled for each crash in a row, reset after 10s of uptime.
+    pub backoff: Duration,
+    /// The longest delay.
+    pub backoff_max: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> RestartPolicy {
+        RestartPolicy {
+            mode: RestartMode::Always,
+            backoff: DEFAULT_BACKOFF,
+            backoff_max: DEFAULT_BACKOFF_MAX,
+        }
+    }
+}
+
+/// When the active generation is respawned after dying outside a restart.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartMode {
+    /// Whatever the exit status.
+    #[default]
+    Always,
+    /// Only after a non-zero exit or a death by signal.
+    #[serde(alias = "on_failure")]
+    OnFailure,
+    /// Never: the supervisor exits with the generation's status.
+    Never,
+}
+
+impl ServiceConfig {
+    /// A service with every default: for `zdctl run --name N -- CMD`. Set `listeners`
+    /// and then `ready = ReadyConfig::default_for(&listeners)` to keep the default checks
+    /// right.
+    pub fn defaults_for(name: impl Into<String>, command: Vec<String>) -> ServiceConfig {
+        ServiceConfig {
+            name: name.into(),
+            source: None,
+            command,
+            workdir: None,
+            env: BTreeMap::new(),
+            listeners: Vec::new(),
+            ready: ReadyConfig::default_for(&[]),
+            stop_signal: Signal::Terminate,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            restart: RestartPolicy::default(),
+            pidfile: None,
+            log_prefix: false,
+        }
+    }
+
+    /// Checks what parsing alone cannot: the program exists and is executable, the
+    /// working directory exists, names are unique, durations are positive. Errors point
+    /// at the key in `source` when there is one (it is re-read to find the line).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let text = self
+            .source
+            .as_deref()
+            .and_then(|p| std::fs::read_to_string(p).ok());
+        validate::validate(self, text.as_deref())
+    }
+}
+
+/// Checks a service name: it names sockets and files, so 1 to 64 letters, digits, `_`,
+/// `-` or `.`, not starting with `.` or `-`.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok = (1..=64).contains(&name.len())
+        && !name.starts_with(['.', '-'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid service name '{name}'; use 1 to 64 letters, digits, '_', '-' or '.', \
+             not starting with '.' or '-', like 'api'"
+        ))
+    }
+}
+
+/// Reads, parses and validates a service file.
+pub fn load_file(path: &Path) -> Result<ServiceConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let config = parse_str(&text, path)?;
+    validate::validate(&config, Some(&text))?;
+    Ok(config)
+}
+
+/// Parses service file text; `source` names the file in errors, gives the default name
+/// (its stem) and the directory relative paths resolve against. Checks every value, but
+/// not the filesystem: see [`ServiceConfig::validate`].
+pub fn parse_str(text: &str, source: &Path) -> Result<ServiceConfig, ConfigError> {
+    let at = |line, column| Location::new(Some(source.to_owned()), line, column);
+    if text.trim().is_empty() {
+        return Err(ConfigError::invalid(
+            at(1, 1),
+            "the service file is empty; it needs at least `command:`, \
+             like command: [\"./server\", \"--port\", \"8080\"]",
+        ));
+    }
+    let raw: file::FileConfig = yaml::from_yaml(text)
+        .map_err(|e| ConfigError::invalid(at(e.line, e.column), validate::explain(&e.message)))?;
+    let name = match raw.name {
+        Some(name) => name.0,
+        None => {
+            let stem = source
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            validate_name(&stem).map_err(|e| {
+                ConfigError::invalid(
+                    at(1, 1),
+                    format!(
+                        "{e}; the name comes from the file name: rename the file or set `name:`"
+                    ),
+                )
+            })?;
+            stem
+        }
+    };
+    let base = source.parent().unwrap_or(Path::new(""));
+    let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+    let listeners: Vec<ListenerSpec> = raw
+        .listen
+        .0
+        .into_iter()
+        .map(|mut spec| {
+            if let ListenAddr::Unix(path) = spec.addr {
+                spec.addr = ListenAddr::Unix(resolve(path));
+            }
+            spec
+        })
+        .collect();
+    let ready = raw.ready.unwrap_or_default();
+    let restart = raw.restart.unwrap_or_default();
+    let defaults = RestartPolicy::default();
+    Ok(ServiceConfig {
+        name,
+        source: Some(source.to_owned()),
+        command: raw.command.0,
+        workdir: raw.workdir.map(resolve),
+        env: raw.env.0,
+        ready: ReadyConfig {
+            checks: ready.checks.unwrap_or_else(|| default_checks(&listeners)),
+            timeout: ready.timeout.unwrap_or(DEFAULT_READY_TIMEOUT),
+        },
+        listeners,
+        stop_signal: raw.stop_signal.unwrap_or(Signal::Terminate),
+        drain_timeout: raw.drain_timeout.map_or(DEFAULT_DRAIN_TIMEOUT, |d| d.0),
+        restart: RestartPolicy {
+            mode: restart.policy.unwrap_or(defaults.mode),
+            backoff: restart.backoff.unwrap_or(defaults.backoff),
+            backoff_max: restart.backoff_max.unwrap_or(
+                defaults
+                    .backoff_max
+                    .max(restart.backoff.unwrap_or_default()),
+            ),
+        },
+        pidfile: raw.pidfile.map(resolve),
+        log_prefix: raw.log.and_then(|l| l.prefix).unwrap_or(false),
+    })
+}

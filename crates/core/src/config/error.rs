@@ -1,0 +1,124 @@
+//! Configuration errors. Each one about a service file starts with `file:line:column:`,
+//! says what is wrong, then what to change.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// Where in a service file something is. Lines and columns count from 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The service file; `None` for a service given by command-line flags.
+    pub file: Option<PathBuf>,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+}
+
+impl Location {
+    /// A position in `file`.
+    pub fn new(file: Option<PathBuf>, line: usize, column: usize) -> Location {
+        Location { file, line, column }
+    }
+}
+
+impl fmt::Display for Location {
+    /// `file:line:column`, or `command line` for a service given by flags.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.file {
+            Some(file) => write!(f, "{}:{}:{}", file.display(), self.line, self.column),
+            None => f.write_str("command line"),
+        }
+    }
+}
+
+/// A service configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: cannot read the service file: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The file is not valid YAML, or a key or value is wrong. `message` says what to
+    /// change.
+    #[error("{at}: {message}")]
+    Invalid {
+        /// Where.
+        at: Location,
+        /// What is wrong, then what to change.
+        message: String,
+    },
+    /// The program of `command` is not there.
+    #[error(
+        "{at}: command '{program}' not found ({searched}); install it, fix the path, or give \
+         an absolute path"
+    )]
+    CommandNotFound {
+        /// Where `command:` is.
+        at: Location,
+        /// The program as written.
+        program: String,
+        /// Where we looked: the resolved path, or the PATH that was searched.
+        searched: String,
+    },
+    /// The program of `command` exists but cannot be executed.
+    #[error(
+        "{at}: command '{}' is not an executable file; run 'chmod +x' on it or fix the path",
+        program.display()
+    )]
+    CommandNotExecutable {
+        /// Where `command:` is.
+        at: Location,
+        /// The resolved path.
+        program: PathBuf,
+    },
+    /// No service file has that name.
+    #[error(
+        "no service named '{name}' (looked for {name}.yaml, {name}.yml and files with \
+         'name: {name}' in {}); create one there, set ZDCTL_CONFIG_DIR, or pass the file's path",
+        list_dirs(searched)
+    )]
+    NotFound {
+        /// The service name asked for.
+        name: String,
+        /// Every directory searched, in order.
+        searched: Vec<PathBuf>,
+    },
+}
+
+impl ConfigError {
+    /// An [`ConfigError::Invalid`] at `at`.
+    pub(crate) fn invalid(at: Location, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            at,
+            message: message.into(),
+        }
+    }
+
+    /// Where the error is, when it is about a position in a service file.
+    pub fn location(&self) -> Option<&Location> {
+        match self {
+            ConfigError::Invalid { at, .. }
+            | ConfigError::CommandNotFound { at, .. }
+            | ConfigError::CommandNotExecutable { at, .. } => Some(at),
+            _ => None,
+        }
+    }
+}
+
+fn list_dirs(dirs: &[PathBuf]) -> String {
+    if dirs.is_empty() {
+        return "no directory (HOME is unset)".to_owned();
+    }
+    dirs.iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

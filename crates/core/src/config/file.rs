@@ -1,0 +1,472 @@
+//! The service file's shape, as serde sees it.
+//!
+//! Every value is checked inside its own `Deserialize` impl, so the YAML reader attaches
+//! the value's line and column to the error. Keys that accept several shapes (a string or
+//! a list or a map) have hand-written visitors: serde's `untagged` would buffer the value
+//! and lose both the position and the inner message.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+
+use super::RestartMode;
+use crate::duration::serde_duration;
+use crate::listen::{ListenAddr, ListenerSpec, validate_fd_name};
+use crate::ready::check::ReadyCheck;
+use crate::signal::Signal;
+
+/// The whole file. Field names are the YAML keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileConfig {
+    pub(super) name: Option<ServiceName>,
+    pub(super) command: CommandLine,
+    pub(super) workdir: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) env: EnvMap,
+    #[serde(default)]
+    pub(super) listen: ListenList,
+    pub(super) ready: Option<ReadySection>,
+    pub(super) stop_signal: Option<Signal>,
+    pub(super) drain_timeout: Option<Positive>,
+    pub(super) restart: Option<RestartSection>,
+    pub(super) pidfile: Option<PathBuf>,
+    pub(super) log: Option<LogSection>,
+}
+
+/// A duration that must be above zero.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Positive(pub(super) Duration);
+
+impl<'de> Deserialize<'de> for Positive {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Positive, D::Error> {
+        serde_duration::deserialize_positive(d).map(Positive)
+    }
+}
+
+/// A service name, checked by [`super::validate_name`].
+#[derive(Debug)]
+pub(super) struct ServiceName(pub(super) String);
+
+impl<'de> Deserialize<'de> for ServiceName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ServiceName, D::Error> {
+        let name = Scalar::deserialize(d)?.0;
+        super::validate_name(&name).map_err(de::Error::custom)?;
+        Ok(ServiceName(name))
+    }
+}
+
+/// A scalar read as text: `PORT: 8080` in `env` means the string "8080".
+#[derive(Debug)]
+pub(super) struct Scalar(pub(super) String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Scalar, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_owned()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `command`: a list of words, or one string split like a shell would.
+#[derive(Debug)]
+pub(super) struct CommandLine(pub(super) Vec<String>);
+
+impl<'de> Deserialize<'de> for CommandLine {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<CommandLine, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = CommandLine;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a command: a list like [\"./server\", \"--port\", \"8080\"] or a string",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<CommandLine, E> {
+                let words = shlex::split(v).ok_or_else(|| {
+                    E::custom(
+                        "the command has an unclosed quote or a trailing backslash; \
+                         fix the quoting or write it as a list",
+                    )
+                })?;
+                non_empty(words)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<CommandLine, A::Error> {
+                let mut words = Vec::new();
+                while let Some(Scalar(word)) = seq.next_element()? {
+                    words.push(word);
+                }
+                non_empty(words)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn non_empty<E: de::Error>(words: Vec<String>) -> Result<CommandLine, E> {
+    match words.first() {
+        None => Err(E::custom(
+            "the command is empty; name the program to run, like [\"./server\", \"--port\", \"8080\"]",
+        )),
+        Some(first) if first.is_empty() => Err(E::custom(
+            "the program name is empty; name the program to run, like \"./server\"",
+        )),
+        Some(_) => Ok(CommandLine(words)),
+    }
+}
+
+/// `env`: a map of names to scalars.
+#[derive(Debug, Default)]
+pub(super) struct EnvMap(pub(super) BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for EnvMap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<EnvMap, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = EnvMap;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of variable names to values, like { RUST_LOG: info }")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<EnvMap, E> {
+                Ok(EnvMap::default())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EnvMap, A::Error> {
+                let mut env = BTreeMap::new();
+                while let Some(Scalar(key)) = map.next_key()? {
+                    if key.is_empty() || key.contains(['=', '\0']) {
+                        return Err(de::Error::custom(format!(
+                            "'{key}' is not a valid environment variable name; \
+                             use a name without '=', like RUST_LOG"
+                        )));
+                    }
+                    let Scalar(value) = map.next_value()?;
+                    if value.contains('\0') {
+                        return Err(de::Error::custom(format!(
+                            "the value of {key} contains a NUL byte, which the environment cannot hold"
+                        )));
+                    }
+                    env.insert(key, value);
+                }
+                Ok(EnvMap(env))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `listen`: a list of `[FDNAME=]ADDR` strings or maps (or one string).
+#[derive(Debug, Default)]
+pub(super) struct ListenList(pub(super) Vec<ListenerSpec>);
+
+impl<'de> Deserialize<'de> for ListenList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ListenList, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ListenList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of listen addresses, like [\"127.0.0.1:8080\"]")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<ListenList, E> {
+                Ok(ListenList::default())
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ListenList, E> {
+                Ok(ListenList(vec![v.parse().map_err(E::custom)?]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ListenList, A::Error> {
+                let mut specs = Vec::new();
+                let mut names = BTreeSet::new();
+                while let Some(ListenEntry(spec)) = seq.next_element()? {
+                    if let Some(name) = &spec.name {
+                        if !names.insert(name.clone()) {
+                            return Err(de::Error::custom(format!(
+                                "two listeners are named '{name}'; give each a different name"
+                            )));
+                        }
+                    }
+                    specs.push(spec);
+                }
+                Ok(ListenList(specs))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One `listen` entry.
+struct ListenEntry(ListenerSpec);
+
+/// The map form of a `listen` entry.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenMap {
+    name: Option<FdName>,
+    address: FromText<ListenAddr>,
+    mode: Option<Mode>,
+    owner: Option<Scalar>,
+    group: Option<Scalar>,
+    backlog: Option<u32>,
+}
+
+impl<'de> Deserialize<'de> for ListenEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ListenEntry, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ListenEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a listen address like \"127.0.0.1:8080\", or a map with `address:`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ListenEntry, E> {
+                v.parse().map(ListenEntry).map_err(E::custom)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ListenEntry, A::Error> {
+                let m = ListenMap::deserialize(MapAccessDeserializer::new(map))?;
+                let addr = m.address.0;
+                let unix_only = m.mode.is_some() || m.owner.is_some() || m.group.is_some();
+                if unix_only && !matches!(addr, ListenAddr::Unix(_)) {
+                    return Err(de::Error::custom(format!(
+                        "mode, owner and group apply to unix sockets only, and '{addr}' is TCP; \
+                         remove them or use an address like 'unix:/run/app.sock'"
+                    )));
+                }
+                if m.backlog == Some(0) {
+                    return Err(de::Error::custom(
+                        "backlog 0 would refuse connections; remove it to use the system default",
+                    ));
+                }
+                Ok(ListenEntry(ListenerSpec {
+                    name: m.name.map(|n| n.0),
+                    addr,
+                    backlog: m.backlog,
+                    mode: m.mode.map(|m| m.0),
+                    owner: m.owner.map(|s| s.0),
+                    group: m.group.map(|s| s.0),
+                }))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A listener name, checked like the `NAME=` prefix.
+struct FdName(String);
+
+impl<'de> Deserialize<'de> for FdName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<FdName, D::Error> {
+        let Scalar(name) = Scalar::deserialize(d)?;
+        validate_fd_name(&name).map_err(de::Error::custom)?;
+        Ok(FdName(name))
+    }
+}
+
+/// Any `FromStr` value read from a string, its parse error becoming the message.
+pub(super) struct FromText<T>(pub(super) T);
+
+impl<'de, T> Deserialize<'de> for FromText<T>
+where
+    T: std::str::FromStr,
+    T::Err: fmt::Display,
+{
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<FromText<T>, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<T> Visitor<'_> for V<T>
+        where
+            T: std::str::FromStr,
+            T::Err: fmt::Display,
+        {
+            type Value = FromText<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<FromText<T>, E> {
+                v.parse().map(FromText).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V(PhantomData))
+    }
+}
+
+/// A unix permission mode: `"0660"`, `0660` or `660` are all octal.
+struct Mode(u32);
+
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Mode, D::Error> {
+        let Scalar(text) = Scalar::deserialize(d)?;
+        let digits = text.strip_prefix("0o").unwrap_or(&text);
+        u32::from_str_radix(digits, 8)
+            .ok()
+            .filter(|m| *m <= 0o7777)
+            .map(Mode)
+            .ok_or_else(|| {
+                de::Error::custom(format!(
+                    "invalid mode '{text}'; write octal permissions as a string, like \"0660\""
+                ))
+            })
+    }
+}
+
+/// `ready`: one check, a list of checks, or a map with `checks` and `timeout`.
+#[derive(Debug, Default)]
+pub(super) struct ReadySection {
+    pub(super) checks: Option<Vec<ReadyCheck>>,
+    pub(super) timeout: Option<Duration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadyMap {
+    checks: Option<CheckList>,
+    timeout: Option<Positive>,
+}
+
+/// One check or a non-empty list of them.
+struct CheckList(Vec<ReadyCheck>);
+
+impl<'de> Deserialize<'de> for CheckList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<CheckList, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = CheckList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a readiness check like \"accepting\", or a list of them")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<CheckList, E> {
+                Ok(CheckList(vec![v.parse().map_err(E::custom)?]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<CheckList, A::Error> {
+                let mut checks = Vec::new();
+                while let Some(check) = seq.next_element()? {
+                    checks.push(check);
+                }
+                if checks.is_empty() {
+                    return Err(de::Error::custom(
+                        "the list of readiness checks is empty; remove it to get the default, \
+                         or name a check like 'accepting'",
+                    ));
+                }
+                Ok(CheckList(checks))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for ReadySection {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ReadySection, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ReadySection;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a readiness check, a list of them, or a map with `checks` and `timeout`",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ReadySection, E> {
+                let check = v.parse().map_err(E::custom)?;
+                Ok(ReadySection {
+                    checks: Some(vec![check]),
+                    timeout: None,
+                })
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<ReadySection, A::Error> {
+                let list = CheckList::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(ReadySection {
+                    checks: Some(list.0),
+                    timeout: None,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ReadySection, A::Error> {
+                let m = ReadyMap::deserialize(MapAccessDeserializer::new(map))?;
+                Ok(ReadySection {
+                    checks: m.checks.map(|c| c.0),
+                    timeout: m.timeout.map(|t| t.0),
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `restart`: a policy name, or a map with `policy`, `backoff` and `backoff_max`.
+#[derive(Debug, Default)]
+pub(super) struct RestartSection {
+    pub(super) policy: Option<RestartMode>,
+    pub(super) backoff: Option<Duration>,
+    pub(super) backoff_max: Option<Duration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestartMap {
+    policy: Option<RestartMode>,
+    backoff: Option<Positive>,
+    backoff_max: Option<Positive>,
+}
+
+impl<'de> Deserialize<'de> for RestartSection {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RestartSection, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RestartSection;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a restart policy (always, on-failure, never) or a map with `policy`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RestartSection, E> {
+                let policy = RestartMode::deserialize(de::value::StrDeserializer::<E>::new(v))?;
+                Ok(RestartSection {
+                    policy: Some(policy),
+                    ..RestartSection::default()
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RestartSection, A::Error> {
+                let m = RestartMap::deserialize(MapAccessDeserializer::new(map))?;
+                let section = RestartSection {
+                    policy: m.policy,
+                    backoff: m.backoff.map(|b| b.0),
+                    backoff_max: m.backoff_max.map(|b| b.0),
+                };
+                if let (Some(first), Some(max)) = (section.backoff, section.backoff_max) {
+                    if max < first {
+                        return Err(de::Error::custom(
+                            "backoff_max is shorter than backoff; make backoff_max at least backoff",
+                        ));
+                    }
+                }
+                Ok(section)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `log`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LogSection {
+    pub(super) prefix: Option<bool>,
+}

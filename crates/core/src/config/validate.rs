@@ -1,0 +1,260 @@
+//! Whole-config checks, key positions for their errors, and hints for serde's messages.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::{ConfigError, Location, ServiceConfig, validate_name};
+use crate::listen::{ListenAddr, validate_fd_name};
+use crate::ready::check::ReadyCheck;
+use crate::signal::Signal;
+
+/// Checks `config`; `text` is its file's text, used only to point errors at a line.
+pub(super) fn validate(config: &ServiceConfig, text: Option<&str>) -> Result<(), ConfigError> {
+    let at = |keys: &[&str]| {
+        let (line, column) = text.map_or((1, 1), |t| locate(t, keys));
+        Location::new(config.source.clone(), line, column)
+    };
+    let invalid = |keys: &[&str], message: String| ConfigError::invalid(at(keys), message);
+
+    validate_name(&config.name).map_err(|e| invalid(&["name"], e))?;
+    if let Some(dir) = &config.workdir {
+        if !dir.is_dir() {
+            return Err(invalid(
+                &["workdir"],
+                format!(
+                    "workdir '{}' is not a directory; create it or fix the path",
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    check_command(config, at(&["command"]))?;
+
+    let mut names = BTreeSet::new();
+    for spec in &config.listeners {
+        if let Some(name) = &spec.name {
+            validate_fd_name(name).map_err(|e| invalid(&["listen"], e.to_string()))?;
+            if !names.insert(name) {
+                return Err(invalid(
+                    &["listen"],
+                    format!("two listeners are named '{name}'; give each a different name"),
+                ));
+            }
+        }
+        let unix_only = spec.mode.is_some() || spec.owner.is_some() || spec.group.is_some();
+        if unix_only && !matches!(spec.addr, ListenAddr::Unix(_)) {
+            return Err(invalid(
+                &["listen"],
+                format!(
+                    "mode, owner and group apply to unix sockets only, not '{}'",
+                    spec.addr
+                ),
+            ));
+        }
+    }
+
+    if config.ready.checks.is_empty() {
+        return Err(invalid(
+            &["ready"],
+            "no readiness check; name at least one, like 'accepting'".to_owned(),
+        ));
+    }
+    if config.listeners.is_empty() && config.ready.checks.contains(&ReadyCheck::Accepting) {
+        return Err(invalid(
+            &["ready"],
+            "the 'accepting' check needs a listener, and the service has none; add `listen:` \
+             or use another check, like 'alive:1s' or 'notify'"
+                .to_owned(),
+        ));
+    }
+    let durations = [
+        (
+            &["ready", "timeout"][..],
+            "ready.timeout",
+            config.ready.timeout,
+        ),
+        (
+            &["drain_timeout"][..],
+            "drain_timeout",
+            config.drain_timeout,
+        ),
+        (
+            &["restart", "backoff"][..],
+            "restart.backoff",
+            config.restart.backoff,
+        ),
+        (
+            &["restart", "backoff_max"][..],
+            "restart.backoff_max",
+            config.restart.backoff_max,
+        ),
+    ];
+    for (keys, key, value) in durations {
+        if value.is_zero() {
+            return Err(invalid(
+                keys,
+                format!("{key} is zero; use a positive duration like '1s'"),
+            ));
+        }
+    }
+    if config.restart.backoff_max < config.restart.backoff {
+        return Err(invalid(
+            &["restart", "backoff_max"],
+            "restart.backoff_max is shorter than restart.backoff; make it at least as long"
+                .to_owned(),
+        ));
+    }
+    if matches!(config.stop_signal, Signal::Stop) {
+        return Err(invalid(
+            &["stop_signal"],
+            "SIGSTOP pauses a process instead of ending it; use TERM, INT, QUIT or the \
+             signal your app drains on"
+                .to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// The program must exist and be executable: with a '/', as a path (relative to the
+/// working directory); without one, somewhere on the PATH the generation will get.
+fn check_command(config: &ServiceConfig, at: Location) -> Result<(), ConfigError> {
+    let Some(program) = config.command.first().filter(|p| !p.is_empty()) else {
+        return Err(ConfigError::invalid(
+            at,
+            "the command is empty; name the program to run, like [\"./server\", \"--port\", \"8080\"]",
+        ));
+    };
+    if program.contains('/') {
+        let path = match &config.workdir {
+            Some(dir) => dir.join(program),
+            None => PathBuf::from(program),
+        };
+        return match std::fs::metadata(&path) {
+            Err(_) => Err(ConfigError::CommandNotFound {
+                at,
+                program: program.clone(),
+                searched: format!("no file at '{}'", path.display()),
+            }),
+            Ok(meta) if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 => {
+                Err(ConfigError::CommandNotExecutable { at, program: path })
+            }
+            Ok(_) => Ok(()),
+        };
+    }
+    // The generation's PATH: the service's env may set its own.
+    let search = config
+        .env
+        .get("PATH")
+        .cloned()
+        .or_else(|| std::env::var("PATH").ok())
+        .unwrap_or_default();
+    let found = std::env::split_paths(&search)
+        .map(|dir| dir.join(program))
+        .any(|path| is_executable(&path));
+    if found {
+        Ok(())
+    } else {
+        Err(ConfigError::CommandNotFound {
+            at,
+            program: program.clone(),
+            searched: format!("searched PATH={search}"),
+        })
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The 1-based line and column of a key: `keys[0]` at the top level, each next key
+/// somewhere indented below the previous. Falls back to the deepest key found, then 1:1.
+/// A text scan, not a parse: good enough to point at `command:` in a file that parsed.
+pub(super) fn locate(text: &str, keys: &[&str]) -> (usize, usize) {
+    let mut found = (1, 1);
+    let mut lines = text.lines().enumerate().peekable();
+    let mut parent_indent: Option<usize> = None;
+    for key in keys {
+        let mut hit = None;
+        for (number, line) in lines.by_ref() {
+            let indent = line.len() - line.trim_start().len();
+            let body = line.trim_start().trim_start_matches("- ");
+            if let Some(parent) = parent_indent {
+                // Left the parent's block without finding the key.
+                if !body.is_empty() && !body.starts_with('#') && indent <= parent {
+                    break;
+                }
+            } else if indent != 0 {
+                continue;
+            }
+            let is_key = body
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with(':'));
+            if is_key {
+                let column = line.len() - body.len() + 1;
+                hit = Some((number + 1, column, indent));
+                break;
+            }
+        }
+        match hit {
+            Some((line, column, indent)) => {
+                found = (line, column);
+                parent_indent = Some(indent);
+            }
+            None => break,
+        }
+    }
+    found
+}
+
+/// Adds what to change to serde's messages: a "did you mean" for unknown keys and values,
+/// an example for missing keys.
+pub(super) fn explain(message: &str) -> String {
+    let quoted: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
+    let (context, body) = match message.split_once(": ") {
+        Some((path, rest)) if !path.contains(' ') => (format!(" in `{path}`"), rest),
+        _ => (String::new(), message),
+    };
+    let guess = |wrong: &str, choices: &[&str]| {
+        choices
+            .iter()
+            .map(|c| (strsim::jaro_winkler(wrong, c), *c))
+            .filter(|(score, _)| *score >= 0.75)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, c)| c.to_owned())
+    };
+    if body.starts_with("unknown field") {
+        if let Some((wrong, choices)) = quoted.split_first() {
+            let hint = match guess(wrong, choices) {
+                Some(best) => format!("did you mean `{best}`?"),
+                None => format!("valid keys here: {}", choices.join(", ")),
+            };
+            return format!("unknown key `{wrong}`{context}; {hint}");
+        }
+    }
+    if body.starts_with("unknown variant") {
+        if let Some((wrong, choices)) = quoted.split_first() {
+            let hint = match guess(wrong, choices) {
+                Some(best) => format!("did you mean `{best}`?"),
+                None => format!("use one of {}", choices.join(", ")),
+            };
+            return format!("unknown value `{wrong}`{context}; {hint}");
+        }
+    }
+    if body.starts_with("missing field") {
+        if let Some(field) = quoted.first() {
+            let example = match *field {
+                "command" => "command: [\"./server\", \"--port\", \"8080\"]",
+                "address" => "address: 127.0.0.1:8080",
+                _ => "",
+            };
+            let hint = if example.is_empty() {
+                format!("add `{field}:`")
+            } else {
+                format!("add it, like {example}")
+            };
+            return format!("missing key `{field}`{context}; {hint}");
+        }
+    }
+    message.to_owned()
+}
