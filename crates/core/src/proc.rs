@@ -17,6 +17,8 @@ mod fd;
 mod memory;
 mod net;
 mod syscall;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::io;
