@@ -114,7 +114,9 @@ impl FromStr for ListenAddr {
             return Ok(ListenAddr::Unix(PathBuf::from(text)));
         }
         let inet = text.strip_prefix("tcp://").unwrap_or(text);
-        if let Some(port) = inet.strip_prefix(':').or_else(|| inet.strip_prefix("*:")) {
+        let any_port = inet.strip_prefix(':').or_else(|| inet.strip_prefix("*:"));
+        // `::1:8080` also starts with ':' but is an unbracketed IPv6 address.
+        if let Some(port) = any_port.filter(|p| !p.contains(':')) {
             return port
                 .parse::<u16>()
                 .map(ListenAddr::AnyPort)

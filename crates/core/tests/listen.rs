@@ -1,0 +1,244 @@
+//! Opening real listeners on loopback and in temporary directories.
+
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+
+use zd_core::listen::{
+    ListenAddr, ListenError, Listener, ListenerSpec, open_listeners, open_or_adopt_listeners,
+    remove_socket_files,
+};
+
+fn spec(text: &str) -> ListenerSpec {
+    text.parse().unwrap_or_else(|err| panic!("{text}: {err}"))
+}
+
+fn open_one(spec: ListenerSpec) -> Result<Listener, ListenError> {
+    let mut listeners = open_listeners(&[spec])?;
+    Ok(listeners.remove(0))
+}
+
+fn fd_flags(listener: &Listener) -> (i32, i32) {
+    let fd = listener.as_raw_fd();
+    // SAFETY: fcntl with F_GETFD/F_GETFL only reads flags of an fd the listener owns.
+    unsafe {
+        (
+            libc::fcntl(fd, libc::F_GETFD),
+            libc::fcntl(fd, libc::F_GETFL),
+        )
+    }
+}
+
+fn tcp_port(listener: &Listener) -> u16 {
+    match listener.local_addr() {
+        ListenAddr::Tcp(addr) => addr.port(),
+        other => panic!("not tcp: {other}"),
+    }
+}
+
+#[test]
+fn a_loopback_listener_is_blocking_close_on_exec_and_accepts() -> Result<(), ListenError> {
+    let listener = open_one(spec("127.0.0.1:0"))?;
+    let port = tcp_port(&listener);
+    assert_ne!(port, 0);
+    assert_eq!(listener.local_display(), format!("127.0.0.1:{port}"));
+    assert_eq!(listener.name(), "unknown");
+    let (fd_flags, status_flags) = fd_flags(&listener);
+    assert_ne!(fd_flags & libc::FD_CLOEXEC, 0, "close-on-exec");
+    assert_eq!(status_flags & libc::O_NONBLOCK, 0, "blocking");
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", listener.as_raw_fd()));
+    assert_eq!(
+        link.ok().map(|l| l.display().to_string()),
+        Some(format!("socket:[{}]", listener.inode()))
+    );
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
+    Ok(())
+}
+
+#[test]
+fn an_ipv6_loopback_listener_displays_in_brackets() -> Result<(), ListenError> {
+    let listener = match open_one(spec("api=[::1]:0")) {
+        Ok(listener) => listener,
+        // No IPv6 on this machine: nothing to test.
+        Err(ListenError::Io { source, .. })
+            if matches!(
+                source.raw_os_error(),
+                Some(libc::EADDRNOTAVAIL | libc::EAFNOSUPPORT)
+            ) =>
+        {
+            return Ok(());
+        }
+        Err(err) => return Err(err),
+    };
+    let port = tcp_port(&listener);
+    assert_eq!(listener.local_display(), format!("[::1]:{port}"));
+    assert_eq!(listener.name(), "api");
+    Ok(())
+}
+
+#[test]
+fn an_any_address_listener_takes_ipv4_connections_and_displays_the_port() -> Result<(), ListenError>
+{
+    let listener = open_one(spec(":0"))?;
+    let port = tcp_port(&listener);
+    assert_eq!(listener.local_display(), port.to_string());
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
+    Ok(())
+}
+
+#[test]
+fn a_port_in_use_is_reported_with_the_address_and_an_ss_hint() -> Result<(), ListenError> {
+    let first = open_one(spec("127.0.0.1:0"))?;
+    let port = tcp_port(&first);
+    let err = open_one(spec(&format!("127.0.0.1:{port}"))).expect_err("port in use");
+    assert!(
+        matches!(&err, ListenError::AddrInUse { addr, .. } if *addr == format!("127.0.0.1:{port}")),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "address '127.0.0.1:{port}' is already in use; stop whatever listens there \
+             (ss -ltnp 'sport = :{port}') or choose another port"
+        )
+    );
+    Ok(())
+}
+
+fn unix_spec(path: &Path, mode: Option<u32>) -> ListenerSpec {
+    let mut spec = spec(&format!("unix:{}", path.display()));
+    spec.mode = mode;
+    spec
+}
+
+#[test]
+fn a_unix_listener_gets_its_mode_and_its_file_is_removed_on_drop() -> std::io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("api.sock");
+    let listener = open_one(unix_spec(&path, Some(0o600))).map_err(std::io::Error::other)?;
+    let meta = std::fs::symlink_metadata(&path)?;
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+    assert_eq!(listener.local_display(), path.display().to_string());
+    assert_eq!(listener.unix_path(), Some(path.as_path()));
+    UnixStream::connect(&path)?;
+    let clone = listener.try_clone()?;
+    drop(listener);
+    assert!(path.exists(), "a clone still holds the socket");
+    drop(clone);
+    assert!(!path.exists(), "the last handle removes the file");
+    Ok(())
+}
+
+#[test]
+fn a_stale_unix_socket_file_is_replaced() -> std::io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("stale.sock");
+    // A listener that dies without unlinking leaves a file nobody listens on.
+    drop(UnixListener::bind(&path)?);
+    assert!(path.exists());
+    let listener = open_one(unix_spec(&path, None)).map_err(std::io::Error::other)?;
+    UnixStream::connect(&path)?;
+    drop(listener);
+    Ok(())
+}
+
+#[test]
+fn a_live_unix_socket_is_left_alone() -> std::io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("live.sock");
+    let live = UnixListener::bind(&path)?;
+    let err = open_one(unix_spec(&path, None)).expect_err("in use");
+    assert!(matches!(err, ListenError::UnixInUse { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("is in use by a running process"),
+        "{err}"
+    );
+    UnixStream::connect(&path)?;
+    drop(live);
+    Ok(())
+}
+
+#[test]
+fn a_regular_file_at_the_socket_path_is_never_deleted() -> std::io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("data.sock");
+    std::fs::write(&path, "precious")?;
+    let err = open_one(unix_spec(&path, None)).expect_err("not a socket");
+    assert!(matches!(err, ListenError::NotASocket { .. }), "{err:?}");
+    assert_eq!(std::fs::read_to_string(&path)?, "precious");
+    Ok(())
+}
+
+#[test]
+fn a_socket_file_replaced_by_someone_else_survives_our_shutdown() -> std::io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("shared.sock");
+    let listeners = open_listeners(&[unix_spec(&path, None)]).map_err(std::io::Error::other)?;
+    std::fs::remove_file(&path)?;
+    let other = UnixListener::bind(&path)?;
+    remove_socket_files(&listeners);
+    drop(listeners);
+    assert!(path.exists(), "the other process's socket file stays");
+    drop(other);
+    Ok(())
+}
+
+#[test]
+fn remove_socket_files_unlinks_now_and_keeps_the_socket_open() -> std::io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("now.sock");
+    let listeners = open_listeners(&[unix_spec(&path, None)]).map_err(std::io::Error::other)?;
+    remove_socket_files(&listeners);
+    assert!(!path.exists());
+    assert!(listeners[0].inode() > 0);
+    Ok(())
+}
+
+#[test]
+fn a_failed_open_closes_the_listeners_opened_before_it() -> std::io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("first.sock");
+    let busy = open_one(spec("127.0.0.1:0")).map_err(std::io::Error::other)?;
+    let specs = [
+        unix_spec(&path, None),
+        spec(&format!("127.0.0.1:{}", tcp_port(&busy))),
+    ];
+    let err = open_listeners(&specs).expect_err("second is busy");
+    assert!(matches!(err, ListenError::AddrInUse { .. }), "{err:?}");
+    assert!(!path.exists(), "the first listener's file is gone");
+    Ok(())
+}
+
+#[test]
+fn unknown_socket_owners_are_reported_with_the_path() -> std::io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("owned.sock");
+    let mut spec = unix_spec(&path, None);
+    spec.owner = Some("no-such-user-zdctl".to_owned());
+    let err = open_one(spec).expect_err("unknown user");
+    assert!(
+        matches!(err, ListenError::UnknownOwner { what: "user", .. }),
+        "{err:?}"
+    );
+    assert!(!path.exists(), "nothing is left behind");
+    Ok(())
+}
+
+#[test]
+fn without_socket_activation_listeners_are_opened() -> Result<(), ListenError> {
+    // LISTEN_PID is not ours in a test process, so this binds.
+    let listeners = open_or_adopt_listeners(&[spec("127.0.0.1:0"), spec("b=127.0.0.1:0")])?;
+    assert_eq!(listeners.len(), 2);
+    assert_eq!(listeners[1].name(), "b");
+    Ok(())
+}
+
+#[test]
+fn missing_directories_surface_as_io_errors_naming_the_path() {
+    let err = open_one(spec("unix:/nonexistent-zd-dir/x.sock")).expect_err("no dir");
+    let msg = err.to_string();
+    assert!(msg.contains("/nonexistent-zd-dir/x.sock"), "{msg}");
+}
