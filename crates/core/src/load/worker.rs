@@ -1,0 +1,232 @@
+//! One load task: a connection (kept or reopened per request) doing request
+//! after request until the run stops.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::watch;
+
+use super::record::{FailureKind, LiveCounters, Outcome, RequestRecord};
+use super::response::{self, HeadError, MAX_HEAD};
+use super::{ConnectionMode, Endpoint, LoadConfig};
+
+/// How long a task pauses after a failed connect before its next request.
+/// Each attempt is still counted; the pause only keeps a run against a dead
+/// port from recording millions of identical failures per second.
+const CONNECT_FAILURE_PAUSE: Duration = Duration::from_millis(1);
+
+/// State shared by every task of one run.
+pub(super) struct Run {
+    pub config: LoadConfig,
+    /// The request, formatted once.
+    pub request: Vec<u8>,
+    pub started: Instant,
+    pub deadline: Option<Instant>,
+    /// Next request number: the budget for `max_requests` and the slot on
+    /// the open-loop schedule.
+    pub next: AtomicU64,
+    pub stopping: AtomicBool,
+    pub stop: watch::Receiver<bool>,
+    pub live: Arc<LiveCounters>,
+}
+
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    async fn connect(endpoint: &Endpoint) -> std::io::Result<Stream> {
+        match endpoint {
+            Endpoint::Tcp(addr) => {
+                let stream = TcpStream::connect(addr).await?;
+                // One small write per request: Nagle would only add delay.
+                stream.set_nodelay(true)?;
+                Ok(Stream::Tcp(stream))
+            }
+            Endpoint::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
+        }
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.write_all(bytes).await,
+            Stream::Unix(s) => s.write_all(bytes).await,
+        }
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf).await,
+            Stream::Unix(s) => s.read(buf).await,
+        }
+    }
+}
+
+/// Runs one task until the budget, the deadline or a stop; returns its records.
+pub(super) async fn work(run: Arc<Run>) -> Vec<RequestRecord> {
+    let mut records = Vec::with_capacity(1024);
+    let mut conn: Option<Stream> = None;
+    let mut buf = vec![0u8; MAX_HEAD];
+    let mut stop = run.stop.clone();
+    let interval = run.config.rate.map(|rate| 1.0 / rate);
+    loop {
+        if run.stopping.load(Ordering::Relaxed) {
+            break;
+        }
+        let n = run.next.fetch_add(1, Ordering::Relaxed);
+        if run.config.max_requests.is_some_and(|max| n >= max) {
+            break;
+        }
+        let start = match interval {
+            // Open loop: request n is due at a fixed time whether or not a
+            // connection is free; measuring from then counts the wait.
+            Some(interval) => {
+                let due = run.started + Duration::from_secs_f64(n as f64 * interval);
+                if run.deadline.is_some_and(|d| due >= d) {
+                    break;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep_until(due.into()) => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+                due
+            }
+            None => {
+                let now = Instant::now();
+                if run.deadline.is_some_and(|d| now >= d) {
+                    break;
+                }
+                now
+            }
+        };
+        let (outcome, connect_failed) = exchange(&run, &mut conn, &mut buf).await;
+        let end = Instant::now();
+        let record = RequestRecord {
+            start_ns: nanos(start.saturating_duration_since(run.started)),
+            latency_ns: nanos(end.saturating_duration_since(start)),
+            outcome,
+        };
+        run.live.count(outcome);
+        records.push(record);
+        if connect_failed && interval.is_none() {
+            tokio::time::sleep(CONNECT_FAILURE_PAUSE).await;
+        }
+    }
+    records
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// One request on `conn` (opened first if needed). Returns the outcome and
+/// whether it was the connect that failed.
+async fn exchange(run: &Run, conn: &mut Option<Stream>, buf: &mut [u8]) -> (Outcome, bool) {
+    let config = &run.config;
+    let mut connect_failed = false;
+    let attempt = async {
+        if conn.is_none() {
+            let connected = tokio::time::timeout(
+                config.connect_timeout,
+                Stream::connect(&config.target.endpoint),
+            )
+            .await;
+            match connected {
+                Ok(Ok(stream)) => *conn = Some(stream),
+                Ok(Err(e)) => {
+                    connect_failed = true;
+                    return Err(FailureKind::from_io(&e));
+                }
+                Err(_) => {
+                    connect_failed = true;
+                    return Err(FailureKind::Timeout);
+                }
+            }
+        }
+        let Some(stream) = conn.as_mut() else {
+            return Err(FailureKind::Other(std::io::ErrorKind::NotConnected));
+        };
+        stream
+            .write_all(&run.request)
+            .await
+            .map_err(|e| FailureKind::from_io(&e))?;
+        read_response(stream, buf).await
+    };
+    let result = match tokio::time::timeout(config.request_timeout, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(FailureKind::Timeout),
+    };
+    match result {
+        Ok((status, server_closes)) => {
+            if server_closes || config.mode == ConnectionMode::Close {
+                *conn = None;
+            }
+            let outcome = if (200..300).contains(&status) {
+                Outcome::Ok(status)
+            } else {
+                Outcome::Failed(FailureKind::Status(status))
+            };
+            (outcome, false)
+        }
+        Err(kind) => {
+            // The connection's state is unknown after any failure.
+            *conn = None;
+            (Outcome::Failed(kind), connect_failed)
+        }
+    }
+}
+
+/// Reads one complete response; returns its status and whether the
+/// connection must not be reused.
+async fn read_response(stream: &mut Stream, buf: &mut [u8]) -> Result<(u16, bool), FailureKind> {
+    let mut filled = 0;
+    let head = loop {
+        match response::parse_head(&buf[..filled]) {
+            Ok(Some(head)) => break head,
+            Ok(None) => {}
+            Err(HeadError::Malformed) => return Err(FailureKind::ShortRead),
+            Err(HeadError::Chunked) => return Err(FailureKind::Unsupported),
+        }
+        let n = stream
+            .read(&mut buf[filled..])
+            .await
+            .map_err(|e| FailureKind::from_io(&e))?;
+        if n == 0 {
+            // The server closed before a complete head: for a client that
+            // is indistinguishable from a reset.
+            return Err(FailureKind::Reset);
+        }
+        filled += n;
+    };
+    let mut body_read = (filled - head.head_len) as u64;
+    match head.content_length {
+        Some(length) => {
+            while body_read < length {
+                let n = stream
+                    .read(buf)
+                    .await
+                    .map_err(|e| FailureKind::from_io(&e))?;
+                if n == 0 {
+                    return Err(FailureKind::ShortRead);
+                }
+                body_read += n as u64;
+            }
+            // Bytes past the body would be a response we did not ask for.
+            let extra = body_read > length;
+            Ok((head.status, head.close || extra))
+        }
+        None => {
+            while stream
+                .read(buf)
+                .await
+                .map_err(|e| FailureKind::from_io(&e))?
+                > 0
+            {}
+            Ok((head.status, true))
+        }
+    }
+}
