@@ -3,7 +3,8 @@
 //! The protocol (sd_listen_fds(3)): when `LISTEN_PID` is our pid, fds `3..3+LISTEN_FDS`
 //! are listening sockets, named in order by the `:`-separated `LISTEN_FDNAMES`.
 
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use socket2::{Domain, Socket, Type};
@@ -164,15 +165,15 @@ pub(super) fn adopt(
 }
 
 fn adopt_one(spec: &ListenerSpec, passed: PassedFd) -> Result<Listener, ListenError> {
-    let raw = std::os::fd::AsRawFd::as_raw_fd(&passed.fd);
+    let PassedFd { fd, name } = passed;
+    let raw = fd.as_raw_fd();
     let mismatch = |problem: String| ListenError::ActivationMismatch {
         fd: raw,
-        name: passed.name.clone(),
+        name: name.clone(),
         addr: spec.addr.to_string(),
         problem,
     };
-    let socket = checked_socket(passed.fd.try_clone().map_err(|e| mismatch(e.to_string()))?)
-        .map_err(&mismatch)?;
+    let socket = checked_socket(fd).map_err(&mismatch)?;
     let domain = socket.domain().map_err(|e| mismatch(e.to_string()))?;
     let fits = match &spec.addr {
         ListenAddr::Unix(_) => domain == Domain::UNIX,
@@ -180,28 +181,52 @@ fn adopt_one(spec: &ListenerSpec, passed: PassedFd) -> Result<Listener, ListenEr
         ListenAddr::AnyPort(_) => domain == Domain::IPV4 || domain == Domain::IPV6,
     };
     if !fits {
-        return Err(mismatch(format!("its family is {domain:?}")));
+        return Err(mismatch(format!(
+            "it is {}, the listener is {}",
+            family(domain),
+            kind(&spec.addr)
+        )));
     }
     let local = local_addr_of(&socket).map_err(|e| mismatch(e.to_string()))?;
     if !same_place(&spec.addr, &local) {
         tracing::warn!(fd = raw, configured = %spec.addr, actual = %local,
             "socket-activation fd is bound elsewhere than the config says; using it as passed");
     }
-    drop(passed);
     Listener::from_socket(socket, spec.clone(), None)
+}
+
+fn family(domain: Domain) -> &'static str {
+    if domain == Domain::UNIX {
+        "a unix socket"
+    } else if domain == Domain::IPV4 {
+        "an IPv4 socket"
+    } else if domain == Domain::IPV6 {
+        "an IPv6 socket"
+    } else {
+        "a socket of another family"
+    }
+}
+
+fn kind(addr: &ListenAddr) -> &'static str {
+    match addr {
+        ListenAddr::Unix(_) => "unix",
+        ListenAddr::Tcp(SocketAddr::V4(_)) => "IPv4",
+        ListenAddr::Tcp(SocketAddr::V6(_)) => "IPv6",
+        ListenAddr::AnyPort(_) => "TCP",
+    }
 }
 
 /// With no configured listeners, a passed socket is adopted with its own address.
 fn adopt_unconfigured(passed: PassedFd) -> Result<Listener, ListenError> {
-    let raw = std::os::fd::AsRawFd::as_raw_fd(&passed.fd);
+    let PassedFd { fd, name } = passed;
+    let raw = fd.as_raw_fd();
     let mismatch = |problem: String| ListenError::ActivationMismatch {
         fd: raw,
-        name: passed.name.clone(),
+        name: name.clone(),
         addr: "(any)".to_owned(),
         problem,
     };
-    let name = passed.name.clone();
-    let socket = checked_socket(passed.fd).map_err(&mismatch)?;
+    let socket = checked_socket(fd).map_err(&mismatch)?;
     let addr = local_addr_of(&socket).map_err(|e| mismatch(e.to_string()))?;
     let mut spec = ListenerSpec::new(addr);
     spec.name = (name != DEFAULT_FD_NAME).then_some(name);
@@ -233,5 +258,155 @@ fn same_place(configured: &ListenAddr, actual: &ListenAddr) -> bool {
         }
         (ListenAddr::Unix(want), ListenAddr::Unix(got)) => want == got,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    fn spec(text: &str) -> ListenerSpec {
+        text.parse().unwrap_or_else(|err| panic!("{text}: {err}"))
+    }
+
+    /// Stand-ins for systemd's fds: duplicates of sockets we open ourselves.
+    fn passed(listeners: &[Listener], names: &[&str]) -> Vec<PassedFd> {
+        listeners
+            .iter()
+            .zip(names)
+            .map(|(l, name)| PassedFd {
+                fd: l
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .unwrap_or_else(|e| panic!("dup: {e}")),
+                name: (*name).to_owned(),
+            })
+            .collect()
+    }
+
+    fn inodes(listeners: &[Listener]) -> Vec<u64> {
+        listeners.iter().map(Listener::inode).collect()
+    }
+
+    #[test]
+    fn named_specs_take_the_fd_with_their_name_whatever_the_order() -> Result<(), ListenError> {
+        let open = open_listeners(&[spec("127.0.0.1:0"), spec("127.0.0.1:0")])?;
+        let specs = [spec("admin=127.0.0.1:0"), spec("http=127.0.0.1:0")];
+        let adopted = adopt(&specs, passed(&open, &["http", "admin"]))?;
+        assert_eq!(inodes(&adopted), [open[1].inode(), open[0].inode()]);
+        assert_eq!(adopted[0].name(), "admin");
+        Ok(())
+    }
+
+    #[test]
+    fn unnamed_fds_are_matched_in_order() -> Result<(), ListenError> {
+        let open = open_listeners(&[spec("127.0.0.1:0"), spec("127.0.0.1:0")])?;
+        let specs = [spec("a=127.0.0.1:0"), spec("127.0.0.1:0")];
+        let adopted = adopt(&specs, passed(&open, &["unknown", "unknown"]))?;
+        assert_eq!(inodes(&adopted), inodes(&open));
+        Ok(())
+    }
+
+    #[test]
+    fn adopted_fds_are_made_close_on_exec() -> Result<(), ListenError> {
+        let open = open_listeners(&[spec("127.0.0.1:0")])?;
+        let fds = passed(&open, &["unknown"]);
+        nix::fcntl::fcntl(
+            &fds[0].fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )
+        .map_err(|e| ListenError::Io {
+            about: "fcntl",
+            addr: String::new(),
+            source: e.into(),
+        })?;
+        let adopted = adopt(&[spec("127.0.0.1:0")], fds)?;
+        let flags = nix::fcntl::fcntl(&adopted[0], nix::fcntl::FcntlArg::F_GETFD).map_err(|e| {
+            ListenError::Io {
+                about: "fcntl",
+                addr: String::new(),
+                source: e.into(),
+            }
+        })?;
+        assert_ne!(flags & libc::FD_CLOEXEC, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_name_systemd_did_not_pass_is_an_error_listing_the_passed_names() -> Result<(), ListenError>
+    {
+        let open = open_listeners(&[spec("127.0.0.1:0")])?;
+        let err = adopt(&[spec("admin=127.0.0.1:0")], passed(&open, &["api.socket"]))
+            .expect_err("no such name");
+        assert!(
+            matches!(err, ListenError::ActivationNameMissing { .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("LISTEN_FDNAMES='api.socket'"),
+            "{err}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn fewer_fds_than_listeners_is_an_error() -> Result<(), ListenError> {
+        let open = open_listeners(&[spec("127.0.0.1:0")])?;
+        let specs = [spec("127.0.0.1:0"), spec("127.0.0.1:0")];
+        let err = adopt(&specs, passed(&open, &["unknown"])).expect_err("short");
+        assert!(
+            matches!(
+                err,
+                ListenError::ActivationCount {
+                    expected: 2,
+                    passed: 1
+                }
+            ),
+            "{err:?}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_socket_of_another_family_is_refused() -> Result<(), ListenError> {
+        let open = open_listeners(&[spec("127.0.0.1:0")])?;
+        let err = adopt(&[spec("unix:/run/x.sock")], passed(&open, &["unknown"]))
+            .expect_err("tcp is not unix");
+        assert!(
+            err.to_string()
+                .contains("it is an IPv4 socket, the listener is unix"),
+            "{err}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_socket_that_does_not_listen_is_refused() -> Result<(), ListenError> {
+        let io = |e: std::io::Error| ListenError::Io {
+            about: "test",
+            addr: String::new(),
+            source: e,
+        };
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).map_err(io)?;
+        let fd = PassedFd {
+            fd: socket.into(),
+            name: "unknown".to_owned(),
+        };
+        let err = adopt(&[spec("127.0.0.1:0")], vec![fd]).expect_err("not listening");
+        assert!(err.to_string().contains("it is not listening"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn without_configured_listeners_every_passed_socket_is_adopted_as_is() -> Result<(), ListenError>
+    {
+        let open = open_listeners(&[spec("127.0.0.1:0"), spec("127.0.0.1:0")])?;
+        let adopted = adopt(&[], passed(&open, &["web", "unknown"]))?;
+        assert_eq!(inodes(&adopted), inodes(&open));
+        assert_eq!(adopted[0].spec().name.as_deref(), Some("web"));
+        assert_eq!(adopted[1].spec().name, None);
+        assert_eq!(adopted[0].local_addr(), open[0].local_addr());
+        Ok(())
     }
 }
