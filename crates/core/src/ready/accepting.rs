@@ -33,6 +33,9 @@ use std::net::SocketAddr;
 
 use crate::proc::{self, FdTarget, ProcError};
 
+/// `EPOLLIN` as the kernel writes it in an fdinfo `events:` mask.
+const EPOLLIN: u32 = libc::EPOLLIN as u32;
+
 /// Why we believe a generation is accepting connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -85,7 +88,8 @@ impl fmt::Display for AcceptingEvidence {
 
 /// Looks for evidence that some process of the tree rooted at `root` (the
 /// new generation's main pid) waits for connections on one of the sockets
-/// named by `listener_inodes`.
+/// named by `listener_inodes` (the inodes of the supervisor's stream
+/// listeners, TCP or unix; a datagram socket is never accepted on).
 ///
 /// Returns `Ok(None)` when the tree was read and shows no evidence yet.
 /// Processes and threads that exit during the scan are skipped; if `root`
@@ -190,10 +194,17 @@ impl Scan<'_> {
                     continue;
                 }
             };
-            let registered = targets.iter().find(|target| match target.inode {
-                Some(inode) => self.is_listener(inode),
-                // Kernels before 3.8 give only the fd number.
-                None => listener_fds.contains(&target.fd),
+            let registered = targets.iter().find(|target| {
+                // Only a registration armed for input waits for
+                // connections: a one-shot registration that fired, or one
+                // for output only, shows no EPOLLIN.
+                let armed = target.events & EPOLLIN != 0;
+                armed
+                    && match target.inode {
+                        Some(inode) => self.is_listener(inode),
+                        // Kernels before 3.8 give only the fd number.
+                        None => listener_fds.contains(&target.fd),
+                    }
             });
             if let Some(target) = registered {
                 return Ok(Some(AcceptingEvidence::EpollRegistered {
@@ -216,5 +227,56 @@ impl Scan<'_> {
             }
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evidence_reads_as_one_line_naming_process_and_fd() {
+        let cases = [
+            (
+                AcceptingEvidence::BlockedInAccept {
+                    pid: 1234,
+                    tid: 1234,
+                    fd: 3,
+                },
+                "pid 1234 is blocked in accept on fd 3",
+            ),
+            (
+                AcceptingEvidence::Polling {
+                    pid: 1234,
+                    tid: 1240,
+                    fd: 4,
+                    how: "ppoll",
+                },
+                "pid 1234 (thread 1240) is waiting in ppoll on fd 4",
+            ),
+            (
+                AcceptingEvidence::EpollRegistered {
+                    pid: 77,
+                    epoll_fd: 9,
+                    fd: 3,
+                },
+                "pid 77 has fd 3 registered in epoll fd 9",
+            ),
+            (
+                AcceptingEvidence::Accepted {
+                    pid: 77,
+                    local: SocketAddr::from(([127, 0, 0, 1], 8080)),
+                },
+                "pid 77 has accepted a connection on 127.0.0.1:8080",
+            ),
+        ];
+        for (evidence, line) in cases {
+            assert_eq!(evidence.to_string(), line);
+        }
+    }
+
+    #[test]
+    fn no_listeners_means_no_evidence_without_reading_proc() {
+        assert_eq!(find_accepting(i32::MAX, &[]).expect("nothing read"), None);
     }
 }
