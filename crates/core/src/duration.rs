@@ -142,23 +142,21 @@ pub mod serde_duration {
 
     /// Reads a duration string.
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        deserializer.deserialize_any(DurationVisitor)
+        deserializer.deserialize_any(DurationVisitor { positive: false })
     }
 
     /// Reads a duration string that must be longer than zero.
     pub fn deserialize_positive<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Duration, D::Error> {
-        let d = deserialize(deserializer)?;
-        if d.is_zero() {
-            return Err(de::Error::custom(
-                "a duration of zero is not allowed here; use a positive duration like '1s'",
-            ));
-        }
-        Ok(d)
+        deserializer.deserialize_any(DurationVisitor { positive: true })
     }
 
-    struct DurationVisitor;
+    /// Every check happens inside the visitor, so a format that tracks positions (YAML)
+    /// attaches the value's line and column to the error.
+    struct DurationVisitor {
+        positive: bool,
+    }
 
     impl Visitor<'_> for DurationVisitor {
         type Value = Duration;
@@ -168,7 +166,13 @@ pub mod serde_duration {
         }
 
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
-            parse_duration(v).map_err(E::custom)
+            let d = parse_duration(v).map_err(E::custom)?;
+            if self.positive && d.is_zero() {
+                return Err(E::custom(format!(
+                    "a duration of zero ('{v}') is not allowed here; use a positive duration like '1s'"
+                )));
+            }
+            Ok(d)
         }
 
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {

@@ -56,9 +56,10 @@ pub(super) struct ServiceName(pub(super) String);
 
 impl<'de> Deserialize<'de> for ServiceName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ServiceName, D::Error> {
-        let name = Scalar::deserialize(d)?.0;
-        super::validate_name(&name).map_err(de::Error::custom)?;
-        Ok(ServiceName(name))
+        text_with(d, "a service name", |name| {
+            super::validate_name(name)?;
+            Ok(ServiceName(name.to_owned()))
+        })
     }
 }
 
@@ -68,30 +69,46 @@ pub(super) struct Scalar(pub(super) String);
 
 impl<'de> Deserialize<'de> for Scalar {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Scalar, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Scalar;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_owned()))
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-        }
-        d.deserialize_any(V)
+        text_with(d, "a string", |s| Ok(Scalar(s.to_owned())))
     }
+}
+
+/// Reads a scalar as text and checks it with `check` inside the visitor, so the YAML
+/// reader attaches the value's own line and column to the error.
+fn text_with<'de, D, T>(
+    d: D,
+    expecting: &'static str,
+    check: fn(&str) -> Result<T, String>,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct V<T> {
+        expecting: &'static str,
+        check: fn(&str) -> Result<T, String>,
+    }
+    impl<T> Visitor<'_> for V<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.expecting)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+            (self.check)(v).map_err(E::custom)
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<T, E> {
+            self.visit_str(&v.to_string())
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+            self.visit_str(&v.to_string())
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+            self.visit_str(&v.to_string())
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+            self.visit_str(&v.to_string())
+        }
+    }
+    d.deserialize_any(V { expecting, check })
 }
 
 /// `command`: a list of words, or one string split like a shell would.
@@ -278,9 +295,10 @@ struct FdName(String);
 
 impl<'de> Deserialize<'de> for FdName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<FdName, D::Error> {
-        let Scalar(name) = Scalar::deserialize(d)?;
-        validate_fd_name(&name).map_err(de::Error::custom)?;
-        Ok(FdName(name))
+        text_with(d, "a listener name", |name| {
+            validate_fd_name(name).map_err(|e| e.to_string())?;
+            Ok(FdName(name.to_owned()))
+        })
     }
 }
 
@@ -316,17 +334,18 @@ struct Mode(u32);
 
 impl<'de> Deserialize<'de> for Mode {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Mode, D::Error> {
-        let Scalar(text) = Scalar::deserialize(d)?;
-        let digits = text.strip_prefix("0o").unwrap_or(&text);
-        u32::from_str_radix(digits, 8)
-            .ok()
-            .filter(|m| *m <= 0o7777)
-            .map(Mode)
-            .ok_or_else(|| {
-                de::Error::custom(format!(
-                    "invalid mode '{text}'; write octal permissions as a string, like \"0660\""
-                ))
-            })
+        text_with(d, "an octal mode like \"0660\"", |text| {
+            let digits = text.strip_prefix("0o").unwrap_or(text);
+            u32::from_str_radix(digits, 8)
+                .ok()
+                .filter(|m| *m <= 0o7777)
+                .map(Mode)
+                .ok_or_else(|| {
+                    format!(
+                        "invalid mode '{text}'; write octal permissions as a string, like \"0660\""
+                    )
+                })
+        })
     }
 }
 

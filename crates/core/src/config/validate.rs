@@ -210,6 +210,15 @@ pub(super) fn locate(text: &str, keys: &[&str]) -> (usize, usize) {
 /// Adds what to change to serde's messages: a "did you mean" for unknown keys and values,
 /// an example for missing keys.
 pub(super) fn explain(message: &str) -> String {
+    let message: &str = &message
+        .replace(
+            "struct FileConfig",
+            "a map of keys, like `command: [\"./server\"]`",
+        )
+        .replace("struct LogSection", "a map like `prefix: true`");
+    if message.contains("while parsing") || message.contains("while scanning") {
+        return format!("{message}; check the indentation and quoting here or on the line above");
+    }
     let quoted: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
     let (context, body) = match message.split_once(": ") {
         Some((path, rest)) if !path.contains(' ') => (format!(" in `{path}`"), rest),

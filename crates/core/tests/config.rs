@@ -1,0 +1,432 @@
+//! Service files: every key, the defaults, and every error with its exact position.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use zd_core::config::{ConfigError, ReadyConfig, RestartMode, ServiceConfig, load_file, parse_str};
+use zd_core::listen::{ListenAddr, ListenerSpec};
+use zd_core::ready::check::ReadyCheck;
+use zd_core::signal::Signal;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/config")
+        .join(name)
+}
+
+fn parse(text: &str) -> Result<ServiceConfig, ConfigError> {
+    parse_str(text, Path::new("/srv/api/api.yaml"))
+}
+
+fn parsed(text: &str) -> ServiceConfig {
+    parse(text).unwrap_or_else(|err| panic!("{err}"))
+}
+
+fn spec(text: &str) -> ListenerSpec {
+    text.parse().unwrap_or_else(|err| panic!("{text}: {err}"))
+}
+
+#[test]
+fn a_file_with_every_key_loads_with_each_value() -> Result<(), ConfigError> {
+    let path = fixture("full.yaml");
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let config = load_file(&path)?;
+    let mut admin = spec("admin=unix:/run/api.sock");
+    admin.mode = Some(0o660);
+    admin.owner = Some("www-data".into());
+    admin.group = Some("33".into());
+    admin.backlog = Some(1024);
+    let mut local = ListenerSpec::new(ListenAddr::Unix(dir.join("api.sock")));
+    local.name = Some("local".into());
+    local.mode = Some(0o600);
+    let want = ServiceConfig {
+        name: "api".into(),
+        source: Some(path.clone()),
+        command: ["sh", "-c", "exec sleep 1000", "--port", "8080"]
+            .map(String::from)
+            .to_vec(),
+        workdir: Some(dir.join(".")),
+        env: BTreeMap::from([
+            ("PORT".into(), "8080".into()),
+            ("RUST_LOG".into(), "info".into()),
+        ]),
+        listeners: vec![
+            spec("127.0.0.1:8080"),
+            spec("http6=[::1]:8080"),
+            admin,
+            local,
+        ],
+        ready: ReadyConfig {
+            checks: vec![
+                ReadyCheck::Accepting,
+                "http:http://127.0.0.1:8080/health"
+                    .parse()
+                    .map_err(|e| panic!("{e}"))?,
+                ReadyCheck::Notify,
+            ],
+            timeout: Duration::from_secs(45),
+        },
+        stop_signal: Signal::Quit,
+        drain_timeout: Duration::from_secs(60),
+        restart: zd_core::config::RestartPolicy {
+            mode: RestartMode::OnFailure,
+            backoff: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(10),
+        },
+        pidfile: Some(dir.join("run/api.pid")),
+        log_prefix: true,
+    };
+    assert_eq!(config, want);
+    Ok(())
+}
+
+#[test]
+fn a_minimal_file_gets_every_default() {
+    let path = fixture("minimal.yaml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+    let config = parse_str(&text, &path).unwrap_or_else(|e| panic!("{e}"));
+    let mut want = ServiceConfig::defaults_for(
+        "minimal",
+        ["./server", "--name", "my app", "two words"]
+            .map(String::from)
+            .to_vec(),
+    );
+    want.source = Some(path);
+    want.listeners = vec![spec(":8080")];
+    want.ready = ReadyConfig::default_for(&want.listeners);
+    assert_eq!(config, want);
+    assert_eq!(config.ready.checks, [ReadyCheck::Accepting]);
+    assert_eq!(config.ready.timeout, Duration::from_secs(30));
+    assert_eq!(config.stop_signal, Signal::Terminate);
+    assert_eq!(config.drain_timeout, Duration::from_secs(30));
+    assert_eq!(config.restart.mode, RestartMode::Always);
+    assert_eq!(config.restart.backoff, Duration::from_millis(100));
+    assert_eq!(config.restart.backoff_max, Duration::from_secs(30));
+    assert!(!config.log_prefix && config.pidfile.is_none() && config.env.is_empty());
+}
+
+#[test]
+fn a_service_without_listeners_defaults_to_the_alive_check() {
+    let path = fixture("worker.yml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+    let config = parse_str(&text, &path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.name, "worker");
+    assert_eq!(config.command, ["python3", "worker.py"]);
+    assert_eq!(
+        config.ready.checks,
+        [ReadyCheck::Alive(Duration::from_secs(1))]
+    );
+    assert_eq!(config.ready.timeout, Duration::from_secs(5));
+    assert_eq!(config.restart.mode, RestartMode::Never);
+}
+
+#[test]
+fn ready_takes_one_check_a_list_or_a_map() {
+    let one = parsed("command: [x]\nready: notify\n");
+    assert_eq!(one.ready.checks, [ReadyCheck::Notify]);
+    let list = parsed("command: [x]\nready: [notify, 'alive:2s']\n");
+    assert_eq!(
+        list.ready.checks,
+        [
+            ReadyCheck::Notify,
+            ReadyCheck::Alive(Duration::from_secs(2))
+        ]
+    );
+    let map = parsed("command: [x]\nready: { checks: 'tcp:127.0.0.1:1' }\n");
+    assert_eq!(map.ready.checks.len(), 1);
+    assert_eq!(map.ready.timeout, Duration::from_secs(30));
+}
+
+#[test]
+fn a_large_backoff_without_a_maximum_raises_the_maximum() {
+    let config = parsed("command: [x]\nrestart: { backoff: 1m }\n");
+    assert_eq!(config.restart.backoff_max, Duration::from_secs(60));
+}
+
+/// Every parse error, with the exact `file:line:column:` prefix it must start with and a
+/// piece of what it must say.
+const ERRORS: &[(&str, &str, &str)] = &[
+    ("", "1:1", "the service file is empty"),
+    (
+        "name: api\n",
+        "1:1",
+        "missing key `command`; add it, like command:",
+    ),
+    (
+        "command: [x]\ncomand: y\n",
+        "2:1",
+        "unknown key `comand`; did you mean `command`?",
+    ),
+    (
+        "command: [x]\nlisten:\n  - name: admin\n    adress: unix:/a.sock\n",
+        "4:5",
+        "unknown key `adress` in `listen[0]`; did you mean `address`?",
+    ),
+    (
+        "command: [x]\nready:\n  timout: 3s\n",
+        "3:3",
+        "did you mean `timeout`?",
+    ),
+    (
+        "command: [x]\nrestart: on-falure\n",
+        "2:10",
+        "did you mean `on-failure`?",
+    ),
+    (
+        "command: [x]\nrestart:\n  policy: sometimes\n",
+        "3:11",
+        "unknown value `sometimes`",
+    ),
+    (
+        "command: [x]\nbogus_key: 1\n",
+        "2:1",
+        "valid keys here: name, command",
+    ),
+    (
+        "command: [x]\nlisten:\n  - 127.0.0.1:8080\n  - localhost:80\n",
+        "4:5",
+        "invalid listen address 'localhost:80': the host must be an IP address",
+    ),
+    (
+        "command: [x]\ndrain_timeout: 30\n",
+        "2:16",
+        "duration '30' has no unit; add one",
+    ),
+    (
+        "command: [x]\ndrain_timeout: 0s\n",
+        "2:16",
+        "a duration of zero ('0s')",
+    ),
+    (
+        "command: [x]\nready:\n  timeout: soon\n",
+        "3:12",
+        "invalid duration 'soon'",
+    ),
+    (
+        "command: [x]\nstop_signal: BOGUS\n",
+        "2:14",
+        "unknown signal 'BOGUS'",
+    ),
+    (
+        "command: [x]\nready:\n  checks: [acepting]\n",
+        "3:12",
+        "invalid readiness check",
+    ),
+    (
+        "command: [x]\nready: []\n",
+        "2:8",
+        "the list of readiness checks is empty",
+    ),
+    ("command: []\n", "1:10", "the command is empty"),
+    ("command: \"./a 'b\"\n", "1:10", "unclosed quote"),
+    (
+        "command: [x]\nlisten: [a=:1, a=:2]\n",
+        "2:9",
+        "two listeners are named 'a'",
+    ),
+    (
+        "command: [x]\nlisten:\n  - address: 127.0.0.1:1\n    mode: \"0660\"\n",
+        "3:5",
+        "mode, owner and group apply to unix sockets only",
+    ),
+    (
+        "command: [x]\nlisten:\n  - address: unix:/x\n    mode: \"999\"\n",
+        "4:11",
+        "invalid mode '999'",
+    ),
+    (
+        "command: [x]\nlisten:\n  - address: unix:/x\n    name: a:b\n",
+        "4:11",
+        "invalid listener name 'a:b'",
+    ),
+    (
+        "command: [x]\nlisten:\n  - name: x\n",
+        "3:5",
+        "missing key `address`",
+    ),
+    (
+        "command: [x]\n  bad: indent\n",
+        "2:3",
+        "check the indentation",
+    ),
+    ("command: [x\n", "2:1", "did not find expected"),
+    (
+        "command: [x]\nenv: [a]\n",
+        "2:6",
+        "expected a map of variable names",
+    ),
+    (
+        "- a\n- b\n",
+        "1:1",
+        "expected a map of keys, like `command:",
+    ),
+    (
+        "command: [x]\nlog:\n  prefix: yes please\n",
+        "3:11",
+        "expected a boolean",
+    ),
+    (
+        "command: [x]\nrestart:\n  backoff: 10s\n  backoff_max: 1s\n",
+        "3:3",
+        "backoff_max is shorter than backoff",
+    ),
+    (
+        "name: 'my api'\ncommand: [x]\n",
+        "1:7",
+        "invalid service name 'my api'",
+    ),
+];
+
+#[test]
+fn every_error_starts_with_file_line_column_and_says_what_to_change() {
+    let mut failures = Vec::new();
+    for (text, position, needle) in ERRORS {
+        let message = match parse(text) {
+            Ok(_) => "parsed fine".to_owned(),
+            Err(err) => err.to_string(),
+        };
+        let prefix = format!("/srv/api/api.yaml:{position}: ");
+        if !message.starts_with(&prefix) || !message.contains(needle) {
+            failures.push(format!(
+                "{text:?}\n  want {prefix}…{needle}\n  got  {message}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn an_unreadable_file_names_the_file_and_the_os_error() {
+    let err = load_file(Path::new("/nonexistent/zd/api.yaml")).expect_err("missing file");
+    assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("/nonexistent/zd/api.yaml: cannot read"),
+        "{msg}"
+    );
+    assert!(msg.contains("No such file or directory"), "{msg}");
+}
+
+fn write_service(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("svc.yaml");
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    path
+}
+
+#[test]
+fn a_missing_program_names_the_command_and_the_line_of_command() -> std::io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = write_service(
+        dir.path(),
+        "# svc\n\ncommand: [no-such-program-zdctl, -v]\n",
+    );
+    let err = load_file(&path).expect_err("no program");
+    let msg = err.to_string();
+    let prefix = format!(
+        "{}:3:1: command 'no-such-program-zdctl' not found",
+        path.display()
+    );
+    assert!(msg.starts_with(&prefix), "{msg}");
+    Ok(())
+}
+
+#[test]
+fn the_program_is_searched_on_the_path_the_service_sets() -> std::io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let text = "env:\n  PATH: /nonexistent-zd\ncommand: sh -c true\n";
+    let err = load_file(&write_service(dir.path(), text)).expect_err("not on that PATH");
+    assert!(
+        err.to_string().contains("searched PATH=/nonexistent-zd"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_program_without_execute_permission_is_refused() -> std::io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = dir.path().join("server");
+    std::fs::write(&server, "#!/bin/sh\n")?;
+    std::fs::set_permissions(&server, std::fs::Permissions::from_mode(0o644))?;
+    let path = write_service(dir.path(), "workdir: .\ncommand: ./server\n");
+    let err = load_file(&path).expect_err("not executable");
+    assert!(
+        matches!(err, ConfigError::CommandNotExecutable { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{}:2:1: ", path.display())),
+        "{err}"
+    );
+    std::fs::set_permissions(&server, std::fs::Permissions::from_mode(0o755))?;
+    load_file(&path).map_err(std::io::Error::other)?;
+    Ok(())
+}
+
+#[test]
+fn a_missing_workdir_is_reported_at_its_line() -> std::io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = write_service(dir.path(), "command: [sh]\nworkdir: nowhere\n");
+    let err = load_file(&path).expect_err("no workdir");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{}:2:1: workdir", path.display())),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn the_accepting_check_needs_a_listener() -> std::io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = write_service(dir.path(), "command: [sh]\nready: accepting\n");
+    let err = load_file(&path).expect_err("no listener");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{}:2:1: ", path.display())),
+        "{err}"
+    );
+    assert!(err.to_string().contains("needs a listener"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn flag_configs_validate_with_command_line_as_the_location() {
+    let mut config = ServiceConfig::defaults_for("api", vec!["no-such-program-zdctl".into()]);
+    let err = config.validate().expect_err("no program");
+    assert!(
+        err.to_string()
+            .starts_with("command line: command 'no-such"),
+        "{err}"
+    );
+    config.command = vec!["sh".into()];
+    config.listeners = vec![spec("a=:0"), spec("a=:1")];
+    let err = config.validate().expect_err("duplicate names");
+    assert!(
+        err.to_string().contains("two listeners are named 'a'"),
+        "{err}"
+    );
+    config.listeners.pop();
+    config.drain_timeout = Duration::ZERO;
+    assert!(config.validate().is_err());
+    config.drain_timeout = Duration::from_secs(1);
+    assert!(config.validate().is_ok(), "{:?}", config.validate());
+}
+
+#[test]
+fn an_invalid_file_stem_needs_a_name_key() {
+    let err = parse_str("command: [x]\n", Path::new("/etc/my service.yaml")).expect_err("stem");
+    assert!(
+        err.to_string().starts_with("/etc/my service.yaml:1:1: "),
+        "{err}"
+    );
+    assert!(err.to_string().contains("set `name:`"), "{err}");
+    let named = parse_str(
+        "name: api\ncommand: [x]\n",
+        Path::new("/etc/my service.yaml"),
+    );
+    assert_eq!(named.map(|c| c.name).ok().as_deref(), Some("api"));
+}
