@@ -242,3 +242,103 @@ fn missing_directories_surface_as_io_errors_naming_the_path() {
     let msg = err.to_string();
     assert!(msg.contains("/nonexistent-zd-dir/x.sock"), "{msg}");
 }
+
+/// Set in the child processes of the socket-activation tests: `INODE:NAME`, the inode
+/// of the socket passed as fd 3 and the listener name the child asks for.
+const ACTIVATION_CHILD: &str = "ZD_TEST_ACTIVATION";
+
+/// Runs test `name` again in a child process that gets `listener` as fd 3 and the systemd
+/// variables (LISTEN_PID is set by the child itself: only it knows its pid).
+fn run_activated_child(name: &str, listener: &Listener, wanted: &str) -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt;
+
+    let source = listener.as_raw_fd();
+    let mut child = std::process::Command::new(std::env::current_exe()?);
+    child
+        .args(["--exact", name, "--test-threads=1"])
+        .env(ACTIVATION_CHILD, format!("{}:{wanted}", listener.inode()))
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_FDNAMES", "web");
+    // SAFETY: between fork and exec only dup2 and fcntl run, both async-signal-safe. The
+    // listener's fd becomes fd 3 of the child with close-on-exec cleared, so it survives
+    // exec, as systemd passes it.
+    unsafe {
+        child.pre_exec(move || {
+            if source != 3 && libc::dup2(source, 3) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::fcntl(3, libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let output = child.output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
+/// The child side. Returns false in the parent process.
+fn activation_child() -> std::io::Result<bool> {
+    let Some(var) = std::env::var_os(ACTIVATION_CHILD) else {
+        return Ok(false);
+    };
+    let var = var.to_string_lossy().into_owned();
+    let (inode, wanted) = var.split_once(':').unwrap_or_default();
+    // SAFETY: this process runs one test on one thread (--test-threads=1); nothing else
+    // reads the environment concurrently.
+    unsafe { std::env::set_var("LISTEN_PID", std::process::id().to_string()) };
+    let result = open_or_adopt_listeners(&[spec(&format!("{wanted}=127.0.0.1:0"))]);
+    for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        assert!(std::env::var_os(var).is_none(), "{var} is cleared");
+    }
+    match wanted {
+        "web" => {
+            let listeners = result.map_err(std::io::Error::other)?;
+            assert_eq!(listeners[0].inode().to_string(), inode, "fd 3 is adopted");
+            assert_eq!(listeners[0].name(), "web");
+            let (fd_flags, _) = fd_flags(&listeners[0]);
+            assert_ne!(fd_flags & libc::FD_CLOEXEC, 0, "made close-on-exec");
+        }
+        _ => {
+            let err = result.expect_err("systemd passed no such name");
+            assert!(
+                matches!(err, ListenError::ActivationNameMissing { .. }),
+                "{err:?}"
+            );
+        }
+    }
+    Ok(true)
+}
+
+#[test]
+fn systemd_activation_adopts_the_passed_fd_with_the_listener_name() -> std::io::Result<()> {
+    if activation_child()? {
+        return Ok(());
+    }
+    let listener = open_one(spec("127.0.0.1:0")).map_err(std::io::Error::other)?;
+    run_activated_child(
+        "systemd_activation_adopts_the_passed_fd_with_the_listener_name",
+        &listener,
+        "web",
+    )
+}
+
+#[test]
+fn systemd_activation_without_the_wanted_name_fails_and_clears_the_variables() -> std::io::Result<()>
+{
+    if activation_child()? {
+        return Ok(());
+    }
+    let listener = open_one(spec("127.0.0.1:0")).map_err(std::io::Error::other)?;
+    run_activated_child(
+        "systemd_activation_without_the_wanted_name_fails_and_clears_the_variables",
+        &listener,
+        "other",
+    )
+}

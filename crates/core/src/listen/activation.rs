@@ -34,17 +34,18 @@ pub(super) struct PassedFd {
 /// passed socket is adopted as it is. Extra passed sockets are closed with a warning.
 ///
 /// The `LISTEN_*` variables are then removed from our environment so they do not leak to
-/// children. Call this before starting threads that read the environment (the tokio
-/// runtime's workers do not, but C libraries may).
+/// children (the handoff also filters them out of every generation's environment). Call
+/// this early, before starting threads that call C code reading the environment.
 pub fn open_or_adopt_listeners(specs: &[ListenerSpec]) -> Result<Vec<Listener>, ListenError> {
     let Some(passed) = passed_fds()? else {
         return open_listeners(specs);
     };
     for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
-        // SAFETY: remove_var races only with environment reads from other threads that
-        // bypass std's lock (C code calling getenv). The supervisor adopts its listeners
-        // at startup, before it starts threads that run such code; the documentation
-        // above states that requirement.
+        // SAFETY: remove_var is unsound only against a concurrent getenv(3) from another
+        // thread that bypasses std's environment lock (C code such as the resolver or
+        // localtime). The supervisor calls this during startup; its other threads are
+        // tokio workers running our Rust code, which reads the environment through std
+        // only. The documentation above states the requirement for other callers.
         unsafe { std::env::remove_var(var) };
     }
     adopt(specs, passed)
@@ -85,14 +86,8 @@ fn passed_fds() -> Result<Option<Vec<PassedFd>>, ListenError> {
     let mut passed = Vec::new();
     for fd in FIRST_FD..FIRST_FD + count {
         // A closed fd would make OwnedFd a lie; F_GETFD checks that it is open.
-        if nix::fcntl::fcntl(
-            // SAFETY: only used for this one fcntl call, while the fd is open or reported
-            // closed; no ownership is taken.
-            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-            nix::fcntl::FcntlArg::F_GETFD,
-        )
-        .is_err()
-        {
+        // SAFETY: F_GETFD only reads the fd's flags; on a closed fd it fails with EBADF.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
             return Err(ListenError::ActivationMismatch {
                 fd,
                 name: String::new(),
@@ -104,7 +99,11 @@ fn passed_fds() -> Result<Option<Vec<PassedFd>>, ListenError> {
         // names, which is us; the fd is open (checked above), and ADOPTED guarantees that
         // this runs once, so nothing else in the process owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let name = names.next().unwrap_or(DEFAULT_FD_NAME).to_owned();
+        let name = names
+            .next()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(DEFAULT_FD_NAME)
+            .to_owned();
         passed.push(PassedFd { fd, name });
     }
     Ok(Some(passed))
