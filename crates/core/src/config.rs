@@ -123,7 +123,7 @@ pub enum RestartMode {
     /// Only after a non-zero exit or a death by signal.
     #[serde(alias = "on_failure")]
     OnFailure,
-    /// Never: the supervisor exits with the generation's status.
+    /// Never: the service stays without a generation until the next restart request.
     Never,
 }
 
