@@ -200,6 +200,10 @@ impl Follower {
     }
 
     fn keep(&mut self, signo: i32) {
+        self.log.info(format_args!(
+            "holding {} until a process can receive it",
+            signals::name(signo)
+        ));
         if self.pending.len() < MAX_PENDING {
             self.pending.push(signo);
         }

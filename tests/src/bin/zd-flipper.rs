@@ -8,7 +8,13 @@
 //!
 //! ```text
 //! zd-flipper --pidfile PATH --log PATH [--flip-on SIG] [--term-exit CODE]
-//!            [--term-signal SIG] [--daemonize] [--orphans N]
+//!            [--term-signal SIG] [--daemonize] [--orphans N] [--late-successor FIFO]
+//! ```
+//!
+//! `--late-successor FIFO`: the flipping process exits without waiting for its successor,
+//! which writes the pid file only once a byte arrives on FIFO (a slow start, on cue).
+//!
+//! ```text
 //! ```
 
 use std::fs::OpenOptions;
@@ -35,6 +41,8 @@ struct Args {
     orphans: u32,
     generation: u32,
     ready_fd: Option<i32>,
+    wait_fifo: Option<PathBuf>,
+    late_successor: Option<PathBuf>,
 }
 
 fn parse_signal(text: &str) -> Result<Signal> {
@@ -57,6 +65,8 @@ fn parse_args() -> Result<Args> {
         orphans: 0,
         generation: 1,
         ready_fd: None,
+        wait_fifo: None,
+        late_successor: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -74,6 +84,8 @@ fn parse_args() -> Result<Args> {
             "--orphans" => args.orphans = value.parse()?,
             "--generation" => args.generation = value.parse()?,
             "--ready-fd" => args.ready_fd = Some(value.parse()?),
+            "--wait-fifo" => args.wait_fifo = Some(value.into()),
+            "--late-successor" => args.late_successor = Some(value.into()),
             _ => bail!("unknown flag '{flag}'"),
         }
     }
@@ -99,11 +111,10 @@ fn write_pidfile(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// Starts the next generation and waits for its "pid file written" byte on a pipe.
-fn start_successor(args: &Args, generation: u32) -> Result<Option<Pid>> {
+/// Starts the next generation and, with `wait`, waits for its "pid file written" byte on a
+/// pipe; returns its pid if it became ready (or was not waited for).
+fn start_successor(args: &Args, generation: u32, wait: bool) -> Result<Option<Pid>> {
     let (read_end, write_end) = pipe2(OFlag::O_CLOEXEC)?;
-    // Close-on-exec cleared on purpose: the successor reports readiness on this fd.
-    fcntl(&write_end, FcntlArg::F_SETFD(FdFlag::empty()))?;
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
     cmd.arg("--pidfile")
@@ -116,13 +127,23 @@ fn start_successor(args: &Args, generation: u32) -> Result<Option<Pid>> {
         cmd.args(["--term-signal", sig.as_str()]);
     }
     cmd.args(["--generation", &generation.to_string()]);
-    cmd.args(["--ready-fd", &write_end.as_raw_fd().to_string()]);
+    if wait {
+        // Close-on-exec cleared on purpose: the successor reports readiness on this fd.
+        fcntl(&write_end, FcntlArg::F_SETFD(FdFlag::empty()))?;
+        cmd.args(["--ready-fd", &write_end.as_raw_fd().to_string()]);
+    }
+    if let Some(fifo) = &args.late_successor {
+        cmd.arg("--wait-fifo").arg(fifo);
+    }
     let child = cmd.spawn()?;
+    let pid = Pid::from_raw(i32::try_from(child.id())?);
+    if !wait {
+        return Ok(Some(pid));
+    }
     drop(write_end);
     let mut byte = [0u8; 1];
     let mut reader = std::fs::File::from(read_end);
     let ready = matches!(reader.read(&mut byte), Ok(1));
-    let pid = Pid::from_raw(i32::try_from(child.id())?);
     Ok(ready.then_some(pid))
 }
 
@@ -152,6 +173,13 @@ fn die_on_term(args: &Args) -> ! {
     match args.term_signal {
         Some(sig) => {
             log(args, &format!("raise {}", sig.as_str()));
+            let no_core = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: setrlimit reads the struct we pass and keeps no pointer to it. No core
+            // file: the tests raise SIGSEGV and SIGABRT on purpose.
+            let _ = unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
             let mut set = SigSet::empty();
             set.add(sig);
             // SAFETY: restoring the default disposition installs no handler code.
@@ -178,10 +206,17 @@ fn main() -> Result<()> {
     if args.daemonize {
         // The launcher detaches into its own session, starts the real service there and exits,
         // as a daemonizing server does: the service is then re-parented to the subreaper.
+        // Like nginx's, the launcher does not wait for the pid file.
         let _ = setsid();
-        let next = start_successor(&args, args.generation + 1)?;
+        let next = start_successor(&args, args.generation + 1, false)?;
         log(&args, &format!("launched {next:?}"));
         std::process::exit(if next.is_some() { 0 } else { 1 });
+    }
+    if let Some(fifo) = &args.wait_fifo {
+        // Holds the pid file back until the test writes a byte: a slow start, on cue.
+        let mut byte = [0u8; 1];
+        let _ = std::fs::File::open(fifo)?.read(&mut byte)?;
+        log(&args, "go");
     }
     write_pidfile(&args)?;
     if let Some(fd) = args.ready_fd {
@@ -207,7 +242,8 @@ fn main() -> Result<()> {
         }
         log(&args, &format!("signal {}", signal.as_str()));
         if signal == args.flip_on {
-            match start_successor(&args, args.generation + 1)? {
+            let wait = args.late_successor.is_none();
+            match start_successor(&args, args.generation + 1, wait)? {
                 Some(next) => {
                     log(&args, &format!("flip-to {next}"));
                     std::process::exit(0);
