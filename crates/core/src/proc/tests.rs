@@ -249,6 +249,21 @@ fn own_children_are_found_in_the_tree() {
 }
 
 #[test]
+fn the_parent_scan_finds_children_like_the_children_files() {
+    // The scan is the fallback for kernels without children files; run it
+    // here too so it stays correct where those files exist.
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("spawn sleep");
+    let child_pid = i32::try_from(child.id()).expect("pid fits in i32");
+    let scanned = parent_map().remove(&own_pid()).unwrap_or_default();
+    child.kill().expect("kill sleep");
+    child.wait().expect("reap sleep");
+    assert!(scanned.contains(&child_pid));
+}
+
+#[test]
 fn own_tcp_listener_is_in_the_namespace_table() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let local = listener.local_addr().expect("local address");
