@@ -1,1 +1,46 @@
-//! handoff
+//! Handoff: how listeners reach a generation (DESIGN §4).
+//!
+//! Listeners are duplicated onto fds 3, 4, … in config order and described in every common
+//! dialect at once (systemd, einhorn/socketmaster, Server::Starter, ours), so an unmodified app
+//! written for any of them finds its sockets.
+//!
+//! `LISTEN_PID` must equal the pid of the process that execs the app (sd_listen_fds() and
+//! gunicorn check it), and that pid is only known after fork. So the child is started with a
+//! hand-rolled fork + execve: everything is allocated before the fork, and the child only
+//! writes the pid's digits into a buffer reserved for them, moves fds and calls
+//! async-signal-safe functions until it execs.
+
+mod env;
+mod spawn;
+
+pub use env::{HandoffVars, handoff_vars};
+pub use spawn::{SpawnSpec, Spawned, spawn_generation};
+
+/// Why a generation could not be started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandoffError {
+    #[error(
+        "command '{program}' not found in PATH ({path}); give its full path or fix PATH in the service's env"
+    )]
+    NotFound { program: String, path: String },
+    #[error("command '{}' is not an executable file; check the path and its mode (chmod +x)", program.display())]
+    NotExecutable { program: std::path::PathBuf },
+    #[error("the command is empty; give the program to run")]
+    EmptyCommand,
+    #[error("'{value}' cannot be passed to a process (it contains a NUL byte)")]
+    Nul { value: String },
+    #[error("cannot start '{program}': {stage} failed")]
+    Exec {
+        program: String,
+        stage: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot {about}")]
+    Io {
+        about: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -25,7 +25,12 @@ pub fn control_socket(name: &str) -> PathBuf {
 
 /// The per-generation notify socket of service `name`.
 pub fn notify_socket(name: &str, generation: u64) -> PathBuf {
-    runtime_dir().join(format!("{name}.{generation}.notify"))
+    notify_socket_in(&runtime_dir(), name, generation)
+}
+
+/// The per-generation notify socket of service `name` in runtime directory `dir`.
+pub fn notify_socket_in(dir: &std::path::Path, name: &str, generation: u64) -> PathBuf {
+    dir.join(format!("{name}.{generation}.notify"))
 }
 
 /// Services that have a control socket in the runtime directory (running or stale).

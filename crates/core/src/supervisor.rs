@@ -1,7 +1,26 @@
 //! The supervisor engine: holds the listeners, runs generations, restarts, drains and rolls
 //! back (DESIGN §2 and §6).
+//!
+//! One task owns the main loop (control requests, signals, child exits, respawn timers);
+//! each restart runs as its own task; each generation has a task that waits on its pidfd.
+//! They share [`Shared`], whose state sits behind a mutex never held across an await.
+
+mod child;
+mod control;
+mod drain;
+mod restart;
+mod state;
 
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use tokio::sync::{broadcast, mpsc, watch};
+use tracing::{info, warn};
+
+use crate::listen::Listener;
+use crate::proto::{Event, EventKind, ExitInfo, unix_ms};
+use state::State;
 
 use crate::config::{ConfigError, ServiceConfig};
 use crate::listen::ListenError;
@@ -51,12 +70,57 @@ impl SupervisorError {
     }
 }
 
-/// Runs the supervisor until it is stopped (TERM, INT or the `stop` op). Returns `Ok` after
-/// a graceful stop in which every generation exited.
-pub async fn run(options: SupervisorOptions) -> Result<(), SupervisorError> {
-    let _ = options;
-    Err(SupervisorError::Io {
-        about: "run: the engine is being written".into(),
-        source: std::io::Error::other("unfinished"),
-    })
+pub use control::run;
+
+/// Messages to the main loop from the tasks around it.
+#[derive(Debug)]
+enum LoopMsg {
+    /// A generation's main process was reaped.
+    Exited { generation: u64, status: ExitInfo },
+    /// A restart ended and the service has no live active generation.
+    ActiveLost,
+    /// The respawn backoff elapsed.
+    RespawnDue,
+}
+
+/// What the main loop, the restart task and the exit watchers share.
+struct Shared {
+    state: Mutex<State>,
+    listeners: Vec<Listener>,
+    runtime_dir: PathBuf,
+    config_path: Option<PathBuf>,
+    events: broadcast::Sender<Event>,
+    loop_tx: mpsc::UnboundedSender<LoopMsg>,
+    /// Becomes true once when the supervisor starts stopping.
+    stopping: watch::Sender<bool>,
+    started: std::time::SystemTime,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock must not wedge the supervisor: the state is plain
+        // data that stays consistent field by field.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes an event to every watcher and to the requester of `restart`.
+    fn emit(&self, restart: Option<(u64, Instant)>, kind: EventKind) {
+        let event = Event {
+            unix_ms: unix_ms(std::time::SystemTime::now()),
+            restart: restart.map(|(r, _)| r),
+            elapsed_ms: restart.map(|(_, t)| t.elapsed().as_millis() as u64),
+            kind,
+        };
+        let _ = self.events.send(event);
+    }
+
+    fn write_pidfile(&self, pid: i32) {
+        let path = self.lock().pidfile.clone();
+        if let Some(path) = path {
+            match crate::pidfile::write(&path, pid) {
+                Ok(()) => info!(pid, path = %path.display(), "pidfile written"),
+                Err(e) => warn!(error = %e, "cannot write the pidfile"),
+            }
+        }
+    }
 }

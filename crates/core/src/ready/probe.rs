@@ -1,0 +1,69 @@
+//! Probes that retry until they pass: `http:`, `tcp:` and `exec:`. The caller bounds them
+//! with the readiness timeout, so they loop without a deadline of their own.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::ReadyContext;
+
+const RETRY: Duration = Duration::from_millis(50);
+
+pub(super) async fn wait_tcp(addr: &str) {
+    loop {
+        if let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr)).await
+        {
+            return;
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+pub(super) async fn wait_http(host: &str, port: u16, path: &str) {
+    loop {
+        if let Ok(Ok(true)) =
+            tokio::time::timeout(Duration::from_secs(2), http_ok(host, port, path)).await
+        {
+            return;
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+async fn http_ok(host: &str, port: u16, path: &str) -> std::io::Result<bool> {
+    let mut stream = TcpStream::connect((host, port)).await?;
+    let host_header = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: zdctl-ready\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).await?;
+    // "HTTP/1.x 2xx"
+    Ok(head.starts_with(b"HTTP/1.") && head[9] == b'2')
+}
+
+pub(super) async fn wait_exec(command: &str, ctx: &ReadyContext) {
+    loop {
+        let status = tokio::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(command)
+            .env("ZD_PID", ctx.pid.to_string())
+            .env("ZD_GENERATION", ctx.generation.to_string())
+            .env("ZD_SERVICE", &ctx.service)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .status()
+            .await;
+        if matches!(status, Ok(s) if s.success()) {
+            return;
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}

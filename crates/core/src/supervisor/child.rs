@@ -1,0 +1,187 @@
+//! Starting a generation, watching it exit, forwarding its output, and signalling it.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::Shared;
+use super::state::Generation;
+use crate::config::ServiceConfig;
+use crate::handoff::{SpawnSpec, spawn_generation};
+use crate::proto::{ExitInfo, GenerationState};
+use crate::ready::NotifySocket;
+use crate::signal::Signal;
+
+/// Starts the next generation with `config`, records it in `state` and starts watching its
+/// exit. Returns its number and pid.
+pub(super) fn start_generation(
+    shared: &Arc<Shared>,
+    config: &ServiceConfig,
+    state: GenerationState,
+) -> Result<(u64, i32), String> {
+    let generation = {
+        let mut st = shared.lock();
+        let g = st.next_generation;
+        st.next_generation += 1;
+        g
+    };
+    let notify_path = crate::paths::notify_socket_in(&shared.runtime_dir, &config.name, generation);
+    let notify = match NotifySocket::bind(&notify_path) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            warn!(error = %e, path = %notify_path.display(), "cannot create the notify socket");
+            None
+        }
+    };
+    let spec = SpawnSpec {
+        service: &config.name,
+        generation,
+        command: &config.command,
+        workdir: config.workdir.as_deref(),
+        env: &config.env,
+        listeners: &shared.listeners,
+        notify_socket: notify.as_ref().map(|n| n.path()),
+        capture_output: config.log_prefix,
+    };
+    let spawned = spawn_generation(&spec).map_err(|e| e.to_string())?;
+    let pid = spawned.pid;
+    info!(generation, pid, "spawned");
+    if let Some(out) = spawned.stdout {
+        forward_output(out, format!("[{} gen {generation}] ", config.name), false);
+    }
+    if let Some(err) = spawned.stderr {
+        forward_output(err, format!("[{} gen {generation}] ", config.name), true);
+    }
+    let pidfd = Arc::new(spawned.pidfd);
+    let (exit_tx, exit_rx) = watch::channel(None);
+    shared.lock().generations.insert(
+        generation,
+        Generation {
+            generation,
+            pid,
+            state,
+            started: SystemTime::now(),
+            started_at: Instant::now(),
+            exit: None,
+            exited: exit_rx,
+            pidfd: pidfd.clone(),
+            stop_signal: config.stop_signal,
+            drain_timeout: config.drain_timeout,
+            notify,
+        },
+    );
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let status = wait_exit(&pidfd).await;
+        debug!(generation, pid, %status, "reaped");
+        shared.lock().mark_exited(generation, status);
+        let _ = exit_tx.send(Some(status));
+        let _ = shared
+            .loop_tx
+            .send(super::LoopMsg::Exited { generation, status });
+    });
+    Ok((generation, pid))
+}
+
+/// Waits until the process behind `pidfd` exits and reaps it.
+async fn wait_exit(pidfd: &Arc<OwnedFd>) -> ExitInfo {
+    // SAFETY: `PidFd` holds an Arc of the OwnedFd, so the fd stays open and unreplaced for
+    // as long as the AsyncFd is registered.
+    let registered = unsafe {
+        AsyncFd::register_with_interest(PidFd(pidfd.clone()), tokio::io::Interest::READABLE)
+    };
+    match registered {
+        Ok(afd) => {
+            // A pidfd becomes readable when the process exits; then waitid cannot block.
+            let _ = afd.readable().await;
+        }
+        Err(e) => warn!(error = %e, "cannot register a pidfd; reaping on a blocking thread"),
+    }
+    let fd = pidfd.as_raw_fd();
+    tokio::task::spawn_blocking(move || reap(fd))
+        .await
+        .unwrap_or(ExitInfo::Code { code: -1 })
+}
+
+fn reap(fd: i32) -> ExitInfo {
+    loop {
+        // SAFETY: siginfo_t is plain data; waitid fills it in for our own child's pidfd.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: P_PIDFD with a pidfd we own; WEXITED waits for (and reaps) its exit.
+        let rc = unsafe { libc::waitid(libc::P_PIDFD, fd as libc::id_t, &mut info, libc::WEXITED) };
+        if rc == 0 {
+            // SAFETY: after a successful waitid the status field is valid.
+            let status = unsafe { info.si_status() };
+            return match info.si_code {
+                libc::CLD_EXITED => ExitInfo::Code { code: status },
+                _ => ExitInfo::Signal { signal: status },
+            };
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            warn!(error = %err, "waitid on a pidfd failed");
+            return ExitInfo::Code { code: -1 };
+        }
+    }
+}
+
+struct PidFd(Arc<OwnedFd>);
+
+impl AsRawFd for PidFd {
+    fn as_raw_fd(&self) -> i32 {
+        self.0.as_raw_fd()
+    }
+}
+
+/// Sends `signal` through the pidfd, so it cannot reach a recycled pid.
+pub(super) fn send_signal(pidfd: &OwnedFd, signal: Signal) -> std::io::Result<()> {
+    // SAFETY: pidfd_send_signal takes our pidfd, a signal number, no siginfo and no flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal.as_raw(),
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// SIGKILLs the process group the generation leads (its workers included).
+pub(super) fn kill_group(pgid: i32) {
+    // SAFETY: killpg with a group id we created (each generation leads its own group).
+    let rc = unsafe { libc::killpg(pgid, libc::SIGKILL) };
+    if rc != 0 {
+        debug!(pgid, error = %std::io::Error::last_os_error(), "killpg");
+    }
+}
+
+/// Copies a child's output to ours, a line at a time, with a prefix naming the generation.
+fn forward_output(fd: OwnedFd, prefix: String, stderr: bool) {
+    let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
+        warn!("cannot read a generation's output pipe");
+        return;
+    };
+    tokio::spawn(async move {
+        use std::io::Write;
+        let mut lines = BufReader::new(pipe).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let text = format!("{prefix}{line}\n");
+            let _ = if stderr {
+                std::io::stderr().lock().write_all(text.as_bytes())
+            } else {
+                std::io::stdout().lock().write_all(text.as_bytes())
+            };
+        }
+    });
+}

@@ -1,0 +1,216 @@
+//! One restart, as DESIGN §6 draws it:
+//!
+//! ```text
+//! request ─► re-read config (invalid: fail, old untouched)
+//!         ─► spawn gen N+1 ─► wait readiness ──fail/exit/timeout──► stop gen N+1 ─► RolledBack
+//!                                  │ ready
+//!                                  ▼
+//!                           promote N+1, write pidfile
+//!                                  ▼
+//!                  drain gen N: stop signal, wait ≤ drain timeout, SIGKILL ─► Completed
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::Shared;
+use super::child::start_generation;
+use super::drain::drain;
+use crate::config::ServiceConfig;
+use crate::duration::format_duration;
+use crate::proto::{EventKind, GenerationState, RestartOutcome, RestartReport};
+use crate::ready::{ReadyContext, wait_ready};
+
+pub(super) struct RestartRun {
+    pub shared: Arc<Shared>,
+    pub restart: u64,
+    pub started: Instant,
+    pub ready_timeout: Option<Duration>,
+}
+
+impl RestartRun {
+    fn emit(&self, kind: EventKind) {
+        self.shared.emit(Some((self.restart, self.started)), kind);
+    }
+
+    /// Runs the restart to its end and records the outcome.
+    pub async fn run(self) {
+        let old_generation = self.shared.lock().active;
+        let (outcome, new) = self.attempt().await;
+        let report = RestartReport {
+            restart: self.restart,
+            outcome,
+            old_generation,
+            new_generation: new.map(|(g, _)| g),
+            new_pid: new.map(|(_, p)| p),
+            elapsed_ms: self.started.elapsed().as_millis() as u64,
+        };
+        match &report.outcome {
+            RestartOutcome::Completed => info!(restart = self.restart, "restart completed"),
+            other => warn!(
+                restart = self.restart,
+                reason = other.reason().unwrap_or(""),
+                "restart did not complete"
+            ),
+        }
+        let respawn = {
+            let mut st = self.shared.lock();
+            match report.outcome {
+                RestartOutcome::Completed => st.counters.completed += 1,
+                RestartOutcome::RolledBack { .. } => st.counters.rolled_back += 1,
+                RestartOutcome::Failed { .. } => st.counters.failed += 1,
+            }
+            st.last_restart = Some(report.clone());
+            st.restart = None;
+            // The active generation may have died while this restart ran; if the restart
+            // did not replace it, the crash policy applies now.
+            !st.stopping && st.active_generation().is_none_or(|g| !g.is_live())
+        };
+        self.emit(EventKind::Finished(report));
+        if respawn {
+            let _ = self.shared.loop_tx.send(super::LoopMsg::ActiveLost);
+        }
+    }
+
+    async fn attempt(&self) -> (RestartOutcome, Option<(u64, i32)>) {
+        self.emit(EventKind::RestartRequested);
+        let config = match self.reload_config() {
+            Ok(c) => c,
+            Err(reason) => return (RestartOutcome::Failed { reason }, None),
+        };
+        let (generation, pid) =
+            match start_generation(&self.shared, &config, GenerationState::Starting) {
+                Ok(started) => started,
+                Err(e) => {
+                    return (
+                        RestartOutcome::Failed {
+                            reason: format!("cannot start the new generation: {e}"),
+                        },
+                        None,
+                    );
+                }
+            };
+        self.emit(EventKind::Spawned { generation, pid });
+        let new = Some((generation, pid));
+        let checks: Vec<String> = config.ready.checks.iter().map(|c| c.to_string()).collect();
+        self.emit(EventKind::WaitingReady { generation, checks });
+
+        let (mut exited, notify) = {
+            let st = self.shared.lock();
+            match st.generations.get(&generation) {
+                Some(g) => (g.exited.clone(), g.notify.as_ref().map(|n| n.state())),
+                None => {
+                    return (
+                        RestartOutcome::Failed {
+                            reason: "the new generation vanished".into(),
+                        },
+                        new,
+                    );
+                }
+            }
+        };
+        let ctx = ReadyContext {
+            service: config.name.clone(),
+            generation,
+            pid,
+            listener_inodes: self.shared.listeners.iter().map(|l| l.inode()).collect(),
+            notify,
+        };
+        let timeout = self.ready_timeout.unwrap_or(config.ready.timeout);
+        let mut stopping = self.shared.stopping.subscribe();
+        let verdict: Result<String, String> = tokio::select! {
+            r = tokio::time::timeout(timeout, wait_ready(&config.ready.checks, &ctx)) => match r {
+                Ok(Ok(evidence)) => Ok(evidence),
+                Ok(Err(e)) => Err(format!("generation {generation} (pid {pid}) failed its readiness check: {e}")),
+                Err(_) => Err(format!(
+                    "generation {generation} (pid {pid}) was not ready within {} ({})",
+                    format_duration(timeout),
+                    config.ready.checks.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", "),
+                )),
+            },
+            status = exited.wait_for(|s| s.is_some()) => {
+                let status = status.ok().and_then(|s| *s);
+                Err(match status {
+                    Some(s) => format!("generation {generation} (pid {pid}) exited with {s} before it was ready"),
+                    None => format!("generation {generation} (pid {pid}) exited before it was ready"),
+                })
+            },
+            _ = stopping.wait_for(|s| *s) => Err("the supervisor is stopping".to_owned()),
+        };
+        match verdict {
+            Ok(evidence) => self.emit(EventKind::Ready {
+                generation,
+                evidence,
+            }),
+            Err(reason) => {
+                drain(&self.shared, generation, Some((self.restart, self.started))).await;
+                return (RestartOutcome::RolledBack { reason }, new);
+            }
+        }
+
+        // Promote: from here on the new generation is the service.
+        let old = {
+            let mut st = self.shared.lock();
+            if st.stopping {
+                None
+            } else {
+                let old = st.active.replace(generation);
+                st.config = config.clone();
+                if let Some(g) = st.generations.get_mut(&generation) {
+                    g.state = GenerationState::Active;
+                }
+                if let Some(g) = old.and_then(|o| st.generations.get_mut(&o)) {
+                    if g.is_live() {
+                        g.state = GenerationState::Draining;
+                    }
+                }
+                st.pidfile = config.pidfile.clone();
+                Some(old)
+            }
+        };
+        let Some(old) = old else {
+            drain(&self.shared, generation, Some((self.restart, self.started))).await;
+            return (
+                RestartOutcome::RolledBack {
+                    reason: "the supervisor is stopping".into(),
+                },
+                new,
+            );
+        };
+        self.shared.write_pidfile(pid);
+        self.emit(EventKind::Promoted { generation, pid });
+        if let Some(old) = old {
+            drain(&self.shared, old, Some((self.restart, self.started))).await;
+        }
+        (RestartOutcome::Completed, new)
+    }
+
+    /// The config for the new generation: the service file read again, or the one we have.
+    fn reload_config(&self) -> Result<ServiceConfig, String> {
+        let current = self.shared.lock().config.clone();
+        let Some(path) = &self.shared.config_path else {
+            return Ok(current);
+        };
+        let config = crate::config::load_file(path).map_err(|e| {
+            format!("the service file is invalid; the old generation keeps serving: {e}")
+        })?;
+        if config.name != current.name {
+            return Err(format!(
+                "the service file now names the service '{}' instead of '{}'; restore the name or run a new supervisor",
+                config.name, current.name
+            ));
+        }
+        if config.listeners != current.listeners {
+            return Err(format!(
+                "the listeners in '{}' changed; listeners are kept for the supervisor's whole life, so stop and start the supervisor to apply new ones",
+                path.display()
+            ));
+        }
+        self.emit(EventKind::ConfigReloaded {
+            path: path.display().to_string(),
+        });
+        Ok(config)
+    }
+}
