@@ -222,7 +222,14 @@ pub fn parse_str(text: &str, source: &Path) -> Result<ServiceConfig, ConfigError
         }
     };
     let base = source.parent().unwrap_or(Path::new(""));
-    let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+    // `components()` drops the `.` in `workdir: .`, so errors and logs show a clean path.
+    let resolve = |p: PathBuf| -> PathBuf {
+        if p.is_absolute() {
+            p
+        } else {
+            base.join(p).components().collect()
+        }
+    };
     let listeners: Vec<ListenerSpec> = raw
         .listen
         .0

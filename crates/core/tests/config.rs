@@ -47,7 +47,7 @@ fn a_file_with_every_key_loads_with_each_value() -> Result<(), ConfigError> {
         command: ["sh", "-c", "exec sleep 1000", "--port", "8080"]
             .map(String::from)
             .to_vec(),
-        workdir: Some(dir.join(".")),
+        workdir: Some(dir.clone()),
         env: BTreeMap::from([
             ("PORT".into(), "8080".into()),
             ("RUST_LOG".into(), "info".into()),
