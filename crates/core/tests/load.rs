@@ -18,6 +18,9 @@ enum Reply {
     /// 200 with `Connection: close`, then close.
     OkThenClose,
     Error500,
+    /// 200 without `Connection: close`, then close anyway, as a server
+    /// closing an idle keep-alive connection does.
+    OkThenQuietClose,
     /// Close without answering.
     Hangup,
     /// Never answer.
@@ -65,6 +68,7 @@ async fn serve(mut stream: TcpStream, script: fn(u64) -> Reply, received: Arc<At
             Reply::OkThenClose => {
                 b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
             }
+            Reply::OkThenQuietClose => b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n",
             Reply::Error500 => b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n",
             Reply::Hangup => return,
             Reply::Silence => {
@@ -75,7 +79,7 @@ async fn serve(mut stream: TcpStream, script: fn(u64) -> Reply, received: Arc<At
         if stream.write_all(reply).await.is_err() {
             return;
         }
-        if matches!(script(n), Reply::OkThenClose) {
+        if matches!(script(n), Reply::OkThenClose | Reply::OkThenQuietClose) {
             let _ = stream.shutdown().await;
             return;
         }
@@ -137,6 +141,20 @@ async fn close_mode_opens_a_connection_per_request_and_counts_the_same() {
         report.failures_by_kind(),
         counts(&[(FailureKind::Status(500), 22), (FailureKind::Reset, 12)])
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_the_server_closed_is_replaced_before_sending() {
+    let (target, received) = scripted_server(|_| Reply::OkThenQuietClose).await;
+    let mut config = LoadConfig::new(target);
+    // Open loop leaves each connection idle between slots, the way a server
+    // sees an idle keep-alive connection it decides to close.
+    config.rate = Some(200.0);
+    config.max_requests = Some(20);
+    let report = run(config).await;
+
+    assert_eq!(received.load(Ordering::SeqCst), 20);
+    assert_eq!(report.failures_by_kind(), counts(&[]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

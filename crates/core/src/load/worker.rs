@@ -58,6 +58,22 @@ impl Stream {
         }
     }
 
+    /// Whether an idle keep-alive connection can still carry a request: a
+    /// server may close it while idle (the fixture does during a drain).
+    /// Noticing that before sending is not a retry, since nothing was sent;
+    /// sending anyway would turn a clean close into a spurious `Reset`.
+    /// Cheap: tokio answers from cached readiness without a syscall unless
+    /// the socket became readable.
+    fn still_open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        let peek = match self {
+            Stream::Tcp(s) => s.try_read(&mut probe),
+            Stream::Unix(s) => s.try_read(&mut probe),
+        };
+        // EOF, an error or unsolicited bytes all mean "do not reuse".
+        matches!(peek, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
     async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.read(buf).await,
@@ -128,6 +144,9 @@ fn nanos(d: Duration) -> u64 {
 async fn exchange(run: &Run, conn: &mut Option<Stream>, buf: &mut [u8]) -> (Outcome, bool) {
     let config = &run.config;
     let mut connect_failed = false;
+    if conn.as_ref().is_some_and(|c| !c.still_open()) {
+        *conn = None;
+    }
     let attempt = async {
         if conn.is_none() {
             let connected = tokio::time::timeout(
