@@ -99,6 +99,14 @@ impl FromStr for ListenAddr {
             input: text.to_owned(),
             problem: problem.to_owned(),
         };
+        let named = text
+            .split_once('=')
+            .is_some_and(|(name, _)| !name.contains([':', '/', '[']));
+        if named {
+            return Err(invalid(
+                "a name is not part of the address; set it with `name:`",
+            ));
+        }
         if let Some(rest) = text.strip_prefix("unix:") {
             // `unix:///run/x.sock` is the URL form; `unix:/run/x.sock` the short one.
             let path = rest.strip_prefix("//").unwrap_or(rest);

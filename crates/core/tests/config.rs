@@ -277,6 +277,29 @@ const ERRORS: &[(&str, &str, &str)] = &[
         "1:7",
         "invalid service name 'my api'",
     ),
+    (
+        "command: [x]\ncommand: [y]\n",
+        "1:1",
+        "key `command` appears twice; keep one",
+    ),
+    ("command: [x]\n\tlisten: []\n", "2:1", "spaces, not tabs"),
+    (
+        "command: [x]\n---\ncommand: [y]\n",
+        "1:1",
+        "one YAML document",
+    ),
+    (
+        "command: [x]\nlisten:\n  - address: admin=unix:/x\n",
+        "3:14",
+        "a name is not part of the address; set it with `name:`",
+    ),
+    (
+        "command: [x]\nlisten:\n  - {address: ':80', backlog: -1}\n",
+        "3:31",
+        "backlog",
+    ),
+    ("command: [x]\nenv:\n  A: [1]\n", "3:6", "env.A"),
+    ("command: {a: b}\n", "1:10", "expected a command"),
 ];
 
 #[test]

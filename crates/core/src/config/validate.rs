@@ -217,7 +217,15 @@ pub(super) fn explain(message: &str) -> String {
         )
         .replace("struct LogSection", "a map like `prefix: true`");
     if message.contains("while parsing") || message.contains("while scanning") {
-        return format!("{message}; check the indentation and quoting here or on the line above");
+        return format!(
+            "{message}; check the indentation (spaces, not tabs) and quoting here or on the \
+             line above"
+        );
+    }
+    if message.contains("more than one document") {
+        return "a service file holds one YAML document; remove the second `---` and what \
+                follows, or put each service in its own file"
+            .to_owned();
     }
     let quoted: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
     let (context, body) = match message.split_once(": ") {
@@ -248,6 +256,11 @@ pub(super) fn explain(message: &str) -> String {
                 None => format!("use one of {}", choices.join(", ")),
             };
             return format!("unknown value `{wrong}`{context}; {hint}");
+        }
+    }
+    if body.starts_with("duplicate field") {
+        if let Some(field) = quoted.first() {
+            return format!("key `{field}` appears twice{context}; keep one of them");
         }
     }
     if body.starts_with("missing field") {
