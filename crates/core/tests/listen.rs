@@ -213,6 +213,29 @@ fn a_failed_open_closes_the_listeners_opened_before_it() -> std::io::Result<()> 
 }
 
 #[test]
+fn a_unix_socket_gets_the_owner_and_group_given_by_id_or_name() -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: getuid and getgid cannot fail and touch no memory.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    // Root may give the socket away; anyone else may only keep it.
+    let (owner, group, want) = if uid == 0 {
+        ("65534".to_owned(), "root".to_owned(), (65534, 0))
+    } else {
+        (uid.to_string(), gid.to_string(), (uid, gid))
+    };
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("owned.sock");
+    let mut spec = unix_spec(&path, Some(0o660));
+    spec.owner = Some(owner);
+    spec.group = Some(group);
+    let _listener = open_one(spec).map_err(std::io::Error::other)?;
+    let meta = std::fs::symlink_metadata(&path)?;
+    assert_eq!((meta.uid(), meta.gid()), want);
+    assert_eq!(meta.mode() & 0o7777, 0o660);
+    Ok(())
+}
+
+#[test]
 fn unknown_socket_owners_are_reported_with_the_path() -> std::io::Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("owned.sock");

@@ -261,6 +261,12 @@ fn open_unix(spec: &ListenerSpec, path: &Path, backlog: i32) -> Result<Listener,
     })?;
     // Take ownership of the file right away, so any failure below removes it again.
     let meta = fs::symlink_metadata(path).map_err(|e| io_err("stat", e))?;
+    if !meta.file_type().is_socket() {
+        // Replaced between bind and stat: chmod would act on someone else's file.
+        return Err(ListenError::NotASocket {
+            path: path.to_owned(),
+        });
+    }
     let file = Arc::new(SocketFile {
         path: path.to_owned(),
         dev: meta.dev(),
@@ -347,10 +353,13 @@ fn chown_socket(spec: &ListenerSpec, path: &Path) -> Result<(), ListenError> {
             },
         }),
     };
-    nix::unistd::chown(path, uid, gid).map_err(|e| ListenError::Io {
-        about: "chown",
-        addr: path.display().to_string(),
-        source: e.into(),
+    // lchown: never follow a symlink someone may have put in place of our socket.
+    std::os::unix::fs::lchown(path, uid.map(Uid::as_raw), gid.map(Gid::as_raw)).map_err(|source| {
+        ListenError::Io {
+            about: "chown",
+            addr: path.display().to_string(),
+            source,
+        }
     })
 }
 
