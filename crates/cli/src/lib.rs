@@ -1,1 +1,61 @@
 #![doc = include_str!("../README.md")]
+
+pub mod cli;
+pub mod completions;
+mod control;
+pub mod exit;
+mod list;
+mod logging;
+mod output;
+pub mod progress;
+mod restart;
+mod run;
+mod signal;
+pub mod status;
+mod stop;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+/// Parses the command line, runs the command and returns the exit code (see the README's
+/// "Exit codes").
+pub fn main_exit() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // Help and version go to stdout with 0; real usage errors to stderr with 2.
+            let _ = err.print();
+            return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(exit::USAGE));
+        }
+    };
+    // The supervisor logs its lifecycle by default; client commands only warnings.
+    let base = u8::from(matches!(cli.command, Command::Run(_)));
+    logging::init(base, cli.verbose);
+    exit::report(dispatch(cli))
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Restart(args) => block_on(restart::restart(args)),
+        Command::Status(args) => block_on(status::status(args)),
+        Command::List(args) => block_on(list::list(args)),
+        Command::Stop(args) => block_on(stop::stop(args)),
+        Command::Signal(args) => block_on(signal::signal(args)),
+        Command::Completions(args) => completions::completions(args.shell),
+        Command::Man => completions::man(),
+    }
+}
+
+/// Client commands do one conversation at a time: a single-threaded runtime is enough.
+fn block_on<F: Future<Output = anyhow::Result<()>>>(future: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(future)
+}

@@ -1,0 +1,150 @@
+
+use builtin;
+use str;
+
+set edit:completion:arg-completer[zdctl] = {|@words|
+    fn spaces {|n|
+        builtin:repeat $n ' ' | str:join ''
+    }
+    fn cand {|text desc|
+        edit:complex-candidate $text &display=$text' '(spaces (- 14 (wcswidth $text)))$desc
+    }
+    var command = 'zdctl'
+    for word $words[1..-1] {
+        if (str:has-prefix $word '-') {
+            break
+        }
+        set command = $command';'$word
+    }
+    var completions = [
+        &'zdctl'= {
+            cand -v 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand --verbose 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand run 'Supervise a service: hold its listeners and run its generations'
+            cand restart 'Start a new generation, wait until it is ready, then drain the old one'
+            cand status 'Show running services: generations, listeners and restart counters'
+            cand list 'List every known service: service files and running supervisors'
+            cand stop 'Stop a service: drain every generation, then end its supervisor'
+            cand signal 'Send a signal to the active generation of a service'
+            cand completions 'Print a shell completion script to stdout'
+            cand man 'Print the man page (roff) to stdout'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'zdctl;run'= {
+            cand -c 'The service file to run'
+            cand --config 'The service file to run'
+            cand --name 'Flags form: the service name (names the control socket)'
+            cand --listen 'Flags form: a listener to open and keep, `[FDNAME=]ADDR` (`:8080`, `127.0.0.1:8080`, `http=[::1]:80`, `/run/api.sock`). Repeat for more'
+            cand --ready 'Flags form: a readiness check (`accepting`, `notify`, `http:URL`, `tcp:HOST:PORT`, `exec:CMD`, `alive:DUR`). Repeat for more; default `accepting` with listeners, else `alive:1s`'
+            cand --ready-timeout 'Flags form: how long the readiness checks may take (default 30s)'
+            cand --pidfile 'Flags form: where to write the active generation''s pid'
+            cand --stop-signal 'Flags form: the signal that asks a generation to stop (default TERM)'
+            cand --drain-timeout 'Flags form: how long a stopping generation gets before SIGKILL (default 30s)'
+            cand --log-prefix 'Flags form: prefix each line of the program''s output with `[NAME gen N]`'
+            cand -v 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand --verbose 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'zdctl;restart'= {
+            cand --wait 'When to return: once the new generation is ready and promoted, or once the old one has drained too'
+            cand --timeout 'How long the new generation may take to be ready (overrides the service''s ready.timeout for this restart)'
+            cand --attach 'When a restart is already running, follow it instead of failing as busy'
+            cand --json 'Print every event and the result as JSON lines on stdout'
+            cand -v 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand --verbose 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'zdctl;status'= {
+            cand --json 'Print the status as JSON (an array without NAME)'
+            cand -v 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand --verbose 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'zdctl;list'= {
+            cand --json 'Print the list as a JSON array'
+            cand -v 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand --verbose 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'zdctl;stop'= {
+            cand --json 'Print the supervisor''s answer as JSON'
+            cand -v 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand --verbose 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'zdctl;signal'= {
+            cand --json 'Print the supervisor''s answer as JSON'
+            cand -v 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand --verbose 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'zdctl;completions'= {
+            cand -v 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand --verbose 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'zdctl;man'= {
+            cand -v 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand --verbose 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'zdctl;help'= {
+            cand run 'Supervise a service: hold its listeners and run its generations'
+            cand restart 'Start a new generation, wait until it is ready, then drain the old one'
+            cand status 'Show running services: generations, listeners and restart counters'
+            cand list 'List every known service: service files and running supervisors'
+            cand stop 'Stop a service: drain every generation, then end its supervisor'
+            cand signal 'Send a signal to the active generation of a service'
+            cand completions 'Print a shell completion script to stdout'
+            cand man 'Print the man page (roff) to stdout'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'zdctl;help;run'= {
+        }
+        &'zdctl;help;restart'= {
+        }
+        &'zdctl;help;status'= {
+        }
+        &'zdctl;help;list'= {
+        }
+        &'zdctl;help;stop'= {
+        }
+        &'zdctl;help;signal'= {
+        }
+        &'zdctl;help;completions'= {
+        }
+        &'zdctl;help;man'= {
+        }
+        &'zdctl;help;help'= {
+        }
+    ]
+    $completions[$command]
+}

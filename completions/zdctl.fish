@@ -1,0 +1,89 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_zdctl_global_optspecs
+    string join \n v/verbose h/help V/version
+end
+
+function __fish_zdctl_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_zdctl_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_zdctl_using_subcommand
+    set -l cmd (__fish_zdctl_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c zdctl -n "__fish_zdctl_needs_command" -s v -l verbose -d 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+complete -c zdctl -n "__fish_zdctl_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c zdctl -n "__fish_zdctl_needs_command" -s V -l version -d 'Print version'
+complete -c zdctl -n "__fish_zdctl_needs_command" -f -a "run" -d 'Supervise a service: hold its listeners and run its generations'
+complete -c zdctl -n "__fish_zdctl_needs_command" -f -a "restart" -d 'Start a new generation, wait until it is ready, then drain the old one'
+complete -c zdctl -n "__fish_zdctl_needs_command" -f -a "status" -d 'Show running services: generations, listeners and restart counters'
+complete -c zdctl -n "__fish_zdctl_needs_command" -f -a "list" -d 'List every known service: service files and running supervisors'
+complete -c zdctl -n "__fish_zdctl_needs_command" -f -a "stop" -d 'Stop a service: drain every generation, then end its supervisor'
+complete -c zdctl -n "__fish_zdctl_needs_command" -f -a "signal" -d 'Send a signal to the active generation of a service'
+complete -c zdctl -n "__fish_zdctl_needs_command" -f -a "completions" -d 'Print a shell completion script to stdout'
+complete -c zdctl -n "__fish_zdctl_needs_command" -f -a "man" -d 'Print the man page (roff) to stdout'
+complete -c zdctl -n "__fish_zdctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c zdctl -n "__fish_zdctl_using_subcommand run" -s c -l config -d 'The service file to run' -r -F
+complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l name -d 'Flags form: the service name (names the control socket)' -r
+complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l listen -d 'Flags form: a listener to open and keep, `[FDNAME=]ADDR` (`:8080`, `127.0.0.1:8080`, `http=[::1]:80`, `/run/api.sock`). Repeat for more' -r
+complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l ready -d 'Flags form: a readiness check (`accepting`, `notify`, `http:URL`, `tcp:HOST:PORT`, `exec:CMD`, `alive:DUR`). Repeat for more; default `accepting` with listeners, else `alive:1s`' -r
+complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l ready-timeout -d 'Flags form: how long the readiness checks may take (default 30s)' -r
+complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l pidfile -d 'Flags form: where to write the active generation\'s pid' -r -F
+complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l stop-signal -d 'Flags form: the signal that asks a generation to stop (default TERM)' -r
+complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l drain-timeout -d 'Flags form: how long a stopping generation gets before SIGKILL (default 30s)' -r
+complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l log-prefix -d 'Flags form: prefix each line of the program\'s output with `[NAME gen N]`'
+complete -c zdctl -n "__fish_zdctl_using_subcommand run" -s v -l verbose -d 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+complete -c zdctl -n "__fish_zdctl_using_subcommand run" -s h -l help -d 'Print help'
+complete -c zdctl -n "__fish_zdctl_using_subcommand run" -s V -l version -d 'Print version'
+complete -c zdctl -n "__fish_zdctl_using_subcommand restart" -l wait -d 'When to return: once the new generation is ready and promoted, or once the old one has drained too' -r -f -a "ready\t'Return once the new generation is ready and promoted; the old one drains on its own'
+drained\t'Return once the old generation has exited'"
+complete -c zdctl -n "__fish_zdctl_using_subcommand restart" -l timeout -d 'How long the new generation may take to be ready (overrides the service\'s ready.timeout for this restart)' -r
+complete -c zdctl -n "__fish_zdctl_using_subcommand restart" -l attach -d 'When a restart is already running, follow it instead of failing as busy'
+complete -c zdctl -n "__fish_zdctl_using_subcommand restart" -l json -d 'Print every event and the result as JSON lines on stdout'
+complete -c zdctl -n "__fish_zdctl_using_subcommand restart" -s v -l verbose -d 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+complete -c zdctl -n "__fish_zdctl_using_subcommand restart" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c zdctl -n "__fish_zdctl_using_subcommand restart" -s V -l version -d 'Print version'
+complete -c zdctl -n "__fish_zdctl_using_subcommand status" -l json -d 'Print the status as JSON (an array without NAME)'
+complete -c zdctl -n "__fish_zdctl_using_subcommand status" -s v -l verbose -d 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+complete -c zdctl -n "__fish_zdctl_using_subcommand status" -s h -l help -d 'Print help'
+complete -c zdctl -n "__fish_zdctl_using_subcommand status" -s V -l version -d 'Print version'
+complete -c zdctl -n "__fish_zdctl_using_subcommand list" -l json -d 'Print the list as a JSON array'
+complete -c zdctl -n "__fish_zdctl_using_subcommand list" -s v -l verbose -d 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+complete -c zdctl -n "__fish_zdctl_using_subcommand list" -s h -l help -d 'Print help'
+complete -c zdctl -n "__fish_zdctl_using_subcommand list" -s V -l version -d 'Print version'
+complete -c zdctl -n "__fish_zdctl_using_subcommand stop" -l json -d 'Print the supervisor\'s answer as JSON'
+complete -c zdctl -n "__fish_zdctl_using_subcommand stop" -s v -l verbose -d 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+complete -c zdctl -n "__fish_zdctl_using_subcommand stop" -s h -l help -d 'Print help'
+complete -c zdctl -n "__fish_zdctl_using_subcommand stop" -s V -l version -d 'Print version'
+complete -c zdctl -n "__fish_zdctl_using_subcommand signal" -l json -d 'Print the supervisor\'s answer as JSON'
+complete -c zdctl -n "__fish_zdctl_using_subcommand signal" -s v -l verbose -d 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+complete -c zdctl -n "__fish_zdctl_using_subcommand signal" -s h -l help -d 'Print help'
+complete -c zdctl -n "__fish_zdctl_using_subcommand signal" -s V -l version -d 'Print version'
+complete -c zdctl -n "__fish_zdctl_using_subcommand completions" -s v -l verbose -d 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+complete -c zdctl -n "__fish_zdctl_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c zdctl -n "__fish_zdctl_using_subcommand completions" -s V -l version -d 'Print version'
+complete -c zdctl -n "__fish_zdctl_using_subcommand man" -s v -l verbose -d 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+complete -c zdctl -n "__fish_zdctl_using_subcommand man" -s h -l help -d 'Print help'
+complete -c zdctl -n "__fish_zdctl_using_subcommand man" -s V -l version -d 'Print version'
+complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal completions man help" -f -a "run" -d 'Supervise a service: hold its listeners and run its generations'
+complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal completions man help" -f -a "restart" -d 'Start a new generation, wait until it is ready, then drain the old one'
+complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal completions man help" -f -a "status" -d 'Show running services: generations, listeners and restart counters'
+complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal completions man help" -f -a "list" -d 'List every known service: service files and running supervisors'
+complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal completions man help" -f -a "stop" -d 'Stop a service: drain every generation, then end its supervisor'
+complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal completions man help" -f -a "signal" -d 'Send a signal to the active generation of a service'
+complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal completions man help" -f -a "completions" -d 'Print a shell completion script to stdout'
+complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal completions man help" -f -a "man" -d 'Print the man page (roff) to stdout'
+complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

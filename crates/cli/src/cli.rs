@@ -1,0 +1,290 @@
+//! The command line, as clap sees it. Parsing only: every command's behaviour lives in its
+//! own module.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use zd_core::duration::parse_duration;
+use zd_core::listen::ListenerSpec;
+use zd_core::ready::check::ReadyCheck;
+use zd_core::signal::Signal;
+
+/// Zero-downtime restarts for Linux services.
+///
+/// `zdctl run` supervises a service: it opens the service's listening sockets once, keeps
+/// them for its whole life and hands them to every generation of the program. `zdctl
+/// restart` starts a new generation, waits until it is ready, then drains the old one, so
+/// no connection is refused or reset.
+#[derive(Debug, Parser)]
+#[command(
+    name = "zdctl",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides).
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Supervise a service: hold its listeners and run its generations.
+    Run(RunArgs),
+    /// Start a new generation, wait until it is ready, then drain the old one.
+    Restart(RestartArgs),
+    /// Show running services: generations, listeners and restart counters.
+    Status(StatusArgs),
+    /// List every known service: service files and running supervisors.
+    List(ListArgs),
+    /// Stop a service: drain every generation, then end its supervisor.
+    Stop(StopArgs),
+    /// Send a signal to the active generation of a service.
+    Signal(SignalArgs),
+    /// Print a shell completion script to stdout.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) to stdout.
+    Man,
+}
+
+/// Either `-c FILE`, a service NAME (its file is looked up), or the flags form:
+/// `--name NAME --listen ADDR ... -- CMD ARGS...`.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    zdctl run api\n  \
+    zdctl run -c /etc/zdctl/services.d/api.yaml\n  \
+    zdctl run --name api --listen 127.0.0.1:8080 -- ./server --port-from-env")]
+pub struct RunArgs {
+    /// The service whose file to run (looked up in ZDCTL_CONFIG_DIR, /etc/zdctl/services.d
+    /// and ~/.config/zdctl/services.d).
+    #[arg(value_name = "NAME", conflicts_with_all = FLAGS_FORM)]
+    pub service: Option<String>,
+
+    /// The service file to run.
+    #[arg(short, long, value_name = "FILE", conflicts_with = "service", conflicts_with_all = FLAGS_FORM)]
+    pub config: Option<PathBuf>,
+
+    /// Flags form: the service name (names the control socket).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Flags form: a listener to open and keep, `[FDNAME=]ADDR` (`:8080`,
+    /// `127.0.0.1:8080`, `http=[::1]:80`, `/run/api.sock`). Repeat for more.
+    #[arg(long, value_name = "[FDNAME=]ADDR", value_parser = parse_listener)]
+    pub listen: Vec<ListenerSpec>,
+
+    /// Flags form: a readiness check (`accepting`, `notify`, `http:URL`, `tcp:HOST:PORT`,
+    /// `exec:CMD`, `alive:DUR`). Repeat for more; default `accepting` with listeners, else
+    /// `alive:1s`.
+    #[arg(long, value_name = "CHECK", value_parser = parse_ready_check)]
+    pub ready: Vec<ReadyCheck>,
+
+    /// Flags form: how long the readiness checks may take (default 30s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ready_timeout: Option<Duration>,
+
+    /// Flags form: where to write the active generation's pid.
+    #[arg(long, value_name = "PATH")]
+    pub pidfile: Option<PathBuf>,
+
+    /// Flags form: the signal that asks a generation to stop (default TERM).
+    #[arg(long, value_name = "SIGNAL", value_parser = parse_signal)]
+    pub stop_signal: Option<Signal>,
+
+    /// Flags form: how long a stopping generation gets before SIGKILL (default 30s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub drain_timeout: Option<Duration>,
+
+    /// Flags form: prefix each line of the program's output with `[NAME gen N]`.
+    #[arg(long)]
+    pub log_prefix: bool,
+
+    /// Flags form: the program and its arguments, after `--`.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// The flags of the flags form: none of them may be mixed with `-c` or a NAME.
+const FLAGS_FORM: [&str; 9] = [
+    "name",
+    "listen",
+    "ready",
+    "ready_timeout",
+    "pidfile",
+    "stop_signal",
+    "drain_timeout",
+    "log_prefix",
+    "command",
+];
+
+impl RunArgs {
+    /// Whether any flag of the flags form other than `--name` was given.
+    pub fn has_flags_form(&self) -> bool {
+        !self.listen.is_empty()
+            || !self.ready.is_empty()
+            || self.ready_timeout.is_some()
+            || self.pidfile.is_some()
+            || self.stop_signal.is_some()
+            || self.drain_timeout.is_some()
+            || self.log_prefix
+            || !self.command.is_empty()
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    /// The service to restart.
+    pub name: String,
+
+    /// When to return: once the new generation is ready and promoted, or once the old one
+    /// has drained too.
+    #[arg(long, value_enum, default_value_t = Wait::Drained)]
+    pub wait: Wait,
+
+    /// How long the new generation may take to be ready (overrides the service's
+    /// ready.timeout for this restart).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// When a restart is already running, follow it instead of failing as busy.
+    #[arg(long)]
+    pub attach: bool,
+
+    /// Print every event and the result as JSON lines on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Wait {
+    /// Return once the new generation is ready and promoted; the old one drains on its own.
+    Ready,
+    /// Return once the old generation has exited.
+    Drained,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The service; every running service when left out.
+    pub name: Option<String>,
+
+    /// Print the status as JSON (an array without NAME).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print the list as a JSON array.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// The service to stop.
+    pub name: String,
+
+    /// Print the supervisor's answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SignalArgs {
+    /// The service whose active generation gets the signal.
+    pub name: String,
+
+    /// A signal name or number: `USR1`, `SIGHUP`, `15`.
+    #[arg(value_parser = parse_signal)]
+    pub signal: Signal,
+
+    /// Print the supervisor's answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+fn parse_listener(s: &str) -> Result<ListenerSpec, String> {
+    s.parse()
+        .map_err(|e: zd_core::listen::ListenSpecError| e.to_string())
+}
+
+fn parse_ready_check(s: &str) -> Result<ReadyCheck, String> {
+    s.parse()
+        .map_err(|e: zd_core::ready::check::ReadyCheckError| e.to_string())
+}
+
+fn parse_signal(s: &str) -> Result<Signal, String> {
+    s.parse()
+        .map_err(|e: zd_core::signal::SignalError| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_flags_form_parses_every_flag() {
+        let cli = Cli::try_parse_from([
+            "zdctl",
+            "run",
+            "--name",
+            "api",
+            "--listen",
+            "http=127.0.0.1:8080",
+            "--ready",
+            "alive:2s",
+            "--ready-timeout",
+            "5s",
+            "--stop-signal",
+            "INT",
+            "--drain-timeout",
+            "1m",
+            "--log-prefix",
+            "--",
+            "./server",
+            "--flag",
+        ])
+        .expect("valid command line");
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(run.name.as_deref(), Some("api"));
+        assert_eq!(run.listen.len(), 1);
+        assert_eq!(run.ready_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(run.drain_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(run.command, ["./server", "--flag"]);
+    }
+
+    #[test]
+    fn config_file_cannot_be_mixed_with_listen_flags() {
+        let err = Cli::try_parse_from(["zdctl", "run", "-c", "a.yaml", "--listen", ":80"])
+            .expect_err("conflict");
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn a_duration_without_a_unit_is_refused() {
+        let err = Cli::try_parse_from(["zdctl", "restart", "api", "--timeout", "5"])
+            .expect_err("no unit");
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+    }
+}

@@ -1,0 +1,123 @@
+//! Exit codes, decided in one place.
+//!
+//! Every command returns `anyhow::Result<()>`. An error that must end with a specific code
+//! carries an [`ExitError`]; anything else is a failure (1). [`report`] turns the result
+//! into the process's exit code and prints the one `error:` line.
+
+use std::fmt;
+use std::io::Write;
+use std::process::ExitCode;
+
+/// The command did what was asked.
+pub const SUCCESS: u8 = 0;
+/// The command ran and the thing failed: a restart rolled back or failed, the supervisor
+/// answered with an error, the supervisor stopped with an error.
+pub const FAILURE: u8 = 1;
+/// The command line or the service configuration is wrong (clap uses 2 as well).
+pub const USAGE: u8 = 2;
+/// The service is not running, or there is no such service.
+pub const NOT_RUNNING: u8 = 3;
+
+/// An error with the exit code it deserves and a message for the user.
+#[derive(Debug)]
+pub struct ExitError {
+    pub code: u8,
+    pub message: String,
+}
+
+impl ExitError {
+    pub fn with_code(code: u8, message: impl Into<String>) -> anyhow::Error {
+        anyhow::Error::new(ExitError {
+            code,
+            message: message.into(),
+        })
+    }
+
+    pub fn usage(message: impl Into<String>) -> anyhow::Error {
+        Self::with_code(USAGE, message)
+    }
+
+    pub fn failure(message: impl Into<String>) -> anyhow::Error {
+        Self::with_code(FAILURE, message)
+    }
+
+    pub fn not_running(message: impl Into<String>) -> anyhow::Error {
+        Self::with_code(NOT_RUNNING, message)
+    }
+
+    /// Ends with `code` without printing anything more (the command already reported).
+    pub fn silent(code: u8) -> anyhow::Error {
+        Self::with_code(code, "")
+    }
+}
+
+impl fmt::Display for ExitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ExitError {}
+
+/// The exit code and message (empty: print nothing) for a command's result.
+pub fn classify(result: &anyhow::Result<()>) -> (u8, String) {
+    let Err(err) = result else {
+        return (SUCCESS, String::new());
+    };
+    // `zdctl status | head -1`: the reader went away, which is not our failure.
+    if is_broken_pipe(err) {
+        return (SUCCESS, String::new());
+    }
+    for cause in err.chain() {
+        if let Some(exit) = cause.downcast_ref::<ExitError>() {
+            return (exit.code, exit.message.clone());
+        }
+    }
+    (FAILURE, format!("{err:#}"))
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Prints the error line, if any, and returns the exit code.
+pub fn report(result: anyhow::Result<()>) -> ExitCode {
+    let (code, message) = classify(&result);
+    if !message.is_empty() {
+        let _ = writeln!(std::io::stderr().lock(), "error: {message}");
+    }
+    ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn an_exit_error_keeps_its_code_under_context() {
+        let result: anyhow::Result<()> =
+            Err(ExitError::not_running("service 'a' is not running")).context("while restarting");
+        assert_eq!(
+            classify(&result),
+            (NOT_RUNNING, "service 'a' is not running".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_broken_pipe_exits_zero_silently() {
+        let io = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        let result: anyhow::Result<()> = Err(anyhow::Error::new(io).context("writing stdout"));
+        assert_eq!(classify(&result), (SUCCESS, String::new()));
+    }
+
+    #[test]
+    fn any_other_error_is_a_failure_with_its_causes() {
+        let result: anyhow::Result<()> = Err(anyhow::anyhow!("inner")).context("outer");
+        assert_eq!(classify(&result), (FAILURE, "outer: inner".to_owned()));
+    }
+}

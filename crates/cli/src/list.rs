@@ -1,0 +1,170 @@
+//! `zdctl list`: every service we know of, from service files and from control sockets.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use zd_core::config;
+use zd_core::paths;
+use zd_core::proto::{Client, ClientError};
+
+use crate::cli::ListArgs;
+use crate::output::{self, table};
+use crate::status;
+
+/// One row of `zdctl list`; also its `--json` shape (an array of these).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceEntry {
+    pub name: String,
+    pub state: ServiceState,
+    /// The supervisor's pid, when running.
+    pub supervisor_pid: Option<i32>,
+    /// The active generation, when running.
+    pub active_generation: Option<u64>,
+    /// The service file, when there is one.
+    pub source: Option<String>,
+    /// Why the service file cannot be used, when it cannot.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceState {
+    /// A supervisor answers on the control socket.
+    Running,
+    /// No control socket: only a service file.
+    Stopped,
+    /// A control socket that nothing answers on (a supervisor died without cleaning up).
+    Stale,
+}
+
+pub async fn list(args: ListArgs) -> anyhow::Result<()> {
+    let mut entries: BTreeMap<String, ServiceEntry> = BTreeMap::new();
+    for found in config::discover() {
+        entries
+            .entry(found.name.clone())
+            .or_insert_with(|| ServiceEntry {
+                name: found.name.clone(),
+                state: ServiceState::Stopped,
+                supervisor_pid: None,
+                active_generation: None,
+                source: Some(found.path.display().to_string()),
+                error: found.error.clone(),
+            });
+    }
+    for name in paths::socket_services() {
+        let entry = entries.entry(name.clone()).or_insert_with(|| ServiceEntry {
+            name: name.clone(),
+            state: ServiceState::Stopped,
+            supervisor_pid: None,
+            active_generation: None,
+            source: None,
+            error: None,
+        });
+        match Client::connect(&paths::control_socket(&name)).await {
+            Ok(mut client) => match status::fetch(&mut client, &name).await {
+                Ok(status) => {
+                    entry.state = ServiceState::Running;
+                    entry.supervisor_pid = Some(status.supervisor_pid);
+                    entry.active_generation = status.active_generation;
+                    if entry.source.is_none() {
+                        entry.source = status.config_path;
+                    }
+                }
+                Err(e) => {
+                    entry.state = ServiceState::Running;
+                    tracing::warn!(service = %name, "status failed: {e:#}");
+                }
+            },
+            Err(ClientError::NotRunning { .. }) => entry.state = ServiceState::Stale,
+            Err(e) => tracing::warn!(service = %name, "cannot reach the supervisor: {e}"),
+        }
+    }
+    let entries: Vec<ServiceEntry> = entries.into_values().collect();
+    if args.json {
+        return output::json_pretty(&entries);
+    }
+    if entries.is_empty() {
+        let dirs: Vec<String> = config::config_dirs()
+            .iter()
+            .map(|d| format!("'{}'", d.display()))
+            .collect();
+        return output::line(&format!(
+            "no services: no service file in {} and no supervisor in '{}'",
+            dirs.join(", "),
+            paths::runtime_dir().display()
+        ));
+    }
+    output::text(&render(&entries))
+}
+
+/// The table, then one line per service file that cannot be used.
+pub fn render(entries: &[ServiceEntry]) -> String {
+    let dash = || "-".to_owned();
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.name.clone(),
+                state_name(e.state).to_owned(),
+                e.supervisor_pid.map_or_else(dash, |p| p.to_string()),
+                e.active_generation.map_or_else(dash, |g| g.to_string()),
+                e.source.clone().unwrap_or_else(dash),
+            ]
+        })
+        .collect();
+    let mut out = table(&["NAME", "STATE", "PID", "GEN", "SOURCE"], &rows);
+    for e in entries {
+        if let Some(error) = &e.error {
+            out.push_str(&format!("{}: {}\n", e.name, first_line(error)));
+        }
+    }
+    out
+}
+
+fn state_name(state: ServiceState) -> &'static str {
+    match state {
+        ServiceState::Running => "running",
+        ServiceState::Stopped => "stopped",
+        ServiceState::Stale => "stale",
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_list_shows_state_pid_generation_source_and_file_errors() {
+        let entries = [
+            ServiceEntry {
+                name: "api".into(),
+                state: ServiceState::Running,
+                supervisor_pid: Some(1200),
+                active_generation: Some(8),
+                source: Some("/etc/zdctl/services.d/api.yaml".into()),
+                error: None,
+            },
+            ServiceEntry {
+                name: "web".into(),
+                state: ServiceState::Stopped,
+                supervisor_pid: None,
+                active_generation: None,
+                source: Some("/etc/zdctl/services.d/web.yaml".into()),
+                error: Some("web.yaml:3:1: unknown key 'comand'\nmore".into()),
+            },
+        ];
+        assert_eq!(
+            render(&entries),
+            "\
+NAME  STATE    PID   GEN  SOURCE
+api   running  1200  8    /etc/zdctl/services.d/api.yaml
+web   stopped  -     -    /etc/zdctl/services.d/web.yaml
+web: web.yaml:3:1: unknown key 'comand'
+"
+        );
+    }
+}

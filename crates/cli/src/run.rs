@@ -1,0 +1,144 @@
+//! `zdctl run`: builds the service configuration from a file, a service name or flags, and
+//! runs the supervisor until it is stopped.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use zd_core::config::{self, ConfigError, ReadyConfig, ServiceConfig};
+use zd_core::paths;
+use zd_core::supervisor::{self, SupervisorOptions};
+
+use crate::cli::RunArgs;
+use crate::exit::{ExitError, FAILURE, USAGE};
+
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let (config, config_path) = service_config(args)?;
+    let options = SupervisorOptions {
+        control_socket: paths::control_socket(&config.name),
+        config,
+        config_path,
+    };
+    // The engine spends its time waiting on children, sockets and timers: two workers keep
+    // the control socket responsive while a readiness check runs.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(supervisor::run(options)).map_err(|err| {
+        let code = if err.is_usage() { USAGE } else { FAILURE };
+        ExitError::with_code(code, chain(&err))
+    })
+}
+
+/// The configuration and the file to read again before each restart (`None` for flags).
+fn service_config(args: RunArgs) -> anyhow::Result<(ServiceConfig, Option<PathBuf>)> {
+    if let Some(path) = args.config {
+        let config = config::load_file(&path).map_err(config_error)?;
+        return Ok((config, Some(path)));
+    }
+    if let Some(name) = args.service {
+        let path = config::find_service(&name).map_err(config_error)?;
+        let config = config::load_file(&path).map_err(config_error)?;
+        return Ok((config, Some(path)));
+    }
+    let config = flags_config(args)?;
+    Ok((config, None))
+}
+
+/// The flags form: `--name NAME --listen ADDR ... -- CMD ARGS...`.
+fn flags_config(args: RunArgs) -> anyhow::Result<ServiceConfig> {
+    let Some(name) = args.name else {
+        return Err(ExitError::usage(
+            "say which service to run: 'zdctl run NAME', 'zdctl run -c FILE', or \
+             'zdctl run --name NAME --listen ADDR -- CMD ARGS...'",
+        ));
+    };
+    config::validate_name(&name).map_err(ExitError::usage)?;
+    if args.command.is_empty() {
+        return Err(ExitError::usage(format!(
+            "missing the command to run for '{name}'; put it after '--', like \
+             'zdctl run --name {name} --listen :8080 -- ./server'"
+        )));
+    }
+    let mut config = ServiceConfig::defaults_for(name, args.command);
+    config.ready = ReadyConfig::default_for(&args.listen);
+    config.listeners = args.listen;
+    if !args.ready.is_empty() {
+        config.ready.checks = args.ready;
+    }
+    if let Some(timeout) = args.ready_timeout {
+        config.ready.timeout = timeout;
+    }
+    if let Some(signal) = args.stop_signal {
+        config.stop_signal = signal;
+    }
+    if let Some(timeout) = args.drain_timeout {
+        config.drain_timeout = timeout;
+    }
+    config.pidfile = args.pidfile;
+    config.log_prefix = args.log_prefix;
+    config.validate().map_err(config_error)?;
+    Ok(config)
+}
+
+/// Every configuration problem is the user's to fix: exit 2.
+fn config_error(err: ConfigError) -> anyhow::Error {
+    ExitError::usage(chain(&err))
+}
+
+/// An error and its causes on one line: `cannot bind '127.0.0.1:80': permission denied`.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // thiserror messages often embed their source already.
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use crate::exit::classify;
+    use clap::Parser;
+
+    fn run_args(argv: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from(argv).expect("valid command line");
+        match cli.command {
+            Command::Run(args) => args,
+            other => panic!("not run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_flags_form_without_a_command_is_a_usage_error() {
+        let result = flags_config(run_args(&[
+            "zdctl", "run", "--name", "api", "--listen", ":8080",
+        ]))
+        .map(drop);
+        let (code, message) = classify(&result);
+        assert_eq!(code, USAGE);
+        assert!(message.contains("missing the command"), "{message}");
+    }
+
+    #[test]
+    fn the_flags_form_keeps_the_default_ready_check_for_listeners() {
+        let config = flags_config(run_args(&[
+            "zdctl", "run", "--name", "api", "--listen", ":8080", "--", "/bin/sh",
+        ]))
+        .expect("valid flags");
+        assert_eq!(
+            config.ready.checks,
+            [zd_core::ready::check::ReadyCheck::Accepting]
+        );
+        assert_eq!(config.command, ["/bin/sh"]);
+    }
+}
