@@ -19,6 +19,21 @@
 //! keeps its records in its own vector; they are merged at the end.
 //!
 //! The library never prints; progress is read from [`LiveCounters`].
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), zd_core::load::LoadError> {
+//! use std::time::Duration;
+//! use zd_core::load::{self, LoadConfig};
+//!
+//! let mut config = LoadConfig::new("http://127.0.0.1:8080/".parse()?);
+//! config.concurrency = 32;
+//! config.duration = Some(Duration::from_secs(10));
+//! let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+//! let report = load::run(config, stop_rx).await?;
+//! assert_eq!(report.failed(), 0, "{:?}", report.failures_by_kind());
+//! # Ok(())
+//! # }
+//! ```
 
 mod record;
 mod report;
