@@ -9,7 +9,7 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use zd_core::proto::{Event, EventKind, RestartOutcome};
+use zd_core::proto::{Event, EventKind};
 
 use crate::output::{exit_status, millis};
 
@@ -52,11 +52,8 @@ pub fn phase_line(kind: &EventKind) -> Option<String> {
             "generation {generation} (pid {pid}) exited: {}",
             exit_status(*status)
         ),
-        EventKind::Finished(report) => match &report.outcome {
-            RestartOutcome::Completed => return None,
-            RestartOutcome::RolledBack { .. } => "rolled back".to_owned(),
-            RestartOutcome::Failed { .. } => "failed".to_owned(),
-        },
+        // The final line says how the restart ended.
+        EventKind::Finished { .. } => return None,
         EventKind::Respawning {
             generation,
             delay_ms,

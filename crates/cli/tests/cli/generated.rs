@@ -1,0 +1,35 @@
+//! The completion scripts and the man page under `completions/` are generated: regenerate
+//! them and fail on any difference, so they never drift from the clap definition.
+
+use std::path::PathBuf;
+
+use crate::fake::{TestEnv, assert_code};
+
+fn committed(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../completions")
+        .join(file)
+}
+
+fn assert_same(args: &[&str], file: &str) {
+    let out = TestEnv::new().zdctl(args);
+    assert_code(&out, 0);
+    let on_disk = std::fs::read(committed(file)).unwrap_or_default();
+    assert!(
+        on_disk == out.stdout,
+        "completions drifted: run 'zdctl {} > completions/{file}' and commit the result",
+        args.join(" ")
+    );
+}
+
+#[test]
+fn every_committed_completion_script_matches_the_generated_one() {
+    for (shell, file) in zdctl::completions::SHELLS {
+        assert_same(&["completions", &shell.to_string()], file);
+    }
+}
+
+#[test]
+fn the_committed_man_page_matches_the_generated_one() {
+    assert_same(&["man"], zdctl::completions::MAN_FILE);
+}

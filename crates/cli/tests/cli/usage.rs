@@ -1,0 +1,101 @@
+//! Mistakes on the command line exit 2 with a message that says what to do, before any
+//! supervisor is contacted.
+
+use crate::fake::{TestEnv, assert_code, stderr};
+
+#[test]
+fn a_duration_without_a_unit_exits_2() {
+    let out = TestEnv::new().zdctl(&["restart", "api", "--timeout", "5"]);
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("duration '5' has no unit"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn an_unknown_signal_exits_2_without_contacting_the_supervisor() {
+    let out = TestEnv::new().zdctl(&["signal", "api", "SIGNOPE"]);
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("unknown signal 'SIGNOPE'"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_flags_form_without_a_command_exits_2() {
+    let out = TestEnv::new().zdctl(&["run", "--name", "api", "--listen", "127.0.0.1:0"]);
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("missing the command to run for 'api'"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn run_without_a_service_exits_2() {
+    let out = TestEnv::new().zdctl(&["run"]);
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("say which service to run"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_config_file_mixed_with_listen_flags_exits_2() {
+    let out = TestEnv::new().zdctl(&["run", "-c", "api.yaml", "--listen", ":8080"]);
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("cannot be used with"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_service_name_mixed_with_a_command_exits_2() {
+    let out = TestEnv::new().zdctl(&["run", "api", "--", "/bin/true"]);
+    assert_code(&out, 2);
+}
+
+#[test]
+fn run_of_an_unknown_service_file_exits_2() {
+    let env = TestEnv::new();
+    let out = env.zdctl(&["run", "nosuch"]);
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("no service named 'nosuch'"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn an_invalid_service_file_exits_2_with_its_location() {
+    let env = TestEnv::new();
+    let path = env.service_file("api", "comand: [\"/bin/true\"]\n");
+    let out = env.zdctl(&["run", "-c", &path.display().to_string()]);
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains(&format!("{}:1:", path.display())),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn an_invalid_service_name_exits_2() {
+    let out = TestEnv::new().zdctl(&["restart", "../etc"]);
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("invalid service name '../etc'"),
+        "{}",
+        stderr(&out)
+    );
+}
