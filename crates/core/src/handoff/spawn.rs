@@ -178,6 +178,17 @@ struct ChildContext<'a> {
     stderr: RawFd,
 }
 
+/// The kernel's `struct sigaction` for rt_sigaction on x86_64 and aarch64 (both define
+/// SA_RESTORER): handler, flags, restorer, then a 64-bit mask.
+#[repr(C)]
+#[derive(Default)]
+struct KernelSigaction {
+    handler: usize,
+    flags: u64,
+    restorer: usize,
+    mask: u64,
+}
+
 const STAGES: &[&str] = &[
     "chdir",
     "moving the listeners",
@@ -199,10 +210,20 @@ unsafe fn exec_child(ctx: &ChildContext<'_>) -> ! {
         libc::setpgid(0, 0);
 
         // A clean slate of signals: handlers back to default (exec would keep ignored ones
-        // ignored: Rust ignores SIGPIPE, for one) and an empty mask.
-        for sig in 1..libc::SIGRTMAX() {
+        // ignored: Rust ignores SIGPIPE, for one) and an empty mask. The raw syscall, because
+        // glibc's wrappers refuse the two signals it reserves (32 and 33), which can still
+        // arrive ignored from whoever started us. An all-zero kernel sigaction is SIG_DFL
+        // with no flags and an empty mask.
+        let dfl = KernelSigaction::default();
+        for sig in 1..=libc::SIGRTMAX() {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &dfl as *const KernelSigaction,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    std::mem::size_of::<u64>(),
+                );
             }
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();

@@ -232,7 +232,7 @@ pub enum EventKind {
         status: ExitInfo,
     },
     /// A restart ended.
-    Finished(RestartReport),
+    Finished { report: RestartReport },
     /// The active generation died outside a restart; a new one starts after `delay_ms`.
     Respawning { generation: u64, delay_ms: u64 },
     /// A forwarded signal was delivered to the active generation.

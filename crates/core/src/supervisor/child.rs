@@ -69,7 +69,7 @@ pub(super) fn start_generation(
             started_at: Instant::now(),
             exit: None,
             exited: exit_rx,
-            pidfd: pidfd.clone(),
+            pidfd: Some(pidfd.clone()),
             stop_signal: config.stop_signal,
             drain_timeout: config.drain_timeout,
             notify,

@@ -285,7 +285,7 @@ fn follow_restart(
                 continue;
             }
             let report = match &event.kind {
-                EventKind::Finished(report) => Some(report.clone()),
+                EventKind::Finished { report } => Some(report.clone()),
                 _ => None,
             };
             if replies.send(Reply::event(id, event)).await.is_err() {
@@ -306,7 +306,7 @@ fn forward_signal(shared: &Arc<Shared>, sig: Signal) -> Option<i32> {
     let (generation, pid, pidfd) = {
         let st = shared.lock();
         let g = st.active_generation().filter(|g| g.is_live())?;
-        (g.generation, g.pid, g.pidfd.clone())
+        (g.generation, g.pid, g.pidfd.clone()?)
     };
     match send_signal(&pidfd, sig) {
         Ok(()) => {

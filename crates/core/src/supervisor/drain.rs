@@ -31,6 +31,10 @@ pub(super) async fn drain(
             g.exited.clone(),
         )
     };
+    let Some(pidfd) = pidfd else {
+        // Already reaped: nothing to signal or wait for.
+        return *exited.borrow();
+    };
     if exited.borrow().is_none() {
         if let Err(e) = send_signal(&pidfd, signal) {
             warn!(generation, pid, error = %e, "cannot send the stop signal");

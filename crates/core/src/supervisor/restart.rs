@@ -68,7 +68,7 @@ impl RestartRun {
             // did not replace it, the crash policy applies now.
             !st.stopping && st.active_generation().is_none_or(|g| !g.is_live())
         };
-        self.emit(EventKind::Finished(report));
+        self.emit(EventKind::Finished { report });
         if respawn {
             let _ = self.shared.loop_tx.send(super::LoopMsg::ActiveLost);
         }

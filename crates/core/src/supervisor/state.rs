@@ -27,8 +27,9 @@ pub(super) struct Generation {
     pub exit: Option<ExitInfo>,
     /// Becomes `Some` when the main process has been reaped.
     pub exited: watch::Receiver<Option<ExitInfo>>,
-    /// A pidfd, so that signals can never reach a recycled pid.
-    pub pidfd: std::sync::Arc<std::os::fd::OwnedFd>,
+    /// A pidfd, so that signals can never reach a recycled pid; dropped once the process is
+    /// reaped, so exited records hold no fd.
+    pub pidfd: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
     /// The generation's own stop signal and drain timeout: those of the config it was
     /// started with.
     pub stop_signal: Signal,
@@ -120,6 +121,7 @@ impl State {
             g.state = GenerationState::Exited;
             g.exit = Some(status);
             g.notify = None;
+            g.pidfd = None;
         }
         let exited: Vec<u64> = self
             .generations

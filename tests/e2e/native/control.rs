@@ -1,0 +1,78 @@
+//! The control socket under bad input and foreign users.
+
+use std::os::unix::fs::PermissionsExt;
+
+use zd_core::proto::{Client, ErrorKind, Op, Reply};
+
+use crate::support::*;
+
+fn error_kind(reply: &Reply) -> Option<ErrorKind> {
+    match reply {
+        Reply::Error { error, .. } => Some(error.kind),
+        _ => None,
+    }
+}
+
+#[test]
+fn malformed_and_oversized_lines_get_error_replies_and_the_supervisor_keeps_serving() {
+    let mut env = TestEnv::new();
+    env.fixture_service("api", &[], "");
+    env.start("api", &["run", "api"]);
+    let socket = env.socket("api");
+    runtime().block_on(async {
+        let mut c = Client::connect(&socket).await.expect("connect");
+        c.send_raw(b"{this is not json\n").await.expect("send");
+        assert_eq!(
+            error_kind(&c.next_reply().await.expect("reply")),
+            Some(ErrorKind::Malformed)
+        );
+        let mut huge = vec![b'x'; 200 * 1024];
+        huge.push(b'\n');
+        c.send_raw(&huge).await.expect("send");
+        assert_eq!(
+            error_kind(&c.next_reply().await.expect("reply")),
+            Some(ErrorKind::TooLong)
+        );
+        c.send_raw(b"{\"v\":1,\"id\":3,\"op\":\"launch\"}\n")
+            .await
+            .expect("send");
+        assert_eq!(
+            error_kind(&c.next_reply().await.expect("reply")),
+            Some(ErrorKind::UnknownOp)
+        );
+        // The same connection still works.
+        let reply = c.call(Op::Status, |_| {}).await.expect("status");
+        assert!(matches!(reply, Reply::Result { .. }), "{reply:?}");
+    });
+    assert_code(&env.run_zdctl(&["restart", "api"]), 0);
+}
+
+#[test]
+fn connection_from_another_uid_is_refused() {
+    let mut env = TestEnv::new();
+    env.fixture_service("api", &[], "");
+    env.start("api", &["run", "api"]);
+    // Open the path to everyone so that only the peer-credential check stands in the way.
+    let mut dir = env.socket("api");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    while dir.pop() && dir != std::path::Path::new("/") {
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755));
+    }
+    if nix::unistd::geteuid().as_raw() != 0 {
+        eprintln!("SKIPPED: connection_from_another_uid_is_refused needs root to switch uid");
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let out = env
+        .zdctl()
+        .args(["status", "api", "--json"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("zdctl as nobody");
+    assert_ne!(out.status.code(), Some(0), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("uid 65534"), "{err}");
+    // The supervisor is unharmed.
+    assert!(env.status("api").is_some());
+}

@@ -1,0 +1,156 @@
+use crate::support::*;
+
+#[test]
+fn old_generation_that_ignores_sigterm_is_killed_at_the_drain_deadline() {
+    let mut env = TestEnv::new();
+    env.fixture_service("api", &["--ignore-term"], "drain_timeout: 1s\n");
+    let status = env.start("api", &["run", "api"]);
+    let old_pid = active_pid(&status);
+    let out = env.run_zdctl(&["restart", "api", "--json"]);
+    assert_code(&out, 0);
+    let events: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let at = |kind: &str| {
+        events
+            .iter()
+            .find(|e| e["event"] == kind && e["pid"] == old_pid)
+            .and_then(|e| e["elapsed_ms"].as_u64())
+            .unwrap_or_else(|| panic!("no '{kind}' event for pid {old_pid}: {events:?}"))
+    };
+    let waited = at("killed") - at("draining");
+    // The kill comes at the deadline: not before it, and not long after it.
+    assert!(
+        (1000..6000).contains(&waited),
+        "killed {waited} ms after the stop signal"
+    );
+    assert!(at("exited") >= at("killed"));
+    assert!(!is_alive(old_pid), "old generation still alive");
+}
+
+#[test]
+fn second_restart_while_one_runs_is_answered_busy() {
+    let mut env = TestEnv::new();
+    env.fixture_service("api", &[], "");
+    env.start("api", &["run", "api"]);
+    // The next generation takes a while to come up, so the first restart is still running.
+    env.fixture_service("api", &["--start-delay", "2s"], "");
+    let mut first = env
+        .zdctl()
+        .args(["restart", "api"])
+        .spawn()
+        .expect("first restart");
+    wait_for("the first restart to start", || {
+        env.status("api").and_then(|s| s.restart_in_progress)
+    });
+    let out = env.run_zdctl(&["restart", "api"]);
+    assert_code(&out, 1);
+    assert!(
+        stderr(&out).contains("already running (restart #1)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(first.wait().expect("first").success());
+}
+
+#[test]
+fn sighup_to_the_supervisor_restarts_the_service() {
+    let mut env = TestEnv::new();
+    env.fixture_service("api", &[], "");
+    let status = env.start("api", &["run", "api"]);
+    let pid = status.supervisor_pid;
+    // SAFETY: signalling the supervisor this test started.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    let s = wait_for("generation 2", || {
+        env.status("api")
+            .filter(|s| s.active_generation == Some(2) && s.restart_in_progress.is_none())
+    });
+    assert_eq!(s.restarts.completed, 1);
+}
+
+#[test]
+fn sigterm_stops_the_supervisor_and_leaves_no_process_behind() {
+    let mut env = TestEnv::new();
+    let unix = env.path("api.sock");
+    env.fixture_service(
+        "api",
+        &[],
+        &format!(
+            "  - unix:{}\npidfile: {}\n",
+            unix.display(),
+            env.path("api.pid").display()
+        ),
+    );
+    let status = env.start("api", &["run", "api"]);
+    let sup = status.supervisor_pid;
+    let tree = descendants(sup);
+    assert!(tree.len() >= 2, "a generation runs: {tree:?}");
+    assert!(env.path("api.pid").exists());
+    // SAFETY: signalling the supervisor this test started.
+    unsafe { libc::kill(sup, libc::SIGTERM) };
+    assert_eq!(env.wait_exit("api"), Some(0));
+    for pid in tree {
+        assert!(!is_alive(pid), "pid {pid} survived the stop");
+    }
+    assert!(!env.socket("api").exists(), "control socket left behind");
+    assert!(!unix.exists(), "unix listener file left behind");
+    assert!(!env.path("api.pid").exists(), "pidfile left behind");
+}
+
+#[test]
+fn zdctl_stop_returns_after_every_generation_exited() {
+    let mut env = TestEnv::new();
+    env.fixture_service("api", &[], "");
+    let status = env.start("api", &["run", "api"]);
+    let gen_pid = active_pid(&status);
+    assert_code(&env.run_zdctl(&["stop", "api"]), 0);
+    assert!(!is_alive(gen_pid));
+    assert_eq!(env.wait_exit("api"), Some(0));
+}
+
+#[test]
+fn crashed_active_generation_is_respawned_while_the_listener_stays_open() {
+    let mut env = TestEnv::new();
+    env.fixture_service("api", &[], "restart:\n  backoff: 50ms\n");
+    let status = env.start("api", &["run", "api"]);
+    let addr = address_of(&status);
+    let pid = active_pid(&status);
+    // SAFETY: killing the generation this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_for("the killed generation to be gone", || {
+        (!is_alive(pid)).then_some(())
+    });
+    // A client that connects meanwhile waits in the backlog and is answered by the respawn.
+    let (code, body) = http_get(&addr, "/").expect("GET / during the respawn");
+    assert_eq!(code, 200);
+    let s = wait_for("a respawned generation", || {
+        env.status("api")
+            .filter(|s| s.active_generation.is_some_and(|g| g >= 2))
+    });
+    assert_ne!(active_pid(&s), pid);
+    assert_eq!(s.restarts.crashes, 1);
+    assert!(body.contains("pid="), "{body}");
+}
+
+#[test]
+fn two_hundred_restarts_leak_no_fd_and_no_child() {
+    let mut env = TestEnv::new();
+    env.fixture_service("api", &[], "");
+    let status = env.start("api", &["run", "api"]);
+    let sup = status.supervisor_pid;
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{sup}/fd"))
+            .expect("fds")
+            .count()
+    };
+    let children = || descendants(sup).len() - 1;
+    // One restart first, so that lazily created fds (runtime, pools) exist before counting.
+    assert_code(&env.run_zdctl(&["restart", "api"]), 0);
+    let (fds_before, children_before) = (fds(), children());
+    for _ in 0..200 {
+        assert_code(&env.run_zdctl(&["restart", "api", "--wait", "drained"]), 0);
+    }
+    assert_eq!(children(), children_before, "children of the supervisor");
+    assert_eq!(fds(), fds_before, "open fds of the supervisor");
+}

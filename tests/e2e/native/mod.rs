@@ -1,0 +1,8 @@
+//! `zdctl run` and the commands that drive it, against the fixture service.
+
+mod control;
+mod errors;
+mod flips;
+mod handoff;
+mod lifecycle;
+mod rollback;

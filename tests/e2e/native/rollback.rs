@@ -1,0 +1,110 @@
+use zd_core::load::ConnectionMode;
+
+use crate::support::*;
+
+/// Restarts into a broken new generation under load: `zdctl restart` exits 1 with `reason`,
+/// the old generation (same pid) keeps serving and no request fails.
+fn assert_rolls_back(env: &mut TestEnv, addr: &str, expect_reason: &str) {
+    let before = env.status("api").expect("status");
+    let old_pid = active_pid(&before);
+    let out = env.run_zdctl(&["restart", "api"]);
+    assert_code(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("rolled back"), "{err}");
+    assert!(
+        err.contains(expect_reason),
+        "expected '{expect_reason}' in: {err}"
+    );
+    let after = env.status("api").expect("status");
+    assert_eq!(
+        active_pid(&after),
+        old_pid,
+        "the old generation must keep serving"
+    );
+    assert_eq!(after.active_generation, before.active_generation);
+    let (code, body) = http_get(addr, "/").expect("GET /");
+    assert_eq!(code, 200);
+    assert!(body.contains(&format!("pid={old_pid}")), "{body}");
+}
+
+#[test]
+fn new_generation_that_crashes_at_start_is_rolled_back_and_no_request_fails() {
+    let mut env = TestEnv::new();
+    let marker = env.path("crash-next");
+    let marker_s = marker.display().to_string();
+    env.fixture_service("api", &["--crash-if-exists", &marker_s], "");
+    let status = env.start("api", &["run", "api"]);
+    let addr = address_of(&status);
+    let load = start_load(&addr, 32, ConnectionMode::Close);
+    std::fs::write(&marker, "").expect("marker");
+    assert_rolls_back(
+        &mut env,
+        &addr,
+        "exited with exit code 3 before it was ready",
+    );
+    std::fs::remove_file(&marker).expect("marker");
+    assert_code(&env.run_zdctl(&["restart", "api"]), 0);
+    assert_no_failures(&load.finish());
+    let s = env.status("api").expect("status");
+    assert_eq!((s.restarts.rolled_back, s.restarts.completed), (1, 1));
+}
+
+#[test]
+fn new_generation_that_never_becomes_ready_is_rolled_back_at_the_timeout() {
+    let mut env = TestEnv::new();
+    env.fixture_service("api", &[], "");
+    let status = env.start("api", &["run", "api"]);
+    let addr = address_of(&status);
+    let load = start_load(&addr, 32, ConnectionMode::KeepAlive);
+    env.fixture_service("api", &["--never-ready"], "ready:\n  timeout: 1s\n");
+    assert_rolls_back(&mut env, &addr, "was not ready within 1s");
+    // --timeout on the command line overrides the file's readiness timeout.
+    let started = std::time::Instant::now();
+    let out = env.run_zdctl(&["restart", "api", "--timeout", "300ms"]);
+    assert_code(&out, 1);
+    assert!(
+        stderr(&out).contains("was not ready within 300ms"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    env.fixture_service("api", &[], "");
+    assert_code(&env.run_zdctl(&["restart", "api"]), 0);
+    assert_no_failures(&load.finish());
+}
+
+#[test]
+fn new_generation_that_exits_soon_after_start_is_rolled_back() {
+    let mut env = TestEnv::new();
+    env.fixture_service("api", &[], "ready: [accepting, 'alive:2s']\n");
+    let status = env.start("api", &["run", "api"]);
+    let addr = address_of(&status);
+    let load = start_load(&addr, 32, ConnectionMode::Close);
+    env.fixture_service(
+        "api",
+        &["--exit-after", "200ms"],
+        "ready: [accepting, 'alive:2s']\n",
+    );
+    assert_rolls_back(
+        &mut env,
+        &addr,
+        "exited with exit code 4 before it was ready",
+    );
+    assert_no_failures(&load.finish());
+}
+
+#[test]
+fn invalid_service_file_at_restart_fails_and_leaves_the_old_generation_alone() {
+    let mut env = TestEnv::new();
+    let file = env.fixture_service("api", &[], "");
+    let status = env.start("api", &["run", "api"]);
+    let old_pid = active_pid(&status);
+    let good = std::fs::read_to_string(&file).expect("read");
+    std::fs::write(&file, format!("{good}stop_signl: TERM\n")).expect("write");
+    let out = env.run_zdctl(&["restart", "api"]);
+    assert_code(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("stop_signl"), "{err}");
+    assert!(err.contains("stop_signal"), "a did-you-mean hint: {err}");
+    assert_eq!(active_pid(&env.status("api").expect("status")), old_pid);
+}

@@ -1,0 +1,397 @@
+//! The harness of the native supervisor's end-to-end tests: a temp dir per test, the real
+//! `zdctl` and `zd-fixture` binaries, a guard that kills every process a test started (the
+//! supervisor and each generation's process group), and on failure a dump of what the
+//! supervisor printed.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use zd_core::proto::{Client, Op, Reply, ReplyResult, Status};
+
+/// How long any condition in these tests may take before the test fails. Generous: CI
+/// machines are shared and slow; the tests never assert on speed.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+pub fn zdctl_bin() -> PathBuf {
+    sibling_bin("zdctl")
+}
+
+pub fn fixture_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_zd-fixture"))
+}
+
+/// A binary of another workspace package: it sits next to this test's `deps/` directory.
+pub fn sibling_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "'{}' is missing: build the workspace first (cargo build --workspace)",
+        bin.display()
+    );
+    bin
+}
+
+/// Polls `probe` until it returns `Some`, failing the test after [`DEADLINE`].
+pub fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(2);
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_millis(100));
+    }
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// One test's world: its own runtime and config directories and the processes it started.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub runtime_dir: PathBuf,
+    pub config_dir: PathBuf,
+    supervisors: Vec<Supervisor>,
+}
+
+pub struct Supervisor {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl TestEnv {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runtime_dir = dir.path().join("run");
+        let config_dir = dir.path().join("services.d");
+        std::fs::create_dir_all(&runtime_dir).expect("runtime dir");
+        std::fs::create_dir_all(&config_dir).expect("config dir");
+        TestEnv {
+            dir,
+            runtime_dir,
+            config_dir,
+            supervisors: Vec::new(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `zdctl` with this test's directories.
+    pub fn zdctl(&self) -> Command {
+        let mut cmd = Command::new(zdctl_bin());
+        cmd.env("ZDCTL_RUNTIME_DIR", &self.runtime_dir)
+            .env("ZDCTL_CONFIG_DIR", &self.config_dir)
+            .env_remove("ZD_LOG")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `zdctl ARGS` to completion.
+    pub fn run_zdctl(&self, args: &[&str]) -> Output {
+        self.zdctl().args(args).output().expect("run zdctl")
+    }
+
+    /// Writes `services.d/NAME.yaml`.
+    pub fn write_service(&self, name: &str, yaml: &str) -> PathBuf {
+        let path = self.config_dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, yaml).expect("write service file");
+        path
+    }
+
+    /// A service file for the fixture on a kernel-chosen loopback port.
+    pub fn fixture_service(&self, name: &str, fixture_args: &[&str], extra: &str) -> PathBuf {
+        let mut command = vec![format!("{:?}", fixture_bin().display().to_string())];
+        command.extend(fixture_args.iter().map(|a| format!("{a:?}")));
+        let yaml = format!(
+            "command: [{}]\nlisten:\n  - http=127.0.0.1:0\n{extra}",
+            command.join(", ")
+        );
+        self.write_service(name, &yaml)
+    }
+
+    /// Starts `zdctl run ARGS` in its own process group and waits until its control
+    /// socket answers with an active generation.
+    pub fn start(&mut self, name: &str, args: &[&str]) -> Status {
+        let log = self.path(&format!("{name}.supervisor.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut cmd = self.zdctl();
+        cmd.arg("-v")
+            .args(args)
+            .stdout(file.try_clone().expect("dup"))
+            .stderr(file);
+        // SAFETY: setpgid is async-signal-safe; the guard kills the group by its id.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::setpgid(0, 0);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn zdctl run");
+        self.supervisors.push(Supervisor {
+            name: name.to_owned(),
+            child,
+            log,
+        });
+        self.wait_active(name)
+    }
+
+    pub fn supervisor(&mut self, name: &str) -> &mut Supervisor {
+        self.supervisors
+            .iter_mut()
+            .find(|s| s.name == name)
+            .expect("no such supervisor")
+    }
+
+    pub fn socket(&self, name: &str) -> PathBuf {
+        self.runtime_dir.join(format!("{name}.sock"))
+    }
+
+    /// The supervisor's status over the control socket, if it answers.
+    pub fn status(&self, name: &str) -> Option<Status> {
+        let socket = self.socket(name);
+        runtime().block_on(async move {
+            let mut client = Client::connect(&socket).await.ok()?;
+            match client.call(Op::Status, |_| {}).await.ok()? {
+                Reply::Result { result, .. } => match *result {
+                    ReplyResult::Status(s) => Some(*s),
+                    _ => None,
+                },
+                _ => None,
+            }
+        })
+    }
+
+    /// Waits until the service answers with a live active generation.
+    pub fn wait_active(&mut self, name: &str) -> Status {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.status(name) {
+                if s.active_generation.is_some() {
+                    return s;
+                }
+            }
+            if let Some(status) = self.supervisor(name).child.try_wait().expect("try_wait") {
+                panic!("zdctl run exited with {status}:\n{}", self.log(name));
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "supervisor never answered:\n{}",
+                self.log(name)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn log(&mut self, name: &str) -> String {
+        let log = self.supervisor(name).log.clone();
+        std::fs::read_to_string(log).unwrap_or_default()
+    }
+
+    /// Waits for `zdctl run` to exit and returns its exit code.
+    pub fn wait_exit(&mut self, name: &str) -> Option<i32> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.supervisor(name).child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            assert!(start.elapsed() < DEADLINE, "zdctl run did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let failing = std::thread::panicking();
+        for s in &mut self.supervisors {
+            let pid = s.child.id() as i32;
+            // Every generation leads its own process group: kill them all, then the
+            // supervisor's group.
+            for p in descendants(pid) {
+                // SAFETY: plain kill(2) calls on processes this test started.
+                unsafe {
+                    libc::kill(-p, libc::SIGKILL);
+                    libc::kill(p, libc::SIGKILL);
+                }
+            }
+            // SAFETY: as above.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            let _ = s.child.wait();
+            if failing {
+                eprintln!(
+                    "---- zdctl run ({}) output ----\n{}",
+                    s.name,
+                    std::fs::read_to_string(&s.log).unwrap_or_default()
+                );
+            }
+        }
+    }
+}
+
+/// `pid` and all its descendants, from a scan of /proc.
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let table: Vec<(i32, i32)> = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                .filter_map(|p| Some((p, parent_of(p)?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i];
+        out.extend(
+            table
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    out
+}
+
+pub fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+pub fn is_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 2..].chars().next())
+            .is_some_and(|state| state != 'Z'),
+        Err(_) => false,
+    }
+}
+
+/// A blocking HTTP GET on loopback; returns (status, body).
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let status = buf.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The listener address of a running service, from its status.
+pub fn address_of(status: &Status) -> String {
+    status
+        .listeners
+        .first()
+        .expect("a listener")
+        .address
+        .clone()
+}
+
+pub fn active_pid(status: &Status) -> i32 {
+    let generation = status.active_generation.expect("active generation");
+    status
+        .generations
+        .iter()
+        .find(|g| g.generation == generation)
+        .expect("active listed")
+        .pid
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts an exact exit code, showing the output on mismatch.
+pub fn assert_code(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "unexpected exit status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// Load running in the background against a service, until [`Load::finish`].
+pub struct Load {
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: std::thread::JoinHandle<zd_core::load::LoadReport>,
+    pub live: std::sync::Arc<zd_core::load::LiveCounters>,
+}
+
+/// Starts `concurrency` closed-loop clients against `http://ADDR/`. Bounded: it stops by
+/// itself after two minutes or five million requests, whichever comes first.
+pub fn start_load(addr: &str, concurrency: usize, mode: zd_core::load::ConnectionMode) -> Load {
+    let target: zd_core::load::Target = format!("http://{addr}/").parse().expect("target");
+    let mut config = zd_core::load::LoadConfig::new(target);
+    config.concurrency = concurrency;
+    config.mode = mode;
+    config.duration = Some(Duration::from_secs(120));
+    config.max_requests = Some(5_000_000);
+    config.request_timeout = Duration::from_secs(10);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let live = std::sync::Arc::new(zd_core::load::LiveCounters::default());
+    let counters = live.clone();
+    let thread = std::thread::spawn(move || {
+        runtime()
+            .block_on(zd_core::load::run_with_counters(config, stop_rx, counters))
+            .expect("load run")
+    });
+    let load = Load { stop, thread, live };
+    // Wait for the first answers so that the load really runs before the test acts.
+    wait_for("the load to start", || {
+        (load.live.requests() >= concurrency as u64).then_some(())
+    });
+    load
+}
+
+impl Load {
+    pub fn finish(self) -> zd_core::load::LoadReport {
+        let _ = self.stop.send(true);
+        self.thread.join().expect("load thread")
+    }
+}
+
+/// Asserts that not one request failed, listing the failures by kind otherwise.
+pub fn assert_no_failures(report: &zd_core::load::LoadReport) {
+    assert!(report.total() > 0, "the load sent no request");
+    assert_eq!(
+        report.failed(),
+        0,
+        "{} of {} requests failed: {:?}",
+        report.failed(),
+        report.total(),
+        report.failures_by_kind()
+    );
+}
