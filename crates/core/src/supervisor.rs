@@ -109,6 +109,7 @@ impl Shared {
             unix_ms: unix_ms(std::time::SystemTime::now()),
             restart: restart.map(|(r, _)| r),
             elapsed_ms: restart.map(|(_, t)| t.elapsed().as_millis() as u64),
+            elapsed_us: restart.map(|(_, t)| t.elapsed().as_micros() as u64),
             kind,
         };
         let _ = self.events.send(event);

@@ -174,6 +174,7 @@ fn event(kind: EventKind) -> Event {
         unix_ms: 1_800_000_000_000,
         restart: Some(3),
         elapsed_ms: Some(12),
+        elapsed_us: Some(12_345),
         kind,
     }
 }

@@ -193,6 +193,9 @@ pub struct Event {
     /// Milliseconds since that restart was requested.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elapsed_ms: Option<u64>,
+    /// The same in microseconds, for measuring the supervisor's own overhead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elapsed_us: Option<u64>,
     #[serde(flatten)]
     pub kind: EventKind,
 }
