@@ -3,6 +3,7 @@
 pub mod config;
 pub mod duration;
 pub mod handoff;
+pub mod inspect;
 pub mod listen;
 pub mod load;
 pub mod paths;
