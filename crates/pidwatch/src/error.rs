@@ -21,7 +21,7 @@ pub enum Error {
     WatchPidfile {
         path: PathBuf,
         #[source]
-        source: nix::Error,
+        source: io::Error,
     },
     #[error("cannot {about}: {source}")]
     Setup {

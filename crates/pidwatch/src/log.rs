@@ -36,6 +36,9 @@ impl Log {
     }
 }
 
+/// Formats first and writes once: one `write(2)` per line keeps lines whole when the
+/// service shares the same stderr.
 fn write_line(msg: impl Display) {
-    let _ = writeln!(std::io::stderr().lock(), "pidwatch: {msg}");
+    let line = format!("pidwatch: {msg}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }

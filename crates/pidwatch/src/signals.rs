@@ -18,6 +18,8 @@ pub struct Received {
     /// The sending process, 0 for the kernel.
     pub sender: i32,
     pub code: i32,
+    /// The descriptor of an I/O signal (dnotify), else 0.
+    pub fd: i32,
 }
 
 /// The signalfd that receives every catchable signal.
@@ -42,6 +44,7 @@ impl Receiver {
             signo: i32::try_from(info.ssi_signo).unwrap_or(0),
             sender: i32::try_from(info.ssi_pid).unwrap_or(0),
             code: info.ssi_code,
+            fd: info.ssi_fd,
         }))
     }
 }
@@ -84,6 +87,7 @@ mod tests {
             signo: libc::SIGINT,
             sender,
             code,
+            fd: 0,
         }
     }
 

@@ -1,4 +1,5 @@
-//! The poll loop: one thread, three kinds of descriptors (signalfd, inotify, pidfd).
+//! The poll loop: one thread, two kinds of descriptors (the signalfd, which also carries the
+//! pid file's directory notifications, and the watched process's pidfd).
 
 use std::ffi::OsString;
 use std::os::fd::AsFd;
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::unistd::Pid;
 
-use crate::dirwatch::{Change, PidfileWatch};
+use crate::dirwatch::PidfileWatch;
 use crate::error::Error;
 use crate::follow::Follower;
 use crate::log::Log;
@@ -72,7 +73,6 @@ pub fn run(config: &Config) -> Result<Outcome, Error> {
     let child = spawn(config)?;
     let mut follower = Follower::new(config, log, subreaper, child);
     follower.reread();
-    let mut directory_gone = false;
 
     loop {
         if let Some(outcome) = follower.outcome(Instant::now()) {
@@ -86,10 +86,7 @@ pub fn run(config: &Config) -> Result<Outcome, Error> {
             .map_or(PollTimeout::NONE, |ms| {
                 PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
             });
-        let mut fds = vec![
-            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
-            PollFd::new(pidfile_watch.as_fd(), PollFlags::POLLIN),
-        ];
+        let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
         if let Some(watched) = follower.watched() {
             fds.push(PollFd::new(watched.as_fd(), PollFlags::POLLIN));
         }
@@ -102,29 +99,19 @@ pub fn run(config: &Config) -> Result<Outcome, Error> {
                 });
             }
         }
-        let ready = |fd: &PollFd<'_>| fd.any().unwrap_or(false);
-        let (signal_ready, file_ready) = (ready(&fds[0]), ready(&fds[1]));
+        let signal_ready = fds[0].any().unwrap_or(false);
         drop(fds);
 
         if signal_ready {
             while let Ok(Some(signal)) = signals.next() {
                 if signals::is_child_event(signal.signo) {
                     follower.reap();
+                } else if pidfile_watch.is_notice(&signal) {
+                    // In order with the signals around it: a signal sent after the pid file
+                    // changed goes to the new process.
+                    follower.reread();
                 } else {
                     follower.forward(signal);
-                }
-            }
-        }
-        if file_ready && !directory_gone {
-            match pidfile_watch.drain() {
-                Ok(Change::Maybe) => follower.reread(),
-                Ok(Change::None) => {}
-                Ok(Change::DirectoryGone) | Err(_) => {
-                    directory_gone = true;
-                    log.warn(format_args!(
-                        "the directory of pid file '{}' is gone: no new pid will be followed",
-                        config.pidfile.display()
-                    ));
                 }
             }
         }

@@ -105,3 +105,31 @@ fn a_service_that_never_writes_its_pid_file_times_out_with_124_and_is_stopped() 
         env.read("app.log").contains("exit 5")
     });
 }
+
+#[test]
+fn a_trusted_process_that_is_not_a_descendant_ends_with_the_unknown_status_code() {
+    // --trust-owner accepts a process of the pid file's owner that pidwatch did not start;
+    // pidwatch sees it end through its pidfd but cannot reap it, so exits 121.
+    let mut env = TestEnv::new();
+    let mut stranger = Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .expect("spawn the stranger");
+    let stranger_pid = stranger.id();
+    let pidfile = env.path("app.pid");
+    std::fs::write(&pidfile, format!("{stranger_pid}\n")).expect("pid file");
+    let mut cmd = Command::new(pidwatch_bin());
+    cmd.args(["--trust-owner", "--grace", "100ms", "--pidfile"])
+        .arg(&pidfile)
+        .arg("--")
+        .args(["sh", "-c", "exit 0"]);
+    let index = env.spawn("pidwatch", &mut cmd);
+    wait_until("pidwatch to follow the stranger", || {
+        env.proc(index)
+            .stderr()
+            .contains(&format!("following pid {stranger_pid}\n"))
+    });
+    stranger.kill().expect("kill the stranger");
+    stranger.wait().expect("reap the stranger");
+    assert_eq!(env.proc(index).exit_code(), 121);
+}

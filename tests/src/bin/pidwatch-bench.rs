@@ -69,12 +69,9 @@ fn main() -> Result<()> {
     let dir = tempfile_dir()?;
     let pidfile = dir.join("svc.pid");
     let service = format!("echo $$ > '{}'; exec sleep 3600", pidfile.display());
-    let pidwatch_cmd = |quiet: bool| {
+    let pidwatch_cmd = || {
         let mut cmd = Command::new(&options.pidwatch);
         cmd.arg("--pidfile").arg(&pidfile);
-        if quiet {
-            cmd.arg("--quiet");
-        }
         cmd.args(["--", "sh", "-c", &service]);
         cmd
     };
@@ -92,7 +89,7 @@ fn main() -> Result<()> {
     let load: Vec<&str> = load.split(' ').take(3).collect();
     println!("load average {} on {cpus} CPUs", load.join(" "));
 
-    let ours = latencies(options.runs, &pidfile, || pidwatch_cmd(false))?;
+    let ours = latencies(options.runs, &pidfile, pidwatch_cmd)?;
     let baseline = latencies(options.runs.min(100), &pidfile, poll_cmd)?;
     println!("\nexit-detection latency (watched process exits -> watcher exits)");
     println!(
@@ -103,8 +100,8 @@ fn main() -> Result<()> {
     report("100 ms polling loop", &baseline);
 
     println!("\nwhile the service idles for {} s", options.idle.as_secs());
-    let (mem, ours) = idle(&options, &pidfile, pidwatch_cmd(false))?;
-    let (_, baseline) = idle(&options, &pidfile, poll_cmd())?;
+    let (mem, sleep, ours) = idle(&options, &pidfile, pidwatch_cmd())?;
+    let (_, _, baseline) = idle(&options, &pidfile, poll_cmd())?;
     println!(
         "pidwatch memory: RSS {:.2} MiB (peak {:.2} MiB), of which anonymous {:.2} MiB; \
          PSS {:.2} MiB",
@@ -112,6 +109,11 @@ fn main() -> Result<()> {
         mib(mem.peak),
         mib(mem.anon),
         mib(mem.pss)
+    );
+    println!(
+        "for scale, the idle service (coreutils sleep): RSS {:.2} MiB, anonymous {:.2} MiB",
+        mib(sleep.rss),
+        mib(sleep.anon)
     );
     println!("wake-ups: pidwatch {ours}, 100 ms polling loop {baseline}");
     std::fs::remove_dir_all(&dir)?;
@@ -231,16 +233,18 @@ fn memory(pid: u32) -> Result<Memory> {
     })
 }
 
-/// Wake-ups of the watcher over the idle window, and its memory at the end of it.
-fn idle(options: &Options, pidfile: &Path, cmd: Command) -> Result<(Memory, u64)> {
+/// Wake-ups of the watcher over the idle window, and its memory and the service's at the end
+/// of it.
+fn idle(options: &Options, pidfile: &Path, cmd: Command) -> Result<(Memory, Memory, u64)> {
     let (mut watcher, service) = start(cmd, pidfile)?;
     let before = wakeups(watcher.id())?;
     std::thread::sleep(options.idle);
     let after = wakeups(watcher.id())?;
-    let memory = memory(watcher.id())?;
+    let watcher_memory = memory(watcher.id())?;
+    let service_memory = memory(u32::try_from(service.as_raw())?)?;
     kill(service, Signal::SIGKILL)?;
     watcher.wait()?;
-    Ok((memory, after - before))
+    Ok((watcher_memory, service_memory, after - before))
 }
 
 /// The baseline: what a polling pid-file watcher does. Starts the command, then every
