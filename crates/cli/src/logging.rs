@@ -1,6 +1,8 @@
 //! Logging: `ZD_LOG` (an env-filter directive such as `debug` or `zd_core=trace`) wins;
 //! otherwise `-v` raises the level one step per use from the command's default.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the stderr subscriber. `base` is the level with no `-v`: 0 warn, 1 info,
@@ -18,6 +20,7 @@ pub fn init(base: u8, verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }

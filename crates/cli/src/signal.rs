@@ -33,10 +33,12 @@ pub async fn signal(args: SignalArgs) -> anyhow::Result<()> {
                 return output::json_line(&ReplyResult::Done { message });
             }
             let whom = match delivered {
-                Some((generation, pid)) => format!("generation {generation} (pid {pid})"),
-                None => "the active generation".to_owned(),
+                Some((generation, pid)) => {
+                    format!("generation {generation} of '{name}' (pid {pid})")
+                }
+                None => format!("the active generation of '{name}'"),
             };
-            output::line(&format!("sent {} to '{name}' {whom}", args.signal))
+            output::line(&format!("sent {} to {whom}", args.signal))
         }
         other => Err(control::unexpected(name, &other)),
     }

@@ -165,7 +165,7 @@ fn signal_sends_the_canonical_name_and_reports_who_got_it() {
     assert_code(&out, 0);
     assert_eq!(
         stdout(&out),
-        "sent SIGUSR1 to 'api' generation 2 (pid 4300)\n"
+        "sent SIGUSR1 to generation 2 of 'api' (pid 4300)\n"
     );
     assert_eq!(
         fake.requests(),
