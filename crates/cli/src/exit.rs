@@ -44,11 +44,6 @@ impl ExitError {
     pub fn not_running(message: impl Into<String>) -> anyhow::Error {
         Self::with_code(NOT_RUNNING, message)
     }
-
-    /// Ends with `code` without printing anything more (the command already reported).
-    pub fn silent(code: u8) -> anyhow::Error {
-        Self::with_code(code, "")
-    }
 }
 
 impl fmt::Display for ExitError {

@@ -99,3 +99,19 @@ fn an_invalid_service_name_exits_2() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_reader_that_goes_away_is_not_an_error() {
+    // `zdctl completions bash | head -0`: stdout is closed before zdctl writes, so the
+    // write fails with EPIPE (Rust ignores SIGPIPE); that must exit 0, not panic (101).
+    let mut child = TestEnv::new()
+        .command(&["completions", "bash"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn zdctl");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("zdctl output");
+    assert_code(&out, 0);
+    assert_eq!(stderr(&out), "");
+}
