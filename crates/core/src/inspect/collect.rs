@@ -1,0 +1,478 @@
+//! Assembling a snapshot: processes, then who holds which socket, then the
+//! sockets themselves, then the views.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::{Instant, SystemTime};
+
+use super::diag::{self, TcpRecord, UnixListenerRecord};
+use super::netns::{self, DiagSocket};
+use super::netstat::{self, ListenCounters};
+use super::stat::{self, ProcStat, read_stat};
+use super::view::{ConnectionView, GenerationView, KernelCounters, ListenerView, Snapshot};
+use super::{InspectError, Inspector, MAX_CONNECTIONS_LISTED, SocketSource, procfs_source};
+use crate::proc;
+use crate::proto::{self, GenerationState};
+
+/// A generation to look at: its main process and what we know of it.
+#[derive(Debug, Clone)]
+pub(crate) struct Root {
+    pub generation: u64,
+    pub pid: i32,
+    pub state: String,
+    /// From our supervisor; for a foreign tree the age comes from the
+    /// process's start time instead.
+    pub started_unix_ms: Option<u64>,
+}
+
+/// A listener the supervisor told us about.
+#[derive(Debug, Clone)]
+pub(crate) struct KnownListener {
+    pub inode: u64,
+    pub address: String,
+}
+
+/// What one snapshot is about.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub service: String,
+    /// The supervisor (native) or the tree's root: it may hold listeners
+    /// itself, and its network namespace is the service's.
+    pub root_pid: i32,
+    pub roots: Vec<Root>,
+    pub known_listeners: Vec<KnownListener>,
+}
+
+/// What the next snapshot of the same service compares with.
+#[derive(Debug, Default)]
+pub(crate) struct Previous {
+    at: Option<Instant>,
+    /// CPU ticks per process, by pid and start time.
+    ticks: HashMap<(i32, u64), u64>,
+    /// Generations seen, by number and main pid.
+    generations: HashSet<(u64, i32)>,
+    /// The namespace the counters were read in, and the counters.
+    counters: Option<(u64, ListenCounters)>,
+    /// Socket inodes no process of the service held after a full re-read.
+    orphans: HashSet<u64>,
+}
+
+/// Buffers reused between snapshots.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    listening: Vec<TcpRecord>,
+    connections: Vec<TcpRecord>,
+    unix: Vec<UnixListenerRecord>,
+}
+
+/// Generations of a native status: every one that has not exited, oldest
+/// first.
+pub(crate) fn native_roots(status: &proto::Status) -> Vec<Root> {
+    let mut roots: Vec<Root> = status
+        .generations
+        .iter()
+        .filter(|info| info.state != GenerationState::Exited && info.exit.is_none())
+        .map(|info| Root {
+            generation: info.generation,
+            pid: info.pid,
+            state: match info.state {
+                GenerationState::Starting => "starting",
+                GenerationState::Active => "active",
+                GenerationState::Draining => "draining",
+                GenerationState::Exited => "exited",
+            }
+            .to_owned(),
+            started_unix_ms: Some(info.started_unix_ms),
+        })
+        .collect();
+    roots.sort_by_key(|root| root.generation);
+    roots
+}
+
+/// One generation's processes as read in this snapshot.
+struct Tree {
+    root: Root,
+    stats: Vec<ProcStat>,
+}
+
+impl Inspector {
+    pub(super) fn take(&mut self, plan: Plan) -> Result<Snapshot, InspectError> {
+        let taken_unix_ms = proto::unix_ms(SystemTime::now());
+        let now = Instant::now();
+        let root =
+            read_stat(plan.root_pid).map_err(|e| InspectError::from_proc(plan.root_pid, e))?;
+        if root.zombie {
+            return Err(InspectError::Gone { pid: plan.root_pid });
+        }
+
+        let trees: Vec<Tree> = plan
+            .roots
+            .iter()
+            .map(|gen_root| Tree {
+                root: gen_root.clone(),
+                stats: proc::descendants(gen_root.pid)
+                    .into_iter()
+                    .filter_map(|pid| read_stat(pid).ok())
+                    .filter(|stat| !stat.zombie)
+                    .collect(),
+            })
+            .filter(|tree| !tree.stats.is_empty())
+            .collect();
+        let mut processes: Vec<(i32, u64)> = vec![(root.pid, root.start_ticks)];
+        let mut generation_of: HashMap<i32, usize> = HashMap::new();
+        for (index, tree) in trees.iter().enumerate() {
+            for stat in &tree.stats {
+                processes.push((stat.pid, stat.start_ticks));
+                generation_of.entry(stat.pid).or_insert(index);
+            }
+        }
+
+        self.owners.begin();
+        self.owners.refresh(&processes, true);
+        let source = self.read_sockets(&plan, &processes)?;
+
+        let previous = self.previous.remove(&plan.service).unwrap_or_default();
+        let mut per_generation: Vec<Vec<usize>> = vec![Vec::new(); trees.len()];
+        let mut unclaimed = HashSet::new();
+        attribute(
+            &self.scratch.connections,
+            &self.owners,
+            &generation_of,
+            &mut per_generation,
+            &mut unclaimed,
+        );
+        if !unclaimed.is_subset(&previous.orphans) && self.owners.reread_stale(&processes) {
+            // Something was accepted (or passed in) since a table was read:
+            // attribute again with every table fresh. What is still
+            // unclaimed belongs to nobody we watch, and is remembered so it
+            // does not cause a re-read at every refresh.
+            per_generation.iter_mut().for_each(Vec::clear);
+            unclaimed.clear();
+            attribute(
+                &self.scratch.connections,
+                &self.owners,
+                &generation_of,
+                &mut per_generation,
+                &mut unclaimed,
+            );
+        }
+
+        let listeners = self.listener_views(&plan, &trees);
+        let listener_inodes: HashSet<u64> = listeners.iter().map(|l| l.inode).collect();
+        let wall = previous.at.map(|at| now.duration_since(at).as_secs_f64());
+        let hz = stat::ticks_per_second();
+        let page = stat::page_size();
+        let uptime_ticks = if trees.iter().any(|t| t.root.started_unix_ms.is_none()) {
+            uptime_ticks(hz)
+        } else {
+            None
+        };
+
+        let generations = trees
+            .iter()
+            .zip(&per_generation)
+            .map(|(tree, connections)| {
+                let seen = previous
+                    .generations
+                    .contains(&(tree.root.generation, tree.root.pid));
+                let ticks: u64 = tree
+                    .stats
+                    .iter()
+                    .map(|s| {
+                        let before = previous.ticks.get(&(s.pid, s.start_ticks)).copied();
+                        s.cpu_ticks.saturating_sub(before.unwrap_or(0))
+                    })
+                    .sum();
+                let cpu_percent = match wall {
+                    Some(wall) if seen && wall > 0.0 => {
+                        Some(ticks as f64 / hz as f64 / wall * 100.0)
+                    }
+                    _ => None,
+                };
+                let age_ms = match (tree.root.started_unix_ms, uptime_ticks) {
+                    (Some(started), _) => taken_unix_ms.saturating_sub(started),
+                    (None, Some(uptime)) => {
+                        let main_start = tree.stats.first().map_or(0, |s| s.start_ticks);
+                        uptime.saturating_sub(main_start) * 1000 / hz
+                    }
+                    (None, None) => 0,
+                };
+                let mut held: Vec<u64> = tree
+                    .stats
+                    .iter()
+                    .flat_map(|s| self.owners.sockets_of(s.pid))
+                    .filter(|inode| listener_inodes.contains(inode))
+                    .collect();
+                held.sort_unstable();
+                held.dedup();
+                let mut listed: Vec<ConnectionView> = connections
+                    .iter()
+                    .take(MAX_CONNECTIONS_LISTED)
+                    .map(|&index| connection_view(&self.scratch.connections[index]))
+                    .collect();
+                listed.sort_by(|a, b| a.peer.cmp(&b.peer));
+                GenerationView {
+                    generation: tree.root.generation,
+                    state: tree.root.state.clone(),
+                    pids: tree.stats.iter().map(|s| s.pid).collect(),
+                    main_pid: tree.root.pid,
+                    age_ms,
+                    cpu_percent,
+                    rss_bytes: tree.stats.iter().map(|s| s.rss_pages * page).sum(),
+                    fds: tree.stats.iter().map(|s| self.owners.fd_count(s.pid)).sum(),
+                    listener_inodes: held,
+                    connections: listed,
+                    connection_count: connections.len(),
+                }
+            })
+            .collect();
+
+        let kernel = self.kernel_counters(plan.root_pid, previous.counters);
+        self.previous.insert(
+            plan.service.clone(),
+            Previous {
+                at: Some(now),
+                ticks: trees
+                    .iter()
+                    .flat_map(|t| &t.stats)
+                    .map(|s| ((s.pid, s.start_ticks), s.cpu_ticks))
+                    .collect(),
+                generations: trees
+                    .iter()
+                    .map(|t| (t.root.generation, t.root.pid))
+                    .collect(),
+                counters: kernel.1,
+                orphans: unclaimed,
+            },
+        );
+        Ok(Snapshot {
+            service: plan.service,
+            taken_unix_ms,
+            source: source.as_str().to_owned(),
+            generations,
+            listeners,
+            kernel: kernel.0,
+        })
+    }
+
+    /// Fills the scratch tables with the service's listeners and the
+    /// connections on their ports, by netlink when possible.
+    fn read_sockets(
+        &mut self,
+        plan: &Plan,
+        processes: &[(i32, u64)],
+    ) -> Result<SocketSource, InspectError> {
+        if self.source == SocketSource::Netlink && !self.netlink_failed {
+            match self.read_netlink(plan, processes) {
+                Ok(()) => return Ok(SocketSource::Netlink),
+                Err(err) => {
+                    tracing::warn!(pid = plan.root_pid, error = %err, "sock_diag failed; reading /proc/PID/net instead");
+                    self.netlink_failed = true;
+                    self.netlink = None;
+                }
+            }
+        }
+        self.read_procfs(plan, processes)?;
+        Ok(SocketSource::Procfs)
+    }
+
+    fn read_netlink(&mut self, plan: &Plan, processes: &[(i32, u64)]) -> std::io::Result<()> {
+        let namespace = netns::namespace_of(plan.root_pid)?;
+        if self
+            .netlink
+            .as_ref()
+            .is_none_or(|s| s.namespace() != namespace)
+        {
+            self.netlink = Some(DiagSocket::open_for(plan.root_pid)?);
+        }
+        let Some(socket) = self.netlink.as_mut() else {
+            return Err(std::io::Error::other("no sock_diag socket"));
+        };
+        let scratch = &mut self.scratch;
+        scratch.listening.clear();
+        scratch.connections.clear();
+        scratch.unix.clear();
+        socket.tcp(diag::LISTEN_STATES, &[], &mut scratch.listening)?;
+        let service = service_inodes(plan, processes, &self.owners);
+        scratch.listening.retain(|l| service.contains(&l.inode));
+        let ports = listener_ports(&scratch.listening);
+        if !ports.is_empty() {
+            socket.tcp(diag::CONNECTION_STATES, &ports, &mut scratch.connections)?;
+        }
+        socket.unix_listeners(&mut scratch.unix)?;
+        scratch.unix.retain(|u| service.contains(&u.inode));
+        Ok(())
+    }
+
+    fn read_procfs(&mut self, plan: &Plan, processes: &[(i32, u64)]) -> Result<(), InspectError> {
+        let pid = plan.root_pid;
+        let scratch = &mut self.scratch;
+        scratch.listening.clear();
+        scratch.connections.clear();
+        scratch.unix.clear();
+        procfs_source::tcp(pid, &mut scratch.connections)
+            .map_err(|e| InspectError::from_proc(pid, e))?;
+        let service = service_inodes(plan, processes, &self.owners);
+        scratch.listening.extend(
+            scratch
+                .connections
+                .iter()
+                .filter(|s| s.state == diag::TCP_LISTEN && service.contains(&s.inode)),
+        );
+        let ports: HashSet<u16> = listener_ports(&scratch.listening).into_iter().collect();
+        scratch.connections.retain(|s| {
+            s.state != diag::TCP_LISTEN
+                && diag::CONNECTION_STATES & (1 << s.state) != 0
+                && ports.contains(&s.local.port())
+        });
+        procfs_source::unix_listeners(pid, &mut scratch.unix)
+            .map_err(|e| InspectError::from_proc(pid, e))?;
+        scratch.unix.retain(|u| service.contains(&u.inode));
+        Ok(())
+    }
+
+    fn listener_views(&self, plan: &Plan, trees: &[Tree]) -> Vec<ListenerView> {
+        let held_by = |inode: u64| -> Vec<u64> {
+            trees
+                .iter()
+                .filter(|t| t.stats.iter().any(|s| self.owners.holds(s.pid, inode)))
+                .map(|t| t.root.generation)
+                .collect()
+        };
+        let mut views: Vec<ListenerView> = self
+            .scratch
+            .listening
+            .iter()
+            .map(|l| ListenerView {
+                inode: l.inode,
+                address: l.local.to_string(),
+                accept_queue: l.rqueue,
+                backlog: l.wqueue,
+                held_by: held_by(l.inode),
+            })
+            .chain(self.scratch.unix.iter().map(|u| ListenerView {
+                inode: u.inode,
+                address: u.path.clone(),
+                accept_queue: u.accept_queue,
+                backlog: u.backlog,
+                held_by: held_by(u.inode),
+            }))
+            .collect();
+        // Listeners the supervisor named that no table showed (a UDP
+        // socket, or one closed since): listed with what it told us.
+        for known in &plan.known_listeners {
+            if !views.iter().any(|v| v.inode == known.inode) {
+                views.push(ListenerView {
+                    inode: known.inode,
+                    address: known.address.clone(),
+                    accept_queue: 0,
+                    backlog: 0,
+                    held_by: held_by(known.inode),
+                });
+            }
+        }
+        views.sort_by(|a, b| a.address.cmp(&b.address).then(a.inode.cmp(&b.inode)));
+        views
+    }
+
+    fn kernel_counters(
+        &self,
+        pid: i32,
+        previous: Option<(u64, ListenCounters)>,
+    ) -> (KernelCounters, Option<(u64, ListenCounters)>) {
+        // Counters are a convenience: a namespace whose netstat cannot be
+        // read shows zeros rather than failing the snapshot.
+        let (Ok(namespace), Ok(now)) = (netns::namespace_of(pid), netstat::listen_counters(pid))
+        else {
+            return (KernelCounters::default(), None);
+        };
+        let before = previous.filter(|(ns, _)| *ns == namespace).map(|(_, c)| c);
+        (
+            KernelCounters {
+                listen_overflows: now.overflows,
+                listen_drops: now.drops,
+                overflows_delta: before.map(|b| now.overflows.saturating_sub(b.overflows)),
+                drops_delta: before.map(|b| now.drops.saturating_sub(b.drops)),
+            },
+            Some((namespace, now)),
+        )
+    }
+}
+
+/// Inodes that make a listening socket the service's: the ones the
+/// supervisor named, and every socket a watched process holds.
+fn service_inodes(
+    plan: &Plan,
+    processes: &[(i32, u64)],
+    owners: &super::owners::OwnerCache,
+) -> HashSet<u64> {
+    plan.known_listeners
+        .iter()
+        .map(|l| l.inode)
+        .chain(
+            processes
+                .iter()
+                .flat_map(|(pid, _)| owners.sockets_of(*pid)),
+        )
+        .collect()
+}
+
+fn listener_ports(listening: &[TcpRecord]) -> Vec<u16> {
+    let mut ports: Vec<u16> = listening.iter().map(|l| l.local.port()).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// Sorts connections into the generations holding them (by index into
+/// `connections`), and collects the inodes nobody is known to hold.
+fn attribute(
+    connections: &[TcpRecord],
+    owners: &super::owners::OwnerCache,
+    generation_of: &HashMap<i32, usize>,
+    per_generation: &mut [Vec<usize>],
+    unclaimed: &mut HashSet<u64>,
+) {
+    for (index, connection) in connections.iter().enumerate() {
+        if connection.inode == 0 {
+            continue; // no file refers to it: nobody holds it
+        }
+        let Some(holders) = owners.holders(connection.inode) else {
+            unclaimed.insert(connection.inode);
+            continue;
+        };
+        let mut last = None;
+        for pid in holders.pids() {
+            if let Some(&generation) = generation_of.get(pid) {
+                // A connection shared by two processes of one generation
+                // counts once.
+                if last != Some(generation) {
+                    per_generation[generation].push(index);
+                    last = Some(generation);
+                }
+            }
+        }
+    }
+}
+
+fn connection_view(record: &TcpRecord) -> ConnectionView {
+    ConnectionView {
+        local: show(record.local),
+        peer: show(record.peer),
+        state: diag::state_name(record.state).to_owned(),
+        send_queue: record.wqueue,
+        recv_queue: record.rqueue,
+        inode: record.inode,
+    }
+}
+
+fn show(address: SocketAddr) -> String {
+    address.to_string()
+}
+
+/// Seconds since boot as clock ticks, from `/proc/uptime`.
+fn uptime_ticks(hz: u64) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/uptime").ok()?;
+    let seconds: f64 = text.split_whitespace().next()?.parse().ok()?;
+    Some((seconds * hz as f64) as u64)
+}

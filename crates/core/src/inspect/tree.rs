@@ -1,0 +1,222 @@
+//! Generations of a process tree we did not start: the root's child
+//! subtrees.
+//!
+//! Foreign supervisors (socketmaster, einhorn, start_server, a `--pid` we are
+//! pointed at) start one child per generation and keep the old one until
+//! the new one is up, so the root's children, ordered by start time, are the
+//! generations. Their numbers are kept between snapshots (keyed by pid and
+//! start time, which together survive pid reuse), so generation 3 stays
+//! generation 3 after generation 2 exits.
+
+use std::collections::HashMap;
+
+use super::InspectError;
+use super::collect::Root;
+use super::stat::{ProcStat, read_stat};
+use crate::proc;
+
+/// One process of a table: what grouping needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TableEntry {
+    pub pid: i32,
+    pub ppid: i32,
+    pub start_ticks: u64,
+}
+
+impl From<&ProcStat> for TableEntry {
+    fn from(stat: &ProcStat) -> Self {
+        TableEntry {
+            pid: stat.pid,
+            ppid: stat.ppid,
+            start_ticks: stat.start_ticks,
+        }
+    }
+}
+
+/// A generation found in a table: its main process and the start time that
+/// identifies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Child {
+    pub pid: i32,
+    pub start_ticks: u64,
+}
+
+/// The root's direct children, oldest first (ties broken by pid). With no
+/// child the root itself is the only generation: a plain server given with
+/// `--pid` is one generation of one process.
+pub(crate) fn generation_roots(root: TableEntry, table: &[TableEntry]) -> Vec<Child> {
+    let mut children: Vec<Child> = table
+        .iter()
+        .filter(|entry| entry.ppid == root.pid && entry.pid != root.pid)
+        .map(|entry| Child {
+            pid: entry.pid,
+            start_ticks: entry.start_ticks,
+        })
+        .collect();
+    if children.is_empty() {
+        return vec![Child {
+            pid: root.pid,
+            start_ticks: root.start_ticks,
+        }];
+    }
+    children.sort_unstable_by_key(|child| (child.start_ticks, child.pid));
+    children
+}
+
+/// Stable generation numbers for the trees of foreign supervisors.
+#[derive(Debug, Default)]
+pub(crate) struct GenerationNumbers {
+    /// Per root (pid, start time): each child's number, and the next one.
+    by_root: HashMap<(i32, u64), Numbering>,
+}
+
+#[derive(Debug, Default)]
+struct Numbering {
+    numbers: HashMap<(i32, u64), u64>,
+    next: u64,
+}
+
+impl GenerationNumbers {
+    /// Numbers the children in `children` (oldest first): ones seen before
+    /// keep their number, new ones get the next. Children that are gone are
+    /// forgotten.
+    pub(crate) fn number(&mut self, root: TableEntry, children: &[Child]) -> Vec<u64> {
+        let numbering = self
+            .by_root
+            .entry((root.pid, root.start_ticks))
+            .or_insert_with(|| Numbering {
+                numbers: HashMap::new(),
+                next: 1,
+            });
+        numbering
+            .numbers
+            .retain(|key, _| children.iter().any(|c| (c.pid, c.start_ticks) == *key));
+        children
+            .iter()
+            .map(|child| {
+                *numbering
+                    .numbers
+                    .entry((child.pid, child.start_ticks))
+                    .or_insert_with(|| {
+                        numbering.next += 1;
+                        numbering.next - 1
+                    })
+            })
+            .collect()
+    }
+
+    /// Reads the root's children from `/proc` and numbers them. The newest
+    /// generation is `active`, the others `old`.
+    pub(crate) fn roots_of(&mut self, root_pid: i32) -> Result<Vec<Root>, InspectError> {
+        let root = read_stat(root_pid).map_err(|err| InspectError::from_proc(root_pid, err))?;
+        if root.zombie {
+            return Err(InspectError::Gone { pid: root_pid });
+        }
+        // Only direct children matter; a child that exits while we read is
+        // left out.
+        let table: Vec<TableEntry> = proc::children(root_pid)
+            .into_iter()
+            .filter_map(|pid| read_stat(pid).ok())
+            .filter(|stat| !stat.zombie)
+            .map(|stat| TableEntry::from(&stat))
+            .collect();
+        let root = TableEntry::from(&root);
+        let children = generation_roots(root, &table);
+        let numbers = self.number(root, &children);
+        let newest = children.len().saturating_sub(1);
+        Ok(children
+            .iter()
+            .zip(numbers)
+            .enumerate()
+            .map(|(index, (child, generation))| Root {
+                generation,
+                pid: child.pid,
+                state: if index == newest { "active" } else { "old" }.to_owned(),
+                started_unix_ms: None,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(pid: i32, ppid: i32, start_ticks: u64) -> TableEntry {
+        TableEntry {
+            pid,
+            ppid,
+            start_ticks,
+        }
+    }
+
+    #[test]
+    fn generations_are_the_roots_children_oldest_first() {
+        let root = entry(100, 1, 10);
+        let table = [
+            entry(300, 100, 50), // gen started later, lower in the table
+            entry(200, 100, 20),
+            entry(201, 200, 21), // a worker of 200: not a generation
+            entry(400, 1, 5),    // unrelated
+        ];
+        let roots = generation_roots(root, &table);
+        assert_eq!(
+            roots.iter().map(|c| c.pid).collect::<Vec<_>>(),
+            vec![200, 300]
+        );
+    }
+
+    #[test]
+    fn a_root_without_children_is_its_own_generation() {
+        let root = entry(100, 1, 10);
+        let roots = generation_roots(root, &[entry(400, 1, 5)]);
+        assert_eq!(
+            roots,
+            vec![Child {
+                pid: 100,
+                start_ticks: 10
+            }]
+        );
+    }
+
+    #[test]
+    fn generation_numbers_survive_the_exit_of_an_older_generation() {
+        let mut numbers = GenerationNumbers::default();
+        let root = entry(100, 1, 10);
+        let two = [
+            Child {
+                pid: 200,
+                start_ticks: 20,
+            },
+            Child {
+                pid: 300,
+                start_ticks: 50,
+            },
+        ];
+        assert_eq!(numbers.number(root, &two), vec![1, 2]);
+        let flipped = [
+            two[1],
+            Child {
+                pid: 400,
+                start_ticks: 90,
+            },
+        ];
+        assert_eq!(numbers.number(root, &flipped), vec![2, 3]);
+    }
+
+    #[test]
+    fn a_reused_pid_is_a_new_generation() {
+        let mut numbers = GenerationNumbers::default();
+        let root = entry(100, 1, 10);
+        let first = Child {
+            pid: 200,
+            start_ticks: 20,
+        };
+        let reused = Child {
+            pid: 200,
+            start_ticks: 70,
+        };
+        assert_eq!(numbers.number(root, &[first]), vec![1]);
+        assert_eq!(numbers.number(root, &[reused]), vec![2]);
+    }
+}

@@ -1,0 +1,98 @@
+//! The snapshot's shape: plain data, serializable, so `zdctl status --json`
+//! can embed it and `zdctl top` can draw it (and tests can build one by
+//! hand).
+
+use serde::{Deserialize, Serialize};
+
+/// One look at a service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub service: String,
+    /// When the snapshot was taken, in milliseconds since the Unix epoch.
+    pub taken_unix_ms: u64,
+    /// Which path the socket tables came from: `"netlink"` or `"procfs"`.
+    pub source: String,
+    /// Live generations, oldest first.
+    pub generations: Vec<GenerationView>,
+    /// Every listening socket of the service, ordered by address.
+    pub listeners: Vec<ListenerView>,
+    pub kernel: KernelCounters,
+}
+
+/// One generation: a process tree started together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationView {
+    pub generation: u64,
+    /// `starting`, `active`, `draining` for our supervisor's generations;
+    /// `active` (the newest) or `old` for a foreign tree.
+    pub state: String,
+    /// The generation's main process first, then its descendants.
+    pub pids: Vec<i32>,
+    pub main_pid: i32,
+    /// Milliseconds since the generation started.
+    pub age_ms: u64,
+    /// CPU time of the whole tree between the previous snapshot and this
+    /// one, in percent of one CPU (above 100 when it uses several). `None`
+    /// on the first snapshot that sees the generation.
+    pub cpu_percent: Option<f64>,
+    /// Resident memory summed over the tree (shared pages count once per
+    /// process, as `ps` would show them).
+    pub rss_bytes: u64,
+    /// Open file descriptors summed over the tree.
+    pub fds: usize,
+    /// Inodes of the service's listeners that this generation holds, sorted.
+    pub listener_inodes: Vec<u64>,
+    /// At most [`MAX_CONNECTIONS_LISTED`](super::MAX_CONNECTIONS_LISTED) of
+    /// its connections on the service's ports, ordered by peer.
+    pub connections: Vec<ConnectionView>,
+    /// How many connections it has: exact, even when the list is cut.
+    pub connection_count: usize,
+}
+
+/// A listening socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListenerView {
+    pub inode: u64,
+    /// `127.0.0.1:8080`, `[::1]:8080` or a unix socket's path (`@name` for
+    /// an abstract one).
+    pub address: String,
+    /// Connections that completed the handshake and wait to be accepted.
+    pub accept_queue: u32,
+    /// The most that may wait (the `listen()` backlog, capped by
+    /// `net.core.somaxconn`).
+    pub backlog: u32,
+    /// Generations holding it, oldest first. The same inode in two
+    /// generations is the handoff at work.
+    pub held_by: Vec<u64>,
+}
+
+/// One connection accepted on a listener of the service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionView {
+    pub local: String,
+    pub peer: String,
+    /// `established`, `close_wait`, `fin_wait1`, … (the kernel's TCP state).
+    pub state: String,
+    /// Bytes sent and not yet acknowledged by the peer.
+    pub send_queue: u32,
+    /// Bytes received and not yet read by the application.
+    pub recv_queue: u32,
+    pub inode: u64,
+}
+
+/// The network namespace's listen-queue counters (`TcpExt` of
+/// `/proc/PID/net/netstat`). They count for every socket of the namespace,
+/// not only the service's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelCounters {
+    /// Connections that completed the handshake while the accept queue was
+    /// full.
+    pub listen_overflows: u64,
+    /// Connections dropped at the listener for any reason (overflows
+    /// included).
+    pub listen_drops: u64,
+    /// Change since the previous snapshot of the service; `None` on the
+    /// first.
+    pub overflows_delta: Option<u64>,
+    pub drops_delta: Option<u64>,
+}
