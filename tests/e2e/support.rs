@@ -127,13 +127,16 @@ impl TestEnv {
     /// Starts `zdctl run ARGS` in its own process group and waits until its control
     /// socket answers with an active generation.
     pub fn start(&mut self, name: &str, args: &[&str]) -> Status {
+        let mut cmd = self.zdctl();
+        cmd.arg("-v").args(args);
+        self.start_command(name, cmd)
+    }
+
+    /// Like [`TestEnv::start`] for a command that ends up exec'ing `zdctl run`.
+    pub fn start_command(&mut self, name: &str, mut cmd: Command) -> Status {
         let log = self.path(&format!("{name}.supervisor.log"));
         let file = std::fs::File::create(&log).expect("log file");
-        let mut cmd = self.zdctl();
-        cmd.arg("-v")
-            .args(args)
-            .stdout(file.try_clone().expect("dup"))
-            .stderr(file);
+        cmd.stdout(file.try_clone().expect("dup")).stderr(file);
         // SAFETY: setpgid is async-signal-safe; the guard kills the group by its id.
         unsafe {
             use std::os::unix::process::CommandExt;

@@ -1,3 +1,5 @@
+use std::process::Command;
+
 use crate::support::*;
 
 #[test]
@@ -75,4 +77,60 @@ fn flags_form_runs_a_service_without_a_file() {
     assert_code(&out, 0);
     let (_, body) = http_get(&address_of(&status), "/").expect("GET /");
     assert!(body.contains("generation=2"), "{body}");
+}
+
+#[test]
+fn supervisor_started_by_socket_activation_adopts_the_passed_socket() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let mut env = TestEnv::new();
+    env.fixture_service("api", &[], "");
+    // What systemd does: bind, pass the socket as fd 3 with LISTEN_FDS, LISTEN_FDNAMES and
+    // LISTEN_PID naming the process that execs zdctl (the shell's $$ survives its exec).
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = socket.local_addr().expect("addr").to_string();
+    let fd = socket.as_raw_fd();
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", "LISTEN_PID=$$ exec \"$0\" -v run api"])
+        .arg(zdctl_bin())
+        .env("ZDCTL_RUNTIME_DIR", &env.runtime_dir)
+        .env("ZDCTL_CONFIG_DIR", &env.config_dir)
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_FDNAMES", "http");
+    // SAFETY: dup2 and setpgid are async-signal-safe. dup2 onto 3 clears close-on-exec: this
+    // is where the activated socket is made to cross into zdctl.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself would leave close-on-exec set.
+            let rc = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::setpgid(0, 0);
+            Ok(())
+        });
+    }
+    let status = env.start_command("api", cmd);
+    assert_eq!(
+        address_of(&status),
+        addr,
+        "the adopted socket, not a new one"
+    );
+    let inode = std::fs::metadata(format!("/proc/self/fd/{fd}"))
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .expect("inode");
+    assert_eq!(status.listeners[0].inode, inode);
+    let (code, body) = http_get(&addr, "/env").expect("GET /env");
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["listen_fdnames"], "http", "{v}");
+    // zdctl's own activation variables did not leak: the child got fresh ones.
+    assert_eq!(
+        v["listen_pid"].as_str().map(str::to_owned),
+        Some(v["pid"].to_string())
+    );
 }

@@ -5,4 +5,5 @@ mod errors;
 mod flips;
 mod handoff;
 mod lifecycle;
+mod ready;
 mod rollback;

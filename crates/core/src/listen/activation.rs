@@ -85,14 +85,25 @@ fn passed_fds() -> Result<Option<Vec<PassedFd>>, ListenError> {
     let mut names = names.as_deref().map(|n| n.split(':')).into_iter().flatten();
     let mut passed = Vec::new();
     for fd in FIRST_FD..FIRST_FD + count {
-        // A closed fd would make OwnedFd a lie; F_GETFD checks that it is open.
-        // SAFETY: F_GETFD only reads the fd's flags; on a closed fd it fails with EBADF.
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        // A closed fd would make OwnedFd a lie, and so would an fd that is open but is not
+        // the passed socket (our own runtime may already have reused the number when the
+        // launcher forgot to pass it): take ownership only of an open socket.
+        // SAFETY: fstat only fills in the stat buffer; on a closed fd it fails with EBADF.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let problem = if unsafe { libc::fstat(fd, &mut st) } == -1 {
+            Some("the fd is not open")
+        } else if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+            Some("the fd is not a socket")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
             return Err(ListenError::ActivationMismatch {
                 fd,
                 name: String::new(),
                 addr: String::new(),
-                problem: "the fd is not open".to_owned(),
+                problem: problem.to_owned(),
             });
         }
         // SAFETY: sd_listen_fds(3) hands fds 3..3+LISTEN_FDS to the process LISTEN_PID
