@@ -237,6 +237,8 @@ fn memory(pid: u32) -> Result<Memory> {
 /// of it.
 fn idle(options: &Options, pidfile: &Path, cmd: Command) -> Result<(Memory, Memory, u64)> {
     let (mut watcher, service) = start(cmd, pidfile)?;
+    // Let the watcher finish the round that printed "following" and go back to sleep.
+    std::thread::sleep(Duration::from_millis(500));
     let before = wakeups(watcher.id())?;
     std::thread::sleep(options.idle);
     let after = wakeups(watcher.id())?;
