@@ -57,9 +57,11 @@ pub struct ListenerView {
     /// an abstract one).
     pub address: String,
     /// Connections that completed the handshake and wait to be accepted.
+    /// 0 for a unix listener read from `/proc` (it does not show it).
     pub accept_queue: u32,
     /// The most that may wait (the `listen()` backlog, capped by
-    /// `net.core.somaxconn`).
+    /// `net.core.somaxconn`). Only netlink tells it: 0 when read from
+    /// `/proc`.
     pub backlog: u32,
     /// Generations holding it, oldest first. The same inode in two
     /// generations is the handoff at work.
