@@ -23,7 +23,7 @@ _pidwatch() {
 
     case "${cmd}" in
         pidwatch)
-            opts="-p -q -h -V --pidfile --quiet --grace --startup-timeout --trust-owner --zero --generate --help --version"
+            opts="-p -q -h -V --pidfile --quiet --grace --startup-timeout --trust-owner --zero --no-subreaper --generate --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

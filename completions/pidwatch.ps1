@@ -30,6 +30,7 @@ Register-ArgumentCompleter -Native -CommandName 'pidwatch' -ScriptBlock {
             [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only print errors, not the pids followed or ignored')
             [CompletionResult]::new('--trust-owner', '--trust-owner', [CompletionResultType]::ParameterName, 'Also accept a pid that is not pidwatch''s descendant when the process belongs to the user that owns the pid file')
             [CompletionResult]::new('--zero', '--zero', [CompletionResultType]::ParameterName, 'Always exit 0 when the service ends, whatever its status (psflip''s behaviour)')
+            [CompletionResult]::new('--no-subreaper', '--no-subreaper', [CompletionResultType]::ParameterName, 'Behave as on a kernel without child subreapers (for tests of that fallback)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')

@@ -24,6 +24,7 @@ _pidwatch() {
 '--quiet[Only print errors, not the pids followed or ignored]' \
 '--trust-owner[Also accept a pid that is not pidwatch'\''s descendant when the process belongs to the user that owns the pid file]' \
 '--zero[Always exit 0 when the service ends, whatever its status (psflip'\''s behaviour)]' \
+'--no-subreaper[Behave as on a kernel without child subreapers (for tests of that fallback)]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
 '-V[Print version]' \

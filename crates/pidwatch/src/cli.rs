@@ -50,6 +50,10 @@ pub struct Cli {
     #[arg(long)]
     pub zero: bool,
 
+    /// Behave as on a kernel without child subreapers (for tests of that fallback).
+    #[arg(long, hide = true)]
+    pub no_subreaper: bool,
+
     /// Write shell completions and the man page into DIR, then exit.
     #[arg(long, value_name = "DIR", hide = true, exclusive = true)]
     pub generate: Option<PathBuf>,

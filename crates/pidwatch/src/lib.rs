@@ -47,6 +47,7 @@ pub fn main() -> ExitCode {
         startup_timeout: cli.startup_timeout,
         trust_owner: cli.trust_owner,
         quiet: cli.quiet,
+        no_subreaper: cli.no_subreaper,
         command: cli.command,
     };
     match run(&config) {

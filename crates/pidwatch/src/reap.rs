@@ -14,11 +14,13 @@ pub enum Subreaper {
     Init,
     /// The kernel refused (older than 3.4): orphans go elsewhere.
     Unsupported(Errno),
+    /// `--no-subreaper`: behave as on such a kernel.
+    Declined,
 }
 
 impl Subreaper {
     pub fn adopts_orphans(self) -> bool {
-        !matches!(self, Self::Unsupported(_))
+        matches!(self, Self::Enabled | Self::Init)
     }
 }
 

@@ -27,6 +27,8 @@ pub struct Config {
     pub startup_timeout: Duration,
     pub trust_owner: bool,
     pub quiet: bool,
+    /// Do not become a subreaper: the fallback for old kernels, on demand (for tests).
+    pub no_subreaper: bool,
     pub command: Vec<OsString>,
 }
 
@@ -57,12 +59,19 @@ pub(crate) enum Phase {
 /// Runs the command and watches it until the service is gone.
 pub fn run(config: &Config) -> Result<Outcome, Error> {
     let log = Log::new(config.quiet);
-    let subreaper = reap::become_subreaper();
-    if let Subreaper::Unsupported(errno) = subreaper {
-        log.warn(format_args!(
-            "this kernel cannot make pidwatch a child subreaper ({errno}): falling back to \
-             following whatever the pid file names, if its owner also owns the pid file"
-        ));
+    let subreaper = if config.no_subreaper {
+        Subreaper::Declined
+    } else {
+        reap::become_subreaper()
+    };
+    let fallback = "falling back to following whatever the pid file names, if its process \
+                    belongs to the pid file's owner";
+    match subreaper {
+        Subreaper::Unsupported(errno) => log.warn(format_args!(
+            "this kernel cannot make pidwatch a child subreaper ({errno}): {fallback}"
+        )),
+        Subreaper::Declined => log.warn(format_args!("--no-subreaper: {fallback}")),
+        Subreaper::Enabled | Subreaper::Init => {}
     }
     // Blocked before the spawn, so no signal sent from now on can be lost.
     let signals = Receiver::block_all().map_err(|source| Error::Setup {

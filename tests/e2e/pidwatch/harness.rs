@@ -71,6 +71,8 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
 pub struct TestEnv {
     dir: tempfile::TempDir,
     procs: Vec<Proc>,
+    /// Processes outside the spawned trees, such as orphans re-parented to init.
+    strays: Vec<Pid>,
 }
 
 impl TestEnv {
@@ -82,6 +84,14 @@ impl TestEnv {
         Self {
             dir,
             procs: Vec::new(),
+            strays: Vec::new(),
+        }
+    }
+
+    /// Kills `pid` too when the test ends, should it still run.
+    pub fn track(&mut self, pid: Pid) {
+        if !self.strays.contains(&pid) {
+            self.strays.push(pid);
         }
     }
 
@@ -147,6 +157,11 @@ impl Drop for TestEnv {
     fn drop(&mut self) {
         if std::thread::panicking() {
             self.dump();
+        }
+        for pid in &self.strays {
+            if is_alive(*pid) {
+                let _ = kill(*pid, Signal::SIGKILL);
+            }
         }
         // Kill whole trees, not just groups: daemonized services leave our process groups.
         for proc in &mut self.procs {

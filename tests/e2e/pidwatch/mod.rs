@@ -2,6 +2,7 @@
 //! and nginx from Debian packages where a test is about them.
 
 mod completions;
+mod fallback;
 mod flips;
 mod harness;
 mod nginx;
@@ -65,7 +66,7 @@ impl Flipping {
     fn followed(&mut self) -> Pid {
         let pidfile = self.env.path("app.pid");
         let proc = self.env.proc(self.pidwatch);
-        wait_for("pidwatch to follow the pid in the pid file", || {
+        let pid = wait_for("pidwatch to follow the pid in the pid file", || {
             assert!(
                 proc.is_running(),
                 "pidwatch exited while it should follow the service"
@@ -74,7 +75,9 @@ impl Flipping {
             proc.stderr()
                 .contains(&format!("following pid {pid}\n"))
                 .then_some(pid)
-        })
+        });
+        self.env.track(pid);
+        pid
     }
 
     /// Flips once by sending `signal` to pidwatch, which forwards it to the current process;
