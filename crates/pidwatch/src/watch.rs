@@ -112,16 +112,25 @@ pub fn run(config: &Config) -> Result<Outcome, Error> {
         drop(fds);
 
         if signal_ready {
+            // A burst of directory notices costs one read of the pid file, done before the
+            // next forwarded signal: a signal sent after the file changed goes to the new pid.
+            let mut pidfile_changed = false;
             while let Ok(Some(signal)) = signals.next() {
+                if pidfile_watch.is_notice(&signal) {
+                    pidfile_changed = true;
+                    continue;
+                }
+                if std::mem::take(&mut pidfile_changed) {
+                    follower.reread();
+                }
                 if signals::is_child_event(signal.signo) {
                     follower.reap();
-                } else if pidfile_watch.is_notice(&signal) {
-                    // In order with the signals around it: a signal sent after the pid file
-                    // changed goes to the new process.
-                    follower.reread();
                 } else {
                     follower.forward(signal);
                 }
+            }
+            if pidfile_changed {
+                follower.reread();
             }
         }
         // Checked after the pid file, which may already name the successor.

@@ -107,3 +107,27 @@ fn signals_sent_before_the_pid_file_exists_are_held_for_the_service() {
     });
     assert_eq!(service.stop(), 0);
 }
+
+#[test]
+fn sigio_and_real_time_signals_sent_to_pidwatch_are_forwarded_like_any_other() {
+    // pidwatch's own pid file notices travel as SIGRTMIN (or SIGIO when that queue is full),
+    // told apart by a code only the kernel sets: the same signals from a sender still go on.
+    let mut service = Flipping::start(&[], &[]);
+    let pid = service.followed();
+    let rtmin = libc::SIGRTMIN();
+    for signo in [libc::SIGIO, rtmin, rtmin + 1] {
+        // SAFETY: kill(2) with a valid pid and a signal number; nix's `Signal` has no
+        // real-time signals.
+        let ret = unsafe { libc::kill(service.pidwatch_pid().as_raw(), signo) };
+        assert_eq!(ret, 0, "kill pidwatch with signal {signo}");
+        let logged = if signo == libc::SIGIO {
+            "signal SIGIO".to_owned()
+        } else {
+            format!("signal {signo}")
+        };
+        wait_until(&format!("{logged} to reach the service"), || {
+            flipper_events(&service.log()).contains(&(pid, logged.clone()))
+        });
+    }
+    assert_eq!(service.stop(), 0);
+}
