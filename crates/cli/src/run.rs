@@ -18,6 +18,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         config,
         config_path,
     };
+    let to_exit = |err: supervisor::SupervisorError| {
+        let code = if err.is_usage() { USAGE } else { FAILURE };
+        ExitError::with_code(code, chain(&err))
+    };
+    // Listeners first, before the runtime opens any fd: under socket activation the sockets
+    // passed at fds 3.. must be adopted while nothing else can have taken those numbers.
+    let prepared = supervisor::prepare(options).map_err(to_exit)?;
     // The engine spends its time waiting on children, sockets and timers: two workers keep
     // the control socket responsive while a readiness check runs.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -25,10 +32,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(supervisor::run(options)).map_err(|err| {
-        let code = if err.is_usage() { USAGE } else { FAILURE };
-        ExitError::with_code(code, chain(&err))
-    })
+    runtime.block_on(prepared.run()).map_err(to_exit)
 }
 
 /// The configuration and the file to read again before each restart (`None` for flags).

@@ -70,7 +70,30 @@ impl SupervisorError {
     }
 }
 
-pub use control::run;
+pub use control::Prepared;
+
+/// Validates the config and opens (or adopts, under systemd socket activation) the
+/// listeners. Call it before starting the async runtime: adopting fds 3.. is only sound
+/// while nothing else in the process has opened a file, and the runtime opens several.
+pub fn prepare(options: SupervisorOptions) -> Result<Prepared, SupervisorError> {
+    options.config.validate()?;
+    // A running supervisor of the same service holds the same addresses: say that, rather
+    // than the "address in use" that binding would report.
+    if std::os::unix::net::UnixStream::connect(&options.control_socket).is_ok() {
+        return Err(crate::proto::ServerError::AlreadyRunning {
+            path: options.control_socket,
+        }
+        .into());
+    }
+    let listeners = crate::listen::open_or_adopt_listeners(&options.config.listeners)?;
+    Ok(Prepared { options, listeners })
+}
+
+/// [`prepare`] then [`Prepared::run`], for callers that already run inside a runtime and
+/// are not socket-activated.
+pub async fn run(options: SupervisorOptions) -> Result<(), SupervisorError> {
+    prepare(options)?.run().await
+}
 
 /// Messages to the main loop from the tasks around it.
 #[derive(Debug)]

@@ -14,7 +14,7 @@ use super::restart::RestartRun;
 use super::state::State;
 use super::{LoopMsg, Shared, SupervisorError, SupervisorOptions};
 use crate::config::RestartMode;
-use crate::listen::{open_or_adopt_listeners, remove_socket_files};
+use crate::listen::remove_socket_files;
 use crate::proto::{
     ControlServer, ErrorKind, Event, EventKind, ExitInfo, GenerationState, ListenerInfo, Op,
     PeerPolicy, Reply, ReplyResult, ServerRequest, Status, unix_ms,
@@ -22,14 +22,37 @@ use crate::proto::{
 use crate::ready::{ReadyContext, wait_ready};
 use crate::signal::Signal;
 
-/// Runs the supervisor until it is stopped (TERM, INT or the `stop` op). Returns `Ok` after
-/// a graceful stop in which every generation exited.
-pub async fn run(options: SupervisorOptions) -> Result<(), SupervisorError> {
+/// A supervisor whose config is valid and whose listeners are open, ready to [`run`](Prepared::run).
+#[derive(Debug)]
+pub struct Prepared {
+    pub(super) options: SupervisorOptions,
+    pub(super) listeners: Vec<crate::listen::Listener>,
+}
+
+impl Prepared {
+    /// The listeners, as opened or adopted.
+    pub fn listeners(&self) -> &[crate::listen::Listener] {
+        &self.listeners
+    }
+
+    /// Runs the supervisor until it is stopped (TERM, INT or the `stop` op). Returns `Ok`
+    /// after a graceful stop in which every generation exited.
+    pub async fn run(self) -> Result<(), SupervisorError> {
+        run_prepared(self).await
+    }
+}
+
+async fn run_prepared(prepared: Prepared) -> Result<(), SupervisorError> {
+    let Prepared { options, listeners } = prepared;
     let config = options.config;
-    config.validate()?;
     // Signals first: a HUP or TERM that arrives while we start must not kill us.
-    let mut signals = install_signals()?;
-    let listeners = open_or_adopt_listeners(&config.listeners)?;
+    let mut signals = match install_signals() {
+        Ok(s) => s,
+        Err(e) => {
+            remove_socket_files(&listeners);
+            return Err(e);
+        }
+    };
     let server = match ControlServer::bind(&options.control_socket).await {
         Ok(s) => s,
         Err(e) => {
