@@ -1,0 +1,120 @@
+//! One mode of the benchmark, start to finish: supervisor up, idle cost, load, flips,
+//! figures, supervisor down.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use zd_core::load::ConnectionMode;
+
+use super::Options;
+use super::flips::{self, Plan};
+use super::load::BackgroundLoad;
+use super::procfs;
+use super::report::ModeResult;
+use super::service::{Binaries, Service};
+
+/// The hard cap on one mode's flipping.
+const MODE_CAP: Duration = Duration::from_secs(600);
+
+/// The load's own bound: the cap plus room for the last flip. The load is stopped as soon
+/// as the flipping ends; this only matters if that never happens.
+const LOAD_BOUND: Duration = Duration::from_secs(660);
+
+/// A pause between the first generation's readiness and the idle window, so that the
+/// window measures the steady idle state and not the tail of the start (the reply to
+/// the status request that saw the service ready, the log line of the start).
+const SETTLE: Duration = Duration::from_millis(500);
+
+pub fn mode_name(mode: ConnectionMode) -> &'static str {
+    match mode {
+        ConnectionMode::KeepAlive => "keepalive",
+        ConnectionMode::Close => "close",
+    }
+}
+
+pub fn run_mode(
+    binaries: &Binaries,
+    options: &Options,
+    mode: ConnectionMode,
+) -> Result<ModeResult> {
+    let name = mode_name(mode);
+    // The control client gets its own single-threaded runtime on this thread: the load's
+    // tasks live elsewhere and cannot delay the reading of a restart's result.
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut service = Service::start(binaries, name, options.keep)?;
+    let status = service.wait_active(&control)?;
+    let pid = status.supervisor_pid;
+    let address = status
+        .listeners
+        .first()
+        .context("the supervisor reports no listener")?
+        .address
+        .clone();
+    eprintln!("flipbench: mode {name}: supervisor pid {pid} on {address}");
+
+    std::thread::sleep(SETTLE);
+    let before = procfs::thread_switches(pid)?;
+    std::thread::sleep(options.idle);
+    let idle_wakeups = procfs::thread_switches(pid)?.wakeups_since(&before);
+    let idle_memory = procfs::memory(pid)?;
+
+    let load = BackgroundLoad::start(&address, options.concurrency, mode, LOAD_BOUND)?;
+    let plan = Plan {
+        flips: options.flips,
+        min_requests: options.min_requests,
+        cap: MODE_CAP,
+    };
+    let flips = control.block_on(flips::flip(service.socket(), plan, &load.live));
+    // Before the load stops: the memory the supervisor holds while it works.
+    let after_memory = procfs::memory(pid)?;
+    let supervisor_threads = procfs::thread_switches(pid)?.threads();
+    let report = load.finish()?;
+    let stopped_cleanly = service.stop()?;
+    if !stopped_cleanly {
+        eprintln!(
+            "flipbench: the supervisor did not stop on SIGTERM; its log:\n{}",
+            service.log_text()
+        );
+    }
+    drop(service);
+
+    let windows: Vec<(Duration, Duration)> = flips
+        .iter()
+        .map(|f| (report.offset_of(f.started), report.offset_of(f.ended)))
+        .collect();
+    let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    let completed = flips.iter().filter(|f| f.outcome.is_ok()).count();
+    Ok(ModeResult {
+        mode: name,
+        requests: report.total(),
+        failed_requests: report.failed(),
+        failures_by_kind: report.failures_by_kind(),
+        requests_per_second: report.requests_per_second(),
+        restarts_completed: completed,
+        restarts_failed: flips.len() - completed,
+        flip_us: flips.iter().map(|f| us(f.elapsed())).collect(),
+        to_spawned_us: flips.iter().filter_map(|f| f.phases.to_spawned).collect(),
+        spawned_to_ready_us: flips
+            .iter()
+            .filter_map(|f| f.phases.spawned_to_ready)
+            .collect(),
+        ready_to_draining_us: flips
+            .iter()
+            .filter_map(|f| f.phases.ready_to_draining)
+            .collect(),
+        draining_to_exited_us: flips
+            .iter()
+            .filter_map(|f| f.phases.draining_to_exited)
+            .collect(),
+        drain_kills: flips.iter().filter(|f| f.phases.killed).count(),
+        latency: report.summary_in_windows(&windows),
+        idle_memory,
+        after_memory,
+        idle: options.idle,
+        idle_wakeups,
+        supervisor_threads,
+        stopped_cleanly,
+    })
+}
