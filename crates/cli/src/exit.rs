@@ -72,12 +72,21 @@ pub fn classify(result: &anyhow::Result<()>) -> (u8, String) {
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
-    })
+    err.chain()
+        .any(|cause| cause.downcast_ref::<StdoutClosed>().is_some())
 }
+
+/// The reader of our stdout went away (see `output::line`).
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
 
 /// Prints the error line, if any, and returns the exit code.
 pub fn report(result: anyhow::Result<()>) -> ExitCode {
@@ -104,10 +113,16 @@ mod tests {
     }
 
     #[test]
-    fn a_broken_pipe_exits_zero_silently() {
-        let io = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
-        let result: anyhow::Result<()> = Err(anyhow::Error::new(io).context("writing stdout"));
+    fn a_closed_stdout_exits_zero_silently() {
+        let result: anyhow::Result<()> = Err(anyhow::Error::new(StdoutClosed).context("printing"));
         assert_eq!(classify(&result), (SUCCESS, String::new()));
+    }
+
+    #[test]
+    fn a_broken_pipe_elsewhere_is_a_failure() {
+        let io = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        let result: anyhow::Result<()> = Err(anyhow::Error::new(io).context("control socket"));
+        assert_eq!(classify(&result).0, FAILURE);
     }
 
     #[test]

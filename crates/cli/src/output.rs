@@ -14,16 +14,25 @@ use zd_core::proto::ExitInfo;
 /// Writes `text` and a newline to stdout.
 pub fn line(text: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{text}").context("cannot write to stdout")?;
-    out.flush().context("cannot write to stdout")
+    writeln!(out, "{text}").map_err(stdout_error)?;
+    out.flush().map_err(stdout_error)
 }
 
 /// Writes `text` as is (it ends with its own newline, or not) to stdout.
 pub fn text(text: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .context("cannot write to stdout")?;
-    out.flush().context("cannot write to stdout")
+    out.write_all(text.as_bytes()).map_err(stdout_error)?;
+    out.flush().map_err(stdout_error)
+}
+
+/// A closed stdout (`zdctl status | head -1`) is marked so that it, and only it, exits 0: a
+/// broken pipe on the control socket is a real failure.
+fn stdout_error(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        anyhow::Error::new(crate::exit::StdoutClosed)
+    } else {
+        anyhow::Error::new(e).context("cannot write to stdout")
+    }
 }
 
 /// Writes `value` as one JSON line on stdout.

@@ -89,7 +89,12 @@ async fn wait_accepting(ctx: &ReadyContext) -> Result<String, ReadyError> {
     }
     let mut delay = Duration::from_micros(500);
     loop {
-        if let Ok(Some(evidence)) = accepting::find_accepting(ctx.pid, &ctx.listener_inodes) {
+        // /proc reads are blocking and, with many sockets, not cheap: keep them off the
+        // worker threads.
+        let found = crate::supervisor::blocking(|| {
+            accepting::find_accepting(ctx.pid, &ctx.listener_inodes)
+        });
+        if let Ok(Some(evidence)) = found {
             return Ok(evidence.to_string());
         }
         tokio::time::sleep(delay).await;

@@ -52,11 +52,15 @@ fn connection_from_another_uid_is_refused() {
     let mut env = TestEnv::new();
     env.fixture_service("api", &[], "");
     env.start("api", &["run", "api"]);
-    // Open the path to everyone so that only the peer-credential check stands in the way.
-    let mut dir = env.socket("api");
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o666)).expect("chmod");
-    while dir.pop() && dir != std::path::Path::new("/") {
-        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755));
+    // Open the path to everyone so that only the peer-credential check stands in the way:
+    // the socket, and the directories of this test's own temp dir (never above it).
+    let socket = env.socket("api");
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    for dir in socket.ancestors().skip(1) {
+        if !dir.starts_with(env.dir.path()) {
+            break;
+        }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
     if nix::unistd::geteuid().as_raw() != 0 {
         eprintln!("SKIPPED: connection_from_another_uid_is_refused needs root to switch uid");

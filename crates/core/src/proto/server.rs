@@ -5,7 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -186,6 +186,17 @@ async fn handle_connection(
             ),
         );
         let _ = write_reply(&mut write, &reply).await;
+        // Read (and drop) what the client sends until it hangs up, for a bounded time:
+        // closing at once would make its request write fail with EPIPE before it reads the
+        // refusal.
+        let _ = write.shutdown().await;
+        let mut sink = tokio::io::sink();
+        let mut read = read;
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            tokio::io::copy(&mut (&mut read).take(64 * 1024), &mut sink),
+        )
+        .await;
         return;
     }
     let mut lines = LineReader::new(BufReader::new(read));

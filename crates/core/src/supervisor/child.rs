@@ -48,7 +48,10 @@ pub(super) fn start_generation(
         notify_socket: notify.as_ref().map(|n| n.path()),
         capture_output: config.log_prefix,
     };
-    let spawned = spawn_generation(&spec).map_err(|e| e.to_string())?;
+    // fork + waiting for the exec can take a while on a busy machine: keep it off the
+    // worker threads that serve the control socket and reap children.
+    let spawned =
+        crate::supervisor::blocking(|| spawn_generation(&spec)).map_err(|e| e.to_string())?;
     let pid = spawned.pid;
     info!(generation, pid, "spawned");
     if let Some(out) = spawned.stdout {
@@ -88,44 +91,66 @@ pub(super) fn start_generation(
     Ok((generation, pid))
 }
 
-/// Waits until the process behind `pidfd` exits and reaps it.
+/// Waits until the process behind `pidfd` exits and reaps it, without tying up a thread:
+/// a pidfd becomes readable when its process exits, and then `waitid` cannot block.
 async fn wait_exit(pidfd: &Arc<OwnedFd>) -> ExitInfo {
     // SAFETY: `PidFd` holds an Arc of the OwnedFd, so the fd stays open and unreplaced for
     // as long as the AsyncFd is registered.
     let registered = unsafe {
         AsyncFd::register_with_interest(PidFd(pidfd.clone()), tokio::io::Interest::READABLE)
     };
-    match registered {
-        Ok(afd) => {
-            // A pidfd becomes readable when the process exits; then waitid cannot block.
-            let _ = afd.readable().await;
+    let afd = match registered {
+        Ok(afd) => afd,
+        Err(e) => {
+            warn!(error = %e, "cannot register a pidfd; reaping on a blocking thread");
+            let fd = pidfd.as_raw_fd();
+            return tokio::task::spawn_blocking(move || {
+                loop {
+                    if let Some(status) = reap(fd, false) {
+                        return status;
+                    }
+                }
+            })
+            .await
+            .unwrap_or(ExitInfo::Code { code: -1 });
         }
-        Err(e) => warn!(error = %e, "cannot register a pidfd; reaping on a blocking thread"),
+    };
+    loop {
+        let Ok(mut ready) = afd.readable().await else {
+            return ExitInfo::Code { code: -1 };
+        };
+        if let Some(status) = reap(pidfd.as_raw_fd(), true) {
+            return status;
+        }
+        // Readable but not yet reapable (a spurious wake-up): wait for the next edge.
+        ready.clear_ready();
     }
-    let fd = pidfd.as_raw_fd();
-    tokio::task::spawn_blocking(move || reap(fd))
-        .await
-        .unwrap_or(ExitInfo::Code { code: -1 })
 }
 
-fn reap(fd: i32) -> ExitInfo {
+/// Reaps the child behind pidfd `fd`; with `nohang`, `None` if it has not exited yet.
+fn reap(fd: i32, nohang: bool) -> Option<ExitInfo> {
+    let flags = libc::WEXITED | if nohang { libc::WNOHANG } else { 0 };
     loop {
         // SAFETY: siginfo_t is plain data; waitid fills it in for our own child's pidfd.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: P_PIDFD with a pidfd we own; WEXITED waits for (and reaps) its exit.
-        let rc = unsafe { libc::waitid(libc::P_PIDFD, fd as libc::id_t, &mut info, libc::WEXITED) };
+        // SAFETY: P_PIDFD with a pidfd we own; WEXITED reaps its exit.
+        let rc = unsafe { libc::waitid(libc::P_PIDFD, fd as libc::id_t, &mut info, flags) };
         if rc == 0 {
-            // SAFETY: after a successful waitid the status field is valid.
-            let status = unsafe { info.si_status() };
-            return match info.si_code {
+            // SAFETY: after a successful waitid the pid and status fields are valid; a zero
+            // pid means WNOHANG found nothing to reap yet.
+            let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+            if pid == 0 {
+                return None;
+            }
+            return Some(match info.si_code {
                 libc::CLD_EXITED => ExitInfo::Code { code: status },
                 _ => ExitInfo::Signal { signal: status },
-            };
+            });
         }
         let err = std::io::Error::last_os_error();
         if err.kind() != std::io::ErrorKind::Interrupted {
             warn!(error = %err, "waitid on a pidfd failed");
-            return ExitInfo::Code { code: -1 };
+            return Some(ExitInfo::Code { code: -1 });
         }
     }
 }
