@@ -145,6 +145,36 @@ pub fn is_alive(pid: i32) -> bool {
     matches!(state(pid), Ok(state) if state != 'Z' && state != 'X')
 }
 
+/// A duplicate of fd `fd` of process `pid` (`pidfd_getfd`, Linux 5.6+; the caller needs
+/// ptrace access to `pid`, as for its syscall file). `None` when the process or fd is gone,
+/// or the kernel refuses. The duplicate shares the open file: closing it changes nothing
+/// for `pid`.
+pub fn duplicate_fd(pid: i32, fd: i32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return None;
+    }
+    // SAFETY: a fresh fd from the kernel that nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    // SAFETY: pidfd_getfd takes our pidfd, the target's fd number and flags; it returns a
+    // new close-on-exec fd or -1.
+    let dup = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_getfd,
+            std::os::fd::AsRawFd::as_raw_fd(&pidfd),
+            fd,
+            0,
+        )
+    };
+    if dup < 0 {
+        return None;
+    }
+    // SAFETY: as above, a fresh fd that only we own.
+    Some(unsafe { OwnedFd::from_raw_fd(dup as i32) })
+}
+
 /// How many file descriptors the process has open.
 pub fn fd_count(pid: i32) -> Result<usize, ProcError> {
     procfs::process::Process::new(pid)

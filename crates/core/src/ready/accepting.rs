@@ -112,6 +112,8 @@ pub fn find_accepting(
     let mut scan = Scan {
         listener_inodes,
         other_sockets: HashMap::new(),
+        candidate_fds: Vec::new(),
+        listener_fd: None,
         listener_holder: None,
         first_error: None,
     };
@@ -123,7 +125,13 @@ pub fn find_accepting(
         }
     }
     // Only a tree that owns sockets besides the listeners can have
-    // accepted a connection; the tcp tables are big, so skip them otherwise.
+    // accepted a connection. Asking the sockets themselves is cheap; the tcp
+    // tables are big (every TIME_WAIT of the namespace), so they come last.
+    if let Some(listener) = scan.listener_fd {
+        if let Some(evidence) = accepted::find_by_dup(listener, &scan.candidate_fds) {
+            return Ok(Some(evidence));
+        }
+    }
     if let Some(holder) = scan
         .listener_holder
         .filter(|_| !scan.other_sockets.is_empty())
@@ -146,6 +154,10 @@ struct Scan<'a> {
     /// Socket inodes of the tree that are not listeners, with their owner:
     /// candidates for an accepted connection.
     other_sockets: HashMap<u64, i32>,
+    /// The same as (pid, fd), in the order found.
+    candidate_fds: Vec<(i32, i32)>,
+    /// One (pid, fd) of the tree that is a listener.
+    listener_fd: Option<(i32, i32)>,
     /// A process of the tree holding a listener, whose network namespace is
     /// therefore the listener's.
     listener_holder: Option<i32>,
@@ -173,13 +185,15 @@ impl Scan<'_> {
                 FdTarget::Socket { inode } if self.is_listener(inode) => listener_fds.push(fd),
                 FdTarget::Socket { inode } => {
                     self.other_sockets.insert(inode, pid);
+                    self.candidate_fds.push((pid, fd));
                 }
                 FdTarget::EventPoll => epoll_fds.push(fd),
                 _ => {}
             }
         }
-        if !listener_fds.is_empty() {
+        if let Some(&fd) = listener_fds.first() {
             self.listener_holder.get_or_insert(pid);
+            self.listener_fd.get_or_insert((pid, fd));
         }
         // An epoll fd may have been inherited from a parent that holds the
         // listener, so registrations are matched by inode even in a process
