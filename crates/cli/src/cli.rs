@@ -46,6 +46,8 @@ pub enum Command {
     Stop(StopArgs),
     /// Send a signal to the active generation of a service.
     Signal(SignalArgs),
+    /// Watch services live: generations, listeners, connections; restart with `r`.
+    Top(TopArgs),
     /// Print a shell completion script to stdout.
     Completions(CompletionsArgs),
     /// Print the man page (roff) to stdout.
@@ -207,6 +209,26 @@ pub struct SignalArgs {
     /// Print the supervisor's answer as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A live view in the terminal; `?` inside lists the keys.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    zdctl top\n  \
+    zdctl top api web --interval 500ms\n  \
+    zdctl top --pid 812")]
+pub struct TopArgs {
+    /// The services to watch; every running service when left out (and no --pid).
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+
+    /// Also watch the process tree of PID (any supervisor): its children are generations.
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<i32>,
+
+    /// How often to take a new snapshot.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
 }
 
 #[derive(Debug, Args)]

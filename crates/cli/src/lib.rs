@@ -13,6 +13,7 @@ mod run;
 mod signal;
 pub mod status;
 mod stop;
+mod top;
 
 use std::process::ExitCode;
 
@@ -34,7 +35,10 @@ pub fn main_exit() -> ExitCode {
     };
     // The supervisor logs its lifecycle by default; client commands only warnings.
     let base = u8::from(matches!(cli.command, Command::Run(_)));
-    logging::init(base, cli.verbose);
+    // `top` draws on the terminal: a log line there would tear the screen.
+    if !matches!(cli.command, Command::Top(_)) {
+        logging::init(base, cli.verbose);
+    }
     exit::report(dispatch(cli))
 }
 
@@ -46,6 +50,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::List(args) => block_on(list::list(args)),
         Command::Stop(args) => block_on(stop::stop(args)),
         Command::Signal(args) => block_on(signal::signal(args)),
+        Command::Top(args) => top::run(args),
         Command::Completions(args) => completions::completions(args.shell),
         Command::Man => completions::man(),
     }

@@ -1,0 +1,349 @@
+//! Drawing: a pure function of [`App`]. It reads no clock and no file, so the same App
+//! draws the same screen, which the snapshot tests rely on.
+//!
+//! ```text
+//! zdctl top  [api] web pid:812                         every 1s · ? help · q quit
+//! ┌generations of 'api' (supervisor pid 40)────────────────────────────────────────┐
+//! │GEN STATE    PIDS        AGE   CPU    RSS    FDS LSN CONNS                       │
+//! ├in-flight connections, last 60s──────────────┐┌listeners───────────────────────┤
+//! │ chart, one line per generation               ││127.0.0.1:8080 queue 0/4096 ... │
+//! ├connections of generation 2 ──────────────────────────────────────────────────┤
+//! │LOCAL  PEER  STATE  SEND-Q RECV-Q                                              │
+//! status line: the restart's last phase, the filter, or a hint
+//! ```
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Style;
+use ratatui::symbols::Marker;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{
+    Axis, Block, Cell, Chart, Dataset, GraphType, Paragraph, Row, Table, TableState, Wrap,
+};
+use zd_core::inspect::{GenerationView, Snapshot};
+
+use super::app::{App, Mode};
+use super::overlay;
+use super::theme::Theme;
+use crate::output::millis;
+
+/// Draws the whole screen.
+pub fn draw(frame: &mut Frame<'_>, app: &App) {
+    let theme = Theme::new(app.color);
+    let area = frame.area();
+    let [title, body, status] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(0),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    draw_title(frame, app, theme, title);
+    overlay::draw_status_line(frame, app, theme, status);
+
+    match app.service() {
+        None => draw_empty(frame, app, theme, body),
+        Some(service) => match &service.snapshot {
+            Err(message) => {
+                let text = Paragraph::new(format!("'{}': {message}", service.name))
+                    .style(theme.bad())
+                    .wrap(Wrap { trim: true })
+                    .block(Block::bordered().title(format!(" {} ", service.name)));
+                frame.render_widget(text, body);
+            }
+            Ok(snapshot) if app.mode == Mode::Detail => {
+                overlay::draw_detail(frame, app, snapshot, theme, body);
+            }
+            Ok(snapshot) => draw_service(frame, app, snapshot, theme, body),
+        },
+    }
+
+    match &app.mode {
+        Mode::Help => overlay::draw_help(frame, theme, area),
+        Mode::Confirm(service) => overlay::draw_confirm(frame, service, theme, area),
+        _ => {}
+    }
+}
+
+fn draw_title(frame: &mut Frame<'_>, app: &App, theme: Theme, area: Rect) {
+    let mut spans = vec![Span::styled("zdctl top ", theme.title())];
+    for service in app.visible_services() {
+        let style = if app.selected_service.as_deref() == Some(&service.name) {
+            theme.selected()
+        } else {
+            Style::new()
+        };
+        spans.push(Span::raw(" "));
+        spans.push(Span::styled(format!(" {} ", service.name), style));
+    }
+    let hint = format!("every {} · ? help · q quit ", millis(app.interval_ms));
+    let [left, right] = Layout::horizontal([
+        Constraint::Min(0),
+        Constraint::Length(hint.chars().count() as u16),
+    ])
+    .areas(area);
+    frame.render_widget(Line::from(spans), left);
+    frame.render_widget(Line::styled(hint, theme.dim()), right);
+}
+
+fn draw_empty(frame: &mut Frame<'_>, app: &App, theme: Theme, area: Rect) {
+    let text = if app.services.is_empty() {
+        "no service is running: start one with 'zdctl run NAME', or watch any process tree \
+         with 'zdctl top --pid PID'"
+            .to_owned()
+    } else {
+        format!(
+            "no service matches the filter '{}'; Esc clears it",
+            app.filter
+        )
+    };
+    let text = Paragraph::new(text)
+        .style(theme.dim())
+        .wrap(Wrap { trim: true })
+        .block(Block::bordered().title(" services "));
+    frame.render_widget(text, area);
+}
+
+fn draw_service(frame: &mut Frame<'_>, app: &App, snapshot: &Snapshot, theme: Theme, area: Rect) {
+    // Borders, the header and one row per generation, but at least two rows' room.
+    let table_height = (snapshot.generations.len().max(2) as u16).saturating_add(3);
+    let middle_height = (area.height.saturating_sub(table_height) / 2).max(7);
+    let [table, middle, bottom] = Layout::vertical([
+        Constraint::Length(table_height),
+        Constraint::Length(middle_height),
+        Constraint::Min(3),
+    ])
+    .areas(area);
+    draw_generations(frame, app, snapshot, theme, table);
+
+    let side = if middle.width >= 100 { 46 } else { 34 };
+    let [chart, listeners] =
+        Layout::horizontal([Constraint::Min(20), Constraint::Length(side)]).areas(middle);
+    draw_chart(frame, app, snapshot, theme, chart);
+    draw_listeners(frame, snapshot, theme, listeners);
+
+    if app.restart.is_some() {
+        overlay::draw_restart(frame, app, theme, bottom);
+    } else {
+        overlay::draw_connections(frame, app, snapshot, theme, bottom);
+    }
+}
+
+fn draw_generations(
+    frame: &mut Frame<'_>,
+    app: &App,
+    snapshot: &Snapshot,
+    theme: Theme,
+    area: Rect,
+) {
+    let header = Row::new(
+        [
+            "GEN", "STATE", "PIDS", "AGE", "CPU", "RSS", "FDS", "LSN", "CONNS",
+        ]
+        .map(Cell::from),
+    )
+    .style(theme.header());
+    // A wide terminal has room for every pid of the tree.
+    let all_pids = area.width >= 120;
+    let rows = snapshot.generations.iter().map(|g| {
+        Row::new([
+            Cell::from(g.generation.to_string()),
+            Cell::from(g.state.clone()).style(theme.state(&g.state)),
+            Cell::from(if all_pids { pid_list(g) } else { pids(g) }),
+            Cell::from(millis(g.age_ms)),
+            Cell::from(cpu(g.cpu_percent)),
+            Cell::from(bytes(g.rss_bytes)),
+            Cell::from(g.fds.to_string()),
+            Cell::from(g.listener_inodes.len().to_string()),
+            Cell::from(g.connection_count.to_string()),
+        ])
+    });
+    let widths = [
+        Constraint::Length(4),
+        Constraint::Length(9),
+        Constraint::Fill(1),
+        Constraint::Length(7),
+        Constraint::Length(6),
+        Constraint::Length(7),
+        Constraint::Length(6),
+        Constraint::Length(3),
+        Constraint::Length(6),
+    ];
+    let title = format!(
+        " generations of '{}' ({} via {}) ",
+        snapshot.service,
+        generations_word(snapshot.generations.len()),
+        snapshot.source
+    );
+    let table = Table::new(rows, widths)
+        .header(header)
+        .row_highlight_style(theme.selected())
+        .block(Block::bordered().title(title));
+    let mut state = TableState::new().with_selected(app.generation_index());
+    frame.render_stateful_widget(table, area, &mut state);
+}
+
+fn draw_chart(frame: &mut Frame<'_>, app: &App, snapshot: &Snapshot, theme: Theme, area: Rect) {
+    let series = app.history.series(&snapshot.service);
+    let names: Vec<String> = series
+        .iter()
+        .map(|s| format!("gen {}", s.generation))
+        .collect();
+    let datasets: Vec<Dataset<'_>> = series
+        .iter()
+        .zip(&names)
+        .enumerate()
+        .map(|(i, (s, name))| {
+            let (style, marker) = theme.line(i);
+            Dataset::default()
+                .name(name.as_str())
+                .graph_type(GraphType::Line)
+                .marker(marker)
+                .style(style)
+                .data(&s.points)
+        })
+        .collect();
+    // A round top a little above the peak, so the line never runs along the border.
+    let peak = app.history.peak(&snapshot.service).max(1);
+    let top = nice_ceiling(peak + peak / 10 + 1);
+    // The legend goes in the title: ratatui's own box hides whenever the chart is small.
+    let heading = if area.width >= 70 {
+        " in-flight connections, last 60s "
+    } else {
+        " in flight, 60s "
+    };
+    let mut title = vec![Span::raw(heading)];
+    for (i, name) in names.iter().enumerate() {
+        let (style, marker) = theme.line(i);
+        title.push(Span::styled(format!("{} {name} ", mark(marker)), style));
+    }
+    let chart = Chart::new(datasets)
+        .block(Block::bordered().title(Line::from(title)))
+        .legend_position(None)
+        .x_axis(
+            Axis::default()
+                .bounds([-60.0, 0.0])
+                .labels(["-60s", "-30s", "now"])
+                .style(theme.dim()),
+        )
+        .y_axis(
+            Axis::default()
+                .bounds([0.0, top as f64])
+                .labels(["0".to_owned(), (top / 2).to_string(), top.to_string()])
+                .style(theme.dim()),
+        );
+    frame.render_widget(chart, area);
+}
+
+/// How a line drawn with `marker` looks, for the legend.
+fn mark(marker: Marker) -> &'static str {
+    match marker {
+        Marker::Dot => "•",
+        Marker::Block => "█",
+        Marker::Bar => "▄",
+        _ => "⣿",
+    }
+}
+
+fn draw_listeners(frame: &mut Frame<'_>, snapshot: &Snapshot, theme: Theme, area: Rect) {
+    let mut lines: Vec<Line<'_>> = Vec::new();
+    if snapshot.listeners.is_empty() {
+        lines.push(Line::styled("no listeners", theme.dim()));
+    }
+    for l in &snapshot.listeners {
+        lines.push(Line::from(Span::styled(l.address.clone(), theme.header())));
+        let backlog = if l.backlog == 0 {
+            "?".to_owned()
+        } else {
+            l.backlog.to_string()
+        };
+        let held = l
+            .held_by
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        lines.push(Line::raw(format!(
+            " queue {}/{backlog}  gens {held}",
+            l.accept_queue
+        )));
+    }
+    let k = &snapshot.kernel;
+    lines.push(Line::styled("kernel (namespace)", theme.header()));
+    for (name, total, delta) in [
+        ("ListenOverflows", k.listen_overflows, k.overflows_delta),
+        ("ListenDrops", k.listen_drops, k.drops_delta),
+    ] {
+        let change = match delta {
+            Some(0) => Span::raw(" (+0)"),
+            Some(d) => Span::styled(format!(" (+{d})"), theme.bad()),
+            None => Span::raw(""),
+        };
+        lines.push(Line::from(vec![
+            Span::raw(format!(" {name} {total}")),
+            change,
+        ]));
+    }
+    let text = Paragraph::new(lines).block(Block::bordered().title(" listeners "));
+    frame.render_widget(text, area);
+}
+
+/// `1234 1240 1241`: the main pid, then its descendants.
+fn pid_list(g: &GenerationView) -> String {
+    g.pids
+        .iter()
+        .map(i32::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `1234 +3`: the main pid and how many descendants.
+pub fn pids(g: &GenerationView) -> String {
+    match g.pids.len().saturating_sub(1) {
+        0 => g.main_pid.to_string(),
+        more => format!("{} +{more}", g.main_pid),
+    }
+}
+
+pub fn cpu(percent: Option<f64>) -> String {
+    match percent {
+        Some(p) => format!("{p:.1}%"),
+        None => "-".to_owned(),
+    }
+}
+
+/// `512K`, `12.5M`, `1.2G`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["K", "M", "G", "T"];
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value >= 100.0 || unit == 0 {
+        format!("{value:.0}{}", UNITS[unit])
+    } else {
+        format!("{value:.1}{}", UNITS[unit])
+    }
+}
+
+fn generations_word(n: usize) -> String {
+    if n == 1 {
+        "1 generation".to_owned()
+    } else {
+        format!("{n} generations")
+    }
+}
+
+/// The smallest of 1, 2, 5 × 10^k at or above `n`.
+fn nice_ceiling(n: usize) -> usize {
+    let mut base = 1;
+    loop {
+        for step in [1, 2, 5] {
+            if base * step >= n {
+                return base * step;
+            }
+        }
+        base = base.saturating_mul(10);
+    }
+}

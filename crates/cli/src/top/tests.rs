@@ -1,0 +1,315 @@
+//! The screen drawn from fixed snapshots (pids, times and counts never change), compared
+//! with the insta snapshot files in `snapshots/`; and the App's answers to keys.
+//!
+//! `cargo insta review` (or `INSTA_UPDATE=always`) accepts a deliberate change of layout.
+
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::style::Color;
+use zd_core::inspect::{ConnectionView, GenerationView, KernelCounters, ListenerView, Snapshot};
+use zd_core::proto::{Event, EventKind, ExitInfo, RestartOutcome, RestartReport};
+
+use super::app::{Action, App, Mode, RestartUpdate, ServiceState};
+use super::draw::draw;
+
+const T0: u64 = 1_790_000_000_000;
+
+fn connections(generation: u64, n: usize) -> Vec<ConnectionView> {
+    (0..n)
+        .map(|i| ConnectionView {
+            local: "127.0.0.1:8080".into(),
+            peer: format!("127.0.0.1:{}", 40_000 + i + generation as usize * 100),
+            state: "established".into(),
+            send_queue: 0,
+            recv_queue: if i == 0 { 78 } else { 0 },
+            inode: 90_000 + i as u64,
+        })
+        .collect()
+}
+
+fn generation(generation: u64, state: &str, pid: i32, conns: usize) -> GenerationView {
+    GenerationView {
+        generation,
+        state: state.into(),
+        pids: vec![pid, pid + 1, pid + 2],
+        main_pid: pid,
+        age_ms: 3_723_000 / generation,
+        cpu_percent: Some(1.5 * generation as f64),
+        rss_bytes: 14_200_000 * generation,
+        fds: 12 + conns,
+        listener_inodes: vec![5151],
+        connections: connections(generation, conns),
+        connection_count: conns,
+    }
+}
+
+/// `api` at second `at` of a flip from generation 1 to 2 under 8 keep-alive clients.
+fn api(at: u64) -> Snapshot {
+    let (old, new) = match at {
+        0..=29 => (Some(8), None),
+        30..=31 => (Some(5), Some(3)),
+        32..=33 => (Some(0), Some(8)),
+        _ => (None, Some(8)),
+    };
+    let mut generations = Vec::new();
+    if let Some(n) = old {
+        let state = if new.is_some() { "draining" } else { "active" };
+        generations.push(generation(1, state, 1200, n));
+    }
+    if let Some(n) = new {
+        generations.push(generation(2, "active", 1300, n));
+    }
+    let held_by = generations.iter().map(|g| g.generation).collect();
+    Snapshot {
+        service: "api".into(),
+        taken_unix_ms: T0 + at * 1000,
+        source: "netlink".into(),
+        generations,
+        listeners: vec![ListenerView {
+            inode: 5151,
+            address: "127.0.0.1:8080".into(),
+            accept_queue: 2,
+            backlog: 4096,
+            held_by,
+        }],
+        kernel: KernelCounters {
+            listen_overflows: 7,
+            listen_drops: 9,
+            overflows_delta: Some(0),
+            drops_delta: Some(2),
+        },
+    }
+}
+
+fn services(at: u64) -> Vec<ServiceState> {
+    vec![
+        ServiceState {
+            name: "api".into(),
+            restartable: true,
+            snapshot: Ok(api(at)),
+        },
+        ServiceState {
+            name: "web".into(),
+            restartable: true,
+            snapshot: Err("service 'web' is not running".into()),
+        },
+    ]
+}
+
+/// An App that has watched `api` for 32 seconds, to the middle of a flip at second 30.
+fn app(color: bool) -> App {
+    let mut app = App::new(1000, color);
+    for at in 0..=31 {
+        app.on_snapshot(services(at));
+    }
+    app
+}
+
+fn screen(app: &App, width: u16, height: u16) -> Terminal<TestBackend> {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("test terminal");
+    terminal.draw(|frame| draw(frame, app)).expect("draw");
+    terminal
+}
+
+fn text(app: &App, width: u16, height: u16) -> String {
+    screen(app, width, height).backend().to_string()
+}
+
+fn key(app: &mut App, code: KeyCode) -> Option<Action> {
+    app.on_key(KeyEvent::new(code, KeyModifiers::NONE))
+}
+
+#[test]
+fn an_80_by_24_terminal_shows_the_table_chart_listeners_and_connections() {
+    insta::assert_snapshot!(text(&app(true), 80, 24));
+}
+
+#[test]
+fn a_wide_terminal_uses_the_room() {
+    insta::assert_snapshot!(text(&app(true), 160, 40));
+}
+
+#[test]
+fn the_help_overlay_lists_the_keys() {
+    let mut app = app(true);
+    key(&mut app, KeyCode::Char('?'));
+    insta::assert_snapshot!(text(&app, 80, 24));
+}
+
+#[test]
+fn r_asks_for_confirmation_before_restarting() {
+    let mut app = app(true);
+    assert_eq!(key(&mut app, KeyCode::Char('r')), None);
+    assert_eq!(app.mode, Mode::Confirm("api".into()));
+    insta::assert_snapshot!(text(&app, 80, 24));
+    assert_eq!(
+        key(&mut app, KeyCode::Char('y')),
+        Some(Action::Restart("api".into()))
+    );
+}
+
+#[test]
+fn any_key_but_y_cancels_the_restart() {
+    let mut app = app(true);
+    key(&mut app, KeyCode::Char('r'));
+    assert_eq!(key(&mut app, KeyCode::Char('n')), None);
+    assert_eq!(app.mode, Mode::Main);
+    assert!(app.restart.is_none());
+}
+
+#[test]
+fn no_color_draws_without_any_colour_and_keeps_the_layout() {
+    let plain = app(false);
+    let terminal = screen(&plain, 80, 24);
+    let buffer = terminal.backend().buffer();
+    for cell in buffer.content() {
+        assert_eq!((cell.fg, cell.bg), (Color::Reset, Color::Reset), "{cell:?}");
+    }
+    // The chart's lines differ by their marks instead of their colours.
+    insta::assert_snapshot!(terminal.backend().to_string());
+}
+
+#[test]
+fn with_no_service_running_the_screen_says_how_to_start_one() {
+    let mut app = App::new(1000, true);
+    app.on_snapshot(Vec::new());
+    insta::assert_snapshot!(text(&app, 80, 24));
+}
+
+#[test]
+fn a_restart_shows_its_phases_as_the_events_arrive() {
+    let mut app = app(true);
+    key(&mut app, KeyCode::Char('r'));
+    key(&mut app, KeyCode::Char('y'));
+    let event = |ms, kind| {
+        RestartUpdate::Event(Event {
+            unix_ms: T0 + ms,
+            restart: Some(1),
+            elapsed_ms: Some(ms),
+            elapsed_us: None,
+            kind,
+        })
+    };
+    app.on_event(event(
+        3,
+        EventKind::Spawned {
+            generation: 2,
+            pid: 1300,
+        },
+    ));
+    app.on_event(event(
+        41,
+        EventKind::Ready {
+            generation: 2,
+            evidence: "pid 1300 waits in accept4 on fd 3".into(),
+        },
+    ));
+    app.on_event(event(
+        42,
+        EventKind::Promoted {
+            generation: 2,
+            pid: 1300,
+        },
+    ));
+    assert!(app.restart_running());
+    insta::assert_snapshot!("restart_running", text(&app, 80, 24));
+    app.on_event(event(
+        350,
+        EventKind::Exited {
+            generation: 1,
+            pid: 1200,
+            status: ExitInfo::Signal { signal: 15 },
+        },
+    ));
+    app.on_event(RestartUpdate::Finished(Ok(RestartReport {
+        restart: 1,
+        outcome: RestartOutcome::Completed,
+        old_generation: Some(1),
+        new_generation: Some(2),
+        new_pid: Some(1300),
+        elapsed_ms: 351,
+    })));
+    assert!(!app.restart_running());
+    insta::assert_snapshot!("restart_done", text(&app, 80, 24));
+    // Esc closes the finished restart first, and only then quits.
+    assert_eq!(key(&mut app, KeyCode::Esc), None);
+    assert!(app.restart.is_none());
+    assert_eq!(key(&mut app, KeyCode::Esc), Some(Action::Quit));
+}
+
+#[test]
+fn enter_opens_the_selected_generation_and_arrows_move_between_generations() {
+    let mut app = app(true);
+    assert_eq!(app.selected_generation, Some(2), "the active one first");
+    key(&mut app, KeyCode::Up);
+    assert_eq!(app.selected_generation, Some(1));
+    key(&mut app, KeyCode::Char('k'));
+    assert_eq!(app.selected_generation, Some(1), "stays on the first");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.mode, Mode::Detail);
+    insta::assert_snapshot!(text(&app, 80, 24));
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.mode, Mode::Main);
+}
+
+#[test]
+fn the_filter_narrows_services_and_connections() {
+    let mut app = app(true);
+    key(&mut app, KeyCode::Char('/'));
+    for c in "4020".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    assert_eq!(app.mode, Mode::Filter);
+    key(&mut app, KeyCode::Enter);
+    // Only api has such a connection: web is hidden and api's list shows the match.
+    let names: Vec<&str> = app
+        .visible_services()
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["api"]);
+    insta::assert_snapshot!(text(&app, 80, 24));
+    key(&mut app, KeyCode::Char('/'));
+    key(&mut app, KeyCode::Char('z'));
+    assert!(app.service().is_none());
+    assert!(text(&app, 80, 24).contains("no service matches the filter '4020z'"));
+    // Esc while typing clears the filter.
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.filter, "");
+    assert_eq!(app.selected_service.as_deref(), Some("api"));
+}
+
+#[test]
+fn q_and_ctrl_c_quit_from_anywhere() {
+    let mut app = app(true);
+    assert_eq!(key(&mut app, KeyCode::Char('q')), Some(Action::Quit));
+    key(&mut app, KeyCode::Char('/'));
+    assert_eq!(
+        app.on_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),
+        Some(Action::Quit)
+    );
+}
+
+#[test]
+fn a_tiny_terminal_does_not_panic() {
+    let mut app = app(true);
+    for (w, h) in [(1, 1), (10, 3), (20, 8), (40, 12)] {
+        text(&app, w, h);
+        key(&mut app, KeyCode::Char('?'));
+        text(&app, w, h);
+        key(&mut app, KeyCode::Char('?'));
+    }
+}
+
+#[test]
+fn the_selection_follows_the_service_across_refreshes() {
+    let mut app = app(true);
+    key(&mut app, KeyCode::Right);
+    assert_eq!(app.selected_service.as_deref(), Some("web"));
+    let mut reversed = services(40);
+    reversed.reverse();
+    app.on_snapshot(reversed);
+    assert_eq!(app.selected_service.as_deref(), Some("web"));
+    insta::assert_snapshot!(text(&app, 80, 24));
+}

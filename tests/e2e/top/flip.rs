@@ -1,0 +1,133 @@
+//! What `zdctl top` draws, from the inspector's side: snapshots taken while a flip runs
+//! under load show the handoff (both generations hold the very same listening socket) and
+//! the load leaving the old generation.
+
+use std::time::{Duration, Instant};
+
+use zd_core::inspect::{Inspector, Snapshot, SocketSource};
+use zd_core::load::ConnectionMode;
+use zd_core::proto::{Client, Op, Reply, ReplyResult};
+
+use crate::support::*;
+
+#[test]
+fn during_a_flip_both_generations_hold_the_listener_and_the_old_ones_connections_fall_to_zero()
+{
+    let mut env = TestEnv::new();
+    // Held requests keep connections in flight, so the old generation has some to lose;
+    // `alive:1s` keeps both generations side by side for a second before the old one is
+    // told to stop (the fixture then closes its copy of the listener).
+    env.fixture_service(
+        "api",
+        &["--hold", "300ms"],
+        "ready: [accepting, 'alive:1s']\n",
+    );
+    let status = env.start("api", &["run", "api"]);
+    let inode = status.listeners.first().expect("a listener").inode;
+    let load = start_load(&address_of(&status), 8, ConnectionMode::KeepAlive);
+
+    // One connection to the control socket for the whole test: a snapshot every few
+    // milliseconds, so that the flip's overlap cannot slip between two of them.
+    let rt = runtime();
+    let mut client = rt
+        .block_on(Client::connect(&env.socket("api")))
+        .expect("control socket");
+    let mut inspector = Inspector::new(SocketSource::default());
+    let mut snapshots: Vec<Snapshot> = Vec::new();
+    let mut take = |snapshots: &mut Vec<Snapshot>| {
+        let status = match rt.block_on(client.call(Op::Status, |_| {})) {
+            Ok(Reply::Result { result, .. }) => match *result {
+                ReplyResult::Status(status) => status,
+                other => panic!("not a status: {other:?}"),
+            },
+            other => panic!("status failed: {other:?}"),
+        };
+        // A process that exits while it is read fails that one snapshot: skip it.
+        if let Ok(snapshot) = inspector.snapshot_native(&status) {
+            snapshots.push(snapshot);
+        }
+    };
+    // Before: generation 1 carries the load.
+    wait_for("generation 1 to hold connections", || {
+        take(&mut snapshots);
+        snapshots
+            .last()
+            .and_then(|s| count(s, 1))
+            .filter(|&n| n > 0)
+    });
+
+    let mut restart = env
+        .zdctl()
+        .args(["restart", "api"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("restart");
+    let start = Instant::now();
+    while restart.try_wait().expect("try_wait").is_none() {
+        assert!(start.elapsed() < DEADLINE, "the restart did not finish");
+        take(&mut snapshots);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(restart.wait().expect("wait").success(), "the restart failed");
+    // After: generation 2 carries it alone.
+    wait_for("generation 2 to hold connections", || {
+        take(&mut snapshots);
+        snapshots
+            .last()
+            .filter(|s| count(s, 1).is_none())
+            .and_then(|s| count(s, 2))
+            .filter(|&n| n > 0)
+    });
+    assert_no_failures(&load.finish());
+
+    // Between the new generation's start and the old one's stop signal (after which the
+    // fixture closes its copy), both hold the very same socket: one inode, two holders.
+    let both = snapshots
+        .iter()
+        .find(|s| {
+            s.generations.len() == 2
+                && s.generations.iter().all(|g| g.listener_inodes == [inode])
+        })
+        .unwrap_or_else(|| {
+            let seen: Vec<Vec<(u64, Vec<u64>)>> = snapshots
+                .iter()
+                .map(|s| {
+                    s.generations
+                        .iter()
+                        .map(|g| (g.generation, g.listener_inodes.clone()))
+                        .collect()
+                })
+                .collect();
+            panic!("no snapshot with both generations holding inode {inode}: {seen:?}")
+        });
+    let listener = both
+        .listeners
+        .iter()
+        .find(|l| l.inode == inode)
+        .expect("the listener");
+    assert_eq!(listener.held_by, [1, 2]);
+
+    // The old generation's count, snapshot by snapshot, from the flip on: it ends at zero
+    // (seen as zero, or as gone once it exited) and never climbs back.
+    let old: Vec<usize> = snapshots
+        .iter()
+        .skip_while(|s| count(s, 2).is_none())
+        .map(|s| count(s, 1).unwrap_or(0))
+        .collect();
+    assert_eq!(old.last(), Some(&0), "{old:?}");
+    let first_zero = old.iter().position(|&n| n == 0).expect("a zero");
+    assert!(
+        old[first_zero..].iter().all(|&n| n == 0),
+        "the old generation got connections again: {old:?}"
+    );
+}
+
+/// Generation `generation`'s connection count, `None` when it is not in the snapshot.
+fn count(snapshot: &Snapshot, generation: u64) -> Option<usize> {
+    snapshot
+        .generations
+        .iter()
+        .find(|g| g.generation == generation)
+        .map(|g| g.connection_count)
+}

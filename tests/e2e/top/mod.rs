@@ -1,0 +1,176 @@
+//! `zdctl top` in a real terminal (tmux) against the supervised fixture under load, and
+//! what the inspector behind it sees during a flip.
+
+mod flip;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use zd_core::load::ConnectionMode;
+
+use crate::support::*;
+
+/// A tmux server of its own (`-L`), killed with everything in it when the test ends.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new() -> Tmux {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        Tmux {
+            socket: format!(
+                "zdtop-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run tmux (install the Debian package 'tmux')")
+    }
+
+    /// The pane's text as a person sees it.
+    fn screen(&self) -> String {
+        stdout(&self.run(&["capture-pane", "-p", "-t", "top"]))
+    }
+
+    fn keys(&self, keys: &str) {
+        assert_code(&self.run(&["send-keys", "-t", "top", keys]), 0);
+    }
+
+    /// Waits until the screen satisfies `check`, showing the last screen on failure.
+    fn wait_screen(&self, what: &str, mut check: impl FnMut(&str) -> bool) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let last = self.screen();
+            if check(&last) {
+                return last;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "timed out waiting for {what}; the screen:\n{last}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+/// `zdctl top ARGS` in a 120×40 tmux pane, then the exit status in `exit_file`, then a
+/// marker line and a sleep so the pane outlives top for the last capture.
+fn start_top(env: &TestEnv, tmux: &Tmux, args: &str, exit_file: &Path) {
+    let command = format!(
+        "env ZDCTL_RUNTIME_DIR='{}' ZDCTL_CONFIG_DIR='{}' '{}' top {args}; \
+         echo EXIT=$? > '{}'; echo top-has-exited; sleep 60",
+        env.runtime_dir.display(),
+        env.config_dir.display(),
+        zdctl_bin().display(),
+        exit_file.display()
+    );
+    let out = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        &command,
+    ]);
+    assert_code(&out, 0);
+}
+
+/// The generations-table row of `generation` run by `pid`: its cells.
+fn row<'s>(screen: &'s str, generation: u64, pid: i32) -> Option<Vec<&'s str>> {
+    screen.lines().find_map(|line| {
+        let cells: Vec<&str> = line
+            .split(|c: char| c.is_whitespace() || c == '│')
+            .filter(|c| !c.is_empty())
+            .collect();
+        (cells.first() == Some(&generation.to_string().as_str())
+            && cells.get(2) == Some(&pid.to_string().as_str()))
+        .then_some(cells)
+    })
+}
+
+/// The CONNS cell: the row's last.
+fn connections(cells: &[&str]) -> usize {
+    cells.last().and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn top_shows_generations_under_load_restarts_on_r_y_and_restores_the_terminal_on_q() {
+    let mut env = TestEnv::new();
+    env.fixture_service("api", &[], "");
+    let status = env.start("api", &["run", "api"]);
+    let old_pid = active_pid(&status);
+    let load = start_load(&address_of(&status), 8, ConnectionMode::KeepAlive);
+    let tmux = Tmux::new();
+    let exit_file = env.path("top.exit");
+    start_top(&env, &tmux, "api --interval 200ms", &exit_file);
+
+    let screen = tmux.wait_screen("generation 1 with connections", |s| {
+        row(s, 1, old_pid).is_some_and(|cells| connections(&cells) > 0)
+    });
+    assert!(screen.contains("generations of 'api'"), "{screen}");
+    assert!(screen.contains("in-flight connections"), "{screen}");
+
+    tmux.keys("r");
+    tmux.wait_screen("the confirmation", |s| s.contains("restart 'api' now?"));
+    tmux.keys("y");
+    let screen = tmux.wait_screen("the restart's outcome", |s| {
+        s.contains("restarted 'api': generation 1 → 2")
+    });
+    assert!(screen.contains("spawned generation 2"), "{screen}");
+    let new_pid = active_pid(&env.status("api").expect("status after the restart"));
+    assert_ne!(new_pid, old_pid);
+    tmux.wait_screen("generation 2 with connections", |s| {
+        row(s, 2, new_pid).is_some_and(|cells| connections(&cells) > 0)
+    });
+
+    tmux.keys("q");
+    wait_for("top to exit", || {
+        std::fs::read_to_string(&exit_file)
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    assert_eq!(
+        std::fs::read_to_string(&exit_file)
+            .expect("exit file")
+            .trim(),
+        "EXIT=0"
+    );
+    // Back on the normal screen: the shell's line, none of top's frame.
+    let screen = tmux.wait_screen("the shell", |s| s.contains("top-has-exited"));
+    assert!(!screen.contains("generations of"), "{screen}");
+    assert_no_failures(&load.finish());
+}
+
+#[test]
+fn top_with_no_service_running_says_how_to_start_one_and_quits_on_escape() {
+    let env = TestEnv::new();
+    let tmux = Tmux::new();
+    let exit_file = env.path("top.exit");
+    start_top(&env, &tmux, "", &exit_file);
+    tmux.wait_screen("the empty state", |s| s.contains("no service is running"));
+    tmux.keys("Escape");
+    wait_for("top to exit", || {
+        std::fs::read_to_string(&exit_file)
+            .ok()
+            .filter(|s| s.contains("EXIT=0"))
+    });
+}
