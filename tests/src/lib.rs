@@ -1,4 +1,5 @@
 //! Shared pieces of the end-to-end tests and benchmarks: the fixture service.
 
-pub mod fixture;
+/// The fixture service lives in the `zd-demo` crate, which ships inside zdctl.
+pub use zd_demo as fixture;
 pub mod flipbench;

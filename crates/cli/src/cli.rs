@@ -52,6 +52,16 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff) to stdout.
     Man,
+    /// Restart a service N times under load and count every request that suffered.
+    Verify(crate::verify::VerifyArgs),
+    /// Try it: restart a built-in demo service ten times under load, then clean up.
+    Demo(crate::demo::DemoArgs),
+    /// The built-in demo service that `zdctl demo` supervises (zd-fixture's flags).
+    #[command(hide = true)]
+    DemoServer {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 /// Either `-c FILE`, a service NAME (its file is looked up), or the flags form:

@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod completions;
 mod control;
+pub mod demo;
 pub mod exit;
 mod list;
 mod logging;
@@ -14,6 +15,7 @@ mod signal;
 pub mod status;
 mod stop;
 mod top;
+pub mod verify;
 
 use std::process::ExitCode;
 
@@ -53,6 +55,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Top(args) => top::run(args),
         Command::Completions(args) => completions::completions(args.shell),
         Command::Man => completions::man(),
+        Command::Verify(args) => verify::verify(args),
+        Command::Demo(args) => demo::demo(args),
+        Command::DemoServer { args } => demo::server(args),
     }
 }
 

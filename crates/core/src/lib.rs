@@ -13,3 +13,4 @@ pub mod proto;
 pub mod ready;
 pub mod signal;
 pub mod supervisor;
+pub mod verify;

@@ -1,0 +1,221 @@
+//! `zdctl verify NAME --url URL`: restart a service N times under load and report every
+//! request that suffered. The work is done by `zd_core::verify`; this module parses flags,
+//! shows progress and prints.
+
+pub mod plot;
+mod print;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use zd_core::duration::parse_duration;
+use zd_core::load::{ConnectionMode, LiveCounters, LoadConfig, Target};
+use zd_core::paths;
+use zd_core::proto::ClientError;
+use zd_core::verify::{self, Restarter, VerifyConfig, VerifyError};
+
+use crate::control;
+use crate::exit::ExitError;
+
+pub use print::{human_report, print_report};
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    zdctl verify api --url http://127.0.0.1:8080/ --restarts 20\n  \
+    zdctl verify --restart-cmd 'systemctl reload nginx' --url http://127.0.0.1/ --close\n\n\
+    Exits 0 when no request failed and the kernel dropped no connection, 1 otherwise, \
+    3 when the service is not running.")]
+pub struct VerifyArgs {
+    /// The service to restart through its supervisor (not needed with --restart-cmd).
+    #[arg(value_name = "NAME", required_unless_present = "restart_cmd")]
+    pub name: Option<String>,
+
+    /// Where to send the load: `http://HOST:PORT/PATH` (a local address) or `unix:PATH`.
+    #[arg(long, value_name = "URL", value_parser = parse_target)]
+    pub url: Target,
+
+    /// How many restarts.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub restarts: u32,
+
+    /// The pause before the first restart, between restarts and after the last.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "500ms")]
+    pub interval: Duration,
+
+    /// Connections in parallel.
+    #[arg(long, value_name = "C", default_value_t = 16)]
+    pub concurrency: usize,
+
+    /// Open loop: this many requests per second in total, whatever the latency. Closed loop
+    /// (each connection sends as soon as it has an answer) when left out.
+    #[arg(long, value_name = "R")]
+    pub rate: Option<f64>,
+
+    /// Reuse each connection (the default).
+    #[arg(long, conflicts_with = "close")]
+    pub keepalive: bool,
+
+    /// A new connection per request (`Connection: close`).
+    #[arg(long)]
+    pub close: bool,
+
+    /// Run the load at least this long, even when the restarts are done sooner.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Bound on one request, connect included; slower requests count as timeouts.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
+    pub timeout: Duration,
+
+    /// Restart by running this shell command instead of asking the supervisor; exit status
+    /// 0 means the flip is done. Measures other tools and naive restarts.
+    #[arg(long, value_name = "COMMAND")]
+    pub restart_cmd: Option<String>,
+
+    /// Draw latency and throughput over time, each flip marked, into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+
+    /// Print the report as one JSON object; no progress bar.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_target(s: &str) -> Result<Target, String> {
+    s.parse()
+        .map_err(|e: zd_core::load::LoadError| e.to_string())
+}
+
+pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+    let config = config_of(&args)?;
+    let label = format!("'{}'", config.restarter.label());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let verification = runtime.block_on(run(config, &label, args.json))?;
+    if let Some(file) = &args.plot {
+        plot::draw(file, &verification)?;
+    }
+    print_report(&verification.report, args.json)?;
+    verdict(&verification.report)
+}
+
+/// The settings of a run from the flags.
+pub fn config_of(args: &VerifyArgs) -> anyhow::Result<VerifyConfig> {
+    let restarter = match (&args.restart_cmd, &args.name) {
+        (Some(command), _) => Restarter::Command {
+            command: command.clone(),
+        },
+        (None, Some(name)) => {
+            control::check_name(name)?;
+            Restarter::Control {
+                name: name.clone(),
+                socket: paths::control_socket(name),
+            }
+        }
+        (None, None) => {
+            return Err(ExitError::usage(
+                "name the service to restart, or give --restart-cmd",
+            ));
+        }
+    };
+    if args.concurrency == 0 {
+        return Err(ExitError::usage(
+            "--concurrency must be at least 1; try '--concurrency 16'",
+        ));
+    }
+    if args.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        return Err(ExitError::usage(
+            "--rate must be a positive number of requests per second, like '--rate 2000'",
+        ));
+    }
+    let mut load = LoadConfig::new(args.url.clone());
+    load.concurrency = args.concurrency;
+    load.rate = args.rate;
+    load.mode = if args.close {
+        ConnectionMode::Close
+    } else {
+        ConnectionMode::KeepAlive
+    };
+    load.duration = args.duration;
+    load.request_timeout = args.timeout;
+    Ok(VerifyConfig {
+        load,
+        restarter,
+        restarts: args.restarts,
+        interval: args.interval,
+    })
+}
+
+/// Runs a verification with a progress bar (hidden when `quiet` or off a terminal).
+pub async fn run(
+    config: VerifyConfig,
+    label: &str,
+    quiet: bool,
+) -> anyhow::Result<verify::Verification> {
+    let live = Arc::new(LiveCounters::default());
+    let bar = print::bar(config.restarts, label, quiet);
+    let ticker = {
+        let (bar, live) = (bar.clone(), Arc::clone(&live));
+        tokio::spawn(async move {
+            loop {
+                bar.set_message(print::live_message(&live));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let result = verify::run(config, Arc::clone(&live), |_, _| bar.inc(1)).await;
+    ticker.abort();
+    bar.finish_and_clear();
+    result.map_err(|e| error_of(label, e))
+}
+
+/// Exit codes: the supervisor not answering is 3, like every other command.
+fn error_of(label: &str, err: VerifyError) -> anyhow::Error {
+    match err {
+        VerifyError::Control {
+            name,
+            source: ClientError::NotRunning { path, .. },
+        } => ExitError::not_running(format!(
+            "service '{name}' is not running: no supervisor answers on '{}'; start it with \
+             'zdctl run {name}'",
+            path.display()
+        )),
+        other => anyhow::Error::new(other).context(format!("verifying {label} failed")),
+    }
+}
+
+/// Exit 1 when a request failed, a flip did not complete or the kernel dropped a
+/// connection.
+pub fn verdict(report: &verify::VerifyReport) -> anyhow::Result<()> {
+    if report.passed {
+        return Ok(());
+    }
+    let mut problems = Vec::new();
+    if report.failed > 0 {
+        problems.push(format!(
+            "{} of {} requests failed",
+            report.failed, report.requests
+        ));
+    }
+    let dropped = report
+        .kernel
+        .listen_overflows
+        .max(report.kernel.listen_drops);
+    if dropped > 0 {
+        problems.push(format!("the kernel dropped {dropped} connections"));
+    }
+    let missing = report.flips.requested - report.flips.completed;
+    if missing > 0 {
+        problems.push(format!("{missing} restarts did not complete"));
+    }
+    Err(ExitError::failure(format!(
+        "downtime seen: {}; see the report above",
+        problems.join(", ")
+    )))
+}

@@ -1,0 +1,160 @@
+//! The progress bar and the report of `zdctl verify`, human or JSON.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use zd_core::load::LiveCounters;
+use zd_core::verify::{FailureCounts, Latency, VerifyReport};
+
+use crate::output;
+
+/// One bar step per restart, on stderr; hidden with `--json` or off a terminal.
+pub fn bar(restarts: u32, label: &str, quiet: bool) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar =
+        ProgressBar::with_draw_target(Some(u64::from(restarts)), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{prefix} [{elapsed_precise}] {bar:30} {pos}/{len} restarts  {msg}",
+    ) {
+        bar.set_style(style);
+    }
+    bar.set_prefix(format!("verifying {label}"));
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+pub fn live_message(live: &LiveCounters) -> String {
+    format!("{} requests, {} failed", live.requests(), live.failures())
+}
+
+pub fn print_report(report: &VerifyReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        output::json_line(report)
+    } else {
+        output::text(&human_report(report))
+    }
+}
+
+/// The report as a few aligned lines.
+pub fn human_report(r: &VerifyReport) -> String {
+    let verdict = if r.passed { "PASS" } else { "FAIL" };
+    let rate = if r.duration_ms > 0.0 {
+        r.requests as f64 * 1000.0 / r.duration_ms
+    } else {
+        0.0
+    };
+    let load = match r.rate {
+        Some(rate) => format!("open loop at {rate}/s"),
+        None => "closed loop".to_owned(),
+    };
+    let mut out = format!(
+        "{verdict}: {} restarts of {} under load at {}\n",
+        r.flips.requested, r.target, r.url
+    );
+    out += &format!(
+        "requests   {} in {:.1}s ({rate:.0}/s), {} failed; {} connections, {}, {load}\n",
+        r.requests,
+        r.duration_ms / 1000.0,
+        r.failed,
+        r.concurrency,
+        if r.mode == "close" {
+            "a new connection per request"
+        } else {
+            "keep-alive"
+        },
+    );
+    out += &format!("failures   {}\n", failures_line(&r.failures));
+    out += "latency    requests      p50      p99    p99.9      max\n";
+    out += &latency_line("  flips", &r.latency.flips);
+    out += &latency_line("  steady", &r.latency.steady);
+    out += &format!(
+        "flips      {}/{} completed, p50 {}, max {}\n",
+        r.flips.completed,
+        r.flips.requested,
+        ms(r.flips.p50_ms),
+        ms(r.flips.max_ms)
+    );
+    for (i, flip) in r.flips.list.iter().enumerate() {
+        if let Some(problem) = &flip.problem {
+            out += &format!("  flip {}: {problem}\n", i + 1);
+        }
+    }
+    let queue = r
+        .accept_queue_max
+        .map(|q| format!("; accept queue peak {q}"))
+        .unwrap_or_default();
+    out += &format!(
+        "kernel     ListenOverflows +{}, ListenDrops +{}, resets sent +{}{queue}\n",
+        r.kernel.listen_overflows, r.kernel.listen_drops, r.kernel.out_rsts
+    );
+    out
+}
+
+fn failures_line(f: &FailureCounts) -> String {
+    let kinds = [
+        ("refused", f.refused),
+        ("reset", f.reset),
+        ("timeout", f.timeout),
+        ("non-2xx", f.non_2xx),
+        ("short read", f.short_read),
+        ("other", f.other),
+    ];
+    let seen: Vec<String> = kinds
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(kind, n)| format!("{kind} {n}"))
+        .collect();
+    if seen.is_empty() {
+        "none".to_owned()
+    } else {
+        seen.join(", ")
+    }
+}
+
+fn latency_line(label: &str, l: &Latency) -> String {
+    format!(
+        "{label:<10} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
+        l.requests,
+        ms(l.p50_ms),
+        ms(l.p99_ms),
+        ms(l.p999_ms),
+        ms(l.max_ms)
+    )
+}
+
+/// `0.42ms`, `12.3ms`, `1.52s`.
+fn ms(value: f64) -> String {
+    if value >= 1000.0 {
+        format!("{:.2}s", value / 1000.0)
+    } else if value >= 10.0 {
+        format!("{value:.1}ms")
+    } else {
+        format!("{value:.2}ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_kinds_that_happened_are_listed() {
+        let f = FailureCounts {
+            refused: 3,
+            non_2xx: 2,
+            ..FailureCounts::default()
+        };
+        assert_eq!(failures_line(&f), "refused 3, non-2xx 2");
+        assert_eq!(failures_line(&FailureCounts::default()), "none");
+    }
+
+    #[test]
+    fn milliseconds_keep_three_significant_digits() {
+        assert_eq!(ms(0.4213), "0.42ms");
+        assert_eq!(ms(12.34), "12.3ms");
+        assert_eq!(ms(1520.0), "1.52s");
+    }
+}

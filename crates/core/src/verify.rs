@@ -1,0 +1,173 @@
+//! `zdctl verify`: restart a service N times under load and count every
+//! request that suffered.
+//!
+//! # How it works
+//!
+//! The load client ([`crate::load`]) runs for the whole verification and
+//! records every request's start, end and outcome. Meanwhile the service is
+//! restarted `restarts` times, `interval` apart (after one `interval` of
+//! warm-up), through its supervisor's control socket or a shell command
+//! ([`Restarter`]); each flip's window runs from the request to the
+//! restart's end. While a flip runs, the accept queue of the listener is
+//! sampled from `/proc/self/net/tcp`. The kernel's `ListenOverflows`,
+//! `ListenDrops` and `OutRsts` are read before and after the run. The
+//! [`VerifyReport`] then splits latency into flip windows and steady state.
+//!
+//! A run passes when not one request failed, every flip completed and the
+//! kernel dropped no connection at a listener. The kernel counters cover
+//! the whole network namespace, so other traffic on the machine can fail a
+//! run too: that errs on the side of not claiming zero downtime.
+//!
+//! The library never prints: progress comes from [`LiveCounters`] and the
+//! `on_flip` callback.
+
+mod flip;
+mod kernel;
+mod report;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::load::{self, Endpoint, LiveCounters, LoadConfig, LoadError, LoadReport};
+use crate::proc::ProcError;
+use crate::proto::ClientError;
+
+pub use flip::{FlipResult, Restarter};
+pub use kernel::{KernelCounters, accept_queue, counter};
+pub use report::{
+    FailureCounts, FlipReport, FlipSummary, Latency, LatencyReport, VerifyReport, millis,
+};
+
+/// What to verify and how hard.
+#[derive(Debug, Clone)]
+pub struct VerifyConfig {
+    /// The load; its `duration` is the least the run lasts (the restarts may
+    /// need longer) and `max_requests` is ignored.
+    pub load: LoadConfig,
+    pub restarter: Restarter,
+    pub restarts: u32,
+    /// The pause before the first restart, between restarts and after the last.
+    pub interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    #[error("cannot restart '{name}' through its supervisor")]
+    Control {
+        name: String,
+        #[source]
+        source: ClientError,
+    },
+    #[error("cannot run the restart command '{command}'")]
+    Command {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("cannot read the kernel's network counters")]
+    Counters(#[source] ProcError),
+}
+
+/// Everything a verification produced: the figures and the raw requests (for
+/// a plot).
+#[derive(Debug, Clone)]
+pub struct Verification {
+    pub report: VerifyReport,
+    pub load: LoadReport,
+    /// Each flip's window as offsets from the start of the load.
+    pub windows: Vec<(Duration, Duration)>,
+}
+
+/// Runs the load, restarts the service, and reports. `on_flip(i, &flip)` is
+/// called after each flip, with `i` counting from 1.
+pub async fn run(
+    config: VerifyConfig,
+    live: Arc<LiveCounters>,
+    mut on_flip: impl FnMut(u32, &FlipResult),
+) -> Result<Verification, VerifyError> {
+    let listener = match config.load.target.endpoint {
+        Endpoint::Tcp(addr) => Some(addr),
+        Endpoint::Unix(_) => None,
+    };
+    let before = KernelCounters::read().map_err(VerifyError::Counters)?;
+    let min_duration = config.load.duration;
+    let mut load_config = config.load.clone();
+    load_config.duration = None;
+    load_config.max_requests = None;
+    let (stop, stop_rx) = watch::channel(false);
+    let started = Instant::now();
+    let load = tokio::spawn(load::run_with_counters(load_config, stop_rx, live));
+
+    let mut flips = Vec::new();
+    let mut queue_peaks = Vec::new();
+    let mut failure = None;
+    tokio::time::sleep(config.interval).await;
+    for i in 1..=config.restarts {
+        let peak = Arc::new(AtomicU32::new(0));
+        let sampler = listener.map(|addr| tokio::spawn(sample_queue(addr, Arc::clone(&peak))));
+        let result = config.restarter.flip().await;
+        if let Some(sampler) = sampler {
+            sampler.abort();
+        }
+        match result {
+            Ok(flip) => {
+                on_flip(i, &flip);
+                flips.push(flip);
+                queue_peaks.push(listener.map(|_| peak.load(Ordering::Relaxed)));
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+        tokio::time::sleep(config.interval).await;
+    }
+    if failure.is_none()
+        && let Some(min) = min_duration
+    {
+        tokio::time::sleep_until((started + min).into()).await;
+    }
+    let _ = stop.send(true);
+    let load = load
+        .await
+        .map_err(|e| VerifyError::Load(LoadError::Task(e)))??;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let after = KernelCounters::read().map_err(VerifyError::Counters)?;
+    let windows: Vec<(Duration, Duration)> = flips
+        .iter()
+        .map(|f| (load.offset_of(f.requested), load.offset_of(f.finished)))
+        .collect();
+    let report = VerifyReport::build(
+        &config,
+        &load,
+        &flips,
+        &windows,
+        &queue_peaks,
+        after.since(&before),
+    );
+    Ok(Verification {
+        report,
+        load,
+        windows,
+    })
+}
+
+/// Keeps the largest accept queue seen in `peak` until aborted.
+async fn sample_queue(addr: SocketAddr, peak: Arc<AtomicU32>) {
+    loop {
+        if let Ok(Ok(Some(queued))) = tokio::task::spawn_blocking(move || accept_queue(addr)).await
+        {
+            peak.fetch_max(queued, Ordering::Relaxed);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
