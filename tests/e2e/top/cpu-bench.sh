@@ -51,7 +51,12 @@ host, port = sys.argv[1].rsplit(":", 1)
 n = int(sys.argv[2])
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 1024), hard))
-conns = [socket.create_connection((host, int(port))) for _ in range(n)]
+# Each from its own source address in 127.0.5.0/24, so that other programs' TIME_WAIT
+# sockets on 127.0.0.1 cannot use up the ephemeral ports.
+conns = [
+    socket.create_connection((host, int(port)), source_address=(f"127.0.5.{1 + i % 250}", 0))
+    for i in range(n)
+]
 open(sys.argv[3], "w").close()
 time.sleep(600)  # bounded: the script kills it long before
 EOF

@@ -11,8 +11,7 @@ use zd_core::proto::{Client, Op, Reply, ReplyResult};
 use crate::support::*;
 
 #[test]
-fn during_a_flip_both_generations_hold_the_listener_and_the_old_ones_connections_fall_to_zero()
-{
+fn during_a_flip_both_generations_hold_the_listener_and_the_old_ones_connections_fall_to_zero() {
     let mut env = TestEnv::new();
     // Held requests keep connections in flight, so the old generation has some to lose;
     // `alive:1s` keeps both generations side by side for a second before the old one is
@@ -69,7 +68,10 @@ fn during_a_flip_both_generations_hold_the_listener_and_the_old_ones_connections
         take(&mut snapshots);
         std::thread::sleep(Duration::from_millis(2));
     }
-    assert!(restart.wait().expect("wait").success(), "the restart failed");
+    assert!(
+        restart.wait().expect("wait").success(),
+        "the restart failed"
+    );
     // After: generation 2 carries it alone.
     wait_for("generation 2 to hold connections", || {
         take(&mut snapshots);
@@ -86,8 +88,7 @@ fn during_a_flip_both_generations_hold_the_listener_and_the_old_ones_connections
     let both = snapshots
         .iter()
         .find(|s| {
-            s.generations.len() == 2
-                && s.generations.iter().all(|g| g.listener_inodes == [inode])
+            s.generations.len() == 2 && s.generations.iter().all(|g| g.listener_inodes == [inode])
         })
         .unwrap_or_else(|| {
             let seen: Vec<Vec<(u64, Vec<u64>)>> = snapshots

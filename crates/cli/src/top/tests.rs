@@ -313,3 +313,54 @@ fn the_selection_follows_the_service_across_refreshes() {
     assert_eq!(app.selected_service.as_deref(), Some("web"));
     insta::assert_snapshot!(text(&app, 80, 24));
 }
+
+#[test]
+fn the_chart_drops_a_gone_generation_to_zero_and_forgets_samples_older_than_a_minute() {
+    let mut history = super::history::History::default();
+    // (moment of the flip, second of the sample)
+    for (phase, second) in [(0, 0), (30, 50), (30, 52), (34, 54), (40, 100)] {
+        let mut snapshot = api(phase);
+        snapshot.taken_unix_ms = T0 + second * 1000;
+        history.record("api", &snapshot);
+    }
+    let lines: Vec<(u64, Vec<(f64, f64)>)> = history
+        .series("api")
+        .into_iter()
+        .map(|s| (s.generation, s.points))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            // Second 0 is more than a minute before second 100: forgotten. Generation 1
+            // is gone at second 54: its line ends there at zero.
+            (1, vec![(-50.0, 5.0), (-48.0, 5.0), (-46.0, 0.0)]),
+            (
+                2,
+                vec![(-50.0, 3.0), (-48.0, 3.0), (-46.0, 8.0), (0.0, 8.0)]
+            ),
+        ]
+    );
+    assert_eq!(history.peak("api"), 8);
+}
+
+#[test]
+fn top_takes_names_a_pid_and_an_interval() {
+    use clap::Parser;
+    let cli = crate::cli::Cli::try_parse_from([
+        "zdctl",
+        "top",
+        "api",
+        "web",
+        "--pid",
+        "812",
+        "--interval",
+        "500ms",
+    ])
+    .expect("valid command line");
+    let crate::cli::Command::Top(args) = cli.command else {
+        panic!("not top")
+    };
+    assert_eq!(args.names, ["api", "web"]);
+    assert_eq!(args.pid, Some(812));
+    assert_eq!(args.interval, std::time::Duration::from_millis(500));
+}
