@@ -34,6 +34,7 @@
 
 mod collect;
 mod diag;
+mod fasthash;
 mod netns;
 mod netstat;
 mod owners;

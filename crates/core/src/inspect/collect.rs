@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
 use super::diag::{self, TcpRecord, UnixListenerRecord};
+use super::fasthash::{IntMap, IntSet};
 use super::netns::{self, DiagSocket};
 use super::netstat::{self, ListenCounters};
 use super::stat::{self, ProcStat, read_stat};
@@ -54,7 +55,7 @@ pub(crate) struct Previous {
     /// The namespace the counters were read in, and the counters.
     counters: Option<(u64, ListenCounters)>,
     /// Socket inodes no process of the service held after a full re-read.
-    orphans: HashSet<u64>,
+    orphans: IntSet<u64>,
 }
 
 /// Buffers reused between snapshots.
@@ -119,7 +120,7 @@ impl Inspector {
             .filter(|tree| !tree.stats.is_empty())
             .collect();
         let mut processes: Vec<(i32, u64)> = vec![(root.pid, root.start_ticks)];
-        let mut generation_of: HashMap<i32, usize> = HashMap::new();
+        let mut generation_of: IntMap<i32, usize> = IntMap::default();
         for (index, tree) in trees.iter().enumerate() {
             for stat in &tree.stats {
                 processes.push((stat.pid, stat.start_ticks));
@@ -128,12 +129,12 @@ impl Inspector {
         }
 
         self.owners.begin();
-        self.owners.refresh(&processes, true);
+        self.owners.refresh(&processes);
         let source = self.read_sockets(&plan, &processes)?;
 
         let previous = self.previous.remove(&plan.service).unwrap_or_default();
         let mut per_generation: Vec<Vec<usize>> = vec![Vec::new(); trees.len()];
-        let mut unclaimed = HashSet::new();
+        let mut unclaimed = IntSet::default();
         attribute(
             &self.scratch.connections,
             &self.owners,
@@ -292,15 +293,25 @@ impl Inspector {
         scratch.listening.clear();
         scratch.connections.clear();
         scratch.unix.clear();
-        socket.tcp(diag::LISTEN_STATES, &[], &mut scratch.listening)?;
-        let service = service_inodes(plan, processes, &self.owners);
-        scratch.listening.retain(|l| service.contains(&l.inode));
+        let all_families = [diag::AF_INET, diag::AF_INET6];
+        socket.tcp(
+            &all_families,
+            diag::LISTEN_STATES,
+            &[],
+            &mut scratch.listening,
+        )?;
+        let service = ServiceSockets::new(plan, processes, &self.owners);
+        scratch.listening.retain(|l| service.contains(l.inode));
         let ports = listener_ports(&scratch.listening);
-        if !ports.is_empty() {
-            socket.tcp(diag::CONNECTION_STATES, &ports, &mut scratch.connections)?;
-        }
+        let families = listener_families(&scratch.listening);
+        socket.tcp(
+            &families,
+            diag::CONNECTION_STATES,
+            &ports,
+            &mut scratch.connections,
+        )?;
         socket.unix_listeners(&mut scratch.unix)?;
-        scratch.unix.retain(|u| service.contains(&u.inode));
+        scratch.unix.retain(|u| service.contains(u.inode));
         Ok(())
     }
 
@@ -312,22 +323,28 @@ impl Inspector {
         scratch.unix.clear();
         procfs_source::tcp(pid, &mut scratch.connections)
             .map_err(|e| InspectError::from_proc(pid, e))?;
-        let service = service_inodes(plan, processes, &self.owners);
+        let service = ServiceSockets::new(plan, processes, &self.owners);
         scratch.listening.extend(
             scratch
                 .connections
                 .iter()
-                .filter(|s| s.state == diag::TCP_LISTEN && service.contains(&s.inode)),
+                .filter(|s| s.state == diag::TCP_LISTEN && service.contains(s.inode)),
         );
         let ports: HashSet<u16> = listener_ports(&scratch.listening).into_iter().collect();
+        // /proc/net/tcp resumes each read() at a position in the hash
+        // table, so sockets that close while we read shift the rest and a
+        // line can repeat (or be skipped: this path can miss a few under
+        // churn). An inode is one socket, so repeats are dropped here.
+        let mut seen = IntSet::default();
         scratch.connections.retain(|s| {
             s.state != diag::TCP_LISTEN
                 && diag::CONNECTION_STATES & (1 << s.state) != 0
                 && ports.contains(&s.local.port())
+                && (s.inode == 0 || seen.insert(s.inode))
         });
         procfs_source::unix_listeners(pid, &mut scratch.unix)
             .map_err(|e| InspectError::from_proc(pid, e))?;
-        scratch.unix.retain(|u| service.contains(&u.inode));
+        scratch.unix.retain(|u| service.contains(u.inode));
         Ok(())
     }
 
@@ -399,22 +416,45 @@ impl Inspector {
     }
 }
 
-/// Inodes that make a listening socket the service's: the ones the
-/// supervisor named, and every socket a watched process holds.
-fn service_inodes(
-    plan: &Plan,
-    processes: &[(i32, u64)],
-    owners: &super::owners::OwnerCache,
-) -> HashSet<u64> {
-    plan.known_listeners
-        .iter()
-        .map(|l| l.inode)
-        .chain(
-            processes
-                .iter()
-                .flat_map(|(pid, _)| owners.sockets_of(*pid)),
-        )
-        .collect()
+/// Tells whether a listening socket is the service's: the supervisor named
+/// it, or a watched process holds it.
+struct ServiceSockets<'a> {
+    known: IntSet<u64>,
+    watched: IntSet<i32>,
+    owners: &'a super::owners::OwnerCache,
+}
+
+impl<'a> ServiceSockets<'a> {
+    fn new(plan: &Plan, processes: &[(i32, u64)], owners: &'a super::owners::OwnerCache) -> Self {
+        ServiceSockets {
+            known: plan.known_listeners.iter().map(|l| l.inode).collect(),
+            watched: processes.iter().map(|(pid, _)| *pid).collect(),
+            owners,
+        }
+    }
+
+    fn contains(&self, inode: u64) -> bool {
+        self.known.contains(&inode)
+            || self
+                .owners
+                .holders(inode)
+                .is_some_and(|holders| holders.pids().iter().any(|p| self.watched.contains(p)))
+    }
+}
+
+/// The address families of the listeners: connections accepted on a
+/// listener have its family (a dual-stack `[::]` listener's IPv4 clients
+/// are IPv4-mapped IPv6 sockets), so a dump of any other family would walk
+/// every socket of the namespace for nothing.
+fn listener_families(listening: &[TcpRecord]) -> Vec<u8> {
+    let mut families = Vec::new();
+    if listening.iter().any(|l| l.local.is_ipv4()) {
+        families.push(diag::AF_INET);
+    }
+    if listening.iter().any(|l| l.local.is_ipv6()) {
+        families.push(diag::AF_INET6);
+    }
+    families
 }
 
 fn listener_ports(listening: &[TcpRecord]) -> Vec<u16> {
@@ -429,9 +469,9 @@ fn listener_ports(listening: &[TcpRecord]) -> Vec<u16> {
 fn attribute(
     connections: &[TcpRecord],
     owners: &super::owners::OwnerCache,
-    generation_of: &HashMap<i32, usize>,
+    generation_of: &IntMap<i32, usize>,
     per_generation: &mut [Vec<usize>],
-    unclaimed: &mut HashSet<u64>,
+    unclaimed: &mut IntSet<u64>,
 ) {
     for (index, connection) in connections.iter().enumerate() {
         if connection.inode == 0 {

@@ -72,15 +72,16 @@ impl DiagSocket {
         self.namespace
     }
 
-    /// TCP sockets of both families in `states` whose local port is in
+    /// TCP sockets of `families` in `states` whose local port is in
     /// `ports` (every port when empty), appended to `out`.
     pub(crate) fn tcp(
         &mut self,
+        families: &[u8],
         states: u32,
         ports: &[u16],
         out: &mut Vec<TcpRecord>,
     ) -> io::Result<()> {
-        for family in [diag::AF_INET, diag::AF_INET6] {
+        for &family in families {
             self.seq = self.seq.wrapping_add(1);
             let seq = self.seq;
             let request = diag::inet_request(seq, family, states, ports);

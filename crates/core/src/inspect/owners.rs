@@ -26,8 +26,8 @@
 //! are not reused while the machine has not wrapped a 32-bit counter, and a
 //! closed socket is not in the kernel's tables to be matched.
 
-use std::collections::{HashMap, HashSet};
-
+use super::fasthash::{IntMap, IntSet};
+use super::stat::read_stat;
 use crate::proc::{self, FdTarget, pid_path};
 
 /// The pids holding one socket; almost always one, so no allocation.
@@ -53,7 +53,7 @@ struct FdTable {
     signalled_count: u64,
     /// Descriptors found at the read.
     fd_count: usize,
-    sockets: HashSet<u64>,
+    sockets: IntSet<u64>,
     /// The snapshot that last read this table.
     read_in: u64,
 }
@@ -61,8 +61,8 @@ struct FdTable {
 /// Socket inodes per process, with an index from inode to holders.
 #[derive(Debug, Default)]
 pub(crate) struct OwnerCache {
-    tables: HashMap<i32, FdTable>,
-    holders: HashMap<u64, Holders>,
+    tables: IntMap<i32, FdTable>,
+    holders: IntMap<u64, Holders>,
     /// Counts snapshots, so a table knows whether it was read in this one.
     snapshot: u64,
 }
@@ -80,20 +80,24 @@ impl OwnerCache {
     }
 
     /// Makes sure the tables of `processes` (pid, start time) are current by
-    /// the fd-count signal, and forgets tables of processes not listed
-    /// when `forget_others` (the caller passes every process it watches).
-    pub(crate) fn refresh(&mut self, processes: &[(i32, u64)], forget_others: bool) {
-        if forget_others {
-            let keep: HashSet<i32> = processes.iter().map(|(pid, _)| *pid).collect();
-            let gone: Vec<i32> = self
-                .tables
-                .keys()
-                .filter(|pid| !keep.contains(pid))
-                .copied()
-                .collect();
-            for pid in gone {
-                self.drop_table(pid);
-            }
+    /// the fd-count signal, and forgets the tables of processes that exited
+    /// (one inspector may watch several services, so a table that is merely
+    /// not listed this time is kept).
+    pub(crate) fn refresh(&mut self, processes: &[(i32, u64)]) {
+        let listed: IntMap<i32, u64> = processes.iter().copied().collect();
+        let gone: Vec<i32> = self
+            .tables
+            .iter()
+            .filter(|(pid, table)| match listed.get(pid) {
+                Some(start) => *start != table.start_ticks,
+                None => read_stat(**pid).map_or(true, |stat| {
+                    stat.zombie || stat.start_ticks != table.start_ticks
+                }),
+            })
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in gone {
+            self.drop_table(pid);
         }
         for &(pid, start_ticks) in processes {
             let signal = fd_count_signal(pid);
@@ -128,7 +132,7 @@ impl OwnerCache {
         // A process that exits while we read has no fds to report; the
         // caller notices it is gone from its stat.
         let fds = proc::fds(pid).unwrap_or_default();
-        let sockets: HashSet<u64> = fds
+        let sockets: IntSet<u64> = fds
             .iter()
             .filter_map(|(_, target)| match target {
                 FdTarget::Socket { inode } => Some(*inode),
@@ -232,11 +236,11 @@ mod tests {
         let mut cache = OwnerCache::default();
         let me = own();
         cache.begin();
-        cache.refresh(&[me], true);
+        cache.refresh(&[me]);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let inode = socket_inode(&listener);
         cache.begin();
-        cache.refresh(&[me], true);
+        cache.refresh(&[me]);
         if !cache.holds(me.0, inode) {
             // Before Linux 6.2 the count signal is missing (or other test
             // threads changed the count back): the unknown-inode signal
@@ -248,18 +252,35 @@ mod tests {
     }
 
     #[test]
-    fn forgetting_a_process_removes_it_from_the_index() {
+    fn a_reused_pid_replaces_the_old_table_in_the_index() {
         let mut cache = OwnerCache::default();
         let me = own();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let inode = socket_inode(&listener);
         cache.begin();
-        cache.refresh(&[me], true);
+        cache.refresh(&[me]);
         assert!(cache.holders(inode).is_some());
+        // Pretend the table was read from an earlier process with our pid.
+        if let Some(table) = cache.tables.get_mut(&me.0) {
+            table.start_ticks += 1;
+        }
         cache.begin();
-        cache.refresh(&[], true);
-        assert!(cache.holders(inode).is_none());
-        assert_eq!(cache.fd_count(me.0), 0);
+        cache.refresh(&[me]);
+        assert_eq!(cache.holders(inode), Some(&Holders::One(me.0)));
+        assert_eq!(cache.tables[&me.0].start_ticks, me.1);
+    }
+
+    #[test]
+    fn tables_of_unlisted_live_processes_are_kept() {
+        let mut cache = OwnerCache::default();
+        let me = own();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let inode = socket_inode(&listener);
+        cache.begin();
+        cache.refresh(&[me]);
+        cache.begin();
+        cache.refresh(&[]);
+        assert!(cache.holders(inode).is_some(), "another service's table");
     }
 
     fn socket_inode(socket: &impl std::os::fd::AsRawFd) -> u64 {

@@ -190,7 +190,12 @@ fn the_kernel_returns_only_sockets_on_the_filtered_ports() {
     let mut out = Vec::new();
     let wanted = [ports[0], ports[2]];
     socket
-        .tcp(CONNECTION_STATES | LISTEN_STATES, &wanted, &mut out)
+        .tcp(
+            &[AF_INET, AF_INET6],
+            CONNECTION_STATES | LISTEN_STATES,
+            &wanted,
+            &mut out,
+        )
         .expect("dump");
     assert!(!out.is_empty());
     assert!(
