@@ -5,6 +5,7 @@ pub mod completions;
 mod control;
 pub mod demo;
 pub mod exit;
+mod foreign;
 mod list;
 mod logging;
 mod output;

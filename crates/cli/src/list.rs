@@ -24,6 +24,9 @@ pub struct ServiceEntry {
     pub source: Option<String>,
     /// Why the service file cannot be used, when it cannot.
     pub error: Option<String>,
+    /// The driver of a service run by a foreign supervisor (`driver:` in its file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -49,7 +52,19 @@ pub async fn list(args: ListArgs) -> anyhow::Result<()> {
                 active_generation: None,
                 source: Some(found.path.display().to_string()),
                 error: found.error.clone(),
+                driver: None,
             });
+        if found.error.is_none()
+            && let Ok(Some(config)) = crate::foreign::load(&found.path)
+            && let Some(entry) = entries.get_mut(&found.name)
+        {
+            entry.driver = Some(config.kind.name().to_owned());
+            if let Ok(status) = crate::foreign::status(&config) {
+                entry.state = ServiceState::Running;
+                entry.supervisor_pid = Some(status.supervisor_pid);
+                entry.active_generation = status.active_generation;
+            }
+        }
     }
     for name in paths::socket_services() {
         let entry = entries.entry(name.clone()).or_insert_with(|| ServiceEntry {
@@ -59,6 +74,7 @@ pub async fn list(args: ListArgs) -> anyhow::Result<()> {
             active_generation: None,
             source: None,
             error: None,
+            driver: None,
         });
         match Client::connect(&paths::control_socket(&name)).await {
             Ok(mut client) => match status::fetch(&mut client, &name).await {
@@ -108,7 +124,13 @@ pub fn render(entries: &[ServiceEntry]) -> String {
                 state_name(e.state).to_owned(),
                 e.supervisor_pid.map_or_else(dash, |p| p.to_string()),
                 e.active_generation.map_or_else(dash, |g| g.to_string()),
-                e.source.clone().unwrap_or_else(dash),
+                match &e.driver {
+                    Some(driver) => format!(
+                        "{} (driver {driver})",
+                        e.source.clone().unwrap_or_else(dash)
+                    ),
+                    None => e.source.clone().unwrap_or_else(dash),
+                },
             ]
         })
         .collect();
@@ -147,6 +169,7 @@ mod tests {
                 active_generation: Some(8),
                 source: Some("/etc/zdctl/services.d/api.yaml".into()),
                 error: None,
+                driver: None,
             },
             ServiceEntry {
                 name: "web".into(),
@@ -155,6 +178,7 @@ mod tests {
                 active_generation: None,
                 source: Some("/etc/zdctl/services.d/web.yaml".into()),
                 error: Some("web.yaml:3:1: unknown key 'comand'\nmore".into()),
+                driver: None,
             },
         ];
         assert_eq!(

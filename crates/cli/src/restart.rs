@@ -10,6 +10,10 @@ use crate::progress::Progress;
 
 pub async fn restart(args: RestartArgs) -> anyhow::Result<()> {
     let name = args.name.as_str();
+    control::check_name(name)?;
+    if let Some(config) = crate::foreign::driver_for(name)? {
+        return crate::foreign::restart(&config, &args).await;
+    }
     let mut client = control::connect(name).await?;
     let op = Op::Restart {
         ready_timeout_ms: args
@@ -84,7 +88,7 @@ fn promoted(
     ))
 }
 
-fn finished(name: &str, report: &RestartReport, json: bool) -> anyhow::Result<()> {
+pub(crate) fn finished(name: &str, report: &RestartReport, json: bool) -> anyhow::Result<()> {
     if json {
         output::json_line(report)?;
     }

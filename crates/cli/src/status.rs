@@ -16,6 +16,15 @@ use crate::output::{self, age, exit_status, millis, table};
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     match &args.name {
         Some(name) => {
+            control::check_name(name)?;
+            if let Some(config) = crate::foreign::driver_for(name)? {
+                let status = crate::foreign::status(&config)?;
+                return if args.json {
+                    output::json_pretty(&crate::foreign::json(&config, &status)?)
+                } else {
+                    output::text(&crate::foreign::render(&config, &status, SystemTime::now()))
+                };
+            }
             let mut client = control::connect(name).await?;
             let status = fetch(&mut client, name).await?;
             if args.json {
@@ -26,10 +35,18 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         }
         None => {
             let all = running().await?;
+            let foreign = crate::foreign::running();
             if args.json {
-                return output::json_pretty(&all);
+                let mut values = Vec::new();
+                for status in &all {
+                    values.push(serde_json::to_value(status)?);
+                }
+                for (config, status) in &foreign {
+                    values.push(crate::foreign::json(config, status)?);
+                }
+                return output::json_pretty(&values);
             }
-            if all.is_empty() {
+            if all.is_empty() && foreign.is_empty() {
                 return output::line(&format!(
                     "no service is running (no supervisor answers in '{}'); start one with \
                      'zdctl run'",
@@ -37,7 +54,12 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
                 ));
             }
             let now = SystemTime::now();
-            let blocks: Vec<String> = all.iter().map(|s| render(s, now)).collect();
+            let mut blocks: Vec<String> = all.iter().map(|s| render(s, now)).collect();
+            blocks.extend(
+                foreign
+                    .iter()
+                    .map(|(config, s)| crate::foreign::render(config, s, now)),
+            );
             output::text(&blocks.join("\n"))
         }
     }

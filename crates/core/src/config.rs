@@ -8,8 +8,8 @@
 mod discover;
 mod error;
 mod file;
-mod validate;
-mod yaml;
+pub(crate) mod validate;
+pub(crate) mod yaml;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -194,6 +194,12 @@ pub fn load_file(path: &Path) -> Result<ServiceConfig, ConfigError> {
 /// not the filesystem: see [`ServiceConfig::validate`].
 pub fn parse_str(text: &str, source: &Path) -> Result<ServiceConfig, ConfigError> {
     let at = |line, column| Location::new(Some(source.to_owned()), line, column);
+    if crate::driver::names_driver(text) {
+        return Err(ConfigError::invalid(
+            at(1, 1),
+            "this service names a `driver:`: its own supervisor runs it, not 'zdctl run'; use              'zdctl restart' and 'zdctl status' on it (see docs/drivers.md)",
+        ));
+    }
     if text.trim().is_empty() {
         return Err(ConfigError::invalid(
             at(1, 1),

@@ -68,9 +68,9 @@ fn discover_in(dirs: &[PathBuf]) -> Vec<DiscoveredService> {
     let mut found: Vec<DiscoveredService> = dirs
         .iter()
         .flat_map(|dir| service_files(dir))
-        .map(|path| match load_file(&path) {
-            Ok(config) => DiscoveredService {
-                name: config.name,
+        .map(|path| match load_any(&path) {
+            Ok(name) => DiscoveredService {
+                name,
                 path,
                 error: None,
             },
@@ -83,6 +83,15 @@ fn discover_in(dirs: &[PathBuf]) -> Vec<DiscoveredService> {
         .collect();
     found.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.path.cmp(&b.path)));
     found
+}
+
+/// A service file for `zdctl run`, or a foreign service's (`driver:`): its name.
+fn load_any(path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    if crate::driver::names_driver(&text) {
+        return crate::driver::parse_str(&text, path).map(|c| c.name);
+    }
+    load_file(path).map(|c| c.name)
 }
 
 /// `*.yaml` and `*.yml` files in `dir`, sorted; a missing directory has none.

@@ -209,7 +209,7 @@ pub(super) fn locate(text: &str, keys: &[&str]) -> (usize, usize) {
 
 /// Adds what to change to serde's messages: a "did you mean" for unknown keys and values,
 /// an example for missing keys.
-pub(super) fn explain(message: &str) -> String {
+pub(crate) fn explain(message: &str) -> String {
     let message: &str = &message
         .replace(
             "struct FileConfig",

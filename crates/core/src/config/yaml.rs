@@ -5,14 +5,14 @@ use serde::de::DeserializeOwned;
 
 /// A parse failure with its 1-based position and serde's message, location removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct YamlError {
-    pub(super) line: usize,
-    pub(super) column: usize,
-    pub(super) message: String,
+pub(crate) struct YamlError {
+    pub(crate) line: usize,
+    pub(crate) column: usize,
+    pub(crate) message: String,
 }
 
 /// Deserializes one YAML document.
-pub(super) fn from_yaml<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
+pub(crate) fn from_yaml<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
     serde_yaml::from_str(text).map_err(|err| {
         let (line, column) = err
             .location()

@@ -1,0 +1,154 @@
+//! Drivers: restarting services whose supervisor is not ours (start_server, nginx, HAProxy,
+//! gunicorn, psflip, socketmaster, huptime, einhorn, systemd, or anything that restarts on
+//! a signal).
+//!
+//! A driver run is driven by the caller (`zdctl restart`), not by a supervisor: [`restart`]
+//! pokes the foreign supervisor the way it documents (a signal, its control socket,
+//! `systemctl`), watches /proc, pidfiles and the peer's own status until the restart has
+//! completed, rolled back or failed, and reports every step as the same
+//! [`Event`](crate::proto::Event)s a native restart emits. Before any signal it proves that
+//! the pid it read is the expected program (alive, its cmdline names it) and holds a pidfd
+//! on it, so a recycled pid can never receive it.
+//!
+//! `docs/drivers.md` is the user's reference for the keys and for what each driver can and
+//! cannot know.
+
+mod config;
+mod control;
+mod einhorn;
+mod haproxy;
+mod nginx;
+mod process;
+mod record;
+mod run;
+mod start_server;
+mod status;
+mod systemd;
+mod watch;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use config::{
+    DriverConfig, DriverKind, GunicornMode, NginxMode, SystemdAction, WatchMode, load_file,
+    names_driver, parse_str,
+};
+pub use status::{root_pid, status};
+pub use systemd::{UnitState, parse_show};
+
+use crate::proto::{Event, RestartReport};
+
+/// Why a driver could not even try: the service is not running, or the pid or socket it
+/// was given is not what the service file says it should be. A restart that was tried and
+/// went wrong is a [`RestartReport`] with a rolled-back or failed outcome instead.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriverError {
+    /// The pidfile is missing or names a process that is gone.
+    #[error("{reason}")]
+    NotRunning {
+        /// The pidfile or socket involved.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// The pidfile names a live process that is not the expected program: nothing was sent.
+    #[error(
+        "pidfile '{}' names pid {pid} ({found}), which is not {expected}; no signal was sent; \
+         fix `pidfile:` or `expect:` in the service file",
+        path.display()
+    )]
+    Unexpected {
+        /// The pidfile.
+        path: PathBuf,
+        /// The pid it names.
+        pid: i32,
+        /// What the driver looks for in the process's command line.
+        expected: String,
+        /// What the process's command line is.
+        found: String,
+    },
+    /// The pidfile does not hold a pid.
+    #[error("pidfile '{}' does not hold a pid (found {found:?}); fix `pidfile:`", path.display())]
+    BadPidfile {
+        /// The pidfile.
+        path: PathBuf,
+        /// Its first characters.
+        found: String,
+    },
+    /// The peer's control socket (einhorn, HAProxy master CLI) refused the connection.
+    #[error("{}: {reason}", path.display())]
+    SocketRefused {
+        /// The socket.
+        path: PathBuf,
+        /// What happened and what to do.
+        reason: String,
+    },
+    /// The peer answered something the driver does not understand.
+    #[error("{}: {reason}", path.display())]
+    Garbage {
+        /// The socket, or the program that answered.
+        path: PathBuf,
+        /// What was expected and what came back.
+        reason: String,
+    },
+    /// A system call or a helper program failed.
+    #[error("cannot {about}: {source}")]
+    Io {
+        /// What the driver was doing.
+        about: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl DriverError {
+    /// Whether the error means the service is not running (exit 3 in `zdctl`), rather than
+    /// a failure (exit 1).
+    pub fn is_not_running(&self) -> bool {
+        matches!(
+            self,
+            DriverError::NotRunning { .. } | DriverError::SocketRefused { .. }
+        )
+    }
+
+    pub(crate) fn io(about: impl Into<String>, source: std::io::Error) -> DriverError {
+        DriverError::Io {
+            about: about.into(),
+            source,
+        }
+    }
+}
+
+/// Restarts a foreign service as its driver says, within `timeout`, calling `on_event` for
+/// each step; the report's outcome says whether it completed, rolled back or failed, and
+/// why. An error means nothing was attempted (nothing was signalled).
+pub async fn restart(
+    config: &DriverConfig,
+    timeout: Duration,
+    on_event: impl FnMut(Event),
+) -> Result<RestartReport, DriverError> {
+    let mut run = run::Run::new(config, timeout, Box::new(on_event));
+    run.requested();
+    let outcome = match config.kind {
+        DriverKind::Signal if config.watch == WatchMode::Child => {
+            watch::child_flip(config, &mut run).await
+        }
+        DriverKind::Signal | DriverKind::Psflip => watch::pidfile_flip(config, &mut run).await,
+        DriverKind::Socketmaster | DriverKind::Huptime => watch::child_flip(config, &mut run).await,
+        DriverKind::StartServer => start_server::restart(config, &mut run).await,
+        DriverKind::Nginx => nginx::restart(config, &mut run).await,
+        DriverKind::Gunicorn => match config.gunicorn {
+            GunicornMode::Hup => watch::workers_replaced(config, &mut run).await,
+            GunicornMode::Upgrade => nginx::upgrade(config, &mut run, "gunicorn").await,
+        },
+        DriverKind::Haproxy => haproxy::restart(config, &mut run).await,
+        DriverKind::Einhorn => einhorn::restart(config, &mut run).await,
+        DriverKind::Systemd => systemd::restart(config, &mut run).await,
+    }?;
+    Ok(run.finish(outcome))
+}

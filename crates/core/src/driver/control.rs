@@ -1,0 +1,68 @@
+//! Talking to a peer's own control socket (HAProxy's master CLI, einhorn's command socket):
+//! connect, send one command, read the answer, all bounded in time and size.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use super::DriverError;
+
+/// The most a peer's answer may hold.
+const MAX_ANSWER: u64 = 1 << 20;
+
+/// Sends `command` and reads the answer until the peer closes the connection, or until
+/// `until_line` returns true for the text read so far.
+pub(super) async fn ask(
+    socket: &Path,
+    command: &str,
+    timeout: Duration,
+    done: impl Fn(&str) -> bool,
+) -> Result<String, DriverError> {
+    let refused = |e: std::io::Error| DriverError::SocketRefused {
+        path: socket.to_owned(),
+        reason: format!(
+            "cannot connect to the control socket ({e}); is the service running, and is \
+             `socket:` its path?"
+        ),
+    };
+    let work = async {
+        let mut stream = UnixStream::connect(socket).await.map_err(refused)?;
+        stream
+            .write_all(command.as_bytes())
+            .await
+            .map_err(|e| DriverError::io(format!("send '{}'", command.trim()), e))?;
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = stream.read(&mut buf).await.map_err(|e| {
+                DriverError::io(format!("read the answer to '{}'", command.trim()), e)
+            })?;
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if answer.len() as u64 > MAX_ANSWER {
+                return Err(DriverError::Garbage {
+                    path: socket.to_owned(),
+                    reason: "the answer is longer than 1 MiB".to_owned(),
+                });
+            }
+            if done(&String::from_utf8_lossy(&answer)) {
+                break;
+            }
+        }
+        Ok(String::from_utf8_lossy(&answer).into_owned())
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| DriverError::Garbage {
+            path: socket.to_owned(),
+            reason: format!(
+                "no complete answer to '{}' within {}",
+                command.trim(),
+                crate::duration::format_duration(timeout)
+            ),
+        })?
+}

@@ -1,0 +1,247 @@
+//! nginx's binary upgrade (USR2, WINCH, QUIT) with rollback, or a plain HUP reload; the
+//! same upgrade drives gunicorn's USR2 (without WINCH, which gunicorn ignores unless it
+//! daemonized, and with TERM as its graceful stop).
+//!
+//! On USR2 the old master renames its pidfile to `PIDFILE.oldbin` and forks a child that
+//! execs the master's argv[0] *literally* (execve, no PATH search). The new master writes
+//! the pidfile and starts its workers; both sets of workers now accept on the same
+//! sockets. WINCH makes the old workers finish their requests and exit; QUIT then ends the
+//! old master. If the new master dies, the old master renames `.oldbin` back.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use super::process::{Target, cmdline, live_children, target_from_pidfile};
+use super::run::{Run, rolled_back, tick};
+use super::{DriverConfig, DriverError, NginxMode, watch};
+use crate::duration::format_duration;
+use crate::pidfile;
+use crate::proto::{EventKind, RestartOutcome};
+use crate::signal::Signal;
+
+/// How long a rollback may wait for the new master to go, after the restart's deadline.
+const ROLLBACK_GRACE: Duration = Duration::from_secs(5);
+
+pub(super) async fn restart(
+    config: &DriverConfig,
+    run: &mut Run<'_>,
+) -> Result<RestartOutcome, DriverError> {
+    match config.nginx {
+        NginxMode::Reload => watch::workers_replaced(config, run).await,
+        NginxMode::Upgrade => upgrade(config, run, "nginx").await,
+    }
+}
+
+/// The argv[0] nginx was started with, from `nginx: master process ARGV0 ...`, when it is
+/// not a path: nginx cannot exec it again.
+pub(super) fn relative_argv0(cmdline: &str) -> Option<String> {
+    let argv0 = cmdline
+        .strip_prefix("nginx: master process ")?
+        .split(' ')
+        .next()?;
+    (!argv0.contains('/')).then(|| argv0.to_owned())
+}
+
+/// Why nginx cannot exec its new binary, when its argv[0] explains it.
+fn cannot_exec(master: i32, is_nginx: bool) -> Option<String> {
+    let argv0 = relative_argv0(&cmdline(master)).filter(|_| is_nginx)?;
+    Some(format!(
+        "nginx was started as '{argv0}', a relative argv[0], and execs that literally on USR2: \
+         execve() failed, see its error log; start it with an absolute path, like \
+         '/usr/sbin/nginx'"
+    ))
+}
+
+pub(super) async fn upgrade(
+    config: &DriverConfig,
+    run: &mut Run<'_>,
+    program: &str,
+) -> Result<RestartOutcome, DriverError> {
+    let is_nginx = program == "nginx";
+    let Some(path) = config.pidfile.as_deref() else {
+        return Err(DriverError::NotRunning {
+            path: config.source.clone(),
+            reason: "the binary upgrade needs `pidfile:`".to_owned(),
+        });
+    };
+    let old = target_from_pidfile(path, config.expect.as_deref())?;
+    run.numbers_from_record(old.pid);
+    let old_workers: BTreeSet<i32> = live_children(old.pid).into_iter().collect();
+    let oldbin = {
+        let mut p = path.as_os_str().to_owned();
+        p.push(".oldbin");
+        std::path::PathBuf::from(p)
+    };
+    old.signal(Signal::User2)?;
+    run.emit(EventKind::Signalled {
+        generation: run.old_generation.unwrap_or(0),
+        pid: old.pid,
+        signal: Signal::User2.to_string(),
+    });
+    let signalled = Instant::now();
+
+    // Phase 1: a new master, named by the pidfile, with workers, alive for `settle`.
+    let mut new: Option<(Target, Instant)> = None;
+    let new_master = loop {
+        if !old.is_alive() {
+            return Err(DriverError::NotRunning {
+                path: path.to_owned(),
+                reason: format!("the old master (pid {}) exited after USR2", old.pid),
+            });
+        }
+        if new.is_none() {
+            let child = live_children(old.pid)
+                .into_iter()
+                .find(|pid| !old_workers.contains(pid))
+                .and_then(Target::open);
+            if let Some(target) = child {
+                run.spawned(target.pid);
+                new = Some((target, Instant::now()));
+            }
+        }
+        match &new {
+            Some((master, seen)) => {
+                if !master.is_alive() {
+                    let pid = master.pid;
+                    let why = cannot_exec(old.pid, is_nginx).unwrap_or_else(|| {
+                        "a bad binary or configuration? see the error log".to_owned()
+                    });
+                    let reason = format!(
+                        "the new master (pid {pid}) exited before it was up ({why}); the old \
+                         master (pid {}) keeps serving",
+                        old.pid
+                    );
+                    return Ok(roll_back(run, &old, None, false, reason).await);
+                }
+                let named = std::fs::read_to_string(path)
+                    .ok()
+                    .as_deref()
+                    .and_then(pidfile::parse);
+                let workers = live_children(master.pid).len();
+                if named == Some(master.pid) && workers > 0 && seen.elapsed() >= config.settle {
+                    break new.take().map(|(m, _)| m);
+                }
+            }
+            None => {
+                // The exec child appears at once; none after `settle` and no .oldbin means
+                // it already died (execve failed) and the old master restored the pidfile.
+                if signalled.elapsed() >= config.settle && !oldbin.exists() {
+                    let why = cannot_exec(old.pid, is_nginx).unwrap_or_else(|| {
+                        format!("the new {program} binary could not be started (see its error log)")
+                    });
+                    return Ok(rolled_back(format!(
+                        "no new master appeared after USR2: {why}; the old master (pid {}) keeps \
+                         serving",
+                        old.pid
+                    )));
+                }
+            }
+        }
+        if run.timed_out() {
+            let master = new.take().map(|(m, _)| m);
+            let reason = format!(
+                "no new master was up within {}; the old master (pid {}) keeps serving",
+                format_duration(run.timeout()),
+                old.pid
+            );
+            return Ok(roll_back(run, &old, master.as_ref(), false, reason).await);
+        }
+        tick().await;
+    };
+    let Some(new_master) = new_master else {
+        return Ok(rolled_back("lost track of the new master"));
+    };
+    run.ready(format!(
+        "new master pid {} named by the pidfile, with {} workers, alive for {}",
+        new_master.pid,
+        live_children(new_master.pid).len(),
+        format_duration(config.settle)
+    ));
+    run.promoted(new_master.pid);
+
+    // Phase 2: the old workers finish their requests and exit.
+    if is_nginx {
+        old.signal(Signal::Winch)?;
+        for pid in &old_workers {
+            run.draining(*pid, "WINCH (by the old master)");
+        }
+        loop {
+            if !new_master.is_alive() {
+                let reason = format!(
+                    "the new master (pid {}) exited while the old workers drained; the old \
+                     master (pid {}) was told to start workers again",
+                    new_master.pid, old.pid
+                );
+                return Ok(roll_back(run, &old, None, true, reason).await);
+            }
+            let left = live_children(old.pid)
+                .into_iter()
+                .filter(|pid| old_workers.contains(pid))
+                .count();
+            if left == 0 {
+                break;
+            }
+            if run.timed_out() {
+                let reason = format!(
+                    "{left} old workers still running after {}",
+                    format_duration(run.timeout())
+                );
+                return Ok(roll_back(run, &old, Some(&new_master), true, reason).await);
+            }
+            tick().await;
+        }
+    }
+
+    // Phase 3: the old master goes.
+    let stop = if is_nginx {
+        Signal::Quit
+    } else {
+        Signal::Terminate
+    };
+    old.signal(stop)?;
+    run.draining(old.pid, &stop.to_string());
+    while old.is_alive() {
+        if run.timed_out() {
+            return Ok(RestartOutcome::Failed {
+                reason: format!(
+                    "the old master (pid {}) did not exit within {} after {stop}; the new \
+                     master (pid {}) serves",
+                    old.pid,
+                    format_duration(run.timeout()),
+                    new_master.pid
+                ),
+            });
+        }
+        tick().await;
+    }
+    Ok(RestartOutcome::Completed)
+}
+
+/// Rolls back: HUP to the old master when its workers were stopped (it starts them
+/// again), QUIT to the new master, and waits a little for the new master to go.
+async fn roll_back(
+    run: &mut Run<'_>,
+    old: &Target,
+    new_master: Option<&Target>,
+    winched: bool,
+    reason: String,
+) -> RestartOutcome {
+    if winched && old.signal(Signal::Hangup).is_ok() {
+        run.emit(EventKind::Signalled {
+            generation: run.old_generation.unwrap_or(0),
+            pid: old.pid,
+            signal: Signal::Hangup.to_string(),
+        });
+    }
+    if let Some(master) = new_master.filter(|m| m.is_alive()) {
+        if master.signal(Signal::Quit).is_ok() {
+            run.draining(master.pid, "QUIT");
+        }
+        let until = Instant::now() + ROLLBACK_GRACE;
+        while master.is_alive() && Instant::now() < until {
+            tick().await;
+        }
+    }
+    run.new_pid = None;
+    rolled_back(reason)
+}

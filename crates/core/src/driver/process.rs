@@ -1,0 +1,162 @@
+//! The processes a driver signals: read from a pidfile, proven to be the expected program,
+//! and held by a pidfd so that a recycled pid never receives a signal meant for them.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+use super::DriverError;
+use crate::pidfile::{self, PidfileError};
+use crate::proc;
+use crate::signal::Signal;
+
+/// A live process the driver may signal.
+#[derive(Debug)]
+pub(super) struct Target {
+    pub(super) pid: i32,
+    start_ticks: u64,
+    pidfd: OwnedFd,
+}
+
+impl Target {
+    /// Takes hold of `pid`: opens a pidfd, then checks that the process is alive and is
+    /// the same one (start time) whose command line was checked.
+    pub(super) fn open(pid: i32) -> Option<Target> {
+        let start_ticks = proc::start_time_ticks(pid).ok()?;
+        let pidfd = pidfd_open(pid)?;
+        // The pidfd was opened after the start time was read: if the pid had been reused
+        // in between, the start time would now differ.
+        (proc::is_alive(pid) && proc::start_time_ticks(pid).ok() == Some(start_ticks)).then_some(
+            Target {
+                pid,
+                start_ticks,
+                pidfd,
+            },
+        )
+    }
+
+    /// Whether the process we hold is still running (a zombie is not).
+    pub(super) fn is_alive(&self) -> bool {
+        proc::is_alive(self.pid) && proc::start_time_ticks(self.pid).ok() == Some(self.start_ticks)
+    }
+
+    /// Sends `signal` through the pidfd.
+    pub(super) fn signal(&self, signal: Signal) -> Result<(), DriverError> {
+        // SAFETY: pidfd_send_signal takes our pidfd, a signal number, no siginfo and no
+        // flags; the pidfd names exactly the process we checked, never a recycled pid.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                signal.as_raw(),
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if rc < 0 {
+            return Err(DriverError::io(
+                format!("send {signal} to pid {}", self.pid),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        tracing::debug!(pid = self.pid, %signal, "signalled");
+        Ok(())
+    }
+}
+
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: the syscall returned a fresh fd that nothing else owns; pidfds are
+    // close-on-exec.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The process's command line, arguments joined by spaces (empty when unreadable).
+pub(super) fn cmdline(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|bytes| {
+            String::from_utf8_lossy(&bytes)
+                .split('\0')
+                .filter(|w| !w.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+/// Whether `pid`'s command line or executable names `expect`.
+pub(super) fn is_program(pid: i32, expect: &str) -> bool {
+    if cmdline(pid).contains(expect) {
+        return true;
+    }
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .is_ok_and(|exe| exe.to_string_lossy().contains(expect))
+}
+
+/// Reads the pidfile without judging the process.
+pub(super) fn read_pid(path: &Path) -> Result<i32, DriverError> {
+    match pidfile::read(path) {
+        Ok(pid) => Ok(pid),
+        Err(PidfileError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(DriverError::NotRunning {
+                path: path.to_owned(),
+                reason: format!(
+                    "pidfile '{}' does not exist: the service is not running, or `pidfile:` \
+                     names the wrong file",
+                    path.display()
+                ),
+            })
+        }
+        Err(PidfileError::Stale { pid, .. }) => Err(DriverError::NotRunning {
+            path: path.to_owned(),
+            reason: format!(
+                "pidfile '{}' is stale: pid {pid} is not running; start the service",
+                path.display()
+            ),
+        }),
+        Err(PidfileError::Invalid { found, .. }) => Err(DriverError::BadPidfile {
+            path: path.to_owned(),
+            found,
+        }),
+        Err(other) => Err(DriverError::io(
+            format!("read pidfile '{}'", path.display()),
+            std::io::Error::other(other.to_string()),
+        )),
+    }
+}
+
+/// Reads the pidfile and takes hold of its process after proving it is `expect`.
+pub(super) fn target_from_pidfile(
+    path: &Path,
+    expect: Option<&str>,
+) -> Result<Target, DriverError> {
+    let pid = read_pid(path)?;
+    let stale = || DriverError::NotRunning {
+        path: path.to_owned(),
+        reason: format!(
+            "pidfile '{}' is stale: pid {pid} is not running; start the service",
+            path.display()
+        ),
+    };
+    let target = Target::open(pid).ok_or_else(stale)?;
+    if let Some(expect) = expect {
+        if !is_program(pid, expect) {
+            return Err(DriverError::Unexpected {
+                path: path.to_owned(),
+                pid,
+                expected: format!("'{expect}'"),
+                found: format!("'{}'", cmdline(pid)),
+            });
+        }
+    }
+    Ok(target)
+}
+
+/// Live children of `pid`, oldest first by pid order as /proc lists them.
+pub(super) fn live_children(pid: i32) -> Vec<i32> {
+    proc::children(pid)
+        .into_iter()
+        .filter(|kid| proc::is_alive(*kid))
+        .collect()
+}

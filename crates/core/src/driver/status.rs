@@ -1,0 +1,137 @@
+//! The process view of a foreign service: its supervisor's pid (the root) and its
+//! generations, read from /proc (the child subtrees of the root, or the root itself for
+//! supervisors that replace their own process), in the shape of a native `status`.
+
+use std::time::{Duration, SystemTime};
+
+use super::process::{live_children, target_from_pidfile};
+use super::{DriverConfig, DriverError, DriverKind, WatchMode, record, start_server};
+use crate::proc;
+use crate::proto::{GenerationInfo, GenerationState, RestartCounters, Status, unix_ms};
+
+/// The pid of the foreign service's supervisor (the root of its process tree), proven to
+/// be the expected program: for `zdctl top` and `status`. systemd services: the unit's
+/// main pid.
+pub fn root_pid(config: &DriverConfig) -> Result<i32, DriverError> {
+    if config.kind == DriverKind::Systemd {
+        let unit = config.unit.as_deref().unwrap_or_default();
+        let output = std::process::Command::new("systemctl")
+            .args(["show", unit, "-p", "MainPID,ActiveState"])
+            .output()
+            .map_err(|e| DriverError::NotRunning {
+                path: "systemctl".into(),
+                reason: format!("cannot run systemctl ({e}); is this a systemd machine?"),
+            })?;
+        let state = super::parse_show(&String::from_utf8_lossy(&output.stdout));
+        return match state {
+            Some(s) if s.main_pid > 0 => Ok(s.main_pid),
+            _ => Err(DriverError::NotRunning {
+                path: unit.into(),
+                reason: format!("unit '{unit}' has no main process"),
+            }),
+        };
+    }
+    let Some(pidfile) = config.pidfile.as_deref() else {
+        return Err(DriverError::NotRunning {
+            path: config.source.clone(),
+            reason: format!(
+                "'{}' names no `pidfile:`, so zdctl cannot find the supervisor's process; add \
+                 the pidfile the supervisor writes",
+                config.source.display()
+            ),
+        });
+    };
+    target_from_pidfile(pidfile, config.expect.as_deref()).map(|t| t.pid)
+}
+
+/// Whether each child of the root is a generation (rather than the root itself).
+fn generations_are_children(config: &DriverConfig) -> bool {
+    match config.kind {
+        DriverKind::Signal => config.watch == WatchMode::Child,
+        DriverKind::Socketmaster | DriverKind::StartServer | DriverKind::Einhorn => true,
+        _ => false,
+    }
+}
+
+/// The status of a foreign service, as `zdctl status` shows a native one: the supervisor's
+/// pid, its generations and their start times.
+pub fn status(config: &DriverConfig) -> Result<Status, DriverError> {
+    let root = root_pid(config)?;
+    let mut generations = Vec::new();
+    if generations_are_children(config) {
+        let numbers = match (config.kind, &config.status_file) {
+            (DriverKind::StartServer, Some(path)) => start_server::read_status(path)?,
+            _ => Vec::new(),
+        };
+        let kids = live_children(root);
+        let newest = kids.iter().copied().max_by_key(|pid| {
+            numbers
+                .iter()
+                .find(|(_, p)| p == pid)
+                .map_or(0, |(g, _)| *g)
+        });
+        for pid in kids {
+            let generation = numbers
+                .iter()
+                .find(|(_, p)| *p == pid)
+                .map(|(g, _)| *g)
+                .or_else(|| record::generation_of(&config.name, pid))
+                .unwrap_or(1);
+            let state = if Some(pid) == newest {
+                GenerationState::Active
+            } else {
+                GenerationState::Draining
+            };
+            generations.push(info(generation, pid, state));
+        }
+        generations.sort_by_key(|g| std::cmp::Reverse(g.generation));
+    } else {
+        let generation = record::generation_of(&config.name, root).unwrap_or(1);
+        generations.push(info(generation, root, GenerationState::Active));
+    }
+    let active = generations
+        .iter()
+        .find(|g| g.state == GenerationState::Active)
+        .map(|g| g.generation);
+    Ok(Status {
+        service: config.name.clone(),
+        supervisor_pid: root,
+        started_unix_ms: started_unix_ms(root).unwrap_or(0),
+        config_path: Some(config.source.display().to_string()),
+        active_generation: active,
+        restart_in_progress: None,
+        generations,
+        listeners: Vec::new(),
+        restarts: RestartCounters::default(),
+        last_restart: None,
+    })
+}
+
+fn info(generation: u64, pid: i32, state: GenerationState) -> GenerationInfo {
+    GenerationInfo {
+        generation,
+        pid,
+        state,
+        started_unix_ms: started_unix_ms(pid).unwrap_or(0),
+        exit: None,
+    }
+}
+
+/// When a process started, from its start ticks and the boot time.
+fn started_unix_ms(pid: i32) -> Option<u64> {
+    let ticks = proc::start_time_ticks(pid).ok()?;
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let btime: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    let hz = match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
+        Ok(Some(hz)) if hz > 0 => hz.unsigned_abs(),
+        _ => 100,
+    };
+    let since_boot = Duration::from_millis(ticks.saturating_mul(1000) / hz.max(1));
+    let boot = SystemTime::UNIX_EPOCH + Duration::from_secs(btime);
+    Some(unix_ms(boot + since_boot))
+}

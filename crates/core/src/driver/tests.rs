@@ -1,0 +1,137 @@
+//! Parsers and config of the drivers, on fixture text.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+fn parse(text: &str) -> Result<DriverConfig, String> {
+    parse_str(text, Path::new("/etc/zdctl/services.d/web.yaml")).map_err(|e| e.to_string())
+}
+
+#[test]
+fn an_nginx_service_needs_only_a_driver_and_a_pidfile() {
+    let config =
+        parse("driver: nginx\npidfile: /run/nginx.pid\nnginx: { mode: reload }\ntimeout: 5s\n")
+            .expect("valid");
+    assert_eq!(config.name, "web");
+    assert_eq!(config.kind, DriverKind::Nginx);
+    assert_eq!(config.nginx, NginxMode::Reload);
+    assert_eq!(config.timeout, Duration::from_secs(5));
+    assert_eq!(config.expect.as_deref(), Some("nginx"));
+    assert!(names_driver("driver: nginx\n"));
+    assert!(!names_driver("command: [true]\n"));
+}
+
+#[test]
+fn an_unknown_key_is_an_error_with_its_position_and_a_guess() {
+    let err = parse("driver: psflip\npidfile: /run/p.pid\ntimout: 5s\n").expect_err("unknown key");
+    assert!(
+        err.starts_with("/etc/zdctl/services.d/web.yaml:3:"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `timeout`?"), "{err}");
+}
+
+#[test]
+fn an_unknown_driver_lists_the_known_ones() {
+    let err = parse("driver: nginxx\npidfile: /run/p.pid\n").expect_err("unknown driver");
+    assert!(err.contains(":1:"), "{err}");
+    assert!(err.contains("nginx"), "{err}");
+}
+
+#[test]
+fn a_section_for_another_driver_and_a_missing_pidfile_are_errors() {
+    let err = parse("driver: psflip\npidfile: /p\nnginx: { mode: reload }\n").expect_err("section");
+    assert!(
+        err.contains(":3:1: `nginx:` applies to `driver: nginx` only"),
+        "{err}"
+    );
+    let err = parse("driver: signal\n").expect_err("no pidfile");
+    assert!(err.contains("needs `pidfile:`"), "{err}");
+    let err = parse("driver: start_server\npidfile: /p\n").expect_err("no status file");
+    assert!(err.contains("needs `status_file:`"), "{err}");
+    let err = parse("driver: haproxy\n").expect_err("no socket");
+    assert!(err.contains("needs `socket:`"), "{err}");
+}
+
+#[test]
+fn relative_paths_resolve_against_the_service_file() {
+    let config =
+        parse("driver: signal\npidfile: run/app.pid\nwatch: child\nsignal: USR2\n").expect("valid");
+    assert_eq!(
+        config.pidfile.as_deref(),
+        Some(Path::new("/etc/zdctl/services.d/run/app.pid"))
+    );
+    assert_eq!(config.watch, WatchMode::Child);
+    assert_eq!(config.signal, crate::signal::Signal::User2);
+}
+
+#[test]
+fn start_server_status_lines_are_generation_and_pid() {
+    assert_eq!(
+        start_server::parse_status("3:1200\n2:1100\nnoise\n"),
+        vec![(2, 1100), (3, 1200)]
+    );
+    assert!(start_server::parse_status("").is_empty());
+}
+
+#[test]
+fn haproxy_show_proc_lists_master_workers_and_old_workers() {
+    let text = "\
+#<PID>          <type>          <reloads>       <uptime>        <version>
+4100            master          2 [failed: 1]   0d00h01m10s     2.6.12-1+deb12u4
+# workers
+4321            worker          0               0d00h00m03s     2.6.12-1+deb12u4
+# old workers
+4200            worker          1               0d00h00m40s     2.6.12-1+deb12u4
+# programs
+
+";
+    let list = haproxy::parse_show_proc(text).expect("parses");
+    assert_eq!(list.master, 4100);
+    assert_eq!(list.reloads, 2);
+    assert_eq!(list.failed, 1);
+    assert_eq!(list.workers, vec![4321]);
+    assert_eq!(list.old_workers, vec![4200]);
+    assert_eq!(haproxy::parse_show_proc("Unknown command\n"), None);
+}
+
+#[test]
+fn systemctl_show_output_gives_pid_state_and_status() {
+    let text =
+        "MainPID=812\nActiveState=active\nSubState=running\nExecMainStatus=0\nResult=success\n";
+    let state = parse_show(text).expect("parses");
+    assert_eq!(state.main_pid, 812);
+    assert_eq!(state.active_state, "active");
+    assert_eq!(state.sub_state, "running");
+    assert_eq!(state.result, "success");
+    let failed =
+        parse_show("MainPID=0\nActiveState=failed\nExecMainStatus=203\nResult=exit-code\n")
+            .expect("parses");
+    assert_eq!((failed.main_pid, failed.exec_main_status), (0, 203));
+    assert_eq!(parse_show("garbage\n"), None);
+    assert_eq!(parse_show("MainPID=x\nActiveState=active\n"), None);
+}
+
+#[test]
+fn an_nginx_started_by_a_bare_name_cannot_exec_itself() {
+    assert_eq!(
+        nginx::relative_argv0("nginx: master process nginx -p /srv/www -c nginx.conf").as_deref(),
+        Some("nginx")
+    );
+    assert_eq!(
+        nginx::relative_argv0("nginx: master process /usr/sbin/nginx -c /etc/nginx.conf"),
+        None
+    );
+}
+
+#[test]
+fn einhorn_state_lists_workers_and_their_acks() {
+    let reply = r#"{"id":1,"message":"{\"state\":{\"children\":{\"101\":{\"type\":\"worker\",\"acked\":true},\"102\":{\"type\":\"worker\",\"acked\":false},\"103\":{\"type\":\"state_passer\"}}}}"}"#;
+    assert_eq!(
+        einhorn::parse_state(reply),
+        Some(vec![(101, true), (102, false)])
+    );
+    assert_eq!(einhorn::parse_state("hello\n"), None);
+}

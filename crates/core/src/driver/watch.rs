@@ -1,0 +1,303 @@
+//! The signal-and-watch drivers: `signal`, `psflip`, `socketmaster`, `huptime`, and the
+//! in-place worker reloads (gunicorn HUP, nginx HUP).
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use super::process::{Target, live_children, target_from_pidfile};
+use super::run::{Run, failed, rolled_back, tick};
+use super::{DriverConfig, DriverError};
+use crate::duration::format_duration;
+use crate::pidfile;
+use crate::proto::{EventKind, RestartOutcome};
+
+fn pidfile_of(config: &DriverConfig) -> Result<&std::path::Path, DriverError> {
+    config
+        .pidfile
+        .as_deref()
+        .ok_or_else(|| DriverError::NotRunning {
+            path: config.source.clone(),
+            reason: format!(
+                "the service file '{}' names no `pidfile:`",
+                config.source.display()
+            ),
+        })
+}
+
+/// Sends the configured signal to `target` and says so.
+fn poke(config: &DriverConfig, run: &mut Run<'_>, target: &Target) -> Result<(), DriverError> {
+    target.signal(config.signal)?;
+    run.emit(EventKind::Signalled {
+        generation: run.old_generation.unwrap_or(0),
+        pid: target.pid,
+        signal: config.signal.to_string(),
+    });
+    Ok(())
+}
+
+/// A candidate new generation and when it was first seen.
+struct Candidate {
+    target: Target,
+    seen: Instant,
+    ready: bool,
+}
+
+impl Candidate {
+    fn settled(&self, config: &DriverConfig) -> bool {
+        self.seen.elapsed() >= config.settle
+    }
+}
+
+/// The pidfile's process replaces itself: success when the pidfile names a new process
+/// that has lived for `settle` and the old process has exited.
+pub(super) async fn pidfile_flip(
+    config: &DriverConfig,
+    run: &mut Run<'_>,
+) -> Result<RestartOutcome, DriverError> {
+    let path = pidfile_of(config)?;
+    let old = target_from_pidfile(path, config.expect.as_deref())?;
+    run.numbers_from_record(old.pid);
+    let before: BTreeSet<i32> = live_children(old.pid).into_iter().collect();
+    poke(config, run, &old)?;
+    let mut candidate: Option<Candidate> = None;
+    // Children the old process started after the signal: a successor that dies before it
+    // writes the pidfile shows only here.
+    let mut successors: BTreeSet<i32> = BTreeSet::new();
+    let mut old_gone_at: Option<Instant> = None;
+    loop {
+        if candidate.is_none() {
+            let named = std::fs::read_to_string(path)
+                .ok()
+                .as_deref()
+                .and_then(pidfile::parse)
+                .filter(|pid| *pid != old.pid);
+            if let Some(target) = named.and_then(Target::open) {
+                run.spawned(target.pid);
+                candidate = Some(Candidate {
+                    target,
+                    seen: Instant::now(),
+                    ready: false,
+                });
+            }
+        }
+        let kids = live_children(old.pid);
+        successors.extend(kids.iter().filter(|k| !before.contains(k)));
+        match &mut candidate {
+            Some(c) => {
+                if !c.target.is_alive() {
+                    let pid = c.target.pid;
+                    return Ok(if old.is_alive() {
+                        rolled_back(format!(
+                            "the new process (pid {pid}) exited; the old one (pid {}) keeps running",
+                            old.pid
+                        ))
+                    } else {
+                        failed(format!(
+                            "the new process (pid {pid}) exited and the old one (pid {}) is gone \
+                             too: the service is down",
+                            old.pid
+                        ))
+                    });
+                }
+                if !c.ready && c.settled(config) {
+                    c.ready = true;
+                    let pid = c.target.pid;
+                    run.ready(format!(
+                        "pid {pid} named by the pidfile, alive for {}",
+                        format_duration(config.settle)
+                    ));
+                    run.promoted(pid);
+                }
+                if c.ready && !old.is_alive() {
+                    return Ok(RestartOutcome::Completed);
+                }
+            }
+            None => {
+                let gave_up = successors
+                    .iter()
+                    .any(|pid| !crate::proc::is_alive(*pid) && !kids.contains(pid));
+                if gave_up && old.is_alive() && kids.iter().all(|k| before.contains(k)) {
+                    return Ok(rolled_back(format!(
+                        "the new process started by pid {} exited before it took over; the \
+                         old one keeps running",
+                        old.pid
+                    )));
+                }
+                if !old.is_alive() {
+                    // A flipper writes the pidfile before the old process exits; give a
+                    // late writer one settle period.
+                    let gone = *old_gone_at.get_or_insert_with(Instant::now);
+                    if gone.elapsed() >= config.settle {
+                        return Ok(failed(format!(
+                            "the old process (pid {}) exited and no new pid appeared in '{}'",
+                            old.pid,
+                            path.display()
+                        )));
+                    }
+                }
+            }
+        }
+        if run.timed_out() {
+            return Ok(timeout_outcome(config, run, &old, candidate.as_ref()));
+        }
+        tick().await;
+    }
+}
+
+fn timeout_outcome(
+    config: &DriverConfig,
+    run: &Run<'_>,
+    old: &Target,
+    candidate: Option<&Candidate>,
+) -> RestartOutcome {
+    let within = format_duration(run.timeout());
+    match candidate {
+        None => failed(format!(
+            "no new process within {within} after {} to pid {}; it keeps running as before",
+            config.signal, old.pid
+        )),
+        Some(c) if !c.ready => failed(format!(
+            "the new process (pid {}) did not live {} within {within}",
+            c.target.pid,
+            format_duration(config.settle)
+        )),
+        Some(c) => failed(format!(
+            "the new process (pid {}) runs, but the old one (pid {}) has not exited within \
+             {within}",
+            c.target.pid, old.pid
+        )),
+    }
+}
+
+/// The pidfile's process starts a new child and stops the old one: success when a new
+/// child has lived for `settle` and every old child has exited.
+pub(super) async fn child_flip(
+    config: &DriverConfig,
+    run: &mut Run<'_>,
+) -> Result<RestartOutcome, DriverError> {
+    let path = pidfile_of(config)?;
+    let root = target_from_pidfile(path, config.expect.as_deref())?;
+    let old: BTreeSet<i32> = live_children(root.pid).into_iter().collect();
+    run.numbers_from_record(old.iter().next_back().copied().unwrap_or(root.pid));
+    poke(config, run, &root)?;
+    let mut candidate: Option<Candidate> = None;
+    loop {
+        if !root.is_alive() {
+            return Ok(failed(format!(
+                "the supervisor (pid {}) exited during the restart",
+                root.pid
+            )));
+        }
+        let kids = live_children(root.pid);
+        if candidate.is_none() {
+            if let Some(target) = kids
+                .iter()
+                .find(|k| !old.contains(k))
+                .and_then(|pid| Target::open(*pid))
+            {
+                run.spawned(target.pid);
+                candidate = Some(Candidate {
+                    target,
+                    seen: Instant::now(),
+                    ready: false,
+                });
+            }
+        }
+        if let Some(c) = &mut candidate {
+            if !c.target.is_alive() {
+                let pid = c.target.pid;
+                let old_alive = old.iter().any(|p| kids.contains(p));
+                return Ok(if old_alive {
+                    rolled_back(format!(
+                        "the new child (pid {pid}) exited; the old one keeps running"
+                    ))
+                } else {
+                    failed(format!("the new child (pid {pid}) exited"))
+                });
+            }
+            if !c.ready && c.settled(config) {
+                c.ready = true;
+                let pid = c.target.pid;
+                run.ready(format!(
+                    "child pid {pid} alive for {}",
+                    format_duration(config.settle)
+                ));
+                run.promoted(pid);
+                for pid in old.iter().filter(|p| kids.contains(p)) {
+                    run.draining(*pid, "(by the supervisor)");
+                }
+            }
+            if c.ready && !old.iter().any(|p| kids.contains(p)) {
+                return Ok(RestartOutcome::Completed);
+            }
+        }
+        if run.timed_out() {
+            return Ok(timeout_outcome(config, run, &root, candidate.as_ref()));
+        }
+        tick().await;
+    }
+}
+
+/// The process keeps its pid and replaces its workers: success when as many new workers as
+/// there were old ones have lived for `settle` and every old worker has exited.
+pub(super) async fn workers_replaced(
+    config: &DriverConfig,
+    run: &mut Run<'_>,
+) -> Result<RestartOutcome, DriverError> {
+    let path = pidfile_of(config)?;
+    let root = target_from_pidfile(path, config.expect.as_deref())?;
+    let old: BTreeSet<i32> = live_children(root.pid).into_iter().collect();
+    run.numbers_from_record(root.pid);
+    poke(config, run, &root)?;
+    let wanted = old.len().max(1);
+    let mut first_seen: Option<Instant> = None;
+    let mut announced = BTreeSet::new();
+    loop {
+        if !root.is_alive() {
+            return Ok(failed(format!(
+                "the master (pid {}) exited during the reload",
+                root.pid
+            )));
+        }
+        let kids = live_children(root.pid);
+        let new: Vec<i32> = kids.iter().copied().filter(|k| !old.contains(k)).collect();
+        for pid in &new {
+            if announced.insert(*pid) {
+                run.spawned(*pid);
+            }
+        }
+        if new.len() >= wanted {
+            let since = *first_seen.get_or_insert_with(Instant::now);
+            let old_left = old.iter().any(|p| kids.contains(p));
+            if since.elapsed() >= config.settle && !old_left {
+                run.new_pid = Some(root.pid);
+                run.ready(format!(
+                    "{} new workers alive for {}",
+                    new.len(),
+                    format_duration(config.settle)
+                ));
+                run.promoted(root.pid);
+                return Ok(RestartOutcome::Completed);
+            }
+        } else {
+            first_seen = None;
+        }
+        if run.timed_out() {
+            let old_left: Vec<String> = old
+                .iter()
+                .filter(|p| kids.contains(p))
+                .map(ToString::to_string)
+                .collect();
+            return Ok(failed(format!(
+                "after {} to pid {}: {} of {wanted} new workers within {}; old workers still \
+                 running: [{}]",
+                config.signal,
+                root.pid,
+                new.len(),
+                format_duration(run.timeout()),
+                old_left.join(", ")
+            )));
+        }
+        tick().await;
+    }
+}

@@ -1,0 +1,92 @@
+//! Drivers against real foreign supervisors (start_server, nginx) and zd-flipper: each
+//! peer runs in its own process group, killed by a guard when the test ends.
+
+mod nginx;
+mod signal;
+mod start_server;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use crate::support::{TestEnv, assert_code, stdout};
+
+/// A foreign supervisor started by a test, in its own process group.
+pub struct Peer {
+    child: Child,
+}
+
+impl Peer {
+    pub fn spawn(mut cmd: Command, log: &Path) -> Peer {
+        use std::os::unix::process::CommandExt;
+        let out = std::fs::File::create(log).expect("peer log");
+        let err = out.try_clone().expect("peer log");
+        cmd.process_group(0)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        Peer {
+            child: cmd.spawn().expect("spawn peer"),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("pid")
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // The group is ours: the peer leads it and every process it starts stays in it.
+        let _ = killpg(Pid::from_raw(self.pid()), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// A program on PATH (or in /usr/sbin), or `None` with a loud SKIPPED line; with
+/// `ZD_REQUIRE_PEERS=1` a missing peer fails the test.
+pub fn peer(test: &str, program: &str, package: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("ZD_REQUIRE_PEERS").is_none_or(|v| v != "1"),
+            "ZD_REQUIRE_PEERS=1 but {program} is not installed (Debian package {package})"
+        );
+        eprintln!("SKIPPED: {test}: {program} is not installed (Debian package {package})");
+    }
+    found
+}
+
+/// A free port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The active generation `zdctl status NAME --json` shows.
+pub fn generation(env: &TestEnv, name: &str) -> u64 {
+    let out = env.run_zdctl(&["status", name, "--json"]);
+    assert_code(&out, 0);
+    let value: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("status json");
+    value["active_generation"].as_u64().expect("a generation")
+}
+
+/// Restarts `name` `times` times, each exiting 0 with a new generation in `status`.
+pub fn restart_times(env: &TestEnv, name: &str, times: usize) {
+    let mut last = generation(env, name);
+    for _ in 0..times {
+        let out = env.run_zdctl(&["restart", name]);
+        assert_code(&out, 0);
+        let now = generation(env, name);
+        assert_ne!(now, last, "the generation did not change");
+        last = now;
+    }
+}

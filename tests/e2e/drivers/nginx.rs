@@ -1,0 +1,150 @@
+//! A real nginx (Debian nginx-light): binary upgrades under load, rollback after a bad
+//! configuration, and the relative-argv[0] trap.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use zd_core::load::ConnectionMode;
+
+use super::{Peer, free_port, peer, restart_times};
+use crate::support::{
+    TestEnv, assert_code, assert_no_failures, is_alive, start_load, stderr, wait_for,
+};
+
+struct Nginx {
+    _launcher: Peer,
+    /// The process group of the daemonized master: upgraded masters and all workers stay
+    /// in it (fork keeps the group), so killing it ends every nginx process of the test.
+    group: i32,
+    prefix: PathBuf,
+    addr: String,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.group),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+fn config(prefix: &Path, port: u16, extra: &str) -> String {
+    let p = prefix.display();
+    let user = if nix::unistd::geteuid().is_root() {
+        "user root;"
+    } else {
+        ""
+    };
+    format!(
+        "{user}\nworker_processes 2;\npid {p}/nginx.pid;\nerror_log {p}/error.log info;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n access_log off;\n client_body_temp_path {p}/tmp/body;\n\
+         proxy_temp_path {p}/tmp/proxy;\n fastcgi_temp_path {p}/tmp/fastcgi;\n\
+         uwsgi_temp_path {p}/tmp/uwsgi;\n scgi_temp_path {p}/tmp/scgi;\n{extra}\n\
+         server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\\n\"; }} }}\n}}\n"
+    )
+}
+
+/// nginx daemonized, as it runs by default (a master that still has its launcher as parent
+/// ignores USR2), started as `argv0`.
+fn start(env: &TestEnv, argv0: &str, program: &Path) -> Nginx {
+    let prefix = env.path("nginx");
+    std::fs::create_dir_all(prefix.join("tmp")).expect("prefix");
+    let port = free_port();
+    std::fs::write(prefix.join("nginx.conf"), config(&prefix, port, "")).expect("conf");
+    let mut cmd = Command::new(argv0);
+    if let Some(dir) = program.parent() {
+        let path = std::env::var("PATH").unwrap_or_default();
+        cmd.env("PATH", format!("{}:{path}", dir.display()));
+    }
+    cmd.arg("-p")
+        .arg(&prefix)
+        .arg("-c")
+        .arg(prefix.join("nginx.conf"));
+    let launcher = Peer::spawn(cmd, &env.path("nginx.out"));
+    let pidfile = prefix.join("nginx.pid");
+    let master = wait_for("nginx's pidfile", || zd_core::pidfile::read(&pidfile).ok());
+    let group = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(master)))
+        .expect("nginx's process group")
+        .as_raw();
+    wait_for("the pidfile to name an nginx master", || {
+        std::fs::read_to_string(format!("/proc/{master}/cmdline"))
+            .is_ok_and(|c| c.starts_with("nginx: master process"))
+            .then_some(())
+    });
+    let addr = format!("127.0.0.1:{port}");
+    wait_for("nginx to answer", || {
+        crate::support::http_get(&addr, "/").ok()
+    });
+    env.write_service(
+        "web",
+        &format!(
+            "driver: nginx\npidfile: {}/nginx.pid\nnginx: {{ mode: upgrade }}\nsettle: 300ms\n\
+             timeout: 20s\n",
+            prefix.display()
+        ),
+    );
+    Nginx {
+        _launcher: launcher,
+        group,
+        prefix,
+        addr,
+    }
+}
+
+fn master(nginx: &Nginx) -> i32 {
+    zd_core::pidfile::read(&nginx.prefix.join("nginx.pid")).expect("nginx pid")
+}
+
+#[test]
+fn nginx_upgrades_ten_times_under_load_without_a_failed_request() {
+    let Some(program) = peer("nginx upgrade", "nginx", "nginx-light") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let nginx = start(&env, &program.display().to_string(), &program);
+    let load = start_load(&nginx.addr, 16, ConnectionMode::Close);
+    restart_times(&env, "web", 10);
+    assert_no_failures(&load.finish());
+}
+
+#[test]
+fn nginx_with_a_broken_new_configuration_rolls_back_to_the_old_master() {
+    let Some(program) = peer("nginx rollback", "nginx", "nginx-light") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let nginx = start(&env, &program.display().to_string(), &program);
+    let old = master(&nginx);
+    let load = start_load(&nginx.addr, 16, ConnectionMode::Close);
+    std::fs::write(
+        nginx.prefix.join("nginx.conf"),
+        "this is not nginx syntax;\n",
+    )
+    .expect("break the config");
+    let out = env.run_zdctl(&["restart", "web"]);
+    assert_code(&out, 1);
+    assert!(stderr(&out).contains("rolled back"), "{}", stderr(&out));
+    assert!(is_alive(old), "the old master must keep serving");
+    assert_eq!(master(&nginx), old);
+    assert_no_failures(&load.finish());
+}
+
+#[test]
+fn nginx_started_by_a_relative_name_is_left_serving_when_it_cannot_exec_itself() {
+    let Some(program) = peer("nginx relative argv0", "nginx", "nginx-light") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let nginx = start(&env, "nginx", &program);
+    let old = master(&nginx);
+    let load = start_load(&nginx.addr, 16, ConnectionMode::Close);
+    let out = env.run_zdctl(&["restart", "web"]);
+    assert_code(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("rolled back"), "{err}");
+    assert!(err.contains("relative argv[0]"), "{err}");
+    assert!(is_alive(old), "the old master must keep serving");
+    assert_no_failures(&load.finish());
+}

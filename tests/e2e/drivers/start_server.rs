@@ -1,0 +1,82 @@
+//! A real start_server (Debian libserver-starter-perl) in front of zd-fixture.
+
+use std::process::Command;
+
+use zd_core::load::ConnectionMode;
+
+use super::{Peer, free_port, peer, restart_times};
+use crate::support::{
+    TestEnv, assert_code, assert_no_failures, fixture_bin, start_load, stderr, wait_for,
+};
+
+struct StartServer {
+    _peer: Peer,
+    addr: String,
+}
+
+fn start(env: &TestEnv, program: &std::path::Path, worker: &[&str]) -> StartServer {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut cmd = Command::new(program);
+    cmd.arg(format!("--port={addr}"))
+        .arg(format!("--pid-file={}", env.path("ss.pid").display()))
+        .arg(format!("--status-file={}", env.path("ss.status").display()))
+        .arg("--interval=1")
+        .arg("--")
+        .args(worker);
+    let peer = Peer::spawn(cmd, &env.path("start_server.log"));
+    wait_for("start_server's first worker", || {
+        let text = std::fs::read_to_string(env.path("ss.status")).ok()?;
+        (!text.trim().is_empty()).then_some(())
+    });
+    wait_for("the worker to answer", || {
+        crate::support::http_get(&addr, "/").ok()
+    });
+    env.write_service(
+        "ss",
+        &format!(
+            "driver: start_server\npidfile: {}\nstatus_file: {}\ntimeout: 20s\n",
+            env.path("ss.pid").display(),
+            env.path("ss.status").display()
+        ),
+    );
+    StartServer { _peer: peer, addr }
+}
+
+#[test]
+fn start_server_restarts_ten_times_under_load_without_a_failed_request() {
+    let Some(program) = peer("start_server", "start_server", "libserver-starter-perl") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let fixture = fixture_bin().display().to_string();
+    let server = start(&env, &program, &[&fixture]);
+    let load = start_load(&server.addr, 16, ConnectionMode::Close);
+    restart_times(&env, "ss", 10);
+    assert_no_failures(&load.finish());
+}
+
+#[test]
+fn start_server_with_a_new_worker_that_dies_fails_with_the_reason() {
+    let Some(program) = peer("start_server", "start_server", "libserver-starter-perl") else {
+        return;
+    };
+    let env = TestEnv::new();
+    // The first worker serves; every later one exits at once (a marker file says which).
+    let marker = env.path("started");
+    let fixture = fixture_bin().display().to_string();
+    let script = format!(
+        "if [ -e {m} ]; then exit 7; fi; touch {m}; exec {fixture}",
+        m = marker.display()
+    );
+    let server = start(&env, &program, &["sh", "-c", &script]);
+    let load = start_load(&server.addr, 16, ConnectionMode::Close);
+    let out = env.run_zdctl(&["restart", "ss"]);
+    assert_code(&out, 1);
+    assert!(
+        stderr(&out).contains("exited within start_server's --interval"),
+        "{}",
+        stderr(&out)
+    );
+    assert_no_failures(&load.finish());
+}
