@@ -95,7 +95,7 @@ fn start_top(env: &TestEnv, tmux: &Tmux, args: &str, exit_file: &Path) {
 }
 
 /// The generations-table row of `generation` run by `pid`: its cells.
-fn row<'s>(screen: &'s str, generation: u64, pid: i32) -> Option<Vec<&'s str>> {
+fn row(screen: &str, generation: u64, pid: i32) -> Option<Vec<&str>> {
     screen.lines().find_map(|line| {
         let cells: Vec<&str> = line
             .split(|c: char| c.is_whitespace() || c == '│')
