@@ -1,6 +1,7 @@
 //! Drivers against real foreign supervisors (start_server, nginx) and zd-flipper: each
 //! peer runs in its own process group, killed by a guard when the test ends.
 
+mod haproxy;
 mod nginx;
 mod signal;
 mod start_server;

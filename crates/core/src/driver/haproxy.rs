@@ -69,7 +69,11 @@ pub(super) fn parse_show_proc(text: &str) -> Option<ProcList> {
 }
 
 async fn show_proc(socket: &Path, timeout: Duration) -> Result<ProcList, DriverError> {
-    let answer = ask(socket, "show proc\n", timeout, |_| false).await?;
+    // The master CLI keeps the connection open; the list ends with an empty line.
+    let answer = ask(socket, "show proc\n", timeout, |t| {
+        t.contains("master") && t.ends_with("\n\n")
+    })
+    .await?;
     parse_show_proc(&answer).ok_or_else(|| DriverError::Garbage {
         path: socket.to_owned(),
         reason: format!(
