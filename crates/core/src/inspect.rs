@@ -7,7 +7,7 @@
 //! 1. **Generations.** For our own supervisor they come from its `status`
 //!    answer; for anything else (a foreign supervisor, `--pid PID`) they are
 //!    the root process's child subtrees, numbered in order of start time and
-//!    kept stable between snapshots (see [`tree`]).
+//!    kept stable between snapshots (`inspect/tree.rs`).
 //! 2. **Processes.** Every pid of every generation's tree is read once from
 //!    `/proc/PID/stat` (CPU ticks, RSS, start time). CPU % needs two
 //!    snapshots: the ticks spent between them over the wall time between
@@ -18,12 +18,12 @@
 //!    connections every second. So each process's socket inodes are cached,
 //!    keyed by pid and start time, and re-read only when the process's fd
 //!    count changes or a socket turns up whose inode no cached table knows
-//!    (see [`owners`] for why those two signals are enough).
+//!    (`inspect/owners.rs` says why those two signals are enough).
 //! 4. **Sockets.** Read from the service's own network namespace. The fast
 //!    path asks the kernel over netlink `sock_diag` (what `ss` uses), with
 //!    the filtering done in the kernel: first the listening sockets, then
 //!    only connections whose local port is one of the service's listener
-//!    ports (see [`diag`]). The fallback reads `/proc/PID/net/tcp{,6}` and
+//!    ports (`inspect/diag.rs`). The fallback reads `/proc/PID/net/tcp{,6}` and
 //!    `/proc/PID/net/unix` whole and filters here.
 //! 5. **Kernel counters.** `ListenOverflows` and `ListenDrops` from the
 //!    `TcpExt` lines of `/proc/PID/net/netstat`, and their change since the
@@ -39,6 +39,7 @@ mod netns;
 mod netstat;
 mod owners;
 mod procfs_source;
+mod sockets;
 mod stat;
 mod tree;
 mod view;
