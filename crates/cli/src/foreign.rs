@@ -74,7 +74,12 @@ pub fn status(config: &DriverConfig) -> anyhow::Result<Status> {
 
 /// The human status: the native layout, with the driver named under the first line.
 pub fn render(config: &DriverConfig, status: &Status, now: std::time::SystemTime) -> String {
-    let text = crate::status::render(status, now);
+    // The restart counters belong to a zdctl supervisor; a foreign one keeps none.
+    let text: String = crate::status::render(status, now)
+        .lines()
+        .filter(|line| !line.starts_with("  restarts: "))
+        .map(|line| format!("{line}\n"))
+        .collect();
     let text = text.replacen("supervisor pid", &format!("{} pid", config.kind.name()), 1);
     match text.split_once('\n') {
         Some((first, rest)) => {

@@ -197,7 +197,8 @@ pub fn parse_str(text: &str, source: &Path) -> Result<ServiceConfig, ConfigError
     if crate::driver::names_driver(text) {
         return Err(ConfigError::invalid(
             at(1, 1),
-            "this service names a `driver:`: its own supervisor runs it, not 'zdctl run'; use              'zdctl restart' and 'zdctl status' on it (see docs/drivers.md)",
+            "this service names a `driver:`: its own supervisor runs it, not 'zdctl run'; use \
+             'zdctl restart' and 'zdctl status' on it (see docs/drivers.md)",
         ));
     }
     if text.trim().is_empty() {
