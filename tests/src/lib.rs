@@ -2,4 +2,5 @@
 
 /// The fixture service lives in the `zd-demo` crate, which ships inside zdctl.
 pub use zd_demo as fixture;
+pub mod compare;
 pub mod flipbench;

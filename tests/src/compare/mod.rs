@@ -1,0 +1,203 @@
+//! `cargo run --release -p zd-tests --bin compare`: one run of the same verification
+//! workload (the `zd_core::verify` library behind `zdctl verify`) against zdctl and the
+//! tools people use for the same job, plus two naive restarts that must show failures.
+//!
+//! Peers: `zdctl run` + the fixture (keep-alive and a new connection per request),
+//! Server::Starter's `start_server` (HUP), nginx's binary upgrade (USR2, WINCH, QUIT),
+//! HAProxy master-worker reloaded over its master socket, stop-then-start, and an
+//! SO_REUSEPORT handover whose old process closes its own listener. A peer whose program
+//! is not installed is reported as skipped, never as passing.
+//!
+//! The binary is also its own helper: `compare fixture ARGS` is the fixture service and
+//! `compare haproxy-reload SOCKET` reloads HAProxy through its master socket and waits
+//! until the old worker is gone.
+
+mod peers;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use zd_core::load::{ConnectionMode, LiveCounters, LoadConfig};
+use zd_core::verify::{self, VerifyConfig, VerifyReport};
+
+/// Restarts per peer, the pause around them and the load: small enough for a laptop,
+/// bounded in time (about 10 s per peer).
+const RESTARTS: u32 = 10;
+const INTERVAL: Duration = Duration::from_millis(300);
+const CONCURRENCY: usize = 16;
+
+pub fn main() -> ExitCode {
+    let mut args = std::env::args_os().skip(1);
+    match args.next().as_deref().and_then(|a| a.to_str()) {
+        Some("fixture") => return exit(zd_demo::run_with_args(args)),
+        Some("haproxy-reload") => {
+            let Some(socket) = args.next() else {
+                eprintln!("usage: compare haproxy-reload SOCKET");
+                return ExitCode::from(2);
+            };
+            return match peers::haproxy_reload(std::path::Path::new(&socket)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("haproxy reload failed: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some(other) => {
+            eprintln!("usage: compare [fixture ARGS | haproxy-reload SOCKET]; not '{other}'");
+            return ExitCode::from(2);
+        }
+        None => {}
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut rows = Vec::new();
+    for peer in peers::ALL {
+        eprintln!("compare: {} ({})", peer.tool, mode_name(peer.mode));
+        let row = match peers::start(peer) {
+            Err(peers::Unavailable(why)) => Row::skipped(peer, why),
+            Ok(running) => {
+                let result = runtime.block_on(measure(&running, peer.mode));
+                drop(running);
+                match result {
+                    Ok(report) => {
+                        eprintln!("{}", row_summary(&report));
+                        Row::measured(peer, &report)
+                    }
+                    Err(e) => Row::skipped(peer, format!("error: {e:#}")),
+                }
+            }
+        };
+        rows.push(row);
+    }
+    print!("{}", table(&rows));
+    ExitCode::SUCCESS
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn mode_name(mode: ConnectionMode) -> &'static str {
+    match mode {
+        ConnectionMode::KeepAlive => "keep-alive",
+        ConnectionMode::Close => "new connection per request",
+    }
+}
+
+async fn measure(
+    running: &peers::Running,
+    mode: ConnectionMode,
+) -> Result<VerifyReport, anyhow::Error> {
+    let mut load = LoadConfig::new(format!("http://{}/", running.address).parse()?);
+    load.concurrency = CONCURRENCY;
+    load.mode = mode;
+    load.request_timeout = Duration::from_secs(2);
+    let config = VerifyConfig {
+        load,
+        restarter: running.restarter.clone(),
+        restarts: RESTARTS,
+        interval: INTERVAL,
+    };
+    let verification = verify::run(config, Arc::new(LiveCounters::default()), |_, _| {}).await?;
+    Ok(verification.report)
+}
+
+/// One line of the table.
+struct Row {
+    tool: &'static str,
+    mode: &'static str,
+    cells: Result<[String; 6], String>,
+}
+
+impl Row {
+    fn skipped(peer: &peers::Peer, why: String) -> Row {
+        Row {
+            tool: peer.tool,
+            mode: mode_name(peer.mode),
+            cells: Err(why),
+        }
+    }
+
+    fn measured(peer: &peers::Peer, r: &VerifyReport) -> Row {
+        let ms = |v: f64| format!("{v:.1}ms");
+        let drops = r.kernel.listen_overflows.max(r.kernel.listen_drops);
+        Row {
+            tool: peer.tool,
+            mode: mode_name(peer.mode),
+            cells: Ok([
+                r.requests.to_string(),
+                if r.failed == 0 {
+                    "0".to_owned()
+                } else {
+                    format!("{} ({})", r.failed, kinds(r))
+                },
+                drops.to_string(),
+                ms(r.latency.flips.p99_ms),
+                ms(r.latency.flips.max_ms),
+                format!(
+                    "{} ({}/{})",
+                    ms(r.flips.p50_ms),
+                    r.flips.completed,
+                    r.flips.requested
+                ),
+            ]),
+        }
+    }
+}
+
+fn kinds(r: &VerifyReport) -> String {
+    let f = &r.failures;
+    [
+        ("refused", f.refused),
+        ("reset", f.reset),
+        ("timeout", f.timeout),
+        ("non-2xx", f.non_2xx),
+        ("short read", f.short_read),
+        ("other", f.other),
+    ]
+    .iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(k, n)| format!("{k} {n}"))
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
+/// A markdown table, ready to paste into docs/benchmarks.md.
+fn table(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| tool | connections | requests | failed | kernel drops | flip p99 | flip max | median flip (completed) |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for row in rows {
+        match &row.cells {
+            Ok(c) => {
+                out += &format!("| {} | {} | {} |\n", row.tool, row.mode, c.join(" | "));
+            }
+            Err(why) => {
+                out += &format!(
+                    "| {} | {} | skipped: {why} | | | | | |\n",
+                    row.tool, row.mode
+                );
+            }
+        }
+    }
+    out
+}
+
+fn row_summary(r: &VerifyReport) -> String {
+    format!(
+        "  {} requests, {} failed, median flip {:.1}ms",
+        r.requests, r.failed, r.flips.p50_ms
+    )
+}
