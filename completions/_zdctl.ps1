@@ -33,8 +33,12 @@ Register-ArgumentCompleter -Native -CommandName 'zdctl' -ScriptBlock {
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List every known service: service files and running supervisors')
             [CompletionResult]::new('stop', 'stop', [CompletionResultType]::ParameterValue, 'Stop a service: drain every generation, then end its supervisor')
             [CompletionResult]::new('signal', 'signal', [CompletionResultType]::ParameterValue, 'Send a signal to the active generation of a service')
+            [CompletionResult]::new('top', 'top', [CompletionResultType]::ParameterValue, 'Watch services live: generations, listeners, connections; restart with `r`')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script to stdout')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the man page (roff) to stdout')
+            [CompletionResult]::new('verify', 'verify', [CompletionResultType]::ParameterValue, 'Restart a service N times under load and count every request that suffered')
+            [CompletionResult]::new('demo', 'demo', [CompletionResultType]::ParameterValue, 'Try it: restart a built-in demo service ten times under load, then clean up')
+            [CompletionResult]::new('demo-server', 'demo-server', [CompletionResultType]::ParameterValue, 'The built-in demo service that `zdctl demo` supervises (zd-fixture''s flags)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -110,6 +114,17 @@ Register-ArgumentCompleter -Native -CommandName 'zdctl' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'zdctl;top' {
+            [CompletionResult]::new('--pid', '--pid', [CompletionResultType]::ParameterName, 'Also watch the process tree of PID (any supervisor): its children are generations')
+            [CompletionResult]::new('--interval', '--interval', [CompletionResultType]::ParameterName, 'How often to take a new snapshot')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'zdctl;completions' {
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)')
@@ -128,6 +143,48 @@ Register-ArgumentCompleter -Native -CommandName 'zdctl' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'zdctl;verify' {
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Where to send the load: `http://HOST:PORT/PATH` (a local address) or `unix:PATH`')
+            [CompletionResult]::new('--restarts', '--restarts', [CompletionResultType]::ParameterName, 'How many restarts')
+            [CompletionResult]::new('--interval', '--interval', [CompletionResultType]::ParameterName, 'The pause before the first restart, between restarts and after the last')
+            [CompletionResult]::new('--concurrency', '--concurrency', [CompletionResultType]::ParameterName, 'Connections in parallel')
+            [CompletionResult]::new('--rate', '--rate', [CompletionResultType]::ParameterName, 'Open loop: this many requests per second in total, whatever the latency. Closed loop (each connection sends as soon as it has an answer) when left out')
+            [CompletionResult]::new('--duration', '--duration', [CompletionResultType]::ParameterName, 'Run the load at least this long, even when the restarts are done sooner')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Bound on one request, connect included; slower requests count as timeouts')
+            [CompletionResult]::new('--restart-cmd', '--restart-cmd', [CompletionResultType]::ParameterName, 'Restart by running this shell command instead of asking the supervisor; exit status 0 means the flip is done. Measures other tools and naive restarts')
+            [CompletionResult]::new('--plot', '--plot', [CompletionResultType]::ParameterName, 'Draw latency and throughput over time, each flip marked, into this SVG file')
+            [CompletionResult]::new('--keepalive', '--keepalive', [CompletionResultType]::ParameterName, 'Reuse each connection (the default)')
+            [CompletionResult]::new('--close', '--close', [CompletionResultType]::ParameterName, 'A new connection per request (`Connection: close`)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print the report as one JSON object; no progress bar')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'zdctl;demo' {
+            [CompletionResult]::new('--restarts', '--restarts', [CompletionResultType]::ParameterName, 'How many restarts')
+            [CompletionResult]::new('--plot', '--plot', [CompletionResultType]::ParameterName, 'Draw latency and throughput over time, each flip marked, into this SVG file')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print the report as one JSON object (the shape of `zdctl verify --json`)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'zdctl;demo-server' {
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'zdctl;help' {
             [CompletionResult]::new('run', 'run', [CompletionResultType]::ParameterValue, 'Supervise a service: hold its listeners and run its generations')
             [CompletionResult]::new('restart', 'restart', [CompletionResultType]::ParameterValue, 'Start a new generation, wait until it is ready, then drain the old one')
@@ -135,8 +192,12 @@ Register-ArgumentCompleter -Native -CommandName 'zdctl' -ScriptBlock {
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List every known service: service files and running supervisors')
             [CompletionResult]::new('stop', 'stop', [CompletionResultType]::ParameterValue, 'Stop a service: drain every generation, then end its supervisor')
             [CompletionResult]::new('signal', 'signal', [CompletionResultType]::ParameterValue, 'Send a signal to the active generation of a service')
+            [CompletionResult]::new('top', 'top', [CompletionResultType]::ParameterValue, 'Watch services live: generations, listeners, connections; restart with `r`')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script to stdout')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the man page (roff) to stdout')
+            [CompletionResult]::new('verify', 'verify', [CompletionResultType]::ParameterValue, 'Restart a service N times under load and count every request that suffered')
+            [CompletionResult]::new('demo', 'demo', [CompletionResultType]::ParameterValue, 'Try it: restart a built-in demo service ten times under load, then clean up')
+            [CompletionResult]::new('demo-server', 'demo-server', [CompletionResultType]::ParameterValue, 'The built-in demo service that `zdctl demo` supervises (zd-fixture''s flags)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -158,10 +219,22 @@ Register-ArgumentCompleter -Native -CommandName 'zdctl' -ScriptBlock {
         'zdctl;help;signal' {
             break
         }
+        'zdctl;help;top' {
+            break
+        }
         'zdctl;help;completions' {
             break
         }
         'zdctl;help;man' {
+            break
+        }
+        'zdctl;help;verify' {
+            break
+        }
+        'zdctl;help;demo' {
+            break
+        }
+        'zdctl;help;demo-server' {
             break
         }
         'zdctl;help;help' {

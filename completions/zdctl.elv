@@ -30,8 +30,12 @@ set edit:completion:arg-completer[zdctl] = {|@words|
             cand list 'List every known service: service files and running supervisors'
             cand stop 'Stop a service: drain every generation, then end its supervisor'
             cand signal 'Send a signal to the active generation of a service'
+            cand top 'Watch services live: generations, listeners, connections; restart with `r`'
             cand completions 'Print a shell completion script to stdout'
             cand man 'Print the man page (roff) to stdout'
+            cand verify 'Restart a service N times under load and count every request that suffered'
+            cand demo 'Try it: restart a built-in demo service ten times under load, then clean up'
+            cand demo-server 'The built-in demo service that `zdctl demo` supervises (zd-fixture''s flags)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'zdctl;run'= {
@@ -100,6 +104,16 @@ set edit:completion:arg-completer[zdctl] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'zdctl;top'= {
+            cand --pid 'Also watch the process tree of PID (any supervisor): its children are generations'
+            cand --interval 'How often to take a new snapshot'
+            cand -v 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand --verbose 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'zdctl;completions'= {
             cand -v 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
             cand --verbose 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
@@ -116,6 +130,45 @@ set edit:completion:arg-completer[zdctl] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'zdctl;verify'= {
+            cand --url 'Where to send the load: `http://HOST:PORT/PATH` (a local address) or `unix:PATH`'
+            cand --restarts 'How many restarts'
+            cand --interval 'The pause before the first restart, between restarts and after the last'
+            cand --concurrency 'Connections in parallel'
+            cand --rate 'Open loop: this many requests per second in total, whatever the latency. Closed loop (each connection sends as soon as it has an answer) when left out'
+            cand --duration 'Run the load at least this long, even when the restarts are done sooner'
+            cand --timeout 'Bound on one request, connect included; slower requests count as timeouts'
+            cand --restart-cmd 'Restart by running this shell command instead of asking the supervisor; exit status 0 means the flip is done. Measures other tools and naive restarts'
+            cand --plot 'Draw latency and throughput over time, each flip marked, into this SVG file'
+            cand --keepalive 'Reuse each connection (the default)'
+            cand --close 'A new connection per request (`Connection: close`)'
+            cand --json 'Print the report as one JSON object; no progress bar'
+            cand -v 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand --verbose 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'zdctl;demo'= {
+            cand --restarts 'How many restarts'
+            cand --plot 'Draw latency and throughput over time, each flip marked, into this SVG file'
+            cand --json 'Print the report as one JSON object (the shape of `zdctl verify --json`)'
+            cand -v 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand --verbose 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'zdctl;demo-server'= {
+            cand -v 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand --verbose 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'zdctl;help'= {
             cand run 'Supervise a service: hold its listeners and run its generations'
             cand restart 'Start a new generation, wait until it is ready, then drain the old one'
@@ -123,8 +176,12 @@ set edit:completion:arg-completer[zdctl] = {|@words|
             cand list 'List every known service: service files and running supervisors'
             cand stop 'Stop a service: drain every generation, then end its supervisor'
             cand signal 'Send a signal to the active generation of a service'
+            cand top 'Watch services live: generations, listeners, connections; restart with `r`'
             cand completions 'Print a shell completion script to stdout'
             cand man 'Print the man page (roff) to stdout'
+            cand verify 'Restart a service N times under load and count every request that suffered'
+            cand demo 'Try it: restart a built-in demo service ten times under load, then clean up'
+            cand demo-server 'The built-in demo service that `zdctl demo` supervises (zd-fixture''s flags)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'zdctl;help;run'= {
@@ -139,9 +196,17 @@ set edit:completion:arg-completer[zdctl] = {|@words|
         }
         &'zdctl;help;signal'= {
         }
+        &'zdctl;help;top'= {
+        }
         &'zdctl;help;completions'= {
         }
         &'zdctl;help;man'= {
+        }
+        &'zdctl;help;verify'= {
+        }
+        &'zdctl;help;demo'= {
+        }
+        &'zdctl;help;demo-server'= {
         }
         &'zdctl;help;help'= {
         }

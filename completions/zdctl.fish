@@ -33,8 +33,12 @@ complete -c zdctl -n "__fish_zdctl_needs_command" -f -a "status" -d 'Show runnin
 complete -c zdctl -n "__fish_zdctl_needs_command" -f -a "list" -d 'List every known service: service files and running supervisors'
 complete -c zdctl -n "__fish_zdctl_needs_command" -f -a "stop" -d 'Stop a service: drain every generation, then end its supervisor'
 complete -c zdctl -n "__fish_zdctl_needs_command" -f -a "signal" -d 'Send a signal to the active generation of a service'
+complete -c zdctl -n "__fish_zdctl_needs_command" -f -a "top" -d 'Watch services live: generations, listeners, connections; restart with `r`'
 complete -c zdctl -n "__fish_zdctl_needs_command" -f -a "completions" -d 'Print a shell completion script to stdout'
 complete -c zdctl -n "__fish_zdctl_needs_command" -f -a "man" -d 'Print the man page (roff) to stdout'
+complete -c zdctl -n "__fish_zdctl_needs_command" -f -a "verify" -d 'Restart a service N times under load and count every request that suffered'
+complete -c zdctl -n "__fish_zdctl_needs_command" -f -a "demo" -d 'Try it: restart a built-in demo service ten times under load, then clean up'
+complete -c zdctl -n "__fish_zdctl_needs_command" -f -a "demo-server" -d 'The built-in demo service that `zdctl demo` supervises (zd-fixture\'s flags)'
 complete -c zdctl -n "__fish_zdctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c zdctl -n "__fish_zdctl_using_subcommand run" -s c -l config -d 'The service file to run' -r -F
 complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l name -d 'Flags form: the service name (names the control socket)' -r
@@ -72,18 +76,51 @@ complete -c zdctl -n "__fish_zdctl_using_subcommand signal" -l json -d 'Print th
 complete -c zdctl -n "__fish_zdctl_using_subcommand signal" -s v -l verbose -d 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
 complete -c zdctl -n "__fish_zdctl_using_subcommand signal" -s h -l help -d 'Print help'
 complete -c zdctl -n "__fish_zdctl_using_subcommand signal" -s V -l version -d 'Print version'
+complete -c zdctl -n "__fish_zdctl_using_subcommand top" -l pid -d 'Also watch the process tree of PID (any supervisor): its children are generations' -r
+complete -c zdctl -n "__fish_zdctl_using_subcommand top" -l interval -d 'How often to take a new snapshot' -r
+complete -c zdctl -n "__fish_zdctl_using_subcommand top" -s v -l verbose -d 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+complete -c zdctl -n "__fish_zdctl_using_subcommand top" -s h -l help -d 'Print help'
+complete -c zdctl -n "__fish_zdctl_using_subcommand top" -s V -l version -d 'Print version'
 complete -c zdctl -n "__fish_zdctl_using_subcommand completions" -s v -l verbose -d 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
 complete -c zdctl -n "__fish_zdctl_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c zdctl -n "__fish_zdctl_using_subcommand completions" -s V -l version -d 'Print version'
 complete -c zdctl -n "__fish_zdctl_using_subcommand man" -s v -l verbose -d 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
 complete -c zdctl -n "__fish_zdctl_using_subcommand man" -s h -l help -d 'Print help'
 complete -c zdctl -n "__fish_zdctl_using_subcommand man" -s V -l version -d 'Print version'
-complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal completions man help" -f -a "run" -d 'Supervise a service: hold its listeners and run its generations'
-complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal completions man help" -f -a "restart" -d 'Start a new generation, wait until it is ready, then drain the old one'
-complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal completions man help" -f -a "status" -d 'Show running services: generations, listeners and restart counters'
-complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal completions man help" -f -a "list" -d 'List every known service: service files and running supervisors'
-complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal completions man help" -f -a "stop" -d 'Stop a service: drain every generation, then end its supervisor'
-complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal completions man help" -f -a "signal" -d 'Send a signal to the active generation of a service'
-complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal completions man help" -f -a "completions" -d 'Print a shell completion script to stdout'
-complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal completions man help" -f -a "man" -d 'Print the man page (roff) to stdout'
-complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l url -d 'Where to send the load: `http://HOST:PORT/PATH` (a local address) or `unix:PATH`' -r
+complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l restarts -d 'How many restarts' -r
+complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l interval -d 'The pause before the first restart, between restarts and after the last' -r
+complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l concurrency -d 'Connections in parallel' -r
+complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l rate -d 'Open loop: this many requests per second in total, whatever the latency. Closed loop (each connection sends as soon as it has an answer) when left out' -r
+complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l duration -d 'Run the load at least this long, even when the restarts are done sooner' -r
+complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l timeout -d 'Bound on one request, connect included; slower requests count as timeouts' -r
+complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l restart-cmd -d 'Restart by running this shell command instead of asking the supervisor; exit status 0 means the flip is done. Measures other tools and naive restarts' -r
+complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l plot -d 'Draw latency and throughput over time, each flip marked, into this SVG file' -r -F
+complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l keepalive -d 'Reuse each connection (the default)'
+complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l close -d 'A new connection per request (`Connection: close`)'
+complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l json -d 'Print the report as one JSON object; no progress bar'
+complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -s v -l verbose -d 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -s h -l help -d 'Print help'
+complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -s V -l version -d 'Print version'
+complete -c zdctl -n "__fish_zdctl_using_subcommand demo" -l restarts -d 'How many restarts' -r
+complete -c zdctl -n "__fish_zdctl_using_subcommand demo" -l plot -d 'Draw latency and throughput over time, each flip marked, into this SVG file' -r -F
+complete -c zdctl -n "__fish_zdctl_using_subcommand demo" -l json -d 'Print the report as one JSON object (the shape of `zdctl verify --json`)'
+complete -c zdctl -n "__fish_zdctl_using_subcommand demo" -s v -l verbose -d 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+complete -c zdctl -n "__fish_zdctl_using_subcommand demo" -s h -l help -d 'Print help'
+complete -c zdctl -n "__fish_zdctl_using_subcommand demo" -s V -l version -d 'Print version'
+complete -c zdctl -n "__fish_zdctl_using_subcommand demo-server" -s v -l verbose -d 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+complete -c zdctl -n "__fish_zdctl_using_subcommand demo-server" -s h -l help -d 'Print help'
+complete -c zdctl -n "__fish_zdctl_using_subcommand demo-server" -s V -l version -d 'Print version'
+complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal top completions man verify demo demo-server help" -f -a "run" -d 'Supervise a service: hold its listeners and run its generations'
+complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal top completions man verify demo demo-server help" -f -a "restart" -d 'Start a new generation, wait until it is ready, then drain the old one'
+complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal top completions man verify demo demo-server help" -f -a "status" -d 'Show running services: generations, listeners and restart counters'
+complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal top completions man verify demo demo-server help" -f -a "list" -d 'List every known service: service files and running supervisors'
+complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal top completions man verify demo demo-server help" -f -a "stop" -d 'Stop a service: drain every generation, then end its supervisor'
+complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal top completions man verify demo demo-server help" -f -a "signal" -d 'Send a signal to the active generation of a service'
+complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal top completions man verify demo demo-server help" -f -a "top" -d 'Watch services live: generations, listeners, connections; restart with `r`'
+complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal top completions man verify demo demo-server help" -f -a "completions" -d 'Print a shell completion script to stdout'
+complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal top completions man verify demo demo-server help" -f -a "man" -d 'Print the man page (roff) to stdout'
+complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal top completions man verify demo demo-server help" -f -a "verify" -d 'Restart a service N times under load and count every request that suffered'
+complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal top completions man verify demo demo-server help" -f -a "demo" -d 'Try it: restart a built-in demo service ten times under load, then clean up'
+complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal top completions man verify demo demo-server help" -f -a "demo-server" -d 'The built-in demo service that `zdctl demo` supervises (zd-fixture\'s flags)'
+complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal top completions man verify demo demo-server help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
