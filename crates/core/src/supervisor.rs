@@ -77,6 +77,7 @@ pub use control::Prepared;
 /// while nothing else in the process has opened a file, and the runtime opens several.
 pub fn prepare(options: SupervisorOptions) -> Result<Prepared, SupervisorError> {
     options.config.validate()?;
+    limit_malloc_arenas();
     // A running supervisor of the same service holds the same addresses: say that, rather
     // than the "address in use" that binding would report.
     if std::os::unix::net::UnixStream::connect(&options.control_socket).is_ok() {
@@ -158,5 +159,29 @@ pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
             tokio::task::block_in_place(f)
         }
         _ => f(),
+    }
+}
+
+/// glibc gives every thread that allocates its own malloc arena and never returns their
+/// memory; the runtime's blocking threads come and go during restarts, so without a cap
+/// the supervisor's RSS grows with each new thread (flipbench, connection-per-request mode:
+/// 7 MiB idle, 22 MiB after 600 restarts). Two arenas are plenty for a supervisor.
+fn limit_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator tunable; called before the runtime starts
+    // any thread.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Hands memory freed by a restart's /proc scans (whole tcp tables under
+/// connection-per-request load) back to the kernel, so the supervisor's RSS stays where it
+/// was when idle instead of keeping the high-water mark of the busiest restart.
+pub(crate) fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

@@ -69,6 +69,7 @@ impl RestartRun {
             !st.stopping && st.active_generation().is_none_or(|g| !g.is_live())
         };
         self.emit(EventKind::Finished { report });
+        super::release_freed_memory();
         if respawn {
             let _ = self.shared.loop_tx.send(super::LoopMsg::ActiveLost);
         }
