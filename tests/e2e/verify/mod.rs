@@ -26,7 +26,11 @@ fn verify_json(env: &TestEnv, args: &[&str]) -> (Output, serde_json::Value) {
 
 fn twenty_restarts_fail_no_request(mode: &str) {
     let mut env = TestEnv::new();
-    env.fixture_service("api", &[], "drain_timeout: 10s\n");
+    // These tests are about what verify counts, so the service proves readiness with
+    // READY=1: the `accepting` check has a long tail under connection-per-request load on
+    // a busy machine (seconds, once past the 30 s timeout in a full CI run), which the
+    // native flip tests cover on their own.
+    env.fixture_service("api", &["--notify"], "drain_timeout: 10s\nready: notify\n");
     let status = env.start("api", &["run", "api"]);
     let url = format!("http://{}/", address_of(&status));
     let (out, report) = verify_json(
