@@ -14,7 +14,7 @@ mod env;
 mod spawn;
 
 pub use env::{HandoffVars, handoff_vars};
-pub use spawn::{SpawnSpec, Spawned, spawn_generation};
+pub use spawn::{SpawnSpec, Spawned, resolve_program, spawn_generation};
 
 /// Why a generation could not be started.
 #[derive(Debug, thiserror::Error)]

@@ -1,10 +1,10 @@
 //! Whole-config checks, key positions for their errors, and hints for serde's messages.
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::{ConfigError, Location, ServiceConfig, validate_name};
+use crate::handoff::HandoffError;
 use crate::listen::{ListenAddr, validate_fd_name};
 use crate::ready::check::ReadyCheck;
 use crate::signal::Signal;
@@ -125,23 +125,6 @@ fn check_command(config: &ServiceConfig, at: Location) -> Result<(), ConfigError
             "the command is empty; name the program to run, like [\"./server\", \"--port\", \"8080\"]",
         ));
     };
-    if program.contains('/') {
-        let path = match &config.workdir {
-            Some(dir) => dir.join(program),
-            None => PathBuf::from(program),
-        };
-        return match std::fs::metadata(&path) {
-            Err(_) => Err(ConfigError::CommandNotFound {
-                at,
-                program: program.clone(),
-                searched: format!("no file at '{}'", path.display()),
-            }),
-            Ok(meta) if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 => {
-                Err(ConfigError::CommandNotExecutable { at, program: path })
-            }
-            Ok(_) => Ok(()),
-        };
-    }
     // The generation's PATH: the service's env may set its own.
     let search = config
         .env
@@ -149,22 +132,31 @@ fn check_command(config: &ServiceConfig, at: Location) -> Result<(), ConfigError
         .cloned()
         .or_else(|| std::env::var("PATH").ok())
         .unwrap_or_default();
-    let found = std::env::split_paths(&search)
-        .map(|dir| dir.join(program))
-        .any(|path| is_executable(&path));
-    if found {
-        Ok(())
-    } else {
-        Err(ConfigError::CommandNotFound {
+    // The same lookup the handoff does just before it forks, so that what passes here is
+    // what will start.
+    match crate::handoff::resolve_program(program, config.workdir.as_deref(), Some(&search)) {
+        Ok(_) => Ok(()),
+        Err(HandoffError::NotExecutable { program }) => {
+            Err(ConfigError::CommandNotExecutable { at, program })
+        }
+        Err(_) if program.contains('/') => Err(ConfigError::CommandNotFound {
+            at,
+            program: program.clone(),
+            searched: format!(
+                "no file at '{}'",
+                config
+                    .workdir
+                    .as_deref()
+                    .map_or_else(|| PathBuf::from(program), |d| d.join(program))
+                    .display()
+            ),
+        }),
+        Err(_) => Err(ConfigError::CommandNotFound {
             at,
             program: program.clone(),
             searched: format!("searched PATH={search}"),
-        })
+        }),
     }
-}
-
-fn is_executable(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// The 1-based line and column of a key: `keys[0]` at the top level, each next key

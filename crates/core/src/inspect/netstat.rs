@@ -16,7 +16,7 @@
 
 use std::path::Path;
 
-use crate::proc::{ProcError, pid_path};
+use crate::proc::{ProcError, net_counter, pid_path};
 
 /// The two counters of the `TcpExt` group we show.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -29,37 +29,10 @@ pub(crate) struct ListenCounters {
 /// `snmp`, which has the same layout) file. A counter the kernel does not
 /// have reads as 0.
 pub(crate) fn parse_listen_counters(text: &str, path: &Path) -> Result<ListenCounters, ProcError> {
-    let mut counters = ListenCounters::default();
-    let mut lines = text.lines().enumerate();
-    while let Some((index, names)) = lines.next() {
-        let Some((group, names)) = names.split_once(':') else {
-            continue;
-        };
-        let Some((_, values)) = lines.next() else {
-            return Err(ProcError::parse(path, index + 1, "a header without values"));
-        };
-        let Some(values) = values.strip_prefix(group).and_then(|v| v.strip_prefix(':')) else {
-            return Err(ProcError::parse(
-                path,
-                index + 2,
-                format!("values do not follow the {group} header"),
-            ));
-        };
-        if group != "TcpExt" {
-            continue;
-        }
-        for (name, value) in names.split_whitespace().zip(values.split_whitespace()) {
-            let slot = match name {
-                "ListenOverflows" => &mut counters.overflows,
-                "ListenDrops" => &mut counters.drops,
-                _ => continue,
-            };
-            *slot = value
-                .parse()
-                .map_err(|_| ProcError::parse(path, index + 2, format!("bad value of {name}")))?;
-        }
-    }
-    Ok(counters)
+    Ok(ListenCounters {
+        overflows: net_counter(text, "TcpExt", "ListenOverflows", path)?,
+        drops: net_counter(text, "TcpExt", "ListenDrops", path)?,
+    })
 }
 
 /// Reads the counters of the network namespace `pid` lives in.

@@ -149,3 +149,42 @@ pub fn tcp_sockets(pid: i32) -> Result<Vec<TcpSocket>, ProcError> {
     }
     Ok(sockets)
 }
+
+/// The value of `name` in `group` of a netstat- or snmp-shaped text; a
+/// counter the kernel does not have reads as 0.
+pub fn net_counter(text: &str, group: &str, name: &str, path: &Path) -> Result<u64, ProcError> {
+    let mut lines = text.lines().enumerate();
+    while let Some((index, header)) = lines.next() {
+        let Some((this_group, names)) = header.split_once(':') else {
+            continue;
+        };
+        let Some((_, values)) = lines.next() else {
+            return Err(ProcError::parse(path, index + 1, "a header without values"));
+        };
+        if this_group != group {
+            continue;
+        }
+        let Some(values) = values
+            .strip_prefix(this_group)
+            .and_then(|v| v.strip_prefix(':'))
+        else {
+            return Err(ProcError::parse(
+                path,
+                index + 2,
+                format!("values do not follow the {group} header"),
+            ));
+        };
+        if let Some((_, value)) = names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(n, _)| *n == name)
+        {
+            // OutRsts and friends are unsigned; a few snmp fields are signed (MaxConn: -1).
+            return value
+                .parse::<i64>()
+                .map(|v| u64::try_from(v).unwrap_or(0))
+                .map_err(|_| ProcError::parse(path, index + 2, format!("bad value of {name}")));
+        }
+    }
+    Ok(0)
+}

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use crate::proc::ProcError;
+pub use crate::proc::net_counter as counter;
 use crate::proc::{TcpState, tcp_sockets};
 
 /// Counters of the caller's network namespace at one instant.
@@ -54,45 +55,6 @@ impl KernelCounters {
 fn read_proc(path: &str) -> Result<String, ProcError> {
     let pid = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
     std::fs::read_to_string(path).map_err(|err| ProcError::from_io(pid, "network counters", err))
-}
-
-/// The value of `name` in `group` of a netstat- or snmp-shaped text; a
-/// counter the kernel does not have reads as 0.
-pub fn counter(text: &str, group: &str, name: &str, path: &Path) -> Result<u64, ProcError> {
-    let mut lines = text.lines().enumerate();
-    while let Some((index, header)) = lines.next() {
-        let Some((this_group, names)) = header.split_once(':') else {
-            continue;
-        };
-        let Some((_, values)) = lines.next() else {
-            return Err(ProcError::parse(path, index + 1, "a header without values"));
-        };
-        if this_group != group {
-            continue;
-        }
-        let Some(values) = values
-            .strip_prefix(this_group)
-            .and_then(|v| v.strip_prefix(':'))
-        else {
-            return Err(ProcError::parse(
-                path,
-                index + 2,
-                format!("values do not follow the {group} header"),
-            ));
-        };
-        if let Some((_, value)) = names
-            .split_whitespace()
-            .zip(values.split_whitespace())
-            .find(|(n, _)| *n == name)
-        {
-            // OutRsts and friends are unsigned; a few snmp fields are signed (MaxConn: -1).
-            return value
-                .parse::<i64>()
-                .map(|v| u64::try_from(v).unwrap_or(0))
-                .map_err(|_| ProcError::parse(path, index + 2, format!("bad value of {name}")));
-        }
-    }
-    Ok(0)
 }
 
 /// Connections waiting in the accept queue of the listening socket bound to
