@@ -14,7 +14,7 @@ mod env;
 mod spawn;
 
 pub use env::{HandoffVars, handoff_vars};
-pub use spawn::{SpawnSpec, Spawned, resolve_program, spawn_generation};
+pub use spawn::{ExecReport, SpawnSpec, Spawned, resolve_program, spawn_generation, start_child};
 
 /// Why a generation could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -30,11 +30,10 @@ pub enum HandoffError {
     EmptyCommand,
     #[error("'{value}' cannot be passed to a process (it contains a NUL byte)")]
     Nul { value: String },
-    #[error("cannot start '{program}': {stage} failed")]
+    #[error("cannot start '{program}': {stage} failed: {source}")]
     Exec {
         program: String,
         stage: &'static str,
-        #[source]
         source: std::io::Error,
     },
     #[error("cannot {about}")]

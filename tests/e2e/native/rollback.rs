@@ -108,3 +108,34 @@ fn invalid_service_file_at_restart_fails_and_leaves_the_old_generation_alone() {
     assert!(err.contains("stop_signal"), "a did-you-mean hint: {err}");
     assert_eq!(active_pid(&env.status("api").expect("status")), old_pid);
 }
+
+#[test]
+fn new_program_that_cannot_be_executed_is_rolled_back_with_the_exec_error() {
+    let mut env = TestEnv::new();
+    env.fixture_service("api", &[], "");
+    let status = env.start("api", &["run", "api"]);
+    let addr = address_of(&status);
+    let load = start_load(&addr, 32, ConnectionMode::Close);
+    // Executable and found on the path, so nothing can tell before the fork that the
+    // kernel will refuse it: the spawn is reported at once and the exec failure arrives
+    // as the child's early exit.
+    let broken = env.path("broken-server");
+    std::fs::write(&broken, b"\x7fnot a program\n").expect("write");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    env.write_service(
+        "api",
+        &format!(
+            "command: [{:?}]\nlisten:\n  - http=127.0.0.1:0\n",
+            broken.display().to_string()
+        ),
+    );
+    assert_rolls_back(&mut env, &addr, "execve failed: Exec format error");
+    let out = env.run_zdctl(&["status", "api"]);
+    assert_code(&out, 0);
+    env.fixture_service("api", &[], "");
+    assert_code(&env.run_zdctl(&["restart", "api"]), 0);
+    assert_no_failures(&load.finish());
+}

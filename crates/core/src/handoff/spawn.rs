@@ -34,15 +34,66 @@ pub struct Spawned {
     /// The read ends of the child's stdout and stderr when `capture_output` was set.
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
+    /// Tells whether the child reached the program (see [`ExecReport`]).
+    pub exec: ExecReport,
+}
+
+/// The parent's end of the pipe through which a child reports a failure before exec. The
+/// write end is close-on-exec in the child, so the pipe reads EOF the moment the child has
+/// exec'd the program; if anything failed before that, the child wrote the stage and errno
+/// and exited 127.
+#[derive(Debug)]
+pub struct ExecReport {
+    pipe: OwnedFd,
+    program: String,
+}
+
+impl ExecReport {
+    /// Blocks until the child has exec'd the program, or returns why it could not.
+    pub fn wait(&self) -> Result<(), HandoffError> {
+        match read_exec_error(&self.pipe) {
+            Some((stage, errno)) => Err(self.error(stage, errno)),
+            None => Ok(()),
+        }
+    }
+
+    /// Why the child failed before exec, asked once it has exited (so the read cannot
+    /// block): `None` when it did exec, and its exit is the program's own.
+    pub fn failure(&self) -> Option<HandoffError> {
+        read_exec_error(&self.pipe).map(|(stage, errno)| self.error(stage, errno))
+    }
+
+    fn error(&self, stage: &'static str, errno: i32) -> HandoffError {
+        HandoffError::Exec {
+            program: self.program.clone(),
+            stage,
+            source: std::io::Error::from_raw_os_error(errno),
+        }
+    }
 }
 
 const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
 const PID_DIGITS: usize = 20;
 
-/// Starts one generation. Returns once the child has exec'd the program (or reports why it
-/// could not: the child writes its errno into a close-on-exec pipe, so a clean EOF means the
-/// exec happened).
+/// Starts one generation and returns once the child has exec'd the program, or why it could
+/// not (the failed child is reaped).
 pub fn spawn_generation(spec: &SpawnSpec<'_>) -> Result<Spawned, HandoffError> {
+    let spawned = start_child(spec)?;
+    if let Err(e) = spawned.exec.wait() {
+        // The child failed before exec and exits 127 at once; reap it so it leaves no zombie.
+        let mut status = 0;
+        // SAFETY: waiting for our own child that is about to exit.
+        unsafe { libc::waitpid(spawned.pid, &mut status, 0) };
+        return Err(e);
+    }
+    Ok(spawned)
+}
+
+/// Starts one generation and returns right after the fork, without waiting for the child to
+/// reach exec: on a busy machine that wait is most of what a spawn costs. The caller learns
+/// of a failure before exec from the child's exit (status 127) and [`ExecReport::failure`],
+/// and reaps the child itself.
+pub fn start_child(spec: &SpawnSpec<'_>) -> Result<Spawned, HandoffError> {
     let program = spec.command.first().ok_or(HandoffError::EmptyCommand)?;
     let vars = handoff_vars(
         spec.service,
@@ -143,25 +194,29 @@ pub fn spawn_generation(spec: &SpawnSpec<'_>) -> Result<Spawned, HandoffError> {
     let stdout = out_pipes.map(|(r, _w)| r);
     let stderr = err_pipes.map(|(r, _w)| r);
 
-    let pidfd = pidfd_open(pid)?;
-    if let Some((stage, errno)) = read_exec_error(&err_read) {
-        // The child failed before exec and exits 127 at once; reap it so it leaves no zombie.
-        let mut status = 0;
-        // SAFETY: waiting for our own child that is about to exit.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
-        return Err(HandoffError::Exec {
-            program: program.clone(),
-            stage,
-            source: std::io::Error::from_raw_os_error(errno),
-        });
-    }
-    // The buffers the child read must outlive the fork; they do, being dropped only here.
+    // The child has its own copy of every buffer it reads, so ours may go now.
     drop((argv_c, env_bufs, listen_pid_buf, scratch_fds));
+    let pidfd = match pidfd_open(pid) {
+        Ok(fd) => fd,
+        Err(e) => {
+            // Without a pidfd the child cannot be watched: stop it rather than leak it.
+            // SAFETY: signalling and reaping our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+            return Err(e);
+        }
+    };
     Ok(Spawned {
         pid,
         pidfd,
         stdout,
         stderr,
+        exec: ExecReport {
+            pipe: err_read,
+            program: program.clone(),
+        },
     })
 }
 

@@ -12,18 +12,32 @@ use tracing::{debug, info, warn};
 use super::Shared;
 use super::state::Generation;
 use crate::config::ServiceConfig;
-use crate::handoff::{SpawnSpec, spawn_generation};
+use crate::handoff::{ExecReport, SpawnSpec, spawn_generation, start_child};
 use crate::proto::{ExitInfo, GenerationState};
 use crate::ready::NotifySocket;
 use crate::signal::Signal;
 
+/// A generation just forked.
+pub(super) struct Started {
+    pub generation: u64,
+    pub pid: i32,
+    /// Why the child could not reach its program, to ask once it has exited.
+    pub exec: ExecReport,
+}
+
 /// Starts the next generation with `config`, records it in `state` and starts watching its
-/// exit. Returns its number and pid.
+/// exit.
+///
+/// A restart passes `wait_exec: false`: it returns right after the fork, and a failure
+/// before exec shows up as the generation's early exit (status 127), which the readiness
+/// race already handles; [`Started::exec`] then says why. Starting the first generation or
+/// respawning one waits for the exec, so a program that cannot start is an error at once.
 pub(super) fn start_generation(
     shared: &Arc<Shared>,
     config: &ServiceConfig,
     state: GenerationState,
-) -> Result<(u64, i32), String> {
+    wait_exec: bool,
+) -> Result<Started, String> {
     let generation = {
         let mut st = shared.lock();
         let g = st.next_generation;
@@ -48,10 +62,14 @@ pub(super) fn start_generation(
         notify_socket: notify.as_ref().map(|n| n.path()),
         capture_output: config.log_prefix,
     };
-    // fork + waiting for the exec can take a while on a busy machine: keep it off the
-    // worker threads that serve the control socket and reap children.
-    let spawned =
-        crate::supervisor::blocking(|| spawn_generation(&spec)).map_err(|e| e.to_string())?;
+    let spawned = if wait_exec {
+        // Waiting for the exec can take a while on a busy machine: keep it off the worker
+        // threads that serve the control socket and reap children.
+        crate::supervisor::blocking(|| spawn_generation(&spec))
+    } else {
+        start_child(&spec)
+    }
+    .map_err(|e| e.to_string())?;
     let pid = spawned.pid;
     info!(generation, pid, "spawned");
     if let Some(out) = spawned.stdout {
@@ -88,7 +106,11 @@ pub(super) fn start_generation(
             .loop_tx
             .send(super::LoopMsg::Exited { generation, status });
     });
-    Ok((generation, pid))
+    Ok(Started {
+        generation,
+        pid,
+        exec: spawned.exec,
+    })
 }
 
 /// Waits until the process behind `pidfd` exits and reaps it, without tying up a thread:

@@ -8,7 +8,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{broadcast, mpsc, watch};
 use tracing::{error, info, warn};
 
-use super::child::{kill_group, send_signal, start_generation};
+use super::child::{Started, kill_group, send_signal, start_generation};
 use super::drain::drain;
 use super::restart::RestartRun;
 use super::state::State;
@@ -82,8 +82,10 @@ async fn run_prepared(prepared: Prepared) -> Result<(), SupervisorError> {
         info!(name = l.name(), address = %l.local_display(), inode = l.inode(), "listening");
     }
 
-    match start_generation(&shared, &config, GenerationState::Active) {
-        Ok((generation, pid)) => {
+    match start_generation(&shared, &config, GenerationState::Active, true) {
+        Ok(Started {
+            generation, pid, ..
+        }) => {
             shared.lock().active = Some(generation);
             shared.write_pidfile(pid);
             shared.emit(None, EventKind::Spawned { generation, pid });
@@ -442,8 +444,10 @@ fn respawn(shared: &Arc<Shared>) {
         }
         st.config.clone()
     };
-    match start_generation(shared, &config, GenerationState::Active) {
-        Ok((generation, pid)) => {
+    match start_generation(shared, &config, GenerationState::Active, true) {
+        Ok(Started {
+            generation, pid, ..
+        }) => {
             {
                 let mut st = shared.lock();
                 st.active = Some(generation);

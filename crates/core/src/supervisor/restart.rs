@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::Shared;
-use super::child::start_generation;
+use super::child::{Started, start_generation};
 use super::drain::drain;
 use crate::config::ServiceConfig;
 use crate::duration::format_duration;
@@ -81,18 +81,21 @@ impl RestartRun {
             Ok(c) => c,
             Err(reason) => return (RestartOutcome::Failed { reason }, None),
         };
-        let (generation, pid) =
-            match start_generation(&self.shared, &config, GenerationState::Starting) {
-                Ok(started) => started,
-                Err(e) => {
-                    return (
-                        RestartOutcome::Failed {
-                            reason: format!("cannot start the new generation: {e}"),
-                        },
-                        None,
-                    );
-                }
-            };
+        let Started {
+            generation,
+            pid,
+            exec,
+        } = match start_generation(&self.shared, &config, GenerationState::Starting, false) {
+            Ok(started) => started,
+            Err(e) => {
+                return (
+                    RestartOutcome::Failed {
+                        reason: format!("cannot start the new generation: {e}"),
+                    },
+                    None,
+                );
+            }
+        };
         self.emit(EventKind::Spawned { generation, pid });
         let new = Some((generation, pid));
         let checks: Vec<String> = config.ready.checks.iter().map(|c| c.to_string()).collect();
@@ -133,9 +136,10 @@ impl RestartRun {
             },
             status = exited.wait_for(|s| s.is_some()) => {
                 let status = status.ok().and_then(|s| *s);
-                Err(match status {
-                    Some(s) => format!("generation {generation} (pid {pid}) exited with {s} before it was ready"),
-                    None => format!("generation {generation} (pid {pid}) exited before it was ready"),
+                Err(match (exec.failure(), status) {
+                    (Some(e), _) => format!("generation {generation} (pid {pid}) could not start: {e}"),
+                    (None, Some(s)) => format!("generation {generation} (pid {pid}) exited with {s} before it was ready"),
+                    (None, None) => format!("generation {generation} (pid {pid}) exited before it was ready"),
                 })
             },
             _ = stopping.wait_for(|s| *s) => Err("the supervisor is stopping".to_owned()),
