@@ -20,9 +20,9 @@
 //! same.
 //!
 //! The check is meant to be called every few milliseconds during a restart,
-//! so it reads each process's fd table once, reads the tcp tables only when
-//! the tree owns sockets other than the listeners, and returns at the first
-//! evidence.
+//! so it reads each process's fd table once, asks the tree's other sockets
+//! for their addresses through `pidfd_getfd`, reads the tcp tables only when
+//! that is refused, and returns at the first evidence.
 
 mod accepted;
 mod waits;
@@ -126,15 +126,21 @@ pub fn find_accepting(
     }
     // Only a tree that owns sockets besides the listeners can have
     // accepted a connection. Asking the sockets themselves is cheap; the tcp
-    // tables are big (every TIME_WAIT of the namespace), so they come last.
-    if let Some(listener) = scan.listener_fd {
-        if let Some(evidence) = accepted::find_by_dup(listener, &scan.candidate_fds) {
-            return Ok(Some(evidence));
+    // tables are big (every TIME_WAIT of the namespace: megabytes to read and
+    // parse under connection-per-request load), so they are read only when
+    // the sockets could not all be asked.
+    let by_dup = match scan.listener_fd {
+        Some(listener) if !scan.candidate_fds.is_empty() => {
+            accepted::find_by_dup(listener, &scan.candidate_fds)
         }
+        _ => accepted::ByDup::NoneAccepted,
+    };
+    if let accepted::ByDup::Found(evidence) = by_dup {
+        return Ok(Some(evidence));
     }
     if let Some(holder) = scan
         .listener_holder
-        .filter(|_| !scan.other_sockets.is_empty())
+        .filter(|_| matches!(by_dup, accepted::ByDup::Unknown))
     {
         match accepted::find(holder, listener_inodes, &scan.other_sockets) {
             Ok(Some(evidence)) => return Ok(Some(evidence)),

@@ -48,25 +48,37 @@ pub(super) fn find(
 /// with thousands of outgoing connections is left to the table scan.
 const DUP_CANDIDATES: usize = 64;
 
+/// What asking the sockets themselves found.
+pub(super) enum ByDup {
+    Found(AcceptingEvidence),
+    /// Every candidate was asked and none was accepted from the listener.
+    NoneAccepted,
+    /// The answer is incomplete: the kernel refused the duplicate (before Linux
+    /// 5.6, or no permission), or there were more candidates than are asked.
+    Unknown,
+}
+
 /// Finds an accepted connection by asking the sockets themselves: each is
 /// duplicated into this process with `pidfd_getfd` (the same permission as
 /// reading /proc/PID/task/*/syscall) and its local address compared with the
-/// listener's. Cheap, unlike reading the namespace's tcp tables. `None` when
-/// nothing matched or the kernel refuses (before Linux 5.6, or no permission).
-pub(super) fn find_by_dup(
-    listener: (i32, i32),
-    candidates: &[(i32, i32)],
-) -> Option<AcceptingEvidence> {
-    let listening = local_of(listener.0, listener.1)?;
+/// listener's. Cheap, unlike reading the namespace's tcp tables.
+pub(super) fn find_by_dup(listener: (i32, i32), candidates: &[(i32, i32)]) -> ByDup {
+    let Some(listening) = local_of(listener.0, listener.1) else {
+        return ByDup::Unknown;
+    };
     for &(pid, fd) in candidates.iter().take(DUP_CANDIDATES) {
         let Some(local) = local_of(pid, fd) else {
             continue;
         };
         if serves(listening, local) && is_connected(pid, fd) {
-            return Some(AcceptingEvidence::Accepted { pid, local });
+            return ByDup::Found(AcceptingEvidence::Accepted { pid, local });
         }
     }
-    None
+    if candidates.len() > DUP_CANDIDATES {
+        ByDup::Unknown
+    } else {
+        ByDup::NoneAccepted
+    }
 }
 
 /// The local TCP address of fd `fd` of process `pid`, via a duplicate.
