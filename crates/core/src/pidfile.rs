@@ -60,9 +60,11 @@ pub fn write(path: &Path, pid: i32) -> Result<(), PidfileError> {
             Err(e) => return Err(io("create a temporary file for")(e)),
         }
     };
+    // No fsync: the rename alone is what makes readers see the old content or the new, and
+    // a pidfile has nothing to say after a crash of the machine, while an fsync on a busy
+    // disk would delay every promotion by milliseconds.
     let result = file
         .write_all(format!("{pid}\n").as_bytes())
-        .and_then(|()| file.sync_data())
         .map_err(io("write"))
         .and_then(|()| std::fs::rename(&tmp, path).map_err(io("rename into place")));
     if result.is_err() {
