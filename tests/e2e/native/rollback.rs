@@ -58,6 +58,14 @@ fn new_generation_that_never_becomes_ready_is_rolled_back_at_the_timeout() {
     let load = start_load(&addr, 32, ConnectionMode::KeepAlive);
     env.fixture_service("api", &["--never-ready"], "ready:\n  timeout: 1s\n");
     assert_rolls_back(&mut env, &addr, "was not ready within 1s");
+    // The reason says what the accepting check saw: the app holds the listener and no
+    // thread of it waits on it.
+    let out = env.run_zdctl(&["restart", "api"]);
+    assert_code(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("accepting saw 1 process (pid "), "{err}");
+    assert!(err.contains("listeners held by pid "), "{err}");
+    assert!(err.contains("): none waits on them"), "{err}");
     // --timeout on the command line overrides the file's readiness timeout.
     let started = std::time::Instant::now();
     let out = env.run_zdctl(&["restart", "api", "--timeout", "300ms"]);

@@ -25,7 +25,10 @@
 //! that is refused, and returns at the first evidence.
 
 mod accepted;
+mod describe;
 mod waits;
+
+pub use describe::describe;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -21,7 +21,7 @@ use super::drain::drain;
 use crate::config::ServiceConfig;
 use crate::duration::format_duration;
 use crate::proto::{EventKind, GenerationState, RestartOutcome, RestartReport};
-use crate::ready::{ReadyContext, wait_ready};
+use crate::ready::{ReadyCheck, ReadyContext, wait_ready};
 
 pub(super) struct RestartRun {
     pub shared: Arc<Shared>,
@@ -129,9 +129,10 @@ impl RestartRun {
                 Ok(Ok(evidence)) => Ok(evidence),
                 Ok(Err(e)) => Err(format!("generation {generation} (pid {pid}) failed its readiness check: {e}")),
                 Err(_) => Err(format!(
-                    "generation {generation} (pid {pid}) was not ready within {} ({})",
+                    "generation {generation} (pid {pid}) was not ready within {} ({}){}",
                     format_duration(timeout),
                     config.ready.checks.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", "),
+                    accepting_seen(&config.ready.checks, &ctx),
                 )),
             },
             status = exited.wait_for(|s| s.is_some()) => {
@@ -218,4 +219,13 @@ impl RestartRun {
         });
         Ok(config)
     }
+}
+
+/// For a readiness timeout: what the `accepting` check saw last, if it was one of the checks.
+fn accepting_seen(checks: &[ReadyCheck], ctx: &ReadyContext) -> String {
+    if !checks.contains(&ReadyCheck::Accepting) {
+        return String::new();
+    }
+    let seen = super::blocking(|| crate::ready::accepting::describe(ctx.pid, &ctx.listener_inodes));
+    format!("; accepting saw {seen}")
 }

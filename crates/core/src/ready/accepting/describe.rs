@@ -1,0 +1,134 @@
+//! What the `accepting` check saw, for the message of a readiness timeout: an
+//! operator whose restart rolled back wants to know whether the app never got
+//! to its accept loop, closed the listener, or waits somewhere else.
+
+use crate::proc::{self, FdTarget, TaskSyscall};
+
+/// One line describing the tree rooted at `root` as the check sees it now.
+pub fn describe(root: i32, listener_inodes: &[u64]) -> String {
+    let tree = proc::descendants(root);
+    if tree.is_empty() {
+        return format!("pid {root} is gone");
+    }
+    let mut holders = Vec::new();
+    let mut threads = ThreadTally::default();
+    let mut unreadable = None;
+    for &pid in &tree {
+        let fds = match proc::fds(pid) {
+            Ok(fds) => fds,
+            Err(err) => {
+                unreadable.get_or_insert(err.to_string());
+                continue;
+            }
+        };
+        let listener_fds: Vec<i32> = fds
+            .iter()
+            .filter_map(|(fd, target)| match target {
+                FdTarget::Socket { inode } if listener_inodes.contains(inode) => Some(*fd),
+                _ => None,
+            })
+            .collect();
+        if listener_fds.is_empty() {
+            continue;
+        }
+        holders.push((pid, listener_fds));
+        for tid in proc::tasks(pid).unwrap_or_default() {
+            match proc::task_syscall(pid, tid) {
+                Ok(syscall) => threads.count(&syscall),
+                Err(err) => {
+                    unreadable.get_or_insert(err.to_string());
+                }
+            }
+        }
+    }
+    let processes = match tree.len() {
+        1 => format!("1 process (pid {root})"),
+        n => format!("{n} processes (pid {root} and its descendants)"),
+    };
+    let mut line = if holders.is_empty() {
+        format!("{processes}, none of which holds a listener any more")
+    } else {
+        let held: Vec<String> = holders
+            .iter()
+            .map(|(pid, fds)| {
+                let fds: Vec<String> = fds.iter().map(i32::to_string).collect();
+                format!("pid {pid} fd {}", fds.join(","))
+            })
+            .collect();
+        format!(
+            "{processes}; listeners held by {}, whose {} waits on them (no accept, poll or select on a listener, no epoll registration for input, no accepted connection)",
+            held.join(", "),
+            threads.summary(),
+        )
+    };
+    if let Some(err) = unreadable {
+        line.push_str(&format!("; part of the tree could not be read: {err}"));
+    }
+    line
+}
+
+/// What the threads of the listener holders were doing.
+#[derive(Default)]
+struct ThreadTally {
+    running: usize,
+    /// Blocked in a call that waits on fds, but not on a listener.
+    waiting_elsewhere: usize,
+    /// Blocked in any other syscall (sleep, futex, read, …).
+    other: usize,
+}
+
+impl ThreadTally {
+    fn count(&mut self, syscall: &TaskSyscall) {
+        match syscall {
+            TaskSyscall::Running => self.running += 1,
+            TaskSyscall::In { .. } if syscall.wait_call().is_some() => {
+                self.waiting_elsewhere += 1;
+            }
+            _ => self.other += 1,
+        }
+    }
+
+    fn summary(&self) -> String {
+        let total = self.running + self.waiting_elsewhere + self.other;
+        let mut parts = Vec::new();
+        if self.running > 0 {
+            parts.push(format!("{} running", self.running));
+        }
+        if self.waiting_elsewhere > 0 {
+            parts.push(format!("{} waiting on other fds", self.waiting_elsewhere));
+        }
+        if self.other > 0 {
+            parts.push(format!("{} in other syscalls", self.other));
+        }
+        let noun = if total == 1 { "thread" } else { "threads" };
+        if parts.is_empty() {
+            format!("{total} {noun}: none")
+        } else {
+            format!("{total} {noun} ({}): none", parts.join(", "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vanished_root_is_named() {
+        assert_eq!(
+            describe(i32::MAX, &[1]),
+            format!("pid {} is gone", i32::MAX)
+        );
+    }
+
+    #[test]
+    fn the_tally_names_what_the_threads_do() {
+        let mut tally = ThreadTally::default();
+        tally.count(&TaskSyscall::Running);
+        tally.count(&TaskSyscall::NotInSyscall);
+        assert_eq!(
+            tally.summary(),
+            "2 threads (1 running, 1 in other syscalls): none"
+        );
+    }
+}
