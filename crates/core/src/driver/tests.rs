@@ -156,3 +156,17 @@ fn einhorn_state_as_ruby_dumps_it_has_symbol_keys_integer_pids_and_tags() {
     );
     assert_eq!(einhorn::parse_state("Could not parse command\n"), None);
 }
+
+#[test]
+fn a_preloaded_library_names_the_wrapper_of_an_unmodified_program() {
+    let maps = "\
+55d0c0a00000-55d0c0a21000 r--p 00000000 08:01 131 /usr/bin/python3.11
+7f1c2a000000-7f1c2a004000 r-xp 00000000 08:01 912 /usr/lib/huptime/huptime.so
+7f1c2b000000-7f1c2b1d5000 r-xp 00000000 08:01 77 /usr/lib/x86_64-linux-gnu/libc.so.6
+7ffd1e9f0000-7ffd1ea11000 rw-p 00000000 00:00 0 [stack]
+";
+    assert!(process::maps_name_library(maps, "huptime"));
+    assert!(!process::maps_name_library(maps, "nginx"));
+    // The program's own file is not a library: only the command line or exe can name it.
+    assert!(!process::maps_name_library(maps, "python3"));
+}

@@ -1,15 +1,26 @@
 //! The signal-and-watch drivers: `signal`, `psflip`, `socketmaster`, `huptime`, and the
 //! in-place worker reloads (gunicorn HUP, nginx HUP).
+//!
+//! psflip and huptime (in its default fork mode) both replace the pidfile's process: the
+//! old process forks the new one, the new one writes the pidfile, the old one exits. They
+//! differ in what happens when the new one dies: psflip keeps the old one serving, while
+//! huptime's old process stopped accepting at the HUP and exits once its connections are
+//! done, so the service goes down.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
 
 use super::process::{Target, live_children, target_from_pidfile};
 use super::run::{Run, failed, rolled_back, tick};
-use super::{DriverConfig, DriverError};
+use super::{DriverConfig, DriverError, DriverKind};
 use crate::duration::format_duration;
 use crate::pidfile;
 use crate::proto::{EventKind, RestartOutcome};
+
+/// What a failed huptime restart leaves behind.
+const HUPTIME_DOWN: &str = "huptime's old process stopped accepting at the HUP and exits \
+                            once its connections are done, so the service is going down \
+                            (huptime has no health check; --revive restarts a dead process)";
 
 fn pidfile_of(config: &DriverConfig) -> Result<&std::path::Path, DriverError> {
     config
@@ -86,6 +97,11 @@ pub(super) async fn pidfile_flip(
             Some(c) => {
                 if !c.target.is_alive() {
                     let pid = c.target.pid;
+                    if config.kind == DriverKind::Huptime {
+                        return Ok(failed(format!(
+                            "the new process (pid {pid}) exited; {HUPTIME_DOWN}"
+                        )));
+                    }
                     return Ok(if old.is_alive() {
                         rolled_back(format!(
                             "the new process (pid {pid}) exited; the old one (pid {}) keeps running",
@@ -116,6 +132,13 @@ pub(super) async fn pidfile_flip(
                 let gave_up = successors
                     .iter()
                     .any(|pid| !crate::proc::is_alive(*pid) && !kids.contains(pid));
+                if gave_up && config.kind == DriverKind::Huptime {
+                    return Ok(failed(format!(
+                        "the new process started by pid {} exited before it wrote the \
+                         pidfile; {HUPTIME_DOWN}",
+                        old.pid
+                    )));
+                }
                 if gave_up && old.is_alive() && kids.iter().all(|k| before.contains(k)) {
                     return Ok(rolled_back(format!(
                         "the new process started by pid {} exited before it took over; the \
@@ -178,7 +201,7 @@ pub(super) async fn child_flip(
     let path = pidfile_of(config)?;
     let root = target_from_pidfile(path, config.expect.as_deref())?;
     let old: BTreeSet<i32> = live_children(root.pid).into_iter().collect();
-    run.numbers_from_record(old.iter().next_back().copied().unwrap_or(root.pid));
+    run.numbers_from_pool(&old);
     poke(config, run, &root)?;
     let mut candidate: Option<Candidate> = None;
     loop {
