@@ -7,8 +7,14 @@
 //! the pidfile and starts its workers; both sets of workers now accept on the same
 //! sockets. WINCH makes the old workers finish their requests and exit; QUIT then ends the
 //! old master. If the new master dies, the old master renames `.oldbin` back.
+//!
+//! gunicorn (19 and later) leaves the pidfile alone on USR2: its new arbiter writes
+//! `PIDFILE.2` while the old one lives, and renames it to `PIDFILE` once the old one has
+//! exited and it finds itself orphaned. The driver accepts `PIDFILE.2` as naming the new
+//! arbiter, and waits for the rename before it calls the upgrade complete.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::process::{Target, cmdline, live_children, target_from_pidfile};
@@ -67,10 +73,20 @@ pub(super) async fn upgrade(
     let old = target_from_pidfile(path, config.expect.as_deref())?;
     run.numbers_from_record(old.pid);
     let old_workers: BTreeSet<i32> = live_children(old.pid).into_iter().collect();
-    let oldbin = {
+    let beside = |suffix: &str| {
         let mut p = path.as_os_str().to_owned();
-        p.push(".oldbin");
+        p.push(suffix);
         std::path::PathBuf::from(p)
+    };
+    let oldbin = beside(".oldbin");
+    // gunicorn's new arbiter's pidfile while the old one lives.
+    let second = (!is_nginx).then(|| beside(".2"));
+    let names = |file: &std::path::Path, pid: i32| {
+        std::fs::read_to_string(file)
+            .ok()
+            .as_deref()
+            .and_then(pidfile::parse)
+            == Some(pid)
     };
     old.signal(Signal::User2)?;
     run.emit(EventKind::Signalled {
@@ -113,19 +129,18 @@ pub(super) async fn upgrade(
                     );
                     return Ok(roll_back(run, &old, None, false, reason).await);
                 }
-                let named = std::fs::read_to_string(path)
-                    .ok()
-                    .as_deref()
-                    .and_then(pidfile::parse);
+                let named = names(path, master.pid)
+                    || second.as_deref().is_some_and(|p| names(p, master.pid));
                 let workers = live_children(master.pid).len();
-                if named == Some(master.pid) && workers > 0 && seen.elapsed() >= config.settle {
+                if named && workers > 0 && seen.elapsed() >= config.settle {
                     break new.take().map(|(m, _)| m);
                 }
             }
             None => {
                 // The exec child appears at once; none after `settle` and no .oldbin means
                 // it already died (execve failed) and the old master restored the pidfile.
-                if signalled.elapsed() >= config.settle && !oldbin.exists() {
+                let moved = oldbin.exists() || second.as_deref().is_some_and(Path::exists);
+                if signalled.elapsed() >= config.settle && !moved {
                     let why = cannot_exec(old.pid, is_nginx).unwrap_or_else(|| {
                         format!("the new {program} binary could not be started (see its error log)")
                     });
@@ -209,6 +224,28 @@ pub(super) async fn upgrade(
                     old.pid,
                     format_duration(run.timeout()),
                     new_master.pid
+                ),
+            });
+        }
+        tick().await;
+    }
+    // gunicorn: the new arbiter takes the pidfile's name once it notices it is orphaned.
+    while !names(path, new_master.pid) {
+        if !new_master.is_alive() {
+            return Ok(RestartOutcome::Failed {
+                reason: format!(
+                    "the new master (pid {}) exited after the old one did: the service is down",
+                    new_master.pid
+                ),
+            });
+        }
+        if run.timed_out() {
+            return Ok(RestartOutcome::Failed {
+                reason: format!(
+                    "the new master (pid {}) serves, but '{}' does not name it within {}",
+                    new_master.pid,
+                    path.display(),
+                    format_duration(run.timeout())
                 ),
             });
         }
