@@ -4,6 +4,7 @@
 //! guard when the test ends.
 
 mod einhorn;
+mod gunicorn;
 mod haproxy;
 mod huptime;
 mod nginx;
