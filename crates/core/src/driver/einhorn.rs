@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::control::ask;
+use super::control::{ask, socket_of};
 use super::run::{Run, failed, rolled_back, tick};
 use super::{DriverConfig, DriverError};
 use crate::config::yaml::from_yaml;
@@ -93,13 +93,7 @@ pub(super) async fn restart(
     config: &DriverConfig,
     run: &mut Run<'_>,
 ) -> Result<RestartOutcome, DriverError> {
-    let Some(socket) = config.socket.as_deref() else {
-        return Err(DriverError::NotRunning {
-            path: config.source.clone(),
-            reason: "the einhorn driver needs `socket:` (its command socket)".to_owned(),
-        });
-    };
-    let per_call = config.timeout.min(Duration::from_secs(5));
+    let (socket, per_call) = socket_of(config, "its command socket")?;
     let before = state(socket, per_call).await?;
     let old: BTreeSet<i32> = before.iter().map(|(pid, _)| *pid).collect();
     run.numbers_from_pool(&old);
