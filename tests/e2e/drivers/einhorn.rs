@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use zd_core::load::ConnectionMode;
 
-use super::{Peer, lookalike, restart_times, worker_until};
+use super::{Peer, children, lookalike, restart_times, worker_until};
 use crate::support::{
     TestEnv, assert_code, assert_no_failures, fixture_bin, is_alive, start_load, stderr,
 };
@@ -48,28 +48,20 @@ fn service(env: &TestEnv, socket: &std::path::Path, pidfile: &std::path::Path, t
     );
 }
 
-/// The workers under the master (through the shim, each is a child of the master).
-fn workers(master: i32) -> Vec<i32> {
-    crate::support::descendants(master)
-        .into_iter()
-        .filter(|p| crate::support::parent_of(*p) == Some(master) && is_alive(*p))
-        .collect()
-}
-
 #[test]
 fn einhorn_upgrades_ten_times_under_load_without_a_failed_request() {
     let env = TestEnv::new();
     let fixture = fixture_bin().display().to_string();
     let einhorn = start(&env, &[&fixture]);
     crate::support::wait_for("two workers", || {
-        (workers(einhorn.peer.pid()).len() == 2).then_some(())
+        (children(einhorn.peer.pid()).len() == 2).then_some(())
     });
-    let first = workers(einhorn.peer.pid());
+    let first = children(einhorn.peer.pid());
     let load = start_load(&einhorn.addr, 16, ConnectionMode::Close);
     restart_times(&env, "eh", 10);
     assert_no_failures(&load.finish());
     assert!(
-        workers(einhorn.peer.pid())
+        children(einhorn.peer.pid())
             .iter()
             .all(|w| !first.contains(w)),
         "a first worker still runs"
@@ -84,9 +76,9 @@ fn einhorn_whose_new_workers_die_before_they_ack_rolls_back_and_keeps_the_old_on
     let worker: Vec<&str> = worker.iter().map(String::as_str).collect();
     let einhorn = start(&env, &worker);
     crate::support::wait_for("two workers", || {
-        (workers(einhorn.peer.pid()).len() == 2).then_some(())
+        (children(einhorn.peer.pid()).len() == 2).then_some(())
     });
-    let old = workers(einhorn.peer.pid());
+    let old = children(einhorn.peer.pid());
     std::fs::write(&marker, "").expect("marker");
     let load = start_load(&einhorn.addr, 16, ConnectionMode::Close);
     let out = env.run_zdctl(&["restart", "eh"]);

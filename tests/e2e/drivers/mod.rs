@@ -98,6 +98,14 @@ pub fn worker_until(marker: &Path, later: &str) -> Vec<String> {
     vec!["sh".to_owned(), "-c".to_owned(), script]
 }
 
+/// The live children of `pid`.
+pub fn children(pid: i32) -> Vec<i32> {
+    crate::support::descendants(pid)
+        .into_iter()
+        .filter(|p| crate::support::parent_of(*p) == Some(pid) && crate::support::is_alive(*p))
+        .collect()
+}
+
 /// A free port on 127.0.0.1.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -149,8 +149,10 @@ fn nginx_started_by_a_relative_name_is_left_serving_when_it_cannot_exec_itself()
     assert_no_failures(&load.finish());
 }
 
-/// The service file of `start` in HUP-reload mode: same master, new workers.
-fn reload_service(env: &TestEnv, nginx: &Nginx, timeout: &str) {
+/// nginx with a service file in HUP-reload mode (same master, new workers); its master;
+/// the master with its workers, master first.
+fn start_reloading(env: &TestEnv, program: &Path, timeout: &str) -> (Nginx, i32, Vec<i32>) {
+    let nginx = start(env, &program.display().to_string(), program);
     env.write_service(
         "web",
         &format!(
@@ -159,6 +161,9 @@ fn reload_service(env: &TestEnv, nginx: &Nginx, timeout: &str) {
             nginx.prefix.display()
         ),
     );
+    let old = master(&nginx);
+    let workers = crate::support::descendants(old);
+    (nginx, old, workers)
 }
 
 #[test]
@@ -167,10 +172,7 @@ fn nginx_reloads_ten_times_under_load_without_a_failed_request() {
         return;
     };
     let env = TestEnv::new();
-    let nginx = start(&env, &program.display().to_string(), &program);
-    reload_service(&env, &nginx, "20s");
-    let old = master(&nginx);
-    let first = crate::support::descendants(old);
+    let (nginx, old, first) = start_reloading(&env, &program, "20s");
     let load = start_load(&nginx.addr, 16, ConnectionMode::Close);
     restart_times(&env, "web", 10);
     assert_no_failures(&load.finish());
@@ -188,10 +190,7 @@ fn nginx_reload_with_a_broken_configuration_fails_and_the_old_workers_keep_servi
         return;
     };
     let env = TestEnv::new();
-    let nginx = start(&env, &program.display().to_string(), &program);
-    reload_service(&env, &nginx, "3s");
-    let old = master(&nginx);
-    let workers = crate::support::descendants(old);
+    let (nginx, _, workers) = start_reloading(&env, &program, "3s");
     let load = start_load(&nginx.addr, 16, ConnectionMode::Close);
     std::fs::write(
         nginx.prefix.join("nginx.conf"),

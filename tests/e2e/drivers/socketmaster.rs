@@ -4,9 +4,9 @@
 
 use zd_core::load::ConnectionMode;
 
-use super::{Peer, lookalike, restart_times, worker_until};
+use super::{Peer, children, lookalike, restart_times, worker_until};
 use crate::support::{
-    TestEnv, assert_code, assert_no_failures, fixture_bin, is_alive, start_load, stderr, wait_for,
+    TestEnv, assert_code, assert_no_failures, fixture_bin, start_load, stderr, wait_for,
 };
 
 /// socketmaster writes no pidfile: its init system knows its pid, and so does the test.
@@ -22,13 +22,6 @@ fn start(env: &TestEnv, worker: &[&str]) -> (Peer, String) {
         ),
     );
     (peer, addr)
-}
-
-fn children(pid: i32) -> Vec<i32> {
-    crate::support::descendants(pid)
-        .into_iter()
-        .filter(|p| crate::support::parent_of(*p) == Some(pid) && is_alive(*p))
-        .collect()
 }
 
 #[test]

@@ -145,6 +145,17 @@ pub fn spawn(
     Ok(Pid::from_raw(i32::try_from(child.id())?))
 }
 
+/// Starts the worker command with the listener on fd 3, announced as einhorn's count form
+/// (which zd-fixture reads), plus `env`.
+pub fn spawn_worker(args: &Args, listener: &OwnedFd, env: &[(&str, String)]) -> Result<Pid> {
+    let mut all = vec![
+        ("EINHORN_FD_COUNT", "1".to_owned()),
+        ("EINHORN_FD_0", "3".to_owned()),
+    ];
+    all.extend(env.iter().cloned());
+    spawn(&args.worker[0], &args.worker[1..], listener, None, &all)
+}
+
 /// Starts this program again with the same flags (a new psflip, huptime's new copy), the
 /// listener on fd 3 and `extra` on fd 4.
 pub fn spawn_self(

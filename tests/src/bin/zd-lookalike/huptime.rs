@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 use nix::sys::signal::Signal;
 
 use super::common::{
-    self, Args, Signals, TICK, reap, say, spawn, spawn_self, wait_exit, write_pidfile,
+    self, Args, Signals, TICK, reap, say, spawn_self, spawn_worker, wait_exit, write_pidfile,
 };
 
 /// How long the old copy's connections may take to finish.
@@ -27,11 +27,7 @@ pub fn run(args: &Args) -> Result<i32> {
     let signals = Signals::new()?;
     let listener = common::listener(args)?;
     let pidfile = args.pidfile.as_deref().context("--pidfile is required")?;
-    let env = [
-        ("EINHORN_FD_COUNT", "1".to_owned()),
-        ("EINHORN_FD_0", "3".to_owned()),
-    ];
-    let server = spawn(&args.worker[0], &args.worker[1..], &listener, None, &env)?;
+    let server = spawn_worker(args, &listener, &[])?;
     write_pidfile(pidfile)?;
     loop {
         for signal in signals.pending() {

@@ -21,7 +21,7 @@ use anyhow::{Context, Result};
 use nix::sys::signal::Signal;
 
 use super::common::{
-    self, Args, Signals, TICK, pipe, reap, say, spawn, spawn_self, wait_exit, write_pidfile,
+    self, Args, Signals, TICK, pipe, reap, say, spawn_self, spawn_worker, wait_exit, write_pidfile,
 };
 
 /// The fd a new psflip reports readiness on (tableflip's notification pipe).
@@ -34,11 +34,7 @@ pub fn run(args: &Args) -> Result<i32> {
     let signals = Signals::new()?;
     let listener = common::listener(args)?;
     let pidfile = args.pidfile.as_deref().context("--pidfile is required")?;
-    let env = [
-        ("EINHORN_FD_COUNT", "1".to_owned()),
-        ("EINHORN_FD_0", "3".to_owned()),
-    ];
-    let child = spawn(&args.worker[0], &args.worker[1..], &listener, None, &env)?;
+    let child = spawn_worker(args, &listener, &[])?;
     say(&format!("started child {child}"));
 
     // The health check: the child must stay alive for `--healthy-after`.

@@ -17,18 +17,14 @@ use anyhow::Result;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use super::common::{self, Args, Signals, TICK, reap, say, spawn};
+use super::common::{self, Args, Signals, TICK, reap, say, spawn_worker};
 
 pub fn run(args: &Args) -> Result<i32> {
     let signals = Signals::new()?;
     let listener = common::listener(args)?;
     // `EINHORN_FDS=3` is socketmaster's; zd-fixture reads the count form of the same.
-    let env = [
-        ("EINHORN_FDS", "3".to_owned()),
-        ("EINHORN_FD_COUNT", "1".to_owned()),
-        ("EINHORN_FD_0", "3".to_owned()),
-    ];
-    let start = || spawn(&args.worker[0], &args.worker[1..], &listener, None, &env);
+    let env = [("EINHORN_FDS", "3".to_owned())];
+    let start = || spawn_worker(args, &listener, &env);
     let mut children: BTreeSet<Pid> = BTreeSet::from([start()?]);
     let forget = |children: &mut BTreeSet<Pid>| {
         for (pid, _) in reap() {
