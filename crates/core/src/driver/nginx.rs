@@ -22,7 +22,9 @@ use super::run::{Run, rolled_back, tick};
 use super::{DriverConfig, DriverError, NginxMode, watch};
 use crate::duration::format_duration;
 use crate::pidfile;
+use crate::proc;
 use crate::proto::{EventKind, RestartOutcome};
+use crate::ready::accepting::find_accepting;
 use crate::signal::Signal;
 
 /// How long a rollback may wait for the new master to go, after the restart's deadline.
@@ -88,6 +90,11 @@ pub(super) async fn upgrade(
             .and_then(pidfile::parse)
             == Some(pid)
     };
+    // The listeners the new master inherits: its workers waiting on one of them is the
+    // evidence that it is up. A worker that exists has not necessarily loaded the app
+    // (gunicorn imports it after the fork), and promoting on its mere existence would
+    // stop the old master for a new one that is about to die.
+    let listeners = listener_inodes(old.pid);
     old.signal(Signal::User2)?;
     run.emit(EventKind::Signalled {
         generation: run.old_generation.unwrap_or(0),
@@ -96,8 +103,10 @@ pub(super) async fn upgrade(
     });
     let signalled = Instant::now();
 
-    // Phase 1: a new master, named by the pidfile, with workers, alive for `settle`.
+    // Phase 1: a new master, named by the pidfile, whose workers wait on a listener, up
+    // for `settle`.
     let mut new: Option<(Target, Instant)> = None;
+    let mut up: Option<(Instant, String)> = None;
     let new_master = loop {
         if !old.is_alive() {
             return Err(DriverError::NotRunning {
@@ -132,7 +141,12 @@ pub(super) async fn upgrade(
                 let named = names(path, master.pid)
                     || second.as_deref().is_some_and(|p| names(p, master.pid));
                 let workers = live_children(master.pid).len();
-                if named && workers > 0 && seen.elapsed() >= config.settle {
+                if named && workers > 0 && up.is_none() {
+                    up = accepting(master.pid, &listeners).map(|e| (Instant::now(), e));
+                }
+                let settled = |since: &Instant| since.elapsed() >= config.settle;
+                if seen.elapsed() >= config.settle && up.as_ref().is_some_and(|(at, _)| settled(at))
+                {
                     break new.take().map(|(m, _)| m);
                 }
             }
@@ -167,10 +181,11 @@ pub(super) async fn upgrade(
         return Ok(rolled_back("lost track of the new master"));
     };
     run.ready(format!(
-        "new master pid {} named by the pidfile, with {} workers, alive for {}",
+        "new master pid {} named by the pidfile, with {} workers, up for {}: {}",
         new_master.pid,
         live_children(new_master.pid).len(),
-        format_duration(config.settle)
+        format_duration(config.settle),
+        up.map(|(_, evidence)| evidence).unwrap_or_default()
     ));
     run.promoted(new_master.pid);
 
@@ -252,6 +267,38 @@ pub(super) async fn upgrade(
         tick().await;
     }
     Ok(RestartOutcome::Completed)
+}
+
+/// The inodes of the listening sockets `pid` holds (TCP or unix): each socket fd is
+/// duplicated (pidfd_getfd) and asked whether it accepts connections, which is cheaper
+/// than reading the namespace's whole TCP table. Empty when they cannot be read.
+fn listener_inodes(pid: i32) -> Vec<u64> {
+    use nix::sys::socket::{getsockopt, sockopt::AcceptConn};
+    let Ok(held) = proc::socket_fds(pid) else {
+        return Vec::new();
+    };
+    let mut inodes: Vec<u64> = held
+        .into_iter()
+        .filter(|(fd, _)| {
+            proc::duplicate_fd(pid, *fd).is_some_and(|dup| getsockopt(&dup, AcceptConn) == Ok(true))
+        })
+        .map(|(_, inode)| inode)
+        .collect();
+    inodes.sort_unstable();
+    inodes.dedup();
+    inodes
+}
+
+/// Evidence that the tree of `master` waits for connections on one of `listeners`; with no
+/// listener to look at, its workers' existence has to do.
+fn accepting(master: i32, listeners: &[u64]) -> Option<String> {
+    if listeners.is_empty() {
+        return Some("no listener to watch, so its workers' existence counts".to_owned());
+    }
+    match find_accepting(master, listeners) {
+        Ok(Some(evidence)) => Some(evidence.to_string()),
+        Ok(None) | Err(_) => None,
+    }
 }
 
 /// Rolls back: HUP to the old master when its workers were stopped (it starts them
