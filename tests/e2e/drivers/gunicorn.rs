@@ -7,7 +7,9 @@ use std::process::Command;
 use zd_core::load::ConnectionMode;
 
 use super::{Peer, free_port, peer, restart_times};
-use crate::support::{TestEnv, assert_no_failures, is_alive, start_load, wait_for};
+use crate::support::{
+    TestEnv, assert_code, assert_no_failures, is_alive, start_load, stderr, wait_for,
+};
 
 /// After an upgrade the arbiter is no longer the peer's child, but it and its workers
 /// stay in the peer's process group, which the peer's guard kills.
@@ -85,4 +87,27 @@ fn gunicorn_upgrades_its_arbiter_ten_times_under_load_without_a_failed_request()
     let last = zd_core::pidfile::read(&gunicorn.pidfile).expect("pid");
     assert_ne!(first, last, "the arbiter was not replaced");
     assert!(!is_alive(first), "the first arbiter still runs");
+}
+
+#[test]
+fn gunicorn_whose_new_arbiter_cannot_load_the_app_rolls_back_to_the_old_one() {
+    let Some(program) = peer("gunicorn upgrade rollback", "gunicorn", "gunicorn") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let gunicorn = start(&env, &program, "upgrade");
+    let old = zd_core::pidfile::read(&gunicorn.pidfile).expect("pid");
+    let load = start_load(&gunicorn.addr, 16, ConnectionMode::Close);
+    // The old workers loaded the app already; the new arbiter's workers cannot.
+    std::fs::write(
+        env.path("app.py"),
+        "raise ImportError('broken on purpose')\n",
+    )
+    .expect("break app.py");
+    let out = env.run_zdctl(&["restart", "wsgi"]);
+    assert_code(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("rolled back"), "{err}");
+    assert!(is_alive(old), "the old arbiter must keep serving");
+    assert_no_failures(&load.finish());
 }
