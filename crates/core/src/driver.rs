@@ -138,8 +138,10 @@ pub async fn restart(
         DriverKind::Signal if config.watch == WatchMode::Child => {
             watch::child_flip(config, &mut run).await
         }
-        DriverKind::Signal | DriverKind::Psflip => watch::pidfile_flip(config, &mut run).await,
-        DriverKind::Socketmaster | DriverKind::Huptime => watch::child_flip(config, &mut run).await,
+        DriverKind::Signal | DriverKind::Psflip | DriverKind::Huptime => {
+            watch::pidfile_flip(config, &mut run).await
+        }
+        DriverKind::Socketmaster => watch::child_flip(config, &mut run).await,
         DriverKind::StartServer => start_server::restart(config, &mut run).await,
         DriverKind::Nginx => nginx::restart(config, &mut run).await,
         DriverKind::Gunicorn => match config.gunicorn {

@@ -1,9 +1,16 @@
-//! Drivers against real foreign supervisors (start_server, nginx) and zd-flipper: each
-//! peer runs in its own process group, killed by a guard when the test ends.
+//! Drivers against real foreign supervisors (start_server, nginx, HAProxy, gunicorn),
+//! zd-flipper, and zd-lookalike's stand-ins for the tools Debian does not package (psflip,
+//! socketmaster, huptime, einhorn): each peer runs in its own process group, killed by a
+//! guard when the test ends.
 
+mod einhorn;
+mod gunicorn;
 mod haproxy;
+mod huptime;
 mod nginx;
+mod psflip;
 mod signal;
+mod socketmaster;
 mod start_server;
 
 use std::path::{Path, PathBuf};
@@ -12,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use crate::support::{TestEnv, assert_code, stdout};
+use crate::support::{TestEnv, assert_code, fixture_bin, stdout, wait_for};
 
 /// A foreign supervisor started by a test, in its own process group.
 pub struct Peer {
@@ -62,6 +69,41 @@ pub fn peer(test: &str, program: &str, package: &str) -> Option<PathBuf> {
         eprintln!("SKIPPED: {test}: {program} is not installed (Debian package {package})");
     }
     found
+}
+
+/// `zd-lookalike MODE FLAGS -- WORKER…` in its own process group, logging to
+/// `MODE.log`; returns the peer and the address it serves on.
+pub fn lookalike(env: &TestEnv, mode: &str, flags: &[&str], worker: &[&str]) -> (Peer, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_zd-lookalike"));
+    cmd.arg(mode)
+        .args(flags)
+        .args(["--listen", &addr, "--"])
+        .args(worker);
+    let peer = Peer::spawn(cmd, &env.path(&format!("{mode}.log")));
+    wait_for(&format!("{mode} to answer"), || {
+        crate::support::http_get(&addr, "/").ok()
+    });
+    (peer, addr)
+}
+
+/// A worker command: zd-fixture, or, once `marker` exists, zd-fixture with `later`
+/// flags (a new generation that crashes or gives up).
+pub fn worker_until(marker: &Path, later: &str) -> Vec<String> {
+    let fixture = fixture_bin().display().to_string();
+    let script = format!(
+        "if [ -e '{m}' ]; then exec '{fixture}' {later}; fi; exec '{fixture}'",
+        m = marker.display()
+    );
+    vec!["sh".to_owned(), "-c".to_owned(), script]
+}
+
+/// The live children of `pid`.
+pub fn children(pid: i32) -> Vec<i32> {
+    crate::support::descendants(pid)
+        .into_iter()
+        .filter(|p| crate::support::parent_of(*p) == Some(pid) && crate::support::is_alive(*p))
+        .collect()
 }
 
 /// A free port on 127.0.0.1.

@@ -148,3 +148,63 @@ fn nginx_started_by_a_relative_name_is_left_serving_when_it_cannot_exec_itself()
     assert!(is_alive(old), "the old master must keep serving");
     assert_no_failures(&load.finish());
 }
+
+/// nginx with a service file in HUP-reload mode (same master, new workers); its master;
+/// the master with its workers, master first.
+fn start_reloading(env: &TestEnv, program: &Path, timeout: &str) -> (Nginx, i32, Vec<i32>) {
+    let nginx = start(env, &program.display().to_string(), program);
+    env.write_service(
+        "web",
+        &format!(
+            "driver: nginx\npidfile: {}/nginx.pid\nnginx: {{ mode: reload }}\nsettle: 300ms\n\
+             timeout: {timeout}\n",
+            nginx.prefix.display()
+        ),
+    );
+    let old = master(&nginx);
+    let workers = crate::support::descendants(old);
+    (nginx, old, workers)
+}
+
+#[test]
+fn nginx_reloads_ten_times_under_load_without_a_failed_request() {
+    let Some(program) = peer("nginx reload", "nginx", "nginx-light") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let (nginx, old, first) = start_reloading(&env, &program, "20s");
+    let load = start_load(&nginx.addr, 16, ConnectionMode::Close);
+    restart_times(&env, "web", 10);
+    assert_no_failures(&load.finish());
+    assert_eq!(master(&nginx), old, "a reload keeps the master");
+    let now = crate::support::descendants(old);
+    assert!(
+        now.iter().skip(1).all(|w| !first.contains(w)),
+        "an old worker still runs: {first:?} → {now:?}"
+    );
+}
+
+#[test]
+fn nginx_reload_with_a_broken_configuration_fails_and_the_old_workers_keep_serving() {
+    let Some(program) = peer("nginx reload rollback", "nginx", "nginx-light") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let (nginx, _, workers) = start_reloading(&env, &program, "3s");
+    let load = start_load(&nginx.addr, 16, ConnectionMode::Close);
+    std::fs::write(
+        nginx.prefix.join("nginx.conf"),
+        "this is not nginx syntax;\n",
+    )
+    .expect("break the config");
+    let out = env.run_zdctl(&["restart", "web"]);
+    assert_code(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("0 of 2 new workers"), "{err}");
+    assert!(err.contains("old workers still running"), "{err}");
+    assert!(
+        workers.iter().all(|w| is_alive(*w)),
+        "nginx stopped a worker"
+    );
+    assert_no_failures(&load.finish());
+}

@@ -80,3 +80,34 @@ fn start_server_with_a_new_worker_that_dies_fails_with_the_reason() {
     );
     assert_no_failures(&load.finish());
 }
+
+#[test]
+fn a_start_server_status_file_holding_garbage_is_an_error_and_nothing_is_signalled() {
+    let env = TestEnv::new();
+    // A process whose command line names start_server, so the pidfile check passes; HUP
+    // would end it.
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "sleep 1000; :", "start_server"]);
+    let fake = Peer::spawn(cmd, &env.path("fake.out"));
+    std::fs::write(env.path("ss.pid"), format!("{}\n", fake.pid())).expect("pidfile");
+    std::fs::write(env.path("ss.status"), "<html>not a status file</html>\n").expect("status");
+    env.write_service(
+        "ss",
+        &format!(
+            "driver: start_server\npidfile: {}\nstatus_file: {}\ntimeout: 5s\n",
+            env.path("ss.pid").display(),
+            env.path("ss.status").display()
+        ),
+    );
+    let out = env.run_zdctl(&["restart", "ss"]);
+    assert_code(&out, 1);
+    assert!(
+        stderr(&out).contains("holds no 'generation:pid' line"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        crate::support::is_alive(fake.pid()),
+        "the process was signalled"
+    );
+}

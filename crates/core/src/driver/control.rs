@@ -7,7 +7,29 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use super::DriverError;
+use super::{DriverConfig, DriverError};
+
+/// The longest one question to a control socket may take.
+const PER_CALL: Duration = Duration::from_secs(5);
+
+/// The service's control socket (`socket:`) and how long one question to it may take;
+/// `needs` says what the socket is, for the error when the file names none.
+pub(super) fn socket_of<'a>(
+    config: &'a DriverConfig,
+    needs: &str,
+) -> Result<(&'a Path, Duration), DriverError> {
+    let socket = config
+        .socket
+        .as_deref()
+        .ok_or_else(|| DriverError::NotRunning {
+            path: config.source.clone(),
+            reason: format!(
+                "the {} driver needs `socket:` ({needs})",
+                config.kind.name()
+            ),
+        })?;
+    Ok((socket, config.timeout.min(PER_CALL)))
+}
 
 /// The most a peer's answer may hold.
 const MAX_ANSWER: u64 = 1 << 20;

@@ -7,12 +7,14 @@
 //! each worker's pid with its `type` and `acked` flag.
 //! A completed upgrade: every worker is new and acked, the old workers gone.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use super::control::ask;
-use super::run::{Run, failed, tick};
+use serde::Deserialize;
+
+use super::control::{ask, socket_of};
+use super::run::{Run, failed, rolled_back, tick};
 use super::{DriverConfig, DriverError};
 use crate::config::yaml::from_yaml;
 use crate::duration::format_duration;
@@ -23,31 +25,47 @@ fn unescape(line: &str) -> String {
     line.replace("%0A", "\n").replace("%25", "%")
 }
 
+/// einhorn's reply: `message` holds the text, here the master's state as a YAML document.
+#[derive(Deserialize)]
+struct Reply {
+    message: String,
+}
+
+/// The part of `YAML.dump({state: ...})` the driver reads. einhorn is Ruby: its keys are
+/// symbols (`:state:`, `:children:`, `:type: :worker`), its pids integers, and other fields
+/// carry Ruby tags (`!ruby/object:Set`); unknown fields are skipped, so only these need
+/// to parse. The plain spellings are accepted too.
+#[derive(Deserialize)]
+struct Dump {
+    #[serde(rename = ":state", alias = "state")]
+    state: MasterState,
+}
+
+#[derive(Deserialize)]
+struct MasterState {
+    #[serde(rename = ":children", alias = "children")]
+    children: BTreeMap<String, ChildSpec>,
+}
+
+#[derive(Deserialize)]
+struct ChildSpec {
+    #[serde(rename = ":type", alias = "type")]
+    kind: String,
+    #[serde(rename = ":acked", alias = "acked", default)]
+    acked: bool,
+}
+
 /// Workers from a `state` reply: pid and whether it acked (is ready).
 pub(super) fn parse_state(text: &str) -> Option<Vec<(i32, bool)>> {
     let line = text.lines().find(|l| !l.trim().is_empty())?;
-    let reply: serde_json::Value = from_yaml(&unescape(line)).ok()?;
-    // The state is a YAML document inside `message`.
-    let state: serde_json::Value = match reply.get("message")? {
-        serde_json::Value::String(s) => from_yaml(s).ok()?,
-        other => other.clone(),
-    };
-    let children = state.get("state").unwrap_or(&state).get("children")?;
-    let map = children.as_object()?;
-    let mut workers: Vec<(i32, bool)> = map
+    let reply: Reply = from_yaml(&unescape(line)).ok()?;
+    let dump: Dump = from_yaml(&reply.message).ok()?;
+    let mut workers: Vec<(i32, bool)> = dump
+        .state
+        .children
         .iter()
-        .filter(|(_, c)| {
-            c.get("type")
-                .and_then(|t| t.as_str())
-                .is_some_and(|t| t.trim_start_matches(':') == "worker")
-        })
-        .filter_map(|(pid, c)| {
-            let acked = c
-                .get("acked")
-                .and_then(serde_json::Value::as_bool)
-                .unwrap_or(false);
-            Some((pid.parse().ok()?, acked))
-        })
+        .filter(|(_, c)| c.kind.trim_start_matches(':') == "worker")
+        .filter_map(|(pid, c)| Some((pid.parse().ok()?, c.acked)))
         .collect();
     workers.sort_unstable();
     Some(workers)
@@ -75,16 +93,10 @@ pub(super) async fn restart(
     config: &DriverConfig,
     run: &mut Run<'_>,
 ) -> Result<RestartOutcome, DriverError> {
-    let Some(socket) = config.socket.as_deref() else {
-        return Err(DriverError::NotRunning {
-            path: config.source.clone(),
-            reason: "the einhorn driver needs `socket:` (its command socket)".to_owned(),
-        });
-    };
-    let per_call = config.timeout.min(Duration::from_secs(5));
+    let (socket, per_call) = socket_of(config, "its command socket")?;
     let before = state(socket, per_call).await?;
     let old: BTreeSet<i32> = before.iter().map(|(pid, _)| *pid).collect();
-    run.numbers_from_record(old.iter().next_back().copied().unwrap_or(0));
+    run.numbers_from_pool(&old);
     ask(
         socket,
         "{\"id\":2,\"command\":\"upgrade\",\"args\":[]}\n",
@@ -97,13 +109,23 @@ pub(super) async fn restart(
         pid: 0,
         signal: "upgrade (command socket)".to_owned(),
     });
-    let mut announced = BTreeSet::new();
+    // New workers as last seen, with their ack: one that leaves the list unacked died.
+    let mut seen: BTreeMap<i32, bool> = BTreeMap::new();
     loop {
         if let Ok(now) = state(socket, per_call).await {
-            for (pid, _) in now.iter().filter(|(p, _)| !old.contains(p)) {
-                if announced.insert(*pid) {
+            for (pid, acked) in now.iter().filter(|(p, _)| !old.contains(p)) {
+                if seen.insert(*pid, *acked).is_none() {
                     run.spawned(*pid);
                 }
+            }
+            let died = seen
+                .iter()
+                .find(|(pid, acked)| !**acked && !now.iter().any(|(p, _)| p == *pid));
+            if let Some((pid, _)) = died {
+                return Ok(rolled_back(format!(
+                    "einhorn's new worker (pid {pid}) exited before it acked; the old workers \
+                     keep serving, and einhorn keeps spawning new ones: see its log"
+                )));
             }
             let new_acked: Vec<i32> = now
                 .iter()
@@ -111,8 +133,7 @@ pub(super) async fn restart(
                 .map(|(p, _)| *p)
                 .collect();
             let old_left = now.iter().any(|(p, _)| old.contains(p));
-            if !new_acked.is_empty() && !old_left {
-                let pid = new_acked[new_acked.len() - 1];
+            if let Some(&pid) = new_acked.last().filter(|_| !old_left) {
                 run.ready(format!(
                     "einhorn reports {} acked new workers",
                     new_acked.len()

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use super::control::ask;
+use super::control::{ask, socket_of};
 use super::run::{Run, failed, tick};
 use super::{DriverConfig, DriverError};
 use crate::duration::format_duration;
@@ -88,13 +88,7 @@ pub(super) async fn restart(
     config: &DriverConfig,
     run: &mut Run<'_>,
 ) -> Result<RestartOutcome, DriverError> {
-    let Some(socket) = config.socket.as_deref() else {
-        return Err(DriverError::NotRunning {
-            path: config.source.clone(),
-            reason: "the haproxy driver needs `socket:` (the master CLI socket)".to_owned(),
-        });
-    };
-    let per_call = config.timeout.min(Duration::from_secs(5));
+    let (socket, per_call) = socket_of(config, "the master CLI socket")?;
     let before = show_proc(socket, per_call).await?;
     if let Some(expect) = config.expect.as_deref() {
         if !super::process::is_program(before.master, expect) {

@@ -7,8 +7,14 @@
 //! the pidfile and starts its workers; both sets of workers now accept on the same
 //! sockets. WINCH makes the old workers finish their requests and exit; QUIT then ends the
 //! old master. If the new master dies, the old master renames `.oldbin` back.
+//!
+//! gunicorn (19 and later) leaves the pidfile alone on USR2: its new arbiter writes
+//! `PIDFILE.2` while the old one lives, and renames it to `PIDFILE` once the old one has
+//! exited and it finds itself orphaned. The driver accepts `PIDFILE.2` as naming the new
+//! arbiter, and waits for the rename before it calls the upgrade complete.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::process::{Target, cmdline, live_children, target_from_pidfile};
@@ -16,7 +22,9 @@ use super::run::{Run, rolled_back, tick};
 use super::{DriverConfig, DriverError, NginxMode, watch};
 use crate::duration::format_duration;
 use crate::pidfile;
+use crate::proc;
 use crate::proto::{EventKind, RestartOutcome};
+use crate::ready::accepting::find_accepting;
 use crate::signal::Signal;
 
 /// How long a rollback may wait for the new master to go, after the restart's deadline.
@@ -67,11 +75,26 @@ pub(super) async fn upgrade(
     let old = target_from_pidfile(path, config.expect.as_deref())?;
     run.numbers_from_record(old.pid);
     let old_workers: BTreeSet<i32> = live_children(old.pid).into_iter().collect();
-    let oldbin = {
+    let beside = |suffix: &str| {
         let mut p = path.as_os_str().to_owned();
-        p.push(".oldbin");
+        p.push(suffix);
         std::path::PathBuf::from(p)
     };
+    let oldbin = beside(".oldbin");
+    // gunicorn's new arbiter's pidfile while the old one lives.
+    let second = (!is_nginx).then(|| beside(".2"));
+    let names = |file: &std::path::Path, pid: i32| {
+        std::fs::read_to_string(file)
+            .ok()
+            .as_deref()
+            .and_then(pidfile::parse)
+            == Some(pid)
+    };
+    // The listeners the new master inherits: its workers waiting on one of them is the
+    // evidence that it is up. A worker that exists has not necessarily loaded the app
+    // (gunicorn imports it after the fork), and promoting on its mere existence would
+    // stop the old master for a new one that is about to die.
+    let listeners = listener_inodes(old.pid);
     old.signal(Signal::User2)?;
     run.emit(EventKind::Signalled {
         generation: run.old_generation.unwrap_or(0),
@@ -80,8 +103,10 @@ pub(super) async fn upgrade(
     });
     let signalled = Instant::now();
 
-    // Phase 1: a new master, named by the pidfile, with workers, alive for `settle`.
+    // Phase 1: a new master, named by the pidfile, whose workers wait on a listener, up
+    // for `settle`.
     let mut new: Option<(Target, Instant)> = None;
+    let mut up: Option<(Instant, String)> = None;
     let new_master = loop {
         if !old.is_alive() {
             return Err(DriverError::NotRunning {
@@ -113,19 +138,23 @@ pub(super) async fn upgrade(
                     );
                     return Ok(roll_back(run, &old, None, false, reason).await);
                 }
-                let named = std::fs::read_to_string(path)
-                    .ok()
-                    .as_deref()
-                    .and_then(pidfile::parse);
+                let named = names(path, master.pid)
+                    || second.as_deref().is_some_and(|p| names(p, master.pid));
                 let workers = live_children(master.pid).len();
-                if named == Some(master.pid) && workers > 0 && seen.elapsed() >= config.settle {
+                if named && workers > 0 && up.is_none() {
+                    up = accepting(master.pid, &listeners).map(|e| (Instant::now(), e));
+                }
+                let settled = |since: &Instant| since.elapsed() >= config.settle;
+                if seen.elapsed() >= config.settle && up.as_ref().is_some_and(|(at, _)| settled(at))
+                {
                     break new.take().map(|(m, _)| m);
                 }
             }
             None => {
                 // The exec child appears at once; none after `settle` and no .oldbin means
                 // it already died (execve failed) and the old master restored the pidfile.
-                if signalled.elapsed() >= config.settle && !oldbin.exists() {
+                let moved = oldbin.exists() || second.as_deref().is_some_and(Path::exists);
+                if signalled.elapsed() >= config.settle && !moved {
                     let why = cannot_exec(old.pid, is_nginx).unwrap_or_else(|| {
                         format!("the new {program} binary could not be started (see its error log)")
                     });
@@ -152,10 +181,11 @@ pub(super) async fn upgrade(
         return Ok(rolled_back("lost track of the new master"));
     };
     run.ready(format!(
-        "new master pid {} named by the pidfile, with {} workers, alive for {}",
+        "new master pid {} named by the pidfile, with {} workers, up for {}: {}",
         new_master.pid,
         live_children(new_master.pid).len(),
-        format_duration(config.settle)
+        format_duration(config.settle),
+        up.map(|(_, evidence)| evidence).unwrap_or_default()
     ));
     run.promoted(new_master.pid);
 
@@ -214,7 +244,61 @@ pub(super) async fn upgrade(
         }
         tick().await;
     }
+    // gunicorn: the new arbiter takes the pidfile's name once it notices it is orphaned.
+    while !names(path, new_master.pid) {
+        if !new_master.is_alive() {
+            return Ok(RestartOutcome::Failed {
+                reason: format!(
+                    "the new master (pid {}) exited after the old one did: the service is down",
+                    new_master.pid
+                ),
+            });
+        }
+        if run.timed_out() {
+            return Ok(RestartOutcome::Failed {
+                reason: format!(
+                    "the new master (pid {}) serves, but '{}' does not name it within {}",
+                    new_master.pid,
+                    path.display(),
+                    format_duration(run.timeout())
+                ),
+            });
+        }
+        tick().await;
+    }
     Ok(RestartOutcome::Completed)
+}
+
+/// The inodes of the listening sockets `pid` holds (TCP or unix): each socket fd is
+/// duplicated (pidfd_getfd) and asked whether it accepts connections, which is cheaper
+/// than reading the namespace's whole TCP table. Empty when they cannot be read.
+fn listener_inodes(pid: i32) -> Vec<u64> {
+    use nix::sys::socket::{getsockopt, sockopt::AcceptConn};
+    let Ok(held) = proc::socket_fds(pid) else {
+        return Vec::new();
+    };
+    let mut inodes: Vec<u64> = held
+        .into_iter()
+        .filter(|(fd, _)| {
+            proc::duplicate_fd(pid, *fd).is_some_and(|dup| getsockopt(&dup, AcceptConn) == Ok(true))
+        })
+        .map(|(_, inode)| inode)
+        .collect();
+    inodes.sort_unstable();
+    inodes.dedup();
+    inodes
+}
+
+/// Evidence that the tree of `master` waits for connections on one of `listeners`; with no
+/// listener to look at, its workers' existence has to do.
+fn accepting(master: i32, listeners: &[u64]) -> Option<String> {
+    if listeners.is_empty() {
+        return Some("no listener to watch, so its workers' existence counts".to_owned());
+    }
+    match find_accepting(master, listeners) {
+        Ok(Some(evidence)) => Some(evidence.to_string()),
+        Ok(None) | Err(_) => None,
+    }
 }
 
 /// Rolls back: HUP to the old master when its workers were stopped (it starts them

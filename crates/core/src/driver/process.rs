@@ -85,13 +85,30 @@ pub(super) fn cmdline(pid: i32) -> String {
         .unwrap_or_default()
 }
 
-/// Whether `pid`'s command line or executable names `expect`.
+/// Whether `pid`'s command line, its executable or a shared library it loaded names
+/// `expect`. The library counts for wrappers that preload themselves into an unmodified
+/// program, as huptime does (`LD_PRELOAD=.../huptime.so`): the process's command line is
+/// the program's own.
 pub(super) fn is_program(pid: i32, expect: &str) -> bool {
     if cmdline(pid).contains(expect) {
         return true;
     }
-    std::fs::read_link(format!("/proc/{pid}/exe"))
+    if std::fs::read_link(format!("/proc/{pid}/exe"))
         .is_ok_and(|exe| exe.to_string_lossy().contains(expect))
+    {
+        return true;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .is_ok_and(|maps| maps_name_library(&maps, expect))
+}
+
+/// Whether a `/proc/PID/maps` text maps a shared library whose file name contains
+/// `expect`.
+pub(super) fn maps_name_library(maps: &str, expect: &str) -> bool {
+    maps.lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .filter_map(|path| path.rsplit('/').next())
+        .any(|file| (file.ends_with(".so") || file.contains(".so.")) && file.contains(expect))
 }
 
 /// Reads the pidfile without judging the process.

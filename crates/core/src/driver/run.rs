@@ -1,5 +1,6 @@
 //! One driver run: its clock, its deadline, its events and its report.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::DriverConfig;
@@ -65,6 +66,18 @@ impl<'a> Run<'a> {
     /// the new generation is the next number.
     pub(super) fn numbers_from_record(&mut self, old_pid: i32) {
         let old = record::generation_of(&self.config.name, old_pid).unwrap_or(1);
+        self.old_generation = Some(old);
+        self.new_generation = Some(old + 1);
+    }
+
+    /// Like [`Run::numbers_from_record`] for a pool of workers, any of which the record
+    /// may name.
+    pub(super) fn numbers_from_pool(&mut self, pids: &BTreeSet<i32>) {
+        let old = pids
+            .iter()
+            .filter_map(|pid| record::generation_of(&self.config.name, *pid))
+            .max()
+            .unwrap_or(1);
         self.old_generation = Some(old);
         self.new_generation = Some(old + 1);
     }

@@ -63,21 +63,25 @@ pub fn status(config: &DriverConfig) -> Result<Status, DriverError> {
             (DriverKind::StartServer, Some(path)) => start_server::read_status(path)?,
             _ => Vec::new(),
         };
-        let kids = live_children(root);
-        let newest = kids.iter().copied().max_by_key(|pid| {
-            numbers
-                .iter()
-                .find(|(_, p)| p == pid)
-                .map_or(0, |(g, _)| *g)
-        });
-        for pid in kids {
-            let generation = numbers
-                .iter()
-                .find(|(_, p)| *p == pid)
-                .map(|(g, _)| *g)
-                .or_else(|| record::generation_of(&config.name, pid))
-                .unwrap_or(1);
-            let state = if Some(pid) == newest {
+        // Each child's number: from start_server's status file, else from the record of
+        // the last restart, else 1. The newest number is active; a pool (einhorn) has
+        // several children with it, of which the record names one, so the newest is
+        // the highest number seen, not one chosen child.
+        let numbered: Vec<(u64, i32)> = live_children(root)
+            .into_iter()
+            .map(|pid| {
+                let generation = numbers
+                    .iter()
+                    .find(|(_, p)| *p == pid)
+                    .map(|(g, _)| *g)
+                    .or_else(|| record::generation_of(&config.name, pid))
+                    .unwrap_or(1);
+                (generation, pid)
+            })
+            .collect();
+        let newest = numbered.iter().map(|(g, _)| *g).max();
+        for (generation, pid) in numbered {
+            let state = if Some(generation) == newest {
                 GenerationState::Active
             } else {
                 GenerationState::Draining

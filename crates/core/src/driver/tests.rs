@@ -135,3 +135,38 @@ fn einhorn_state_lists_workers_and_their_acks() {
     );
     assert_eq!(einhorn::parse_state("hello\n"), None);
 }
+
+#[test]
+fn einhorn_state_as_ruby_dumps_it_has_symbol_keys_integer_pids_and_tags() {
+    // `YAML.dump({"message" => YAML.dump({state: ...}), "request_id" => 1})`, framed as
+    // einhorn frames it: `%` as `%25`, newlines as `%0A`.
+    let state = "---\n:state:\n  :children:\n    4101:\n      :type: :worker\n      \
+                 :version: 2\n      :acked: true\n      :signaled: !ruby/object:Set\n        \
+                 hash: {}\n      :last_signaled_at:\n      :index: 0\n      \
+                 :spinup_time: 2026-11-22 05:00:00.123456789 +00:00\n    4102:\n      \
+                 :type: :worker\n      :version: 2\n      :acked: false\n    4103:\n      \
+                 :type: :state_passer\n  :generation: 3\n  :ack_mode:\n    :type: :timer\n    \
+                 :timeout: 1\n  :cmd_name: 100%\n";
+    let indented: String = state.lines().map(|l| format!("  {l}\n")).collect();
+    let reply = format!("---\nmessage: |\n{indented}request_id: 1\n");
+    let line = reply.replace('%', "%25").replace('\n', "%0A") + "\n";
+    assert_eq!(
+        einhorn::parse_state(&line),
+        Some(vec![(4101, true), (4102, false)])
+    );
+    assert_eq!(einhorn::parse_state("Could not parse command\n"), None);
+}
+
+#[test]
+fn a_preloaded_library_names_the_wrapper_of_an_unmodified_program() {
+    let maps = "\
+55d0c0a00000-55d0c0a21000 r--p 00000000 08:01 131 /usr/bin/python3.11
+7f1c2a000000-7f1c2a004000 r-xp 00000000 08:01 912 /usr/lib/huptime/huptime.so
+7f1c2b000000-7f1c2b1d5000 r-xp 00000000 08:01 77 /usr/lib/x86_64-linux-gnu/libc.so.6
+7ffd1e9f0000-7ffd1ea11000 rw-p 00000000 00:00 0 [stack]
+";
+    assert!(process::maps_name_library(maps, "huptime"));
+    assert!(!process::maps_name_library(maps, "nginx"));
+    // The program's own file is not a library: only the command line or exe can name it.
+    assert!(!process::maps_name_library(maps, "python3"));
+}

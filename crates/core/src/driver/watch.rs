@@ -1,15 +1,26 @@
 //! The signal-and-watch drivers: `signal`, `psflip`, `socketmaster`, `huptime`, and the
 //! in-place worker reloads (gunicorn HUP, nginx HUP).
+//!
+//! psflip and huptime (in its default fork mode) both replace the pidfile's process: the
+//! old process forks the new one, the new one writes the pidfile, the old one exits. They
+//! differ in what happens when the new one dies: psflip keeps the old one serving, while
+//! huptime's old process stopped accepting at the HUP and exits once its connections are
+//! done, so the service goes down.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
 
 use super::process::{Target, live_children, target_from_pidfile};
 use super::run::{Run, failed, rolled_back, tick};
-use super::{DriverConfig, DriverError};
+use super::{DriverConfig, DriverError, DriverKind};
 use crate::duration::format_duration;
 use crate::pidfile;
 use crate::proto::{EventKind, RestartOutcome};
+
+/// What a failed huptime restart leaves behind.
+const HUPTIME_DOWN: &str = "huptime's old process stopped accepting at the HUP and exits \
+                            once its connections are done, so the service is going down \
+                            (huptime has no health check; --revive restarts a dead process)";
 
 fn pidfile_of(config: &DriverConfig) -> Result<&std::path::Path, DriverError> {
     config
@@ -35,6 +46,32 @@ fn poke(config: &DriverConfig, run: &mut Run<'_>, target: &Target) -> Result<(),
     Ok(())
 }
 
+/// What a supervisor's generation is, for numbering it.
+enum Numbering {
+    /// Each child is a generation (socketmaster).
+    Children,
+    /// The supervisor is, and replaces its workers in place (gunicorn, nginx HUP).
+    Supervisor,
+}
+
+/// The start of the drivers that watch a supervisor's children: the supervisor from the
+/// pidfile, proven to be the expected program; its children before the signal; the
+/// generation numbers; the signal.
+fn signal_supervisor(
+    config: &DriverConfig,
+    run: &mut Run<'_>,
+    numbering: Numbering,
+) -> Result<(Target, BTreeSet<i32>), DriverError> {
+    let root = target_from_pidfile(pidfile_of(config)?, config.expect.as_deref())?;
+    let old: BTreeSet<i32> = live_children(root.pid).into_iter().collect();
+    match numbering {
+        Numbering::Children => run.numbers_from_pool(&old),
+        Numbering::Supervisor => run.numbers_from_record(root.pid),
+    }
+    poke(config, run, &root)?;
+    Ok((root, old))
+}
+
 /// A candidate new generation and when it was first seen.
 struct Candidate {
     target: Target,
@@ -43,8 +80,52 @@ struct Candidate {
 }
 
 impl Candidate {
-    fn settled(&self, config: &DriverConfig) -> bool {
-        self.seen.elapsed() >= config.settle
+    /// Takes hold of a new generation's process and announces it.
+    fn spot(run: &mut Run<'_>, pid: i32) -> Option<Candidate> {
+        let target = Target::open(pid)?;
+        run.spawned(target.pid);
+        Some(Candidate {
+            target,
+            seen: Instant::now(),
+            ready: false,
+        })
+    }
+
+    /// Once the candidate has lived for `settle`, announces it ready (with the evidence
+    /// `describe` gives for its pid) and promoted; true the first time only.
+    fn settle(
+        &mut self,
+        config: &DriverConfig,
+        run: &mut Run<'_>,
+        describe: impl FnOnce(i32) -> String,
+    ) -> bool {
+        if self.ready || self.seen.elapsed() < config.settle {
+            return false;
+        }
+        self.ready = true;
+        let pid = self.target.pid;
+        run.ready(format!(
+            "{}, alive for {}",
+            describe(pid),
+            format_duration(config.settle)
+        ));
+        run.promoted(pid);
+        true
+    }
+}
+
+/// The outcome when the new `noun` (pid `pid`) exited before it took over; `old` names
+/// the old one, which may still run.
+fn new_one_exited(noun: &str, pid: i32, old: &str, old_alive: bool) -> RestartOutcome {
+    if old_alive {
+        rolled_back(format!(
+            "the new {noun} (pid {pid}) exited; the old one{old} keeps running"
+        ))
+    } else {
+        failed(format!(
+            "the new {noun} (pid {pid}) exited and the old one{old} is gone too: the service \
+             is down"
+        ))
     }
 }
 
@@ -71,14 +152,7 @@ pub(super) async fn pidfile_flip(
                 .as_deref()
                 .and_then(pidfile::parse)
                 .filter(|pid| *pid != old.pid);
-            if let Some(target) = named.and_then(Target::open) {
-                run.spawned(target.pid);
-                candidate = Some(Candidate {
-                    target,
-                    seen: Instant::now(),
-                    ready: false,
-                });
-            }
+            candidate = named.and_then(|pid| Candidate::spot(run, pid));
         }
         let kids = live_children(old.pid);
         successors.extend(kids.iter().filter(|k| !before.contains(k)));
@@ -86,28 +160,15 @@ pub(super) async fn pidfile_flip(
             Some(c) => {
                 if !c.target.is_alive() {
                     let pid = c.target.pid;
-                    return Ok(if old.is_alive() {
-                        rolled_back(format!(
-                            "the new process (pid {pid}) exited; the old one (pid {}) keeps running",
-                            old.pid
-                        ))
-                    } else {
-                        failed(format!(
-                            "the new process (pid {pid}) exited and the old one (pid {}) is gone \
-                             too: the service is down",
-                            old.pid
-                        ))
-                    });
+                    if config.kind == DriverKind::Huptime {
+                        return Ok(failed(format!(
+                            "the new process (pid {pid}) exited; {HUPTIME_DOWN}"
+                        )));
+                    }
+                    let named_old = format!(" (pid {})", old.pid);
+                    return Ok(new_one_exited("process", pid, &named_old, old.is_alive()));
                 }
-                if !c.ready && c.settled(config) {
-                    c.ready = true;
-                    let pid = c.target.pid;
-                    run.ready(format!(
-                        "pid {pid} named by the pidfile, alive for {}",
-                        format_duration(config.settle)
-                    ));
-                    run.promoted(pid);
-                }
+                c.settle(config, run, |pid| format!("pid {pid} named by the pidfile"));
                 if c.ready && !old.is_alive() {
                     return Ok(RestartOutcome::Completed);
                 }
@@ -116,6 +177,13 @@ pub(super) async fn pidfile_flip(
                 let gave_up = successors
                     .iter()
                     .any(|pid| !crate::proc::is_alive(*pid) && !kids.contains(pid));
+                if gave_up && config.kind == DriverKind::Huptime {
+                    return Ok(failed(format!(
+                        "the new process started by pid {} exited before it wrote the \
+                         pidfile; {HUPTIME_DOWN}",
+                        old.pid
+                    )));
+                }
                 if gave_up && old.is_alive() && kids.iter().all(|k| before.contains(k)) {
                     return Ok(rolled_back(format!(
                         "the new process started by pid {} exited before it took over; the \
@@ -175,11 +243,7 @@ pub(super) async fn child_flip(
     config: &DriverConfig,
     run: &mut Run<'_>,
 ) -> Result<RestartOutcome, DriverError> {
-    let path = pidfile_of(config)?;
-    let root = target_from_pidfile(path, config.expect.as_deref())?;
-    let old: BTreeSet<i32> = live_children(root.pid).into_iter().collect();
-    run.numbers_from_record(old.iter().next_back().copied().unwrap_or(root.pid));
-    poke(config, run, &root)?;
+    let (root, old) = signal_supervisor(config, run, Numbering::Children)?;
     let mut candidate: Option<Candidate> = None;
     loop {
         if !root.is_alive() {
@@ -190,39 +254,18 @@ pub(super) async fn child_flip(
         }
         let kids = live_children(root.pid);
         if candidate.is_none() {
-            if let Some(target) = kids
+            candidate = kids
                 .iter()
                 .find(|k| !old.contains(k))
-                .and_then(|pid| Target::open(*pid))
-            {
-                run.spawned(target.pid);
-                candidate = Some(Candidate {
-                    target,
-                    seen: Instant::now(),
-                    ready: false,
-                });
-            }
+                .and_then(|pid| Candidate::spot(run, *pid));
         }
         if let Some(c) = &mut candidate {
             if !c.target.is_alive() {
                 let pid = c.target.pid;
                 let old_alive = old.iter().any(|p| kids.contains(p));
-                return Ok(if old_alive {
-                    rolled_back(format!(
-                        "the new child (pid {pid}) exited; the old one keeps running"
-                    ))
-                } else {
-                    failed(format!("the new child (pid {pid}) exited"))
-                });
+                return Ok(new_one_exited("child", pid, "", old_alive));
             }
-            if !c.ready && c.settled(config) {
-                c.ready = true;
-                let pid = c.target.pid;
-                run.ready(format!(
-                    "child pid {pid} alive for {}",
-                    format_duration(config.settle)
-                ));
-                run.promoted(pid);
+            if c.settle(config, run, |pid| format!("child pid {pid}")) {
                 for pid in old.iter().filter(|p| kids.contains(p)) {
                     run.draining(*pid, "(by the supervisor)");
                 }
@@ -244,11 +287,7 @@ pub(super) async fn workers_replaced(
     config: &DriverConfig,
     run: &mut Run<'_>,
 ) -> Result<RestartOutcome, DriverError> {
-    let path = pidfile_of(config)?;
-    let root = target_from_pidfile(path, config.expect.as_deref())?;
-    let old: BTreeSet<i32> = live_children(root.pid).into_iter().collect();
-    run.numbers_from_record(root.pid);
-    poke(config, run, &root)?;
+    let (root, old) = signal_supervisor(config, run, Numbering::Supervisor)?;
     let wanted = old.len().max(1);
     let mut first_seen: Option<Instant> = None;
     let mut announced = BTreeSet::new();

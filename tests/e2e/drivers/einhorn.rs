@@ -1,0 +1,139 @@
+//! The einhorn driver against zd-lookalike's einhorn: `upgrade` and `state` on its command
+//! socket, a pool of two workers replaced under load; new workers that die before they ack
+//! leave the old ones serving; a command socket that refuses, answers garbage or never
+//! answers is a clear error within the timeout.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use zd_core::load::ConnectionMode;
+
+use super::{Peer, children, lookalike, restart_times, worker_until};
+use crate::support::{
+    TestEnv, assert_code, assert_no_failures, fixture_bin, is_alive, start_load, stderr,
+};
+
+struct Einhorn {
+    peer: Peer,
+    addr: String,
+}
+
+fn start(env: &TestEnv, worker: &[&str]) -> Einhorn {
+    let socket = env.path("einhorn.sock");
+    let pidfile = env.path("einhorn.pid");
+    let (socket_arg, pid_arg) = (socket.display().to_string(), pidfile.display().to_string());
+    let flags = [
+        "--socket",
+        &socket_arg,
+        "--pidfile",
+        &pid_arg,
+        "--workers",
+        "2",
+        "--ack-after",
+        "300ms",
+    ];
+    let (peer, addr) = lookalike(env, "einhorn", &flags, worker);
+    service(env, &socket, &pidfile, "20s");
+    Einhorn { peer, addr }
+}
+
+fn service(env: &TestEnv, socket: &std::path::Path, pidfile: &std::path::Path, timeout: &str) {
+    env.write_service(
+        "eh",
+        &format!(
+            "driver: einhorn\nsocket: {}\npidfile: {}\ntimeout: {timeout}\n",
+            socket.display(),
+            pidfile.display()
+        ),
+    );
+}
+
+#[test]
+fn einhorn_upgrades_ten_times_under_load_without_a_failed_request() {
+    let env = TestEnv::new();
+    let fixture = fixture_bin().display().to_string();
+    let einhorn = start(&env, &[&fixture]);
+    crate::support::wait_for("two workers", || {
+        (children(einhorn.peer.pid()).len() == 2).then_some(())
+    });
+    let first = children(einhorn.peer.pid());
+    let load = start_load(&einhorn.addr, 16, ConnectionMode::Close);
+    restart_times(&env, "eh", 10);
+    assert_no_failures(&load.finish());
+    assert!(
+        children(einhorn.peer.pid())
+            .iter()
+            .all(|w| !first.contains(w)),
+        "a first worker still runs"
+    );
+}
+
+#[test]
+fn einhorn_whose_new_workers_die_before_they_ack_rolls_back_and_keeps_the_old_ones() {
+    let env = TestEnv::new();
+    let marker = env.path("broken");
+    let worker = worker_until(&marker, "--exit-after 100ms");
+    let worker: Vec<&str> = worker.iter().map(String::as_str).collect();
+    let einhorn = start(&env, &worker);
+    crate::support::wait_for("two workers", || {
+        (children(einhorn.peer.pid()).len() == 2).then_some(())
+    });
+    let old = children(einhorn.peer.pid());
+    std::fs::write(&marker, "").expect("marker");
+    let load = start_load(&einhorn.addr, 16, ConnectionMode::Close);
+    let out = env.run_zdctl(&["restart", "eh"]);
+    assert_code(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("rolled back"), "{err}");
+    assert!(err.contains("exited before it acked"), "{err}");
+    assert!(
+        old.iter().all(|w| is_alive(*w)),
+        "an old worker was stopped"
+    );
+    assert_no_failures(&load.finish());
+}
+
+#[test]
+fn an_einhorn_socket_that_refuses_answers_garbage_or_stays_silent_is_a_clear_error() {
+    let env = TestEnv::new();
+    let socket: PathBuf = env.path("einhorn.sock");
+    service(&env, &socket, &env.path("einhorn.pid"), "2s");
+    let out = env.run_zdctl(&["restart", "eh"]);
+    assert_code(&out, 3);
+    assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));
+
+    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    let server = std::thread::spawn(move || {
+        // First a peer that answers something that is not einhorn's, then one that reads
+        // the request and never answers.
+        let mut silent = Vec::new();
+        for answer in [Some(&b"SSH-2.0-OpenSSH_9.2\n"[..]), None] {
+            if let Ok((mut conn, _)) = listener.accept() {
+                let mut line = [0u8; 256];
+                let _ = std::io::Read::read(&mut conn, &mut line);
+                match answer {
+                    Some(text) => {
+                        let _ = conn.write_all(text);
+                    }
+                    None => silent.push(conn),
+                }
+            }
+        }
+        silent
+    });
+    let out = env.run_zdctl(&["restart", "eh"]);
+    assert_code(&out, 1);
+    assert!(
+        stderr(&out).contains("not einhorn's state"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.run_zdctl(&["restart", "eh"]);
+    assert_code(&out, 1);
+    assert!(
+        stderr(&out).contains("no complete answer to"),
+        "{}",
+        stderr(&out)
+    );
+    drop(server.join().expect("fake einhorn"));
+}

@@ -1,0 +1,113 @@
+//! Real gunicorn (Debian gunicorn): HUP (new workers, same arbiter) and the USR2 binary
+//! upgrade (a new arbiter, then TERM to the old one), each ten times under load.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use zd_core::load::ConnectionMode;
+
+use super::{Peer, free_port, peer, restart_times};
+use crate::support::{
+    TestEnv, assert_code, assert_no_failures, is_alive, start_load, stderr, wait_for,
+};
+
+/// After an upgrade the arbiter is no longer the peer's child, but it and its workers
+/// stay in the peer's process group, which the peer's guard kills.
+struct Gunicorn {
+    _peer: Peer,
+    addr: String,
+    pidfile: PathBuf,
+}
+
+fn start(env: &TestEnv, program: &Path, mode: &str) -> Gunicorn {
+    let port = free_port();
+    std::fs::write(
+        env.path("app.py"),
+        "def app(environ, start_response):\n    \
+         start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', '3')])\n    return [b'ok\\n']\n",
+    )
+    .expect("app.py");
+    let pidfile = env.path("gunicorn.pid");
+    let mut cmd = Command::new(program);
+    cmd.arg("--bind")
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["--workers", "2", "--graceful-timeout", "10"])
+        .arg("--pid")
+        .arg(&pidfile)
+        .arg("--chdir")
+        .arg(env.dir.path())
+        .arg("app:app");
+    let peer = Peer::spawn(cmd, &env.path("gunicorn.out"));
+    let addr = format!("127.0.0.1:{port}");
+    wait_for("gunicorn to answer", || {
+        crate::support::http_get(&addr, "/").ok()
+    });
+    wait_for("gunicorn's workers", || {
+        let pid = zd_core::pidfile::read(&pidfile).ok()?;
+        (crate::support::descendants(pid).len() >= 3).then_some(())
+    });
+    env.write_service(
+        "wsgi",
+        &format!(
+            "driver: gunicorn\npidfile: {}\ngunicorn: {{ mode: {mode} }}\nsettle: 300ms\n\
+             timeout: 30s\n",
+            pidfile.display()
+        ),
+    );
+    Gunicorn {
+        _peer: peer,
+        addr,
+        pidfile,
+    }
+}
+
+#[test]
+fn gunicorn_replaces_its_workers_ten_times_under_load_without_a_failed_request() {
+    let Some(program) = peer("gunicorn hup", "gunicorn", "gunicorn") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let gunicorn = start(&env, &program, "hup");
+    let load = start_load(&gunicorn.addr, 16, ConnectionMode::Close);
+    restart_times(&env, "wsgi", 10);
+    assert_no_failures(&load.finish());
+}
+
+#[test]
+fn gunicorn_upgrades_its_arbiter_ten_times_under_load_without_a_failed_request() {
+    let Some(program) = peer("gunicorn upgrade", "gunicorn", "gunicorn") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let gunicorn = start(&env, &program, "upgrade");
+    let first = zd_core::pidfile::read(&gunicorn.pidfile).expect("pid");
+    let load = start_load(&gunicorn.addr, 16, ConnectionMode::Close);
+    restart_times(&env, "wsgi", 10);
+    assert_no_failures(&load.finish());
+    let last = zd_core::pidfile::read(&gunicorn.pidfile).expect("pid");
+    assert_ne!(first, last, "the arbiter was not replaced");
+    assert!(!is_alive(first), "the first arbiter still runs");
+}
+
+#[test]
+fn gunicorn_whose_new_arbiter_cannot_load_the_app_rolls_back_to_the_old_one() {
+    let Some(program) = peer("gunicorn upgrade rollback", "gunicorn", "gunicorn") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let gunicorn = start(&env, &program, "upgrade");
+    let old = zd_core::pidfile::read(&gunicorn.pidfile).expect("pid");
+    let load = start_load(&gunicorn.addr, 16, ConnectionMode::Close);
+    // The old workers loaded the app already; the new arbiter's workers cannot.
+    std::fs::write(
+        env.path("app.py"),
+        "raise ImportError('broken on purpose')\n",
+    )
+    .expect("break app.py");
+    let out = env.run_zdctl(&["restart", "wsgi"]);
+    assert_code(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("rolled back"), "{err}");
+    assert!(is_alive(old), "the old arbiter must keep serving");
+    assert_no_failures(&load.finish());
+}
