@@ -324,7 +324,7 @@ async fn roll_back(
     }
     if let Some(master) = new_master.filter(|m| m.is_alive()) {
         if master.signal(Signal::Quit).is_ok() {
-            run.draining(master.pid, "QUIT");
+            run.stopping_new(master.pid, "QUIT");
         }
         let until = Instant::now() + ROLLBACK_GRACE;
         while master.is_alive() && Instant::now() < until {
