@@ -18,7 +18,8 @@ struct Einhorn {
     addr: String,
 }
 
-fn start(env: &TestEnv, worker: &[&str]) -> Einhorn {
+/// einhorn with two workers, acked once they lived `ack_after`.
+fn start(env: &TestEnv, worker: &[&str], ack_after: &str) -> Einhorn {
     let socket = env.path("einhorn.sock");
     let pidfile = env.path("einhorn.pid");
     let (socket_arg, pid_arg) = (socket.display().to_string(), pidfile.display().to_string());
@@ -30,7 +31,7 @@ fn start(env: &TestEnv, worker: &[&str]) -> Einhorn {
         "--workers",
         "2",
         "--ack-after",
-        "300ms",
+        ack_after,
     ];
     let (peer, addr) = lookalike(env, "einhorn", &flags, worker);
     service(env, &socket, &pidfile, "20s");
@@ -52,7 +53,7 @@ fn service(env: &TestEnv, socket: &std::path::Path, pidfile: &std::path::Path, t
 fn einhorn_upgrades_ten_times_under_load_without_a_failed_request() {
     let env = TestEnv::new();
     let fixture = fixture_bin().display().to_string();
-    let einhorn = start(&env, &[&fixture]);
+    let einhorn = start(&env, &[&fixture], "300ms");
     crate::support::wait_for("two workers", || {
         (children(einhorn.peer.pid()).len() == 2).then_some(())
     });
@@ -72,9 +73,10 @@ fn einhorn_upgrades_ten_times_under_load_without_a_failed_request() {
 fn einhorn_whose_new_workers_die_before_they_ack_rolls_back_and_keeps_the_old_ones() {
     let env = TestEnv::new();
     let marker = env.path("broken");
-    let worker = worker_until(&marker, "--exit-after 100ms");
+    // New workers live 300ms, far short of the 3s ack timer even on a busy machine.
+    let worker = worker_until(&marker, "--exit-after 300ms");
     let worker: Vec<&str> = worker.iter().map(String::as_str).collect();
-    let einhorn = start(&env, &worker);
+    let einhorn = start(&env, &worker, "3s");
     crate::support::wait_for("two workers", || {
         (children(einhorn.peer.pid()).len() == 2).then_some(())
     });

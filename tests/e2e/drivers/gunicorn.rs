@@ -19,14 +19,28 @@ struct Gunicorn {
     pidfile: PathBuf,
 }
 
-fn start(env: &TestEnv, program: &Path, mode: &str) -> Gunicorn {
+const APP: &str = "\
+def app(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', '3')])
+    return [b'ok\\n']
+";
+
+/// An app that, once `first-arbiter` exists, only the workers of the arbiter it names can
+/// load: a new arbiter's workers fail to boot, the old arbiter's respawned ones do not.
+const APP_FOR_THE_FIRST_ARBITER: &str = "\
+import os
+marker = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'first-arbiter')
+if os.path.exists(marker) and open(marker).read().strip() != str(os.getppid()):
+    raise ImportError('this app is broken for every arbiter but the first')
+
+def app(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', '3')])
+    return [b'ok\\n']
+";
+
+fn start(env: &TestEnv, program: &Path, mode: &str, app: &str) -> Gunicorn {
     let port = free_port();
-    std::fs::write(
-        env.path("app.py"),
-        "def app(environ, start_response):\n    \
-         start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', '3')])\n    return [b'ok\\n']\n",
-    )
-    .expect("app.py");
+    std::fs::write(env.path("app.py"), app).expect("app.py");
     let pidfile = env.path("gunicorn.pid");
     let mut cmd = Command::new(program);
     cmd.arg("--bind")
@@ -67,7 +81,7 @@ fn gunicorn_replaces_its_workers_ten_times_under_load_without_a_failed_request()
         return;
     };
     let env = TestEnv::new();
-    let gunicorn = start(&env, &program, "hup");
+    let gunicorn = start(&env, &program, "hup", APP);
     let load = start_load(&gunicorn.addr, 16, ConnectionMode::Close);
     restart_times(&env, "wsgi", 10);
     assert_no_failures(&load.finish());
@@ -79,7 +93,7 @@ fn gunicorn_upgrades_its_arbiter_ten_times_under_load_without_a_failed_request()
         return;
     };
     let env = TestEnv::new();
-    let gunicorn = start(&env, &program, "upgrade");
+    let gunicorn = start(&env, &program, "upgrade", APP);
     let first = zd_core::pidfile::read(&gunicorn.pidfile).expect("pid");
     let load = start_load(&gunicorn.addr, 16, ConnectionMode::Close);
     restart_times(&env, "wsgi", 10);
@@ -95,15 +109,10 @@ fn gunicorn_whose_new_arbiter_cannot_load_the_app_rolls_back_to_the_old_one() {
         return;
     };
     let env = TestEnv::new();
-    let gunicorn = start(&env, &program, "upgrade");
+    let gunicorn = start(&env, &program, "upgrade", APP_FOR_THE_FIRST_ARBITER);
     let old = zd_core::pidfile::read(&gunicorn.pidfile).expect("pid");
     let load = start_load(&gunicorn.addr, 16, ConnectionMode::Close);
-    // The old workers loaded the app already; the new arbiter's workers cannot.
-    std::fs::write(
-        env.path("app.py"),
-        "raise ImportError('broken on purpose')\n",
-    )
-    .expect("break app.py");
+    std::fs::write(env.path("first-arbiter"), old.to_string()).expect("first-arbiter");
     let out = env.run_zdctl(&["restart", "wsgi"]);
     assert_code(&out, 1);
     let err = stderr(&out);

@@ -39,7 +39,10 @@ fn haproxy_reloads_ten_times_under_load_without_a_failed_request() {
     wait_for("haproxy to answer", || {
         crate::support::http_get(&addr, "/").ok()
     });
-    wait_for("haproxy's master socket", || socket.exists().then_some(()));
+    // The socket file exists once bound, a moment before the master listens on it.
+    wait_for("haproxy's master socket", || {
+        std::os::unix::net::UnixStream::connect(&socket).ok()
+    });
     env.write_service(
         "lb",
         &format!(

@@ -65,9 +65,13 @@ fn start(env: &TestEnv, argv0: &str, program: &Path) -> Nginx {
     let launcher = Peer::spawn(cmd, &env.path("nginx.out"));
     let pidfile = prefix.join("nginx.pid");
     let master = wait_for("nginx's pidfile", || zd_core::pidfile::read(&pidfile).ok());
-    let group = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(master)))
-        .expect("nginx's process group")
-        .as_raw();
+    // The daemon may write its pidfile before it calls setsid(): until then it is still
+    // in the launcher's group, and a guard that kept that group would miss every nginx
+    // process of the test.
+    let group = wait_for("nginx's master to lead its own process group", || {
+        let group = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(master))).ok()?;
+        (group.as_raw() == master).then_some(master)
+    });
     wait_for("the pidfile to name an nginx master", || {
         std::fs::read_to_string(format!("/proc/{master}/cmdline"))
             .is_ok_and(|c| c.starts_with("nginx: master process"))

@@ -10,10 +10,11 @@ use crate::support::{
     TestEnv, assert_code, assert_no_failures, fixture_bin, is_alive, start_load, stderr, wait_for,
 };
 
-fn start(env: &TestEnv, worker: &[&str]) -> (Peer, String, PathBuf) {
+/// psflip whose health check is `healthy_after` of life.
+fn start(env: &TestEnv, worker: &[&str], healthy_after: &str) -> (Peer, String, PathBuf) {
     let pidfile = env.path("psflip.pid");
     let pid_arg = pidfile.display().to_string();
-    let flags = ["--pidfile", &pid_arg, "--healthy-after", "300ms"];
+    let flags = ["--pidfile", &pid_arg, "--healthy-after", healthy_after];
     let (peer, addr) = lookalike(env, "psflip", &flags, worker);
     wait_for("psflip's pidfile", || zd_core::pidfile::read(&pidfile).ok());
     env.write_service(
@@ -30,7 +31,7 @@ fn start(env: &TestEnv, worker: &[&str]) -> (Peer, String, PathBuf) {
 fn psflip_upgrades_ten_times_under_load_without_a_failed_request() {
     let env = TestEnv::new();
     let fixture = fixture_bin().display().to_string();
-    let (_peer, addr, pidfile) = start(&env, &[&fixture]);
+    let (_peer, addr, pidfile) = start(&env, &[&fixture], "300ms");
     let first = zd_core::pidfile::read(&pidfile).expect("pid");
     let load = start_load(&addr, 16, ConnectionMode::Close);
     restart_times(&env, "flip", 10);
@@ -44,9 +45,10 @@ fn psflip_upgrades_ten_times_under_load_without_a_failed_request() {
 fn psflip_keeps_the_old_process_when_the_new_child_dies_before_it_is_healthy() {
     let env = TestEnv::new();
     let marker = env.path("broken");
-    let worker = worker_until(&marker, "--exit-after 100ms");
+    // New children live 300ms, far short of the 3s health check even on a busy machine.
+    let worker = worker_until(&marker, "--exit-after 300ms");
     let worker: Vec<&str> = worker.iter().map(String::as_str).collect();
-    let (_peer, addr, pidfile) = start(&env, &worker);
+    let (_peer, addr, pidfile) = start(&env, &worker, "3s");
     let old = zd_core::pidfile::read(&pidfile).expect("pid");
     std::fs::write(&marker, "").expect("marker");
     let load = start_load(&addr, 16, ConnectionMode::Close);

@@ -9,15 +9,16 @@ use crate::support::{
     TestEnv, assert_code, assert_no_failures, fixture_bin, start_load, stderr, wait_for,
 };
 
-/// socketmaster writes no pidfile: its init system knows its pid, and so does the test.
-fn start(env: &TestEnv, worker: &[&str]) -> (Peer, String) {
-    let (peer, addr) = lookalike(env, "socketmaster", &["--start", "600ms"], worker);
+/// socketmaster with its `-start` time; the driver with its `settle` time. socketmaster
+/// writes no pidfile: its init system knows its pid, and so does the test.
+fn start(env: &TestEnv, worker: &[&str], start: &str, settle: &str) -> (Peer, String) {
+    let (peer, addr) = lookalike(env, "socketmaster", &["--start", start], worker);
     let pidfile = env.path("socketmaster.pid");
     std::fs::write(&pidfile, format!("{}\n", peer.pid())).expect("pidfile");
     env.write_service(
         "sm",
         &format!(
-            "driver: socketmaster\npidfile: {}\nsettle: 300ms\ntimeout: 20s\n",
+            "driver: socketmaster\npidfile: {}\nsettle: {settle}\ntimeout: 20s\n",
             pidfile.display()
         ),
     );
@@ -28,7 +29,7 @@ fn start(env: &TestEnv, worker: &[&str]) -> (Peer, String) {
 fn socketmaster_restarts_ten_times_under_load_without_a_failed_request() {
     let env = TestEnv::new();
     let fixture = fixture_bin().display().to_string();
-    let (peer, addr) = start(&env, &[&fixture]);
+    let (peer, addr) = start(&env, &[&fixture], "600ms", "300ms");
     let first = children(peer.pid());
     let load = start_load(&addr, 16, ConnectionMode::Close);
     restart_times(&env, "sm", 10);
@@ -42,9 +43,10 @@ fn socketmaster_restarts_ten_times_under_load_without_a_failed_request() {
 fn socketmaster_keeps_the_old_child_when_the_new_one_dies_within_its_start_time() {
     let env = TestEnv::new();
     let marker = env.path("broken");
-    let worker = worker_until(&marker, "--exit-after 100ms");
+    // New children live 300ms, far short of `settle` and `-start` even on a busy machine.
+    let worker = worker_until(&marker, "--exit-after 300ms");
     let worker: Vec<&str> = worker.iter().map(String::as_str).collect();
-    let (peer, addr) = start(&env, &worker);
+    let (peer, addr) = start(&env, &worker, "5s", "3s");
     let old = children(peer.pid());
     std::fs::write(&marker, "").expect("marker");
     let load = start_load(&addr, 16, ConnectionMode::Close);

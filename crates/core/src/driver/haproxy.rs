@@ -89,7 +89,20 @@ pub(super) async fn restart(
     run: &mut Run<'_>,
 ) -> Result<RestartOutcome, DriverError> {
     let (socket, per_call) = socket_of(config, "the master CLI socket")?;
-    let before = show_proc(socket, per_call).await?;
+    // The master CLI refuses connections while the master re-executes, as it does for a
+    // moment after every reload: ask again for one settle period before calling the
+    // service not running.
+    let asked = std::time::Instant::now();
+    let before = loop {
+        match show_proc(socket, per_call).await {
+            Err(DriverError::SocketRefused { .. })
+                if asked.elapsed() < config.settle && !run.timed_out() =>
+            {
+                tick().await;
+            }
+            answer => break answer?,
+        }
+    };
     if let Some(expect) = config.expect.as_deref() {
         if !super::process::is_program(before.master, expect) {
             return Err(DriverError::Unexpected {

@@ -90,11 +90,16 @@ pub(super) async fn upgrade(
             .and_then(pidfile::parse)
             == Some(pid)
     };
-    // The listeners the new master inherits: its workers waiting on one of them is the
-    // evidence that it is up. A worker that exists has not necessarily loaded the app
-    // (gunicorn imports it after the fork), and promoting on its mere existence would
-    // stop the old master for a new one that is about to die.
-    let listeners = listener_inodes(old.pid);
+    // gunicorn forks its workers before they import the app: a worker that exists may be
+    // about to die, and promoting on its existence would stop the old arbiter for a new
+    // one that fails. Its workers waiting on one of the inherited listeners is the
+    // evidence instead. nginx has loaded its configuration before it forks a worker, so
+    // its workers' existence is enough (and cheaper to see on a busy machine).
+    let listeners = if is_nginx {
+        Vec::new()
+    } else {
+        listener_inodes(old.pid)
+    };
     old.signal(Signal::User2)?;
     run.emit(EventKind::Signalled {
         generation: run.old_generation.unwrap_or(0),
@@ -293,7 +298,7 @@ fn listener_inodes(pid: i32) -> Vec<u64> {
 /// listener to look at, its workers' existence has to do.
 fn accepting(master: i32, listeners: &[u64]) -> Option<String> {
     if listeners.is_empty() {
-        return Some("no listener to watch, so its workers' existence counts".to_owned());
+        return Some("its workers run".to_owned());
     }
     match find_accepting(master, listeners) {
         Ok(Some(evidence)) => Some(evidence.to_string()),
@@ -319,7 +324,7 @@ async fn roll_back(
     }
     if let Some(master) = new_master.filter(|m| m.is_alive()) {
         if master.signal(Signal::Quit).is_ok() {
-            run.draining(master.pid, "QUIT");
+            run.stopping_new(master.pid, "QUIT");
         }
         let until = Instant::now() + ROLLBACK_GRACE;
         while master.is_alive() && Instant::now() < until {

@@ -102,8 +102,19 @@ impl<'a> Run<'a> {
         self.emit(EventKind::Promoted { generation, pid });
     }
 
+    /// The old generation's process `pid` is being stopped.
     pub(super) fn draining(&mut self, pid: i32, signal: &str) {
         let generation = self.old_generation.unwrap_or(0);
+        self.stopping(generation, pid, signal);
+    }
+
+    /// A rollback stops the new generation's process `pid`.
+    pub(super) fn stopping_new(&mut self, pid: i32, signal: &str) {
+        let generation = self.new_generation.unwrap_or(0);
+        self.stopping(generation, pid, signal);
+    }
+
+    fn stopping(&mut self, generation: u64, pid: i32, signal: &str) {
         let deadline_ms = u64::try_from(
             self.deadline
                 .saturating_duration_since(Instant::now())

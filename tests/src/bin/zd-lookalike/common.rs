@@ -122,6 +122,7 @@ pub fn spawn(
     }
     let listener = listener.as_raw_fd();
     let extra = extra.map(AsRawFd::as_raw_fd);
+    clean_signal_mask(&mut cmd);
     // SAFETY: between fork and exec the closure calls only dup2, which is
     // async-signal-safe. Both sources sit at HIGH_FD or above, so neither target (3, 4)
     // is a source. dup2 clears close-on-exec on its target: the listener crosses exec on
@@ -154,6 +155,25 @@ pub fn spawn_worker(args: &Args, listener: &OwnedFd, env: &[(&str, String)]) -> 
     ];
     all.extend(env.iter().cloned());
     spawn(&args.worker[0], &args.worker[1..], listener, None, &all)
+}
+
+/// Gives the child an empty signal mask. The lookalikes block every signal to read them
+/// from a signalfd, and a mask survives fork and exec: a worker that inherited it could
+/// not be woken by the signals it relies on (zd-fixture interrupts its blocked accept
+/// with a real-time signal when it drains).
+pub fn clean_signal_mask(cmd: &mut Command) {
+    // SAFETY: sigemptyset and sigprocmask are async-signal-safe and touch only the
+    // child's own mask and a set on its stack.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigemptyset(empty.as_mut_ptr());
+            if libc::sigprocmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut()) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Starts this program again with the same flags (a new psflip, huptime's new copy), the

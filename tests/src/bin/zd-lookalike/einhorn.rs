@@ -363,8 +363,10 @@ pub fn worker(args: &[std::ffi::OsString]) -> Result<i32> {
     let (program, rest) = args
         .split_first()
         .context("einhorn-worker needs a command")?;
-    let child = std::process::Command::new(program)
-        .args(rest)
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(rest);
+    common::clean_signal_mask(&mut cmd);
+    let child = cmd
         .spawn()
         .with_context(|| format!("cannot start {program:?}"))?;
     let child = Pid::from_raw(i32::try_from(child.id())?);

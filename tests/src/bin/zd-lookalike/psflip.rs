@@ -44,7 +44,12 @@ pub fn run(args: &Args) -> Result<i32> {
             say("the child died before it was healthy; giving up");
             return Ok(code.max(1));
         }
-        signals.pending();
+        // The upgrade signal waits for a healthy child; the others go to it, as ever.
+        for signal in signals.pending() {
+            if signal != Signal::SIGHUP {
+                common::signal(child, signal);
+            }
+        }
         std::thread::sleep(TICK);
     }
     write_pidfile(pidfile)?;
