@@ -161,3 +161,50 @@ fn two_hundred_restarts_leak_no_fd_and_no_child() {
         || (children() <= children_before).then_some(()),
     );
 }
+
+#[test]
+fn fixture_drains_on_term_even_when_started_with_its_wake_signal_blocked() {
+    use std::os::unix::process::CommandExt;
+    let env = TestEnv::new();
+    let log = env.path("fixture.log");
+    let mut cmd = std::process::Command::new(fixture_bin());
+    cmd.args(["--listen", "127.0.0.1:0", "--log"]).arg(&log);
+    // SAFETY: only async-signal-safe calls between fork and exec: a new process group (so
+    // the test can kill the whole fixture) and a mask with every signal blocked, as a
+    // careless parent might leave it.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setpgid(0, 0);
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn zd-fixture");
+    let pid = child.id() as i32;
+    let guard = KillGroupOnDrop(pid);
+    wait_for("the fixture to listen", || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.contains("listening").then_some(())
+    });
+    // SAFETY: signalling the child we started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = wait_for("the fixture to exit after TERM", || {
+        child.try_wait().expect("wait")
+    });
+    drop(guard);
+    assert!(status.success(), "{status:?}");
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(text.contains("draining"), "{text}");
+}
+
+/// Kills a process group when the test ends, whatever happened.
+struct KillGroupOnDrop(i32);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: the group was created by the test for this child alone.
+        unsafe { libc::killpg(self.0, libc::SIGKILL) };
+    }
+}
