@@ -8,10 +8,12 @@
 //! SO_REUSEPORT handover whose old process closes its own listener. A peer whose program
 //! is not installed is reported as skipped, never as passing.
 //!
-//! The binary is also its own helper: `compare fixture ARGS` is the fixture service and
-//! `compare haproxy-reload SOCKET` reloads HAProxy through its master socket and waits
-//! until the old worker is gone.
+//! The binary is also its own helper: `compare fixture ARGS` is the fixture service,
+//! `compare naive-server --listen ADDR` the server of the naive SO_REUSEPORT handover (see
+//! `naive.rs` for how it stops), and `compare haproxy-reload SOCKET` reloads HAProxy
+//! through its master socket and waits until the old worker is gone.
 
+mod naive;
 mod peers;
 
 use std::process::ExitCode;
@@ -31,6 +33,7 @@ pub fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
     match args.next().as_deref().and_then(|a| a.to_str()) {
         Some("fixture") => return exit(zd_demo::run_with_args(args)),
+        Some("naive-server") => return exit(naive::run(args)),
         Some("haproxy-reload") => {
             let Some(socket) = args.next() else {
                 eprintln!("usage: compare haproxy-reload SOCKET");
@@ -45,7 +48,10 @@ pub fn main() -> ExitCode {
             };
         }
         Some(other) => {
-            eprintln!("usage: compare [fixture ARGS | haproxy-reload SOCKET]; not '{other}'");
+            eprintln!(
+                "usage: compare [fixture ARGS | naive-server --listen ADDR | haproxy-reload \
+                 SOCKET]; not '{other}'"
+            );
             return ExitCode::from(2);
         }
         None => {}
