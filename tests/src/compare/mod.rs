@@ -123,7 +123,7 @@ async fn measure(
 struct Row {
     tool: &'static str,
     mode: &'static str,
-    cells: Result<[String; 6], String>,
+    cells: Result<[String; 7], String>,
 }
 
 impl Row {
@@ -143,6 +143,7 @@ impl Row {
             mode: mode_name(peer.mode),
             cells: Ok([
                 r.requests.to_string(),
+                format!("{:.1}s", r.duration_ms / 1000.0),
                 if r.failed == 0 {
                     "0".to_owned()
                 } else {
@@ -182,8 +183,8 @@ fn kinds(r: &VerifyReport) -> String {
 /// A markdown table, ready to paste into docs/benchmarks.md.
 fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| tool | connections | requests | failed | kernel drops | flip p99 | flip max | median flip (completed) |\n\
-         |---|---|---|---|---|---|---|---|\n",
+        "| tool | connections | requests | run time | failed | kernel drops | flip p99 | flip max | median flip (completed) |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
     );
     for row in rows {
         match &row.cells {
@@ -192,7 +193,7 @@ fn table(rows: &[Row]) -> String {
             }
             Err(why) => {
                 out += &format!(
-                    "| {} | {} | skipped: {why} | | | | | |\n",
+                    "| {} | {} | skipped: {why} | | | | | | |\n",
                     row.tool, row.mode
                 );
             }
@@ -203,7 +204,11 @@ fn table(rows: &[Row]) -> String {
 
 fn row_summary(r: &VerifyReport) -> String {
     format!(
-        "  {} requests, {} failed, median flip {:.1}ms",
-        r.requests, r.failed, r.flips.p50_ms
+        "  {} requests in {:.1}s, {} failed, median flip {:.1}ms, slowest flip {:.1}ms",
+        r.requests,
+        r.duration_ms / 1000.0,
+        r.failed,
+        r.flips.p50_ms,
+        r.flips.max_ms
     )
 }
