@@ -9,7 +9,7 @@
 //! warm-up), through its supervisor's control socket or a shell command
 //! ([`Restarter`]); each flip's window runs from the request to the
 //! restart's end. While a flip runs, the accept queue of the listener is
-//! sampled from `/proc/self/net/tcp`. The kernel's `ListenOverflows`,
+//! sampled every 2 ms over netlink `sock_diag` ([`AcceptQueue`]). The kernel's `ListenOverflows`,
 //! `ListenDrops` and `OutRsts` are read before and after the run. The
 //! [`VerifyReport`] then splits latency into flip windows and steady state.
 //!
@@ -23,11 +23,11 @@
 
 mod flip;
 mod kernel;
+mod queue;
 mod report;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -37,7 +37,8 @@ use crate::proc::ProcError;
 use crate::proto::ClientError;
 
 pub use flip::{FlipResult, Restarter};
-pub use kernel::{KernelCounters, accept_queue, counter};
+pub use kernel::{KernelCounters, counter};
+pub use queue::AcceptQueue;
 pub use report::{
     FailureCounts, FlipReport, FlipSummary, Latency, LatencyReport, VerifyReport, millis,
 };
@@ -92,8 +93,10 @@ pub async fn run(
     live: Arc<LiveCounters>,
     mut on_flip: impl FnMut(u32, &FlipResult),
 ) -> Result<Verification, VerifyError> {
-    let listener = match config.load.target.endpoint {
-        Endpoint::Tcp(addr) => Some(addr),
+    // No sampling of unix sockets, nor when the kernel has no `inet_diag`:
+    // the report then has no accept-queue figures.
+    let mut queue = match config.load.target.endpoint {
+        Endpoint::Tcp(addr) => AcceptQueue::open(addr).ok(),
         Endpoint::Unix(_) => None,
     };
     let before = KernelCounters::read().map_err(VerifyError::Counters)?;
@@ -110,17 +113,20 @@ pub async fn run(
     let mut failure = None;
     tokio::time::sleep(config.interval).await;
     for i in 1..=config.restarts {
-        let peak = Arc::new(AtomicU32::new(0));
-        let sampler = listener.map(|addr| tokio::spawn(sample_queue(addr, Arc::clone(&peak))));
+        let sampler = queue.take().map(Sampler::start);
         let result = config.restarter.flip().await;
-        if let Some(sampler) = sampler {
-            sampler.abort();
+        let mut peak = None;
+        if let Some(sampler) = sampler
+            && let Some((back, seen)) = sampler.finish().await
+        {
+            queue = Some(back);
+            peak = Some(seen);
         }
         match result {
             Ok(flip) => {
                 on_flip(i, &flip);
                 flips.push(flip);
-                queue_peaks.push(listener.map(|_| peak.load(Ordering::Relaxed)));
+                queue_peaks.push(peak);
             }
             Err(e) => {
                 failure = Some(e);
@@ -161,13 +167,50 @@ pub async fn run(
     })
 }
 
-/// Keeps the largest accept queue seen in `peak` until aborted.
-async fn sample_queue(addr: SocketAddr, peak: Arc<AtomicU32>) {
-    loop {
-        if let Ok(Ok(Some(queued))) = tokio::task::spawn_blocking(move || accept_queue(addr)).await
-        {
-            peak.fetch_max(queued, Ordering::Relaxed);
+/// How often the accept queue is read while a flip runs.
+const SAMPLE_EVERY: Duration = Duration::from_millis(2);
+
+/// Samples the accept queue on a blocking thread until [`Sampler::finish`],
+/// or until dropped (a cancelled verification must not leave the thread
+/// running, or the runtime could not shut down).
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    thread: Option<tokio::task::JoinHandle<(AcceptQueue, u32)>>,
+}
+
+impl Sampler {
+    fn start(mut queue: AcceptQueue) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = tokio::task::spawn_blocking(move || {
+            let mut peak = 0;
+            // At least one sample, however short the flip.
+            loop {
+                if let Ok(Some(queued)) = queue.sample() {
+                    peak = peak.max(queued);
+                }
+                if stopped.load(Ordering::Relaxed) {
+                    break;
+                }
+                std::thread::sleep(SAMPLE_EVERY);
+            }
+            (queue, peak)
+        });
+        Sampler {
+            stop,
+            thread: Some(thread),
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+
+    /// Stops sampling; returns the queue reader and the largest queue seen.
+    async fn finish(mut self) -> Option<(AcceptQueue, u32)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take()?.await.ok()
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }

@@ -8,10 +8,12 @@
 //! SO_REUSEPORT handover whose old process closes its own listener. A peer whose program
 //! is not installed is reported as skipped, never as passing.
 //!
-//! The binary is also its own helper: `compare fixture ARGS` is the fixture service and
-//! `compare haproxy-reload SOCKET` reloads HAProxy through its master socket and waits
-//! until the old worker is gone.
+//! The binary is also its own helper: `compare fixture ARGS` is the fixture service,
+//! `compare naive-server --listen ADDR` the server of the naive SO_REUSEPORT handover (see
+//! `naive.rs` for how it stops), and `compare haproxy-reload SOCKET` reloads HAProxy
+//! through its master socket and waits until the old worker is gone.
 
+mod naive;
 mod peers;
 
 use std::process::ExitCode;
@@ -31,6 +33,7 @@ pub fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
     match args.next().as_deref().and_then(|a| a.to_str()) {
         Some("fixture") => return exit(zd_demo::run_with_args(args)),
+        Some("naive-server") => return exit(naive::run(args)),
         Some("haproxy-reload") => {
             let Some(socket) = args.next() else {
                 eprintln!("usage: compare haproxy-reload SOCKET");
@@ -45,7 +48,10 @@ pub fn main() -> ExitCode {
             };
         }
         Some(other) => {
-            eprintln!("usage: compare [fixture ARGS | haproxy-reload SOCKET]; not '{other}'");
+            eprintln!(
+                "usage: compare [fixture ARGS | naive-server --listen ADDR | haproxy-reload \
+                 SOCKET]; not '{other}'"
+            );
             return ExitCode::from(2);
         }
         None => {}
@@ -117,7 +123,7 @@ async fn measure(
 struct Row {
     tool: &'static str,
     mode: &'static str,
-    cells: Result<[String; 6], String>,
+    cells: Result<[String; 7], String>,
 }
 
 impl Row {
@@ -137,6 +143,7 @@ impl Row {
             mode: mode_name(peer.mode),
             cells: Ok([
                 r.requests.to_string(),
+                format!("{:.1}s", r.duration_ms / 1000.0),
                 if r.failed == 0 {
                     "0".to_owned()
                 } else {
@@ -176,8 +183,8 @@ fn kinds(r: &VerifyReport) -> String {
 /// A markdown table, ready to paste into docs/benchmarks.md.
 fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| tool | connections | requests | failed | kernel drops | flip p99 | flip max | median flip (completed) |\n\
-         |---|---|---|---|---|---|---|---|\n",
+        "| tool | connections | requests | run time | failed | kernel drops | flip p99 | flip max | median flip (completed) |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
     );
     for row in rows {
         match &row.cells {
@@ -186,7 +193,7 @@ fn table(rows: &[Row]) -> String {
             }
             Err(why) => {
                 out += &format!(
-                    "| {} | {} | skipped: {why} | | | | | |\n",
+                    "| {} | {} | skipped: {why} | | | | | | |\n",
                     row.tool, row.mode
                 );
             }
@@ -197,7 +204,11 @@ fn table(rows: &[Row]) -> String {
 
 fn row_summary(r: &VerifyReport) -> String {
     format!(
-        "  {} requests, {} failed, median flip {:.1}ms",
-        r.requests, r.failed, r.flips.p50_ms
+        "  {} requests in {:.1}s, {} failed, median flip {:.1}ms, slowest flip {:.1}ms",
+        r.requests,
+        r.duration_ms / 1000.0,
+        r.failed,
+        r.flips.p50_ms,
+        r.flips.max_ms
     )
 }

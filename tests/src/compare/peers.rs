@@ -15,6 +15,14 @@ use zd_core::verify::Restarter;
 /// How long a peer may take to start, reload or stop.
 const DEADLINE: Duration = Duration::from_secs(10);
 
+/// A shell function for restart commands: `gone PID` is true once the process has exited.
+/// A zombie counts as gone: it has closed its sockets, and a process that was reparented
+/// (a daemon, or a server started in the background by an exited shell) stays a zombie
+/// until the init of the machine or container reaps it, which some do only every second
+/// or two; `kill -0` would count that wait as part of the flip.
+const GONE: &str = "gone() { s=$(cat /proc/$1/stat 2>/dev/null) || return 0; \
+                    case \"${s##*) }\" in Z*) return 0;; esac; return 1; }; ";
+
 pub struct Peer {
     pub tool: &'static str,
     pub mode: ConnectionMode,
@@ -212,11 +220,11 @@ pub fn start(peer: &Peer) -> Result<Running, Unavailable> {
             running.pidfiles = vec![pid.clone(), d.join("nginx.pid.oldbin")];
             wait_file(&pid)?;
             running.restarter = command(format!(
-                "p={pid}; old=$(cat $p); kill -USR2 $old; i=0; \
+                "{GONE}p={pid}; old=$(cat $p); kill -USR2 $old; i=0; \
                  until [ -s $p.oldbin ] && [ -s $p ] && [ \"$(cat $p)\" != \"$old\" ]; do \
                  sleep 0.01; i=$((i+1)); [ $i -gt 1000 ] && exit 1; done; \
                  sleep 0.1; kill -WINCH $old; sleep 0.1; kill -QUIT $old; \
-                 while kill -0 $old 2>/dev/null; do sleep 0.01; done",
+                 until gone $old; do sleep 0.01; done",
                 pid = q(&pid)
             ));
         }
@@ -231,14 +239,16 @@ pub fn start(peer: &Peer) -> Result<Running, Unavailable> {
             running.restarter = command(format!("{} haproxy-reload {}", q(&me), q(&socket)));
         }
         Kind::StopThenStart | Kind::ReusePort => {
-            let reuse = if matches!(peer.kind, Kind::ReusePort) {
-                "--reuseport "
+            // Stop-then-start runs the fixture; the handover runs a server that stops the
+            // way a simple one does (naive.rs), on a port both processes bind.
+            let server = if matches!(peer.kind, Kind::ReusePort) {
+                "naive-server"
             } else {
-                ""
+                "fixture"
             };
-            let pid = d.join("fixture.pid");
+            let pid = d.join("server.pid");
             let start = format!(
-                "{} fixture {reuse}--listen {address} >/dev/null 2>&1 & echo $! > {}",
+                "{} {server} --listen {address} >/dev/null 2>&1 & echo $! > {}",
                 q(&me),
                 q(&pid)
             );
@@ -247,21 +257,21 @@ pub fn start(peer: &Peer) -> Result<Running, Unavailable> {
                 .status()
                 .context("sh")?;
             if !status.success() {
-                return Err(Unavailable("cannot start the fixture".into()));
+                return Err(Unavailable(format!("cannot start the {server}")));
             }
             running.pidfiles.push(pid.clone());
-            let wait_old = "while kill -0 $old 2>/dev/null; do sleep 0.01; done";
-            running.restarter = command(if reuse.is_empty() {
+            let wait_old = "until gone $old; do sleep 0.01; done";
+            running.restarter = command(if matches!(peer.kind, Kind::StopThenStart) {
                 // Stop, wait until it is gone, start the new one, give it time to bind.
                 format!(
-                    "old=$(cat {p}); kill $old; {wait_old}; {start}; sleep 0.1",
+                    "{GONE}old=$(cat {p}); kill $old; {wait_old}; {start}; sleep 0.1",
                     p = q(&pid)
                 )
             } else {
-                // Start the new one on the same port, then stop the old, which closes
-                // its own listener and with it the connections queued there.
+                // Start the new one on the same port, give it time to bind, then stop the
+                // old one, which keeps its listener open until it exits.
                 format!(
-                    "old=$(cat {p}); {start}; sleep 0.1; kill $old; {wait_old}",
+                    "{GONE}old=$(cat {p}); {start}; sleep 0.1; kill $old; {wait_old}",
                     p = q(&pid)
                 )
             });

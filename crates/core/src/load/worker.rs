@@ -62,15 +62,20 @@ impl Stream {
     /// server may close it while idle (the fixture does during a drain).
     /// Noticing that before sending is not a retry, since nothing was sent;
     /// sending anyway would turn a clean close into a spurious `Reset`.
-    /// Cheap: tokio answers from cached readiness without a syscall unless
-    /// the socket became readable.
+    ///
+    /// This asks the kernel (`recv` with `MSG_PEEK`, non-blocking: one cheap
+    /// syscall) rather than tokio's `try_read`, which answers from the
+    /// readiness the reactor last saw: on a busy runtime the reactor may not
+    /// have polled since the server's FIN arrived, and the request then went
+    /// out on a closed connection.
     fn still_open(&self) -> bool {
-        let mut probe = [0u8; 1];
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
         let peek = match self {
-            Stream::Tcp(s) => s.try_read(&mut probe),
-            Stream::Unix(s) => s.try_read(&mut probe),
+            Stream::Tcp(s) => socket2::SockRef::from(s).peek(&mut probe),
+            Stream::Unix(s) => socket2::SockRef::from(s).peek(&mut probe),
         };
-        // EOF, an error or unsolicited bytes all mean "do not reuse".
+        // EOF, an error or unsolicited bytes all mean "do not reuse". tokio
+        // made the socket non-blocking, so an empty queue is `WouldBlock`.
         matches!(peek, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 

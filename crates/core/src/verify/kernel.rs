@@ -1,5 +1,4 @@
-//! Kernel counters that betray lost connections, and the accept queue of a
-//! listener.
+//! Kernel counters that betray lost connections.
 //!
 //! `/proc/net/netstat` and `/proc/net/snmp` are pairs of lines: a header
 //! naming a group's counters and a line of values with the same prefix
@@ -8,12 +7,10 @@
 //! files count for the whole network namespace, not one socket: other
 //! traffic in the namespace shows up too.
 
-use std::net::SocketAddr;
 use std::path::Path;
 
 use crate::proc::ProcError;
 pub use crate::proc::net_counter as counter;
-use crate::proc::{TcpState, tcp_sockets};
 
 /// Counters of the caller's network namespace at one instant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -55,22 +52,6 @@ impl KernelCounters {
 fn read_proc(path: &str) -> Result<String, ProcError> {
     let pid = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
     std::fs::read_to_string(path).map_err(|err| ProcError::from_io(pid, "network counters", err))
-}
-
-/// Connections waiting in the accept queue of the listening socket bound to
-/// `addr` (or to the wildcard address on its port), in the caller's network
-/// namespace; `None` when no such listener is found.
-pub fn accept_queue(addr: SocketAddr) -> Result<Option<u32>, ProcError> {
-    let pid = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
-    let sockets = tcp_sockets(pid)?;
-    let queue = sockets
-        .iter()
-        .filter(|s| s.state == TcpState::Listen && s.local.port() == addr.port())
-        .filter(|s| s.local.ip() == addr.ip() || s.local.ip().is_unspecified())
-        .map(|s| s.rx_queue)
-        // Several SO_REUSEPORT listeners on one port each have a queue.
-        .reduce(|a, b| a + b);
-    Ok(queue)
 }
 
 #[cfg(test)]
@@ -116,22 +97,5 @@ mod tests {
         let before = KernelCounters::read().expect("readable");
         let after = KernelCounters::read().expect("readable");
         assert!(after.since(&before).listen_drops < u64::MAX);
-    }
-
-    #[test]
-    fn the_accept_queue_of_an_unaccepted_listener_counts_waiting_connections() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let _client = std::net::TcpStream::connect(addr).expect("connect");
-        // The handshake completes in the kernel; the connection waits for accept.
-        let mut queued = None;
-        for _ in 0..100 {
-            queued = accept_queue(addr).expect("readable");
-            if queued == Some(1) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        assert_eq!(queued, Some(1));
     }
 }

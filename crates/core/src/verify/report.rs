@@ -27,7 +27,8 @@ pub struct VerifyReport {
     pub flips: FlipSummary,
     /// How much the namespace's counters grew during the run.
     pub kernel: KernelCounters,
-    /// The largest accept queue seen during any flip (absent for unix sockets).
+    /// The largest accept queue seen during any flip (absent for unix sockets,
+    /// and when the kernel has no `sock_diag` for TCP).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accept_queue_max: Option<u32>,
     /// No failed request, every flip completed, no connection dropped by the kernel.
