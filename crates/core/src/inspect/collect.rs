@@ -190,7 +190,7 @@ impl Inspector {
                 }
                 (per_generation, unclaimed)
             };
-        let tables_read = self.owners.fingerprint(&processes);
+        let tables_read = self.owners.fingerprint(generation_processes(&processes));
 
         let listeners = self.listener_views(&plan, &trees);
         let listener_inodes: HashSet<u64> = listeners.iter().map(|l| l.inode).collect();
@@ -365,6 +365,14 @@ impl Inspector {
             Some((namespace, now)),
         )
     }
+}
+
+/// The processes of the generations: all but the root, which comes first.
+/// Only they hold connections that count, and the root (our supervisor)
+/// opens and closes a control connection for every status request, which
+/// must not make every refresh read the connections again.
+pub(super) fn generation_processes(processes: &[(i32, u64)]) -> &[(i32, u64)] {
+    processes.get(1..).unwrap_or_default()
 }
 
 /// Sorts connections into the generations holding them (by index into

@@ -15,9 +15,11 @@
 //! - the namespace's TCP counters (`/proc/PID/net/snmp`, see
 //!   [`TcpCounters`]) are unchanged: no connection was opened, accepted or
 //!   reset, and none left `ESTABLISHED`;
-//! - no fd table of the service's processes was read again (a table is
+//! - no fd table of the generations' processes was read again (a table is
 //!   re-read when its fd count changes, `inspect/owners.rs`), and the
-//!   processes are the same;
+//!   processes are the same (the supervisor's table is left out: it opens a
+//!   control connection for every status request, and holds no connection
+//!   that counts);
 //! - the listener ports and families are the same;
 //! - and the table is younger than the inspector's reuse limit (10 s by
 //!   default), which bounds what the counters cannot show: a process that
@@ -151,7 +153,9 @@ impl Inspector {
                 ports: ports.clone(),
                 families: families.clone(),
                 counters,
-                tables: self.owners.fingerprint(processes),
+                tables: self
+                    .owners
+                    .fingerprint(super::collect::generation_processes(processes)),
             });
         if key
             .as_ref()
