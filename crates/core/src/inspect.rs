@@ -24,7 +24,11 @@
 //!    the filtering done in the kernel: first the listening sockets, then
 //!    only connections whose local port is one of the service's listener
 //!    ports (`inspect/diag.rs`). The fallback reads `/proc/PID/net/tcp{,6}` and
-//!    `/proc/PID/net/unix` whole and filters here.
+//!    `/proc/PID/net/unix` whole and filters here. Connections cost the
+//!    kernel about a microsecond each to report, so on the netlink path a
+//!    snapshot carries over the connections an earlier one read while the
+//!    namespace's TCP counters and the processes' fd tables show no change,
+//!    for at most [`DEFAULT_CONNECTION_REUSE`] (`inspect/sockets.rs`).
 //! 5. **Kernel counters.** `ListenOverflows` and `ListenDrops` from the
 //!    `TcpExt` lines of `/proc/PID/net/netstat`, and their change since the
 //!    previous snapshot of the same service.
@@ -46,6 +50,7 @@ mod view;
 
 use std::collections::HashMap;
 use std::io;
+use std::time::Duration;
 
 pub use view::{ConnectionView, GenerationView, KernelCounters, ListenerView, Snapshot};
 
@@ -56,6 +61,11 @@ use crate::proto;
 /// exact. A snapshot of a server with 100k connections must stay small
 /// enough to send over the control socket and draw.
 pub const MAX_CONNECTIONS_LISTED: usize = 200;
+
+/// How long a snapshot may carry over the connections an earlier snapshot
+/// of the same service read, while nothing signals a change; see
+/// [`Inspector::set_connection_reuse`].
+pub const DEFAULT_CONNECTION_REUSE: Duration = Duration::from_secs(10);
 
 /// Where socket tables are read from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -123,9 +133,11 @@ impl InspectError {
 ///
 /// One inspector may watch several services; keep it alive between
 /// refreshes, since a fresh one re-reads every fd table and shows no CPU %.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Inspector {
     source: SocketSource,
+    /// How long connections read by one snapshot may be carried over.
+    connection_reuse: Duration,
     /// Set once netlink failed, so that every later snapshot does not pay
     /// for (and log) the same failure.
     netlink_failed: bool,
@@ -139,12 +151,35 @@ pub struct Inspector {
     scratch: collect::Scratch,
 }
 
+impl Default for Inspector {
+    fn default() -> Self {
+        Inspector::new(SocketSource::default())
+    }
+}
+
 impl Inspector {
     pub fn new(source: SocketSource) -> Self {
         Inspector {
             source,
-            ..Inspector::default()
+            connection_reuse: DEFAULT_CONNECTION_REUSE,
+            netlink_failed: false,
+            owners: owners::OwnerCache::default(),
+            netlink: None,
+            generations: tree::GenerationNumbers::default(),
+            previous: HashMap::new(),
+            scratch: collect::Scratch::default(),
         }
+    }
+
+    /// How long a snapshot may carry over the connections (their count per
+    /// generation, their states and queues) that an earlier snapshot of the
+    /// same service read from the kernel, as long as the namespace's TCP
+    /// counters and the processes' fd tables show no change
+    /// ([`DEFAULT_CONNECTION_REUSE`] unless set). [`Snapshot::connections_read_unix_ms`]
+    /// says when they were read. `Duration::ZERO` reads them at every
+    /// snapshot. Only the netlink path carries them over.
+    pub fn set_connection_reuse(&mut self, limit: Duration) {
+        self.connection_reuse = limit;
     }
 
     /// A snapshot of a service run by our own supervisor: generations and

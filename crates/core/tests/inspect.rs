@@ -367,3 +367,33 @@ fn a_snapshot_round_trips_through_json() {
     let back: Snapshot = serde_json::from_str(&text).expect("deserialize");
     assert_eq!(back, snapshot);
 }
+
+#[test]
+fn connections_accepted_or_closed_after_a_snapshot_show_in_the_next_one() {
+    let _serial = serial();
+    // This process, without children, is its own only generation.
+    let (listener, address, mut clients, mut accepted) = listener_with_connections(3);
+    for source in BOTH {
+        let mut inspector = Inspector::new(source);
+        let mut count = || {
+            let snapshot = inspector
+                .snapshot_tree("self", own_pid())
+                .expect("snapshot");
+            assert_eq!(snapshot.generations.len(), 1, "{snapshot:#?}");
+            snapshot.generations[0].connection_count
+        };
+        let before = accepted.len();
+        assert_eq!(count(), before, "{source:?}");
+        assert_eq!(count(), before, "{source:?}: nothing changed");
+
+        clients.push(TcpStream::connect(address).expect("connect"));
+        accepted.push(listener.accept().expect("accept").0);
+        assert_eq!(count(), before + 1, "{source:?}: one more accepted");
+
+        // Close one and open a file in its place: the fd count stays the
+        // same, the namespace's TCP counters tell the change.
+        drop(accepted.pop());
+        let _file = std::fs::File::open("/proc/self/stat").expect("open a file");
+        assert_eq!(count(), before, "{source:?}: one closed");
+    }
+}

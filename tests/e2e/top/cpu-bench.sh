@@ -8,7 +8,11 @@
 # It starts `zdctl run` on the fixture service in a temp dir, opens N idle keep-alive
 # connections to it from one python3 process, runs `zdctl top api` in a private tmux server
 # (120x40) and reads top's utime+stime from /proc/PID/stat before and after DURATION seconds.
-# Everything it started is killed on exit. Loopback only.
+# Everything it started is killed on exit. Loopback only. To measure with the service alone
+# in its network namespace (so that other programs' connections do not move the TCP counters
+# that tell the inspector to re-read the connections):
+#   unshare -rn sh -c 'ip link set lo up && exec sh tests/e2e/top/cpu-bench.sh'
+
 set -eu
 N=${N:-10000}
 SECONDS_RUN=${DURATION:-30}

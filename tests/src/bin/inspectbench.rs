@@ -4,8 +4,15 @@
 //!
 //! ```text
 //! inspectbench [--connections 1000,10000,100000] [--snapshots N] [--budget SECONDS]
-//!              [--sources netlink,procfs]
+//!              [--sources netlink,netlink-full,procfs]
 //! ```
+//!
+//! `netlink` is the inspector as `zdctl top` uses it: a snapshot carries over
+//! the connections an earlier one read while nothing signals a change, so
+//! with idle connections the warm snapshots read only the listeners.
+//! `netlink-full` reads the connections at every snapshot (connection reuse
+//! set to zero): what a snapshot costs when they changed. `reads` counts the
+//! warm snapshots that read the connections.
 //!
 //! For each count a server (this program with `--serve`) listens on
 //! 127.0.0.1 and starts prefork workers (`--worker`) that get the listener
@@ -46,11 +53,28 @@ const PER_PROCESS: usize = 15_000;
 /// How long establishing one count's connections may take.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(180);
 
+/// One way of taking snapshots.
+#[derive(Clone, Copy)]
+struct Series {
+    source: SocketSource,
+    /// Read the connections at every snapshot.
+    full: bool,
+}
+
+impl Series {
+    fn name(self) -> &'static str {
+        match (self.source, self.full) {
+            (SocketSource::Netlink, true) => "netlink-full",
+            (source, _) => source.as_str(),
+        }
+    }
+}
+
 struct Options {
     counts: Vec<usize>,
     snapshots: usize,
     budget: Duration,
-    sources: Vec<SocketSource>,
+    series: Vec<Series>,
 }
 
 fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options> {
@@ -58,7 +82,20 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options> {
         counts: vec![1_000, 10_000, 100_000],
         snapshots: 100,
         budget: Duration::from_secs(60),
-        sources: vec![SocketSource::Netlink, SocketSource::Procfs],
+        series: vec![
+            Series {
+                source: SocketSource::Netlink,
+                full: false,
+            },
+            Series {
+                source: SocketSource::Netlink,
+                full: true,
+            },
+            Series {
+                source: SocketSource::Procfs,
+                full: false,
+            },
+        ],
     };
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
@@ -72,12 +109,16 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options> {
             "--snapshots" => options.snapshots = value()?.parse()?,
             "--budget" => options.budget = Duration::from_secs(value()?.parse()?),
             "--sources" => {
-                options.sources = value()?
+                options.series = value()?
                     .split(',')
-                    .map(|name| match name {
-                        "netlink" => Ok(SocketSource::Netlink),
-                        "procfs" => Ok(SocketSource::Procfs),
-                        other => bail!("unknown source '{other}'"),
+                    .map(|name| {
+                        let (source, full) = match name {
+                            "netlink" => (SocketSource::Netlink, false),
+                            "netlink-full" => (SocketSource::Netlink, true),
+                            "procfs" => (SocketSource::Procfs, false),
+                            other => bail!("unknown source '{other}'"),
+                        };
+                        Ok(Series { source, full })
                     })
                     .collect::<Result<_>>()?;
             }
@@ -116,8 +157,17 @@ fn main() -> Result<()> {
         options.budget.as_secs()
     );
     println!(
-        "{:>8}  {:<8}  {:>9}  {:>9}  {:>9}  {:>9}  {:>5}  {:>5}  {:>10}",
-        "conns", "source", "cold ms", "median ms", "p99 ms", "cpu ms", "n", "off", "json bytes"
+        "{:>8}  {:<12}  {:>9}  {:>9}  {:>9}  {:>9}  {:>5}  {:>5}  {:>5}  {:>10}",
+        "conns",
+        "source",
+        "cold ms",
+        "median ms",
+        "p99 ms",
+        "cpu ms",
+        "n",
+        "off",
+        "reads",
+        "json bytes"
     );
     for &count in &options.counts {
         run_count(count, &options)?;
@@ -303,8 +353,8 @@ fn run_count(count: usize, options: &Options) -> Result<()> {
         restarts: RestartCounters::default(),
         last_restart: None,
     };
-    for &source in &options.sources {
-        series(count, &status, source, options)?;
+    for &kind in &options.series {
+        series(count, &status, kind, options)?;
     }
     // The server closes first, so the time-wait ends are on its side and
     // do not use up client ports for the next count.
@@ -314,8 +364,12 @@ fn run_count(count: usize, options: &Options) -> Result<()> {
     Ok(())
 }
 
-fn series(count: usize, status: &Status, source: SocketSource, options: &Options) -> Result<()> {
+fn series(count: usize, status: &Status, kind: Series, options: &Options) -> Result<()> {
+    let source = kind.source;
     let mut inspector = Inspector::new(source);
+    if kind.full {
+        inspector.set_connection_reuse(Duration::ZERO);
+    }
     let cold = Instant::now();
     let first = inspector.snapshot_native(status)?;
     let cold = cold.elapsed();
@@ -325,6 +379,8 @@ fn series(count: usize, status: &Status, source: SocketSource, options: &Options
     let json = serde_json::to_vec(&first)?.len();
     let mut times = Vec::with_capacity(options.snapshots);
     let mut miscounted = 0usize;
+    let mut reads = 0usize;
+    let mut last_read = first.connections_read_unix_ms;
     let cpu_before = cpu_time()?;
     let started = Instant::now();
     while times.len() < options.snapshots && started.elapsed() < options.budget {
@@ -339,6 +395,10 @@ fn series(count: usize, status: &Status, source: SocketSource, options: &Options
         if seen != count {
             miscounted += 1;
         }
+        if snapshot.connections_read_unix_ms != last_read {
+            reads += 1;
+            last_read = snapshot.connections_read_unix_ms;
+        }
     }
     let cpu = (cpu_time()? - cpu_before).as_secs_f64() * 1000.0 / times.len().max(1) as f64;
     times.sort_unstable();
@@ -347,8 +407,8 @@ fn series(count: usize, status: &Status, source: SocketSource, options: &Options
         times.get(index).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
     println!(
-        "{count:>8}  {:<8}  {:>9.2}  {:>9.2}  {:>9.2}  {cpu:>9.2}  {:>5}  {miscounted:>5}  {json:>10}",
-        source.as_str(),
+        "{count:>8}  {:<12}  {:>9.2}  {:>9.2}  {:>9.2}  {cpu:>9.2}  {:>5}  {miscounted:>5}  {reads:>5}  {json:>10}",
+        kind.name(),
         cold.as_secs_f64() * 1000.0,
         at(0.5),
         at(0.99),

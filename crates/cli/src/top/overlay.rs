@@ -42,7 +42,7 @@ pub fn draw_connections(
         frame.render_widget(text, area);
         return;
     };
-    let title = connections_title(app, generation);
+    let title = connections_title(app, snapshot, generation);
     connection_table(frame, app, generation, 0, title, theme, area);
 }
 
@@ -96,13 +96,23 @@ pub fn draw_detail(
             .block(Block::bordered().title(title)),
         summary,
     );
-    let title = connections_title(app, g);
+    let title = connections_title(app, snapshot, g);
     connection_table(frame, app, g, app.scroll, title, theme, list);
 }
 
-fn connections_title(app: &App, g: &GenerationView) -> String {
+fn connections_title(app: &App, snapshot: &Snapshot, g: &GenerationView) -> String {
     let listed = if g.connections.len() < g.connection_count {
         format!(", {} listed", g.connections.len())
+    } else {
+        String::new()
+    };
+    // The inspector carries connections over while nothing changes; say so once they are
+    // a second or more older than the snapshot (their states and queues are as of then).
+    let read_ms_ago = snapshot
+        .taken_unix_ms
+        .saturating_sub(snapshot.connections_read_unix_ms);
+    let read = if read_ms_ago >= 1000 && snapshot.connections_read_unix_ms > 0 {
+        format!(", read {}s ago", read_ms_ago / 1000)
     } else {
         String::new()
     };
@@ -111,7 +121,7 @@ fn connections_title(app: &App, g: &GenerationView) -> String {
         filter => format!(", filter '{filter}'"),
     };
     format!(
-        " connections of generation {}: {}{listed}{filter} ",
+        " connections of generation {}: {}{listed}{read}{filter} ",
         g.generation, g.connection_count
     )
 }

@@ -65,6 +65,7 @@ fn api(at: u64) -> Snapshot {
         service: "api".into(),
         taken_unix_ms: T0 + at * 1000,
         source: "netlink".into(),
+        connections_read_unix_ms: T0 + at * 1000,
         generations,
         listeners: vec![ListenerView {
             inode: 5151,

@@ -9,10 +9,11 @@ use super::diag::{self, TcpRecord, UnixListenerRecord};
 use super::fasthash::{IntMap, IntSet};
 use super::netns;
 use super::netstat::{self, ListenCounters};
+use super::sockets::ConnectionTable;
 use super::stat::{self, ProcStat, read_stat};
+use super::tree;
 use super::view::{ConnectionView, GenerationView, KernelCounters, ListenerView, Snapshot};
 use super::{InspectError, Inspector, MAX_CONNECTIONS_LISTED};
-use crate::proc;
 use crate::proto::{self, GenerationState};
 
 /// A generation to look at: its main process and what we know of it.
@@ -56,13 +57,23 @@ pub(crate) struct Previous {
     counters: Option<(u64, ListenCounters)>,
     /// Socket inodes no process of the service held after a full re-read.
     orphans: IntSet<u64>,
+    /// The connections on the service's ports, as last read.
+    connections: ConnectionTable,
+    /// Which connections each generation held, by index into
+    /// `connections`, and the generations' pids they were sorted by.
+    attribution: Attribution,
+}
+
+#[derive(Debug, Default)]
+struct Attribution {
+    trees: Vec<Vec<i32>>,
+    per_generation: Vec<Vec<usize>>,
 }
 
 /// Buffers reused between snapshots.
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
     pub(super) listening: Vec<TcpRecord>,
-    pub(super) connections: Vec<TcpRecord>,
     pub(super) unix: Vec<UnixListenerRecord>,
 }
 
@@ -111,11 +122,7 @@ impl Inspector {
             .iter()
             .map(|gen_root| Tree {
                 root: gen_root.clone(),
-                stats: proc::descendants(gen_root.pid)
-                    .into_iter()
-                    .filter_map(|pid| read_stat(pid).ok())
-                    .filter(|stat| !stat.zombie)
-                    .collect(),
+                stats: tree::tree_stats(gen_root.pid),
             })
             .filter(|tree| !tree.stats.is_empty())
             .collect();
@@ -130,33 +137,60 @@ impl Inspector {
 
         self.owners.begin();
         self.owners.refresh(&processes);
-        let source = self.read_sockets(&plan, &processes)?;
+        let mut previous = self.previous.remove(&plan.service).unwrap_or_default();
+        let source = match self.read_sockets(&plan, &processes, &mut previous.connections) {
+            Ok(source) => source,
+            Err(err) => {
+                // Keep what the next snapshot compares with (but not a
+                // half-read table).
+                previous.connections = ConnectionTable::default();
+                self.previous.insert(plan.service, previous);
+                return Err(err);
+            }
+        };
 
-        let previous = self.previous.remove(&plan.service).unwrap_or_default();
-        let mut per_generation: Vec<Vec<usize>> = vec![Vec::new(); trees.len()];
-        let mut unclaimed = IntSet::default();
-        attribute(
-            &self.scratch.connections,
-            &self.owners,
-            &generation_of,
-            &mut per_generation,
-            &mut unclaimed,
-        );
-        if !unclaimed.is_subset(&previous.orphans) && self.owners.reread_stale(&processes) {
-            // Something was accepted (or passed in) since a table was read:
-            // attribute again with every table fresh. What is still
-            // unclaimed belongs to nobody we watch, and is remembered so it
-            // does not cause a re-read at every refresh.
-            per_generation.iter_mut().for_each(Vec::clear);
-            unclaimed.clear();
-            attribute(
-                &self.scratch.connections,
-                &self.owners,
-                &generation_of,
-                &mut per_generation,
-                &mut unclaimed,
-            );
-        }
+        let trees_pids: Vec<Vec<i32>> = trees
+            .iter()
+            .map(|t| t.stats.iter().map(|s| s.pid).collect())
+            .collect();
+        let records = &previous.connections.records;
+        let (per_generation, unclaimed) =
+            if !previous.connections.fresh && previous.attribution.trees == trees_pids {
+                // The same connections and the same fd tables: the same
+                // attribution, without a hash lookup per connection.
+                (
+                    std::mem::take(&mut previous.attribution.per_generation),
+                    std::mem::take(&mut previous.orphans),
+                )
+            } else {
+                let mut per_generation: Vec<Vec<usize>> = vec![Vec::new(); trees.len()];
+                let mut unclaimed = IntSet::default();
+                attribute(
+                    records,
+                    &self.owners,
+                    &generation_of,
+                    &mut per_generation,
+                    &mut unclaimed,
+                );
+                if !unclaimed.is_subset(&previous.orphans) && self.owners.reread_stale(&processes) {
+                    // Something was accepted (or passed in) since a table was
+                    // read: attribute again with every table fresh. What is
+                    // still unclaimed belongs to nobody we watch, and is
+                    // remembered so it does not cause a re-read at every
+                    // refresh.
+                    per_generation.iter_mut().for_each(Vec::clear);
+                    unclaimed.clear();
+                    attribute(
+                        records,
+                        &self.owners,
+                        &generation_of,
+                        &mut per_generation,
+                        &mut unclaimed,
+                    );
+                }
+                (per_generation, unclaimed)
+            };
+        let tables_read = self.owners.fingerprint(generation_processes(&processes));
 
         let listeners = self.listener_views(&plan, &trees);
         let listener_inodes: HashSet<u64> = listeners.iter().map(|l| l.inode).collect();
@@ -198,18 +232,19 @@ impl Inspector {
                     }
                     (None, None) => 0,
                 };
-                let mut held: Vec<u64> = tree
-                    .stats
+                // Per listener rather than per socket held: a worker may
+                // hold 100k sockets, a service a handful of listeners.
+                let mut held: Vec<u64> = listener_inodes
                     .iter()
-                    .flat_map(|s| self.owners.sockets_of(s.pid))
-                    .filter(|inode| listener_inodes.contains(inode))
+                    .copied()
+                    .filter(|&inode| tree.stats.iter().any(|s| self.owners.holds(s.pid, inode)))
                     .collect();
                 held.sort_unstable();
                 held.dedup();
                 let mut listed: Vec<ConnectionView> = connections
                     .iter()
                     .take(MAX_CONNECTIONS_LISTED)
-                    .map(|&index| connection_view(&self.scratch.connections[index]))
+                    .map(|&index| connection_view(&records[index]))
                     .collect();
                 listed.sort_by(|a, b| a.peer.cmp(&b.peer));
                 GenerationView {
@@ -229,6 +264,8 @@ impl Inspector {
             .collect();
 
         let kernel = self.kernel_counters(plan.root_pid, previous.counters);
+        let connections_read_unix_ms = previous.connections.read_unix_ms;
+        previous.connections.settle(tables_read);
         self.previous.insert(
             plan.service.clone(),
             Previous {
@@ -244,12 +281,18 @@ impl Inspector {
                     .collect(),
                 counters: kernel.1,
                 orphans: unclaimed,
+                connections: previous.connections,
+                attribution: Attribution {
+                    trees: trees_pids,
+                    per_generation,
+                },
             },
         );
         Ok(Snapshot {
             service: plan.service,
             taken_unix_ms,
             source: source.as_str().to_owned(),
+            connections_read_unix_ms,
             generations,
             listeners,
             kernel: kernel.0,
@@ -322,6 +365,14 @@ impl Inspector {
             Some((namespace, now)),
         )
     }
+}
+
+/// The processes of the generations: all but the root, which comes first.
+/// Only they hold connections that count, and the root (our supervisor)
+/// opens and closes a control connection for every status request, which
+/// must not make every refresh read the connections again.
+pub(super) fn generation_processes(processes: &[(i32, u64)]) -> &[(i32, u64)] {
+    processes.get(1..).unwrap_or_default()
 }
 
 /// Sorts connections into the generations holding them (by index into

@@ -56,6 +56,9 @@ struct FdTable {
     sockets: IntSet<u64>,
     /// The snapshot that last read this table.
     read_in: u64,
+    /// Which read this was, counting every read of every table: a table
+    /// with the same serial as before has not been re-read since.
+    serial: u64,
 }
 
 /// Socket inodes per process, with an index from inode to holders.
@@ -65,6 +68,8 @@ pub(crate) struct OwnerCache {
     holders: IntMap<u64, Holders>,
     /// Counts snapshots, so a table knows whether it was read in this one.
     snapshot: u64,
+    /// Counts table reads.
+    reads: u64,
 }
 
 /// `stat("/proc/PID/fd").st_size`: the number of open fds on Linux 6.2+,
@@ -153,6 +158,7 @@ impl OwnerCache {
                 }
             }
         }
+        self.reads += 1;
         self.tables.insert(
             pid,
             FdTable {
@@ -161,6 +167,7 @@ impl OwnerCache {
                 fd_count: fds.len(),
                 sockets,
                 read_in: self.snapshot,
+                serial: self.reads,
             },
         );
     }
@@ -188,6 +195,19 @@ impl OwnerCache {
         }
     }
 
+    /// Each of `processes` (pid, start time) with the read of its table
+    /// that is current (0 when it has none): equal fingerprints mean the
+    /// same processes, none of whose tables was read again in between.
+    pub(crate) fn fingerprint(&self, processes: &[(i32, u64)]) -> Vec<(i32, u64, u64)> {
+        processes
+            .iter()
+            .map(|&(pid, start)| {
+                let serial = self.tables.get(&pid).map_or(0, |table| table.serial);
+                (pid, start, serial)
+            })
+            .collect()
+    }
+
     /// The pids known to hold socket `inode`.
     pub(crate) fn holders(&self, inode: u64) -> Option<&Holders> {
         self.holders.get(&inode)
@@ -198,14 +218,6 @@ impl OwnerCache {
         self.tables
             .get(&pid)
             .is_some_and(|table| table.sockets.contains(&inode))
-    }
-
-    /// The socket inodes `pid` holds.
-    pub(crate) fn sockets_of(&self, pid: i32) -> impl Iterator<Item = u64> + '_ {
-        self.tables
-            .get(&pid)
-            .into_iter()
-            .flat_map(|table| table.sockets.iter().copied())
     }
 
     /// How many fds `pid` has open, as of its last read.

@@ -12,8 +12,95 @@ use std::collections::HashMap;
 
 use super::InspectError;
 use super::collect::Root;
+use super::fasthash::{IntMap, IntSet};
 use super::stat::{ProcStat, read_stat};
 use crate::proc;
+
+/// Above this many threads, counting the processes of the machine is worth
+/// it before reading a `children` file per thread.
+const MANY_THREADS: u64 = 64;
+
+/// Every process's children, from one scan of `/proc/*/stat`, built only
+/// when some process has more threads than the machine has processes.
+#[derive(Default)]
+struct ChildIndex {
+    /// The pids of `/proc`, listed at the first process with many threads.
+    pids: Option<Vec<i32>>,
+    parents: Option<IntMap<i32, Vec<i32>>>,
+}
+
+impl ChildIndex {
+    /// The direct children of the process `stat` describes.
+    ///
+    /// The kernel lists children per thread (`/proc/PID/task/TID/children`),
+    /// so a thread-per-connection server with 10k connections costs 10k
+    /// file reads at every snapshot; when the process has more threads than
+    /// the machine has processes, reading every process's parent is cheaper.
+    fn children(&mut self, stat: &ProcStat) -> Vec<i32> {
+        if let Some(parents) = self.parents.as_mut() {
+            return parents.remove(&stat.pid).unwrap_or_default();
+        }
+        if stat.threads > MANY_THREADS {
+            let pids = self.pids.get_or_insert_with(all_pids);
+            if stat.threads > pids.len() as u64 {
+                let mut parents: IntMap<i32, Vec<i32>> = IntMap::default();
+                // Not the process itself: reading its stat sums the CPU
+                // time of every thread, which is what we are avoiding.
+                for &pid in pids.iter().filter(|&&pid| pid != stat.pid) {
+                    // Processes that exit during the scan are left out.
+                    if let Ok(other) = read_stat(pid) {
+                        parents.entry(other.ppid).or_default().push(pid);
+                    }
+                }
+                let kids = parents.remove(&stat.pid).unwrap_or_default();
+                self.parents = Some(parents);
+                return kids;
+            }
+        }
+        proc::children(stat.pid)
+    }
+}
+
+fn all_pids() -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The live processes of the tree under `root` (itself first, parents
+/// before children), read once each. Processes that exit while the tree is
+/// walked are left out.
+pub(crate) fn tree_stats(root: i32) -> Vec<ProcStat> {
+    let mut index = ChildIndex::default();
+    let mut seen: IntSet<i32> = IntSet::default();
+    seen.insert(root);
+    let mut queue = vec![root];
+    let mut stats = Vec::new();
+    let mut next = 0;
+    while let Some(&pid) = queue.get(next) {
+        next += 1;
+        let Ok(stat) = read_stat(pid) else {
+            continue;
+        };
+        if stat.zombie {
+            continue;
+        }
+        // `seen` guards against a reused pid making the walk loop.
+        queue.extend(
+            index
+                .children(&stat)
+                .into_iter()
+                .filter(|kid| seen.insert(*kid)),
+        );
+        stats.push(stat);
+    }
+    stats
+}
 
 /// One process of a table: what grouping needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +201,8 @@ impl GenerationNumbers {
         }
         // Only direct children matter; a child that exits while we read is
         // left out.
-        let table: Vec<TableEntry> = proc::children(root_pid)
+        let table: Vec<TableEntry> = ChildIndex::default()
+            .children(&root)
             .into_iter()
             .filter_map(|pid| read_stat(pid).ok())
             .filter(|stat| !stat.zombie)
@@ -141,6 +229,45 @@ impl GenerationNumbers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A child process parked in `sleep`, killed and reaped on drop.
+    struct Sleeper(std::process::Child);
+
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn own_stat() -> ProcStat {
+        let pid = i32::try_from(std::process::id()).expect("pid fits in i32");
+        read_stat(pid).expect("own stat")
+    }
+
+    #[test]
+    fn a_tree_includes_a_child_with_either_way_of_finding_children() {
+        let child = Sleeper(
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .expect("spawn sleep"),
+        );
+        let kid = i32::try_from(child.0.id()).expect("pid fits in i32");
+        let me = own_stat();
+        let stats = tree_stats(me.pid);
+        assert_eq!(stats.first().map(|s| s.pid), Some(me.pid), "root first");
+        assert!(stats.iter().any(|s| s.pid == kid), "{stats:?}");
+        // As if this process had more threads than the machine has
+        // processes: its children come from the parent scan.
+        let many = ProcStat {
+            threads: u64::MAX,
+            ..me
+        };
+        let mut index = ChildIndex::default();
+        assert!(index.children(&many).contains(&kid));
+        assert!(index.parents.is_some(), "the scan was used");
+    }
 
     fn entry(pid: i32, ppid: i32, start_ticks: u64) -> TableEntry {
         TableEntry {

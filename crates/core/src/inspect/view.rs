@@ -12,6 +12,16 @@ pub struct Snapshot {
     pub taken_unix_ms: u64,
     /// Which path the socket tables came from: `"netlink"` or `"procfs"`.
     pub source: String,
+    /// When the connections (each generation's `connections` and
+    /// `connection_count`) were read from the kernel, in milliseconds since
+    /// the Unix epoch. Equal to or a little after `taken_unix_ms` when this
+    /// snapshot read them; earlier when it carried over an earlier
+    /// snapshot's because nothing signalled a change (at most 10 s earlier
+    /// by default, see `Inspector::set_connection_reuse`): the count is
+    /// then still current as far as the namespace's TCP counters and the
+    /// fd tables tell, the states and queues are as of that read.
+    #[serde(default)]
+    pub connections_read_unix_ms: u64,
     /// Live generations, oldest first.
     pub generations: Vec<GenerationView>,
     /// Every listening socket of the service, ordered by address.
@@ -45,7 +55,8 @@ pub struct GenerationView {
     /// At most [`MAX_CONNECTIONS_LISTED`](super::MAX_CONNECTIONS_LISTED) of
     /// its connections on the service's ports, ordered by peer.
     pub connections: Vec<ConnectionView>,
-    /// How many connections it has: exact, even when the list is cut.
+    /// How many connections it has: all of them, even when the list is cut
+    /// (as of `Snapshot::connections_read_unix_ms`).
     pub connection_count: usize,
 }
 
