@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
+use zd_core::inspect::{InspectError, Inspector, Snapshot, SocketSource};
 use zd_core::paths;
 use zd_core::proto::{
     Client, ClientError, GenerationState, Op, ReplyResult, RestartOutcome, Status,
@@ -20,7 +21,12 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             if let Some(config) = crate::foreign::driver_for(name)? {
                 let status = crate::foreign::status(&config)?;
                 return if args.json {
-                    output::json_pretty(&crate::foreign::json(&config, &status)?)
+                    let snapshot = Inspector::new(SocketSource::default())
+                        .snapshot_tree(name, status.supervisor_pid);
+                    output::json_pretty(&with_snapshot(
+                        crate::foreign::json(&config, &status)?,
+                        snapshot,
+                    ))
                 } else {
                     output::text(&crate::foreign::render(&config, &status, SystemTime::now()))
                 };
@@ -28,7 +34,8 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             let mut client = control::connect(name).await?;
             let status = fetch(&mut client, name).await?;
             if args.json {
-                output::json_pretty(&status)
+                let snapshot = Inspector::new(SocketSource::default()).snapshot_native(&status);
+                output::json_pretty(&with_snapshot(serde_json::to_value(&status)?, snapshot))
             } else {
                 output::text(&render(&status, SystemTime::now()))
             }
@@ -63,6 +70,32 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             output::text(&blocks.join("\n"))
         }
     }
+}
+
+/// `status NAME --json` carries what `zdctl top` shows of the service: the inspector's
+/// snapshot under `"snapshot"`, or why it could not be taken under `"snapshot_error"` (the
+/// status itself is still worth printing then).
+fn with_snapshot(
+    mut value: serde_json::Value,
+    snapshot: Result<Snapshot, InspectError>,
+) -> serde_json::Value {
+    if let Some(map) = value.as_object_mut() {
+        match snapshot {
+            Ok(snapshot) => {
+                map.insert(
+                    "snapshot".into(),
+                    serde_json::to_value(snapshot).unwrap_or_default(),
+                );
+            }
+            Err(err) => {
+                map.insert(
+                    "snapshot_error".into(),
+                    format!("{:#}", anyhow::Error::from(err)).into(),
+                );
+            }
+        }
+    }
+    value
 }
 
 /// Asks a connected supervisor for its status.

@@ -194,12 +194,18 @@ impl Inspector {
                 address: listener.address.clone(),
             })
             .collect();
-        self.take(collect::Plan {
+        let mut snapshot = self.take(collect::Plan {
             service: status.service.clone(),
             root_pid: status.supervisor_pid,
             roots,
             known_listeners: listeners,
-        })
+        })?;
+        // The supervisor's own listening sockets that are not the service's (its control
+        // socket) are not part of the service; a listener a generation opened itself is.
+        snapshot.listeners.retain(|view| {
+            !view.held_by.is_empty() || status.listeners.iter().any(|l| l.inode == view.inode)
+        });
+        Ok(snapshot)
     }
 
     /// A snapshot of any process tree: generations are the child subtrees

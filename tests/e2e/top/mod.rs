@@ -2,6 +2,7 @@
 //! what the inspector behind it sees during a flip.
 
 mod flip;
+mod status_json;
 
 use std::path::Path;
 use std::process::{Command, Output};
