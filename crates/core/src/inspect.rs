@@ -37,7 +37,7 @@
 //! when it is.
 
 mod collect;
-mod diag;
+pub(crate) mod diag;
 mod fasthash;
 mod netns;
 mod netstat;
