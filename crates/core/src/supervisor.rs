@@ -129,11 +129,21 @@ impl Shared {
 
     /// Publishes an event to every watcher and to the requester of `restart`.
     fn emit(&self, restart: Option<(u64, Instant)>, kind: EventKind) {
+        self.emit_at(restart, Instant::now(), kind);
+    }
+
+    /// Sends an event that happened at `at` (a little earlier than now), with its times as
+    /// of then.
+    fn emit_at(&self, restart: Option<(u64, Instant)>, at: Instant, kind: EventKind) {
+        let unix = std::time::SystemTime::now()
+            .checked_sub(at.elapsed())
+            .unwrap_or_else(std::time::SystemTime::now);
+        let since = |started: Instant| at.saturating_duration_since(started);
         let event = Event {
-            unix_ms: unix_ms(std::time::SystemTime::now()),
+            unix_ms: unix_ms(unix),
             restart: restart.map(|(r, _)| r),
-            elapsed_ms: restart.map(|(_, t)| t.elapsed().as_millis() as u64),
-            elapsed_us: restart.map(|(_, t)| t.elapsed().as_micros() as u64),
+            elapsed_ms: restart.map(|(_, t)| since(t).as_millis() as u64),
+            elapsed_us: restart.map(|(_, t)| since(t).as_micros() as u64),
             kind,
         };
         let _ = self.events.send(event);

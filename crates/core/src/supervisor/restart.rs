@@ -75,19 +75,38 @@ impl RestartRun {
         }
     }
 
+    /// Sends events recorded earlier, each with the time it happened.
+    fn flush(&self, pending: &mut Vec<(Instant, EventKind)>) {
+        for (at, kind) in pending.drain(..) {
+            self.shared
+                .emit_at(Some((self.restart, self.started)), at, kind);
+        }
+    }
+
     async fn attempt(&self) -> (RestartOutcome, Option<(u64, i32)>) {
-        self.emit(EventKind::RestartRequested);
+        // From the request to the fork, events are recorded and sent only once the child
+        // exists: each send wakes the threads that write to clients, and on a busy machine
+        // a woken thread can preempt this one in the middle of the millisecond it needs.
+        let mut pending = vec![(Instant::now(), EventKind::RestartRequested)];
         let config = match self.reload_config() {
-            Ok(c) => c,
-            Err(reason) => return (RestartOutcome::Failed { reason }, None),
+            Ok((config, reloaded)) => {
+                pending.extend(reloaded);
+                config
+            }
+            Err(reason) => {
+                self.flush(&mut pending);
+                return (RestartOutcome::Failed { reason }, None);
+            }
         };
         let Started {
             generation,
             pid,
             exec,
+            forked_at,
         } = match start_generation(&self.shared, &config, GenerationState::Starting, false) {
             Ok(started) => started,
             Err(e) => {
+                self.flush(&mut pending);
                 return (
                     RestartOutcome::Failed {
                         reason: format!("cannot start the new generation: {e}"),
@@ -96,7 +115,8 @@ impl RestartRun {
                 );
             }
         };
-        self.emit(EventKind::Spawned { generation, pid });
+        pending.push((forked_at, EventKind::Spawned { generation, pid }));
+        self.flush(&mut pending);
         let new = Some((generation, pid));
         let checks: Vec<String> = config.ready.checks.iter().map(|c| c.to_string()).collect();
         self.emit(EventKind::WaitingReady { generation, checks });
@@ -193,11 +213,12 @@ impl RestartRun {
         (RestartOutcome::Completed, new)
     }
 
-    /// The config for the new generation: the service file read again, or the one we have.
-    fn reload_config(&self) -> Result<ServiceConfig, String> {
+    /// The config for the new generation: the service file read again (with the event that
+    /// says so, to send), or the one we have.
+    fn reload_config(&self) -> Result<(ServiceConfig, Option<(Instant, EventKind)>), String> {
         let current = self.shared.lock().config.clone();
         let Some(path) = &self.shared.config_path else {
-            return Ok(current);
+            return Ok((current, None));
         };
         let config = crate::config::load_file(path).map_err(|e| {
             format!("the service file is invalid; the old generation keeps serving: {e}")
@@ -214,10 +235,10 @@ impl RestartRun {
                 path.display()
             ));
         }
-        self.emit(EventKind::ConfigReloaded {
+        let reloaded = EventKind::ConfigReloaded {
             path: path.display().to_string(),
-        });
-        Ok(config)
+        };
+        Ok((config, Some((Instant::now(), reloaded))))
     }
 }
 
