@@ -154,6 +154,17 @@ impl TestEnv {
         self.wait_active(name)
     }
 
+    /// Takes charge of a supervisor the test started itself (with its own stdio): it is
+    /// killed with its process group when the test ends, like the ones `start` makes.
+    pub fn adopt(&mut self, name: &str, child: Child) -> Status {
+        self.supervisors.push(Supervisor {
+            name: name.to_owned(),
+            child,
+            log: self.path(&format!("{name}.supervisor.log")),
+        });
+        self.wait_active(name)
+    }
+
     pub fn supervisor(&mut self, name: &str) -> &mut Supervisor {
         self.supervisors
             .iter_mut()

@@ -40,9 +40,13 @@ pub fn main_exit() -> ExitCode {
     let base = u8::from(matches!(cli.command, Command::Run(_)));
     // `top` draws on the terminal: a log line there would tear the screen.
     if !matches!(cli.command, Command::Top(_)) {
-        logging::init(base, cli.verbose);
+        // The supervisor must never wait for whoever reads its stderr.
+        let lossy = matches!(cli.command, Command::Run(_));
+        logging::init(base, cli.verbose, lossy);
     }
-    exit::report(dispatch(cli))
+    let code = exit::report(dispatch(cli));
+    logging::flush();
+    code
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {

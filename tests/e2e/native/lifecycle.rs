@@ -208,3 +208,52 @@ impl Drop for KillGroupOnDrop {
         unsafe { libc::killpg(self.0, libc::SIGKILL) };
     }
 }
+
+#[test]
+fn a_supervisor_whose_stderr_nobody_reads_keeps_restarting() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let mut env = TestEnv::new();
+    env.fixture_service("api", &[], "");
+    // A pipe nobody reads, made as small as the kernel allows so that it fills after a few
+    // restarts' worth of trace-level log lines.
+    let (read_end, write_end) = nix::unistd::pipe().expect("pipe");
+    // SAFETY: fcntl on a pipe fd we own.
+    let capacity = unsafe { libc::fcntl(write_end.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
+    assert!(capacity > 0, "F_SETPIPE_SZ");
+    let mut cmd = env.zdctl();
+    cmd.args(["-vvv", "run", "api"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(write_end));
+    // SAFETY: setpgid is async-signal-safe; the test kills the group at the end.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setpgid(0, 0);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().expect("spawn zdctl run");
+    drop(cmd);
+    env.adopt("api", child);
+    for restart in 1..=30 {
+        let mut client = env
+            .zdctl()
+            .args(["restart", "api"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn zdctl restart");
+        let status = wait_for(&format!("restart {restart} to finish"), || {
+            client.try_wait().expect("wait")
+        });
+        assert!(status.success(), "restart {restart}: {status:?}");
+    }
+    // The pipe really is full: the supervisor's log thread is the one waiting on it.
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD writes the byte count into the int we pass.
+    unsafe { libc::ioctl(read_end.as_raw_fd(), libc::FIONREAD, &mut queued) };
+    assert!(
+        queued >= capacity - 1024,
+        "only {queued} of {capacity} bytes waiting in the pipe"
+    );
+}

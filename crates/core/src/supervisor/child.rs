@@ -23,6 +23,8 @@ pub(super) struct Started {
     pub pid: i32,
     /// Why the child could not reach its program, to ask once it has exited.
     pub exec: ExecReport,
+    /// When the fork returned (or, when waiting for the exec, when that ended).
+    pub forked_at: Instant,
 }
 
 /// Starts the next generation with `config`, records it in `state` and starts watching its
@@ -70,6 +72,7 @@ pub(super) fn start_generation(
         start_child(&spec)
     }
     .map_err(|e| e.to_string())?;
+    let forked_at = Instant::now();
     let pid = spawned.pid;
     info!(generation, pid, "spawned");
     if let Some(out) = spawned.stdout {
@@ -110,6 +113,7 @@ pub(super) fn start_generation(
         generation,
         pid,
         exec: spawned.exec,
+        forked_at,
     })
 }
 
@@ -220,15 +224,24 @@ fn forward_output(fd: OwnedFd, prefix: String, stderr: bool) {
         return;
     };
     tokio::spawn(async move {
-        use std::io::Write;
+        use tokio::io::AsyncWriteExt;
+        // Written asynchronously: when our own output blocks (its reader stalls), this
+        // task stops reading the generation's pipe, so the app feels the back-pressure it
+        // would feel without us, and the supervisor's threads never wait.
+        let mut out: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>> = if stderr {
+            Box::pin(tokio::io::stderr())
+        } else {
+            Box::pin(tokio::io::stdout())
+        };
         let mut lines = BufReader::new(pipe).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             let text = format!("{prefix}{line}\n");
-            let _ = if stderr {
-                std::io::stderr().lock().write_all(text.as_bytes())
-            } else {
-                std::io::stdout().lock().write_all(text.as_bytes())
-            };
+            if out.write_all(text.as_bytes()).await.is_err() {
+                // Nobody can read our output any more; keep draining the pipe so the app
+                // does not block on a full one.
+                continue;
+            }
+            let _ = out.flush().await;
         }
     });
 }
