@@ -11,7 +11,7 @@
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tracing_subscriber::EnvFilter;
@@ -30,15 +30,49 @@ static LOSSY: OnceLock<Lossy> = OnceLock::new();
 struct Lossy {
     queue: SyncSender<Vec<u8>>,
     dropped: Arc<AtomicU64>,
-    /// Lines queued and not yet written, for [`flush`].
-    pending: Arc<(Mutex<u64>, std::sync::Condvar)>,
+    pending: Arc<Pending>,
+}
+
+/// Lines queued and not yet written, for [`flush`].
+#[derive(Default)]
+struct Pending {
+    count: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl Pending {
+    fn add(&self) {
+        *self.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+    }
+
+    fn done(&self) {
+        let mut count = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        *count = count.saturating_sub(1);
+        self.changed.notify_all();
+    }
+
+    /// Waits until nothing is pending, or `deadline`.
+    fn wait_empty(&self, deadline: Instant) {
+        let mut count = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        while *count > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            count = self
+                .changed
+                .wait_timeout(count, left)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
 }
 
 impl Lossy {
     fn start() -> std::io::Result<Lossy> {
         let (queue, lines) = sync_channel(QUEUE_LINES);
         let dropped = Arc::new(AtomicU64::new(0));
-        let pending = Arc::new((Mutex::new(0u64), std::sync::Condvar::new()));
+        let pending = Arc::new(Pending::default());
         let writer = Lossy {
             queue,
             dropped: Arc::clone(&dropped),
@@ -53,13 +87,13 @@ impl Lossy {
 
 impl Write for Lossy {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        *self.pending.0.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        match self.queue.try_send(buf.to_vec()) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                self.written(1);
-            }
+        // Counted before the send, so the writer thread cannot finish it first.
+        self.pending.add();
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            self.queue.try_send(buf.to_vec())
+        {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.pending.done();
         }
         Ok(buf.len())
     }
@@ -69,21 +103,8 @@ impl Write for Lossy {
     }
 }
 
-impl Lossy {
-    fn written(&self, lines: u64) {
-        let (count, changed) = &*self.pending;
-        let mut count = count.lock().unwrap_or_else(|p| p.into_inner());
-        *count = count.saturating_sub(lines);
-        changed.notify_all();
-    }
-}
-
 /// The writer thread: stderr may block here, and only here.
-fn write_lines(
-    lines: &Receiver<Vec<u8>>,
-    dropped: &AtomicU64,
-    pending: &(Mutex<u64>, std::sync::Condvar),
-) {
+fn write_lines(lines: &Receiver<Vec<u8>>, dropped: &AtomicU64, pending: &Pending) {
     let mut stderr = std::io::stderr();
     while let Ok(line) = lines.recv() {
         let lost = dropped.swap(0, Ordering::Relaxed);
@@ -94,28 +115,14 @@ fn write_lines(
             );
         }
         let _ = stderr.write_all(&line);
-        let (count, changed) = pending;
-        let mut count = count.lock().unwrap_or_else(|p| p.into_inner());
-        *count = count.saturating_sub(1);
-        changed.notify_all();
+        pending.done();
     }
 }
 
 /// Waits, briefly, until the lines queued so far are written: call before exiting.
 pub fn flush() {
-    let Some(lossy) = LOSSY.get() else { return };
-    let (count, changed) = &*lossy.pending;
-    let deadline = Instant::now() + FLUSH_WAIT;
-    let mut count = count.lock().unwrap_or_else(|p| p.into_inner());
-    while *count > 0 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        count = changed
-            .wait_timeout(count, left)
-            .map(|(guard, _)| guard)
-            .unwrap_or_else(|p| p.into_inner().0);
+    if let Some(lossy) = LOSSY.get() {
+        lossy.pending.wait_empty(Instant::now() + FLUSH_WAIT);
     }
 }
 

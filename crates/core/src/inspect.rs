@@ -39,7 +39,7 @@
 mod collect;
 pub(crate) mod diag;
 mod fasthash;
-mod netns;
+pub(crate) mod netns;
 mod netstat;
 mod owners;
 mod procfs_source;

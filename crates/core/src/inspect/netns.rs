@@ -68,6 +68,16 @@ impl DiagSocket {
         })
     }
 
+    /// A socket in the caller's own namespace.
+    pub(crate) fn open_here() -> io::Result<DiagSocket> {
+        Ok(DiagSocket {
+            fd: new_socket()?,
+            namespace: namespace_at(std::path::Path::new("/proc/self/ns/net"))?,
+            seq: 0,
+            buffer: vec![0; RECV_BUFFER],
+        })
+    }
+
     pub(crate) fn namespace(&self) -> u64 {
         self.namespace
     }

@@ -7,48 +7,34 @@
 //! most of a core, enough to cut the load that verify drives by a factor of
 //! nine. A `sock_diag` dump restricted to listening sockets on the port walks
 //! only the kernel's listening hash and answers with one small record per
-//! listener. The request and the reply's records are the inspector's
-//! (`inspect::diag`).
+//! listener. The socket, the request and the reply's records are the
+//! inspector's (`inspect::netns`, `inspect::diag`).
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd as _, OwnedFd};
 
-use nix::sys::socket::{
-    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto, socket,
-};
-
-use crate::inspect::diag::{self, AF_INET, AF_INET6, Progress, ReplyError, TcpRecord};
+use crate::inspect::diag::{AF_INET, AF_INET6, TcpRecord};
+use crate::inspect::netns::DiagSocket;
 
 /// The kernel's number for the listening state (include/net/tcp_states.h).
 const TCP_LISTEN: u32 = 10;
-/// A bound on the datagrams of one dump: listeners fit in a few.
-const MAX_DATAGRAMS: usize = 1024;
 
 /// A netlink socket that reads the accept queue of the listener(s) on one
 /// address of the caller's network namespace.
 #[derive(Debug)]
 pub struct AcceptQueue {
-    fd: OwnedFd,
+    socket: DiagSocket,
     addr: SocketAddr,
-    seq: u32,
-    buffer: Vec<u8>,
+    records: Vec<TcpRecord>,
 }
 
 impl AcceptQueue {
     /// Opens the netlink socket; fails when the kernel has no `inet_diag`.
     pub fn open(addr: SocketAddr) -> io::Result<AcceptQueue> {
-        let fd = socket(
-            AddressFamily::Netlink,
-            SockType::Datagram,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkSockDiag,
-        )?;
         Ok(AcceptQueue {
-            fd,
+            socket: DiagSocket::open_here()?,
             addr,
-            seq: 0,
-            buffer: vec![0; 32 * 1024],
+            records: Vec::new(),
         })
     }
 
@@ -62,46 +48,20 @@ impl AcceptQueue {
             SocketAddr::V4(_) => &[AF_INET, AF_INET6],
             SocketAddr::V6(_) => &[AF_INET6],
         };
-        let mut total = None;
-        for &family in families {
-            for record in self.listeners(family)? {
-                if serves(&record, self.addr) {
-                    // For a listener, rqueue is the accept queue (wqueue the backlog).
-                    total = Some(total.unwrap_or(0) + record.rqueue);
-                }
-            }
-        }
-        Ok(total)
-    }
-
-    /// Every listening TCP socket of `family` on the address's port.
-    fn listeners(&mut self, family: u8) -> io::Result<Vec<TcpRecord>> {
-        self.seq = self.seq.wrapping_add(1);
-        let request = diag::inet_request(self.seq, family, 1 << TCP_LISTEN, &[self.addr.port()]);
-        let fd = self.fd.as_raw_fd();
-        sendto(fd, &request, &NetlinkAddr::new(0, 0), MsgFlags::empty())?;
-        let mut out = Vec::new();
-        for _ in 0..MAX_DATAGRAMS {
-            let len = recv(fd, &mut self.buffer, MsgFlags::empty())?;
-            if len == 0 {
-                break;
-            }
-            match diag::parse_inet(&self.buffer[..len], self.seq, &mut out) {
-                Ok(Progress::More) => {}
-                Ok(Progress::Done) => return Ok(out),
-                Err(ReplyError::Kernel(errno)) => return Err(io::Error::from_raw_os_error(errno)),
-                Err(ReplyError::Malformed(what)) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("malformed sock_diag reply: {what}"),
-                    ));
-                }
-            }
-        }
-        Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "sock_diag dump did not end",
-        ))
+        self.records.clear();
+        self.socket.tcp(
+            families,
+            1 << TCP_LISTEN,
+            &[self.addr.port()],
+            &mut self.records,
+        )?;
+        // For a listener, rqueue is the accept queue (wqueue the backlog).
+        Ok(self
+            .records
+            .iter()
+            .filter(|record| serves(record, self.addr))
+            .map(|record| record.rqueue)
+            .reduce(|a, b| a + b))
     }
 }
 
