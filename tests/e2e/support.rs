@@ -235,17 +235,23 @@ impl Drop for TestEnv {
         let failing = std::thread::panicking();
         for s in &mut self.supervisors {
             let pid = s.child.id() as i32;
+            // Once reaped, the pid may already belong to someone else (pids wrap within
+            // seconds under these tests' thread counts): kill only a supervisor not yet
+            // reaped, whose pid and group are still its own.
+            let reaped = !matches!(s.child.try_wait(), Ok(None));
             // Every generation leads its own process group: kill them all, then the
             // supervisor's group.
-            for p in descendants(pid) {
+            for p in descendants(pid).into_iter().filter(|_| !reaped) {
                 // SAFETY: plain kill(2) calls on processes this test started.
                 unsafe {
                     libc::kill(-p, libc::SIGKILL);
                     libc::kill(p, libc::SIGKILL);
                 }
             }
-            // SAFETY: as above.
-            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            if !reaped {
+                // SAFETY: as above.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+            }
             let _ = s.child.wait();
             if failing {
                 eprintln!(

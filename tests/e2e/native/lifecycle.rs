@@ -181,9 +181,8 @@ fn fixture_drains_on_term_even_when_started_with_its_wake_signal_blocked() {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().expect("spawn zd-fixture");
-    let pid = child.id() as i32;
-    let guard = KillGroupOnDrop(pid);
+    let mut fixture = KillGroupOnDrop(cmd.spawn().expect("spawn zd-fixture"));
+    let pid = fixture.0.id() as i32;
     wait_for("the fixture to listen", || {
         let text = std::fs::read_to_string(&log).ok()?;
         text.contains("listening").then_some(())
@@ -191,21 +190,25 @@ fn fixture_drains_on_term_even_when_started_with_its_wake_signal_blocked() {
     // SAFETY: signalling the child we started.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let status = wait_for("the fixture to exit after TERM", || {
-        child.try_wait().expect("wait")
+        fixture.0.try_wait().expect("wait")
     });
-    drop(guard);
     assert!(status.success(), "{status:?}");
     let text = std::fs::read_to_string(&log).expect("log");
     assert!(text.contains("draining"), "{text}");
 }
 
-/// Kills a process group when the test ends, whatever happened.
-struct KillGroupOnDrop(i32);
+/// Kills the child's process group when the test ends, unless the child was already
+/// reaped: its pid, and so the group id, may then belong to another process.
+struct KillGroupOnDrop(std::process::Child);
 
 impl Drop for KillGroupOnDrop {
     fn drop(&mut self) {
-        // SAFETY: the group was created by the test for this child alone.
-        unsafe { libc::killpg(self.0, libc::SIGKILL) };
+        if let Ok(None) = self.0.try_wait() {
+            // SAFETY: the group was created by the test for this child alone, and the
+            // child is not reaped, so the id is still its own.
+            unsafe { libc::killpg(self.0.id() as i32, libc::SIGKILL) };
+            let _ = self.0.wait();
+        }
     }
 }
 
