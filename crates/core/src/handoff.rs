@@ -5,10 +5,11 @@
 //! written for any of them finds its sockets.
 //!
 //! `LISTEN_PID` must equal the pid of the process that execs the app (sd_listen_fds() and
-//! gunicorn check it), and that pid is only known after fork. So the child is started with a
-//! hand-rolled fork + execve: everything is allocated before the fork, and the child only
-//! writes the pid's digits into a buffer reserved for them, moves fds and calls
-//! async-signal-safe functions until it execs.
+//! gunicorn check it), and that pid is only known once the child exists. So the child is
+//! started with a hand-rolled `clone` + `execve`: everything is allocated before the clone,
+//! the child runs on the supervisor's memory without a copy (cheaper than a fork), and it
+//! only writes the pid's digits into a buffer reserved for them, moves fds and makes direct
+//! syscalls until it execs.
 
 mod env;
 mod spawn;

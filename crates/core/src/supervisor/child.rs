@@ -17,20 +17,20 @@ use crate::proto::{ExitInfo, GenerationState};
 use crate::ready::NotifySocket;
 use crate::signal::Signal;
 
-/// A generation just forked.
+/// A generation just started.
 pub(super) struct Started {
     pub generation: u64,
     pub pid: i32,
     /// Why the child could not reach its program, to ask once it has exited.
     pub exec: ExecReport,
-    /// When the fork returned (or, when waiting for the exec, when that ended).
-    pub forked_at: Instant,
+    /// When the clone returned (or, when waiting for the exec, when that ended).
+    pub spawned_at: Instant,
 }
 
 /// Starts the next generation with `config`, records it in `state` and starts watching its
 /// exit.
 ///
-/// A restart passes `wait_exec: false`: it returns right after the fork, and a failure
+/// A restart passes `wait_exec: false`: it returns right after the clone, and a failure
 /// before exec shows up as the generation's early exit (status 127), which the readiness
 /// race already handles; [`Started::exec`] then says why. Starting the first generation or
 /// respawning one waits for the exec, so a program that cannot start is an error at once.
@@ -72,7 +72,7 @@ pub(super) fn start_generation(
         start_child(&spec)
     }
     .map_err(|e| e.to_string())?;
-    let forked_at = Instant::now();
+    let spawned_at = Instant::now();
     let pid = spawned.pid;
     info!(generation, pid, "spawned");
     if let Some(out) = spawned.stdout {
@@ -113,7 +113,7 @@ pub(super) fn start_generation(
         generation,
         pid,
         exec: spawned.exec,
-        forked_at,
+        spawned_at,
     })
 }
 

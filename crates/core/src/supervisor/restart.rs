@@ -84,7 +84,7 @@ impl RestartRun {
     }
 
     async fn attempt(&self) -> (RestartOutcome, Option<(u64, i32)>) {
-        // From the request to the fork, events are recorded and sent only once the child
+        // From the request to the clone, events are recorded and sent only once the child
         // exists: each send wakes the threads that write to clients, and on a busy machine
         // a woken thread can preempt this one in the middle of the millisecond it needs.
         let mut pending = vec![(Instant::now(), EventKind::RestartRequested)];
@@ -102,7 +102,7 @@ impl RestartRun {
             generation,
             pid,
             exec,
-            forked_at,
+            spawned_at,
         } = match start_generation(&self.shared, &config, GenerationState::Starting, false) {
             Ok(started) => started,
             Err(e) => {
@@ -115,7 +115,7 @@ impl RestartRun {
                 );
             }
         };
-        pending.push((forked_at, EventKind::Spawned { generation, pid }));
+        pending.push((spawned_at, EventKind::Spawned { generation, pid }));
         self.flush(&mut pending);
         let new = Some((generation, pid));
         let checks: Vec<String> = config.ready.checks.iter().map(|c| c.to_string()).collect();
