@@ -5,6 +5,7 @@
 //! look for files in [`config_dirs`]. Every error about a file starts with
 //! `file:line:column:` and says what to change. `docs/config.md` is the user's reference.
 
+mod cache;
 mod discover;
 mod error;
 mod file;
@@ -15,6 +16,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use cache::FileCache;
 pub use discover::{DiscoveredService, config_dirs, discover, find_service};
 pub use error::{ConfigError, Location};
 

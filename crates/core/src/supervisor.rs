@@ -113,6 +113,8 @@ struct Shared {
     listeners: Vec<Listener>,
     runtime_dir: PathBuf,
     config_path: Option<PathBuf>,
+    /// The service file as read at the last restart, kept while the file is unchanged.
+    config_cache: Mutex<crate::config::FileCache>,
     events: broadcast::Sender<Event>,
     loop_tx: mpsc::UnboundedSender<LoopMsg>,
     /// Becomes true once when the supervisor starts stopping.

@@ -18,6 +18,8 @@ use super::types::{ErrorKind, Op, Reply};
 pub struct Request {
     pub id: u64,
     pub op: Op,
+    /// When its line was read: where a restart's times count from.
+    pub received: std::time::Instant,
     /// Where the engine sends the request's events and its one final reply. Closed when the
     /// client goes away.
     pub replies: mpsc::Sender<Reply>,
@@ -211,7 +213,9 @@ async fn handle_connection(
         }
     });
     loop {
-        let line = match lines.next_line().await {
+        let line = lines.next_line().await;
+        let received = std::time::Instant::now();
+        let line = match line {
             Ok(Some(line)) => line,
             Ok(None) => break,
             Err(LineError::TooLong { max }) => {
@@ -232,6 +236,7 @@ async fn handle_connection(
                 let req = Request {
                     id,
                     op,
+                    received,
                     replies: out_tx.clone(),
                 };
                 if requests.send(req).await.is_err() {

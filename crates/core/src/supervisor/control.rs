@@ -73,6 +73,7 @@ async fn run_prepared(prepared: Prepared) -> Result<(), SupervisorError> {
         listeners,
         runtime_dir,
         config_path: options.config_path,
+        config_cache: Mutex::default(),
         events,
         loop_tx,
         stopping,
@@ -121,7 +122,7 @@ async fn run_prepared(prepared: Prepared) -> Result<(), SupervisorError> {
                     break;
                 }
                 Signal::Hangup => {
-                    if let Err(busy) = start_restart(&shared, None, None) {
+                    if let Err(busy) = start_restart(&shared, Instant::now(), None, None) {
                         warn!(restart = busy, "SIGHUP ignored: a restart is already running");
                     }
                 }
@@ -186,7 +187,12 @@ fn log_first_readiness(shared: &Arc<Shared>, generation: u64, pid: i32) {
 
 /// Handles one control request. Returns the requester of a `stop`, which ends the loop.
 fn handle_request(shared: &Arc<Shared>, req: ServerRequest) -> Option<(u64, mpsc::Sender<Reply>)> {
-    let ServerRequest { id, op, replies } = req;
+    let ServerRequest {
+        id,
+        op,
+        received,
+        replies,
+    } = req;
     let reply = |r: Reply| {
         let replies = replies.clone();
         tokio::spawn(async move {
@@ -203,7 +209,8 @@ fn handle_request(shared: &Arc<Shared>, req: ServerRequest) -> Option<(u64, mpsc
             attach,
         } => {
             let timeout = ready_timeout_ms.map(Duration::from_millis);
-            if let Err(running) = start_restart(shared, timeout, Some((id, replies.clone()))) {
+            let requester = Some((id, replies.clone()));
+            if let Err(running) = start_restart(shared, received, timeout, requester) {
                 if attach {
                     follow_restart(shared.events.subscribe(), running, id, replies.clone());
                 } else {
@@ -261,6 +268,7 @@ fn handle_request(shared: &Arc<Shared>, req: ServerRequest) -> Option<(u64, mpsc
 /// Starts a restart unless one is running (then returns its number).
 fn start_restart(
     shared: &Arc<Shared>,
+    requested_at: Instant,
     ready_timeout: Option<Duration>,
     requester: Option<(u64, mpsc::Sender<Reply>)>,
 ) -> Result<u64, u64> {
@@ -284,10 +292,11 @@ fn start_restart(
     let run = RestartRun {
         shared: shared.clone(),
         restart,
-        started: Instant::now(),
+        started: requested_at,
         ready_timeout,
     };
-    tokio::spawn(run.run());
+    let begun = run.begin();
+    tokio::spawn(run.run(begun));
     Ok(restart)
 }
 

@@ -23,6 +23,13 @@ use crate::duration::format_duration;
 use crate::proto::{EventKind, GenerationState, RestartOutcome, RestartReport};
 use crate::ready::{ReadyCheck, ReadyContext, wait_ready};
 
+/// How [`RestartRun::begin`] ended: the new generation and the config it runs, or the
+/// outcome of a restart that could not start one.
+pub(super) struct Begun {
+    old_generation: Option<u64>,
+    spawned: Result<(ServiceConfig, Started), RestartOutcome>,
+}
+
 pub(super) struct RestartRun {
     pub shared: Arc<Shared>,
     pub restart: u64,
@@ -35,10 +42,65 @@ impl RestartRun {
         self.shared.emit(Some((self.restart, self.started)), kind);
     }
 
-    /// Runs the restart to its end and records the outcome.
-    pub async fn run(self) {
+    /// The start of the restart, up to the new child: the service file read again and the
+    /// new generation spawned. It is synchronous and runs where the request was taken, so
+    /// that no task switch, which can wait for a CPU on a busy machine, stands between the
+    /// request and the child.
+    pub fn begin(&self) -> Begun {
         let old_generation = self.shared.lock().active;
-        let (outcome, new) = self.attempt().await;
+        // Until the child exists, events are recorded and sent only after: each send wakes
+        // the threads that write to clients, and on a busy machine a woken thread can preempt
+        // this one in the middle of the millisecond it needs.
+        let mut pending = vec![(self.started, EventKind::RestartRequested)];
+        let config = match self.reload_config() {
+            Ok((config, reloaded)) => {
+                pending.extend(reloaded);
+                config
+            }
+            Err(reason) => {
+                self.flush(&mut pending);
+                return Begun {
+                    old_generation,
+                    spawned: Err(RestartOutcome::Failed { reason }),
+                };
+            }
+        };
+        let spawned =
+            match start_generation(&self.shared, &config, GenerationState::Starting, false) {
+                Ok(started) => {
+                    pending.push((
+                        started.spawned_at,
+                        EventKind::Spawned {
+                            generation: started.generation,
+                            pid: started.pid,
+                        },
+                    ));
+                    Ok((config, started))
+                }
+                Err(e) => Err(RestartOutcome::Failed {
+                    reason: format!("cannot start the new generation: {e}"),
+                }),
+            };
+        self.flush(&mut pending);
+        Begun {
+            old_generation,
+            spawned,
+        }
+    }
+
+    /// Runs the rest of the restart to its end and records the outcome.
+    pub async fn run(self, begun: Begun) {
+        let Begun {
+            old_generation,
+            spawned,
+        } = begun;
+        let (outcome, new) = match spawned {
+            Ok((config, started)) => {
+                let new = Some((started.generation, started.pid));
+                (self.attempt(config, started).await, new)
+            }
+            Err(outcome) => (outcome, None),
+        };
         let report = RestartReport {
             restart: self.restart,
             outcome,
@@ -83,41 +145,14 @@ impl RestartRun {
         }
     }
 
-    async fn attempt(&self) -> (RestartOutcome, Option<(u64, i32)>) {
-        // From the request to the clone, events are recorded and sent only once the child
-        // exists: each send wakes the threads that write to clients, and on a busy machine
-        // a woken thread can preempt this one in the middle of the millisecond it needs.
-        let mut pending = vec![(Instant::now(), EventKind::RestartRequested)];
-        let config = match self.reload_config() {
-            Ok((config, reloaded)) => {
-                pending.extend(reloaded);
-                config
-            }
-            Err(reason) => {
-                self.flush(&mut pending);
-                return (RestartOutcome::Failed { reason }, None);
-            }
-        };
+    /// From the new generation's start: wait for it to be ready, promote it, drain the old.
+    async fn attempt(&self, config: ServiceConfig, started: Started) -> RestartOutcome {
         let Started {
             generation,
             pid,
             exec,
-            spawned_at,
-        } = match start_generation(&self.shared, &config, GenerationState::Starting, false) {
-            Ok(started) => started,
-            Err(e) => {
-                self.flush(&mut pending);
-                return (
-                    RestartOutcome::Failed {
-                        reason: format!("cannot start the new generation: {e}"),
-                    },
-                    None,
-                );
-            }
-        };
-        pending.push((spawned_at, EventKind::Spawned { generation, pid }));
-        self.flush(&mut pending);
-        let new = Some((generation, pid));
+            ..
+        } = started;
         let checks: Vec<String> = config.ready.checks.iter().map(|c| c.to_string()).collect();
         self.emit(EventKind::WaitingReady { generation, checks });
 
@@ -126,12 +161,9 @@ impl RestartRun {
             match st.generations.get(&generation) {
                 Some(g) => (g.exited.clone(), g.notify.as_ref().map(|n| n.state())),
                 None => {
-                    return (
-                        RestartOutcome::Failed {
-                            reason: "the new generation vanished".into(),
-                        },
-                        new,
-                    );
+                    return RestartOutcome::Failed {
+                        reason: "the new generation vanished".into(),
+                    };
                 }
             }
         };
@@ -172,7 +204,7 @@ impl RestartRun {
             }),
             Err(reason) => {
                 drain(&self.shared, generation, Some((self.restart, self.started))).await;
-                return (RestartOutcome::RolledBack { reason }, new);
+                return RestartOutcome::RolledBack { reason };
             }
         }
 
@@ -198,19 +230,16 @@ impl RestartRun {
         };
         let Some(old) = old else {
             drain(&self.shared, generation, Some((self.restart, self.started))).await;
-            return (
-                RestartOutcome::RolledBack {
-                    reason: "the supervisor is stopping".into(),
-                },
-                new,
-            );
+            return RestartOutcome::RolledBack {
+                reason: "the supervisor is stopping".into(),
+            };
         };
         self.shared.write_pidfile(pid);
         self.emit(EventKind::Promoted { generation, pid });
         if let Some(old) = old {
             drain(&self.shared, old, Some((self.restart, self.started))).await;
         }
-        (RestartOutcome::Completed, new)
+        RestartOutcome::Completed
     }
 
     /// The config for the new generation: the service file read again (with the event that
@@ -220,7 +249,13 @@ impl RestartRun {
         let Some(path) = &self.shared.config_path else {
             return Ok((current, None));
         };
-        let config = crate::config::load_file(path).map_err(|e| {
+        let loaded = self
+            .shared
+            .config_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .load(path);
+        let config = loaded.map_err(|e| {
             format!("the service file is invalid; the old generation keeps serving: {e}")
         })?;
         if config.name != current.name {
