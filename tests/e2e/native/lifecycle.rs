@@ -118,9 +118,13 @@ fn crashed_active_generation_is_respawned_while_the_listener_stays_open() {
     let pid = active_pid(&status);
     // SAFETY: killing the generation this test started.
     unsafe { libc::kill(pid, libc::SIGKILL) };
-    wait_for("the killed generation to be gone", || {
-        (!is_alive(pid)).then_some(())
+    // Wait for the supervisor to have reaped it, not just for its main thread to be a
+    // zombie: until its last thread has exited, its accept thread can still take a
+    // connection from the queue, and that connection is then reset when the thread dies.
+    wait_for("the supervisor to count the crash", || {
+        env.status("api").filter(|s| s.restarts.crashes >= 1)
     });
+    assert!(!is_alive(pid));
     // A client that connects meanwhile waits in the backlog and is answered by the respawn.
     let (code, body) = http_get(&addr, "/").expect("GET / during the respawn");
     assert_eq!(code, 200);
