@@ -22,11 +22,35 @@ struct Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(self.group),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        // A group id stays taken while any process is in the group; once every nginx of
+        // the test is gone it may be reused by another test's process (every generation
+        // leads its own group). So kill the group only while an nginx is still in it.
+        if nginx_in_group(self.group) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(self.group),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
+}
+
+/// Whether some process named nginx has process group `group`, from `/proc/*/stat`.
+fn nginx_in_group(group: i32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|entry| {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
+        // pid (comm) state ppid pgrp ...
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            return false;
+        };
+        let comm = &stat[open + 1..close];
+        let pgrp = stat[close + 1..].split_whitespace().nth(2);
+        comm == "nginx" && pgrp.and_then(|g| g.parse::<i32>().ok()) == Some(group)
+    })
 }
 
 fn config(prefix: &Path, port: u16, extra: &str) -> String {
