@@ -151,13 +151,7 @@ pub fn is_alive(pid: i32) -> bool {
 /// for `pid`.
 pub fn duplicate_fd(pid: i32, fd: i32) -> Option<std::os::fd::OwnedFd> {
     use std::os::fd::{FromRawFd, OwnedFd};
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if pidfd < 0 {
-        return None;
-    }
-    // SAFETY: a fresh fd from the kernel that nothing else owns.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    let pidfd = pidfd(pid)?;
     // SAFETY: pidfd_getfd takes our pidfd, the target's fd number and flags; it returns a
     // new close-on-exec fd or -1.
     let dup = unsafe {
@@ -173,6 +167,17 @@ pub fn duplicate_fd(pid: i32, fd: i32) -> Option<std::os::fd::OwnedFd> {
     }
     // SAFETY: as above, a fresh fd that only we own.
     Some(unsafe { OwnedFd::from_raw_fd(dup as i32) })
+}
+
+/// A pidfd for `pid` (`pidfd_open`, Linux 5.3+), close-on-exec; `None` when the process
+/// is gone or the kernel refuses.
+pub fn pidfd(pid: i32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: the syscall returned a fresh fd that nothing else owns.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// How many file descriptors the process has open.

@@ -34,22 +34,12 @@ impl Drop for Nginx {
     }
 }
 
-/// Whether some process named nginx has process group `group`, from `/proc/*/stat`.
+/// Whether some process named nginx has process group `group`.
 fn nginx_in_group(group: i32) -> bool {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    dir.flatten().any(|entry| {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            return false;
-        };
-        // pid (comm) state ppid pgrp ...
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            return false;
-        };
-        let comm = &stat[open + 1..close];
-        let pgrp = stat[close + 1..].split_whitespace().nth(2);
-        comm == "nginx" && pgrp.and_then(|g| g.parse::<i32>().ok()) == Some(group)
+    procfs::process::all_processes().is_ok_and(|all| {
+        all.flatten()
+            .filter_map(|p| p.stat().ok())
+            .any(|stat| stat.comm == "nginx" && stat.pgrp == group)
     })
 }
 

@@ -1,7 +1,7 @@
 //! The processes a driver signals: read from a pidfile, proven to be the expected program,
 //! and held by a pidfd so that a recycled pid never receives a signal meant for them.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 use super::DriverError;
@@ -22,7 +22,7 @@ impl Target {
     /// the same one (start time) whose command line was checked.
     pub(super) fn open(pid: i32) -> Option<Target> {
         let start_ticks = proc::start_time_ticks(pid).ok()?;
-        let pidfd = pidfd_open(pid)?;
+        let pidfd = proc::pidfd(pid)?;
         // The pidfd was opened after the start time was read: if the pid had been reused
         // in between, the start time would now differ.
         (proc::is_alive(pid) && proc::start_time_ticks(pid).ok() == Some(start_ticks)).then_some(
@@ -61,15 +61,6 @@ impl Target {
         tracing::debug!(pid = self.pid, %signal, "signalled");
         Ok(())
     }
-}
-
-fn pidfd_open(pid: i32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
-    // SAFETY: the syscall returned a fresh fd that nothing else owns; pidfds are
-    // close-on-exec.
-    Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// The process's command line, arguments joined by spaces (empty when unreadable).

@@ -10,6 +10,7 @@
 //!                  drain gen N: stop signal, wait ≤ drain timeout, SIGKILL ─► Completed
 //! ```
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -245,9 +246,8 @@ impl RestartRun {
     /// The config for the new generation: the service file read again (with the event that
     /// says so, to send), or the one we have.
     fn reload_config(&self) -> Result<(ServiceConfig, Option<(Instant, EventKind)>), String> {
-        let current = self.shared.lock().config.clone();
         let Some(path) = &self.shared.config_path else {
-            return Ok((current, None));
+            return Ok((self.shared.lock().config.clone(), None));
         };
         let loaded = self
             .shared
@@ -258,6 +258,18 @@ impl RestartRun {
         let config = loaded.map_err(|e| {
             format!("the service file is invalid; the old generation keeps serving: {e}")
         })?;
+        self.check_unchanged_identity(&config, path)?;
+        let reloaded = EventKind::ConfigReloaded {
+            path: path.display().to_string(),
+        };
+        Ok((config, Some((Instant::now(), reloaded))))
+    }
+
+    /// A reloaded config may change anything but the name and the listeners. Compared
+    /// under the lock rather than on a copy of the running config.
+    fn check_unchanged_identity(&self, config: &ServiceConfig, path: &Path) -> Result<(), String> {
+        let st = self.shared.lock();
+        let current = &st.config;
         if config.name != current.name {
             return Err(format!(
                 "the service file now names the service '{}' instead of '{}'; restore the name or run a new supervisor",
@@ -270,10 +282,7 @@ impl RestartRun {
                 path.display()
             ));
         }
-        let reloaded = EventKind::ConfigReloaded {
-            path: path.display().to_string(),
-        };
-        Ok((config, Some((Instant::now(), reloaded))))
+        Ok(())
     }
 }
 
