@@ -60,10 +60,12 @@ fn start(env: &TestEnv, program: &Path, mode: &str, app: &str) -> Gunicorn {
         let pid = zd_core::pidfile::read(&pidfile).ok()?;
         (crate::support::descendants(pid).len() >= 3).then_some(())
     });
+    // settle is also how long the upgrade waits for the old arbiter to fork its new one
+    // before it concludes the exec failed; a busy CI machine has taken more than 300 ms.
     env.write_service(
         "wsgi",
         &format!(
-            "driver: gunicorn\npidfile: {}\ngunicorn: {{ mode: {mode} }}\nsettle: 300ms\n\
+            "driver: gunicorn\npidfile: {}\ngunicorn: {{ mode: {mode} }}\nsettle: 1s\n\
              timeout: 30s\n",
             pidfile.display()
         ),
