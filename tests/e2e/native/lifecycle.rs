@@ -264,3 +264,30 @@ fn a_supervisor_whose_stderr_nobody_reads_keeps_restarting() {
         "only {queued} of {capacity} bytes waiting in the pipe"
     );
 }
+
+#[test]
+fn a_drained_generation_is_reported_with_its_exit_status_then_reaped() {
+    let mut env = TestEnv::new();
+    // Many threads, each read by the `accepting` check: the case where reaping is slow
+    // enough that the supervisor reports the exit before it reaps.
+    env.fixture_service("api", &["--workers", "32"], "");
+    let status = env.start("api", &["run", "api"]);
+    let sup = status.supervisor_pid;
+    let out = env.run_zdctl(&["restart", "api", "--json"]);
+    assert_code(&out, 0);
+    let exited: serde_json::Value = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
+        .find(|e| e["event"] == "exited")
+        .expect("an exited event");
+    assert_eq!(exited["generation"], 1, "{exited}");
+    assert_eq!(
+        exited["status"],
+        serde_json::json!({ "how": "code", "code": 0 }),
+        "a drained fixture exits 0: {exited}"
+    );
+    let pid = i32::try_from(exited["pid"].as_i64().expect("pid")).expect("a pid");
+    wait_for("the old generation reaped, not left a zombie", || {
+        (parent_of(pid) != Some(sup)).then_some(())
+    });
+}

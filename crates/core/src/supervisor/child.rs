@@ -2,7 +2,7 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -102,7 +102,7 @@ pub(super) fn start_generation(
     let shared = shared.clone();
     tokio::spawn(async move {
         let status = wait_exit(&pidfd).await;
-        debug!(generation, pid, %status, "reaped");
+        debug!(generation, pid, %status, "exited");
         shared.lock().mark_exited(generation, status);
         let _ = exit_tx.send(Some(status));
         let _ = shared
@@ -117,8 +117,23 @@ pub(super) fn start_generation(
     })
 }
 
-/// Waits until the process behind `pidfd` exits and reaps it, without tying up a thread:
-/// a pidfd becomes readable when its process exits, and then `waitid` cannot block.
+/// How long after a generation's exit its zombie is reaped. Its exit status is read
+/// at once (see [`wait_exit`]); the delay lets the exiting threads finish their own
+/// `/proc` cleanup first, so that reaping has nothing left to wait for.
+const REAP_DELAY: Duration = Duration::from_millis(200);
+
+/// Waits until the process behind `pidfd` exits and returns its status, without tying
+/// up a thread: a pidfd becomes readable when its process has exited.
+///
+/// The status is read with `WNOWAIT`, which leaves the zombie in place, and the zombie is
+/// reaped later on a blocking thread ([`REAP_DELAY`]). Reaping is not the cheap call it
+/// looks like: it drops the process's `/proc` entries, and when the process had many
+/// threads whose entries were looked up (the `accepting` check reads every thread's
+/// `syscall` file) while those threads are still dropping their own, the kernel
+/// retries (`shrink_dcache_parent`) until they are done. On a loaded machine that took
+/// 0.9 to 25 s inside one `waitid` and up to 18 s of the supervisor's CPU over 150
+/// restarts; the restart waiting for it could not complete. A zombie costs nothing
+/// meanwhile, and keeps its pid and process group from being reused.
 async fn wait_exit(pidfd: &Arc<OwnedFd>) -> ExitInfo {
     // SAFETY: `PidFd` holds an Arc of the OwnedFd, so the fd stays open and unreplaced for
     // as long as the AsyncFd is registered.
@@ -130,40 +145,58 @@ async fn wait_exit(pidfd: &Arc<OwnedFd>) -> ExitInfo {
         Err(e) => {
             warn!(error = %e, "cannot register a pidfd; reaping on a blocking thread");
             let fd = pidfd.as_raw_fd();
-            return tokio::task::spawn_blocking(move || {
-                loop {
-                    if let Some(status) = reap(fd, false) {
-                        return status;
-                    }
-                }
-            })
-            .await
-            .unwrap_or(ExitInfo::Code { code: -1 });
+            return tokio::task::spawn_blocking(move || wait_for_exit(fd, Wait::Reap))
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(ExitInfo::Code { code: -1 });
         }
     };
     loop {
         let Ok(mut ready) = afd.readable().await else {
             return ExitInfo::Code { code: -1 };
         };
-        if let Some(status) = reap(pidfd.as_raw_fd(), true) {
+        if let Some(status) = wait_for_exit(pidfd.as_raw_fd(), Wait::Peek) {
+            let pidfd = pidfd.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(REAP_DELAY).await;
+                let reaped = tokio::task::spawn_blocking(move || {
+                    wait_for_exit(pidfd.as_raw_fd(), Wait::Reap);
+                });
+                let _ = reaped.await;
+            });
             return status;
         }
-        // Readable but not yet reapable (a spurious wake-up): wait for the next edge.
+        // Readable but not yet exited (a spurious wake-up): wait for the next edge.
         ready.clear_ready();
     }
 }
 
-/// Reaps the child behind pidfd `fd`; with `nohang`, `None` if it has not exited yet.
-fn reap(fd: i32, nohang: bool) -> Option<ExitInfo> {
-    let flags = libc::WEXITED | if nohang { libc::WNOHANG } else { 0 };
+/// What [`wait_for_exit`] does with the child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Reads the status of a child that has exited, leaving it a zombie; never blocks.
+    Peek,
+    /// Blocks until the child has exited and reaps it.
+    Reap,
+}
+
+/// The exit status of the child behind pidfd `fd`; `None` when peeking at a child that
+/// has not exited yet.
+fn wait_for_exit(fd: i32, wait: Wait) -> Option<ExitInfo> {
+    let flags = libc::WEXITED
+        | match wait {
+            Wait::Peek => libc::WNOHANG | libc::WNOWAIT,
+            Wait::Reap => 0,
+        };
     loop {
         // SAFETY: siginfo_t is plain data; waitid fills it in for our own child's pidfd.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: P_PIDFD with a pidfd we own; WEXITED reaps its exit.
+        // SAFETY: P_PIDFD with a pidfd we own; WEXITED waits for its exit.
         let rc = unsafe { libc::waitid(libc::P_PIDFD, fd as libc::id_t, &mut info, flags) };
         if rc == 0 {
             // SAFETY: after a successful waitid the pid and status fields are valid; a zero
-            // pid means WNOHANG found nothing to reap yet.
+            // pid means WNOHANG found no exit yet.
             let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
             if pid == 0 {
                 return None;
