@@ -108,10 +108,6 @@ pub fn find_accepting(
     if listener_inodes.is_empty() {
         return Ok(None);
     }
-    let tree = proc::descendants(root);
-    if tree.is_empty() {
-        return Err(ProcError::Gone { pid: root });
-    }
     let mut scan = Scan {
         listener_inodes,
         other_sockets: HashMap::new(),
@@ -120,7 +116,18 @@ pub fn find_accepting(
         listener_holder: None,
         first_error: None,
     };
-    for &pid in &tree {
+    // The root first, before the tree is listed: most servers accept in their main
+    // process, and listing the tree reads a file per thread of every process in it.
+    match scan.examine(root) {
+        Ok(Some(evidence)) => return Ok(Some(evidence)),
+        Ok(None) => {}
+        Err(err) => scan.note(err),
+    }
+    let tree = proc::descendants(root);
+    if tree.is_empty() {
+        return Err(ProcError::Gone { pid: root });
+    }
+    for &pid in tree.iter().filter(|&&pid| pid != root) {
         match scan.examine(pid) {
             Ok(Some(evidence)) => return Ok(Some(evidence)),
             Ok(None) => {}
