@@ -60,6 +60,15 @@ fn cannot_exec(master: i32, is_nginx: bool) -> Option<String> {
     ))
 }
 
+/// What tells one version of a file from another without reading it: device, inode
+/// and change time. A rename changes the moved file's ctime, so a pidfile renamed to
+/// `.oldbin` and back differs from before.
+fn pidfile_stamp(path: &Path) -> Option<(u64, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec()))
+}
+
 pub(super) async fn upgrade(
     config: &DriverConfig,
     run: &mut Run<'_>,
@@ -100,6 +109,9 @@ pub(super) async fn upgrade(
     } else {
         listener_inodes(old.pid)
     };
+    // What the pidfile looks like before the signal: a master that acted on USR2 moved it
+    // away (and back, if its new binary failed), which changes its inode or ctime.
+    let untouched = pidfile_stamp(path);
     old.signal(Signal::User2)?;
     run.emit(EventKind::Signalled {
         generation: run.old_generation.unwrap_or(0),
@@ -156,10 +168,14 @@ pub(super) async fn upgrade(
                 }
             }
             None => {
-                // The exec child appears at once; none after `settle` and no .oldbin means
-                // it already died (execve failed) and the old master restored the pidfile.
+                // The exec child appears at once; none after `settle`, no .oldbin, and a
+                // pidfile that was moved away and back mean it already died (execve failed)
+                // and the old master restored the pidfile. A pidfile that was not touched
+                // yet is a master slow to act on USR2 (a busy host): keep waiting, up to
+                // the restart's timeout.
                 let moved = oldbin.exists() || second.as_deref().is_some_and(Path::exists);
-                if signalled.elapsed() >= config.settle && !moved {
+                let restored = pidfile_stamp(path) != untouched;
+                if signalled.elapsed() >= config.settle && !moved && restored {
                     let why = cannot_exec(old.pid, is_nginx).unwrap_or_else(|| {
                         format!("the new {program} binary could not be started (see its error log)")
                     });
