@@ -13,5 +13,6 @@ pub mod proc;
 pub mod proto;
 pub mod ready;
 pub mod signal;
+mod stamp;
 pub mod supervisor;
 pub mod verify;

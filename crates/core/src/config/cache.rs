@@ -5,58 +5,29 @@
 //! path. [`FileCache`] keeps the config parsed at the last read, with the file's identity
 //! and timestamps, and hands it back while they are unchanged.
 
-use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::{ConfigError, ServiceConfig, load_file};
+use crate::stamp::FileStamp;
 
 /// A change within this long before a read might not move the file's timestamps (their
 /// granularity is a clock tick on most filesystems, seconds on some): a file changed that
 /// recently is read again next time rather than trusted.
 const SETTLE: Duration = Duration::from_secs(2);
 
-/// What identifies one version of a file without reading it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl Stamp {
-    fn of(path: &Path) -> Option<(Stamp, SystemTime)> {
-        let meta = std::fs::metadata(path).ok()?;
-        let stamp = Stamp {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
-        };
-        let changed = SystemTime::UNIX_EPOCH
-            + Duration::new(
-                u64::try_from(meta.ctime()).ok()?,
-                u32::try_from(meta.ctime_nsec()).ok()?,
-            );
-        Some((stamp, changed))
-    }
-}
-
 /// The last config read from one service file.
 #[derive(Debug, Default)]
 pub struct FileCache {
-    last: Option<(Stamp, ServiceConfig)>,
+    last: Option<(FileStamp, ServiceConfig)>,
 }
 
 impl FileCache {
     /// The config in `path`: the one read last time if the file is unchanged since, else
     /// read, parsed and validated again (see [`load_file`]).
     pub fn load(&mut self, path: &Path) -> Result<ServiceConfig, ConfigError> {
-        let before = Stamp::of(path);
-        if let (Some((stamp, _)), Some((cached, config))) = (before, &self.last) {
+        let before = FileStamp::of(path);
+        if let (Some(stamp), Some((cached, config))) = (before, &self.last) {
             if stamp == *cached {
                 return Ok(config.clone());
             }
@@ -64,11 +35,12 @@ impl FileCache {
         self.last = None;
         let config = load_file(path)?;
         // Keep it only if the file was settled before the read and did not change during it.
-        if let Some((stamp, changed)) = before {
-            let settled = changed
-                .elapsed()
-                .is_ok_and(|since_change| since_change > SETTLE);
-            if settled && Stamp::of(path).is_some_and(|(after, _)| after == stamp) {
+        if let Some(stamp) = before {
+            let settled = stamp
+                .changed()
+                .and_then(|changed| changed.elapsed().ok())
+                .is_some_and(|since_change| since_change > SETTLE);
+            if settled && FileStamp::of(path) == Some(stamp) {
                 self.last = Some((stamp, config.clone()));
             }
         }
@@ -78,6 +50,8 @@ impl FileCache {
 
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
     use super::*;
 
     fn write(path: &Path, text: &str) {
@@ -119,7 +93,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("svc.yaml");
         write(&path, "command: [\"true\"]\n");
-        let (stamp, _) = Stamp::of(&path).unwrap();
+        let stamp = FileStamp::of(&path).unwrap();
         let config = load_file(&path).unwrap();
         let mut cache = FileCache {
             last: Some((stamp, config)),

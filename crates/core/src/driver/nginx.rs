@@ -26,6 +26,7 @@ use crate::proc;
 use crate::proto::{EventKind, RestartOutcome};
 use crate::ready::accepting::find_accepting;
 use crate::signal::Signal;
+use crate::stamp::FileStamp;
 
 /// How long a rollback may wait for the new master to go, after the restart's deadline.
 const ROLLBACK_GRACE: Duration = Duration::from_secs(5);
@@ -58,15 +59,6 @@ fn cannot_exec(master: i32, is_nginx: bool) -> Option<String> {
          execve() failed, see its error log; start it with an absolute path, like \
          '/usr/sbin/nginx'"
     ))
-}
-
-/// What tells one version of a file from another without reading it: device, inode
-/// and change time. A rename changes the moved file's ctime, so a pidfile renamed to
-/// `.oldbin` and back differs from before.
-fn pidfile_stamp(path: &Path) -> Option<(u64, u64, i64, i64)> {
-    use std::os::unix::fs::MetadataExt as _;
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec()))
 }
 
 pub(super) async fn upgrade(
@@ -111,7 +103,7 @@ pub(super) async fn upgrade(
     };
     // What the pidfile looks like before the signal: a master that acted on USR2 moved it
     // away (and back, if its new binary failed), which changes its inode or ctime.
-    let untouched = pidfile_stamp(path);
+    let untouched = FileStamp::of(path);
     old.signal(Signal::User2)?;
     run.emit(EventKind::Signalled {
         generation: run.old_generation.unwrap_or(0),
@@ -174,8 +166,10 @@ pub(super) async fn upgrade(
                 // yet is a master slow to act on USR2 (a busy host): keep waiting, up to
                 // the restart's timeout.
                 let moved = oldbin.exists() || second.as_deref().is_some_and(Path::exists);
-                let restored = pidfile_stamp(path) != untouched;
-                if signalled.elapsed() >= config.settle && !moved && restored {
+                if signalled.elapsed() >= config.settle
+                    && !moved
+                    && FileStamp::of(path) != untouched
+                {
                     let why = cannot_exec(old.pid, is_nginx).unwrap_or_else(|| {
                         format!("the new {program} binary could not be started (see its error log)")
                     });
