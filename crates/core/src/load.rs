@@ -35,6 +35,7 @@
 //! # }
 //! ```
 
+mod pace;
 mod record;
 mod report;
 mod response;
@@ -47,6 +48,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
+
+use pace::Pacer;
 
 pub use record::{FailureKind, LiveCounters, Outcome, RequestRecord};
 pub use report::{LatencySummary, LoadReport, ThroughputBucket, WindowedSummary};
@@ -214,6 +217,8 @@ pub enum LoadError {
     InvalidConfig { problem: String },
     #[error("a load task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("cannot create the timers that pace an open-loop run")]
+    Timer(#[source] std::io::Error),
 }
 
 /// Runs the load until `duration`, `max_requests` or `stop` turning `true`,
@@ -230,6 +235,12 @@ pub async fn run_with_counters(
     live: Arc<LiveCounters>,
 ) -> Result<LoadReport, LoadError> {
     config.validate()?;
+    // One timer per task, all made before the first request so that running
+    // out of file descriptors is an error up front rather than a task short.
+    let pacers = (0..config.concurrency)
+        .map(|_| config.rate.map(|_| Pacer::new()).transpose())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(LoadError::Timer)?;
     let started = Instant::now();
     let (internal_stop, internal_rx) = watch::channel(false);
     let run = Arc::new(worker::Run {
@@ -267,8 +278,9 @@ pub async fn run_with_counters(
             let _ = internal_stop.send(true);
         })
     };
-    let tasks: Vec<_> = (0..run.config.concurrency)
-        .map(|_| tokio::spawn(worker::work(Arc::clone(&run))))
+    let tasks: Vec<_> = pacers
+        .into_iter()
+        .map(|pacer| tokio::spawn(worker::work(Arc::clone(&run), pacer)))
         .collect();
     let mut records = Vec::new();
     let mut failure = None;

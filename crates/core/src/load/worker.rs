@@ -9,6 +9,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::watch;
 
+use super::pace::Pacer;
 use super::record::{FailureKind, LiveCounters, Outcome, RequestRecord};
 use super::response::{self, HeadError, MAX_HEAD};
 use super::{ConnectionMode, Endpoint, LoadConfig};
@@ -88,7 +89,8 @@ impl Stream {
 }
 
 /// Runs one task until the budget, the deadline or a stop; returns its records.
-pub(super) async fn work(run: Arc<Run>) -> Vec<RequestRecord> {
+/// `pacer` waits for the open-loop slots (`None` in closed loop).
+pub(super) async fn work(run: Arc<Run>, mut pacer: Option<Pacer>) -> Vec<RequestRecord> {
     let mut records = Vec::with_capacity(1024);
     let mut conn: Option<Stream> = None;
     let mut buf = vec![0u8; MAX_HEAD];
@@ -102,21 +104,26 @@ pub(super) async fn work(run: Arc<Run>) -> Vec<RequestRecord> {
         if run.config.max_requests.is_some_and(|max| n >= max) {
             break;
         }
-        let start = match interval {
+        let start = match (interval, pacer.as_mut()) {
             // Open loop: request n is due at a fixed time whether or not a
             // connection is free; measuring from then counts the wait.
-            Some(interval) => {
+            (Some(interval), Some(pacer)) => {
                 let due = run.started + Duration::from_secs_f64(n as f64 * interval);
                 if run.deadline.is_some_and(|d| due >= d) {
                     break;
                 }
-                tokio::select! {
-                    () = tokio::time::sleep_until(due.into()) => {}
+                let waited = tokio::select! {
+                    waited = pacer.wait_until(due) => waited,
                     _ = stop.wait_for(|s| *s) => break,
+                };
+                if waited.is_err() {
+                    // A timerfd that fails once armed leaves no way to keep the
+                    // schedule precisely; tokio's millisecond timer still keeps it.
+                    tokio::time::sleep_until(due.into()).await;
                 }
                 due
             }
-            None => {
+            _ => {
                 let now = Instant::now();
                 if run.deadline.is_some_and(|d| now >= d) {
                     break;
