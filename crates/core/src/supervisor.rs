@@ -8,6 +8,7 @@
 mod child;
 mod control;
 mod drain;
+pub mod priority;
 mod restart;
 mod state;
 
@@ -87,6 +88,18 @@ pub fn prepare(options: SupervisorOptions) -> Result<Prepared, SupervisorError> 
         .into());
     }
     let listeners = crate::listen::open_or_adopt_listeners(&options.config.listeners)?;
+    // Before the runtime starts its threads, so that they inherit the weaker priority.
+    match priority::give_way() {
+        priority::GiveWay::Lowered { original, lowered } => info!(
+            original,
+            lowered, "the supervisor runs at a weaker CPU priority than the generations it starts"
+        ),
+        priority::GiveWay::NotPermitted => info!(
+            "the supervisor runs at the service's CPU priority: without CAP_SYS_NICE its \
+             generations could not be started back at a stronger one"
+        ),
+        priority::GiveWay::AtLowest => {}
+    }
     Ok(Prepared { options, listeners })
 }
 

@@ -5,5 +5,6 @@ mod errors;
 mod flips;
 mod handoff;
 mod lifecycle;
+mod priority;
 mod ready;
 mod rollback;

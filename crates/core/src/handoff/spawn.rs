@@ -23,6 +23,9 @@ pub struct SpawnSpec<'a> {
     pub notify_socket: Option<&'a Path>,
     /// Give the child pipes for stdout and stderr instead of ours.
     pub capture_output: bool,
+    /// The nice value the child sets before exec: the supervisor's own threads may run
+    /// at a weaker one (`supervisor::priority`).
+    pub nice: Option<i32>,
 }
 
 /// A started generation.
@@ -201,6 +204,7 @@ pub fn start_child(spec: &SpawnSpec<'_>) -> Result<Spawned, HandoffError> {
         err_pipe: err_write.as_raw_fd(),
         stdout: child_out,
         stderr: child_err,
+        nice: spec.nice.unwrap_or(NO_NICE),
     });
     let mut memory = ChildMemory {
         context,
@@ -346,6 +350,8 @@ struct ChildContext {
     err_pipe: RawFd,
     stdout: RawFd,
     stderr: RawFd,
+    /// `i32::MIN` for none.
+    nice: i32,
 }
 
 /// The kernel's `struct sigaction` for rt_sigaction on x86_64 and aarch64 (both define
@@ -364,7 +370,11 @@ const STAGES: &[&str] = &[
     "moving the listeners",
     "redirecting output",
     "execve",
+    "setting the priority",
 ];
+
+/// `ChildContext::nice` when the child keeps the priority it was born with.
+const NO_NICE: i32 = i32::MIN;
 
 /// The child side. Never returns.
 ///
@@ -404,6 +414,23 @@ unsafe fn exec_child(ctx: &ChildContext) -> ! {
                 8,
             ],
         );
+
+        // Back to the service's priority from the supervisor's weaker one. Whether this
+        // is permitted was tried before the supervisor lowered itself.
+        if ctx.nice != NO_NICE {
+            let rc = call(
+                Sys::Setpriority,
+                [
+                    libc::PRIO_PROCESS as usize,
+                    0,
+                    ctx.nice as isize as usize,
+                    0,
+                ],
+            );
+            if rc < 0 {
+                fail(ctx.err_pipe, 4, rc);
+            }
+        }
 
         if !ctx.workdir.is_null() {
             let rc = call(Sys::Chdir, [ctx.workdir as usize, 0, 0, 0]);
@@ -543,6 +570,7 @@ mod raw {
         Execve,
         Write,
         ExitGroup,
+        Setpriority,
     }
 
     impl Sys {
@@ -559,6 +587,7 @@ mod raw {
                 Sys::Execve => libc::SYS_execve,
                 Sys::Write => libc::SYS_write,
                 Sys::ExitGroup => libc::SYS_exit_group,
+                Sys::Setpriority => libc::SYS_setpriority,
             }
         }
     }
@@ -726,6 +755,7 @@ mod tests {
             listeners: &[],
             notify_socket: None,
             capture_output: false,
+            nice: None,
         }
     }
 

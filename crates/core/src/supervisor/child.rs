@@ -63,6 +63,7 @@ pub(super) fn start_generation(
         listeners: &shared.listeners,
         notify_socket: notify.as_ref().map(|n| n.path()),
         capture_output: config.log_prefix,
+        nice: super::priority::generation_nice(),
     };
     let spawned = if wait_exec {
         // Waiting for the exec can take a while on a busy machine: keep it off the worker
