@@ -49,6 +49,7 @@ set edit:completion:arg-completer[zdctl] = {|@words|
             cand --stop-signal 'Flags form: the signal that asks a generation to stop (default TERM)'
             cand --drain-timeout 'Flags form: how long a stopping generation gets before SIGKILL (default 30s)'
             cand --log-prefix 'Flags form: prefix each line of the program''s output with `[NAME gen N]`'
+            cand --yield-cpu 'Flags form: run the supervisor ten nice levels below the service, so a restart''s CPU work yields to the requests being served (needs CAP_SYS_NICE)'
             cand -v 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
             cand --verbose 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
             cand -h 'Print help'

@@ -49,6 +49,7 @@ complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l pidfile -d 'Flags fo
 complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l stop-signal -d 'Flags form: the signal that asks a generation to stop (default TERM)' -r
 complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l drain-timeout -d 'Flags form: how long a stopping generation gets before SIGKILL (default 30s)' -r
 complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l log-prefix -d 'Flags form: prefix each line of the program\'s output with `[NAME gen N]`'
+complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l yield-cpu -d 'Flags form: run the supervisor ten nice levels below the service, so a restart\'s CPU work yields to the requests being served (needs CAP_SYS_NICE)'
 complete -c zdctl -n "__fish_zdctl_using_subcommand run" -s v -l verbose -d 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
 complete -c zdctl -n "__fish_zdctl_using_subcommand run" -s h -l help -d 'Print help'
 complete -c zdctl -n "__fish_zdctl_using_subcommand run" -s V -l version -d 'Print version'

@@ -116,13 +116,18 @@ pub struct RunArgs {
     #[arg(long)]
     pub log_prefix: bool,
 
+    /// Flags form: run the supervisor ten nice levels below the service, so a restart's
+    /// CPU work yields to the requests being served (needs CAP_SYS_NICE).
+    #[arg(long)]
+    pub yield_cpu: bool,
+
     /// Flags form: the program and its arguments, after `--`.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
 
 /// The flags of the flags form: none of them may be mixed with `-c` or a NAME.
-const FLAGS_FORM: [&str; 9] = [
+const FLAGS_FORM: [&str; 10] = [
     "name",
     "listen",
     "ready",
@@ -131,6 +136,7 @@ const FLAGS_FORM: [&str; 9] = [
     "stop_signal",
     "drain_timeout",
     "log_prefix",
+    "yield_cpu",
     "command",
 ];
 
@@ -144,6 +150,7 @@ impl RunArgs {
             || self.stop_signal.is_some()
             || self.drain_timeout.is_some()
             || self.log_prefix
+            || self.yield_cpu
             || !self.command.is_empty()
     }
 }

@@ -82,6 +82,7 @@ fn flags_config(args: RunArgs) -> anyhow::Result<ServiceConfig> {
     }
     config.pidfile = args.pidfile;
     config.log_prefix = args.log_prefix;
+    config.yield_cpu = args.yield_cpu;
     config.validate().map_err(config_error)?;
     Ok(config)
 }

@@ -63,6 +63,8 @@ pub struct ServiceConfig {
     pub pidfile: Option<PathBuf>,
     /// Prefix each line of the child's output with `[name gen N] `.
     pub log_prefix: bool,
+    /// Run the supervisor's threads below the service's CPU priority (read at start only).
+    pub yield_cpu: bool,
 }
 
 /// Readiness: every check must pass, all within `timeout`.
@@ -147,6 +149,7 @@ impl ServiceConfig {
             restart: RestartPolicy::default(),
             pidfile: None,
             log_prefix: false,
+            yield_cpu: false,
         }
     }
 
@@ -277,5 +280,6 @@ pub fn parse_str(text: &str, source: &Path) -> Result<ServiceConfig, ConfigError
         },
         pidfile: raw.pidfile.map(resolve),
         log_prefix: raw.log.and_then(|l| l.prefix).unwrap_or(false),
+        yield_cpu: raw.yield_cpu.unwrap_or(false),
     })
 }

@@ -77,6 +77,7 @@ fn a_file_with_every_key_loads_with_each_value() -> Result<(), ConfigError> {
         },
         pidfile: Some(dir.join("run/api.pid")),
         log_prefix: true,
+        yield_cpu: true,
     };
     assert_eq!(config, want);
     Ok(())
@@ -105,6 +106,7 @@ fn a_minimal_file_gets_every_default() {
     assert_eq!(config.restart.backoff, Duration::from_millis(100));
     assert_eq!(config.restart.backoff_max, Duration::from_secs(30));
     assert!(!config.log_prefix && config.pidfile.is_none() && config.env.is_empty());
+    assert!(!config.yield_cpu);
 }
 
 #[test]

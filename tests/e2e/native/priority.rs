@@ -1,5 +1,5 @@
-//! The supervisor runs at a weaker CPU priority than the service, and every generation
-//! starts at the priority the supervisor was given.
+//! `yield_cpu`: the supervisor runs at a weaker CPU priority than the service, and every
+//! generation starts at the priority the supervisor was given.
 
 use std::os::unix::process::CommandExt as _;
 
@@ -66,7 +66,7 @@ fn the_supervisor_runs_below_its_generations_which_start_at_its_original_priorit
         return;
     }
     let mut env = TestEnv::new();
-    env.fixture_service("api", &[], "");
+    env.fixture_service("api", &[], "yield_cpu: true\n");
     let (supervisor, first) = start_at_nice_3(&mut env, false);
     let threads = runtime_threads(supervisor);
     assert!(
@@ -98,7 +98,7 @@ fn without_cap_sys_nice_the_supervisor_keeps_the_service_priority() {
         return;
     }
     let mut env = TestEnv::new();
-    env.fixture_service("api", &[], "");
+    env.fixture_service("api", &[], "yield_cpu: true\n");
     let (supervisor, first) = start_at_nice_3(&mut env, true);
     for tid in runtime_threads(supervisor) {
         assert_eq!(nice_of(supervisor, tid), 3, "supervisor thread {tid}");
@@ -110,6 +110,22 @@ fn without_cap_sys_nice_the_supervisor_keeps_the_service_priority() {
     assert_eq!(nice_of(second, second), 3, "second generation");
     assert!(
         env.log("api").contains("without CAP_SYS_NICE"),
+        "{}",
+        env.log("api")
+    );
+}
+
+#[test]
+fn by_default_the_supervisor_keeps_the_service_priority() {
+    let mut env = TestEnv::new();
+    env.fixture_service("api", &[], "");
+    let (supervisor, first) = start_at_nice_3(&mut env, false);
+    for tid in runtime_threads(supervisor) {
+        assert_eq!(nice_of(supervisor, tid), 3, "supervisor thread {tid}");
+    }
+    assert_eq!(nice_of(first, first), 3, "first generation");
+    assert!(
+        !env.log("api").contains("CPU priority"),
         "{}",
         env.log("api")
     );

@@ -40,6 +40,7 @@ pub(super) struct FileConfig {
     pub(super) restart: Option<RestartSection>,
     pub(super) pidfile: Option<PathBuf>,
     pub(super) log: Option<LogSection>,
+    pub(super) yield_cpu: Option<bool>,
 }
 
 /// A duration that must be above zero.

@@ -1,13 +1,15 @@
-//! The supervisor gives way to the service on the CPU.
+//! `yield_cpu`: the supervisor gives way to the service on the CPU.
 //!
 //! A restart costs the supervisor CPU at the moment the service is busiest: the clone,
 //! the readiness scans of `/proc`, the events. None of it is on a request's path, but on
-//! a machine with few cores it took the CPU from the threads that were answering
-//! requests: with a connection per request at 4000 requests/s on 2 CPUs, the p99 of the
-//! requests inside flips fell from 3.4–3.9 ms to 2.0–2.3 ms once the supervisor ran ten
-//! nice levels below the service (docs/benchmarks.md).
+//! a machine with few cores it takes the CPU from the threads that answer requests: with
+//! a connection per request at 4000 requests/s on 2 CPUs, the p99 of the requests inside
+//! flips fell from 3.4–3.9 ms to 2.0–2.7 ms with the supervisor ten nice levels below the
+//! service. The price is the restart's own speed on a saturated machine: flipbench's
+//! request → spawned p99 rose from 2.5–2.9 to 12 ms. Hence a choice, off by default
+//! (docs/benchmarks.md).
 //!
-//! So [`give_way`], called before the runtime starts any thread, lowers the main thread by
+//! When asked, [`give_way`], called before the runtime starts any thread, lowers the main thread by
 //! [`NICE_STEP`]; every thread started from it inherits that value. A generation is started
 //! back at the supervisor's original value ([`generation_nice`]), by its child before exec,
 //! so the service runs exactly as it would without us.
@@ -38,6 +40,8 @@ pub enum GiveWay {
     AtLowest,
     /// A child could not return to the original value, so nothing was lowered.
     NotPermitted,
+    /// The service did not ask for it (`yield_cpu`).
+    NotAsked,
 }
 
 /// Lowers the calling thread, and so every thread it starts afterwards, when the
