@@ -238,7 +238,7 @@ pub async fn run_with_counters(
     // One timer per task, all made before the first request so that running
     // out of file descriptors is an error up front rather than a task short.
     let pacers = (0..config.concurrency)
-        .map(|_| config.rate.map(|_| Pacer::new()).transpose())
+        .map(|_| config.rate.map(Pacer::new).transpose())
         .collect::<Result<Vec<_>, _>>()
         .map_err(LoadError::Timer)?;
     let started = Instant::now();

@@ -89,21 +89,19 @@ pub fn prepare(options: SupervisorOptions) -> Result<Prepared, SupervisorError> 
     }
     let listeners = crate::listen::open_or_adopt_listeners(&options.config.listeners)?;
     // Before the runtime starts its threads, so that they inherit the weaker priority.
-    let gave_way = if options.config.yield_cpu {
-        priority::give_way()
-    } else {
-        priority::GiveWay::NotAsked
-    };
-    match gave_way {
-        priority::GiveWay::Lowered { original, lowered } => info!(
-            original,
-            lowered, "the supervisor runs at a weaker CPU priority than the generations it starts"
-        ),
-        priority::GiveWay::NotPermitted => info!(
-            "the supervisor runs at the service's CPU priority: without CAP_SYS_NICE its \
-             generations could not be started back at a stronger one"
-        ),
-        priority::GiveWay::AtLowest | priority::GiveWay::NotAsked => {}
+    if options.config.yield_cpu {
+        match priority::give_way() {
+            priority::GiveWay::Lowered { original, lowered } => info!(
+                original,
+                lowered,
+                "the supervisor runs at a weaker CPU priority than the generations it starts"
+            ),
+            priority::GiveWay::NotPermitted => info!(
+                "the supervisor runs at the service's CPU priority: without CAP_SYS_NICE its \
+                 generations could not be started back at a stronger one"
+            ),
+            priority::GiveWay::AtLowest => {}
+        }
     }
     Ok(Prepared { options, listeners })
 }

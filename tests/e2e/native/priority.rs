@@ -34,6 +34,22 @@ fn runtime_threads(pid: i32) -> Vec<i32> {
         .collect()
 }
 
+/// Asserts that the supervisor's main thread and runtime workers run at `nice`.
+fn assert_supervisor_at(supervisor: i32, nice: i32) {
+    for tid in runtime_threads(supervisor) {
+        assert_eq!(nice_of(supervisor, tid), nice, "supervisor thread {tid}");
+    }
+}
+
+/// Restarts `api` and returns the pid of the generation that replaced `old`.
+fn restart(env: &mut TestEnv, old: i32) -> i32 {
+    let out = env.run_zdctl(&["restart", "api"]);
+    assert_code(&out, 0);
+    let new = active_pid(&env.status("api").expect("status"));
+    assert_ne!(new, old);
+    new
+}
+
 /// `zdctl -v run api` started at nice 3, with CAP_SYS_NICE dropped when `drop_cap_sys_nice`.
 fn start_at_nice_3(env: &mut TestEnv, drop_cap_sys_nice: bool) -> (i32, i32) {
     let mut cmd = env.zdctl();
@@ -73,16 +89,11 @@ fn the_supervisor_runs_below_its_generations_which_start_at_its_original_priorit
         threads.len() >= 3,
         "main thread and two workers: {threads:?}"
     );
-    for tid in threads {
-        assert_eq!(nice_of(supervisor, tid), 13, "supervisor thread {tid}");
-    }
+    assert_supervisor_at(supervisor, 13);
     assert_eq!(nice_of(first, first), 3, "first generation");
 
     // A generation started by a restart, from one of the runtime's weaker threads.
-    let out = env.run_zdctl(&["restart", "api"]);
-    assert_code(&out, 0);
-    let second = active_pid(&env.status("api").expect("status"));
-    assert_ne!(second, first);
+    let second = restart(&mut env, first);
     assert_eq!(nice_of(second, second), 3, "second generation");
     assert!(
         env.log("api").contains("weaker CPU priority"),
@@ -100,13 +111,9 @@ fn without_cap_sys_nice_the_supervisor_keeps_the_service_priority() {
     let mut env = TestEnv::new();
     env.fixture_service("api", &[], "yield_cpu: true\n");
     let (supervisor, first) = start_at_nice_3(&mut env, true);
-    for tid in runtime_threads(supervisor) {
-        assert_eq!(nice_of(supervisor, tid), 3, "supervisor thread {tid}");
-    }
+    assert_supervisor_at(supervisor, 3);
     assert_eq!(nice_of(first, first), 3, "first generation");
-    let out = env.run_zdctl(&["restart", "api"]);
-    assert_code(&out, 0);
-    let second = active_pid(&env.status("api").expect("status"));
+    let second = restart(&mut env, first);
     assert_eq!(nice_of(second, second), 3, "second generation");
     assert!(
         env.log("api").contains("without CAP_SYS_NICE"),
@@ -120,9 +127,7 @@ fn by_default_the_supervisor_keeps_the_service_priority() {
     let mut env = TestEnv::new();
     env.fixture_service("api", &[], "");
     let (supervisor, first) = start_at_nice_3(&mut env, false);
-    for tid in runtime_threads(supervisor) {
-        assert_eq!(nice_of(supervisor, tid), 3, "supervisor thread {tid}");
-    }
+    assert_supervisor_at(supervisor, 3);
     assert_eq!(nice_of(first, first), 3, "first generation");
     assert!(
         !env.log("api").contains("CPU priority"),

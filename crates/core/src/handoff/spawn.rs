@@ -204,7 +204,7 @@ pub fn start_child(spec: &SpawnSpec<'_>) -> Result<Spawned, HandoffError> {
         err_pipe: err_write.as_raw_fd(),
         stdout: child_out,
         stderr: child_err,
-        nice: spec.nice.unwrap_or(NO_NICE),
+        nice: spec.nice,
     });
     let mut memory = ChildMemory {
         context,
@@ -350,8 +350,7 @@ struct ChildContext {
     err_pipe: RawFd,
     stdout: RawFd,
     stderr: RawFd,
-    /// `i32::MIN` for none.
-    nice: i32,
+    nice: Option<i32>,
 }
 
 /// The kernel's `struct sigaction` for rt_sigaction on x86_64 and aarch64 (both define
@@ -372,9 +371,6 @@ const STAGES: &[&str] = &[
     "execve",
     "setting the priority",
 ];
-
-/// `ChildContext::nice` when the child keeps the priority it was born with.
-const NO_NICE: i32 = i32::MIN;
 
 /// The child side. Never returns.
 ///
@@ -417,15 +413,10 @@ unsafe fn exec_child(ctx: &ChildContext) -> ! {
 
         // Back to the service's priority from the supervisor's weaker one. Whether this
         // is permitted was tried before the supervisor lowered itself.
-        if ctx.nice != NO_NICE {
+        if let Some(nice) = ctx.nice {
             let rc = call(
                 Sys::Setpriority,
-                [
-                    libc::PRIO_PROCESS as usize,
-                    0,
-                    ctx.nice as isize as usize,
-                    0,
-                ],
+                [libc::PRIO_PROCESS as usize, 0, nice as isize as usize, 0],
             );
             if rc < 0 {
                 fail(ctx.err_pipe, 4, rc);

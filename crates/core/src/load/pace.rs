@@ -10,15 +10,17 @@
 
 use std::io;
 use std::os::fd::{AsFd as _, AsRawFd, RawFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use tokio::io::unix::AsyncFd;
 
-/// One task's timer for its open-loop slots.
+/// One task's timer for its open-loop slots, and the schedule they are on.
 pub(super) struct Pacer {
     timer: AsyncFd<Timer>,
+    /// Seconds between consecutive requests of the run.
+    interval: f64,
 }
 
 /// nix's timerfd, with the raw fd tokio's reactor registers.
@@ -31,8 +33,9 @@ impl AsRawFd for Timer {
 }
 
 impl Pacer {
-    /// A monotonic timerfd registered with the current runtime's reactor.
-    pub(super) fn new() -> io::Result<Pacer> {
+    /// A monotonic timerfd registered with the current runtime's reactor, for a run
+    /// at `rate` requests per second.
+    pub(super) fn new(rate: f64) -> io::Result<Pacer> {
         // Instant is CLOCK_MONOTONIC on Linux: the relative expirations below are
         // measured on the same clock as the schedule.
         let timer = TimerFd::new(
@@ -44,7 +47,15 @@ impl Pacer {
         let timer =
             unsafe { AsyncFd::register_with_interest(Timer(timer), tokio::io::Interest::READABLE) }
                 .map_err(io::Error::from)?;
-        Ok(Pacer { timer })
+        Ok(Pacer {
+            timer,
+            interval: 1.0 / rate,
+        })
+    }
+
+    /// When request `n` of a run that started at `started` is due.
+    pub(super) fn due(&self, started: Instant, n: u64) -> Instant {
+        started + Duration::from_secs_f64(n as f64 * self.interval)
     }
 
     /// Returns at `due`, at once if it has passed.
@@ -73,11 +84,10 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[tokio::test]
     async fn waits_until_the_due_time_and_not_for_a_past_one() {
-        let mut pacer = Pacer::new().expect("timerfd");
+        let mut pacer = Pacer::new(1000.0).expect("timerfd");
         let due = Instant::now() + Duration::from_millis(3);
         pacer.wait_until(due).await.expect("wait");
         assert!(Instant::now() >= due);

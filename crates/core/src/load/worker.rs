@@ -95,7 +95,6 @@ pub(super) async fn work(run: Arc<Run>, mut pacer: Option<Pacer>) -> Vec<Request
     let mut conn: Option<Stream> = None;
     let mut buf = vec![0u8; MAX_HEAD];
     let mut stop = run.stop.clone();
-    let interval = run.config.rate.map(|rate| 1.0 / rate);
     loop {
         if run.stopping.load(Ordering::Relaxed) {
             break;
@@ -104,11 +103,11 @@ pub(super) async fn work(run: Arc<Run>, mut pacer: Option<Pacer>) -> Vec<Request
         if run.config.max_requests.is_some_and(|max| n >= max) {
             break;
         }
-        let start = match (interval, pacer.as_mut()) {
+        let start = match pacer.as_mut() {
             // Open loop: request n is due at a fixed time whether or not a
             // connection is free; measuring from then counts the wait.
-            (Some(interval), Some(pacer)) => {
-                let due = run.started + Duration::from_secs_f64(n as f64 * interval);
+            Some(pacer) => {
+                let due = pacer.due(run.started, n);
                 if run.deadline.is_some_and(|d| due >= d) {
                     break;
                 }
@@ -123,7 +122,7 @@ pub(super) async fn work(run: Arc<Run>, mut pacer: Option<Pacer>) -> Vec<Request
                 }
                 due
             }
-            _ => {
+            None => {
                 let now = Instant::now();
                 if run.deadline.is_some_and(|d| now >= d) {
                     break;
@@ -140,7 +139,7 @@ pub(super) async fn work(run: Arc<Run>, mut pacer: Option<Pacer>) -> Vec<Request
         };
         run.live.count(outcome);
         records.push(record);
-        if connect_failed && interval.is_none() {
+        if connect_failed && pacer.is_none() {
             tokio::time::sleep(CONNECT_FAILURE_PAUSE).await;
         }
     }

@@ -40,8 +40,6 @@ pub enum GiveWay {
     AtLowest,
     /// A child could not return to the original value, so nothing was lowered.
     NotPermitted,
-    /// The service did not ask for it (`yield_cpu`).
-    NotAsked,
 }
 
 /// Lowers the calling thread, and so every thread it starts afterwards, when the
