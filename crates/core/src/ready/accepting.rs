@@ -152,7 +152,12 @@ pub fn find_accepting(
         .listener_holder
         .filter(|_| matches!(by_dup, accepted::ByDup::Unknown))
     {
-        match accepted::find(holder, listener_inodes, &scan.other_sockets) {
+        // The tables can be megabytes: on an async worker, hand its other tasks over
+        // meanwhile.
+        let found = crate::supervisor::blocking(|| {
+            accepted::find(holder, listener_inodes, &scan.other_sockets)
+        });
+        match found {
             Ok(Some(evidence)) => return Ok(Some(evidence)),
             Ok(None) => {}
             Err(err) => scan.note(err),
