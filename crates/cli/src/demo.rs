@@ -43,13 +43,6 @@ pub struct DemoArgs {
 }
 
 /// `zdctl demo-server ARGS`: the demo service itself.
-/// `zdctl demo-server ARGS`, reached before the command line parser: the demo service's
-/// own exit code (it prints its own errors).
-pub fn server_exit(args: Vec<OsString>) -> std::process::ExitCode {
-    let code = zd_demo::run_with_args(args);
-    std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
-}
-
 pub fn server(args: Vec<OsString>) -> anyhow::Result<()> {
     match zd_demo::run_with_args(args) {
         0 => Ok(()),

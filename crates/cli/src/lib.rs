@@ -33,7 +33,7 @@ pub fn main_exit() -> ExitCode {
     // command line parser (about a tenth of its start) when it is asked for directly.
     let mut args = std::env::args_os();
     if args.nth(1).is_some_and(|first| first == "demo-server") {
-        return demo::server_exit(args.collect());
+        return exit::report(demo::server(args.collect()));
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

@@ -91,11 +91,9 @@ async fn wait_accepting(ctx: &ReadyContext) -> Result<String, ReadyError> {
     loop {
         // Read on this worker, not handed off with `block_in_place`: a scan of a starting
         // generation reads a few dozen /proc files, while handing the worker's other tasks
-        // to another thread and taking them back wakes threads at every poll, in the very
-        // milliseconds the machine is busiest. Measured over 1000 restarts: 26 instead of 35
-        // task switches and 1.32 instead of 1.38-1.61 ms of supervisor CPU per restart. The
-        // other worker keeps the control socket and the children served meanwhile; the one
-        // read that can be big, the tcp tables, still hands off (`accepting`).
+        // to another thread and back wakes threads at every poll, in the milliseconds the
+        // machine is busiest (docs/benchmarks.md). The other worker serves the control
+        // socket meanwhile; the one read that can be big, the tcp tables, still hands off.
         let found = accepting::find_accepting(ctx.pid, &ctx.listener_inodes);
         if let Ok(Some(evidence)) = found {
             return Ok(evidence.to_string());
