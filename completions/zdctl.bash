@@ -411,7 +411,7 @@ _zdctl() {
             return 0
             ;;
         zdctl__subcmd__run)
-            opts="-c -v -h -V --config --name --listen --ready --ready-timeout --pidfile --stop-signal --drain-timeout --log-prefix --yield-cpu --verbose --help --version"
+            opts="-c -v -h -V --config --name --listen --ready --ready-timeout --pidfile --stop-signal --drain-timeout --log-prefix --yield-cpu --start-priority --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -451,6 +451,10 @@ _zdctl() {
                     ;;
                 --drain-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --start-priority)
+                    COMPREPLY=($(compgen -W "idle normal" -- "${cur}"))
                     return 0
                     ;;
                 *)

@@ -48,6 +48,7 @@ set edit:completion:arg-completer[zdctl] = {|@words|
             cand --pidfile 'Flags form: where to write the active generation''s pid'
             cand --stop-signal 'Flags form: the signal that asks a generation to stop (default TERM)'
             cand --drain-timeout 'Flags form: how long a stopping generation gets before SIGKILL (default 30s)'
+            cand --start-priority 'Flags form: the CPU priority a generation starts at: `idle` (the default: SCHED_IDLE until it is ready, at most 10 ms, so its start gives way to the requests being served) or `normal` (the service''s priority throughout)'
             cand --log-prefix 'Flags form: prefix each line of the program''s output with `[NAME gen N]`'
             cand --yield-cpu 'Flags form: run the supervisor ten nice levels below the service, so a restart''s CPU work yields to the requests being served (needs CAP_SYS_NICE)'
             cand -v 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'

@@ -48,6 +48,8 @@ complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l ready-timeout -d 'Fl
 complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l pidfile -d 'Flags form: where to write the active generation\'s pid' -r -F
 complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l stop-signal -d 'Flags form: the signal that asks a generation to stop (default TERM)' -r
 complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l drain-timeout -d 'Flags form: how long a stopping generation gets before SIGKILL (default 30s)' -r
+complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l start-priority -d 'Flags form: the CPU priority a generation starts at: `idle` (the default: SCHED_IDLE until it is ready, at most 10 ms, so its start gives way to the requests being served) or `normal` (the service\'s priority throughout)' -r -f -a "idle\t''
+normal\t''"
 complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l log-prefix -d 'Flags form: prefix each line of the program\'s output with `[NAME gen N]`'
 complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l yield-cpu -d 'Flags form: run the supervisor ten nice levels below the service, so a restart\'s CPU work yields to the requests being served (needs CAP_SYS_NICE)'
 complete -c zdctl -n "__fish_zdctl_using_subcommand run" -s v -l verbose -d 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'

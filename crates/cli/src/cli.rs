@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use zd_core::config::StartPriority;
 use zd_core::duration::parse_duration;
 use zd_core::listen::ListenerSpec;
 use zd_core::ready::check::ReadyCheck;
@@ -121,13 +122,19 @@ pub struct RunArgs {
     #[arg(long)]
     pub yield_cpu: bool,
 
+    /// Flags form: the CPU priority a generation starts at: `idle` (the default:
+    /// SCHED_IDLE until it is ready, at most 10 ms, so its start gives way to the requests
+    /// being served) or `normal` (the service's priority throughout).
+    #[arg(long, value_name = "PRIORITY", value_parser = parse_start_priority())]
+    pub start_priority: Option<StartPriority>,
+
     /// Flags form: the program and its arguments, after `--`.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
 
 /// The flags of the flags form: none of them may be mixed with `-c` or a NAME.
-const FLAGS_FORM: [&str; 10] = [
+const FLAGS_FORM: [&str; 11] = [
     "name",
     "listen",
     "ready",
@@ -137,6 +144,7 @@ const FLAGS_FORM: [&str; 10] = [
     "drain_timeout",
     "log_prefix",
     "yield_cpu",
+    "start_priority",
     "command",
 ];
 
@@ -151,6 +159,7 @@ impl RunArgs {
             || self.drain_timeout.is_some()
             || self.log_prefix
             || self.yield_cpu
+            || self.start_priority.is_some()
             || !self.command.is_empty()
     }
 }
@@ -263,6 +272,15 @@ fn parse_listener(s: &str) -> Result<ListenerSpec, String> {
 fn parse_ready_check(s: &str) -> Result<ReadyCheck, String> {
     s.parse()
         .map_err(|e: zd_core::ready::check::ReadyCheckError| e.to_string())
+}
+
+/// `idle` or `normal`; clap lists them in the help and the completions.
+fn parse_start_priority() -> impl clap::builder::TypedValueParser<Value = StartPriority> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(["idle", "normal"]).map(|s| match s.as_str() {
+        "normal" => StartPriority::Normal,
+        _ => StartPriority::Idle,
+    })
 }
 
 fn parse_signal(s: &str) -> Result<Signal, String> {

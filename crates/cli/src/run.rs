@@ -83,6 +83,9 @@ fn flags_config(args: RunArgs) -> anyhow::Result<ServiceConfig> {
     config.pidfile = args.pidfile;
     config.log_prefix = args.log_prefix;
     config.yield_cpu = args.yield_cpu;
+    if let Some(priority) = args.start_priority {
+        config.start_priority = priority;
+    }
     config.validate().map_err(config_error)?;
     Ok(config)
 }

@@ -65,6 +65,23 @@ pub struct ServiceConfig {
     pub log_prefix: bool,
     /// Run the supervisor's threads below the service's CPU priority (read at start only).
     pub yield_cpu: bool,
+    /// The CPU priority a generation starts at, until it is ready.
+    pub start_priority: StartPriority,
+}
+
+/// The CPU priority a generation starts at (`supervisor::start_priority`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartPriority {
+    /// `SCHED_IDLE`, set by the child before exec, until the generation is ready or 10 ms
+    /// have passed; then every thread of its tree gets the normal priority back. Its start
+    /// then gives way to the requests being served.
+    #[default]
+    Idle,
+    /// The service's priority throughout.
+    Normal,
 }
 
 /// Readiness: every check must pass, all within `timeout`.
@@ -150,6 +167,7 @@ impl ServiceConfig {
             pidfile: None,
             log_prefix: false,
             yield_cpu: false,
+            start_priority: StartPriority::Idle,
         }
     }
 
@@ -281,5 +299,6 @@ pub fn parse_str(text: &str, source: &Path) -> Result<ServiceConfig, ConfigError
         pidfile: raw.pidfile.map(resolve),
         log_prefix: raw.log.and_then(|l| l.prefix).unwrap_or(false),
         yield_cpu: raw.yield_cpu.unwrap_or(false),
+        start_priority: raw.start_priority.unwrap_or_default(),
     })
 }

@@ -12,6 +12,8 @@ mod probe;
 
 use std::time::Duration;
 
+use crate::supervisor::start_priority::{EAGER_POLL, IDLE_START_LIMIT};
+
 pub use check::ReadyCheck;
 pub use notify::{NotifySocket, NotifyState};
 
@@ -25,6 +27,9 @@ pub struct ReadyContext {
     pub listener_inodes: Vec<u64>,
     /// The generation's notify socket state, for `notify`.
     pub notify: Option<tokio::sync::watch::Receiver<NotifyState>>,
+    /// It starts at the idle priority (`supervisor::start_priority`): once it accepts
+    /// connections, it must get its normal priority back without delay.
+    pub idle_start: bool,
 }
 
 /// A check that can never pass.
@@ -87,6 +92,7 @@ async fn wait_accepting(ctx: &ReadyContext) -> Result<String, ReadyError> {
     if ctx.listener_inodes.is_empty() {
         return Err(ReadyError::NoListeners);
     }
+    let started = std::time::Instant::now();
     let mut delay = Duration::from_micros(500);
     loop {
         // Read on this worker, not handed off with `block_in_place`: a scan of a starting
@@ -97,6 +103,10 @@ async fn wait_accepting(ctx: &ReadyContext) -> Result<String, ReadyError> {
         let found = accepting::find_accepting(ctx.pid, &ctx.listener_inodes);
         if let Ok(Some(evidence)) = found {
             return Ok(evidence.to_string());
+        }
+        if ctx.idle_start && started.elapsed() < IDLE_START_LIMIT {
+            tokio::time::sleep(EAGER_POLL).await;
+            continue;
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(20));

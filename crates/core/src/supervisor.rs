@@ -10,6 +10,7 @@ mod control;
 mod drain;
 pub mod priority;
 mod restart;
+pub mod start_priority;
 mod state;
 
 use std::path::PathBuf;

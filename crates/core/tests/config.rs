@@ -5,7 +5,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use zd_core::config::{ConfigError, ReadyConfig, RestartMode, ServiceConfig, load_file, parse_str};
+use zd_core::config::{
+    ConfigError, ReadyConfig, RestartMode, ServiceConfig, StartPriority, load_file, parse_str,
+};
 use zd_core::listen::{ListenAddr, ListenerSpec};
 use zd_core::ready::check::ReadyCheck;
 use zd_core::signal::Signal;
@@ -78,6 +80,7 @@ fn a_file_with_every_key_loads_with_each_value() -> Result<(), ConfigError> {
         pidfile: Some(dir.join("run/api.pid")),
         log_prefix: true,
         yield_cpu: true,
+        start_priority: StartPriority::Normal,
     };
     assert_eq!(config, want);
     Ok(())
@@ -107,6 +110,15 @@ fn a_minimal_file_gets_every_default() {
     assert_eq!(config.restart.backoff_max, Duration::from_secs(30));
     assert!(!config.log_prefix && config.pidfile.is_none() && config.env.is_empty());
     assert!(!config.yield_cpu);
+    assert_eq!(config.start_priority, StartPriority::Idle);
+}
+
+#[test]
+fn an_unknown_start_priority_names_the_choices() {
+    let err = parse("command: [x]\nstart_priority: low\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("idle") && err.contains("normal"), "{err}");
 }
 
 #[test]

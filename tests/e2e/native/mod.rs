@@ -8,3 +8,4 @@ mod lifecycle;
 mod priority;
 mod ready;
 mod rollback;
+mod start_priority;

@@ -18,7 +18,7 @@ mod listen;
 
 pub(super) use listen::ListenList;
 
-use super::RestartMode;
+use super::{RestartMode, StartPriority};
 use crate::duration::serde_duration;
 use crate::ready::check::ReadyCheck;
 use crate::signal::Signal;
@@ -41,6 +41,7 @@ pub(super) struct FileConfig {
     pub(super) pidfile: Option<PathBuf>,
     pub(super) log: Option<LogSection>,
     pub(super) yield_cpu: Option<bool>,
+    pub(super) start_priority: Option<StartPriority>,
 }
 
 /// A duration that must be above zero.

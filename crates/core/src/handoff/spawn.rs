@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use super::HandoffError;
 use super::env::{generation_env, handoff_vars};
 use crate::listen::Listener;
+use crate::supervisor::start_priority::{SCHED_ATTR_SIZE, SchedAttr};
 
 /// What to start.
 #[derive(Debug)]
@@ -26,6 +27,9 @@ pub struct SpawnSpec<'a> {
     /// The nice value the child sets before exec: the supervisor's own threads may run
     /// at a weaker one (`supervisor::priority`).
     pub nice: Option<i32>,
+    /// Start at `SCHED_IDLE` (`supervisor::start_priority`); the supervisor gives the
+    /// normal priority back once the generation is ready.
+    pub idle_start: bool,
 }
 
 /// A started generation.
@@ -192,6 +196,7 @@ pub fn start_child(spec: &SpawnSpec<'_>) -> Result<Spawned, HandoffError> {
     let child_out = out_pipes.as_ref().map_or(-1, |(_, w)| w.as_raw_fd());
     let child_err = err_pipes.as_ref().map_or(-1, |(_, w)| w.as_raw_fd());
 
+    let mut sched_attr = Box::new(SchedAttr::default());
     let context = Box::new(ChildContext {
         path: path_c.as_ptr(),
         argv: argv_p.as_ptr(),
@@ -205,6 +210,8 @@ pub fn start_child(spec: &SpawnSpec<'_>) -> Result<Spawned, HandoffError> {
         stdout: child_out,
         stderr: child_err,
         nice: spec.nice,
+        idle_start: spec.idle_start,
+        sched_attr: &mut *sched_attr,
     });
     let mut memory = ChildMemory {
         context,
@@ -219,6 +226,7 @@ pub fn start_child(spec: &SpawnSpec<'_>) -> Result<Spawned, HandoffError> {
             workdir_c,
             listener_fds,
             scratch_fds,
+            sched_attr,
         )),
     };
     let (pid, pidfd) = clone_child(&mut memory)?;
@@ -351,6 +359,9 @@ struct ChildContext {
     stdout: RawFd,
     stderr: RawFd,
     nice: Option<i32>,
+    idle_start: bool,
+    /// Room for `sched_getattr`'s answer, in [`ChildMemory`].
+    sched_attr: *mut SchedAttr,
 }
 
 /// The kernel's `struct sigaction` for rt_sigaction on x86_64 and aarch64 (both define
@@ -379,7 +390,8 @@ const STAGES: &[&str] = &[
 /// parent's threads go on, so it must not allocate, must not call libc (which would write
 /// `errno` into a running parent thread's storage) and must only touch `ctx`'s buffers:
 /// everything here is a direct syscall on memory prepared before the clone. Its only writes
-/// are to `scratch_fds` and the `LISTEN_PID` slot, which no thread of the parent reads.
+/// are to `scratch_fds`, the `LISTEN_PID` slot and `sched_attr`, which no thread of the
+/// parent reads.
 unsafe fn exec_child(ctx: &ChildContext) -> ! {
     use raw::{Sys, call};
     // SAFETY (whole function): direct syscalls on pointers into buffers allocated before the
@@ -420,6 +432,21 @@ unsafe fn exec_child(ctx: &ChildContext) -> ! {
             );
             if rc < 0 {
                 fail(ctx.err_pipe, 4, rc);
+            }
+        }
+
+        // The weakest priority until the supervisor sees the generation ready; only from
+        // the normal policy, which the supervisor then gives back.
+        if ctx.idle_start {
+            let attr = ctx.sched_attr;
+            if call(
+                Sys::SchedGetattr,
+                [0, attr as usize, SCHED_ATTR_SIZE as usize, 0],
+            ) == 0
+                && (*attr).is(libc::SCHED_OTHER)
+            {
+                *attr = (*attr).with_policy(libc::SCHED_IDLE);
+                call(Sys::SchedSetattr, [0, attr as usize, 0, 0]);
             }
         }
 
@@ -562,6 +589,8 @@ mod raw {
         Write,
         ExitGroup,
         Setpriority,
+        SchedGetattr,
+        SchedSetattr,
     }
 
     impl Sys {
@@ -579,6 +608,8 @@ mod raw {
                 Sys::Write => libc::SYS_write,
                 Sys::ExitGroup => libc::SYS_exit_group,
                 Sys::Setpriority => libc::SYS_setpriority,
+                Sys::SchedGetattr => libc::SYS_sched_getattr,
+                Sys::SchedSetattr => libc::SYS_sched_setattr,
             }
         }
     }
@@ -747,6 +778,7 @@ mod tests {
             notify_socket: None,
             capture_output: false,
             nice: None,
+            idle_start: false,
         }
     }
 

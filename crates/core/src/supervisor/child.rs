@@ -64,6 +64,7 @@ pub(super) fn start_generation(
         notify_socket: notify.as_ref().map(|n| n.path()),
         capture_output: config.log_prefix,
         nice: super::priority::generation_nice(),
+        idle_start: config.start_priority == crate::config::StartPriority::Idle,
     };
     let spawned = if wait_exec {
         // Waiting for the exec can take a while on a busy machine: keep it off the worker
@@ -84,6 +85,9 @@ pub(super) fn start_generation(
     }
     let pidfd = Arc::new(spawned.pidfd);
     let (exit_tx, exit_rx) = watch::channel(None);
+    if config.start_priority == crate::config::StartPriority::Idle {
+        end_idle_start_later(pid, exit_rx.clone());
+    }
     shared.lock().generations.insert(
         generation,
         Generation {
@@ -116,6 +120,23 @@ pub(super) fn start_generation(
         exec: spawned.exec,
         spawned_at,
     })
+}
+
+/// Ends a generation's idle start [`IDLE_START_LIMIT`] after its spawn if readiness has not
+/// ended it before: on a saturated machine an idle task gets almost no CPU, and the start
+/// must not wait for the load to drop.
+///
+/// [`IDLE_START_LIMIT`]: super::start_priority::IDLE_START_LIMIT
+fn end_idle_start_later(pid: i32, mut exited: watch::Receiver<Option<ExitInfo>>) {
+    tokio::spawn(async move {
+        tokio::select! {
+            () = tokio::time::sleep(super::start_priority::IDLE_START_LIMIT) => {
+                super::start_priority::end_idle_start(pid);
+            }
+            // Gone: its pid may soon be someone else's.
+            _ = exited.wait_for(|s| s.is_some()) => {}
+        }
+    });
 }
 
 /// How long after a generation's exit its zombie is reaped. Its exit status is read

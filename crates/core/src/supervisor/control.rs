@@ -156,7 +156,7 @@ async fn run_prepared(prepared: Prepared) -> Result<(), SupervisorError> {
 /// Logs when generation 1 becomes ready. Nothing waits on it: there is no older generation
 /// to protect, and the listener queues clients until the app accepts.
 fn log_first_readiness(shared: &Arc<Shared>, generation: u64, pid: i32) {
-    let (checks, timeout, name, notify) = {
+    let (checks, timeout, name, notify, idle_start) = {
         let st = shared.lock();
         let notify = st
             .generations
@@ -167,6 +167,7 @@ fn log_first_readiness(shared: &Arc<Shared>, generation: u64, pid: i32) {
             st.config.ready.timeout,
             st.config.name.clone(),
             notify,
+            st.config.start_priority == crate::config::StartPriority::Idle,
         )
     };
     let ctx = ReadyContext {
@@ -175,12 +176,17 @@ fn log_first_readiness(shared: &Arc<Shared>, generation: u64, pid: i32) {
         pid,
         listener_inodes: shared.listeners.iter().map(|l| l.inode()).collect(),
         notify,
+        idle_start,
     };
     tokio::spawn(async move {
         match tokio::time::timeout(timeout, wait_ready(&checks, &ctx)).await {
             Ok(Ok(evidence)) => info!(generation, pid, %evidence, "ready"),
             Ok(Err(e)) => warn!(generation, pid, error = %e, "not ready"),
             Err(_) => warn!(generation, pid, "not ready within the readiness timeout"),
+        }
+        // Ready or not, this generation is the service now: at its normal priority.
+        if idle_start {
+            super::start_priority::end_idle_start(pid);
         }
     });
 }

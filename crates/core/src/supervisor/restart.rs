@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use super::Shared;
 use super::child::{Started, start_generation};
 use super::drain::drain;
-use crate::config::ServiceConfig;
+use crate::config::{ServiceConfig, StartPriority};
 use crate::duration::format_duration;
 use crate::proto::{EventKind, GenerationState, RestartOutcome, RestartReport};
 use crate::ready::{ReadyCheck, ReadyContext, wait_ready};
@@ -174,6 +174,7 @@ impl RestartRun {
             pid,
             listener_inodes: self.shared.listeners.iter().map(|l| l.inode()).collect(),
             notify,
+            idle_start: config.start_priority == StartPriority::Idle,
         };
         let timeout = self.ready_timeout.unwrap_or(config.ready.timeout);
         let mut stopping = self.shared.stopping.subscribe();
@@ -199,10 +200,16 @@ impl RestartRun {
             _ = stopping.wait_for(|s| *s) => Err("the supervisor is stopping".to_owned()),
         };
         match verdict {
-            Ok(evidence) => self.emit(EventKind::Ready {
-                generation,
-                evidence,
-            }),
+            Ok(evidence) => {
+                // It serves requests from now on: at the priority it would have without us.
+                if config.start_priority == StartPriority::Idle {
+                    super::start_priority::end_idle_start(pid);
+                }
+                self.emit(EventKind::Ready {
+                    generation,
+                    evidence,
+                });
+            }
             Err(reason) => {
                 drain(&self.shared, generation, Some((self.restart, self.started))).await;
                 return RestartOutcome::RolledBack { reason };

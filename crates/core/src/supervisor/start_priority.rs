@@ -1,0 +1,184 @@
+//! A generation starts at the weakest CPU priority ([`StartPriority::Idle`]).
+//!
+//! A generation's start (exec, the dynamic loader, the program's initialisation) is a
+//! millisecond or more of CPU, spent on the CPUs that answer requests. At the service's own
+//! priority it runs without a break until the next scheduler tick: threads of the old
+//! generation and of its clients that the kernel wakes on that CPU wait behind it, even
+//! while the other CPU is idle, because they ran a moment ago and count as cache-hot
+//! (docs/benchmarks.md has the trace). As `SCHED_IDLE`, the start gives way the moment any
+//! of them wakes, and runs on what the service does not use.
+//!
+//! The child sets `SCHED_IDLE` on itself before exec (`handoff::spawn`), when it runs at
+//! the normal policy (`SCHED_OTHER`); every process and thread the generation starts
+//! inherits it.
+//!
+//! [`end_idle_start`] gives every `SCHED_IDLE` thread of the generation's tree `SCHED_OTHER`
+//! back, at its nice value, which `SCHED_IDLE` kept: when the generation is proven ready (a
+//! generation that accepts connections must not serve them at the weakest priority, so
+//! `accepting` is polled every [`EAGER_POLL`] meanwhile), and at the latest
+//! [`IDLE_START_LIMIT`] after the spawn, so that on a saturated machine, where an idle task
+//! gets almost no CPU, the start is delayed by that much at most. A thread the service
+//! itself put at `SCHED_IDLE` in that time gets `SCHED_OTHER` too: nothing tells the two
+//! apart.
+//!
+//! [`StartPriority::Idle`]: crate::config::StartPriority::Idle
+
+use std::time::Duration;
+
+/// How long a generation may stay at the idle priority, ready or not.
+pub const IDLE_START_LIMIT: Duration = Duration::from_millis(10);
+
+/// How often `accepting` is checked while a generation starts at the idle priority: every
+/// tick of tokio's timer, instead of backing off from 0.5 ms to 20 ms.
+pub(crate) const EAGER_POLL: Duration = Duration::from_millis(1);
+
+/// The kernel's `struct sched_attr`, as of `SCHED_ATTR_SIZE_VER1`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct SchedAttr {
+    pub size: u32,
+    pub policy: u32,
+    pub flags: u64,
+    pub nice: i32,
+    pub priority: u32,
+    pub runtime: u64,
+    pub deadline: u64,
+    pub period: u64,
+    pub util_min: u32,
+    pub util_max: u32,
+}
+
+/// The size the kernel is told, and fills.
+pub(crate) const SCHED_ATTR_SIZE: u32 = std::mem::size_of::<SchedAttr>() as u32;
+
+/// The one flag worth carrying over from `sched_getattr` to `sched_setattr`.
+const SCHED_FLAG_RESET_ON_FORK: u64 = 0x01;
+
+impl SchedAttr {
+    /// The same attributes under `policy`, with the kernel's default slice, ready for
+    /// `sched_setattr`; the nice value stays as read.
+    pub(crate) fn with_policy(mut self, policy: libc::c_int) -> SchedAttr {
+        self.size = SCHED_ATTR_SIZE;
+        self.policy = policy as u32;
+        self.flags &= SCHED_FLAG_RESET_ON_FORK;
+        self.priority = 0;
+        self.runtime = 0;
+        self
+    }
+
+    pub(crate) fn is(&self, policy: libc::c_int) -> bool {
+        self.policy == policy as u32
+    }
+}
+
+/// The attributes of thread `tid` (0: the caller), `None` when it is gone.
+fn get(tid: i32) -> Option<SchedAttr> {
+    let mut attr = SchedAttr::default();
+    // SAFETY: the kernel writes at most SCHED_ATTR_SIZE bytes into `attr`, which has them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_sched_getattr,
+            tid,
+            &mut attr as *mut SchedAttr,
+            SCHED_ATTR_SIZE,
+            0,
+        )
+    };
+    (rc == 0).then_some(attr)
+}
+
+fn set(tid: i32, attr: &SchedAttr) -> bool {
+    // SAFETY: the kernel reads `attr.size` bytes of `attr`.
+    let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, tid, attr as *const SchedAttr, 0) };
+    rc == 0
+}
+
+/// Gives `SCHED_OTHER` back to every `SCHED_IDLE` thread of `root`'s tree; returns how many
+/// it changed. A thread started
+/// while a pass runs inherits from one that may not be done yet, so passes repeat until
+/// one changes nothing (at most four).
+pub(crate) fn end_idle_start(root: i32) -> usize {
+    let mut changed = 0;
+    for _ in 0..4 {
+        let pass = end_pass(root);
+        changed += pass;
+        if pass == 0 {
+            break;
+        }
+    }
+    changed
+}
+
+fn end_pass(root: i32) -> usize {
+    let mut changed = 0;
+    for pid in crate::proc::descendants(root) {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for tid in tasks
+            .flatten()
+            .filter_map(|t| t.file_name().to_str()?.parse().ok())
+        {
+            if let Some(attr) = get(tid).filter(|a| a.is(libc::SCHED_IDLE))
+                && set(tid, &attr.with_policy(libc::SCHED_OTHER))
+            {
+                changed += 1;
+            }
+        }
+    }
+    changed
+}
+
+/// The scheduling policy of thread `tid` (0: the caller). For tests.
+pub fn policy_of(tid: i32) -> Option<i32> {
+    get(tid).map(|a| a.policy as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_attribute_struct_has_the_kernels_size() {
+        assert_eq!(SCHED_ATTR_SIZE, 56);
+    }
+
+    #[test]
+    fn idle_threads_get_the_normal_policy_back_and_others_are_left_alone() {
+        let me = std::process::id() as i32;
+        let cases = [libc::SCHED_IDLE, libc::SCHED_BATCH, libc::SCHED_OTHER];
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let stop_rx = std::sync::Arc::new(std::sync::Mutex::new(stop_rx));
+        let threads: Vec<_> = cases
+            .into_iter()
+            .map(|policy| {
+                let (tx, stop_rx) = (tx.clone(), stop_rx.clone());
+                std::thread::spawn(move || {
+                    let attr = get(0).expect("own attributes").with_policy(policy);
+                    assert!(set(0, &attr), "sched_setattr");
+                    // SAFETY: gettid has no preconditions.
+                    tx.send((policy, unsafe { libc::gettid() })).unwrap();
+                    let _ = stop_rx.lock().unwrap().recv();
+                })
+            })
+            .collect();
+        let started: Vec<(i32, i32)> = (0..cases.len()).map(|_| rx.recv().unwrap()).collect();
+        assert!(end_idle_start(me) >= 1);
+        for (policy, tid) in started {
+            let want = match policy {
+                libc::SCHED_IDLE => libc::SCHED_OTHER,
+                other => other,
+            };
+            assert_eq!(
+                policy_of(tid),
+                Some(want),
+                "thread {tid} started as {policy}"
+            );
+        }
+        drop(stop_tx);
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+}
