@@ -150,6 +150,7 @@ Register-ArgumentCompleter -Native -CommandName 'zdctl' -ScriptBlock {
             [CompletionResult]::new('--restarts', '--restarts', [CompletionResultType]::ParameterName, 'How many restarts')
             [CompletionResult]::new('--interval', '--interval', [CompletionResultType]::ParameterName, 'The pause before the first restart, between restarts and after the last')
             [CompletionResult]::new('--concurrency', '--concurrency', [CompletionResultType]::ParameterName, 'Connections in parallel')
+            [CompletionResult]::new('--threads', '--threads', [CompletionResultType]::ParameterName, 'Client threads the connections are shared out over, each with its own event loop. One per CPU when left out')
             [CompletionResult]::new('--rate', '--rate', [CompletionResultType]::ParameterName, 'Open loop: this many requests per second in total, whatever the latency. Closed loop (each connection sends as soon as it has an answer) when left out')
             [CompletionResult]::new('--duration', '--duration', [CompletionResultType]::ParameterName, 'Run the load at least this long, even when the restarts are done sooner')
             [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Bound on one request, connect included; slower requests count as timeouts')

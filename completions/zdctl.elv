@@ -137,6 +137,7 @@ set edit:completion:arg-completer[zdctl] = {|@words|
             cand --restarts 'How many restarts'
             cand --interval 'The pause before the first restart, between restarts and after the last'
             cand --concurrency 'Connections in parallel'
+            cand --threads 'Client threads the connections are shared out over, each with its own event loop. One per CPU when left out'
             cand --rate 'Open loop: this many requests per second in total, whatever the latency. Closed loop (each connection sends as soon as it has an answer) when left out'
             cand --duration 'Run the load at least this long, even when the restarts are done sooner'
             cand --timeout 'Bound on one request, connect included; slower requests count as timeouts'

@@ -94,6 +94,7 @@ complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l url -d 'Where to 
 complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l restarts -d 'How many restarts' -r
 complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l interval -d 'The pause before the first restart, between restarts and after the last' -r
 complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l concurrency -d 'Connections in parallel' -r
+complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l threads -d 'Client threads the connections are shared out over, each with its own event loop. One per CPU when left out' -r
 complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l rate -d 'Open loop: this many requests per second in total, whatever the latency. Closed loop (each connection sends as soon as it has an answer) when left out' -r
 complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l duration -d 'Run the load at least this long, even when the restarts are done sooner' -r
 complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l timeout -d 'Bound on one request, connect included; slower requests count as timeouts' -r

@@ -49,6 +49,11 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "C", default_value_t = 16)]
     pub concurrency: usize,
 
+    /// Client threads the connections are shared out over, each with its own event loop.
+    /// One per CPU when left out.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
     /// Open loop: this many requests per second in total, whatever the latency. Closed loop
     /// (each connection sends as soon as it has an answer) when left out.
     #[arg(long, value_name = "R")]
@@ -129,6 +134,11 @@ pub fn config_of(args: &VerifyArgs) -> anyhow::Result<VerifyConfig> {
             "--concurrency must be at least 1; try '--concurrency 16'",
         ));
     }
+    if args.threads == Some(0) {
+        return Err(ExitError::usage(
+            "--threads must be at least 1; leave it out for one per CPU",
+        ));
+    }
     if args.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
         return Err(ExitError::usage(
             "--rate must be a positive number of requests per second, like '--rate 2000'",
@@ -136,6 +146,9 @@ pub fn config_of(args: &VerifyArgs) -> anyhow::Result<VerifyConfig> {
     }
     let mut load = LoadConfig::new(args.url.clone());
     load.concurrency = args.concurrency;
+    if let Some(threads) = args.threads {
+        load.threads = threads;
+    }
     load.rate = args.rate;
     load.mode = if args.close {
         ConnectionMode::Close

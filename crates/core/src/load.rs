@@ -6,7 +6,14 @@
 //!
 //! # How it works
 //!
-//! `concurrency` tokio tasks each own one connection. In closed loop a task
+//! `concurrency` tokio tasks each own one connection. They are shared out
+//! over `threads` OS threads, each with its own single-threaded runtime and
+//! so its own epoll and timers, the way wrk runs its event loops. On a busy
+//! machine the scheduler can leave a woken thread waiting behind another
+//! process for a millisecond or two while a CPU idles; with one runtime for
+//! the whole client, the thread left waiting could be the one holding the
+//! reactor, and every connection waited with it. Now only that thread's
+//! share waits. In closed loop a task
 //! sends its next request as soon as the previous answer arrived. In open
 //! loop (`rate`) request *n* is due at `start + n / rate`; a task takes the
 //! next due slot, waits for its time and sends it, and the latency counts
@@ -49,7 +56,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use pace::Pacer;
+use pace::{Pacer, UnregisteredTimer};
 
 pub use record::{FailureKind, LiveCounters, Outcome, RequestRecord};
 pub use report::{LatencySummary, LoadReport, ThroughputBucket, WindowedSummary};
@@ -148,6 +155,9 @@ pub struct LoadConfig {
     pub target: Target,
     /// Connections (and tasks) in parallel.
     pub concurrency: usize,
+    /// OS threads the connections are shared out over, each running its own event loop;
+    /// never more than `concurrency`.
+    pub threads: usize,
     pub mode: ConnectionMode,
     /// Requests per second in open loop; `None` for closed loop.
     pub rate: Option<f64>,
@@ -161,12 +171,14 @@ pub struct LoadConfig {
 }
 
 impl LoadConfig {
-    /// One keep-alive connection in closed loop, 5 s request timeout, no
-    /// limit: set `duration` or `max_requests`, or stop it yourself.
+    /// One keep-alive connection in closed loop, one thread per CPU, 5 s
+    /// request timeout, no limit: set `duration` or `max_requests`, or stop
+    /// it yourself.
     pub fn new(target: Target) -> LoadConfig {
         LoadConfig {
             target,
             concurrency: 1,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             mode: ConnectionMode::KeepAlive,
             rate: None,
             duration: None,
@@ -184,6 +196,9 @@ impl LoadConfig {
         };
         if self.concurrency == 0 {
             return invalid("concurrency must be at least 1");
+        }
+        if self.threads == 0 {
+            return invalid("the load needs at least 1 thread");
         }
         if self.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
             return invalid("the rate must be a positive number of requests per second");
@@ -219,6 +234,10 @@ pub enum LoadError {
     Task(#[from] tokio::task::JoinError),
     #[error("cannot create the timers that pace an open-loop run")]
     Timer(#[source] std::io::Error),
+    #[error("cannot start a load thread")]
+    Thread(#[source] std::io::Error),
+    #[error("a load thread ended without its records (it panicked)")]
+    ThreadLost,
 }
 
 /// Runs the load until `duration`, `max_requests` or `stop` turning `true`,
@@ -237,12 +256,14 @@ pub async fn run_with_counters(
     config.validate()?;
     // One timer per task, all made before the first request so that running
     // out of file descriptors is an error up front rather than a task short.
-    let pacers = (0..config.concurrency)
-        .map(|_| config.rate.map(Pacer::new).transpose())
+    let mut timers = (0..config.concurrency)
+        .map(|_| config.rate.map(|_| UnregisteredTimer::new()).transpose())
         .collect::<Result<Vec<_>, _>>()
         .map_err(LoadError::Timer)?;
+    let threads = config.threads.min(config.concurrency);
     let started = Instant::now();
     let (internal_stop, internal_rx) = watch::channel(false);
+    let internal_stop = Arc::new(internal_stop);
     let run = Arc::new(worker::Run {
         request: config.request_bytes(),
         deadline: config.duration.map(|d| started + d),
@@ -258,6 +279,7 @@ pub async fn run_with_counters(
     // wait for an open-loop slot.
     let watcher = {
         let run = Arc::clone(&run);
+        let internal_stop = Arc::clone(&internal_stop);
         tokio::spawn(async move {
             let deadline = async {
                 match run.deadline {
@@ -274,25 +296,51 @@ pub async fn run_with_counters(
                 () = deadline => {}
                 () = caller => {}
             }
-            run.stopping.store(true, Ordering::Relaxed);
-            let _ = internal_stop.send(true);
+            halt(&run, &internal_stop);
         })
     };
-    let tasks: Vec<_> = pacers
-        .into_iter()
-        .map(|pacer| tokio::spawn(worker::work(Arc::clone(&run), pacer)))
-        .collect();
-    let mut records = Vec::new();
+    // Each thread sends its records, or its error, when it ends.
+    let (done, mut results) = tokio::sync::mpsc::unbounded_channel();
+    let mut handles = Vec::with_capacity(threads);
     let mut failure = None;
-    for task in tasks {
-        match task.await {
-            Ok(mut r) => records.append(&mut r),
-            Err(e) => failure = Some(e),
+    for i in 0..threads {
+        // An even share of the connections not yet given out.
+        let share = timers.len() / (threads - i);
+        let mine: Vec<_> = timers.drain(..share).collect();
+        match shard::start(i, Arc::clone(&run), mine, done.clone()) {
+            Ok(handle) => handles.push(handle),
+            Err(e) => {
+                // Stop the threads already running before reporting.
+                failure = Some(e);
+                halt(&run, &internal_stop);
+                break;
+            }
         }
+    }
+    drop(done);
+    let mut records = Vec::new();
+    let mut reported = 0;
+    while let Some(result) = results.recv().await {
+        reported += 1;
+        match result {
+            Ok(mut r) => records.append(&mut r),
+            Err(e) => {
+                // One thread failing ends the run for all.
+                halt(&run, &internal_stop);
+                failure = failure.or(Some(e));
+            }
+        }
+    }
+    // Every thread has ended or dropped its sender: joining does not block.
+    for handle in handles {
+        let _ = handle.join();
+    }
+    if failure.is_none() && reported < threads {
+        failure = Some(LoadError::ThreadLost);
     }
     watcher.abort();
     if let Some(e) = failure {
-        return Err(LoadError::Task(e));
+        return Err(e);
     }
     let elapsed = started.elapsed();
     records.sort_unstable_by_key(|r| r.start_ns);
@@ -301,6 +349,67 @@ pub async fn run_with_counters(
         started,
         elapsed,
     })
+}
+
+/// Tells every task to finish its request and end.
+fn halt(run: &worker::Run, stop: &watch::Sender<bool>) {
+    run.stopping.store(true, Ordering::Relaxed);
+    let _ = stop.send(true);
+}
+
+/// The OS threads of the load, each running its share of the tasks on its
+/// own single-threaded runtime.
+mod shard {
+    use std::sync::Arc;
+
+    use tokio::sync::mpsc::UnboundedSender;
+
+    use super::{LoadError, Pacer, RequestRecord, UnregisteredTimer, worker};
+
+    pub(super) type Done = UnboundedSender<Result<Vec<RequestRecord>, LoadError>>;
+
+    /// Starts thread `index` with one task per entry of `timers` (`Some` in
+    /// open loop); it sends its result on `done` when the tasks have ended.
+    pub(super) fn start(
+        index: usize,
+        run: Arc<worker::Run>,
+        timers: Vec<Option<UnregisteredTimer>>,
+        done: Done,
+    ) -> Result<std::thread::JoinHandle<()>, LoadError> {
+        std::thread::Builder::new()
+            .name(format!("zd-load-{index}"))
+            .spawn(move || {
+                let _ = done.send(work(run, timers));
+            })
+            .map_err(LoadError::Thread)
+    }
+
+    fn work(
+        run: Arc<worker::Run>,
+        timers: Vec<Option<UnregisteredTimer>>,
+    ) -> Result<Vec<RequestRecord>, LoadError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(LoadError::Thread)?;
+        runtime.block_on(async {
+            let rate = run.config.rate.unwrap_or(1.0);
+            let pacers = timers
+                .into_iter()
+                .map(|timer| timer.map(|t| Pacer::new(t, rate)).transpose())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(LoadError::Timer)?;
+            let tasks: Vec<_> = pacers
+                .into_iter()
+                .map(|pacer| tokio::spawn(worker::work(Arc::clone(&run), pacer)))
+                .collect();
+            let mut records = Vec::new();
+            for task in tasks {
+                records.append(&mut task.await?);
+            }
+            Ok(records)
+        })
+    }
 }
 
 #[cfg(test)]

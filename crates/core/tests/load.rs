@@ -128,6 +128,37 @@ async fn keep_alive_load_counts_every_failure_by_kind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connections_are_shared_out_over_the_threads_and_every_request_counts() {
+    // More threads than CPUs and an uneven split: 7 connections over 3 threads.
+    let (target, received) = scripted_server(mixed).await;
+    let mut config = LoadConfig::new(target.clone());
+    config.concurrency = 7;
+    config.threads = 3;
+    config.max_requests = Some(770);
+    let report = run(config).await;
+    assert_eq!(received.load(Ordering::SeqCst), 770);
+    assert_eq!(report.total(), 770);
+    assert_eq!(report.succeeded(), 600);
+
+    // More threads than connections: one thread per connection.
+    let mut config = LoadConfig::new(target);
+    config.concurrency = 2;
+    config.threads = 16;
+    config.max_requests = Some(77);
+    assert_eq!(run(config).await.total(), 77);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_threads_is_an_invalid_setting() {
+    let (target, _) = scripted_server(mixed).await;
+    let mut config = LoadConfig::new(target);
+    config.threads = 0;
+    let (_keep, stop) = watch::channel(false);
+    let err = load::run(config, stop).await.expect_err("0 threads");
+    assert!(err.to_string().contains("thread"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_mode_opens_a_connection_per_request_and_counts_the_same() {
     let (target, received) = scripted_server(mixed).await;
     let mut config = LoadConfig::new(target);

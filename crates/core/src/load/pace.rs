@@ -32,21 +32,33 @@ impl AsRawFd for Timer {
     }
 }
 
-impl Pacer {
-    /// A monotonic timerfd registered with the current runtime's reactor, for a run
-    /// at `rate` requests per second.
-    pub(super) fn new(rate: f64) -> io::Result<Pacer> {
+/// A timerfd not yet registered with a reactor: made up front, so that running out of
+/// file descriptors is an error before the first request, then moved to the thread whose
+/// runtime will wait on it.
+pub(super) struct UnregisteredTimer(TimerFd);
+
+impl UnregisteredTimer {
+    pub(super) fn new() -> io::Result<UnregisteredTimer> {
         // Instant is CLOCK_MONOTONIC on Linux: the relative expirations below are
         // measured on the same clock as the schedule.
         let timer = TimerFd::new(
             ClockId::CLOCK_MONOTONIC,
             TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
         )?;
+        Ok(UnregisteredTimer(timer))
+    }
+}
+
+impl Pacer {
+    /// Registers `timer` with the current runtime's reactor, for a run at `rate` requests
+    /// per second.
+    pub(super) fn new(timer: UnregisteredTimer, rate: f64) -> io::Result<Pacer> {
         // SAFETY: `Timer` owns the fd, which stays open and unreplaced until the
         // AsyncFd, its owner, is dropped.
-        let timer =
-            unsafe { AsyncFd::register_with_interest(Timer(timer), tokio::io::Interest::READABLE) }
-                .map_err(io::Error::from)?;
+        let timer = unsafe {
+            AsyncFd::register_with_interest(Timer(timer.0), tokio::io::Interest::READABLE)
+        }
+        .map_err(io::Error::from)?;
         Ok(Pacer {
             timer,
             interval: 1.0 / rate,
@@ -87,7 +99,8 @@ mod tests {
 
     #[tokio::test]
     async fn waits_until_the_due_time_and_not_for_a_past_one() {
-        let mut pacer = Pacer::new(1000.0).expect("timerfd");
+        let timer = UnregisteredTimer::new().expect("timerfd");
+        let mut pacer = Pacer::new(timer, 1000.0).expect("register");
         let due = Instant::now() + Duration::from_millis(3);
         pacer.wait_until(due).await.expect("wait");
         assert!(Instant::now() >= due);
