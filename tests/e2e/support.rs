@@ -106,6 +106,16 @@ impl TestEnv {
         self.zdctl().args(args).output().expect("run zdctl")
     }
 
+    /// Starts `zdctl restart NAME` without waiting for it, its output discarded.
+    pub fn spawn_restart(&self, name: &str) -> Child {
+        self.zdctl()
+            .args(["restart", name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn zdctl restart")
+    }
+
     /// Writes `services.d/NAME.yaml`.
     pub fn write_service(&self, name: &str, yaml: &str) -> PathBuf {
         let path = self.config_dir.join(format!("{name}.yaml"));

@@ -243,13 +243,7 @@ fn a_supervisor_whose_stderr_nobody_reads_keeps_restarting() {
     drop(cmd);
     env.adopt("api", child);
     for restart in 1..=30 {
-        let mut client = env
-            .zdctl()
-            .args(["restart", "api"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn zdctl restart");
+        let mut client = env.spawn_restart("api");
         let status = wait_for(&format!("restart {restart} to finish"), || {
             client.try_wait().expect("wait")
         });

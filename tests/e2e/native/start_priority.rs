@@ -79,13 +79,7 @@ fn a_slow_start_gets_the_normal_priority_back_before_it_is_ready() {
     let mut env = TestEnv::new();
     env.fixture_service("api", &["--start-delay", "2s"], "");
     env.start("api", &["run", "api"]);
-    let mut restart = env
-        .zdctl()
-        .args(["restart", "api"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("zdctl restart");
+    let mut restart = env.spawn_restart("api");
     let starting = wait_for("a starting generation", || {
         let status = env.status("api")?;
         let g = status

@@ -55,13 +55,7 @@ fn during_a_flip_both_generations_hold_the_listener_and_the_old_ones_connections
             .filter(|&n| n > 0)
     });
 
-    let mut restart = env
-        .zdctl()
-        .args(["restart", "api"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("restart");
+    let mut restart = env.spawn_restart("api");
     let start = Instant::now();
     while restart.try_wait().expect("try_wait").is_none() {
         assert!(start.elapsed() < DEADLINE, "the restart did not finish");
