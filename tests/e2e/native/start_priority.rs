@@ -8,9 +8,9 @@ use crate::support::*;
 
 /// The policies of every thread of `pid`.
 fn policies_of(pid: i32) -> Vec<i32> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
+    zd_core::proc::tasks(pid)
         .expect("tasks")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .into_iter()
         .filter_map(start_priority::policy_of)
         .collect()
 }

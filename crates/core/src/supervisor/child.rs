@@ -10,8 +10,9 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::Shared;
+use super::start_priority::IdleStart;
 use super::state::Generation;
-use crate::config::ServiceConfig;
+use crate::config::{ServiceConfig, StartPriority};
 use crate::handoff::{ExecReport, SpawnSpec, spawn_generation, start_child};
 use crate::proto::{ExitInfo, GenerationState};
 use crate::ready::NotifySocket;
@@ -25,6 +26,8 @@ pub(super) struct Started {
     pub exec: ExecReport,
     /// When the clone returned (or, when waiting for the exec, when that ended).
     pub spawned_at: Instant,
+    /// Its start at the idle priority, to end once it is ready.
+    pub idle_start: IdleStart,
 }
 
 /// Starts the next generation with `config`, records it in `state` and starts watching its
@@ -64,7 +67,7 @@ pub(super) fn start_generation(
         notify_socket: notify.as_ref().map(|n| n.path()),
         capture_output: config.log_prefix,
         nice: super::priority::generation_nice(),
-        idle_start: config.start_priority == crate::config::StartPriority::Idle,
+        idle_start: config.start_priority == StartPriority::Idle,
     };
     let spawned = if wait_exec {
         // Waiting for the exec can take a while on a busy machine: keep it off the worker
@@ -85,9 +88,11 @@ pub(super) fn start_generation(
     }
     let pidfd = Arc::new(spawned.pidfd);
     let (exit_tx, exit_rx) = watch::channel(None);
-    if config.start_priority == crate::config::StartPriority::Idle {
-        end_idle_start_later(pid, exit_rx.clone());
-    }
+    let idle_start = if spec.idle_start {
+        IdleStart::begin(pid, exit_rx.clone())
+    } else {
+        IdleStart::default()
+    };
     shared.lock().generations.insert(
         generation,
         Generation {
@@ -119,24 +124,8 @@ pub(super) fn start_generation(
         pid,
         exec: spawned.exec,
         spawned_at,
+        idle_start,
     })
-}
-
-/// Ends a generation's idle start [`IDLE_START_LIMIT`] after its spawn if readiness has not
-/// ended it before: on a saturated machine an idle task gets almost no CPU, and the start
-/// must not wait for the load to drop.
-///
-/// [`IDLE_START_LIMIT`]: super::start_priority::IDLE_START_LIMIT
-fn end_idle_start_later(pid: i32, mut exited: watch::Receiver<Option<ExitInfo>>) {
-    tokio::spawn(async move {
-        tokio::select! {
-            () = tokio::time::sleep(super::start_priority::IDLE_START_LIMIT) => {
-                super::start_priority::end_idle_start(pid);
-            }
-            // Gone: its pid may soon be someone else's.
-            _ = exited.wait_for(|s| s.is_some()) => {}
-        }
-    });
 }
 
 /// How long after a generation's exit its zombie is reaped. Its exit status is read

@@ -11,6 +11,7 @@ use tracing::{error, info, warn};
 use super::child::{Started, kill_group, send_signal, start_generation};
 use super::drain::drain;
 use super::restart::RestartRun;
+use super::start_priority::IdleStart;
 use super::state::State;
 use super::{LoopMsg, Shared, SupervisorError, SupervisorOptions};
 use crate::config::RestartMode;
@@ -85,12 +86,15 @@ async fn run_prepared(prepared: Prepared) -> Result<(), SupervisorError> {
 
     match start_generation(&shared, &config, GenerationState::Active, true) {
         Ok(Started {
-            generation, pid, ..
+            generation,
+            pid,
+            idle_start,
+            ..
         }) => {
             shared.lock().active = Some(generation);
             shared.write_pidfile(pid);
             shared.emit(None, EventKind::Spawned { generation, pid });
-            log_first_readiness(&shared, generation, pid);
+            log_first_readiness(&shared, generation, pid, idle_start);
         }
         Err(reason) => {
             ControlServer::remove(server.path());
@@ -155,8 +159,8 @@ async fn run_prepared(prepared: Prepared) -> Result<(), SupervisorError> {
 
 /// Logs when generation 1 becomes ready. Nothing waits on it: there is no older generation
 /// to protect, and the listener queues clients until the app accepts.
-fn log_first_readiness(shared: &Arc<Shared>, generation: u64, pid: i32) {
-    let (checks, timeout, name, notify, idle_start) = {
+fn log_first_readiness(shared: &Arc<Shared>, generation: u64, pid: i32, idle_start: IdleStart) {
+    let (checks, timeout, name, notify) = {
         let st = shared.lock();
         let notify = st
             .generations
@@ -167,7 +171,6 @@ fn log_first_readiness(shared: &Arc<Shared>, generation: u64, pid: i32) {
             st.config.ready.timeout,
             st.config.name.clone(),
             notify,
-            st.config.start_priority == crate::config::StartPriority::Idle,
         )
     };
     let ctx = ReadyContext {
@@ -176,7 +179,7 @@ fn log_first_readiness(shared: &Arc<Shared>, generation: u64, pid: i32) {
         pid,
         listener_inodes: shared.listeners.iter().map(|l| l.inode()).collect(),
         notify,
-        idle_start,
+        idle_start: idle_start.began(),
     };
     tokio::spawn(async move {
         match tokio::time::timeout(timeout, wait_ready(&checks, &ctx)).await {
@@ -185,9 +188,7 @@ fn log_first_readiness(shared: &Arc<Shared>, generation: u64, pid: i32) {
             Err(_) => warn!(generation, pid, "not ready within the readiness timeout"),
         }
         // Ready or not, this generation is the service now: at its normal priority.
-        if idle_start {
-            super::start_priority::end_idle_start(pid);
-        }
+        idle_start.end();
     });
 }
 
@@ -461,7 +462,10 @@ fn respawn(shared: &Arc<Shared>) {
     };
     match start_generation(shared, &config, GenerationState::Active, true) {
         Ok(Started {
-            generation, pid, ..
+            generation,
+            pid,
+            idle_start,
+            ..
         }) => {
             {
                 let mut st = shared.lock();
@@ -471,7 +475,7 @@ fn respawn(shared: &Arc<Shared>) {
             shared.write_pidfile(pid);
             shared.emit(None, EventKind::Spawned { generation, pid });
             shared.emit(None, EventKind::Promoted { generation, pid });
-            log_first_readiness(shared, generation, pid);
+            log_first_readiness(shared, generation, pid, idle_start);
         }
         Err(e) => {
             error!(error = %e, "respawn failed");

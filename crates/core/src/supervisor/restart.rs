@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use super::Shared;
 use super::child::{Started, start_generation};
 use super::drain::drain;
-use crate::config::{ServiceConfig, StartPriority};
+use crate::config::ServiceConfig;
 use crate::duration::format_duration;
 use crate::proto::{EventKind, GenerationState, RestartOutcome, RestartReport};
 use crate::ready::{ReadyCheck, ReadyContext, wait_ready};
@@ -152,6 +152,7 @@ impl RestartRun {
             generation,
             pid,
             exec,
+            idle_start,
             ..
         } = started;
         let checks: Vec<String> = config.ready.checks.iter().map(|c| c.to_string()).collect();
@@ -174,7 +175,7 @@ impl RestartRun {
             pid,
             listener_inodes: self.shared.listeners.iter().map(|l| l.inode()).collect(),
             notify,
-            idle_start: config.start_priority == StartPriority::Idle,
+            idle_start: idle_start.began(),
         };
         let timeout = self.ready_timeout.unwrap_or(config.ready.timeout);
         let mut stopping = self.shared.stopping.subscribe();
@@ -202,9 +203,7 @@ impl RestartRun {
         match verdict {
             Ok(evidence) => {
                 // It serves requests from now on: at the priority it would have without us.
-                if config.start_priority == StartPriority::Idle {
-                    super::start_priority::end_idle_start(pid);
-                }
+                idle_start.end();
                 self.emit(EventKind::Ready {
                     generation,
                     evidence,

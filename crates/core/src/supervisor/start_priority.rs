@@ -12,10 +12,10 @@
 //! the normal policy (`SCHED_OTHER`); every process and thread the generation starts
 //! inherits it.
 //!
-//! [`end_idle_start`] gives every `SCHED_IDLE` thread of the generation's tree `SCHED_OTHER`
+//! `IdleStart::end` gives every `SCHED_IDLE` thread of the generation's tree `SCHED_OTHER`
 //! back, at its nice value, which `SCHED_IDLE` kept: when the generation is proven ready (a
 //! generation that accepts connections must not serve them at the weakest priority, so
-//! `accepting` is polled every [`EAGER_POLL`] meanwhile), and at the latest
+//! `accepting` is polled every `EAGER_POLL` meanwhile), and at the latest
 //! [`IDLE_START_LIMIT`] after the spawn, so that on a saturated machine, where an idle task
 //! gets almost no CPU, the start is delayed by that much at most. A thread the service
 //! itself put at `SCHED_IDLE` in that time gets `SCHED_OTHER` too: nothing tells the two
@@ -23,7 +23,13 @@
 //!
 //! [`StartPriority::Idle`]: crate::config::StartPriority::Idle
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::proto::ExitInfo;
 
 /// How long a generation may stay at the idle priority, ready or not.
 pub const IDLE_START_LIMIT: Duration = Duration::from_millis(10);
@@ -93,11 +99,55 @@ fn set(tid: i32, attr: &SchedAttr) -> bool {
     rc == 0
 }
 
+/// A generation's idle start, ended once: by its readiness or by [`IDLE_START_LIMIT`],
+/// whichever comes first. The default is a generation that started at its normal priority.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct IdleStart(Option<Arc<Started>>);
+
+#[derive(Debug)]
+struct Started {
+    pid: i32,
+    ended: AtomicBool,
+}
+
+impl IdleStart {
+    /// For generation `pid`, just spawned idle: ends its idle start after
+    /// [`IDLE_START_LIMIT`] unless something ended it before or the generation exited (its
+    /// pid may then soon be someone else's).
+    pub(crate) fn begin(pid: i32, mut exited: watch::Receiver<Option<ExitInfo>>) -> IdleStart {
+        let idle = IdleStart(Some(Arc::new(Started {
+            pid,
+            ended: AtomicBool::new(false),
+        })));
+        let limit = idle.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(IDLE_START_LIMIT) => limit.end(),
+                _ = exited.wait_for(|s| s.is_some()) => {}
+            }
+        });
+        idle
+    }
+
+    /// Whether the generation started idle.
+    pub(crate) fn began(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Gives the generation its normal priority back, the first time only.
+    pub(crate) fn end(&self) {
+        if let Some(started) = &self.0
+            && !started.ended.swap(true, Ordering::AcqRel)
+        {
+            end_idle_start(started.pid);
+        }
+    }
+}
+
 /// Gives `SCHED_OTHER` back to every `SCHED_IDLE` thread of `root`'s tree; returns how many
-/// it changed. A thread started
-/// while a pass runs inherits from one that may not be done yet, so passes repeat until
-/// one changes nothing (at most four).
-pub(crate) fn end_idle_start(root: i32) -> usize {
+/// it changed. A thread started while a pass runs inherits from one that may not be done
+/// yet, so passes repeat until one changes nothing (at most four).
+fn end_idle_start(root: i32) -> usize {
     let mut changed = 0;
     for _ in 0..4 {
         let pass = end_pass(root);
@@ -112,13 +162,8 @@ pub(crate) fn end_idle_start(root: i32) -> usize {
 fn end_pass(root: i32) -> usize {
     let mut changed = 0;
     for pid in crate::proc::descendants(root) {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-            continue;
-        };
-        for tid in tasks
-            .flatten()
-            .filter_map(|t| t.file_name().to_str()?.parse().ok())
-        {
+        // A process that exited meanwhile has no threads left to change.
+        for tid in crate::proc::tasks(pid).unwrap_or_default() {
             if let Some(attr) = get(tid).filter(|a| a.is(libc::SCHED_IDLE))
                 && set(tid, &attr.with_policy(libc::SCHED_OTHER))
             {
