@@ -180,7 +180,9 @@ impl Follower {
             Phase::Starting { .. } => self.child.as_ref(),
             Phase::Grace { .. } => None,
         };
-        let Some(target) = target else {
+        // A process that has exited but is not reaped yet still takes a signal without an
+        // error, and the signal is lost with it: hold it for the successor, like ESRCH below.
+        let Some(target) = target.filter(|t| !t.has_exited()) else {
             self.keep(signal.signo);
             return;
         };
