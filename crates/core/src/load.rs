@@ -263,7 +263,6 @@ pub async fn run_with_counters(
     let threads = config.threads.min(config.concurrency);
     let started = Instant::now();
     let (internal_stop, internal_rx) = watch::channel(false);
-    let internal_stop = Arc::new(internal_stop);
     let run = Arc::new(worker::Run {
         request: config.request_bytes(),
         deadline: config.duration.map(|d| started + d),
@@ -279,7 +278,7 @@ pub async fn run_with_counters(
     // wait for an open-loop slot.
     let watcher = {
         let run = Arc::clone(&run);
-        let internal_stop = Arc::clone(&internal_stop);
+        let internal_stop = internal_stop.clone();
         tokio::spawn(async move {
             let deadline = async {
                 match run.deadline {
