@@ -8,6 +8,11 @@
 //! SO_REUSEPORT handover whose old process closes its own listener. A peer whose program
 //! is not installed is reported as skipped, never as passing.
 //!
+//! One row restarts nothing: the baseline runs the fixture under `zdctl run` and, in each
+//! "flip", starts a second fixture on a port of its own that exits after 10 ms. It shows
+//! what the machine does to latency when a process starts and ends beside the service,
+//! which every restart does at least, next to the `steady p99` of each row.
+//!
 //! The binary is also its own helper: `compare fixture ARGS` is the fixture service,
 //! `compare naive-server --listen ADDR` the server of the naive SO_REUSEPORT handover (see
 //! `naive.rs` for how it stops), and `compare haproxy-reload SOCKET` reloads HAProxy
@@ -123,7 +128,7 @@ async fn measure(
 struct Row {
     tool: &'static str,
     mode: &'static str,
-    cells: Result<[String; 7], String>,
+    cells: Result<[String; 8], String>,
 }
 
 impl Row {
@@ -151,6 +156,7 @@ impl Row {
                 },
                 drops.to_string(),
                 ms(r.latency.flips.p99_ms),
+                ms(r.latency.steady.p99_ms),
                 ms(r.latency.flips.max_ms),
                 format!(
                     "{} ({}/{})",
@@ -183,8 +189,8 @@ fn kinds(r: &VerifyReport) -> String {
 /// A markdown table, ready to paste into docs/benchmarks.md.
 fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| tool | connections | requests | run time | failed | kernel drops | flip p99 | flip max | median flip (completed) |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+        "| tool | connections | requests | run time | failed | kernel drops | flip p99 | steady p99 | flip max | median flip (completed) |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
     );
     for row in rows {
         match &row.cells {
@@ -193,7 +199,7 @@ fn table(rows: &[Row]) -> String {
             }
             Err(why) => {
                 out += &format!(
-                    "| {} | {} | skipped: {why} | | | | | | |\n",
+                    "| {} | {} | skipped: {why} | | | | | | | |\n",
                     row.tool, row.mode
                 );
             }
@@ -211,4 +217,76 @@ fn row_summary(r: &VerifyReport) -> String {
         r.flips.p50_ms,
         r.flips.max_ms
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use zd_core::verify::{FailureCounts, FlipSummary, KernelCounters, Latency, LatencyReport};
+
+    use super::*;
+
+    fn report() -> VerifyReport {
+        let latency = |p99_ms| Latency {
+            requests: 100,
+            p99_ms,
+            max_ms: 9.0,
+            ..Latency::default()
+        };
+        VerifyReport {
+            target: "cmp".into(),
+            url: "http://127.0.0.1:1/".into(),
+            mode: "close",
+            concurrency: CONCURRENCY,
+            rate: None,
+            duration_ms: 2500.0,
+            requests: 200,
+            failed: 3,
+            failures: FailureCounts {
+                refused: 2,
+                reset: 1,
+                ..FailureCounts::default()
+            },
+            latency: LatencyReport {
+                flips: latency(4.3),
+                steady: latency(0.5),
+            },
+            flips: FlipSummary {
+                requested: 10,
+                completed: 9,
+                p50_ms: 12.0,
+                max_ms: 30.0,
+                list: Vec::new(),
+            },
+            kernel: KernelCounters::default(),
+            accept_queue_max: None,
+            passed: false,
+        }
+    }
+
+    fn cells(line: &str) -> Vec<&str> {
+        line.trim_matches('|').split('|').map(str::trim).collect()
+    }
+
+    #[test]
+    fn measured_and_skipped_rows_line_up_with_the_header() {
+        let peer = &peers::ALL[1];
+        let rows = [
+            Row::measured(peer, &report()),
+            Row::skipped(peer, "not installed".into()),
+        ];
+        let text = table(&rows);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        let header = cells(lines[0]);
+        for line in &lines[1..] {
+            assert_eq!(cells(line).len(), header.len(), "{line}");
+        }
+        let measured = cells(lines[2]);
+        let at = |name: &str| measured[header.iter().position(|h| *h == name).unwrap()];
+        assert_eq!(at("failed"), "3 (refused 2, reset 1)");
+        assert_eq!(at("flip p99"), "4.3ms");
+        assert_eq!(at("steady p99"), "0.5ms");
+        assert_eq!(at("median flip (completed)"), "12.0ms (9/10)");
+        assert!(cells(lines[3])[2].starts_with("skipped: not installed"));
+    }
 }

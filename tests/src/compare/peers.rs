@@ -32,6 +32,7 @@ pub struct Peer {
 #[derive(Clone, Copy)]
 enum Kind {
     Zdctl,
+    Baseline,
     StartServer,
     Nginx,
     Haproxy,
@@ -46,6 +47,11 @@ const fn peer(tool: &'static str, mode: ConnectionMode, kind: Kind) -> Peer {
 pub const ALL: &[Peer] = &[
     peer("zdctl run", ConnectionMode::KeepAlive, Kind::Zdctl),
     peer("zdctl run", ConnectionMode::Close, Kind::Zdctl),
+    peer(
+        "baseline: no restart, one fixture start",
+        ConnectionMode::Close,
+        Kind::Baseline,
+    ),
     peer(
         "start_server (HUP)",
         ConnectionMode::Close,
@@ -159,7 +165,7 @@ pub fn start(peer: &Peer) -> Result<Running, Unavailable> {
     let d = dir.path().to_path_buf();
     let q = |p: &Path| shell_quote(&p.display().to_string());
     match peer.kind {
-        Kind::Zdctl => {
+        Kind::Zdctl | Kind::Baseline => {
             let zdctl = me.with_file_name("zdctl");
             if !zdctl.exists() {
                 return Err(Unavailable(
@@ -173,9 +179,19 @@ pub fn start(peer: &Peer) -> Result<Running, Unavailable> {
                 .arg("fixture")
                 .env("ZDCTL_RUNTIME_DIR", &d);
             running.children.push(spawn(cmd, &d.join("zdctl.log"))?);
-            running.restarter = Restarter::Control {
-                socket: d.join(format!("{name}.sock")),
-                name,
+            running.restarter = if matches!(peer.kind, Kind::Baseline) {
+                // What any restart costs at least: the program starts and ends once while
+                // the load runs, on its own port, in about as long as a zdctl flip takes.
+                // The fixture exits 4 after its drain.
+                command(format!(
+                    "{} fixture --listen 127.0.0.1:0 --exit-after 10ms; [ $? -eq 4 ]",
+                    q(&me)
+                ))
+            } else {
+                Restarter::Control {
+                    socket: d.join(format!("{name}.sock")),
+                    name,
+                }
             };
         }
         Kind::StartServer => {
