@@ -124,11 +124,25 @@ async fn measure(
     Ok(verification.report)
 }
 
+/// The table's headings: the tool, its connection mode, then one per measured cell.
+const HEADINGS: [&str; 10] = [
+    "tool",
+    "connections",
+    "requests",
+    "run time",
+    "failed",
+    "kernel drops",
+    "flip p99",
+    "steady p99",
+    "flip max",
+    "median flip (completed)",
+];
+
 /// One line of the table.
 struct Row {
     tool: &'static str,
     mode: &'static str,
-    cells: Result<[String; 8], String>,
+    cells: Result<[String; HEADINGS.len() - 2], String>,
 }
 
 impl Row {
@@ -188,22 +202,36 @@ fn kinds(r: &VerifyReport) -> String {
 
 /// A markdown table, ready to paste into docs/benchmarks.md.
 fn table(rows: &[Row]) -> String {
-    let mut out = String::from(
-        "| tool | connections | requests | run time | failed | kernel drops | flip p99 | steady p99 | flip max | median flip (completed) |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
-    );
+    // An empty cell is written `| |`, as a person would.
+    let line = |cells: &[&str]| {
+        let mut text: String = cells
+            .iter()
+            .map(|c| {
+                if c.is_empty() {
+                    "| ".into()
+                } else {
+                    format!("| {c} ")
+                }
+            })
+            .collect();
+        text += "|\n";
+        text
+    };
+    let mut out = line(&HEADINGS);
+    out += &"|---".repeat(HEADINGS.len());
+    out += "|\n";
     for row in rows {
+        let skipped;
+        let mut cells = vec![row.tool, row.mode];
         match &row.cells {
-            Ok(c) => {
-                out += &format!("| {} | {} | {} |\n", row.tool, row.mode, c.join(" | "));
-            }
+            Ok(measured) => cells.extend(measured.iter().map(String::as_str)),
             Err(why) => {
-                out += &format!(
-                    "| {} | {} | skipped: {why} | | | | | | | |\n",
-                    row.tool, row.mode
-                );
+                skipped = format!("skipped: {why}");
+                cells.push(&skipped);
             }
         }
+        cells.resize(HEADINGS.len(), "");
+        out += &line(&cells);
     }
     out
 }
