@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::supervisor::start_priority::{EAGER_POLL, IDLE_START_LIMIT};
 
 pub use check::ReadyCheck;
-pub use notify::{NotifySocket, NotifyState};
+pub use notify::{NotifySender, NotifySocket, NotifyState};
 
 /// What the checks need to know about the generation under test.
 #[derive(Debug, Clone)]

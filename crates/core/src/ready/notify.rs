@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::net::UnixDatagram;
 use tokio::sync::watch;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::{ReadyContext, ReadyError};
 
@@ -37,34 +37,83 @@ impl NotifyState {
     }
 }
 
+/// Who may speak for a generation on its notify socket: its main process, and any process
+/// in its cgroup or below it in the process tree.
+#[derive(Debug, Clone)]
+pub struct NotifySender {
+    /// The generation's main process.
+    pub pid: i32,
+    /// The generation's cgroup as `/proc/PID/cgroup` names it, when it has one.
+    pub cgroup: Option<String>,
+}
+
+impl NotifySender {
+    /// Whether the process `sender` (as the kernel attested it) belongs to the generation.
+    pub fn admits(&self, sender: i32) -> bool {
+        if sender == self.pid {
+            return true;
+        }
+        if let Some(cgroup) = &self.cgroup {
+            return crate::contain::cgroup_of(sender).is_some_and(|c| &c == cgroup);
+        }
+        // Walk up from the sender; a tree is rarely deep, and the walk is bounded anyway.
+        let mut pid = sender;
+        for _ in 0..64 {
+            match crate::proc::parent(pid) {
+                Ok(parent) if parent == self.pid => return true,
+                Ok(parent) if parent > 1 => pid = parent,
+                _ => return false,
+            }
+        }
+        false
+    }
+}
+
 /// A bound notify socket; its reader task updates a watch channel until dropped.
+///
+/// The socket's path is known to every process of the generation and may be reachable by
+/// others, so a datagram counts only when the kernel's credentials (`SO_PASSCRED`) name a
+/// process of the generation ([`NotifySender`]), as systemd's `NotifyAccess=all` checks
+/// the cgroup. Others' datagrams are dropped and logged.
 pub struct NotifySocket {
     path: PathBuf,
     state: watch::Receiver<NotifyState>,
+    sender: watch::Sender<Option<NotifySender>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl NotifySocket {
+    /// Binds the socket at `path`, in a runtime directory that only this user can write
+    /// ([`crate::paths::ensure_runtime_dir`]): nobody can swap the path between the bind
+    /// and the mode change. Datagrams wait until [`NotifySocket::admit`] names the
+    /// generation's processes.
     pub fn bind(path: &Path) -> std::io::Result<Self> {
         let _ = std::fs::remove_file(path);
         let socket = UnixDatagram::bind(path)?;
-        // The app may drop privileges before it notifies (workers under another user), so
-        // anyone who can reach the per-service runtime directory may write; the socket is
-        // specific to one generation, which is what identifies the sender.
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::PassCred, &true)
+            .map_err(std::io::Error::from)?;
+        // A generation that switches to another uid before it notifies can reach the socket
+        // only if the directory lets it in (mode 0711 or 0755, the operator's choice); then
+        // the socket itself is open to it, and the sender check is what keeps others out.
+        let mode = match path.parent() {
+            Some(dir) if crate::paths::traversable_by_others(dir) => 0o666,
+            _ => 0o600,
+        };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
         let (tx, rx) = watch::channel(NotifyState::default());
-        let task = tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            while let Ok(n) = socket.recv(&mut buf).await {
-                debug!(message = %String::from_utf8_lossy(&buf[..n]), "notify");
-                tx.send_modify(|s| s.apply(&buf[..n]));
-            }
-        });
+        let (sender_tx, sender_rx) = watch::channel(None);
+        let task = tokio::spawn(read_datagrams(socket, sender_rx, tx));
         Ok(Self {
             path: path.to_path_buf(),
             state: rx,
+            sender: sender_tx,
             task,
         })
+    }
+
+    /// From now on, datagrams from `sender`'s processes count.
+    pub fn admit(&self, sender: NotifySender) {
+        self.sender.send_replace(Some(sender));
     }
 
     pub fn path(&self) -> &Path {
@@ -73,6 +122,75 @@ impl NotifySocket {
 
     pub fn state(&self) -> watch::Receiver<NotifyState> {
         self.state.clone()
+    }
+}
+
+/// The largest datagram read; sd_notify messages are a few dozen bytes.
+const DATAGRAM_MAX: usize = 4096;
+
+async fn read_datagrams(
+    socket: UnixDatagram,
+    mut sender: watch::Receiver<Option<NotifySender>>,
+    state: watch::Sender<NotifyState>,
+) {
+    let mut buf = vec![0u8; DATAGRAM_MAX];
+    loop {
+        let Ok((n, pid)) = recv_with_pid(&socket, &mut buf).await else {
+            return;
+        };
+        // A datagram may come before the spawn's caller has named the generation.
+        let Ok(admitted) = sender.wait_for(|s| s.is_some()).await else {
+            return;
+        };
+        let allowed = match (pid, admitted.as_ref()) {
+            (Some(pid), Some(s)) => s.admits(pid),
+            _ => false,
+        };
+        drop(admitted);
+        if !allowed {
+            warn!(
+                sender_pid = pid.unwrap_or(0),
+                "ignored a notify datagram from a process outside the generation"
+            );
+            continue;
+        }
+        debug!(message = %String::from_utf8_lossy(&buf[..n]), "notify");
+        state.send_modify(|s| s.apply(&buf[..n]));
+    }
+}
+
+/// Receives one datagram and the sender's pid from its `SCM_CREDENTIALS`.
+async fn recv_with_pid(
+    socket: &UnixDatagram,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, Option<i32>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixCredentials, recvmsg};
+    use std::os::fd::AsRawFd;
+    loop {
+        socket.readable().await?;
+        let got = socket.try_io(tokio::io::Interest::READABLE, || {
+            let mut iov = [std::io::IoSliceMut::new(buf)];
+            let mut cmsg = nix::cmsg_space!(UnixCredentials);
+            let msg = recvmsg::<()>(
+                socket.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+            )
+            .map_err(std::io::Error::from)?;
+            let pid = msg.cmsgs().ok().and_then(|mut c| {
+                c.find_map(|m| match m {
+                    ControlMessageOwned::ScmCredentials(cred) => Some(cred.pid()),
+                    _ => None,
+                })
+            });
+            Ok((msg.bytes, pid))
+        });
+        match got {
+            Ok(r) => return Ok(r),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
     }
 }
 
