@@ -37,7 +37,7 @@ pub enum HandoffError {
         stage: &'static str,
         source: std::io::Error,
     },
-    #[error("cannot {about}")]
+    #[error("cannot {about}: {source}")]
     Io {
         about: &'static str,
         #[source]

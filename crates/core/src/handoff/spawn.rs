@@ -30,6 +30,9 @@ pub struct SpawnSpec<'a> {
     /// Start at `SCHED_IDLE` (`supervisor::start_priority`); the supervisor gives the
     /// normal priority back once the generation is ready.
     pub idle_start: bool,
+    /// The generation's `cgroup.procs`, opened for writing: the child moves itself there
+    /// before exec, so that every process it ever starts stays countable and killable.
+    pub cgroup_procs: Option<RawFd>,
 }
 
 /// A started generation.
@@ -211,6 +214,7 @@ pub fn start_child(spec: &SpawnSpec<'_>) -> Result<Spawned, HandoffError> {
         stderr: child_err,
         nice: spec.nice,
         idle_start: spec.idle_start,
+        cgroup_procs: spec.cgroup_procs.unwrap_or(-1),
         sched_attr: &mut *sched_attr,
     });
     let mut memory = ChildMemory {
@@ -337,8 +341,24 @@ fn clone_child(memory: &mut ChildMemory) -> Result<(i32, OwnedFd), HandoffError>
         (pid, clone_error)
     };
     if pid < 0 {
+        // EINVAL is an old kernel that does not know CLONE_PIDFD; everything else (EMFILE
+        // for the pidfd, EAGAIN for the process limit, ENOMEM) is the errno's own story.
+        let about = match clone_error.raw_os_error() {
+            Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+                "start the child with clone(CLONE_PIDFD) (Linux 5.2 or later is required)"
+            }
+            Some(libc::EMFILE) | Some(libc::ENFILE) => {
+                "start the child: the supervisor is out of file descriptors (raise its \
+                 'ulimit -n' or find what holds them with 'ls /proc/PID/fd')"
+            }
+            Some(libc::EAGAIN) => {
+                "start the child: the process limit is reached (check 'ulimit -u' and \
+                 pids.max of the cgroup)"
+            }
+            _ => "start the child with clone",
+        };
         return Err(HandoffError::Io {
-            about: "start the child with clone (Linux 5.2 or later is required)",
+            about,
             source: clone_error,
         });
     }
@@ -360,6 +380,8 @@ struct ChildContext {
     stderr: RawFd,
     nice: Option<i32>,
     idle_start: bool,
+    /// The generation's `cgroup.procs` (write end), or -1.
+    cgroup_procs: RawFd,
     /// Room for `sched_getattr`'s answer, in [`ChildMemory`].
     sched_attr: *mut SchedAttr,
 }
@@ -375,13 +397,43 @@ struct KernelSigaction {
     mask: u64,
 }
 
-const STAGES: &[&str] = &[
-    "chdir",
-    "moving the listeners",
-    "redirecting output",
-    "execve",
-    "setting the priority",
-];
+/// What the child was doing when it failed; sent to the parent as one byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Stage {
+    Chdir,
+    Listeners,
+    Output,
+    Execve,
+    Priority,
+    Cgroup,
+}
+
+impl Stage {
+    const ALL: [Stage; 6] = [
+        Stage::Chdir,
+        Stage::Listeners,
+        Stage::Output,
+        Stage::Execve,
+        Stage::Priority,
+        Stage::Cgroup,
+    ];
+
+    fn from_byte(b: u8) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|s| *s as u8 == b)
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Stage::Chdir => "chdir",
+            Stage::Listeners => "moving the listeners",
+            Stage::Output => "redirecting output",
+            Stage::Execve => "execve",
+            Stage::Priority => "setting the priority",
+            Stage::Cgroup => "joining the generation's cgroup",
+        }
+    }
+}
 
 /// The child side. Never returns.
 ///
@@ -399,6 +451,19 @@ unsafe fn exec_child(ctx: &ChildContext) -> ! {
     unsafe {
         // Our own process group, so a drain can signal and kill the generation's whole tree.
         call(Sys::Setpgid, [0, 0, 0, 0]);
+
+        // Into the generation's cgroup before anything else can fork: "0" moves the writer.
+        // From here on no process of this generation, setsid or not, can leave it.
+        if ctx.cgroup_procs >= 0 {
+            let zero = b"0";
+            let rc = call(
+                Sys::Write,
+                [ctx.cgroup_procs as usize, zero.as_ptr() as usize, 1, 0],
+            );
+            if rc < 0 {
+                fail(ctx.err_pipe, Stage::Cgroup, rc);
+            }
+        }
 
         // A clean slate of signals: handlers back to default (exec would keep ignored ones
         // ignored: Rust ignores SIGPIPE, for one) and an empty mask, which also lifts the
@@ -431,7 +496,7 @@ unsafe fn exec_child(ctx: &ChildContext) -> ! {
                 [libc::PRIO_PROCESS as usize, 0, nice as isize as usize, 0],
             );
             if rc < 0 {
-                fail(ctx.err_pipe, 4, rc);
+                fail(ctx.err_pipe, Stage::Priority, rc);
             }
         }
 
@@ -453,7 +518,7 @@ unsafe fn exec_child(ctx: &ChildContext) -> ! {
         if !ctx.workdir.is_null() {
             let rc = call(Sys::Chdir, [ctx.workdir as usize, 0, 0, 0]);
             if rc < 0 {
-                fail(ctx.err_pipe, 0, rc);
+                fail(ctx.err_pipe, Stage::Chdir, rc);
             }
         }
 
@@ -469,13 +534,13 @@ unsafe fn exec_child(ctx: &ChildContext) -> ! {
         };
         let err_pipe = dup_above(ctx.err_pipe);
         if err_pipe < 0 {
-            fail(ctx.err_pipe, 1, err_pipe);
+            fail(ctx.err_pipe, Stage::Listeners, err_pipe);
         }
         let err_pipe = err_pipe as RawFd;
         for i in 0..n {
             let lifted = dup_above(*ctx.listener_fds.add(i));
             if lifted < 0 {
-                fail(err_pipe, 1, lifted);
+                fail(err_pipe, Stage::Listeners, lifted);
             }
             *ctx.scratch_fds.add(i) = lifted as RawFd;
         }
@@ -486,7 +551,7 @@ unsafe fn exec_child(ctx: &ChildContext) -> ! {
             if fd >= 0 {
                 let rc = place(fd, to);
                 if rc < 0 {
-                    fail(err_pipe, 2, rc);
+                    fail(err_pipe, Stage::Output, rc);
                 }
             }
         }
@@ -495,7 +560,7 @@ unsafe fn exec_child(ctx: &ChildContext) -> ! {
             // listener is made to cross the exec, on purpose, at fd 3 + i.
             let rc = place(*ctx.scratch_fds.add(i), 3 + i);
             if rc < 0 {
-                fail(err_pipe, 1, rc);
+                fail(err_pipe, Stage::Listeners, rc);
             }
         }
         // Nothing else of ours may leak into the app: mark every fd from the first one
@@ -521,7 +586,7 @@ unsafe fn exec_child(ctx: &ChildContext) -> ! {
             Sys::Execve,
             [ctx.path as usize, ctx.argv as usize, ctx.envp as usize, 0],
         );
-        fail(err_pipe, 3, rc)
+        fail(err_pipe, Stage::Execve, rc)
     }
 }
 
@@ -554,11 +619,11 @@ unsafe fn write_pid(slot: *mut u8, pid: libc::pid_t) {
 ///
 /// # Safety
 /// Child side of `clone_child` only.
-unsafe fn fail(pipe: RawFd, stage: u8, rc: isize) -> ! {
+unsafe fn fail(pipe: RawFd, stage: Stage, rc: isize) -> ! {
     use raw::{Sys, call};
     let errno = (-rc) as i32;
     let mut msg = [0u8; 5];
-    msg[0] = stage;
+    msg[0] = stage as u8;
     msg[1..].copy_from_slice(&errno.to_ne_bytes());
     // SAFETY: a write from a stack buffer, then exit_group; both direct syscalls.
     unsafe {
@@ -690,14 +755,14 @@ fn read_exec_error(pipe: &OwnedFd) -> Option<(&'static str, i32)> {
     if got < msg.len() {
         return None;
     }
-    let stage = STAGES.get(msg[0] as usize).copied().unwrap_or("start");
+    let stage = Stage::from_byte(msg[0]).map_or("start", Stage::describe);
     let errno = i32::from_ne_bytes([msg[1], msg[2], msg[3], msg[4]]);
     Some((stage, errno))
 }
 
 fn pipe_cloexec() -> Result<(OwnedFd, OwnedFd), HandoffError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| HandoffError::Io {
-        about: "create a pipe",
+        about: "create a pipe for the child",
         source: e.into(),
     })
 }
