@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod config;
+pub mod contain;
 pub mod driver;
 pub mod duration;
 pub mod handoff;

@@ -180,6 +180,27 @@ pub fn pidfd(pid: i32) -> Option<std::os::fd::OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Waits up to `limit` for the process behind `pidfd` to exit (the pidfd becomes readable);
+/// true when it did.
+pub fn wait_gone(pidfd: &std::os::fd::OwnedFd, limit: std::time::Duration) -> bool {
+    use std::os::fd::AsFd;
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [nix::poll::PollFd::new(
+            pidfd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)) {
+            Ok(n) if n > 0 => return true,
+            Ok(_) if left.is_zero() => return false,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
 /// How many file descriptors the process has open.
 pub fn fd_count(pid: i32) -> Result<usize, ProcError> {
     procfs::process::Process::new(pid)

@@ -18,7 +18,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use tokio::sync::{broadcast, mpsc, watch};
-use tracing::{info, warn};
+use tracing::{error, info};
 
 use crate::listen::Listener;
 use crate::proto::{Event, EventKind, ExitInfo, unix_ms};
@@ -48,6 +48,8 @@ pub enum SupervisorError {
     Listen(#[from] ListenError),
     #[error(transparent)]
     Control(#[from] ServerError),
+    #[error(transparent)]
+    RuntimeDir(#[from] crate::paths::RuntimeDirError),
     #[error("cannot start generation 1 of '{service}': {reason}")]
     FirstSpawn { service: String, reason: String },
     #[error("cannot {about}")]
@@ -67,6 +69,7 @@ impl SupervisorError {
             SupervisorError::Config(_)
                 | SupervisorError::Listen(_)
                 | SupervisorError::Control(_)
+                | SupervisorError::RuntimeDir(_)
                 | SupervisorError::FirstSpawn { .. }
         )
     }
@@ -79,6 +82,9 @@ pub use control::Prepared;
 /// while nothing else in the process has opened a file, and the runtime opens several.
 pub fn prepare(options: SupervisorOptions) -> Result<Prepared, SupervisorError> {
     options.config.validate()?;
+    if let Some(dir) = options.control_socket.parent() {
+        crate::paths::ensure_runtime_dir(dir)?;
+    }
     limit_malloc_arenas();
     // A running supervisor of the same service holds the same addresses: say that, rather
     // than the "address in use" that binding would report.
@@ -136,6 +142,8 @@ struct Shared {
     loop_tx: mpsc::UnboundedSender<LoopMsg>,
     /// Becomes true once when the supervisor starts stopping.
     stopping: watch::Sender<bool>,
+    /// Where generations get their cgroups; `None` where cgroup v2 is not writable.
+    cgroups: Option<crate::contain::ServiceCgroups>,
     started: std::time::SystemTime,
 }
 
@@ -173,7 +181,11 @@ impl Shared {
         if let Some(path) = path {
             match crate::pidfile::write(&path, pid) {
                 Ok(()) => info!(pid, path = %path.display(), "pidfile written"),
-                Err(e) => warn!(error = %e, "cannot write the pidfile"),
+                Err(e) => error!(
+                    error = %e,
+                    cause = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default(),
+                    "cannot write the pidfile; it names an older generation or none"
+                ),
             }
         }
     }

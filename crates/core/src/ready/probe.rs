@@ -51,16 +51,34 @@ async fn http_ok(host: &str, port: u16, path: &str) -> std::io::Result<bool> {
 
 pub(super) async fn wait_exec(command: &str, ctx: &ReadyContext) {
     loop {
-        let status = tokio::process::Command::new("/bin/sh")
+        let mut check = tokio::process::Command::new("/bin/sh");
+        check
             .arg("-c")
             .arg(command)
             .env("ZD_PID", ctx.pid.to_string())
             .env("ZD_GENERATION", ctx.generation.to_string())
             .env("ZD_SERVICE", &ctx.service)
             .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .status()
-            .await;
+            .kill_on_drop(true);
+        // Listed as our own child while it runs: the supervisor's orphan reaper must leave
+        // its exit status to tokio.
+        let spawned = {
+            let mut own = crate::contain::OwnChildren::get().lock();
+            check.spawn().inspect(|child| {
+                if let Some(pid) = child.id() {
+                    own.insert(pid as i32);
+                }
+            })
+        };
+        let status = match spawned {
+            Ok(mut child) => {
+                // Off the list when the check ends, also when it is dropped for a timeout
+                // (then kill_on_drop ends the child and tokio reaps it).
+                let _listed = child.id().map(|pid| crate::contain::Listed(pid as i32));
+                child.wait().await
+            }
+            Err(e) => Err(e),
+        };
         if matches!(status, Ok(s) if s.success()) {
             return;
         }

@@ -13,9 +13,10 @@ use super::Shared;
 use super::start_priority::IdleStart;
 use super::state::Generation;
 use crate::config::{ServiceConfig, StartPriority};
+use crate::contain::OwnChildren;
 use crate::handoff::{ExecReport, SpawnSpec, spawn_generation, start_child};
 use crate::proto::{ExitInfo, GenerationState};
-use crate::ready::NotifySocket;
+use crate::ready::{NotifySender, NotifySocket};
 use crate::signal::Signal;
 
 /// A generation just started.
@@ -49,6 +50,13 @@ pub(super) fn start_generation(
         st.next_generation += 1;
         g
     };
+    let cgroup = shared.cgroups.as_ref().and_then(|c| match c.generation(generation) {
+        Ok(cg) => Some(Arc::new(cg)),
+        Err(e) => {
+            warn!(generation, error = %e, "cannot create the generation's cgroup; its processes are found by process group");
+            None
+        }
+    });
     let notify_path = crate::paths::notify_socket_in(&shared.runtime_dir, &config.name, generation);
     let notify = match NotifySocket::bind(&notify_path) {
         Ok(n) => Some(n),
@@ -68,18 +76,31 @@ pub(super) fn start_generation(
         capture_output: config.log_prefix,
         nice: super::priority::generation_nice(),
         idle_start: config.start_priority == StartPriority::Idle,
+        cgroup_procs: cgroup.as_ref().map(|c| c.procs_fd()),
     };
-    let spawned = if wait_exec {
-        // Waiting for the exec can take a while on a busy machine: keep it off the worker
-        // threads that serve the control socket and reap children.
-        crate::supervisor::blocking(|| spawn_generation(&spec))
-    } else {
-        start_child(&spec)
-    }
-    .map_err(|e| e.to_string())?;
+    // Listed as our own child before a sweep for orphans could see it.
+    let spawned = {
+        let mut own = OwnChildren::get().lock();
+        let spawned = if wait_exec {
+            // Waiting for the exec can take a while on a busy machine: keep it off the
+            // worker threads that serve the control socket and reap children.
+            crate::supervisor::blocking(|| spawn_generation(&spec))
+        } else {
+            start_child(&spec)
+        }
+        .map_err(|e| e.to_string())?;
+        own.insert(spawned.pid);
+        spawned
+    };
     let spawned_at = Instant::now();
     let pid = spawned.pid;
     info!(generation, pid, "spawned");
+    if let Some(n) = &notify {
+        n.admit(NotifySender {
+            pid,
+            cgroup: cgroup.as_ref().map(|c| c.rel().to_owned()),
+        });
+    }
     if let Some(out) = spawned.stdout {
         forward_output(out, format!("[{} gen {generation}] ", config.name), false);
     }
@@ -88,6 +109,7 @@ pub(super) fn start_generation(
     }
     let pidfd = Arc::new(spawned.pidfd);
     let (exit_tx, exit_rx) = watch::channel(None);
+    let (ended_tx, ended_rx) = watch::channel(false);
     let idle_start = if spec.idle_start {
         IdleStart::begin(pid, exit_rx.clone())
     } else {
@@ -107,6 +129,8 @@ pub(super) fn start_generation(
             stop_signal: config.stop_signal,
             drain_timeout: config.drain_timeout,
             notify,
+            cgroup: cgroup.clone(),
+            ended: ended_rx,
         },
     );
     let shared = shared.clone();
@@ -118,6 +142,8 @@ pub(super) fn start_generation(
         let _ = shared
             .loop_tx
             .send(super::LoopMsg::Exited { generation, status });
+        end_generation(&shared, pid, pidfd, cgroup).await;
+        let _ = ended_tx.send(true);
     });
     Ok(Started {
         generation,
@@ -133,11 +159,43 @@ pub(super) fn start_generation(
 /// `/proc` cleanup first, so that reaping has nothing left to wait for.
 const REAP_DELAY: Duration = Duration::from_millis(200);
 
+/// How long the processes a generation left behind may take to die once killed.
+const LEFTOVERS_LIMIT: Duration = Duration::from_secs(5);
+
+/// Ends a generation whose main process `pid` has exited and is not reaped yet: kills what
+/// it left behind (its process group, its cgroup, or the strays it re-parented to us), then
+/// reaps it. Only after that may its pid, and so its process group id, be reused: nothing
+/// here or later can signal a stranger's group.
+async fn end_generation(
+    shared: &Arc<Shared>,
+    pid: i32,
+    pidfd: Arc<OwnedFd>,
+    cgroup: Option<Arc<crate::contain::GenerationCgroup>>,
+) {
+    let live_groups: Vec<i32> = shared
+        .lock()
+        .generations
+        .values()
+        .filter(|g| g.is_live())
+        .map(|g| g.pid)
+        .collect();
+    let ended = tokio::task::spawn_blocking(move || {
+        crate::contain::end_leftovers(pid, cgroup.as_deref(), &live_groups, LEFTOVERS_LIMIT);
+        // See wait_exit: the zombie goes last, after its threads' /proc entries.
+        std::thread::sleep(REAP_DELAY);
+        wait_for_exit(pidfd.as_raw_fd(), Wait::Reap);
+        OwnChildren::get().forget(pid);
+        drop(cgroup);
+    });
+    let _ = ended.await;
+}
+
 /// Waits until the process behind `pidfd` exits and returns its status, without tying
 /// up a thread: a pidfd becomes readable when its process has exited.
 ///
-/// The status is read with `WNOWAIT`, which leaves the zombie in place, and the zombie is
-/// reaped later on a blocking thread ([`REAP_DELAY`]). Reaping is not the cheap call it
+/// The status is read with `WNOWAIT`, which leaves the zombie in place: its process group
+/// is then ended by [`end_generation`], and the zombie is reaped after that, a little later
+/// on a blocking thread ([`REAP_DELAY`]). Reaping is not the cheap call it
 /// looks like: it drops the process's `/proc` entries, and when the process had many
 /// threads whose entries were looked up (the `accepting` check reads every thread's
 /// `syscall` file) while those threads are still dropping their own, the kernel
@@ -156,7 +214,7 @@ async fn wait_exit(pidfd: &Arc<OwnedFd>) -> ExitInfo {
         Err(e) => {
             warn!(error = %e, "cannot register a pidfd; reaping on a blocking thread");
             let fd = pidfd.as_raw_fd();
-            return tokio::task::spawn_blocking(move || wait_for_exit(fd, Wait::Reap))
+            return tokio::task::spawn_blocking(move || wait_for_exit(fd, Wait::Block))
                 .await
                 .ok()
                 .flatten()
@@ -168,14 +226,6 @@ async fn wait_exit(pidfd: &Arc<OwnedFd>) -> ExitInfo {
             return ExitInfo::Code { code: -1 };
         };
         if let Some(status) = wait_for_exit(pidfd.as_raw_fd(), Wait::Peek) {
-            let pidfd = pidfd.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(REAP_DELAY).await;
-                let reaped = tokio::task::spawn_blocking(move || {
-                    wait_for_exit(pidfd.as_raw_fd(), Wait::Reap);
-                });
-                let _ = reaped.await;
-            });
             return status;
         }
         // Readable but not yet exited (a spurious wake-up): wait for the next edge.
@@ -188,6 +238,8 @@ async fn wait_exit(pidfd: &Arc<OwnedFd>) -> ExitInfo {
 enum Wait {
     /// Reads the status of a child that has exited, leaving it a zombie; never blocks.
     Peek,
+    /// Blocks until the child has exited, leaving it a zombie.
+    Block,
     /// Blocks until the child has exited and reaps it.
     Reap,
 }
@@ -198,6 +250,7 @@ fn wait_for_exit(fd: i32, wait: Wait) -> Option<ExitInfo> {
     let flags = libc::WEXITED
         | match wait {
             Wait::Peek => libc::WNOHANG | libc::WNOWAIT,
+            Wait::Block => libc::WNOWAIT,
             Wait::Reap => 0,
         };
     loop {
@@ -252,9 +305,11 @@ pub(super) fn send_signal(pidfd: &OwnedFd, signal: Signal) -> std::io::Result<()
     }
 }
 
-/// SIGKILLs the process group the generation leads (its workers included).
+/// SIGKILLs the process group the generation leads (its workers included). Only for a
+/// generation whose main process is not reaped: until then its group id cannot be reused.
 pub(super) fn kill_group(pgid: i32) {
-    // SAFETY: killpg with a group id we created (each generation leads its own group).
+    // SAFETY: killpg with the group id of an unreaped child of ours (the caller's promise),
+    // which each generation leads.
     let rc = unsafe { libc::killpg(pgid, libc::SIGKILL) };
     if rc != 0 {
         debug!(pgid, error = %std::io::Error::last_os_error(), "killpg");

@@ -8,7 +8,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{broadcast, mpsc, watch};
 use tracing::{error, info, warn};
 
-use super::child::{Started, kill_group, send_signal, start_generation};
+use super::child::{Started, send_signal, start_generation};
 use super::drain::drain;
 use super::restart::RestartRun;
 use super::start_priority::IdleStart;
@@ -69,6 +69,12 @@ async fn run_prepared(prepared: Prepared) -> Result<(), SupervisorError> {
     let (events, _) = broadcast::channel(1024);
     let (loop_tx, mut loop_rx) = mpsc::unbounded_channel();
     let (stopping, _) = watch::channel(false);
+    // What a generation leaves behind comes to us rather than to init, to be ended and
+    // reaped (crate::contain).
+    if let Err(e) = crate::contain::become_subreaper() {
+        warn!(error = %e, "cannot become a child subreaper; orphans of generations go to init");
+    }
+    let reaper = tokio::spawn(reap_orphans_on_sigchld());
     let shared = Arc::new(Shared {
         state: Mutex::new(State::new(config.clone())),
         listeners,
@@ -78,6 +84,7 @@ async fn run_prepared(prepared: Prepared) -> Result<(), SupervisorError> {
         events,
         loop_tx,
         stopping,
+        cgroups: crate::contain::ServiceCgroups::create(&config.name),
         started: SystemTime::now(),
     });
     for l in &shared.listeners {
@@ -139,6 +146,7 @@ async fn run_prepared(prepared: Prepared) -> Result<(), SupervisorError> {
     }
 
     stop_all(&shared).await;
+    reaper.abort();
     server_task.abort();
     ControlServer::remove(&control_path);
     for replies in stop_requesters {
@@ -535,10 +543,16 @@ async fn stop_all(shared: &Arc<Shared>) {
         drains.spawn(async move { drain(&shared, generation, None).await });
     }
     while drains.join_next().await.is_some() {}
-    // Stragglers of a generation whose main process exited without its workers.
-    let all: Vec<i32> = shared.lock().generations.values().map(|g| g.pid).collect();
-    for pgid in all {
-        kill_group(pgid);
+    // Each generation's exit watcher ends what it left behind and reaps it; `stop` answers
+    // only once that is done, so the ports are free when the client returns.
+    let ended: Vec<watch::Receiver<bool>> = shared
+        .lock()
+        .generations
+        .values()
+        .map(|g| g.ended.clone())
+        .collect();
+    for mut e in ended {
+        let _ = e.wait_for(|done| *done).await;
     }
     let (pidfile, active_pid) = {
         let st = shared.lock();
@@ -554,6 +568,17 @@ async fn stop_all(shared: &Arc<Shared>) {
         .for_each(|g| g.notify = None);
     remove_socket_files(&shared.listeners);
     info!("stopped");
+}
+
+/// Reaps the orphans that generations leave to us, each time a child of ours exits.
+async fn reap_orphans_on_sigchld() {
+    let Ok(mut chld) = signal(SignalKind::child()) else {
+        warn!("cannot watch SIGCHLD; orphans of generations are reaped when a generation ends");
+        return;
+    };
+    while chld.recv().await.is_some() {
+        let _ = tokio::task::spawn_blocking(crate::contain::reap_orphans).await;
+    }
 }
 
 /// Routes every signal the supervisor handles or forwards into one channel.

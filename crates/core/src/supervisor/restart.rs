@@ -215,6 +215,22 @@ impl RestartRun {
             }
         }
 
+        // The pidfile names the new generation before anything depends on it: one that
+        // cannot be written (a full disk, a directory made read-only) rolls the restart back
+        // rather than leave whatever reads it signalling a generation that is about to go.
+        if let Some(path) = &config.pidfile {
+            if let Err(e) = crate::pidfile::write(path, pid) {
+                drain(&self.shared, generation, Some((self.restart, self.started))).await;
+                let cause = std::error::Error::source(&e)
+                    .map(|s| format!(": {s}"))
+                    .unwrap_or_default();
+                return RestartOutcome::RolledBack {
+                    reason: format!("{e}{cause}; the old generation keeps serving"),
+                };
+            }
+            info!(pid, path = %path.display(), "pidfile written");
+        }
+
         // Promote: from here on the new generation is the service.
         let old = {
             let mut st = self.shared.lock();
@@ -236,17 +252,24 @@ impl RestartRun {
             }
         };
         let Some(old) = old else {
+            // Stopping: the pidfile goes back to the generation that is still the service.
+            if let (Some(path), Some(active)) = (&config.pidfile, self.active_pid()) {
+                let _ = crate::pidfile::write(path, active);
+            }
             drain(&self.shared, generation, Some((self.restart, self.started))).await;
             return RestartOutcome::RolledBack {
                 reason: "the supervisor is stopping".into(),
             };
         };
-        self.shared.write_pidfile(pid);
         self.emit(EventKind::Promoted { generation, pid });
         if let Some(old) = old {
             drain(&self.shared, old, Some((self.restart, self.started))).await;
         }
         RestartOutcome::Completed
+    }
+
+    fn active_pid(&self) -> Option<i32> {
+        self.shared.lock().active_generation().map(|g| g.pid)
     }
 
     /// The config for the new generation: the service file read again (with the event that

@@ -36,6 +36,10 @@ pub(super) struct Generation {
     pub drain_timeout: Duration,
     /// Keeps the NOTIFY_SOCKET alive (and removes it on drop).
     pub notify: Option<crate::ready::NotifySocket>,
+    /// The generation's cgroup, where cgroups are used.
+    pub cgroup: Option<std::sync::Arc<crate::contain::GenerationCgroup>>,
+    /// Becomes true once the main process is reaped and nothing it started is left.
+    pub ended: watch::Receiver<bool>,
 }
 
 impl Generation {
@@ -122,6 +126,7 @@ impl State {
             g.exit = Some(status);
             g.notify = None;
             g.pidfd = None;
+            g.cgroup = None;
         }
         let exited: Vec<u64> = self
             .generations

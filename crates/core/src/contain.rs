@@ -1,0 +1,349 @@
+//! Containment: no process of a generation outlives it (DESIGN §10, security model).
+//!
+//! A generation is its main process and everything that process ever starts, including
+//! children that call `setsid` or leave its process group. Two mechanisms find them:
+//!
+//! - **A cgroup per generation** where cgroup v2 is writable (root, or a delegated subtree
+//!   under systemd's `Delegate=yes`). The child joins its cgroup before exec, so nothing it
+//!   starts can leave; when the main process is gone, `cgroup.kill` ends the rest at once.
+//! - **Otherwise the supervisor is a child subreaper** (`PR_SET_CHILD_SUBREAPER`): what a
+//!   generation leaves behind is re-parented to the supervisor instead of init. A leftover
+//!   still in the group of its generation is killed with the group; one that left it
+//!   (`setsid`) shows up as a child of the supervisor outside every live generation's group,
+//!   and is killed then. `ZDCTL_CGROUPS=off` chooses this mode deliberately.
+//!
+//! Either way the supervisor reaps what it inherits ([`reap_orphans`]), without ever waiting
+//! on `-1`: processes it started itself (generations, `exec:` readiness checks) are listed in
+//! [`OwnChildren`] and reaped by their own waiters.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+/// The cgroup directory of one supervisor, under the cgroup it was started in:
+/// `zdctl.SERVICE.PID`, with a `gen-N` child per generation. Removed on drop when empty.
+#[derive(Debug)]
+pub struct ServiceCgroups {
+    dir: PathBuf,
+    /// The same directory as `/proc/PID/cgroup` names it.
+    rel: String,
+}
+
+impl ServiceCgroups {
+    /// Creates the supervisor's cgroup directory, or says why generations will be found by
+    /// process group and subreaping instead (`None`).
+    pub fn create(service: &str) -> Option<ServiceCgroups> {
+        if std::env::var("ZDCTL_CGROUPS").is_ok_and(|v| v == "off" || v == "0") {
+            info!(
+                "ZDCTL_CGROUPS=off: a generation's processes are found by process group and as orphans"
+            );
+            return None;
+        }
+        let (mount, own) = match own_cgroup() {
+            Some(found) => found,
+            None => {
+                info!(
+                    "no cgroup v2 hierarchy: a generation's processes are found by process group and as orphans"
+                );
+                return None;
+            }
+        };
+        let name = format!("zdctl.{service}.{}", std::process::id());
+        let dir = mount.join(own.trim_start_matches('/')).join(&name);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                info!(
+                    error = %e,
+                    path = %dir.display(),
+                    "cannot create a cgroup (not root, or no delegated subtree): a generation's \
+                     processes are found by process group and as orphans"
+                );
+                return None;
+            }
+        }
+        let rel = format!("{}/{name}", own.trim_end_matches('/'));
+        debug!(path = %dir.display(), "generations get their own cgroups");
+        Some(ServiceCgroups { dir, rel })
+    }
+
+    /// Creates generation `generation`'s cgroup and opens its `cgroup.procs` for the child.
+    pub fn generation(&self, generation: u64) -> std::io::Result<GenerationCgroup> {
+        let name = format!("gen-{generation}");
+        let dir = self.dir.join(&name);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        let procs = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("cgroup.procs"))?;
+        Ok(GenerationCgroup {
+            dir,
+            rel: format!("{}/{name}", self.rel),
+            procs: procs.into(),
+        })
+    }
+}
+
+impl Drop for ServiceCgroups {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// One generation's cgroup.
+#[derive(Debug)]
+pub struct GenerationCgroup {
+    dir: PathBuf,
+    rel: String,
+    procs: OwnedFd,
+}
+
+impl GenerationCgroup {
+    /// The fd the child writes "0" to, to join (close-on-exec in the parent; the child's
+    /// copy is closed at its exec too).
+    pub fn procs_fd(&self) -> RawFd {
+        self.procs.as_raw_fd()
+    }
+
+    /// The cgroup as `/proc/PID/cgroup` names it.
+    pub fn rel(&self) -> &str {
+        &self.rel
+    }
+
+    /// The processes in the cgroup.
+    pub fn pids(&self) -> Vec<i32> {
+        std::fs::read_to_string(self.dir.join("cgroup.procs"))
+            .map(|t| {
+                t.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn populated(&self) -> bool {
+        std::fs::read_to_string(self.dir.join("cgroup.events"))
+            .map(|t| t.lines().any(|l| l == "populated 1"))
+            .unwrap_or(false)
+    }
+
+    /// SIGKILLs every process in the cgroup (`cgroup.kill`, Linux 5.14+; one by one on older
+    /// kernels, until the cgroup is empty) and waits up to `limit` for them to be gone.
+    /// Returns how many processes were still there.
+    pub fn kill_all(&self, limit: Duration) -> usize {
+        let left = self.pids().len();
+        if left == 0 && !self.populated() {
+            return 0;
+        }
+        let killed = std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.dir.join("cgroup.kill"))
+            .and_then(|mut f| f.write_all(b"1"));
+        let deadline = Instant::now() + limit;
+        while self.populated() && Instant::now() < deadline {
+            if killed.is_err() {
+                for pid in self.pids() {
+                    // SAFETY: kill with a pid read from the cgroup just now; cgroup members
+                    // are not reaped while listed, so the pid still names that process.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if self.populated() {
+            warn!(path = %self.dir.display(), "processes of an ended generation are still in its cgroup");
+        }
+        left
+    }
+}
+
+impl Drop for GenerationCgroup {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir(&self.dir) {
+            debug!(error = %e, path = %self.dir.display(), "cannot remove a generation's cgroup");
+        }
+    }
+}
+
+/// The cgroup v2 mount point and this process's cgroup in it.
+fn own_cgroup() -> Option<(PathBuf, String)> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mount = mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        if right.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        let fields: Vec<&str> = left.split_whitespace().collect();
+        // Only a mount of the hierarchy's root maps /proc/self/cgroup paths one to one.
+        if fields.get(3) != Some(&"/") {
+            return None;
+        }
+        fields.get(4).map(PathBuf::from)
+    })?;
+    let own = cgroup_of(std::process::id() as i32)?;
+    Some((mount, own))
+}
+
+/// The cgroup v2 path of process `pid` (the `0::` line of `/proc/PID/cgroup`).
+pub fn cgroup_of(pid: i32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::to_owned)
+}
+
+/// Makes this process a child subreaper: orphans of its descendants become its children.
+pub fn become_subreaper() -> std::io::Result<()> {
+    // SAFETY: prctl with an integer option and argument.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The children this process started itself and reaps through their own waiters (a pidfd,
+/// tokio's child handle). [`reap_orphans`] leaves them alone.
+pub struct OwnChildren(Mutex<HashSet<i32>>);
+
+impl OwnChildren {
+    /// The process-wide list.
+    pub fn get() -> &'static OwnChildren {
+        static LIST: OnceLock<OwnChildren> = OnceLock::new();
+        LIST.get_or_init(|| OwnChildren(Mutex::new(HashSet::new())))
+    }
+
+    /// Holds the list while a child is started, so that a sweep cannot see the child before
+    /// it is listed.
+    pub fn lock(&self) -> MutexGuard<'_, HashSet<i32>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn forget(&self, pid: i32) {
+        self.lock().remove(&pid);
+    }
+}
+
+/// Removes a pid from [`OwnChildren`] when dropped.
+#[derive(Debug)]
+pub struct Listed(pub i32);
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        OwnChildren::get().forget(self.0);
+    }
+}
+
+/// This process's children that it did not start itself: `(pid, pgid, zombie)`.
+fn inherited_children() -> Vec<(i32, i32, bool)> {
+    let me = std::process::id() as i32;
+    let own = OwnChildren::get().lock().clone();
+    crate::proc::children(me)
+        .into_iter()
+        .filter(|pid| !own.contains(pid))
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (state, _ppid, pgid) = parse_stat_tail(&stat)?;
+            Some((pid, pgid, state == 'Z'))
+        })
+        .collect()
+}
+
+/// State, parent and process group from a `/proc/PID/stat` line (the fields after the
+/// command, which may itself contain spaces and parentheses).
+fn parse_stat_tail(stat: &str) -> Option<(char, i32, i32)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let pgid = fields.next()?.parse().ok()?;
+    Some((state, ppid, pgid))
+}
+
+/// Kills the inherited children that belong to no live generation: outside this
+/// process's own group (the `exec:` checks' leftovers are the operator's) and outside every
+/// group in `live_groups`. Returns their pids. Used when there are no cgroups.
+pub fn kill_strays(live_groups: &[i32]) -> Vec<i32> {
+    // SAFETY: getpgrp has no arguments and cannot fail.
+    let own_group = unsafe { libc::getpgrp() };
+    let mut killed = Vec::new();
+    for (pid, pgid, zombie) in inherited_children() {
+        if zombie || pgid == own_group || live_groups.contains(&pgid) {
+            continue;
+        }
+        // SAFETY: kill with the pid of our own child that is not reaped (not a zombie when
+        // listed, and only we can reap it), so the pid cannot name another process.
+        if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+            killed.push(pid);
+        }
+    }
+    if !killed.is_empty() {
+        info!(pids = ?killed, "killed processes left behind by an ended generation");
+    }
+    killed
+}
+
+/// Reaps every inherited child that has exited; returns how many.
+pub fn reap_orphans() -> usize {
+    let mut reaped = 0;
+    for (pid, _, zombie) in inherited_children() {
+        if !zombie {
+            continue;
+        }
+        let mut status = 0;
+        // SAFETY: waitpid on one specific child of ours, without blocking.
+        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
+            reaped += 1;
+        }
+    }
+    reaped
+}
+
+/// Ends what a generation left behind once its main process `leader` has exited (and is
+/// not reaped yet, so its process group id cannot have been reused): the process group,
+/// the cgroup, and, without a cgroup, the strays it re-parented to us. Then reaps the
+/// strays. Waits at most `limit` for the cgroup to empty.
+pub fn end_leftovers(
+    leader: i32,
+    cgroup: Option<&GenerationCgroup>,
+    live_groups: &[i32],
+    limit: Duration,
+) {
+    // SAFETY: killpg of the group our unreaped child leads: the id is still reserved for it.
+    unsafe { libc::killpg(leader, libc::SIGKILL) };
+    match cgroup {
+        Some(cg) => {
+            cg.kill_all(limit);
+        }
+        None => {
+            // Killing a stray re-parents its own children to us: a few rounds catch them.
+            let deadline = Instant::now() + limit;
+            while !kill_strays(live_groups).is_empty() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+    reap_orphans();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_tail_survives_parentheses_in_the_command() {
+        let line = "1234 (a (b) c) S 1 1234 1234 0 -1 4194560";
+        assert_eq!(parse_stat_tail(line), Some(('S', 1, 1234)));
+        assert_eq!(parse_stat_tail("garbage"), None);
+    }
+}
