@@ -176,8 +176,10 @@ impl TestEnv {
     }
 
     pub fn supervisor(&mut self, name: &str) -> &mut Supervisor {
+        // The newest of that name: a test may stop a service and start it again.
         self.supervisors
             .iter_mut()
+            .rev()
             .find(|s| s.name == name)
             .expect("no such supervisor")
     }

@@ -54,7 +54,9 @@ impl ServiceCgroups {
             }
         };
         let name = format!("zdctl.{service}.{}", std::process::id());
-        let dir = mount.join(own.trim_start_matches('/')).join(&name);
+        let parent = mount.join(own.trim_start_matches('/'));
+        remove_stale(&parent, service);
+        let dir = parent.join(&name);
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -171,6 +173,36 @@ impl Drop for GenerationCgroup {
         if let Err(e) = std::fs::remove_dir(&self.dir) {
             debug!(error = %e, path = %self.dir.display(), "cannot remove a generation's cgroup");
         }
+    }
+}
+
+/// Removes the empty cgroups that supervisors of `service` which died without cleaning up
+/// left in `parent` (`zdctl.SERVICE.PID` whose PID is gone). Ones that still hold processes
+/// stay: those processes are not ours to end.
+fn remove_stale(parent: &std::path::Path, service: &str) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let prefix = format!("zdctl.{service}.");
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if crate::proc::is_alive(pid) {
+            continue;
+        }
+        let dir = entry.path();
+        if let Ok(gens) = std::fs::read_dir(&dir) {
+            for g in gens.flatten().filter(|g| g.path().is_dir()) {
+                let _ = std::fs::remove_dir(g.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&dir);
     }
 }
 

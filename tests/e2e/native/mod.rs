@@ -4,6 +4,7 @@ mod control;
 mod errors;
 mod flips;
 mod handoff;
+mod hostile;
 mod lifecycle;
 mod priority;
 mod ready;

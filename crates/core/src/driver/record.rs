@@ -28,7 +28,11 @@ pub(super) fn write(name: &str, generation: u64, pid: i32) {
         return;
     };
     let dir = paths::runtime_dir();
-    let _ = std::fs::create_dir_all(&dir);
+    // Written by path: only in a directory nobody else can swap entries in.
+    if let Err(error) = paths::ensure_runtime_dir(&dir) {
+        tracing::warn!(%error, "cannot record the generation");
+        return;
+    }
     let tmp = dir.join(format!(".{name}.driver.{}", std::process::id()));
     let written = std::fs::write(&tmp, format!("{generation} {pid} {ticks}\n"))
         .and_then(|()| std::fs::rename(&tmp, path(name)));
