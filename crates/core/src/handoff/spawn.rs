@@ -341,22 +341,7 @@ fn clone_child(memory: &mut ChildMemory) -> Result<(i32, OwnedFd), HandoffError>
         (pid, clone_error)
     };
     if pid < 0 {
-        // EINVAL is an old kernel that does not know CLONE_PIDFD; everything else (EMFILE
-        // for the pidfd, EAGAIN for the process limit, ENOMEM) is the errno's own story.
-        let about = match clone_error.raw_os_error() {
-            Some(libc::EINVAL) | Some(libc::ENOSYS) => {
-                "start the child with clone(CLONE_PIDFD) (Linux 5.2 or later is required)"
-            }
-            Some(libc::EMFILE) | Some(libc::ENFILE) => {
-                "start the child: the supervisor is out of file descriptors (raise its \
-                 'ulimit -n' or find what holds them with 'ls /proc/PID/fd')"
-            }
-            Some(libc::EAGAIN) => {
-                "start the child: the process limit is reached (check 'ulimit -u' and \
-                 pids.max of the cgroup)"
-            }
-            _ => "start the child with clone",
-        };
+        let about = clone_failure(clone_error.raw_os_error());
         return Err(HandoffError::Io {
             about,
             source: clone_error,
@@ -364,6 +349,25 @@ fn clone_child(memory: &mut ChildMemory) -> Result<(i32, OwnedFd), HandoffError>
     }
     // SAFETY: CLONE_PIDFD stored a fresh fd, close-on-exec, that nothing else owns.
     Ok((pid, unsafe { OwnedFd::from_raw_fd(pidfd) }))
+}
+
+/// What a failed clone means, by its errno. EINVAL is an old kernel that does not know
+/// CLONE_PIDFD; the others are the errno's own story, told with what to check.
+fn clone_failure(errno: Option<i32>) -> &'static str {
+    match errno {
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+            "start the child with clone(CLONE_PIDFD) (Linux 5.2 or later is required)"
+        }
+        Some(libc::EMFILE) | Some(libc::ENFILE) => {
+            "start the child: the supervisor is out of file descriptors (raise its 'ulimit -n' \
+             or find what holds them with 'ls /proc/PID/fd')"
+        }
+        Some(libc::EAGAIN) => {
+            "start the child: the process limit is reached (check 'ulimit -u' and the \
+             cgroup's pids.max)"
+        }
+        _ => "start the child with clone",
+    }
 }
 
 struct ChildContext {
@@ -819,6 +823,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_clone_out_of_file_descriptors_says_so_rather_than_blaming_the_kernel() {
+        assert!(clone_failure(Some(libc::EMFILE)).contains("out of file descriptors"));
+        assert!(clone_failure(Some(libc::EAGAIN)).contains("process limit"));
+        assert!(clone_failure(Some(libc::EINVAL)).contains("Linux 5.2"));
+        assert!(!clone_failure(Some(libc::ENOMEM)).contains("Linux"));
+    }
+
+    #[test]
+    fn every_stage_survives_the_trip_through_the_pipe() {
+        for stage in Stage::ALL {
+            assert_eq!(Stage::from_byte(stage as u8), Some(stage));
+        }
+        assert_eq!(Stage::from_byte(200), None);
+    }
+
+    #[test]
     fn write_pid_writes_digits_and_terminates() {
         let mut buf = [b'x'; PID_DIGITS + 1];
         // SAFETY: the buffer has PID_DIGITS + 1 bytes.
@@ -844,6 +864,7 @@ mod tests {
             capture_output: false,
             nice: None,
             idle_start: false,
+            cgroup_procs: None,
         }
     }
 

@@ -236,6 +236,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_the_generation_and_its_descendants_may_notify() {
+        let me = std::process::id() as i32;
+        let sender = NotifySender {
+            pid: me,
+            cgroup: None,
+        };
+        assert!(sender.admits(me));
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("sleep");
+        assert!(sender.admits(child.id() as i32), "a child of the generation");
+        assert!(!sender.admits(1), "init is nobody's descendant");
+        let other = NotifySender {
+            pid: child.id() as i32,
+            cgroup: None,
+        };
+        assert!(!other.admits(me), "a parent is not a descendant");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    #[test]
     fn datagrams_update_the_state() {
         let mut s = NotifyState::default();
         s.apply(b"STATUS=warming up\nMAINPID=42");
