@@ -143,7 +143,8 @@ fn stop_exits_0_once_the_supervisor_confirms() {
     let out = env.zdctl(&["stop", "api"]);
     assert_code(&out, 0);
     assert_eq!(stdout(&out), "stopped 'api'\n");
-    assert_eq!(fake.requests(), [Op::Stop]);
+    // `status` first: its supervisor pid is what `stop` waits on to exit.
+    assert_eq!(fake.requests(), [Op::Status, Op::Stop]);
 }
 
 #[test]
