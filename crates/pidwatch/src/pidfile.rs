@@ -122,9 +122,123 @@ mod tests {
         assert!(parse(&big).is_err());
     }
 
+    /// What a file at the pid file path must never make pidwatch keep or print.
+    const SECRET: &str = "SECRET-pidwatch-must-not-print";
+
+    fn fixtures() -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix("pidwatch-unit-")
+            .tempdir()
+            .expect("temp dir")
+    }
+
+    /// Reads on another thread, so that a read that blocks fails the test instead of hanging it.
+    fn read_within_deadline(path: &Path) -> Reading {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = path.to_owned();
+        std::thread::spawn(move || tx.send(read(&path)));
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("reading the pid file blocked"))
+    }
+
     #[test]
     fn a_missing_file_reads_as_missing() {
-        let dir = std::env::temp_dir().join(format!("pidwatch-unit-{}", std::process::id()));
-        assert_eq!(read(&dir.join("nope.pid")), Reading::Missing);
+        let dir = fixtures();
+        assert_eq!(read(&dir.path().join("nope.pid")), Reading::Missing);
+    }
+
+    #[test]
+    fn a_regular_file_with_a_pid_reads_as_that_pid_and_the_file_owner() {
+        let dir = fixtures();
+        let path = dir.path().join("app.pid");
+        std::fs::write(&path, "4242\n").expect("pid file");
+        let owner = std::fs::metadata(&path).expect("stat").uid();
+        let pid = Pid::from_raw(4242);
+        assert_eq!(read(&path), Reading::Pid { pid, owner });
+    }
+
+    #[test]
+    fn a_symbolic_link_is_refused_even_to_a_valid_pid_file() {
+        let dir = fixtures();
+        let target = dir.path().join("real.pid");
+        std::fs::write(&target, "4242\n").expect("pid file");
+        let path = dir.path().join("app.pid");
+        std::os::unix::fs::symlink(&target, &path).expect("symlink");
+        let reading = read(&path);
+        assert!(!matches!(reading, Reading::Pid { .. }), "{reading:?}");
+    }
+
+    #[test]
+    fn a_dangling_symbolic_link_is_refused_not_missing() {
+        let dir = fixtures();
+        let path = dir.path().join("app.pid");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &path).expect("symlink");
+        let reading = read(&path);
+        assert!(
+            !matches!(reading, Reading::Pid { .. } | Reading::Missing),
+            "{reading:?}"
+        );
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_waiting_for_a_writer() {
+        let dir = fixtures();
+        let path = dir.path().join("app.pid");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        let reading = read_within_deadline(&path);
+        assert!(
+            !matches!(
+                reading,
+                Reading::Pid { .. } | Reading::Empty | Reading::Missing
+            ),
+            "{reading:?}"
+        );
+    }
+
+    #[test]
+    fn a_directory_a_socket_and_a_device_are_refused() {
+        let dir = fixtures();
+        let directory = dir.path().join("dir.pid");
+        std::fs::create_dir(&directory).expect("mkdir");
+        let socket = dir.path().join("socket.pid");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        for path in [&directory, &socket, Path::new("/dev/null")] {
+            let reading = read_within_deadline(path);
+            assert!(
+                !matches!(
+                    reading,
+                    Reading::Pid { .. } | Reading::Empty | Reading::Missing
+                ),
+                "{}: {reading:?}",
+                path.display()
+            );
+        }
+    }
+
+    #[test]
+    fn content_that_is_not_a_pid_is_not_kept() {
+        let dir = fixtures();
+        let path = dir.path().join("app.pid");
+        for content in [
+            format!("{SECRET}\n"),
+            format!("4242 {SECRET}\n"),
+            format!("password={SECRET}"),
+        ] {
+            std::fs::write(&path, &content).expect("pid file");
+            let reading = read(&path);
+            assert!(!matches!(reading, Reading::Pid { .. }), "{reading:?}");
+            assert!(!format!("{reading:?}").contains(SECRET), "{reading:?}");
+        }
+    }
+
+    #[test]
+    fn an_oversized_file_is_refused_and_not_kept() {
+        let dir = fixtures();
+        let path = dir.path().join("app.pid");
+        std::fs::write(&path, SECRET.repeat(40_000)).expect("pid file");
+        let reading = read(&path);
+        assert!(!matches!(reading, Reading::Pid { .. }), "{reading:?}");
+        assert!(!format!("{reading:?}").contains("SECRET"), "{reading:?}");
     }
 }
