@@ -18,6 +18,14 @@ use crate::watch::{Config, Outcome, Phase};
 /// Signals kept for a target that does not exist yet; more of them is a runaway sender.
 const MAX_PENDING: usize = 64;
 
+/// Why the pid file names no acceptable pid: the warning, and the same in a few words for
+/// the startup timeout's error.
+#[derive(Debug, PartialEq, Eq)]
+struct Complaint {
+    message: String,
+    cause: String,
+}
+
 #[derive(Debug)]
 pub(crate) struct Follower {
     pidfile: PathBuf,
@@ -36,8 +44,9 @@ pub(crate) struct Follower {
     watched_ending: Option<Ending>,
     children: Children,
     pending: Vec<i32>,
-    /// The last complaint about the pid file, so that a stuck file is reported once.
-    last_complaint: Option<String>,
+    /// The last complaint about the pid file, so that a stuck file is reported once, and
+    /// said again if it never names a pid in time.
+    last_complaint: Option<Complaint>,
 }
 
 impl Follower {
@@ -75,6 +84,12 @@ impl Follower {
         }
     }
 
+    /// Why the pid file named no acceptable pid last time, for an error that gives up on it:
+    /// the warning said so already, unless --quiet hid it.
+    fn last_cause(&self) -> Option<&str> {
+        self.last_complaint.as_ref().map(|c| c.cause.as_str())
+    }
+
     /// Whether no process that could ever be accepted is left.
     fn tree_is_gone(&self) -> bool {
         self.adopts_orphans && !self.trust_owner && self.children == Children::None
@@ -86,17 +101,25 @@ impl Follower {
             Phase::Watching(_) => return None,
             Phase::Starting { .. } if self.tree_is_gone() => {
                 let ending = self.child_ending.unwrap_or(Ending::Unknown);
+                let why = self
+                    .last_cause()
+                    .map(|c| format!(" ({c})"))
+                    .unwrap_or_default();
                 self.log.error(format_args!(
                     "the command {ending} and left no process behind before a valid pid \
-                     appeared in '{}'",
+                     appeared in '{}'{why}",
                     self.pidfile.display()
                 ));
                 Outcome::Ended(ending)
             }
             Phase::Starting { deadline } if now >= *deadline => {
+                let why = self
+                    .last_cause()
+                    .map(|c| format!("; {c}"))
+                    .unwrap_or_default();
                 self.log.error(format_args!(
-                    "no valid pid appeared in '{}' in time (see --startup-timeout): stopping \
-                     the command with SIGTERM",
+                    "no valid pid appeared in '{}' in time (see --startup-timeout{why}): \
+                     stopping the command with SIGTERM",
                     self.pidfile.display()
                 ));
                 for pid in proc::own_children() {
@@ -212,23 +235,27 @@ impl Follower {
     }
 
     /// Reads the pid file and follows the pid in it if it is acceptable.
+    ///
+    /// A file that names no pid changes nothing: before the first pid, pidwatch keeps waiting
+    /// until `--startup-timeout`; while it follows a process, it keeps following it. That
+    /// holds for a FIFO, a symbolic link or a device at the path too: a path someone else
+    /// can write to must not be a way to stop the service's supervision early.
     pub fn reread(&mut self) {
         let (pid, owner) = match pidfile::read(&self.pidfile) {
             Reading::Pid { pid, owner } => (pid, owner),
-            // Absent or truncated: a writer is at work, or the service has not started.
-            Reading::Missing | Reading::Empty => return,
-            Reading::Garbage(text) => {
-                return self.complain(format!(
-                    "ignoring pid file '{}': '{}' is not a positive integer",
-                    self.pidfile.display(),
-                    text.trim()
-                ));
-            }
-            Reading::Unreadable(err) => {
-                return self.complain(format!(
-                    "cannot read pid file '{}': {err}",
-                    self.pidfile.display()
-                ));
+            // Absent or truncated (a writer is at work, or the service has not started) is no
+            // problem; anything else is reported once.
+            other => {
+                if let Some(problem) = other.problem() {
+                    self.complain(Complaint {
+                        message: format!(
+                            "ignoring pid file '{}': {problem}",
+                            self.pidfile.display()
+                        ),
+                        cause: format!("the pid file: {problem}"),
+                    });
+                }
+                return;
             }
         };
         let current = match &self.phase {
@@ -241,14 +268,17 @@ impl Follower {
         }
         match self.accept(pid, owner) {
             Ok(fd) => self.adopt(fd),
-            Err(reason) => self.complain(format!("ignoring pid {pid} from the pid file: {reason}")),
+            Err(reason) => self.complain(Complaint {
+                message: format!("ignoring pid {pid} from the pid file: {reason}"),
+                cause: format!("pid {pid}: {reason}"),
+            }),
         }
     }
 
-    fn complain(&mut self, message: String) {
-        if self.last_complaint.as_ref() != Some(&message) {
-            self.log.warn(&message);
-            self.last_complaint = Some(message);
+    fn complain(&mut self, complaint: Complaint) {
+        if self.last_complaint.as_ref() != Some(&complaint) {
+            self.log.warn(&complaint.message);
+            self.last_complaint = Some(complaint);
         }
     }
 

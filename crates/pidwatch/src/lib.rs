@@ -10,6 +10,7 @@ pub mod pidfile;
 mod proc;
 mod reap;
 mod signals;
+mod spawn;
 pub mod status;
 mod watch;
 

@@ -2,8 +2,8 @@
 //!
 //! Every catchable signal is blocked before the command is spawned and read from a signalfd
 //! in the poll loop, so a signal that arrives before the service has written its pid file is
-//! queued by the kernel instead of lost. The child starts with a clean mask: std resets the
-//! mask and SIGPIPE's disposition between fork and exec.
+//! queued by the kernel instead of lost. The command must not inherit that mask: `spawn`
+//! resets it, and every signal's disposition, between fork and exec.
 
 use std::os::fd::{AsFd, BorrowedFd};
 

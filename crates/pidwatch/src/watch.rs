@@ -4,7 +4,6 @@
 use std::ffi::OsString;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -17,6 +16,7 @@ use crate::log::Log;
 use crate::pidfd::PidFd;
 use crate::reap::{self, Subreaper};
 use crate::signals::{self, Receiver};
+use crate::spawn::spawn;
 use crate::status::Ending;
 
 /// Everything `run` needs, already validated by the command line.
@@ -136,26 +136,4 @@ pub fn run(config: &Config) -> Result<Outcome, Error> {
         // Checked after the pid file, which may already name the successor.
         follower.check_watched();
     }
-}
-
-fn spawn(config: &Config) -> Result<PidFd, Error> {
-    let (program, args) = config.command.split_first().ok_or_else(|| Error::Spawn {
-        command: String::new(),
-        source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
-    })?;
-    let spawn_error = |source| Error::Spawn {
-        command: program.to_string_lossy().into_owned(),
-        source,
-    };
-    // stdin, stdout, stderr and the environment are inherited; std clears the blocked mask.
-    let child = Command::new(program)
-        .args(args)
-        .spawn()
-        .map_err(spawn_error)?;
-    let pid = Pid::from_raw(
-        i32::try_from(child.id())
-            .map_err(|_| spawn_error(std::io::Error::from(std::io::ErrorKind::InvalidData)))?,
-    );
-    // The child cannot be reaped before we call waitpid, so this pid is still the child's.
-    PidFd::open(pid).map_err(spawn_error)
 }

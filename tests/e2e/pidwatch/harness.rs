@@ -48,7 +48,7 @@ pub fn peers_available(test: &str, programs: &[&str]) -> bool {
         return true;
     }
     let message = format!(
-        "{test}: {} not installed (Debian packages: daemontools, runit, nginx-light)",
+        "{test}: {} not installed (Debian packages: daemontools, runit, nginx-light, python3)",
         missing.join(", ")
     );
     assert!(

@@ -1,6 +1,7 @@
 //! pidwatch end-to-end tests: the real binary, the zd-flipper fixture, and real supervisors
 //! and nginx from Debian packages where a test is about them.
 
+mod child;
 mod completions;
 mod fallback;
 mod flips;

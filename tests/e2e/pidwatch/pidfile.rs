@@ -1,15 +1,19 @@
-//! Pid file torture: whatever happens to the file, pidwatch never exits spuriously and never
-//! signals a process that is not the service's.
+//! Pid file torture: whatever happens to the file, pidwatch never exits spuriously, never
+//! signals a process that is not the service's, never hangs on what it finds at the path and
+//! never prints a file's content that is not a pid.
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::symlink;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use nix::unistd::Pid;
+use nix::sys::stat::Mode;
+use nix::unistd::{Pid, mkfifo};
 
 use super::Flipping;
-use super::harness::{TestEnv, is_alive, read_pid, received, wait_until};
+use super::harness::{TestEnv, is_alive, pidwatch_bin, read_pid, received, wait_until};
 
 /// One way of touching the pid file.
 type Step<'a> = Box<dyn Fn() + 'a>;
@@ -76,8 +80,27 @@ fn pid_file_torture_never_causes_an_exit_or_a_misdirected_signal() {
         ),
         ("no such process", Box::new(|| write("4194303\n"))),
         (
+            "a FIFO in place of the pid file",
+            Box::new(|| {
+                fs::remove_file(&pidfile).expect("delete");
+                mkfifo(&pidfile, Mode::from_bits_truncate(0o600)).expect("mkfifo");
+            }),
+        ),
+        (
+            "a symbolic link to a file that holds the service's pid",
+            Box::new(|| {
+                let target = pidfile.with_extension("target");
+                fs::write(&target, format!("{main}\n")).expect("link target");
+                fs::remove_file(&pidfile).expect("delete");
+                symlink(&target, &pidfile).expect("symlink");
+            }),
+        ),
+        (
             "back to the service",
-            Box::new(|| write(&format!("{main}\n"))),
+            Box::new(|| {
+                fs::remove_file(&pidfile).expect("delete");
+                write(&format!("{main}\n"));
+            }),
         ),
     ];
     for (what, step) in &steps {
@@ -93,10 +116,16 @@ fn pid_file_torture_never_causes_an_exit_or_a_misdirected_signal() {
         stderr.contains(&format!("ignoring pid {stranger_pid}")),
         "{stderr}"
     );
-    assert!(
-        stderr.contains("'not a pid' is not a positive integer"),
-        "{stderr}"
-    );
+    let path = pidfile.display();
+    for refusal in [
+        format!("ignoring pid file '{path}': it does not hold a pid"),
+        format!("ignoring pid file '{path}': it is a FIFO, not a regular file"),
+        format!("ignoring pid file '{path}': it is a symbolic link"),
+    ] {
+        assert!(stderr.contains(&refusal), "no '{refusal}' in:\n{stderr}");
+    }
+    // Whatever is not a pid is never echoed: it could be any file's content.
+    assert!(!stderr.contains("not a pid"), "{stderr}");
     assert!(!received(&service.log(), main, "SIGTERM", 1));
 
     // Still following for real: a flip works, and TERM stops the service.
@@ -174,4 +203,105 @@ fn pidwatch_exits_with_the_old_status_when_no_successor_appears_within_the_grace
     // The successor is alive but never writes the pid file.
     let pidwatch = service.pidwatch;
     assert_eq!(service.env.proc(pidwatch).exit_code(), 0);
+}
+
+/// What pidwatch must never print: the content of a file it was pointed at.
+const SECRET: &str = "SECRET-pidwatch-must-not-print";
+
+/// Starts `pidwatch ARGS --pidfile app.pid -- sleep 600` in `env`; the sleep never writes the
+/// pid file, so only the file the test puts there matters.
+fn spawn_over_sleep(env: &mut TestEnv, args: &[&str]) -> usize {
+    let mut cmd = Command::new(pidwatch_bin());
+    cmd.args(args)
+        .arg("--pidfile")
+        .arg(env.path("app.pid"))
+        .arg("--")
+        .args(["sleep", "600"]);
+    env.spawn("pidwatch", &mut cmd)
+}
+
+#[test]
+fn a_fifo_at_the_pid_file_path_does_not_hang_pidwatch_past_its_startup_timeout() {
+    let mut env = TestEnv::new();
+    let pidfile = env.path("app.pid");
+    mkfifo(&pidfile, Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let started = Instant::now();
+    let index = spawn_over_sleep(&mut env, &["--quiet", "--startup-timeout", "300ms"]);
+    assert_eq!(env.proc(index).exit_code(), 124);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    // Even with --quiet, the final error says what was wrong with the pid file.
+    let stderr = env.proc(index).stderr();
+    let error = format!(
+        "no valid pid appeared in '{}' in time (see --startup-timeout; the pid file: it is a \
+         FIFO, not a regular file)",
+        pidfile.display()
+    );
+    assert!(stderr.contains(&error), "no '{error}' in:\n{stderr}");
+}
+
+#[test]
+fn term_reaches_the_command_while_a_fifo_sits_at_the_pid_file_path() {
+    let mut env = TestEnv::new();
+    let pidfile = env.path("app.pid");
+    mkfifo(&pidfile, Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let index = spawn_over_sleep(&mut env, &[]);
+    let refusal = format!(
+        "ignoring pid file '{}': it is a FIFO, not a regular file",
+        pidfile.display()
+    );
+    wait_until("pidwatch to refuse the FIFO", || {
+        let proc = env.proc(index);
+        assert!(proc.is_running(), "pidwatch exited");
+        proc.stderr().contains(&refusal)
+    });
+    env.proc(index).signal(Signal::SIGTERM);
+    // Forwarded to the command, which dies of it and leaves nothing behind: 128+15.
+    assert_eq!(env.proc(index).exit_code(), 128 + Signal::SIGTERM as i32);
+}
+
+#[test]
+fn a_symbolic_link_at_the_pid_file_path_is_refused_without_printing_its_target() {
+    let mut env = TestEnv::new();
+    let pidfile = env.path("app.pid");
+    let shadow = env.path("shadow");
+    fs::write(
+        &shadow,
+        format!("root:$y$j9T${SECRET}:20000:0:99999:7:::\n"),
+    )
+    .expect("secret");
+    symlink(&shadow, &pidfile).expect("symlink");
+    let index = spawn_over_sleep(&mut env, &["--startup-timeout", "300ms"]);
+    assert_eq!(env.proc(index).exit_code(), 124);
+    let stderr = env.proc(index).stderr();
+    let refusal = format!(
+        "ignoring pid file '{}': it is a symbolic link",
+        pidfile.display()
+    );
+    assert!(stderr.contains(&refusal), "no '{refusal}' in:\n{stderr}");
+    assert!(!stderr.contains(SECRET), "{stderr}");
+    assert!(!stderr.contains("root:"), "{stderr}");
+}
+
+#[test]
+fn a_pid_file_that_holds_no_pid_is_refused_without_echoing_its_content() {
+    let huge = SECRET.repeat(40_000);
+    let contents = [
+        format!("password={SECRET}\n"),
+        format!("4242{SECRET}\n"),
+        // A terminal escape that would retitle the operator's window.
+        format!("\x1b]0;{SECRET}\x07\n"),
+        huge,
+    ];
+    for content in &contents {
+        let mut env = TestEnv::new();
+        let pidfile = env.path("app.pid");
+        fs::write(&pidfile, content).expect("pid file");
+        let index = spawn_over_sleep(&mut env, &["--startup-timeout", "200ms"]);
+        assert_eq!(env.proc(index).exit_code(), 124);
+        let stderr = env.proc(index).stderr();
+        let refusal = format!("ignoring pid file '{}': it ", pidfile.display());
+        assert!(stderr.contains(&refusal), "no '{refusal}' in:\n{stderr}");
+        assert!(!stderr.contains(SECRET), "{stderr}");
+        assert!(!stderr.contains('\x1b'), "{stderr}");
+    }
 }
