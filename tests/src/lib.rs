@@ -4,3 +4,4 @@
 pub use zd_demo as fixture;
 pub mod compare;
 pub mod flipbench;
+pub mod hostilebench;

@@ -19,7 +19,7 @@ mod flips;
 mod load;
 mod procfs;
 mod report;
-mod service;
+pub mod service;
 
 use std::time::Duration;
 

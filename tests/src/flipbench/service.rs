@@ -69,6 +69,16 @@ impl Service {
     /// Writes the service file and starts the supervisor; `label` tells the temp dirs of
     /// the modes apart.
     pub fn start(binaries: &Binaries, label: &str, keep: bool) -> Result<Service> {
+        // A JSON string is a valid YAML scalar, and quotes any path safely.
+        let fixture = serde_json::to_string(&service_path(&binaries.fixture)?)?;
+        let yaml = format!(
+            "command: [{fixture}]\nlisten: [\"127.0.0.1:0\"]\ndrain_timeout: {DRAIN_TIMEOUT}\n"
+        );
+        Self::start_file(binaries, label, keep, &yaml)
+    }
+
+    /// Like [`Service::start`] with a service file of the caller's.
+    pub fn start_file(binaries: &Binaries, label: &str, keep: bool, yaml: &str) -> Result<Service> {
         let dir = std::env::temp_dir().join(format!("flipbench-{}-{label}", std::process::id()));
         // A leftover from an earlier run that had the same pid: start clean.
         let _ = std::fs::remove_dir_all(&dir);
@@ -85,11 +95,6 @@ impl Service {
             std::fs::create_dir_all(d)
                 .with_context(|| format!("cannot create '{}'", d.display()))?;
         }
-        // A JSON string is a valid YAML scalar, and quotes any path safely.
-        let fixture = serde_json::to_string(&service_path(&binaries.fixture)?)?;
-        let yaml = format!(
-            "command: [{fixture}]\nlisten: [\"127.0.0.1:0\"]\ndrain_timeout: {DRAIN_TIMEOUT}\n"
-        );
         std::fs::write(config_dir.join(format!("{NAME}.yaml")), yaml)?;
         let log = File::create(&service.log)?;
         let child = Command::new(&binaries.zdctl)
@@ -112,6 +117,16 @@ impl Service {
 
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// The service's temp dir (runtime dir `run/`, config dir `services.d/`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The supervisor's pid, while it runs.
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().and_then(|c| i32::try_from(c.id()).ok())
     }
 
     /// Polls the control socket until the service has an active generation and a listener.
@@ -206,7 +221,7 @@ impl Drop for Service {
     }
 }
 
-fn service_path(path: &Path) -> Result<&str> {
+pub fn service_path(path: &Path) -> Result<&str> {
     path.to_str()
         .with_context(|| format!("'{}' is not valid UTF-8", path.display()))
 }

@@ -247,7 +247,10 @@ mod tests {
             .arg("5")
             .spawn()
             .expect("sleep");
-        assert!(sender.admits(child.id() as i32), "a child of the generation");
+        assert!(
+            sender.admits(child.id() as i32),
+            "a child of the generation"
+        );
         assert!(!sender.admits(1), "init is nobody's descendant");
         let other = NotifySender {
             pid: child.id() as i32,
