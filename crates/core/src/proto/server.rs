@@ -10,7 +10,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::codec::{LineError, LineReader};
+use super::codec::{LineError, LineReader, parse_request};
 use super::types::{ErrorKind, Op, Reply};
 
 /// A request that passed framing, parsing and the peer check.
@@ -268,104 +268,4 @@ async fn write_reply(
     let mut line = serde_json::to_vec(reply).map_err(std::io::Error::other)?;
     line.push(b'\n');
     write.write_all(&line).await
-}
-
-/// Parses one request line, or builds the error reply it deserves.
-pub(crate) fn parse_request(line: &[u8]) -> Result<(u64, Op), Reply> {
-    let value: serde_json::Value = serde_json::from_slice(line)
-        .map_err(|e| Reply::error(0, ErrorKind::Malformed, format!("invalid JSON: {e}")))?;
-    let id = value.get("id").and_then(|v| v.as_u64()).unwrap_or(0);
-    match value.get("v").and_then(|v| v.as_u64()) {
-        Some(v) if v == u64::from(super::VERSION) => {}
-        Some(v) => {
-            return Err(Reply::error(
-                id,
-                ErrorKind::Version,
-                format!(
-                    "protocol version {v} is not supported; this supervisor speaks v{}",
-                    super::VERSION
-                ),
-            ));
-        }
-        None => return Err(Reply::error(id, ErrorKind::Malformed, "missing \"v\"")),
-    }
-    if value.get("id").is_none() {
-        return Err(Reply::error(id, ErrorKind::Malformed, "missing \"id\""));
-    }
-    let op_name = match value.get("op").and_then(|v| v.as_str()) {
-        Some(op) => op.to_owned(),
-        None => return Err(Reply::error(id, ErrorKind::Malformed, "missing \"op\"")),
-    };
-    const KNOWN: &[&str] = &["status", "restart", "stop", "signal", "watch"];
-    if !KNOWN.contains(&op_name.as_str()) {
-        return Err(Reply::error(
-            id,
-            ErrorKind::UnknownOp,
-            format!("unknown op '{op_name}'; known ops: {}", KNOWN.join(", ")),
-        ));
-    }
-    let op: Op = serde_json::from_value(value).map_err(|e| {
-        Reply::error(
-            id,
-            ErrorKind::Malformed,
-            format!("invalid '{op_name}' request: {e}"),
-        )
-    })?;
-    Ok((id, op))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn kind(r: Reply) -> ErrorKind {
-        match r {
-            Reply::Error { error, .. } => error.kind,
-            other => panic!("not an error: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn valid_requests_parse_and_unknown_fields_are_ignored() {
-        let (id, op) = parse_request(br#"{"v":1,"id":9,"op":"restart","future":true}"#).unwrap();
-        assert_eq!(id, 9);
-        assert_eq!(
-            op,
-            Op::Restart {
-                ready_timeout_ms: None,
-                attach: false
-            }
-        );
-        let (_, op) = parse_request(br#"{"v":1,"id":1,"op":"signal","signal":"USR1"}"#).unwrap();
-        assert_eq!(
-            op,
-            Op::Signal {
-                signal: "USR1".into()
-            }
-        );
-    }
-
-    #[test]
-    fn bad_lines_get_the_right_error_kind() {
-        assert_eq!(
-            kind(parse_request(b"not json").unwrap_err()),
-            ErrorKind::Malformed
-        );
-        assert_eq!(
-            kind(parse_request(br#"{"id":1,"op":"status"}"#).unwrap_err()),
-            ErrorKind::Malformed
-        );
-        assert_eq!(
-            kind(parse_request(br#"{"v":2,"id":1,"op":"status"}"#).unwrap_err()),
-            ErrorKind::Version
-        );
-        assert_eq!(
-            kind(parse_request(br#"{"v":1,"id":1,"op":"explode"}"#).unwrap_err()),
-            ErrorKind::UnknownOp
-        );
-        assert_eq!(
-            kind(parse_request(br#"{"v":1,"id":1,"op":"signal"}"#).unwrap_err()),
-            ErrorKind::Malformed
-        );
-    }
 }
