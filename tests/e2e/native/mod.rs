@@ -5,6 +5,7 @@ mod errors;
 mod flips;
 mod handoff;
 mod lifecycle;
+mod limits;
 mod priority;
 mod ready;
 mod rollback;

@@ -72,14 +72,30 @@ impl Client {
         };
         let mut line = serde_json::to_vec(&req).map_err(std::io::Error::other)?;
         line.push(b'\n');
-        self.writer.write_all(&line).await?;
+        self.write(&line).await?;
         Ok(id)
     }
 
     /// Sends raw bytes: for tests of the supervisor's handling of bad input.
     pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        self.writer.write_all(bytes).await?;
-        Ok(())
+        self.write(bytes).await
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        match self.writer.write_all(bytes).await {
+            Ok(()) => Ok(()),
+            // A supervisor that turned the connection away (too many connections, another
+            // user) wrote why and closed: the next line read is that reason.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The next line from the supervisor.

@@ -133,8 +133,16 @@ pub enum ErrorKind {
     Stopping,
     /// The connecting user is neither root nor the supervisor's user.
     Forbidden,
+    /// The supervisor already serves as many control connections as it allows; this one
+    /// was closed. Sent with id 0 on a connection the supervisor did not take.
+    TooManyConnections,
+    /// The connection sent no request for too long and was closed. Sent with id 0.
+    Idle,
     /// Anything else.
     Internal,
+    /// A kind this version does not know, from a newer supervisor. Never sent.
+    #[serde(other)]
+    Unknown,
 }
 
 /// How a restart ended.
