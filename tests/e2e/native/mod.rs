@@ -10,3 +10,4 @@ mod priority;
 mod ready;
 mod rollback;
 mod start_priority;
+mod trust;
