@@ -249,6 +249,12 @@ impl Drop for TestEnv {
             // seconds under these tests' thread counts): kill only a supervisor not yet
             // reaped, whose pid and group are still its own.
             let reaped = !matches!(s.child.try_wait(), Ok(None));
+            if !reaped {
+                // Frozen first, so that it cannot start a generation (a restart it was
+                // still carrying out) between the scan below and its own death.
+                // SAFETY: kill(2) on the supervisor this test started and has not reaped.
+                unsafe { libc::kill(pid, libc::SIGSTOP) };
+            }
             // Every generation leads its own process group: kill them all, then the
             // supervisor's group.
             for p in descendants(pid).into_iter().filter(|_| !reaped) {
