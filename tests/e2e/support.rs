@@ -320,6 +320,28 @@ pub fn is_alive(pid: i32) -> bool {
     }
 }
 
+/// Stops a process with SIGSTOP and resumes it with SIGCONT when dropped. Declare it after
+/// the [`TestEnv`], so that it is dropped first: the process is resumed, then killed.
+pub struct Stopped(pub i32);
+
+impl Stopped {
+    pub fn new(pid: i32) -> Stopped {
+        // SAFETY: kill(2) on a process the test started.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        wait_for("the process to be stopped", || {
+            zd_core::proc::state(pid).ok().filter(|s| *s == 'T')
+        });
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
 /// A blocking HTTP GET on loopback; returns (status, body).
 pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};

@@ -70,7 +70,10 @@ pub fn client_error(name: &str, err: ClientError) -> anyhow::Error {
             "the supervisor of '{name}' closed the connection before answering; check its log"
         )),
         // Whole sentences that name the socket and what to do.
-        e @ (ClientError::PermissionDenied { .. } | ClientError::Untrusted { .. }) => {
+        e @ (ClientError::PermissionDenied { .. }
+        | ClientError::Untrusted { .. }
+        | ClientError::NoAnswer { .. }
+        | ClientError::NotAccepting { .. }) => {
             ExitError::failure(format!("cannot control '{name}': {e}"))
         }
         other => anyhow::Error::new(other)

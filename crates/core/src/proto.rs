@@ -11,7 +11,7 @@ mod connection;
 mod server;
 mod types;
 
-pub use client::{Client, ClientError, Owner};
+pub use client::{Client, ClientError, Owner, REPLY_TIMEOUT};
 pub use codec::{LineError, LineReader, MAX_LINE};
 pub use server::{ControlServer, Limits, PeerPolicy, Request as ServerRequest, ServerError};
 pub use types::*;

@@ -1,6 +1,7 @@
 //! `zdctl run` and the commands that drive it, against the fixture service.
 
 mod control;
+mod deadlines;
 mod errors;
 mod flips;
 mod handoff;

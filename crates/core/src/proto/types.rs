@@ -218,10 +218,14 @@ pub enum EventKind {
     ConfigReloaded { path: String },
     /// A generation's process was started.
     Spawned { generation: u64, pid: i32 },
-    /// The supervisor waits for the listed readiness checks.
+    /// The supervisor waits for the listed readiness checks, for at most `timeout_ms`
+    /// (absent from supervisors older than the field): clients wait that long for the next
+    /// event.
     WaitingReady {
         generation: u64,
         checks: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
     },
     /// Every readiness check passed; `evidence` says why.
     Ready { generation: u64, evidence: String },
