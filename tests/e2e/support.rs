@@ -251,6 +251,12 @@ impl Drop for TestEnv {
             // seconds under these tests' thread counts): kill only a supervisor not yet
             // reaped, whose pid and group are still its own.
             let reaped = !matches!(s.child.try_wait(), Ok(None));
+            if !reaped {
+                // Frozen first, so that it cannot start a generation (a restart it was
+                // still carrying out) between the scan below and its own death.
+                // SAFETY: kill(2) on the supervisor this test started and has not reaped.
+                unsafe { libc::kill(pid, libc::SIGSTOP) };
+            }
             // Every generation leads its own process group: kill them all, then the
             // supervisor's group.
             for p in descendants(pid).into_iter().filter(|_| !reaped) {
@@ -313,6 +319,28 @@ pub fn is_alive(pid: i32) -> bool {
             .and_then(|i| stat[i + 2..].chars().next())
             .is_some_and(|state| state != 'Z'),
         Err(_) => false,
+    }
+}
+
+/// Stops a process with SIGSTOP and resumes it with SIGCONT when dropped. Declare it after
+/// the [`TestEnv`], so that it is dropped first: the process is resumed, then killed.
+pub struct Stopped(pub i32);
+
+impl Stopped {
+    pub fn new(pid: i32) -> Stopped {
+        // SAFETY: kill(2) on a process the test started.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        wait_for("the process to be stopped", || {
+            zd_core::proc::state(pid).ok().filter(|s| *s == 'T')
+        });
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
     }
 }
 

@@ -63,12 +63,19 @@ pub fn no_such_service(name: &str, searched: &[PathBuf], runtime: &Path) -> Stri
     )
 }
 
-/// A failure while talking to a connected supervisor (exit 1).
+/// A failure while reaching or talking to a supervisor (exit 1).
 pub fn client_error(name: &str, err: ClientError) -> anyhow::Error {
     match err {
         ClientError::Closed => ExitError::failure(format!(
             "the supervisor of '{name}' closed the connection before answering; check its log"
         )),
+        // Whole sentences that name the socket and what to do.
+        e @ (ClientError::PermissionDenied { .. }
+        | ClientError::Untrusted { .. }
+        | ClientError::NoAnswer { .. }
+        | ClientError::NotAccepting { .. }) => {
+            ExitError::failure(format!("cannot control '{name}': {e}"))
+        }
         other => anyhow::Error::new(other)
             .context(format!("talking to the supervisor of '{name}' failed")),
     }

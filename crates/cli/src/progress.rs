@@ -21,7 +21,9 @@ pub fn phase_line(kind: &EventKind) -> Option<String> {
         EventKind::Spawned { generation, pid } => {
             format!("spawned generation {generation} (pid {pid})")
         }
-        EventKind::WaitingReady { generation, checks } => format!(
+        EventKind::WaitingReady {
+            generation, checks, ..
+        } => format!(
             "waiting for generation {generation} to be ready ({})",
             checks.join(", ")
         ),
@@ -183,6 +185,7 @@ mod tests {
             EventKind::WaitingReady {
                 generation: 8,
                 checks: vec!["accepting".into()],
+                timeout_ms: Some(30_000),
             },
             EventKind::Ready {
                 generation: 8,

@@ -7,12 +7,13 @@
 
 mod client;
 mod codec;
+mod connection;
 mod server;
 mod types;
 
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, Owner, REPLY_TIMEOUT};
 pub use codec::{LineError, LineReader, MAX_LINE};
-pub use server::{ControlServer, PeerPolicy, Request as ServerRequest, ServerError};
+pub use server::{ControlServer, Limits, PeerPolicy, Request as ServerRequest, ServerError};
 pub use types::*;
 
 /// The protocol version this build speaks.

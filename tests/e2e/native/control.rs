@@ -48,6 +48,41 @@ fn malformed_and_oversized_lines_get_error_replies_and_the_supervisor_keeps_serv
 }
 
 #[test]
+fn a_request_that_names_its_op_twice_is_refused_and_the_service_keeps_running() {
+    let mut env = TestEnv::new();
+    env.fixture_service("api", &[], "");
+    env.start("api", &["run", "api"]);
+    let socket = env.socket("api");
+    runtime().block_on(async {
+        let mut c = Client::connect(&socket).await.expect("connect");
+        // Read as its last "op", this line stopped the service.
+        c.send_raw(b"{\"v\":1,\"id\":1,\"op\":\"status\",\"op\":\"stop\"}\n")
+            .await
+            .expect("send");
+        match c.next_reply().await.expect("reply") {
+            Reply::Error { id, error, .. } => {
+                assert_eq!((id, error.kind), (0, ErrorKind::Malformed));
+                assert!(error.message.contains("duplicate key \"op\""), "{error:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        c.send_raw(b"{\"v\":1,\"id\":\"2\",\"op\":\"status\"}\n")
+            .await
+            .expect("send");
+        match c.next_reply().await.expect("reply") {
+            Reply::Error { error, .. } => assert_eq!(
+                error.message,
+                "\"id\" must be a non-negative integer, not \"2\""
+            ),
+            other => panic!("{other:?}"),
+        }
+    });
+    assert!(env.status("api").is_some(), "the service was stopped");
+    let supervisor = &mut env.supervisor("api").child;
+    assert!(supervisor.try_wait().expect("try_wait").is_none());
+}
+
+#[test]
 fn connection_from_another_uid_is_refused() {
     let mut env = TestEnv::new();
     env.fixture_service("api", &[], "");

@@ -1,12 +1,15 @@
 //! `zdctl run` and the commands that drive it, against the fixture service.
 
 mod control;
+mod deadlines;
 mod errors;
 mod flips;
 mod handoff;
 mod hostile;
 mod lifecycle;
+mod limits;
 mod priority;
 mod ready;
 mod rollback;
 mod start_priority;
+mod trust;

@@ -3,6 +3,7 @@
 
 mod flip;
 mod status_json;
+mod stopped;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -93,6 +93,8 @@ pub struct App {
     pub interval_ms: u64,
     /// False when NO_COLOR is set.
     pub color: bool,
+    /// Whether a snapshot arrived yet: until then the list is empty for want of one.
+    pub loaded: bool,
 }
 
 impl App {
@@ -114,6 +116,7 @@ impl App {
         self.history
             .retain(|name| services.iter().any(|s| s.name == name));
         self.services = services;
+        self.loaded = true;
         self.fix_selection();
     }
 

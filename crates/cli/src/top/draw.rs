@@ -86,7 +86,9 @@ fn draw_title(frame: &mut Frame<'_>, app: &App, theme: Theme, area: Rect) {
 }
 
 fn draw_empty(frame: &mut Frame<'_>, app: &App, theme: Theme, area: Rect) {
-    let text = if app.services.is_empty() {
+    let text = if !app.loaded {
+        "collecting the first snapshot…".to_owned()
+    } else if app.services.is_empty() {
         "no service is running: start one with 'zdctl run NAME', or watch any process tree \
          with 'zdctl top --pid PID'"
             .to_owned()

@@ -2,9 +2,14 @@
 //!
 //! The shape is gitui's and tokio-console's: [`app::App`] is plain state changed only by
 //! `on_key`, `on_snapshot` and `on_event`; [`draw::draw`] is a pure function of it; and the
-//! loop here is the only part that touches the terminal, the clock and the sockets. The
-//! loop waits for a key for exactly the time left until the next refresh (or a little while
-//! when a restart's events may be arriving), so an idle `top` sleeps in `poll(2)`.
+//! loop here is the only part that touches the terminal.
+//!
+//! A UI never blocks on I/O (bottom's rule): snapshots are taken on a collector thread,
+//! keys are read on an input thread, restarts run on threads of their own, and all of them
+//! send [`Update`]s down one channel. The UI thread only waits on that channel, applies
+//! what arrived and draws, so `q` quits at once even while a supervisor does not answer
+//! (stopped, stuck): the collector then shows why when its deadline passes. An idle `top`
+//! sleeps until the next snapshot or key.
 //!
 //! Logging is off while it runs: the lib does not install the stderr subscriber for `top`,
 //! because a line written to the terminal it draws on would tear the screen.
@@ -18,22 +23,26 @@ mod refresh;
 mod tests;
 mod theme;
 
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::sync::mpsc::{self, Receiver, Sender};
 
 use anyhow::Context;
 use ratatui::DefaultTerminal;
 use ratatui::crossterm::event::{self, Event};
 
-use self::app::{Action, App};
+use self::app::{Action, App, RestartUpdate, ServiceState};
 use self::refresh::Refresher;
 use crate::cli::TopArgs;
 use crate::control;
 use crate::exit::ExitError;
 
-/// While a restart started here runs, the loop looks at its events this often, so its
-/// phases show as they happen rather than at the next refresh.
-const RESTART_POLL: Duration = Duration::from_millis(50);
+/// What the threads around the UI send it.
+pub(crate) enum Update {
+    Terminal(Event),
+    /// Reading the terminal failed: `top` ends with this error.
+    TerminalFailed(std::io::Error),
+    Snapshot(Vec<ServiceState>),
+    Restart(RestartUpdate),
+}
 
 pub fn run(args: TopArgs) -> anyhow::Result<()> {
     for name in &args.names {
@@ -55,16 +64,20 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
     let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let interval_ms = u64::try_from(args.interval.as_millis()).unwrap_or(u64::MAX);
     let mut app = App::new(interval_ms, color);
-    let mut refresher = Refresher::new(args.names, args.pid)?;
-    app.on_snapshot(refresher.refresh());
+    let refresher = Refresher::new(args.names, args.pid)?;
+    let (updates, received) = mpsc::channel();
+    refresh::spawn_collector(refresher, args.interval, updates.clone());
 
     // try_init enters raw mode and the alternate screen, and installs a panic hook that
     // leaves both before the panic message is printed.
     let mut terminal = ratatui::try_init().context("cannot set up the terminal")?;
     let guard = Restore;
-    let result = event_loop(&mut terminal, &mut app, &mut refresher, args.interval);
+    spawn_input(updates.clone());
+    let result = event_loop(&mut terminal, &mut app, &received, &updates);
     drop(terminal);
     drop(guard);
+    // The collector may be waiting on a supervisor that does not answer: it is not waited
+    // for, and ends with the process.
     result
 }
 
@@ -78,45 +91,53 @@ impl Drop for Restore {
     }
 }
 
+/// Reads the terminal on a thread of its own, so that the UI thread can wait for keys and
+/// snapshots at once. It stays blocked in its read when `top` quits, until the process ends.
+fn spawn_input(updates: Sender<Update>) {
+    std::thread::spawn(move || {
+        loop {
+            let (update, failed) = match event::read() {
+                Ok(event) => (Update::Terminal(event), false),
+                Err(e) => (Update::TerminalFailed(e), true),
+            };
+            if updates.send(update).is_err() || failed {
+                return;
+            }
+        }
+    });
+}
+
 fn event_loop(
     terminal: &mut DefaultTerminal,
     app: &mut App,
-    refresher: &mut Refresher,
-    interval: Duration,
+    received: &Receiver<Update>,
+    updates: &Sender<Update>,
 ) -> anyhow::Result<()> {
-    let (updates, restart_updates) = mpsc::channel();
-    let mut next_refresh = Instant::now() + interval;
     loop {
         terminal
             .draw(|frame| draw::draw(frame, app))
             .context("cannot draw on the terminal")?;
-
-        let mut timeout = next_refresh.saturating_duration_since(Instant::now());
-        if app.restart_running() {
-            timeout = timeout.min(RESTART_POLL);
-        }
-        if event::poll(timeout).context("cannot read the terminal")? {
-            // A resize needs nothing here: the next draw sizes the frame to the terminal.
-            if let Event::Key(key) = event::read().context("cannot read the terminal")? {
-                match app.on_key(key) {
+        // Wait for something to happen, then take all that is queued: a burst (a restart's
+        // events, a pasted string) draws once.
+        let first = received
+            .recv()
+            .context("every thread feeding the screen has ended")?;
+        for update in std::iter::once(first).chain(received.try_iter()) {
+            match update {
+                // A resize needs nothing here: the next draw sizes the frame to the terminal.
+                Update::Terminal(Event::Key(key)) => match app.on_key(key) {
                     Some(Action::Quit) => return Ok(()),
                     Some(Action::Restart(name)) => {
                         refresh::spawn_restart(name, updates.clone());
                     }
                     None => {}
+                },
+                Update::Terminal(_) => {}
+                Update::TerminalFailed(e) => {
+                    return Err(e).context("cannot read the terminal");
                 }
-            }
-        }
-        while let Ok(update) = restart_updates.try_recv() {
-            app.on_event(update);
-        }
-        let now = Instant::now();
-        if now >= next_refresh {
-            app.on_snapshot(refresher.refresh());
-            // Keep the beat; after a stall (a slow snapshot) start again from now.
-            next_refresh += interval;
-            if next_refresh <= now {
-                next_refresh = now + interval;
+                Update::Snapshot(services) => app.on_snapshot(services),
+                Update::Restart(update) => app.on_event(update),
             }
         }
     }

@@ -1,11 +1,15 @@
-//! Taking every watched service's snapshot, and running a restart on its own thread.
+//! Taking every watched service's snapshot on the collector thread, and running a restart
+//! on its own thread. Neither ever runs on the UI thread: a supervisor that does not answer
+//! holds one of them until the client's deadline, never the screen.
 
 use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
 
 use zd_core::inspect::{Inspector, SocketSource};
 use zd_core::paths;
 use zd_core::proto::{Client, ClientError, Op, Reply, ReplyResult};
 
+use super::Update;
 use super::app::{RestartUpdate, ServiceState};
 use crate::control;
 use crate::status;
@@ -43,8 +47,10 @@ impl Refresher {
             paths::socket_services()
         };
         let mut services = Vec::with_capacity(names.len() + 1);
-        for name in names {
-            let status = self.runtime.block_on(fetch_status(&name, named));
+        // All at once: one supervisor that does not answer delays the refresh by one
+        // deadline, not one per service.
+        let statuses = self.runtime.block_on(fetch_all(&names, named));
+        for (name, status) in names.into_iter().zip(statuses) {
             let snapshot = match status {
                 Ok(status) => self
                     .inspector
@@ -73,6 +79,46 @@ impl Refresher {
         }
         services
     }
+}
+
+/// Takes a snapshot now and then every `interval`, sending each to the UI, until the UI is
+/// gone.
+pub fn spawn_collector(mut refresher: Refresher, interval: Duration, updates: Sender<Update>) {
+    std::thread::spawn(move || {
+        let mut next = Instant::now();
+        loop {
+            if updates.send(Update::Snapshot(refresher.refresh())).is_err() {
+                return;
+            }
+            // Keep the beat; after a stall (a slow snapshot, a supervisor that did not
+            // answer) start again from now.
+            let now = Instant::now();
+            next += interval;
+            if next <= now {
+                next = now + interval;
+            }
+            std::thread::sleep(next - now);
+        }
+    });
+}
+
+/// The status of each of `names`, in order, fetched concurrently.
+async fn fetch_all(names: &[String], named: bool) -> Vec<Result<zd_core::proto::Status, Skip>> {
+    let mut fetches = tokio::task::JoinSet::new();
+    for (i, name) in names.iter().enumerate() {
+        let name = name.clone();
+        fetches.spawn(async move { (i, fetch_status(&name, named).await) });
+    }
+    let mut statuses: Vec<Option<Result<_, Skip>>> = names.iter().map(|_| None).collect();
+    while let Some(done) = fetches.join_next().await {
+        if let Ok((i, status)) = done {
+            statuses[i] = Some(status);
+        }
+    }
+    statuses
+        .into_iter()
+        .map(|s| s.unwrap_or_else(|| Err(Skip::Error("taking the status failed".to_owned()))))
+        .collect()
 }
 
 enum Skip {
@@ -107,20 +153,21 @@ fn error_chain(err: &anyhow::Error) -> String {
 
 /// Runs a restart of `name` on its own thread, sending each event and then the report to
 /// `updates`.
-pub fn spawn_restart(name: String, updates: Sender<RestartUpdate>) {
+pub fn spawn_restart(name: String, updates: Sender<Update>) {
     std::thread::spawn(move || {
         let result = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|runtime| runtime.block_on(restart(&name, &updates)));
-        let _ = updates.send(RestartUpdate::Finished(result.map_err(|e| error_chain(&e))));
+        let finished = RestartUpdate::Finished(result.map_err(|e| error_chain(&e)));
+        let _ = updates.send(Update::Restart(finished));
     });
 }
 
 async fn restart(
     name: &str,
-    updates: &Sender<RestartUpdate>,
+    updates: &Sender<Update>,
 ) -> anyhow::Result<zd_core::proto::RestartReport> {
     let mut client = control::connect(name).await?;
     let id = client
@@ -140,7 +187,7 @@ async fn restart(
         }
         match reply {
             Reply::Event { event, .. } => {
-                let _ = updates.send(RestartUpdate::Event(*event));
+                let _ = updates.send(Update::Restart(RestartUpdate::Event(*event)));
             }
             Reply::Result { result, .. } => {
                 return match *result {

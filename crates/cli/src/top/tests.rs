@@ -172,6 +172,14 @@ fn no_color_draws_without_any_colour_and_keeps_the_layout() {
 }
 
 #[test]
+fn before_the_first_snapshot_the_screen_says_it_is_collecting_not_that_nothing_runs() {
+    let app = App::new(1000, true);
+    let screen = text(&app, 80, 24);
+    assert!(screen.contains("collecting the first snapshot"), "{screen}");
+    assert!(!screen.contains("no service is running"), "{screen}");
+}
+
+#[test]
 fn with_no_service_running_the_screen_says_how_to_start_one() {
     let mut app = App::new(1000, true);
     app.on_snapshot(Vec::new());

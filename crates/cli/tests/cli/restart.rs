@@ -31,6 +31,7 @@ fn until_promoted() -> Vec<Step> {
         Step::Event(EventKind::WaitingReady {
             generation: 8,
             checks: vec!["accepting".into()],
+            timeout_ms: Some(30_000),
         }),
         Step::Event(EventKind::Ready {
             generation: 8,

@@ -1,17 +1,20 @@
-//! The supervisor's side of the control socket: binds it safely, checks who connects, frames
-//! and parses lines, and hands each valid request to the supervisor as a [`Request`] with a
-//! channel for its replies. Malformed input is answered here and never reaches the engine.
+//! The supervisor's side of the control socket: binds it safely, caps the connections,
+//! and hands each one to [`connection`](super::connection), which checks who connects,
+//! frames and parses lines, and passes each valid request to the supervisor as a [`Request`]
+//! with a channel for its replies. Malformed input is answered there and never reaches the
+//! engine.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
 
-use super::codec::{LineError, LineReader};
-use super::types::{ErrorKind, Op, Reply};
+use super::connection;
+use super::types::{Op, Reply};
 
 /// A request that passed framing, parsing and the peer check.
 #[derive(Debug)]
@@ -20,8 +23,10 @@ pub struct Request {
     pub op: Op,
     /// When its line was read: where a restart's times count from.
     pub received: std::time::Instant,
-    /// Where the engine sends the request's events and its one final reply. Closed when the
-    /// client goes away.
+    /// Where the engine sends the request's events and its one final reply: a channel of
+    /// this request alone, with room for a few lines, so a client that does not read makes
+    /// the engine's sends wait instead of piling up. Closed when the client goes away, and
+    /// once the final reply was written to the client.
     pub replies: mpsc::Sender<Reply>,
 }
 
@@ -62,11 +67,80 @@ impl PeerPolicy {
     }
 }
 
+/// What one supervisor spends on its control clients, at most. Every limit stands between
+/// a client, careless or hostile, and what the supervisor needs for the service itself:
+/// file descriptors to start generations, memory, and the attention of its main loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Connections served at once; more are refused with a `too_many_connections` line.
+    /// Each costs a file descriptor, and the supervisor needs some to spawn a generation
+    /// (pipes, a pidfd, its notify socket): 21 000 idle connections once left it none, and
+    /// a crashed generation could not be started again for 25 s. Our own clients hold a
+    /// connection for one command (top: one per refresh), so a few are ever open.
+    pub connections: usize,
+    /// A connection that has no request in flight and sends no complete request for this
+    /// long is closed, so that forgotten clients do not hold the connection slots. A `watch`,
+    /// or a restart being followed, is in flight for as long as it lasts.
+    pub idle: Duration,
+    /// A client that takes none of its replies off the socket for this long is closed: its
+    /// requests stay in flight until it reads, so it would never be idle.
+    pub write: Duration,
+    /// Requests of one connection answered at once. The connection's next line is read
+    /// only when one of them has finished and its replies have been queued, so a client
+    /// that sends without reading stops being read: back-pressure instead of memory.
+    pub in_flight: usize,
+}
+
+impl Limits {
+    /// 64 connections: far more than our own clients open at once (one per command, one
+    /// per `top` refresh), and a small part of the usual 1024 open files. 30 s of
+    /// idleness: longer than any pause of our clients between two requests on one
+    /// connection, short enough to win the slots of a flood back soon. 8 requests in
+    /// flight: a client needs one (status) or two (a watch beside another request).
+    pub const DEFAULT: Limits = Limits {
+        connections: 64,
+        idle: Duration::from_secs(30),
+        write: Duration::from_secs(30),
+        in_flight: 8,
+    };
+
+    /// The connection cap under an open-files limit of `open_files`: at most a quarter of
+    /// it, so that three quarters stay for the service's listeners and generations
+    /// whatever clients do.
+    pub fn connections_within(&self, open_files: u64) -> usize {
+        let quarter = usize::try_from(open_files / 4).unwrap_or(usize::MAX);
+        self.connections.min(quarter).max(1)
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::DEFAULT
+    }
+}
+
+/// The soft RLIMIT_NOFILE: the most file descriptors this process may hold.
+///
+/// The supervisor leaves it as it found it rather than raising it to the hard limit: the
+/// generations it starts inherit it, and a service that uses `select(2)` breaks past 1024.
+/// The connection cap keeps the control socket well below it instead.
+fn open_files_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we own, and touches nothing else.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    if rc == 0 { limit.rlim_cur } else { 1024 }
+}
+
 /// A bound control socket. Removing the socket file is the owner's job at shutdown
 /// ([`ControlServer::remove`]), so a crash leaves a stale file that the next bind replaces.
 pub struct ControlServer {
     listener: UnixListener,
     path: PathBuf,
+    limits: Limits,
 }
 
 impl ControlServer {
@@ -106,7 +180,8 @@ impl ControlServer {
             }
         }
         // Bind under a restrictive umask-independent mode: create, then chmod before anyone
-        // can be told the path. The peer-uid check below is the real gate; the mode is depth.
+        // can be told the path. The peer-uid check of each connection is the real gate; the
+        // mode is depth.
         let listener = UnixListener::bind(path).map_err(|source| ServerError::Io {
             about: "bind the control socket",
             path: path.to_path_buf(),
@@ -122,15 +197,34 @@ impl ControlServer {
         Ok(Self {
             listener,
             path: path.to_path_buf(),
+            limits: Limits::DEFAULT,
         })
+    }
+
+    /// Serves within `limits` instead of [`Limits::DEFAULT`].
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Accepts clients forever, sending their parsed requests to `requests`.
+    /// Accepts clients forever, sending their parsed requests to `requests`, within the
+    /// [`Limits`] of the server.
     pub async fn serve(self, policy: PeerPolicy, requests: mpsc::Sender<Request>) {
+        let limits = self.limits;
+        let cap = limits.connections_within(open_files_limit());
+        if cap < limits.connections {
+            warn!(
+                cap,
+                "few open files allowed (RLIMIT_NOFILE): control connections are capped lower"
+            );
+        }
+        let open = Arc::new(Semaphore::new(cap));
+        // Log the first refusal of a flood, not each of its connections.
+        let mut refusing = false;
         loop {
             let stream = match self.listener.accept().await {
                 Ok((stream, _)) => stream,
@@ -141,8 +235,20 @@ impl ControlServer {
                     continue;
                 }
             };
+            let Ok(permit) = open.clone().try_acquire_owned() else {
+                if !refusing {
+                    warn!(cap, "too many control connections: refusing new ones");
+                    refusing = true;
+                }
+                connection::refuse_over_cap(&stream, cap);
+                continue;
+            };
+            refusing = false;
             let requests = requests.clone();
-            tokio::spawn(handle_connection(stream, policy, requests));
+            tokio::spawn(async move {
+                connection::serve(stream, policy, requests, limits).await;
+                drop(permit);
+            });
         }
     }
 
@@ -161,211 +267,5 @@ fn remove_file(path: &Path) -> Result<(), ServerError> {
             path: path.to_path_buf(),
             source,
         }),
-    }
-}
-
-async fn handle_connection(
-    stream: UnixStream,
-    policy: PeerPolicy,
-    requests: mpsc::Sender<Request>,
-) {
-    let uid = match stream.peer_cred() {
-        Ok(cred) => cred.uid(),
-        Err(e) => {
-            warn!(error = %e, "cannot read the peer credentials of a control connection");
-            return;
-        }
-    };
-    let (read, mut write) = stream.into_split();
-    if !policy.allows(uid) {
-        warn!(uid, "refused a control connection from another user");
-        let reply = Reply::error(
-            0,
-            ErrorKind::Forbidden,
-            format!(
-                "uid {uid} may not control this service; run as root or as uid {}",
-                policy.uid
-            ),
-        );
-        let _ = write_reply(&mut write, &reply).await;
-        // Read (and drop) what the client sends until it hangs up, for a bounded time:
-        // closing at once would make its request write fail with EPIPE before it reads the
-        // refusal.
-        let _ = write.shutdown().await;
-        let mut sink = tokio::io::sink();
-        let mut read = read;
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(2),
-            tokio::io::copy(&mut (&mut read).take(64 * 1024), &mut sink),
-        )
-        .await;
-        return;
-    }
-    let mut lines = LineReader::new(BufReader::new(read));
-    // One writer task per connection so that events of a long request and replies of the
-    // next request never interleave mid-line.
-    let (out_tx, mut out_rx) = mpsc::channel::<Reply>(256);
-    let writer = tokio::spawn(async move {
-        while let Some(reply) = out_rx.recv().await {
-            if write_reply(&mut write, &reply).await.is_err() {
-                break;
-            }
-        }
-    });
-    loop {
-        let line = lines.next_line().await;
-        let received = std::time::Instant::now();
-        let line = match line {
-            Ok(Some(line)) => line,
-            Ok(None) => break,
-            Err(LineError::TooLong { max }) => {
-                let msg = format!("request line longer than {max} bytes");
-                if out_tx
-                    .send(Reply::error(0, ErrorKind::TooLong, msg))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-                continue;
-            }
-            Err(LineError::Io(_)) => break,
-        };
-        match parse_request(&line) {
-            Ok((id, op)) => {
-                let req = Request {
-                    id,
-                    op,
-                    received,
-                    replies: out_tx.clone(),
-                };
-                if requests.send(req).await.is_err() {
-                    let _ = out_tx
-                        .send(Reply::error(
-                            id,
-                            ErrorKind::Stopping,
-                            "the supervisor is stopping",
-                        ))
-                        .await;
-                    break;
-                }
-            }
-            Err(reply) => {
-                if out_tx.send(reply).await.is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    drop(out_tx);
-    let _ = writer.await;
-}
-
-async fn write_reply(
-    write: &mut tokio::net::unix::OwnedWriteHalf,
-    reply: &Reply,
-) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(reply).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    write.write_all(&line).await
-}
-
-/// Parses one request line, or builds the error reply it deserves.
-pub(crate) fn parse_request(line: &[u8]) -> Result<(u64, Op), Reply> {
-    let value: serde_json::Value = serde_json::from_slice(line)
-        .map_err(|e| Reply::error(0, ErrorKind::Malformed, format!("invalid JSON: {e}")))?;
-    let id = value.get("id").and_then(|v| v.as_u64()).unwrap_or(0);
-    match value.get("v").and_then(|v| v.as_u64()) {
-        Some(v) if v == u64::from(super::VERSION) => {}
-        Some(v) => {
-            return Err(Reply::error(
-                id,
-                ErrorKind::Version,
-                format!(
-                    "protocol version {v} is not supported; this supervisor speaks v{}",
-                    super::VERSION
-                ),
-            ));
-        }
-        None => return Err(Reply::error(id, ErrorKind::Malformed, "missing \"v\"")),
-    }
-    if value.get("id").is_none() {
-        return Err(Reply::error(id, ErrorKind::Malformed, "missing \"id\""));
-    }
-    let op_name = match value.get("op").and_then(|v| v.as_str()) {
-        Some(op) => op.to_owned(),
-        None => return Err(Reply::error(id, ErrorKind::Malformed, "missing \"op\"")),
-    };
-    const KNOWN: &[&str] = &["status", "restart", "stop", "signal", "watch"];
-    if !KNOWN.contains(&op_name.as_str()) {
-        return Err(Reply::error(
-            id,
-            ErrorKind::UnknownOp,
-            format!("unknown op '{op_name}'; known ops: {}", KNOWN.join(", ")),
-        ));
-    }
-    let op: Op = serde_json::from_value(value).map_err(|e| {
-        Reply::error(
-            id,
-            ErrorKind::Malformed,
-            format!("invalid '{op_name}' request: {e}"),
-        )
-    })?;
-    Ok((id, op))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn kind(r: Reply) -> ErrorKind {
-        match r {
-            Reply::Error { error, .. } => error.kind,
-            other => panic!("not an error: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn valid_requests_parse_and_unknown_fields_are_ignored() {
-        let (id, op) = parse_request(br#"{"v":1,"id":9,"op":"restart","future":true}"#).unwrap();
-        assert_eq!(id, 9);
-        assert_eq!(
-            op,
-            Op::Restart {
-                ready_timeout_ms: None,
-                attach: false
-            }
-        );
-        let (_, op) = parse_request(br#"{"v":1,"id":1,"op":"signal","signal":"USR1"}"#).unwrap();
-        assert_eq!(
-            op,
-            Op::Signal {
-                signal: "USR1".into()
-            }
-        );
-    }
-
-    #[test]
-    fn bad_lines_get_the_right_error_kind() {
-        assert_eq!(
-            kind(parse_request(b"not json").unwrap_err()),
-            ErrorKind::Malformed
-        );
-        assert_eq!(
-            kind(parse_request(br#"{"id":1,"op":"status"}"#).unwrap_err()),
-            ErrorKind::Malformed
-        );
-        assert_eq!(
-            kind(parse_request(br#"{"v":2,"id":1,"op":"status"}"#).unwrap_err()),
-            ErrorKind::Version
-        );
-        assert_eq!(
-            kind(parse_request(br#"{"v":1,"id":1,"op":"explode"}"#).unwrap_err()),
-            ErrorKind::UnknownOp
-        );
-        assert_eq!(
-            kind(parse_request(br#"{"v":1,"id":1,"op":"signal"}"#).unwrap_err()),
-            ErrorKind::Malformed
-        );
     }
 }

@@ -133,8 +133,16 @@ pub enum ErrorKind {
     Stopping,
     /// The connecting user is neither root nor the supervisor's user.
     Forbidden,
+    /// The supervisor already serves as many control connections as it allows; this one
+    /// was closed. Sent with id 0 on a connection the supervisor did not take.
+    TooManyConnections,
+    /// The connection sent no request for too long and was closed. Sent with id 0.
+    Idle,
     /// Anything else.
     Internal,
+    /// A kind this version does not know, from a newer supervisor. Never sent.
+    #[serde(other)]
+    Unknown,
 }
 
 /// How a restart ended.
@@ -210,10 +218,14 @@ pub enum EventKind {
     ConfigReloaded { path: String },
     /// A generation's process was started.
     Spawned { generation: u64, pid: i32 },
-    /// The supervisor waits for the listed readiness checks.
+    /// The supervisor waits for the listed readiness checks, for at most `timeout_ms`
+    /// (absent from supervisors older than the field): clients wait that long for the next
+    /// event.
     WaitingReady {
         generation: u64,
         checks: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
     },
     /// Every readiness check passed; `evidence` says why.
     Ready { generation: u64, evidence: String },

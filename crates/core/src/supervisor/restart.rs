@@ -156,7 +156,12 @@ impl RestartRun {
             ..
         } = started;
         let checks: Vec<String> = config.ready.checks.iter().map(|c| c.to_string()).collect();
-        self.emit(EventKind::WaitingReady { generation, checks });
+        let timeout = self.ready_timeout.unwrap_or(config.ready.timeout);
+        self.emit(EventKind::WaitingReady {
+            generation,
+            checks,
+            timeout_ms: Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
+        });
 
         let (mut exited, notify) = {
             let st = self.shared.lock();
@@ -177,7 +182,6 @@ impl RestartRun {
             notify,
             idle_start: idle_start.began(),
         };
-        let timeout = self.ready_timeout.unwrap_or(config.ready.timeout);
         let mut stopping = self.shared.stopping.subscribe();
         let verdict: Result<String, String> = tokio::select! {
             r = tokio::time::timeout(timeout, wait_ready(&config.ready.checks, &ctx)) => match r {
