@@ -37,10 +37,11 @@ pub enum HandoffError {
         stage: &'static str,
         source: std::io::Error,
     },
-    #[error("cannot {about}: {source}")]
+    /// The errno is part of the message (the supervisor reports spawn failures as text),
+    /// so it is not also a `source` that a chain would print twice.
+    #[error("cannot {about}: {error}")]
     Io {
         about: &'static str,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }

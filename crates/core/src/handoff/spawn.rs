@@ -344,7 +344,7 @@ fn clone_child(memory: &mut ChildMemory) -> Result<(i32, OwnedFd), HandoffError>
         let about = clone_failure(clone_error.raw_os_error());
         return Err(HandoffError::Io {
             about,
-            source: clone_error,
+            error: clone_error,
         });
     }
     // SAFETY: CLONE_PIDFD stored a fresh fd, close-on-exec, that nothing else owns.
@@ -767,7 +767,7 @@ fn read_exec_error(pipe: &OwnedFd) -> Option<(&'static str, i32)> {
 fn pipe_cloexec() -> Result<(OwnedFd, OwnedFd), HandoffError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| HandoffError::Io {
         about: "create a pipe for the child",
-        source: e.into(),
+        error: e.into(),
     })
 }
 
