@@ -46,6 +46,32 @@ pub enum ConfigError {
         #[source]
         source: io::Error,
     },
+    /// The path leads (through any symlinks) to something other than a regular file: a
+    /// FIFO, a device, a directory or a socket.
+    #[error(
+        "{}: the service file is {kind}, not a regular file; point the path at a regular \
+         YAML file (a symlink to one is fine)",
+        path.display()
+    )]
+    NotRegular {
+        /// The path as given.
+        path: PathBuf,
+        /// What it is instead, like "a named pipe (FIFO)".
+        kind: &'static str,
+    },
+    /// The file is larger than service files may be.
+    #[error(
+        "{}: the service file is larger than {} (the limit); a service file is a few \
+         kilobytes, so check that this is the file you meant",
+        path.display(),
+        size(*limit)
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// The file is not valid YAML, or a key or value is wrong. `message` says what to
     /// change.
     #[error("{at}: {message}")]
@@ -110,6 +136,15 @@ impl ConfigError {
             | ConfigError::CommandNotExecutable { at, .. } => Some(at),
             _ => None,
         }
+    }
+}
+
+/// `1 MiB`, `64 KiB` or a number of bytes.
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
     }
 }
 
