@@ -26,7 +26,7 @@ pub use cache::FileCache;
 pub use discover::{DiscoveredService, config_dirs, discover, find_service};
 pub use error::{ConfigError, Location};
 pub use nesting::MAX_DEPTH;
-pub use read::{MAX_FILE_SIZE, read_service_file};
+pub use read::{MAX_FILE_SIZE, READ_DEADLINE, read_service_file};
 
 use crate::listen::{ListenAddr, ListenerSpec};
 use crate::ready::check::ReadyCheck;

@@ -8,4 +8,5 @@ mod lifecycle;
 mod priority;
 mod ready;
 mod rollback;
+mod service_file;
 mod start_priority;

@@ -4,6 +4,9 @@
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::duration::format_duration;
 
 /// Where in a service file something is. Lines and columns count from 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +74,31 @@ pub enum ConfigError {
         path: PathBuf,
         /// The limit in bytes.
         limit: u64,
+    },
+    /// Reading the file (on its own thread) did not finish in time; the thread is left to
+    /// finish or block on its own.
+    #[error(
+        "{}: reading the service file took longer than {} and was given up; check that \
+         the file and the filesystem it is on respond (a stalled network mount?), then try \
+         again",
+        path.display(),
+        format_duration(*limit)
+    )]
+    ReadTimedOut {
+        /// The file.
+        path: PathBuf,
+        /// How long the read was given.
+        limit: Duration,
+    },
+    /// An earlier read of the file, given up on after its deadline, still has not returned.
+    #[error(
+        "{}: an earlier read of the service file is still blocked; check that the file \
+         and the filesystem it is on respond (a stalled network mount?), then try again",
+        path.display()
+    )]
+    StillReading {
+        /// The file.
+        path: PathBuf,
     },
     /// The file is not valid YAML, or a key or value is wrong. `message` says what to
     /// change.
