@@ -176,7 +176,7 @@ pub struct RestartArgs {
 
     /// How long the new generation may take to be ready (overrides the service's
     /// ready.timeout for this restart).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = zd_core::duration::parse_positive_duration)]
     pub timeout: Option<Duration>,
 
     /// When a restart is already running, follow it instead of failing as busy.

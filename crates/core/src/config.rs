@@ -3,12 +3,18 @@
 //!
 //! [`load_file`] reads, parses and validates a file; [`find_service`] and [`discover`]
 //! look for files in [`config_dirs`]. Every error about a file starts with
-//! `file:line:column:` and says what to change. `docs/config.md` is the user's reference.
+//! `file:line:column:` (or the file's path) and says what to change. `docs/config.md` is
+//! the user's reference.
+//!
+//! Whatever is at a service file's path is not trusted: only a regular file of at most
+//! [`MAX_FILE_SIZE`] bytes is read, nesting at most [`MAX_DEPTH`] levels (see `read`).
 
 mod cache;
 mod discover;
 mod error;
 mod file;
+mod nesting;
+mod read;
 pub(crate) mod validate;
 pub(crate) mod yaml;
 
@@ -19,6 +25,8 @@ use std::time::Duration;
 pub use cache::FileCache;
 pub use discover::{DiscoveredService, config_dirs, discover, find_service};
 pub use error::{ConfigError, Location};
+pub use nesting::MAX_DEPTH;
+pub use read::{MAX_FILE_SIZE, READ_DEADLINE, read_service_file};
 
 use crate::listen::{ListenAddr, ListenerSpec};
 use crate::ready::check::ReadyCheck;
@@ -178,7 +186,7 @@ impl ServiceConfig {
         let text = self
             .source
             .as_deref()
-            .and_then(|p| std::fs::read_to_string(p).ok());
+            .and_then(|p| read_service_file(p).ok());
         validate::validate(self, text.as_deref())
     }
 }
@@ -201,14 +209,17 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// Reads, parses and validates a service file.
+/// Reads, parses and validates a service file: a regular file (symlinks are followed) of
+/// at most [`MAX_FILE_SIZE`] bytes; see [`read_service_file`].
 pub fn load_file(path: &Path) -> Result<ServiceConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let config = parse_str(&text, path)?;
-    validate::validate(&config, Some(&text))?;
+    let text = read_service_file(path)?;
+    load_str(&text, path)
+}
+
+/// Parses and validates the text of the service file at `path`.
+fn load_str(text: &str, path: &Path) -> Result<ServiceConfig, ConfigError> {
+    let config = parse_str(text, path)?;
+    validate::validate(&config, Some(text))?;
     Ok(config)
 }
 

@@ -20,6 +20,14 @@ pub enum DurationError {
         /// The text as given.
         input: String,
     },
+    /// Zero, where only a positive duration makes sense (a timeout of zero always expires).
+    #[error(
+        "a duration of zero ('{input}') is not allowed here; use a positive duration like '1s'"
+    )]
+    Zero {
+        /// The text as given.
+        input: String,
+    },
     /// Anything else that is not a duration.
     #[error(
         "invalid duration '{input}' ({reason}); write it like '500ms', '30s', '2m', '1h30m' or '1.5s'"
@@ -53,6 +61,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
         input: text.to_owned(),
         reason: err.to_string(),
     })
+}
+
+/// Like [`parse_duration`], but zero is an error: for timeouts and intervals, where zero
+/// would expire at once or spin (`zdctl restart --timeout 0s` rolled back every time).
+pub fn parse_positive_duration(s: &str) -> Result<Duration, DurationError> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(DurationError::Zero {
+            input: s.trim().to_owned(),
+        });
+    }
+    Ok(d)
 }
 
 /// `1.5s`: humantime takes integers only, so a fraction with one unit is handled here.
@@ -129,7 +149,7 @@ impl fmt::Display for Short {
 /// Serializes as the short human form and reads any form [`parse_duration`] accepts; a
 /// bare number is an error that says to add a unit.
 pub mod serde_duration {
-    use super::{DurationError, format_duration, parse_duration};
+    use super::{DurationError, format_duration, parse_duration, parse_positive_duration};
     use serde::de::{self, Deserializer, Visitor};
     use serde::ser::Serializer;
     use std::fmt;
@@ -166,13 +186,12 @@ pub mod serde_duration {
         }
 
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
-            let d = parse_duration(v).map_err(E::custom)?;
-            if self.positive && d.is_zero() {
-                return Err(E::custom(format!(
-                    "a duration of zero ('{v}') is not allowed here; use a positive duration like '1s'"
-                )));
+            if self.positive {
+                parse_positive_duration(v)
+            } else {
+                parse_duration(v)
             }
-            Ok(d)
+            .map_err(E::custom)
         }
 
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
@@ -237,6 +256,32 @@ mod tests {
                 "{text}: {err:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_positive_duration_refuses_zero_in_every_spelling() {
+        assert_eq!(
+            parse_positive_duration("250ms"),
+            Ok(Duration::from_millis(250))
+        );
+        for zero in ["0s", "0ms", "0.0s", " 0h ", "0.0000000001s"] {
+            let err = parse_positive_duration(zero).expect_err(zero);
+            assert_eq!(
+                err,
+                DurationError::Zero {
+                    input: zero.trim().to_owned()
+                }
+            );
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "a duration of zero ('{}') is not allowed here; use a positive duration \
+                     like '1s'",
+                    zero.trim()
+                )
+            );
+        }
+        assert_eq!(parse_positive_duration(""), Err(DurationError::Empty));
     }
 
     #[test]

@@ -230,11 +230,12 @@ impl FromStr for Signal {
                 None if rest.is_empty() => 0,
                 None => return Err(unknown()),
             };
-            let number = libc::SIGRTMIN() + offset;
-            return if number <= max {
-                Ok(Signal::Other(number))
-            } else {
-                Err(unknown())
+            // An offset from 0 up to SIGRTMAX: below, `RTMIN+-34` would be signal 0
+            // (which kill(2) takes as "does it exist?") or a negative number.
+            let min = libc::SIGRTMIN();
+            return match min.checked_add(offset) {
+                Some(number) if offset >= 0 && number <= max => Ok(Signal::Other(number)),
+                _ => Err(unknown()),
             };
         }
         NixSignal::from_str(&format!("SIG{bare}"))
@@ -312,6 +313,33 @@ mod tests {
         ));
         let err = "nope".parse::<Signal>().expect_err("unknown");
         assert!(err.to_string().contains("'TERM'"), "{err}");
+    }
+
+    #[test]
+    fn a_realtime_offset_below_zero_or_past_rtmax_is_refused() {
+        // Found by the signal_name fuzz target: `RTMIN+-231621` was the signal -231587, and
+        // `RTMIN+-34` the signal 0, which kill(2) takes as "does the process exist?".
+        let past = (libc::SIGRTMAX() - libc::SIGRTMIN() + 1).to_string();
+        let overflow = format!("RTMIN+{}", i32::MAX);
+        for text in [
+            "RTMIN+-1",
+            "SIGRTMIN+-34",
+            "rtmin+-231621",
+            &format!("RTMIN+{past}"),
+            &overflow,
+        ] {
+            assert_eq!(
+                text.parse::<Signal>(),
+                Err(SignalError::Unknown {
+                    input: text.to_owned()
+                }),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            "RTMIN+0".parse::<Signal>(),
+            Ok(Signal::Other(libc::SIGRTMIN()))
+        );
     }
 
     #[test]

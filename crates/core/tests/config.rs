@@ -314,7 +314,71 @@ const ERRORS: &[(&str, &str, &str)] = &[
     ),
     ("command: [x]\nenv:\n  A: [1]\n", "3:6", "env.A"),
     ("command: {a: b}\n", "1:10", "expected a command"),
+    (
+        "command: [x]\nlisten:\n  - address: unix:/x\n    mode: '7777'\n",
+        "4:11",
+        "invalid mode '7777': the setuid, setgid and sticky bits",
+    ),
+    (
+        "command: [x]\nlisten:\n  - address: unix:/x\n    mode: 1660\n",
+        "4:11",
+        "above '0777'",
+    ),
+    (
+        "command: [x]\nlisten:\n  - address: unix:/x\n    mode: 0x1b6\n",
+        "4:11",
+        "invalid mode '0x1b6'",
+    ),
+    (
+        "command: [x]\nready:\n  timeout: 0s\n",
+        "3:12",
+        "a duration of zero ('0s') is not allowed here",
+    ),
+    (
+        "command: [x]\nready: 'alive:0s'\n",
+        "2:8",
+        "'alive:0s' proves nothing",
+    ),
+    (
+        "command: [x]\nready: {checks: [notify, 'alive:0ms']}\n",
+        "2:26",
+        "'alive:0ms' proves nothing",
+    ),
 ];
+
+#[test]
+fn a_mode_is_read_as_octal_however_it_is_written() {
+    for (written, want) in [
+        ("'0660'", 0o660),
+        ("\"0o640\"", 0o640),
+        ("0660", 0o660),
+        ("660", 0o660),
+        // YAML reads 0o600 as the integer 384; the mode is what was written.
+        ("0o600", 0o600),
+        ("0777", 0o777),
+    ] {
+        let text = format!("command: [x]\nlisten:\n  - address: unix:/x\n    mode: {written}\n");
+        let config = parsed(&text);
+        assert_eq!(config.listeners[0].mode, Some(want), "{written}");
+    }
+}
+
+#[test]
+fn flag_configs_refuse_special_mode_bits_and_zero_alive_checks() {
+    let mut config = ServiceConfig::defaults_for("api", vec!["sh".into()]);
+    let mut socket = spec("unix:/tmp/zd-api.sock");
+    socket.mode = Some(0o4755);
+    config.listeners = vec![socket];
+    let err = config.validate().expect_err("setuid bit");
+    assert!(err.to_string().contains("invalid mode '4755'"), "{err}");
+    config.listeners[0].mode = Some(0o660);
+    config.ready.checks = vec![ReadyCheck::Alive(Duration::ZERO)];
+    let err = config.validate().expect_err("alive:0s");
+    assert!(
+        err.to_string().contains("'alive:0s' proves nothing"),
+        "{err}"
+    );
+}
 
 #[test]
 fn every_error_starts_with_file_line_column_and_says_what_to_change() {

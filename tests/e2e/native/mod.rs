@@ -11,5 +11,6 @@ mod limits;
 mod priority;
 mod ready;
 mod rollback;
+mod service_file;
 mod start_priority;
 mod trust;

@@ -115,3 +115,18 @@ fn a_reader_that_goes_away_is_not_an_error() {
     assert_code(&out, 0);
     assert_eq!(stderr(&out), "");
 }
+
+#[test]
+fn a_zero_restart_timeout_exits_2_instead_of_rolling_back_every_time() {
+    for zero in ["0s", "0ms", "0.0s"] {
+        let out = TestEnv::new().zdctl(&["restart", "api", "--timeout", zero]);
+        assert_code(&out, 2);
+        assert!(
+            stderr(&out).contains(&format!(
+                "a duration of zero ('{zero}') is not allowed here"
+            )),
+            "{}",
+            stderr(&out)
+        );
+    }
+}

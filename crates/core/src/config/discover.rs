@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{ConfigError, load_file};
+use super::{ConfigError, load_str, read_service_file};
 
 /// A service file found by [`discover`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,14 +87,16 @@ fn discover_in(dirs: &[PathBuf]) -> Vec<DiscoveredService> {
 
 /// A service file for `zdctl run`, or a foreign service's (`driver:`): its name.
 fn load_any(path: &Path) -> Result<String, ConfigError> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let text = read_service_file(path)?;
     if crate::driver::names_driver(&text) {
         return crate::driver::parse_str(&text, path).map(|c| c.name);
     }
-    load_file(path).map(|c| c.name)
+    load_str(&text, path).map(|c| c.name)
 }
 
-/// `*.yaml` and `*.yml` files in `dir`, sorted; a missing directory has none.
+/// `*.yaml` and `*.yml` entries in `dir`, sorted; a missing directory has none. Anything
+/// but a directory is listed, so that a FIFO or a device named like a service file shows up
+/// with its error instead of vanishing; it is never opened.
 fn service_files(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -109,7 +111,7 @@ fn service_files(dir: &Path) -> Vec<PathBuf> {
             let hidden = path
                 .file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-            yaml && !hidden && path.is_file()
+            yaml && !hidden && std::fs::metadata(path).is_ok_and(|m| !m.is_dir())
         })
         .collect();
     files.sort();
@@ -125,7 +127,7 @@ fn stem(path: &Path) -> String {
 /// The top-level `name:` of a file, by a line scan: cheap, and works on files that do
 /// not parse.
 fn declared_name(path: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
+    let text = read_service_file(path).ok()?;
     text.lines().find_map(|line| {
         let value = line.strip_prefix("name:")?;
         let value = value.split(" #").next().unwrap_or(value).trim();
@@ -171,6 +173,50 @@ mod tests {
         assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
         assert!(msg.contains("/nonexistent/zd"), "{msg}");
         assert!(msg.starts_with("no service named 'ghost'"), "{msg}");
+        Ok(())
+    }
+
+    fn mkfifo(path: &Path) {
+        if let Err(err) = nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        {
+            panic!("mkfifo {}: {err}", path.display());
+        }
+    }
+
+    /// Runs `f` on its own thread; fails the test if it blocks for 20 s.
+    fn returns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        match rx.recv_timeout(std::time::Duration::from_secs(20)) {
+            Ok(value) => value,
+            Err(_) => panic!("blocked"),
+        }
+    }
+
+    #[test]
+    fn discover_lists_a_fifo_and_a_deeply_nested_file_with_their_errors() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        write(dir.path(), "good.yaml", "command: [true]\n");
+        mkfifo(&dir.path().join("api.yaml"));
+        let deep = format!("command: {}{}\n", "[".repeat(50_000), "]".repeat(50_000));
+        write(dir.path(), "deep.yaml", &deep);
+        let dirs = vec![dir.path().to_owned()];
+        let found = returns(move || discover_in(&dirs));
+        let errors: Vec<(&str, &str)> = found
+            .iter()
+            .map(|s| (s.name.as_str(), s.error.as_deref().unwrap_or("")))
+            .collect();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert_eq!(errors[0].0, "api");
+        assert!(errors[0].1.contains("named pipe (FIFO)"), "{errors:?}");
+        assert_eq!(errors[1].0, "deep");
+        assert!(errors[1].1.contains("nests deeper than 64"), "{errors:?}");
+        assert_eq!(errors[2], ("good", ""));
+        // Finding a service by its declared name passes over the FIFO.
+        let dirs = vec![dir.path().to_owned()];
+        assert!(returns(move || find_in("web", &dirs)).is_err());
         Ok(())
     }
 

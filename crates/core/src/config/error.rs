@@ -4,6 +4,9 @@
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::duration::format_duration;
 
 /// Where in a service file something is. Lines and columns count from 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +48,57 @@ pub enum ConfigError {
         /// The OS error.
         #[source]
         source: io::Error,
+    },
+    /// The path leads (through any symlinks) to something other than a regular file: a
+    /// FIFO, a device, a directory or a socket.
+    #[error(
+        "{}: the service file is {kind}, not a regular file; point the path at a regular \
+         YAML file (a symlink to one is fine)",
+        path.display()
+    )]
+    NotRegular {
+        /// The path as given.
+        path: PathBuf,
+        /// What it is instead, like "a named pipe (FIFO)".
+        kind: &'static str,
+    },
+    /// The file is larger than service files may be.
+    #[error(
+        "{}: the service file is larger than {} (the limit); a service file is a few \
+         kilobytes, so check that this is the file you meant",
+        path.display(),
+        size(*limit)
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// Reading the file (on its own thread) did not finish in time; the thread is left to
+    /// finish or block on its own.
+    #[error(
+        "{}: reading the service file took longer than {} and was given up; check that \
+         the file and the filesystem it is on respond (a stalled network mount?), then try \
+         again",
+        path.display(),
+        format_duration(*limit)
+    )]
+    ReadTimedOut {
+        /// The file.
+        path: PathBuf,
+        /// How long the read was given.
+        limit: Duration,
+    },
+    /// An earlier read of the file, given up on after its deadline, still has not returned.
+    #[error(
+        "{}: an earlier read of the service file is still blocked; check that the file \
+         and the filesystem it is on respond (a stalled network mount?), then try again",
+        path.display()
+    )]
+    StillReading {
+        /// The file.
+        path: PathBuf,
     },
     /// The file is not valid YAML, or a key or value is wrong. `message` says what to
     /// change.
@@ -110,6 +164,15 @@ impl ConfigError {
             | ConfigError::CommandNotExecutable { at, .. } => Some(at),
             _ => None,
         }
+    }
+}
+
+/// `1 MiB`, `64 KiB` or a number of bytes.
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
     }
 }
 

@@ -227,11 +227,11 @@ impl<'de> Deserialize<'de> for CheckList {
                 f.write_str("a readiness check like \"accepting\", or a list of them")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<CheckList, E> {
-                Ok(CheckList(vec![v.parse().map_err(E::custom)?]))
+                Ok(CheckList(vec![check(v).map_err(E::custom)?]))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<CheckList, A::Error> {
                 let mut checks = Vec::new();
-                while let Some(check) = seq.next_element()? {
+                while let Some(Check(check)) = seq.next_element()? {
                     checks.push(check);
                 }
                 if checks.is_empty() {
@@ -247,6 +247,32 @@ impl<'de> Deserialize<'de> for CheckList {
     }
 }
 
+/// One readiness check, checked where it is written.
+struct Check(ReadyCheck);
+
+impl<'de> Deserialize<'de> for Check {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Check, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Check;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a readiness check like \"accepting\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Check, E> {
+                check(v).map(Check).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Parses a readiness check and refuses one that cannot prove anything.
+fn check(text: &str) -> Result<ReadyCheck, String> {
+    let check = text.parse::<ReadyCheck>().map_err(|e| e.to_string())?;
+    super::validate::check_alive(&check, text)?;
+    Ok(check)
+}
+
 impl<'de> Deserialize<'de> for ReadySection {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ReadySection, D::Error> {
         struct V;
@@ -258,7 +284,7 @@ impl<'de> Deserialize<'de> for ReadySection {
                 )
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<ReadySection, E> {
-                let check = v.parse().map_err(E::custom)?;
+                let check = check(v).map_err(E::custom)?;
                 Ok(ReadySection {
                     checks: Some(vec![check]),
                     timeout: None,

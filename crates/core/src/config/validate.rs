@@ -42,6 +42,9 @@ pub(super) fn validate(config: &ServiceConfig, text: Option<&str>) -> Result<(),
                 ));
             }
         }
+        if let Some(mode) = spec.mode {
+            check_mode(mode, &format!("{mode:o}")).map_err(|e| invalid(&["listen"], e))?;
+        }
         let unix_only = spec.mode.is_some() || spec.owner.is_some() || spec.group.is_some();
         if unix_only && !matches!(spec.addr, ListenAddr::Unix(_)) {
             return Err(invalid(
@@ -59,6 +62,9 @@ pub(super) fn validate(config: &ServiceConfig, text: Option<&str>) -> Result<(),
             &["ready"],
             "no readiness check; name at least one, like 'accepting'".to_owned(),
         ));
+    }
+    for check in &config.ready.checks {
+        check_alive(check, &check.to_string()).map_err(|e| invalid(&["ready"], e))?;
     }
     if config.listeners.is_empty() && config.ready.checks.contains(&ReadyCheck::Accepting) {
         return Err(invalid(
@@ -114,6 +120,40 @@ pub(super) fn validate(config: &ServiceConfig, text: Option<&str>) -> Result<(),
         ));
     }
     Ok(())
+}
+
+/// Reads a unix socket's mode, written in octal with or without a leading `0` or `0o`.
+pub(crate) fn parse_mode(text: &str) -> Result<u32, String> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    let mode = u32::from_str_radix(digits, 8).map_err(|_| {
+        format!("invalid mode '{text}'; write octal permissions as a string, like \"0660\"")
+    })?;
+    check_mode(mode, text)?;
+    Ok(mode)
+}
+
+/// A socket's mode holds permission bits only: the setuid, setgid and sticky bits mean
+/// nothing on a socket, and a mode that sets them is more likely a typo than a wish.
+fn check_mode(mode: u32, written: &str) -> Result<(), String> {
+    if mode > 0o777 {
+        return Err(format!(
+            "invalid mode '{written}': the setuid, setgid and sticky bits (anything above \
+             '0777') mean nothing on a socket; use permission bits only, like \"0660\""
+        ));
+    }
+    Ok(())
+}
+
+/// `alive:0s` passes the instant the process exists, which every process does right after
+/// its spawn: it would let the old generation go before the new one has done anything.
+pub(crate) fn check_alive(check: &ReadyCheck, written: &str) -> Result<(), String> {
+    match check {
+        ReadyCheck::Alive(d) if d.is_zero() => Err(format!(
+            "'{written}' proves nothing: every process is alive the instant it starts; give \
+             it time to fail, like 'alive:1s', or use another check"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The program must exist and be executable: with a '/', as a path (relative to the

@@ -1,7 +1,13 @@
 //! The only place that touches serde_yaml: the crate is archived, so swapping it for
 //! another YAML reader must mean changing this file alone.
+//!
+//! Every text is measured for nesting first (see `nesting`), whoever asks: the parse of a
+//! deeply nested text takes time quadratic in its depth, and even the check for a `driver:`
+//! key parses the whole file.
 
 use serde::de::DeserializeOwned;
+
+use super::nesting::{MAX_DEPTH, check_depth};
 
 /// A parse failure with its 1-based position and serde's message, location removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,8 +17,16 @@ pub(crate) struct YamlError {
     pub(crate) message: String,
 }
 
-/// Deserializes one YAML document.
+/// Deserializes one YAML document that nests at most [`MAX_DEPTH`] levels.
 pub(crate) fn from_yaml<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
+    check_depth(text, MAX_DEPTH).map_err(|at| YamlError {
+        line: at.line,
+        column: at.column,
+        message: format!(
+            "the service file nests deeper than {MAX_DEPTH} levels; a service file needs a \
+             handful, so check that this is the file you meant"
+        ),
+    })?;
     serde_yaml::from_str(text).map_err(|err| {
         let (line, column) = err
             .location()

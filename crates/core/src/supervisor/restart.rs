@@ -19,17 +19,21 @@ use tracing::{info, warn};
 use super::Shared;
 use super::child::{Started, start_generation};
 use super::drain::drain;
-use crate::config::ServiceConfig;
+use crate::config::{FileCache, ServiceConfig};
 use crate::duration::format_duration;
 use crate::proto::{EventKind, GenerationState, RestartOutcome, RestartReport};
 use crate::ready::{ReadyCheck, ReadyContext, wait_ready};
 
 /// How [`RestartRun::begin`] ended: the new generation and the config it runs, or the
-/// outcome of a restart that could not start one.
+/// outcome of a restart that could not start one; `None` when the service file changed and
+/// must be read first, which [`RestartRun::run`] does off the main loop.
 pub(super) struct Begun {
     old_generation: Option<u64>,
-    spawned: Result<(ServiceConfig, Started), RestartOutcome>,
+    spawned: Option<Result<(ServiceConfig, Started), RestartOutcome>>,
 }
+
+/// The config for the new generation, with the event that says the file was read.
+type Reloaded = Result<(ServiceConfig, Option<(Instant, EventKind)>), String>;
 
 pub(super) struct RestartRun {
     pub shared: Arc<Shared>,
@@ -43,49 +47,49 @@ impl RestartRun {
         self.shared.emit(Some((self.restart, self.started)), kind);
     }
 
-    /// The start of the restart, up to the new child: the service file read again and the
-    /// new generation spawned. It is synchronous and runs where the request was taken, so
+    /// The start of the restart, up to the new child: the config taken again and the new
+    /// generation spawned. It is synchronous and runs where the request was taken, so
     /// that no task switch, which can wait for a CPU on a busy machine, stands between the
-    /// request and the child.
+    /// request and the child. A changed service file is not read here: reading may block
+    /// (a FIFO, a stalled mount), and this is the main loop.
     pub fn begin(&self) -> Begun {
         let old_generation = self.shared.lock().active;
         // Until the child exists, events are recorded and sent only after: each send wakes
         // the threads that write to clients, and on a busy machine a woken thread can preempt
         // this one in the middle of the millisecond it needs.
         let mut pending = vec![(self.started, EventKind::RestartRequested)];
-        let config = match self.reload_config() {
-            Ok((config, reloaded)) => {
-                pending.extend(reloaded);
-                config
-            }
-            Err(reason) => {
-                self.flush(&mut pending);
-                return Begun {
-                    old_generation,
-                    spawned: Err(RestartOutcome::Failed { reason }),
-                };
-            }
-        };
-        let spawned =
-            match start_generation(&self.shared, &config, GenerationState::Starting, false) {
-                Ok(started) => {
-                    pending.push((
-                        started.spawned_at,
-                        EventKind::Spawned {
-                            generation: started.generation,
-                            pid: started.pid,
-                        },
-                    ));
-                    Ok((config, started))
-                }
-                Err(e) => Err(RestartOutcome::Failed {
-                    reason: format!("cannot start the new generation: {e}"),
-                }),
-            };
+        let spawned = self
+            .config_at_hand()
+            .map(|config| self.spawn(config, &mut pending));
         self.flush(&mut pending);
         Begun {
             old_generation,
             spawned,
+        }
+    }
+
+    /// Spawns the new generation with `config`, recording the events to send.
+    fn spawn(
+        &self,
+        config: Reloaded,
+        pending: &mut Vec<(Instant, EventKind)>,
+    ) -> Result<(ServiceConfig, Started), RestartOutcome> {
+        let (config, reloaded) = config.map_err(|reason| RestartOutcome::Failed { reason })?;
+        pending.extend(reloaded);
+        match start_generation(&self.shared, &config, GenerationState::Starting, false) {
+            Ok(started) => {
+                pending.push((
+                    started.spawned_at,
+                    EventKind::Spawned {
+                        generation: started.generation,
+                        pid: started.pid,
+                    },
+                ));
+                Ok((config, started))
+            }
+            Err(e) => Err(RestartOutcome::Failed {
+                reason: format!("cannot start the new generation: {e}"),
+            }),
         }
     }
 
@@ -95,6 +99,21 @@ impl RestartRun {
             old_generation,
             spawned,
         } = begun;
+        let spawned = match spawned {
+            Some(spawned) => spawned,
+            None => {
+                // A stop does not wait for the read: it may take until its deadline.
+                let mut stopping = self.shared.stopping.subscribe();
+                let config = tokio::select! {
+                    config = self.read_config() => config,
+                    _ = stopping.wait_for(|s| *s) => Err("the supervisor is stopping".to_owned()),
+                };
+                let mut pending = Vec::new();
+                let spawned = self.spawn(config, &mut pending);
+                self.flush(&mut pending);
+                spawned
+            }
+        };
         let (outcome, new) = match spawned {
             Ok((config, started)) => {
                 let new = Some((started.generation, started.pid));
@@ -276,21 +295,37 @@ impl RestartRun {
         self.shared.lock().active_generation().map(|g| g.pid)
     }
 
-    /// The config for the new generation: the service file read again (with the event that
-    /// says so, to send), or the one we have.
-    fn reload_config(&self) -> Result<(ServiceConfig, Option<(Instant, EventKind)>), String> {
+    /// The config for the new generation when it needs no read: the one we have for a
+    /// service given by flags, or the service file's as read last time when the file is
+    /// unchanged since (a `stat`). `None`: the file must be read ([`Self::read_config`]).
+    fn config_at_hand(&self) -> Option<Reloaded> {
         let Some(path) = &self.shared.config_path else {
-            return Ok((self.shared.lock().config.clone(), None));
+            return Some(Ok((self.shared.lock().config.clone(), None)));
         };
-        let loaded = self
+        let cached = self
             .shared
             .config_cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .load(path);
+            .get(path)?;
+        Some(self.reloaded(cached, path))
+    }
+
+    /// The service file read again, on a thread of its own and within
+    /// [`crate::config::READ_DEADLINE`].
+    async fn read_config(&self) -> Reloaded {
+        let Some(path) = &self.shared.config_path else {
+            return Ok((self.shared.lock().config.clone(), None));
+        };
+        let loaded = FileCache::reload(&self.shared.config_cache, path).await;
         let config = loaded.map_err(|e| {
-            format!("the service file is invalid; the old generation keeps serving: {e}")
+            format!("the service file cannot be used; the old generation keeps serving: {e}")
         })?;
+        self.reloaded(config, path)
+    }
+
+    /// A config read from the file at `path`, checked against the running one.
+    fn reloaded(&self, config: ServiceConfig, path: &Path) -> Reloaded {
         self.check_unchanged_identity(&config, path)?;
         let reloaded = EventKind::ConfigReloaded {
             path: path.display().to_string(),

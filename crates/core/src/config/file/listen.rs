@@ -143,22 +143,29 @@ where
     }
 }
 
-/// A unix permission mode: `"0660"`, `0660` or `660` are all octal.
+/// A unix permission mode: `"0660"`, `0660`, `660` and `0o660` are all octal.
 struct Mode(u32);
 
 impl<'de> Deserialize<'de> for Mode {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Mode, D::Error> {
-        text_with(d, "an octal mode like \"0660\"", |text| {
-            let digits = text.strip_prefix("0o").unwrap_or(text);
-            u32::from_str_radix(digits, 8)
-                .ok()
-                .filter(|m| *m <= 0o7777)
-                .map(Mode)
-                .ok_or_else(|| {
-                    format!(
-                        "invalid mode '{text}'; write octal permissions as a string, like \"0660\""
-                    )
-                })
-        })
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Mode;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an octal mode like \"0660\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Mode, E> {
+                crate::config::validate::parse_mode(v)
+                    .map(Mode)
+                    .map_err(E::custom)
+            }
+            // A format that hands over numbers, not text: its digits are the octal ones.
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Mode, E> {
+                self.visit_str(&v.to_string())
+            }
+        }
+        // Asked for as text, YAML gives a plain scalar as written: `0o600` stays "0o600"
+        // where asked for any type it would be the integer 384, read back as octal 0o604.
+        d.deserialize_str(V)
     }
 }
