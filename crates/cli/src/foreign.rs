@@ -22,7 +22,9 @@ pub fn driver_for(name: &str) -> anyhow::Result<Option<DriverConfig>> {
 
 /// The driver config in `path`, when the file names a driver; a bad file exits 2.
 pub fn load(path: &Path) -> anyhow::Result<Option<DriverConfig>> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    // A file that cannot be read safely (a FIFO, too large) is not a driver file; the
+    // native reading that follows reports why.
+    let text = config::read_service_file(path).unwrap_or_default();
     if !driver::names_driver(&text) {
         return Ok(None);
     }

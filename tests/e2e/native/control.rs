@@ -83,6 +83,33 @@ fn a_request_that_names_its_op_twice_is_refused_and_the_service_keeps_running() 
 }
 
 #[test]
+fn a_restart_request_with_a_zero_readiness_timeout_is_refused() {
+    let mut env = TestEnv::new();
+    env.fixture_service("api", &[], "");
+    let status = env.start("api", &["run", "api"]);
+    let socket = env.socket("api");
+    runtime().block_on(async {
+        let mut c = Client::connect(&socket).await.expect("connect");
+        c.send_raw(b"{\"v\":1,\"id\":1,\"op\":\"restart\",\"ready_timeout_ms\":0}\n")
+            .await
+            .expect("send");
+        match c.next_reply().await.expect("reply") {
+            Reply::Error { id, error, .. } => {
+                assert_eq!((id, error.kind), (1, ErrorKind::Invalid));
+                assert!(error.message.contains("must be positive"), "{error:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+    let after = env.status("api").expect("status");
+    assert_eq!(
+        after.active_generation, status.active_generation,
+        "nothing restarted"
+    );
+    assert_eq!(after.restarts.requested, 0);
+}
+
+#[test]
 fn connection_from_another_uid_is_refused() {
     let mut env = TestEnv::new();
     env.fixture_service("api", &[], "");

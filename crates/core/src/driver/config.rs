@@ -183,10 +183,8 @@ pub fn names_driver(text: &str) -> bool {
 
 /// Reads and parses a driver service file.
 pub fn load_file(path: &Path) -> Result<DriverConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    // The same rules as a native service file: a regular file, size and nesting capped.
+    let text = crate::config::read_service_file(path)?;
     parse_str(&text, path)
 }
 

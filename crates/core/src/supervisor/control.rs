@@ -220,6 +220,14 @@ fn handle_request(shared: &Arc<Shared>, req: ServerRequest) -> Option<(u64, mpsc
             ReplyResult::Status(Box::new(status(shared))),
         )),
         Op::Restart {
+            ready_timeout_ms: Some(0),
+            ..
+        } => reply(Reply::error(
+            id,
+            ErrorKind::Invalid,
+            "ready_timeout_ms must be positive: a readiness timeout of 0 rolls every restart back",
+        )),
+        Op::Restart {
             ready_timeout_ms,
             attach,
         } => {

@@ -34,6 +34,13 @@ use crate::proto::ExitInfo;
 /// How long a generation may stay at the idle priority, ready or not.
 pub const IDLE_START_LIMIT: Duration = Duration::from_millis(10);
 
+/// When threads born idle during the end of an idle start are looked for again, after it.
+const STRAGGLER_PASSES: [Duration; 3] = [
+    Duration::from_millis(20),
+    Duration::from_millis(200),
+    Duration::from_secs(1),
+];
+
 /// How often `accepting` is checked while a generation starts at the idle priority: every
 /// tick of tokio's timer, instead of backing off from 0.5 ms to 20 ms.
 pub(crate) const EAGER_POLL: Duration = Duration::from_millis(1);
@@ -140,6 +147,24 @@ impl IdleStart {
             && !started.ended.swap(true, Ordering::AcqRel)
         {
             end_idle_start(started.pid);
+            // A thread that an idle thread was cloning while the passes ran inherits the
+            // idle policy and may show up in /proc only after the last pass: left alone, it
+            // would stay at SCHED_IDLE for good and starve under load. Once no idle thread
+            // is left none can be born, so a few later passes catch every straggler.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let pid = started.pid;
+                rt.spawn(async move {
+                    for delay in STRAGGLER_PASSES {
+                        tokio::time::sleep(delay).await;
+                        if tokio::task::spawn_blocking(move || end_idle_start(pid))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
         }
     }
 }
