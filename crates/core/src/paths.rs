@@ -105,7 +105,7 @@ pub fn ensure_runtime_dir(dir: &Path) -> Result<(), RuntimeDirError> {
     if !meta.is_dir() {
         return Err(RuntimeDirError::NotADirectory {
             path: dir.to_path_buf(),
-            kind: file_kind(&meta),
+            kind: describe_file_type(meta.file_type()),
         });
     }
     if meta.uid() != uid {
@@ -158,17 +158,23 @@ fn check_ancestors(dir: &Path, uid: u32) -> Result<(), RuntimeDirError> {
     Ok(())
 }
 
-fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+/// What kind of file `kind` is, for messages: "a named pipe (FIFO)", "a symlink", ….
+pub fn describe_file_type(kind: std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
-    let t = meta.file_type();
-    if t.is_symlink() {
-        "a symlink"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_file() {
+    if kind.is_file() {
         "a regular file"
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_symlink() {
+        "a symlink"
+    } else if kind.is_fifo() {
+        "a named pipe (FIFO)"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a unix socket"
     } else {
         "a special file"
     }

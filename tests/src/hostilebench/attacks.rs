@@ -181,12 +181,7 @@ fn forged_notify(binaries: &Binaries, duration: Duration) -> Result<Row> {
         );
         let deadline = Instant::now() + duration.saturating_sub(Duration::from_secs(3));
         while Instant::now() < deadline {
-            if t.restart()? {
-                row.restarts_ok += 1;
-            } else {
-                row.restarts_not += 1;
-                row.held = false;
-            }
+            row.count_restart(t.restart()?);
         }
         // A generation that never notifies: only a forged READY=1 could promote it.
         std::fs::write(t.service_file(), &never)?;
@@ -229,12 +224,7 @@ fn leftovers(binaries: &Binaries, duration: Duration) -> Result<Row> {
         let deadline = Instant::now() + duration.saturating_sub(Duration::from_secs(2));
         let mut most = 0;
         while Instant::now() < deadline {
-            if t.restart()? {
-                row.restarts_ok += 1;
-            } else {
-                row.restarts_not += 1;
-                row.held = false;
-            }
+            row.count_restart(t.restart()?);
             most = most.max(sleepers());
         }
         row.note = format!("at most {most} helper(s) alive after a restart");

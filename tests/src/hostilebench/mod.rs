@@ -41,6 +41,18 @@ pub struct Row {
     pub held: bool,
 }
 
+impl Row {
+    /// Counts a restart that had to complete; one that did not fails the attack's check.
+    fn count_restart(&mut self, completed: bool) {
+        if completed {
+            self.restarts_ok += 1;
+        } else {
+            self.restarts_not += 1;
+            self.held = false;
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub seconds: u64,

@@ -76,19 +76,7 @@ fn regular(path: &Path, kind: FileType) -> Result<(), ConfigError> {
     if kind.is_file() {
         return Ok(());
     }
-    let kind = if kind.is_dir() {
-        "a directory"
-    } else if kind.is_fifo() {
-        "a named pipe (FIFO)"
-    } else if kind.is_char_device() {
-        "a character device"
-    } else if kind.is_block_device() {
-        "a block device"
-    } else if kind.is_socket() {
-        "a unix socket"
-    } else {
-        "a special file"
-    };
+    let kind = crate::paths::describe_file_type(kind);
     Err(ConfigError::NotRegular {
         path: path.to_owned(),
         kind,
