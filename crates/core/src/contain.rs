@@ -4,8 +4,9 @@
 //! children that call `setsid` or leave its process group. Two mechanisms find them:
 //!
 //! - **A cgroup per generation** where cgroup v2 is writable (root, or a delegated subtree
-//!   under systemd's `Delegate=yes`). The child joins its cgroup before exec, so nothing it
-//!   starts can leave; when the main process is gone, `cgroup.kill` ends the rest at once.
+//!   under systemd's `Delegate=yes`). The supervisor moves the child into it right after the
+//!   clone ([`GenerationCgroup::adopt`]), and nothing started from there on can leave; when
+//!   the main process is gone, `cgroup.kill` ends the rest at once.
 //! - **Otherwise the supervisor is a child subreaper** (`PR_SET_CHILD_SUBREAPER`): what a
 //!   generation leaves behind is re-parented to the supervisor instead of init. A leftover
 //!   still in the group of its generation is killed with the group; one that left it
@@ -18,7 +19,7 @@
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -110,10 +111,35 @@ pub struct GenerationCgroup {
 }
 
 impl GenerationCgroup {
-    /// The fd the child writes "0" to, to join (close-on-exec in the parent; the child's
-    /// copy is closed at its exec too).
-    pub fn procs_fd(&self) -> RawFd {
-        self.procs.as_raw_fd()
+    /// Moves the generation's main process `pid` into the cgroup, then whatever it started
+    /// before that move took effect. Returns how many processes were moved.
+    ///
+    /// The parent does this right after the clone, on a thread of its own, rather than the
+    /// child before its exec: a migration waits for an RCU grace period
+    /// (`cgroup_threadgroup_rwsem`), 1 ms typically and over 20 ms on a loaded 2-vCPU
+    /// machine, which the child would spend before it even reaches the program. A fork
+    /// during that wait still lands in the old cgroup, so the tree is walked again after
+    /// the move, until a walk finds nobody left outside. A process that in that same
+    /// window also left the tree (forked, then orphaned) is the only one it can miss; the
+    /// process-group kill and the subreaper still see most of those.
+    pub fn adopt(&self, pid: i32) -> usize {
+        let mut moved = usize::from(self.admit(pid));
+        for _ in 0..8 {
+            let outside: Vec<i32> = crate::proc::descendants(pid)
+                .into_iter()
+                .filter(|p| cgroup_of(*p).is_some_and(|c| c != self.rel))
+                .collect();
+            if outside.is_empty() {
+                break;
+            }
+            moved += outside.into_iter().filter(|p| self.admit(*p)).count();
+        }
+        moved
+    }
+
+    fn admit(&self, pid: i32) -> bool {
+        use std::os::fd::AsFd;
+        nix::unistd::write(self.procs.as_fd(), pid.to_string().as_bytes()).is_ok()
     }
 
     /// The cgroup as `/proc/PID/cgroup` names it.

@@ -53,8 +53,10 @@ impl NotifySender {
         if sender == self.pid {
             return true;
         }
-        if let Some(cgroup) = &self.cgroup {
-            return crate::contain::cgroup_of(sender).is_some_and(|c| &c == cgroup);
+        if let Some(cgroup) = &self.cgroup
+            && crate::contain::cgroup_of(sender).is_some_and(|c| &c == cgroup)
+        {
+            return true;
         }
         // Walk up from the sender; a tree is rarely deep, and the walk is bounded anyway.
         let mut pid = sender;

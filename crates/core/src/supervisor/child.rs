@@ -76,7 +76,9 @@ pub(super) fn start_generation(
         capture_output: config.log_prefix,
         nice: super::priority::generation_nice(),
         idle_start: config.start_priority == StartPriority::Idle,
-        cgroup_procs: cgroup.as_ref().map(|c| c.procs_fd()),
+        // The parent moves it (GenerationCgroup::adopt): joining from the child would delay
+        // its exec by the migration's wait.
+        cgroup_procs: None,
     };
     // Listed as our own child before a sweep for orphans could see it.
     let spawned = {
@@ -95,6 +97,12 @@ pub(super) fn start_generation(
     let spawned_at = Instant::now();
     let pid = spawned.pid;
     info!(generation, pid, "spawned");
+    if let Some(cg) = cgroup.clone() {
+        tokio::task::spawn_blocking(move || {
+            let moved = cg.adopt(pid);
+            debug!(generation, pid, moved, "moved into the generation's cgroup");
+        });
+    }
     if let Some(n) = &notify {
         n.admit(NotifySender {
             pid,
