@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use tokio::sync::watch;
-use zd_core::load::{ConnectionMode, LiveCounters, LoadConfig, LoadReport};
+use zd_load::load::{ConnectionMode, LiveCounters, LoadConfig, LoadReport};
 
 /// A bound on the number of requests, whatever else happens: every record is kept in
 /// memory (24 bytes each), so this caps the run at about half a gigabyte.
@@ -46,7 +46,7 @@ impl BackgroundLoad {
                     .worker_threads(2)
                     .enable_all()
                     .build()?;
-                rt.block_on(zd_core::load::run_with_counters(config, stop_rx, counters))
+                rt.block_on(zd_load::load::run_with_counters(config, stop_rx, counters))
                     .context("the load failed")
             })?;
         let load = BackgroundLoad {

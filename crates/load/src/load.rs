@@ -28,9 +28,9 @@
 //! The library never prints; progress is read from [`LiveCounters`].
 //!
 //! ```no_run
-//! # async fn example() -> Result<(), zd_core::load::LoadError> {
+//! # async fn example() -> Result<(), zd_load::load::LoadError> {
 //! use std::time::Duration;
-//! use zd_core::load::{self, LoadConfig};
+//! use zd_load::load::{self, LoadConfig};
 //!
 //! let mut config = LoadConfig::new("http://127.0.0.1:8080/".parse()?);
 //! config.concurrency = 32;

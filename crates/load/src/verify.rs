@@ -23,7 +23,6 @@
 
 mod flip;
 mod kernel;
-mod queue;
 mod report;
 
 use std::sync::Arc;
@@ -31,14 +30,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
+use zd_core::inspect::AcceptQueue;
+use zd_core::proc::ProcError;
+use zd_core::proto::ClientError;
 
 use crate::load::{self, Endpoint, LiveCounters, LoadConfig, LoadError, LoadReport};
-use crate::proc::ProcError;
-use crate::proto::ClientError;
 
 pub use flip::{FlipResult, Restarter};
 pub use kernel::{KernelCounters, counter};
-pub use queue::AcceptQueue;
 pub use report::{
     FailureCounts, FlipReport, FlipSummary, Latency, LatencyReport, VerifyReport, millis,
 };

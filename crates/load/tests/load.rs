@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use zd_core::load::{self, ConnectionMode, FailureKind, LoadConfig, LoadReport, Target};
+use zd_load::load::{self, ConnectionMode, FailureKind, LoadConfig, LoadReport, Target};
 
 /// What the scripted server does with the n-th request it receives (1-based).
 #[derive(Clone, Copy)]
