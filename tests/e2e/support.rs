@@ -405,7 +405,7 @@ pub fn assert_code(o: &Output, code: i32) {
 
 /// Load running in the background against a service, until [`Load::finish`].
 pub struct Load {
-    stop: tokio::sync::watch::Sender<bool>,
+    stop: zd_load::load::StopSignal,
     thread: std::thread::JoinHandle<zd_load::load::LoadReport>,
     pub live: std::sync::Arc<zd_load::load::LiveCounters>,
 }
@@ -420,12 +420,13 @@ pub fn start_load(addr: &str, concurrency: usize, mode: zd_load::load::Connectio
     config.duration = Some(Duration::from_secs(120));
     config.max_requests = Some(5_000_000);
     config.request_timeout = Duration::from_secs(10);
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let stop = zd_load::load::StopSignal::new();
     let live = std::sync::Arc::new(zd_load::load::LiveCounters::default());
     let counters = live.clone();
+    let stopped = stop.clone();
     let thread = std::thread::spawn(move || {
         runtime()
-            .block_on(zd_load::load::run_with_counters(config, stop_rx, counters))
+            .block_on(zd_load::load::run_with_counters(config, stopped, counters))
             .expect("load run")
     });
     let load = Load { stop, thread, live };
@@ -438,7 +439,7 @@ pub fn start_load(addr: &str, concurrency: usize, mode: zd_load::load::Connectio
 
 impl Load {
     pub fn finish(self) -> zd_load::load::LoadReport {
-        let _ = self.stop.send(true);
+        self.stop.stop();
         self.thread.join().expect("load thread")
     }
 }
