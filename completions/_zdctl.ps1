@@ -38,7 +38,6 @@ Register-ArgumentCompleter -Native -CommandName 'zdctl' -ScriptBlock {
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the man page (roff) to stdout')
             [CompletionResult]::new('verify', 'verify', [CompletionResultType]::ParameterValue, 'Restart a service N times under load and count every request that suffered')
             [CompletionResult]::new('demo', 'demo', [CompletionResultType]::ParameterValue, 'Try it: restart a built-in demo service ten times under load, then clean up')
-            [CompletionResult]::new('demo-server', 'demo-server', [CompletionResultType]::ParameterValue, 'The built-in demo service that `zdctl demo` supervises (zd-fixture''s flags)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -179,15 +178,6 @@ Register-ArgumentCompleter -Native -CommandName 'zdctl' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
-        'zdctl;demo-server' {
-            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)')
-            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)')
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
-            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
-            break
-        }
         'zdctl;help' {
             [CompletionResult]::new('run', 'run', [CompletionResultType]::ParameterValue, 'Supervise a service: hold its listeners and run its generations')
             [CompletionResult]::new('restart', 'restart', [CompletionResultType]::ParameterValue, 'Start a new generation, wait until it is ready, then drain the old one')
@@ -200,7 +190,6 @@ Register-ArgumentCompleter -Native -CommandName 'zdctl' -ScriptBlock {
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the man page (roff) to stdout')
             [CompletionResult]::new('verify', 'verify', [CompletionResultType]::ParameterValue, 'Restart a service N times under load and count every request that suffered')
             [CompletionResult]::new('demo', 'demo', [CompletionResultType]::ParameterValue, 'Try it: restart a built-in demo service ten times under load, then clean up')
-            [CompletionResult]::new('demo-server', 'demo-server', [CompletionResultType]::ParameterValue, 'The built-in demo service that `zdctl demo` supervises (zd-fixture''s flags)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -235,9 +224,6 @@ Register-ArgumentCompleter -Native -CommandName 'zdctl' -ScriptBlock {
             break
         }
         'zdctl;help;demo' {
-            break
-        }
-        'zdctl;help;demo-server' {
             break
         }
         'zdctl;help;help' {

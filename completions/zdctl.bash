@@ -22,9 +22,6 @@ _zdctl() {
             zdctl,demo)
                 cmd="zdctl__subcmd__demo"
                 ;;
-            zdctl,demo-server)
-                cmd="zdctl__subcmd__demo__subcmd__server"
-                ;;
             zdctl,help)
                 cmd="zdctl__subcmd__help"
                 ;;
@@ -60,9 +57,6 @@ _zdctl() {
                 ;;
             zdctl__subcmd__help,demo)
                 cmd="zdctl__subcmd__help__subcmd__demo"
-                ;;
-            zdctl__subcmd__help,demo-server)
-                cmd="zdctl__subcmd__help__subcmd__demo__subcmd__server"
                 ;;
             zdctl__subcmd__help,help)
                 cmd="zdctl__subcmd__help__subcmd__help"
@@ -101,7 +95,7 @@ _zdctl() {
 
     case "${cmd}" in
         zdctl)
-            opts="-v -h -V --verbose --help --version run restart status list stop signal top completions man verify demo demo-server help"
+            opts="-v -h -V --verbose --help --version run restart status list stop signal top completions man verify demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -150,22 +144,8 @@ _zdctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        zdctl__subcmd__demo__subcmd__server)
-            opts="-v -h -V --verbose --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
         zdctl__subcmd__help)
-            opts="run restart status list stop signal top completions man verify demo demo-server help"
+            opts="run restart status list stop signal top completions man verify demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -193,20 +173,6 @@ _zdctl() {
             return 0
             ;;
         zdctl__subcmd__help__subcmd__demo)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        zdctl__subcmd__help__subcmd__demo__subcmd__server)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

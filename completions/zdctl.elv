@@ -35,7 +35,6 @@ set edit:completion:arg-completer[zdctl] = {|@words|
             cand man 'Print the man page (roff) to stdout'
             cand verify 'Restart a service N times under load and count every request that suffered'
             cand demo 'Try it: restart a built-in demo service ten times under load, then clean up'
-            cand demo-server 'The built-in demo service that `zdctl demo` supervises (zd-fixture''s flags)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'zdctl;run'= {
@@ -164,14 +163,6 @@ set edit:completion:arg-completer[zdctl] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
-        &'zdctl;demo-server'= {
-            cand -v 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
-            cand --verbose 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
-            cand -h 'Print help'
-            cand --help 'Print help'
-            cand -V 'Print version'
-            cand --version 'Print version'
-        }
         &'zdctl;help'= {
             cand run 'Supervise a service: hold its listeners and run its generations'
             cand restart 'Start a new generation, wait until it is ready, then drain the old one'
@@ -184,7 +175,6 @@ set edit:completion:arg-completer[zdctl] = {|@words|
             cand man 'Print the man page (roff) to stdout'
             cand verify 'Restart a service N times under load and count every request that suffered'
             cand demo 'Try it: restart a built-in demo service ten times under load, then clean up'
-            cand demo-server 'The built-in demo service that `zdctl demo` supervises (zd-fixture''s flags)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'zdctl;help;run'= {
@@ -208,8 +198,6 @@ set edit:completion:arg-completer[zdctl] = {|@words|
         &'zdctl;help;verify'= {
         }
         &'zdctl;help;demo'= {
-        }
-        &'zdctl;help;demo-server'= {
         }
         &'zdctl;help;help'= {
         }

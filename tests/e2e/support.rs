@@ -405,27 +405,28 @@ pub fn assert_code(o: &Output, code: i32) {
 
 /// Load running in the background against a service, until [`Load::finish`].
 pub struct Load {
-    stop: tokio::sync::watch::Sender<bool>,
-    thread: std::thread::JoinHandle<zd_core::load::LoadReport>,
-    pub live: std::sync::Arc<zd_core::load::LiveCounters>,
+    stop: zd_load::load::StopSignal,
+    thread: std::thread::JoinHandle<zd_load::load::LoadReport>,
+    pub live: std::sync::Arc<zd_load::load::LiveCounters>,
 }
 
 /// Starts `concurrency` closed-loop clients against `http://ADDR/`. Bounded: it stops by
 /// itself after two minutes or five million requests, whichever comes first.
-pub fn start_load(addr: &str, concurrency: usize, mode: zd_core::load::ConnectionMode) -> Load {
-    let target: zd_core::load::Target = format!("http://{addr}/").parse().expect("target");
-    let mut config = zd_core::load::LoadConfig::new(target);
+pub fn start_load(addr: &str, concurrency: usize, mode: zd_load::load::ConnectionMode) -> Load {
+    let target: zd_load::load::Target = format!("http://{addr}/").parse().expect("target");
+    let mut config = zd_load::load::LoadConfig::new(target);
     config.concurrency = concurrency;
     config.mode = mode;
     config.duration = Some(Duration::from_secs(120));
     config.max_requests = Some(5_000_000);
     config.request_timeout = Duration::from_secs(10);
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let live = std::sync::Arc::new(zd_core::load::LiveCounters::default());
+    let stop = zd_load::load::StopSignal::new();
+    let live = std::sync::Arc::new(zd_load::load::LiveCounters::default());
     let counters = live.clone();
+    let stopped = stop.clone();
     let thread = std::thread::spawn(move || {
         runtime()
-            .block_on(zd_core::load::run_with_counters(config, stop_rx, counters))
+            .block_on(zd_load::load::run_with_counters(config, stopped, counters))
             .expect("load run")
     });
     let load = Load { stop, thread, live };
@@ -437,14 +438,14 @@ pub fn start_load(addr: &str, concurrency: usize, mode: zd_core::load::Connectio
 }
 
 impl Load {
-    pub fn finish(self) -> zd_core::load::LoadReport {
-        let _ = self.stop.send(true);
+    pub fn finish(self) -> zd_load::load::LoadReport {
+        self.stop.stop();
         self.thread.join().expect("load thread")
     }
 }
 
 /// Asserts that not one request failed, listing the failures by kind otherwise.
-pub fn assert_no_failures(report: &zd_core::load::LoadReport) {
+pub fn assert_no_failures(report: &zd_load::load::LoadReport) {
     assert!(report.total() > 0, "the load sent no request");
     assert_eq!(
         report.failed(),

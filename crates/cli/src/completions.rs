@@ -23,8 +23,36 @@ pub const MAN_FILE: &str = "zdctl.1";
 /// The completion script for `shell`.
 pub fn render_completions(shell: Shell) -> Vec<u8> {
     let mut out = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), "zdctl", &mut out);
+    clap_complete::generate(shell, &mut visible_command(), "zdctl", &mut out);
     out
+}
+
+/// The command line without its hidden subcommands, for the completion scripts.
+///
+/// `--help` and the man page leave hidden subcommands out, but clap_complete's generators
+/// list every subcommand, so they would offer `demo-server`: the service that `zdctl demo`
+/// starts, not a command for people. clap cannot remove a subcommand, so the root is built
+/// again with the definition's settings and arguments and its visible subcommands only.
+fn visible_command() -> clap::Command {
+    let full = Cli::command();
+    let mut root = clap::Command::new("zdctl")
+        .version(env!("CARGO_PKG_VERSION"))
+        .propagate_version(full.is_propagate_version_set())
+        .subcommand_required(full.is_subcommand_required_set())
+        .arg_required_else_help(full.is_arg_required_else_help_set())
+        .args(full.get_arguments().cloned())
+        .subcommands(
+            full.get_subcommands()
+                .filter(|subcommand| !subcommand.is_hide_set())
+                .cloned(),
+        );
+    if let Some(about) = full.get_about() {
+        root = root.about(about.clone());
+    }
+    if let Some(about) = full.get_long_about() {
+        root = root.long_about(about.clone());
+    }
+    root
 }
 
 /// The man page, in roff.

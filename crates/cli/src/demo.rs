@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use tokio::process::{Child, Command};
-use zd_core::load::{ConnectionMode, LoadConfig, Target};
 use zd_core::proto::{Client, Op, Reply, ReplyResult};
-use zd_core::verify::{Restarter, VerifyConfig};
+use zd_load::load::{ConnectionMode, LoadConfig, Target};
+use zd_load::verify::{Restarter, VerifyConfig};
 
 use crate::exit::ExitError;
 use crate::verify;

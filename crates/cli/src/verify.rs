@@ -1,5 +1,5 @@
 //! `zdctl verify NAME --url URL`: restart a service N times under load and report every
-//! request that suffered. The work is done by `zd_core::verify`; this module parses flags,
+//! request that suffered. The work is done by `zd_load::verify`; this module parses flags,
 //! shows progress and prints.
 
 pub mod plot;
@@ -12,10 +12,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use zd_core::duration::parse_duration;
-use zd_core::load::{ConnectionMode, LiveCounters, LoadConfig, Target};
 use zd_core::paths;
 use zd_core::proto::ClientError;
-use zd_core::verify::{self, Restarter, VerifyConfig, VerifyError};
+use zd_load::load::{ConnectionMode, LiveCounters, LoadConfig, Target};
+use zd_load::verify::{self, Restarter, VerifyConfig, VerifyError};
 
 use crate::control;
 use crate::exit::ExitError;
@@ -91,7 +91,7 @@ pub struct VerifyArgs {
 
 fn parse_target(s: &str) -> Result<Target, String> {
     s.parse()
-        .map_err(|e: zd_core::load::LoadError| e.to_string())
+        .map_err(|e: zd_load::load::LoadError| e.to_string())
 }
 
 pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {

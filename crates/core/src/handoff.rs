@@ -11,6 +11,7 @@
 //! only writes the pid's digits into a buffer reserved for them, moves fds and makes direct
 //! syscalls until it execs.
 
+mod child;
 mod env;
 mod spawn;
 

@@ -36,6 +36,7 @@
 //! Nothing here prints; `tracing` records why the netlink path was given up
 //! when it is.
 
+mod accept_queue;
 mod collect;
 pub(crate) mod diag;
 mod fasthash;
@@ -52,6 +53,7 @@ use std::collections::HashMap;
 use std::io;
 use std::time::Duration;
 
+pub use accept_queue::AcceptQueue;
 pub use view::{ConnectionView, GenerationView, KernelCounters, ListenerView, Snapshot};
 
 use crate::proc::ProcError;

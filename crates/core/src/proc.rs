@@ -62,7 +62,7 @@ pub enum ProcError {
 impl ProcError {
     /// Classifies an I/O error: a missing file or `ESRCH` means the process
     /// (or thread) went away, anything else is a real failure.
-    pub(crate) fn from_io(pid: i32, about: &'static str, source: io::Error) -> Self {
+    pub fn from_io(pid: i32, about: &'static str, source: io::Error) -> Self {
         if is_gone(&source) {
             ProcError::Gone { pid }
         } else {

@@ -13,7 +13,10 @@ mod types;
 
 pub use client::{Client, ClientError, Owner, REPLY_TIMEOUT};
 pub use codec::{LineError, LineReader, MAX_LINE};
-pub use server::{ControlServer, Limits, PeerPolicy, Request as ServerRequest, ServerError};
+pub use server::{
+    ClientGone, ControlServer, Limits, PeerPolicy, Replies, Request as ServerRequest, RequestQueue,
+    RequestSender, ServerError, request_queue,
+};
 pub use types::*;
 
 /// The protocol version this build speaks.

@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::supervisor::start_priority::{EAGER_POLL, IDLE_START_LIMIT};
 
 pub use check::ReadyCheck;
-pub use notify::{NotifySender, NotifySocket, NotifyState};
+pub use notify::{NotifySender, NotifySocket, NotifyState, NotifyUpdates};
 
 /// What the checks need to know about the generation under test.
 #[derive(Debug, Clone)]
@@ -26,7 +26,7 @@ pub struct ReadyContext {
     /// Inodes of the listeners the generation inherited.
     pub listener_inodes: Vec<u64>,
     /// The generation's notify socket state, for `notify`.
-    pub notify: Option<tokio::sync::watch::Receiver<NotifyState>>,
+    pub notify: Option<NotifyUpdates>,
     /// It starts at the idle priority (`supervisor::start_priority`): once it accepts
     /// connections, it must get its normal priority back without delay.
     pub idle_start: bool,

@@ -8,10 +8,9 @@ use std::path::PathBuf;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use tokio::io::BufReader;
-use tokio::sync::mpsc;
 use zd_core::proto::{
     Client, ControlServer, ErrorKind, LineError, LineReader, Op, PeerPolicy, Reply, ReplyResult,
-    Request, ServerRequest,
+    Request, request_queue,
 };
 
 /// Not empty, and starts in lower case (a name in capitals may come first).
@@ -140,7 +139,7 @@ impl Harness {
         let server = runtime
             .block_on(ControlServer::bind(&socket))
             .unwrap_or_else(|e| panic!("bind: {e}"));
-        let (tx, mut rx) = mpsc::channel::<ServerRequest>(16);
+        let (tx, mut rx) = request_queue(16);
         runtime.spawn(server.serve(PeerPolicy::current(), tx));
         runtime.spawn(async move {
             while let Some(req) = rx.recv().await {

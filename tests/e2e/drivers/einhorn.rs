@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use zd_core::load::ConnectionMode;
+use zd_load::load::ConnectionMode;
 
 use super::{Peer, children, lookalike, restart_times, worker_until};
 use crate::support::{

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use zd_core::load::ConnectionMode;
+use zd_load::load::ConnectionMode;
 
 use super::{Peer, free_port, peer, restart_times};
 use crate::support::{

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use zd_core::load::ConnectionMode;
+use zd_load::load::ConnectionMode;
 
 use super::{Peer, lookalike, restart_times, worker_until};
 use crate::support::{

@@ -2,7 +2,7 @@
 //! old one stopped after `-start`; a new child that dies within `-start` leaves the old
 //! one serving.
 
-use zd_core::load::ConnectionMode;
+use zd_load::load::ConnectionMode;
 
 use super::{Peer, children, lookalike, restart_times, worker_until};
 use crate::support::{

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use zd_core::load::ConnectionMode;
+use zd_load::load::ConnectionMode;
 
 use super::{Peer, free_port, peer, restart_times};
 use crate::support::{

@@ -1,4 +1,4 @@
-use zd_core::load::ConnectionMode;
+use zd_load::load::ConnectionMode;
 
 use crate::support::*;
 

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use zd_core::inspect::{Inspector, Snapshot, SocketSource};
-use zd_core::load::ConnectionMode;
 use zd_core::proto::{Client, Op, Reply, ReplyResult};
+use zd_load::load::ConnectionMode;
 
 use crate::support::*;
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use zd_core::load::ConnectionMode;
+use zd_load::load::ConnectionMode;
 
 use crate::support::*;
 

@@ -1,7 +1,7 @@
 //! `zdctl status NAME --json` carries the inspector's snapshot: what `zdctl top` shows.
 
 use zd_core::inspect::Snapshot;
-use zd_core::load::ConnectionMode;
+use zd_load::load::ConnectionMode;
 
 use crate::support::*;
 

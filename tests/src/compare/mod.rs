@@ -1,5 +1,5 @@
 //! `cargo run --release -p zd-tests --bin compare`: one run of the same verification
-//! workload (the `zd_core::verify` library behind `zdctl verify`) against zdctl and the
+//! workload (the `zd_load::verify` library behind `zdctl verify`) against zdctl and the
 //! tools people use for the same job, plus two naive restarts that must show failures.
 //!
 //! Peers: `zdctl run` + the fixture (keep-alive and a new connection per request),
@@ -25,8 +25,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use zd_core::load::{ConnectionMode, LiveCounters, LoadConfig};
-use zd_core::verify::{self, VerifyConfig, VerifyReport};
+use zd_load::load::{ConnectionMode, LiveCounters, LoadConfig};
+use zd_load::verify::{self, VerifyConfig, VerifyReport};
 
 /// Restarts per peer, the pause around them and the load: small enough for a laptop,
 /// bounded in time (about 10 s per peer).
@@ -249,7 +249,7 @@ fn row_summary(r: &VerifyReport) -> String {
 
 #[cfg(test)]
 mod tests {
-    use zd_core::verify::{FailureCounts, FlipSummary, KernelCounters, Latency, LatencyReport};
+    use zd_load::verify::{FailureCounts, FlipSummary, KernelCounters, Latency, LatencyReport};
 
     use super::*;
 

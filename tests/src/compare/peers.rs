@@ -9,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use zd_core::load::ConnectionMode;
-use zd_core::verify::Restarter;
+use zd_load::load::ConnectionMode;
+use zd_load::verify::Restarter;
 
 /// How long a peer may take to start, reload or stop.
 const DEADLINE: Duration = Duration::from_secs(10);

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use zd_core::load::ConnectionMode;
+use zd_load::load::ConnectionMode;
 
 use super::Options;
 use super::flips::{self, Plan};

@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use zd_core::load::LiveCounters;
 use zd_core::proto::{Client, Event, EventKind, Op, Reply, ReplyResult, RestartOutcome};
+use zd_load::load::LiveCounters;
 
 /// After this many failed restarts in a row the supervisor is taken to be broken, and the
 /// mode stops flipping instead of piling up failures until the time cap.

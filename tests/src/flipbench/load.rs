@@ -6,8 +6,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use tokio::sync::watch;
-use zd_core::load::{ConnectionMode, LiveCounters, LoadConfig, LoadReport};
+use zd_load::load::{ConnectionMode, LiveCounters, LoadConfig, LoadReport, StopSignal};
 
 /// A bound on the number of requests, whatever else happens: every record is kept in
 /// memory (24 bytes each), so this caps the run at about half a gigabyte.
@@ -17,7 +16,7 @@ const MAX_REQUESTS: u64 = 20_000_000;
 const FIRST_ANSWERS: Duration = Duration::from_secs(10);
 
 pub struct BackgroundLoad {
-    stop: watch::Sender<bool>,
+    stop: StopSignal,
     thread: Option<JoinHandle<Result<LoadReport>>>,
     pub live: Arc<LiveCounters>,
 }
@@ -36,9 +35,10 @@ impl BackgroundLoad {
         config.mode = mode;
         config.duration = Some(bound);
         config.max_requests = Some(MAX_REQUESTS);
-        let (stop, stop_rx) = watch::channel(false);
+        let stop = StopSignal::new();
         let live = Arc::new(LiveCounters::default());
         let counters = Arc::clone(&live);
+        let stopped = stop.clone();
         let thread = std::thread::Builder::new()
             .name("load".into())
             .spawn(move || {
@@ -46,7 +46,7 @@ impl BackgroundLoad {
                     .worker_threads(2)
                     .enable_all()
                     .build()?;
-                rt.block_on(zd_core::load::run_with_counters(config, stop_rx, counters))
+                rt.block_on(zd_load::load::run_with_counters(config, stopped, counters))
                     .context("the load failed")
             })?;
         let load = BackgroundLoad {
@@ -69,7 +69,7 @@ impl BackgroundLoad {
 
     /// Stops the load, lets in-flight requests finish and returns every record.
     pub fn finish(mut self) -> Result<LoadReport> {
-        let _ = self.stop.send(true);
+        self.stop.stop();
         let thread = self
             .thread
             .take()
@@ -82,7 +82,7 @@ impl BackgroundLoad {
 
 impl Drop for BackgroundLoad {
     fn drop(&mut self) {
-        let _ = self.stop.send(true);
+        self.stop.stop();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

@@ -24,7 +24,7 @@ pub mod service;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use zd_core::load::ConnectionMode;
+use zd_load::load::ConnectionMode;
 
 pub const USAGE: &str = "\
 usage: flipbench [--flips N] [--concurrency C] [--mode keepalive|close|both]

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use zd_core::load::{FailureKind, LatencySummary, WindowedSummary};
+use zd_load::load::{FailureKind, LatencySummary, WindowedSummary};
 
 use super::procfs::Memory;
 

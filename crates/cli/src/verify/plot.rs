@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use plotters::prelude::*;
-use zd_core::verify::Verification;
+use zd_load::verify::Verification;
 
 /// Per time bucket: its start (s), median and max latency (ms), requests per second.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -4,8 +4,8 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use zd_core::load::LiveCounters;
-use zd_core::verify::{FailureCounts, Latency, VerifyReport};
+use zd_load::load::LiveCounters;
+use zd_load::verify::{FailureCounts, Latency, VerifyReport};
 
 use crate::output;
 

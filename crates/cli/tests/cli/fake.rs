@@ -7,9 +7,9 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use zd_core::proto::{
-    ControlServer, ErrorReply, Event, EventKind, Op, PeerPolicy, Reply, ReplyResult,
+    ControlServer, ErrorReply, Event, EventKind, Op, PeerPolicy, Reply, ReplyResult, request_queue,
 };
 
 /// One thing the fake does in answer to a request.
@@ -107,7 +107,7 @@ impl FakeSupervisor {
                 .expect("runtime");
             runtime.block_on(async move {
                 let server = ControlServer::bind(&socket).await.expect("bind fake");
-                let (tx, mut rx) = mpsc::channel(16);
+                let (tx, mut rx) = request_queue(16);
                 tokio::spawn(server.serve(PeerPolicy::current(), tx));
                 bound_tx.send(()).expect("signal bound");
                 let answer = async move {

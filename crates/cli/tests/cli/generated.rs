@@ -33,3 +33,14 @@ fn every_committed_completion_script_matches_the_generated_one() {
 fn the_committed_man_page_matches_the_generated_one() {
     assert_same(&["man"], zdctl::completions::MAN_FILE);
 }
+
+#[test]
+fn completions_do_not_offer_the_hidden_demo_server() {
+    for (shell, _) in zdctl::completions::SHELLS {
+        let script = zdctl::completions::render_completions(shell);
+        assert!(
+            !String::from_utf8_lossy(&script).contains("demo-server"),
+            "{shell} completions offer demo-server"
+        );
+    }
+}

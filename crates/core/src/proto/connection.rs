@@ -22,7 +22,7 @@ use tokio::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use super::codec::{LineError, LineReader, parse_request};
-use super::server::{Limits, PeerPolicy, Request};
+use super::server::{Limits, PeerPolicy, Replies, Request, RequestSender};
 use super::types::{ErrorKind, Op, Reply};
 
 /// Lines waiting for the writer of one connection.
@@ -58,7 +58,7 @@ pub(super) fn refuse_over_cap(stream: &UnixStream, cap: usize) {
 pub(super) async fn serve(
     stream: UnixStream,
     policy: PeerPolicy,
-    requests: mpsc::Sender<Request>,
+    requests: RequestSender,
     limits: Limits,
 ) {
     let uid = match stream.peer_cred() {
@@ -99,7 +99,7 @@ struct Outgoing {
 
 struct Connection {
     out: mpsc::Sender<Outgoing>,
-    requests: mpsc::Sender<Request>,
+    requests: RequestSender,
     /// The forwarders of requests that end with a final reply.
     answering: JoinSet<()>,
     /// The forwarders of `watch` requests, which end only with the connection.
@@ -168,14 +168,14 @@ impl Connection {
             Err(reply) => return self.send(reply).await,
         };
         let watch = op == Op::Watch;
-        let (replies, answers) = mpsc::channel(REQUEST_QUEUE);
+        let (replies, answers) = Replies::channel(REQUEST_QUEUE);
         let request = Request {
             id,
             op,
             received,
             replies,
         };
-        if self.requests.send(request).await.is_err() {
+        if !self.requests.send(request).await {
             let stopping = Reply::error(id, ErrorKind::Stopping, "the supervisor is stopping");
             self.send(stopping).await;
             return false;

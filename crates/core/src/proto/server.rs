@@ -27,7 +27,71 @@ pub struct Request {
     /// this request alone, with room for a few lines, so a client that does not read makes
     /// the engine's sends wait instead of piling up. Closed when the client goes away, and
     /// once the final reply was written to the client.
-    pub replies: mpsc::Sender<Reply>,
+    pub replies: Replies,
+}
+
+/// The way back to the client of one request: its events and its one final reply, in order.
+#[derive(Debug, Clone)]
+pub struct Replies(mpsc::Sender<Reply>);
+
+/// The client of a request is gone: it left, or its final reply was already written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the client of this request is gone")]
+pub struct ClientGone;
+
+impl Replies {
+    /// A request's queue of `capacity` lines: the engine's end, and the connection's.
+    pub(super) fn channel(capacity: usize) -> (Replies, mpsc::Receiver<Reply>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (Replies(tx), rx)
+    }
+
+    /// Queues one line for the client, waiting while the request's queue is full.
+    pub async fn send(&self, reply: Reply) -> Result<(), ClientGone> {
+        self.0.send(reply).await.map_err(|_| ClientGone)
+    }
+
+    /// Whether the client is gone, so that nothing sent would reach it.
+    pub fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+
+    /// Returns once the client is gone: its connection closed, or its final reply was
+    /// written to it.
+    pub async fn closed(&self) {
+        self.0.closed().await;
+    }
+}
+
+/// A queue for the requests of every connection of a server: give the sender to
+/// [`ControlServer::serve`], and take the requests from the [`RequestQueue`] in the order
+/// they were read. A full queue makes the connections wait.
+pub fn request_queue(capacity: usize) -> (RequestSender, RequestQueue) {
+    let (tx, rx) = mpsc::channel(capacity);
+    (RequestSender(tx), RequestQueue(rx))
+}
+
+/// The server's end of a [`request_queue`].
+#[derive(Debug, Clone)]
+pub struct RequestSender(mpsc::Sender<Request>);
+
+impl RequestSender {
+    /// Hands a request to the engine, waiting while the queue is full. False when the
+    /// engine no longer takes requests.
+    pub(super) async fn send(&self, request: Request) -> bool {
+        self.0.send(request).await.is_ok()
+    }
+}
+
+/// The engine's end of a [`request_queue`].
+#[derive(Debug)]
+pub struct RequestQueue(mpsc::Receiver<Request>);
+
+impl RequestQueue {
+    /// The next request; `None` once no server holds the queue's sender any more.
+    pub async fn recv(&mut self) -> Option<Request> {
+        self.0.recv().await
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -213,7 +277,7 @@ impl ControlServer {
 
     /// Accepts clients forever, sending their parsed requests to `requests`, within the
     /// [`Limits`] of the server.
-    pub async fn serve(self, policy: PeerPolicy, requests: mpsc::Sender<Request>) {
+    pub async fn serve(self, policy: PeerPolicy, requests: RequestSender) {
         let limits = self.limits;
         let cap = limits.connections_within(open_files_limit());
         if cap < limits.connections {

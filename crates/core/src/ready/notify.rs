@@ -37,6 +37,24 @@ impl NotifyState {
     }
 }
 
+/// What a generation has told its notify socket, as it changes: one reader of a
+/// [`NotifySocket`]'s state.
+#[derive(Debug, Clone)]
+pub struct NotifyUpdates(watch::Receiver<NotifyState>);
+
+impl NotifyUpdates {
+    /// The state as it is now, which counts as seen for [`NotifyUpdates::changed`].
+    pub fn latest(&mut self) -> NotifyState {
+        self.0.borrow_and_update().clone()
+    }
+
+    /// Waits until the state differs from the one last seen. False when it never will:
+    /// the socket is gone.
+    pub async fn changed(&mut self) -> bool {
+        self.0.changed().await.is_ok()
+    }
+}
+
 /// Who may speak for a generation on its notify socket: its main process, and any process
 /// in its cgroup or below it in the process tree.
 #[derive(Debug, Clone)]
@@ -122,8 +140,8 @@ impl NotifySocket {
         &self.path
     }
 
-    pub fn state(&self) -> watch::Receiver<NotifyState> {
-        self.state.clone()
+    pub fn state(&self) -> NotifyUpdates {
+        NotifyUpdates(self.state.clone())
     }
 }
 
@@ -214,19 +232,17 @@ impl Drop for NotifySocket {
 pub(super) async fn wait_ready(ctx: &ReadyContext) -> Result<String, ReadyError> {
     let mut rx = ctx.notify.clone().ok_or(ReadyError::NoNotifySocket)?;
     loop {
-        {
-            let s = rx.borrow_and_update();
-            if let Some(errno) = s.errno {
-                return Err(ReadyError::NotifyErrno { errno });
-            }
-            if s.ready {
-                return Ok(match &s.status {
-                    Some(status) => format!("READY=1 (STATUS={status})"),
-                    None => "READY=1".to_owned(),
-                });
-            }
+        let s = rx.latest();
+        if let Some(errno) = s.errno {
+            return Err(ReadyError::NotifyErrno { errno });
         }
-        if rx.changed().await.is_err() {
+        if s.ready {
+            return Ok(match &s.status {
+                Some(status) => format!("READY=1 (STATUS={status})"),
+                None => "READY=1".to_owned(),
+            });
+        }
+        if !rx.changed().await {
             // The socket's task ended; nothing more will arrive. Wait for the timeout.
             std::future::pending::<()>().await;
         }

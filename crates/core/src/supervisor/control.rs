@@ -18,7 +18,7 @@ use crate::config::RestartMode;
 use crate::listen::remove_socket_files;
 use crate::proto::{
     ControlServer, ErrorKind, Event, EventKind, ExitInfo, GenerationState, ListenerInfo, Op,
-    PeerPolicy, Reply, ReplyResult, ServerRequest, Status, unix_ms,
+    PeerPolicy, Replies, Reply, ReplyResult, ServerRequest, Status, request_queue, unix_ms,
 };
 use crate::ready::{ReadyContext, wait_ready};
 use crate::signal::Signal;
@@ -114,7 +114,7 @@ async fn run_prepared(prepared: Prepared) -> Result<(), SupervisorError> {
     }
 
     let control_path = server.path().to_path_buf();
-    let (req_tx, mut req_rx) = mpsc::channel::<ServerRequest>(64);
+    let (req_tx, mut req_rx) = request_queue(64);
     let server_task = tokio::spawn(server.serve(PeerPolicy::current(), req_tx));
     info!(socket = %control_path.display(), "supervisor ready");
 
@@ -201,7 +201,7 @@ fn log_first_readiness(shared: &Arc<Shared>, generation: u64, pid: i32, idle_sta
 }
 
 /// Handles one control request. Returns the requester of a `stop`, which ends the loop.
-fn handle_request(shared: &Arc<Shared>, req: ServerRequest) -> Option<(u64, mpsc::Sender<Reply>)> {
+fn handle_request(shared: &Arc<Shared>, req: ServerRequest) -> Option<(u64, Replies)> {
     let ServerRequest {
         id,
         op,
@@ -293,7 +293,7 @@ fn start_restart(
     shared: &Arc<Shared>,
     requested_at: Instant,
     ready_timeout: Option<Duration>,
-    requester: Option<(u64, mpsc::Sender<Reply>)>,
+    requester: Option<(u64, Replies)>,
 ) -> Result<u64, u64> {
     let events = shared.events.subscribe();
     let restart = {
@@ -325,12 +325,7 @@ fn start_restart(
 
 /// Streams the events of `restart` to a client and ends with its report. The restart goes
 /// on if the client leaves.
-fn follow_restart(
-    mut rx: broadcast::Receiver<Event>,
-    restart: u64,
-    id: u64,
-    replies: mpsc::Sender<Reply>,
-) {
+fn follow_restart(mut rx: broadcast::Receiver<Event>, restart: u64, id: u64, replies: Replies) {
     tokio::spawn(async move {
         loop {
             let event = match rx.recv().await {

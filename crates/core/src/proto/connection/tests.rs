@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedReadHalf;
-use tokio::sync::mpsc;
 
 use super::*;
 use crate::proto::{ControlServer, ReplyResult};
@@ -19,13 +18,13 @@ const DEADLINE: Duration = Duration::from_secs(20);
 struct Seen {
     requests: AtomicUsize,
     /// The reply senders of `watch` requests, to see when the connection lets them go.
-    watches: std::sync::Mutex<Vec<mpsc::Sender<Reply>>>,
+    watches: std::sync::Mutex<Vec<Replies>>,
 }
 
 /// Answers every request as the real engine does: each reply sent from a task of its own.
 /// A status is answered with `padding` bytes of message, so that few fill a socket.
-fn fake_engine(padding: usize) -> (mpsc::Sender<Request>, Arc<Seen>) {
-    let (tx, mut rx) = mpsc::channel::<Request>(64);
+fn fake_engine(padding: usize) -> (RequestSender, Arc<Seen>) {
+    let (tx, mut rx) = crate::proto::request_queue(64);
     let seen = Arc::new(Seen::default());
     let engine = seen.clone();
     tokio::spawn(async move {

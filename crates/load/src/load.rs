@@ -25,27 +25,29 @@
 //! A failed request is recorded with its kind and never retried. Each task
 //! keeps its records in its own vector; they are merged at the end.
 //!
-//! The library never prints; progress is read from [`LiveCounters`].
+//! The library never prints; progress is read from [`LiveCounters`]. A
+//! [`StopSignal`] ends a run early.
 //!
 //! ```no_run
-//! # async fn example() -> Result<(), zd_core::load::LoadError> {
+//! # async fn example() -> Result<(), zd_load::load::LoadError> {
 //! use std::time::Duration;
-//! use zd_core::load::{self, LoadConfig};
+//! use zd_load::load::{self, LoadConfig};
 //!
 //! let mut config = LoadConfig::new("http://127.0.0.1:8080/".parse()?);
 //! config.concurrency = 32;
 //! config.duration = Some(Duration::from_secs(10));
-//! let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-//! let report = load::run(config, stop_rx).await?;
+//! let report = load::run(config, load::StopSignal::new()).await?;
 //! assert_eq!(report.failed(), 0, "{:?}", report.failures_by_kind());
 //! # Ok(())
 //! # }
 //! ```
 
+mod histogram;
 mod pace;
 mod record;
 mod report;
 mod response;
+mod stop;
 mod worker;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -58,8 +60,10 @@ use tokio::sync::watch;
 
 use pace::{Pacer, UnregisteredTimer};
 
+pub use histogram::LatencyHistogram;
 pub use record::{FailureKind, LiveCounters, Outcome, RequestRecord};
 pub use report::{LatencySummary, LoadReport, ThroughputBucket, WindowedSummary};
+pub use stop::StopSignal;
 
 /// Where the load goes: an address to connect to, plus what to ask for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,17 +244,17 @@ pub enum LoadError {
     ThreadLost,
 }
 
-/// Runs the load until `duration`, `max_requests` or `stop` turning `true`,
+/// Runs the load until `duration`, `max_requests` or `stop` being stopped,
 /// whichever comes first; in-flight requests are finished, not abandoned. A
-/// dropped `stop` sender only means nobody will stop the run early.
-pub async fn run(config: LoadConfig, stop: watch::Receiver<bool>) -> Result<LoadReport, LoadError> {
+/// `stop` that nobody stops only means nobody will stop the run early.
+pub async fn run(config: LoadConfig, stop: StopSignal) -> Result<LoadReport, LoadError> {
     run_with_counters(config, stop, Arc::new(LiveCounters::default())).await
 }
 
 /// Like [`run`], updating `live` as requests finish.
 pub async fn run_with_counters(
     config: LoadConfig,
-    mut stop: watch::Receiver<bool>,
+    stop: StopSignal,
     live: Arc<LiveCounters>,
 ) -> Result<LoadReport, LoadError> {
     config.validate()?;
@@ -286,11 +290,7 @@ pub async fn run_with_counters(
                     None => std::future::pending().await,
                 }
             };
-            let caller = async {
-                if stop.wait_for(|s| *s).await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            };
+            let caller = stop.stopped();
             tokio::select! {
                 () = deadline => {}
                 () = caller => {}

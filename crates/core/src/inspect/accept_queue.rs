@@ -1,5 +1,5 @@
-//! The accept queue of the listener under test, sampled over netlink
-//! `sock_diag` while a flip runs.
+//! The accept queue of a listener, read over netlink `sock_diag`: `zdctl verify` samples
+//! the one under test every few milliseconds while a flip runs.
 //!
 //! Why not `/proc/net/tcp`: that file formats every TCP socket of the network
 //! namespace as text, time-wait ones included. On a busy machine it holds
@@ -13,8 +13,8 @@
 use std::io;
 use std::net::SocketAddr;
 
-use crate::inspect::diag::{AF_INET, AF_INET6, TcpRecord};
-use crate::inspect::netns::DiagSocket;
+use super::diag::{AF_INET, AF_INET6, TcpRecord};
+use super::netns::DiagSocket;
 
 /// The kernel's number for the listening state (include/net/tcp_states.h).
 const TCP_LISTEN: u32 = 10;

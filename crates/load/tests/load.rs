@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use zd_core::load::{self, ConnectionMode, FailureKind, LoadConfig, LoadReport, Target};
+use zd_load::load::{
+    self, ConnectionMode, FailureKind, LoadConfig, LoadReport, StopSignal, Target,
+};
 
 /// What the scripted server does with the n-th request it receives (1-based).
 #[derive(Clone, Copy)]
@@ -101,8 +102,9 @@ fn mixed(n: u64) -> Reply {
 }
 
 async fn run(config: LoadConfig) -> LoadReport {
-    let (_keep, stop) = watch::channel(false);
-    load::run(config, stop).await.expect("load run")
+    load::run(config, StopSignal::new())
+        .await
+        .expect("load run")
 }
 
 fn counts(pairs: &[(FailureKind, u64)]) -> BTreeMap<FailureKind, u64> {
@@ -153,8 +155,9 @@ async fn no_threads_is_an_invalid_setting() {
     let (target, _) = scripted_server(mixed).await;
     let mut config = LoadConfig::new(target);
     config.threads = 0;
-    let (_keep, stop) = watch::channel(false);
-    let err = load::run(config, stop).await.expect_err("0 threads");
+    let err = load::run(config, StopSignal::new())
+        .await
+        .expect_err("0 threads");
     assert!(err.to_string().contains("thread"), "{err}");
 }
 
@@ -236,14 +239,18 @@ async fn open_loop_runs_the_scheduled_requests_and_the_stop_channel_ends_a_run()
     let mut config = LoadConfig::new(target);
     config.concurrency = 2;
     let live = Arc::new(load::LiveCounters::default());
-    let (stop_tx, stop) = watch::channel(false);
-    let running = tokio::spawn(load::run_with_counters(config, stop, Arc::clone(&live)));
+    let stop = StopSignal::new();
+    let running = tokio::spawn(load::run_with_counters(
+        config,
+        stop.clone(),
+        Arc::clone(&live),
+    ));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while live.requests() < 50 {
         assert!(tokio::time::Instant::now() < deadline, "no progress");
         tokio::task::yield_now().await;
     }
-    stop_tx.send(true).unwrap();
+    stop.stop();
     let report = running.await.unwrap().unwrap();
     assert!(report.total() >= 50);
     assert_eq!(report.failed(), 0);

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::proto::{Client, ClientError, Op, Reply, ReplyResult, RestartOutcome};
+use zd_core::proto::{Client, ClientError, Op, Reply, ReplyResult, RestartOutcome};
 
 use super::VerifyError;
 

@@ -3,8 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
-
+use super::histogram::LatencyHistogram;
 use super::record::{FailureKind, Outcome, RequestRecord};
 
 /// Every request of a run, sorted by start.
@@ -85,10 +84,10 @@ impl LoadReport {
 
     /// Latencies in microseconds of the records `filter` keeps, failures
     /// included (a timeout is a slow request, not a missing one).
-    pub fn latency_histogram(&self, filter: impl Fn(&RequestRecord) -> bool) -> Histogram<u64> {
-        let mut histogram = new_histogram();
+    pub fn latency_histogram(&self, filter: impl Fn(&RequestRecord) -> bool) -> LatencyHistogram {
+        let mut histogram = LatencyHistogram::new();
         for record in self.records.iter().filter(|r| filter(r)) {
-            histogram.saturating_record(micros(record.latency()));
+            histogram.record(record.latency());
         }
         histogram
     }
@@ -96,12 +95,12 @@ impl LoadReport {
     /// Percentiles of the requests in flight during any of `windows`
     /// (offsets from the start of the run) and of all the other requests.
     pub fn summary_in_windows(&self, windows: &[(Duration, Duration)]) -> WindowedSummary {
-        let mut inside = (new_histogram(), 0u64);
-        let mut outside = (new_histogram(), 0u64);
+        let mut inside = (LatencyHistogram::new(), 0u64);
+        let mut outside = (LatencyHistogram::new(), 0u64);
         for record in &self.records {
             let overlaps = windows.iter().any(|&(from, to)| record.overlaps(from, to));
             let (histogram, failures) = if overlaps { &mut inside } else { &mut outside };
-            histogram.saturating_record(micros(record.latency()));
+            histogram.record(record.latency());
             if !record.outcome.is_ok() {
                 *failures += 1;
             }
@@ -138,30 +137,17 @@ impl LoadReport {
     }
 }
 
-fn new_histogram() -> Histogram<u64> {
-    // 1 µs to 1 hour at 3 significant digits, growing past that instead of
-    // dropping a value.
-    let mut histogram = Histogram::new_with_bounds(1, 3_600_000_000, 3)
-        .expect("constant histogram bounds are valid");
-    histogram.auto(true);
-    histogram
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
-}
-
-fn summarize(histogram: &Histogram<u64>, failures: u64) -> LatencySummary {
+fn summarize(histogram: &LatencyHistogram, failures: u64) -> LatencySummary {
     if histogram.is_empty() {
         return LatencySummary::default();
     }
-    let at = |q: f64| Duration::from_micros(histogram.value_at_quantile(q));
+    let at = |q: f64| histogram.value_at_quantile(q);
     LatencySummary {
         requests: histogram.len(),
         failures,
         p50: at(0.5),
         p99: at(0.99),
         p999: at(0.999),
-        max: Duration::from_micros(histogram.max()),
+        max: histogram.max(),
     }
 }

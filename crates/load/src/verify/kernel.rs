@@ -9,8 +9,8 @@
 
 use std::path::Path;
 
-use crate::proc::ProcError;
-pub use crate::proc::net_counter as counter;
+use zd_core::proc::ProcError;
+pub use zd_core::proc::net_counter as counter;
 
 /// Counters of the caller's network namespace at one instant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]

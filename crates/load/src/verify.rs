@@ -23,22 +23,20 @@
 
 mod flip;
 mod kernel;
-mod queue;
 mod report;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use zd_core::inspect::AcceptQueue;
+use zd_core::proc::ProcError;
+use zd_core::proto::ClientError;
 
-use crate::load::{self, Endpoint, LiveCounters, LoadConfig, LoadError, LoadReport};
-use crate::proc::ProcError;
-use crate::proto::ClientError;
+use crate::load::{self, Endpoint, LiveCounters, LoadConfig, LoadError, LoadReport, StopSignal};
 
 pub use flip::{FlipResult, Restarter};
 pub use kernel::{KernelCounters, counter};
-pub use queue::AcceptQueue;
 pub use report::{
     FailureCounts, FlipReport, FlipSummary, Latency, LatencyReport, VerifyReport, millis,
 };
@@ -104,9 +102,9 @@ pub async fn run(
     let mut load_config = config.load.clone();
     load_config.duration = None;
     load_config.max_requests = None;
-    let (stop, stop_rx) = watch::channel(false);
+    let stop = StopSignal::new();
     let started = Instant::now();
-    let load = tokio::spawn(load::run_with_counters(load_config, stop_rx, live));
+    let load = tokio::spawn(load::run_with_counters(load_config, stop.clone(), live));
 
     let mut flips = Vec::new();
     let mut queue_peaks = Vec::new();
@@ -140,7 +138,7 @@ pub async fn run(
     {
         tokio::time::sleep_until((started + min).into()).await;
     }
-    let _ = stop.send(true);
+    stop.stop();
     let load = load
         .await
         .map_err(|e| VerifyError::Load(LoadError::Task(e)))??;
