@@ -253,11 +253,67 @@ fn requestish() -> impl Strategy<Value = Vec<u8>> {
 /// `id`, an `op` named by a string, and the fields that op needs. (Serde alone is more
 /// lenient than the server: it takes `"op": 1` as the op of index 1.)
 fn well_formed(line: &[u8]) -> Option<Request> {
+    // The server refuses a key repeated at any depth; serde_json's Value keeps the last.
+    serde_json::from_slice::<Unique>(line).ok()?;
     let value: serde_json::Value = serde_json::from_slice(line).ok()?;
     let named = value.get("op").is_some_and(serde_json::Value::is_string);
     let numbered = value.get("id").is_some_and(serde_json::Value::is_u64);
     let request: Request = serde_json::from_value(value).ok()?;
     (named && numbered && request.v == 1).then_some(request)
+}
+
+/// Any JSON value whose objects name each key once.
+struct Unique;
+
+impl<'de> serde::Deserialize<'de> for Unique {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueVisitor)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+    type Value = Unique;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON without repeated keys")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Unique, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key) {
+                return Err(serde::de::Error::custom("repeated key"));
+            }
+            map.next_value::<Unique>()?;
+        }
+        Ok(Unique)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Unique, A::Error> {
+        while seq.next_element::<Unique>()?.is_some() {}
+        Ok(Unique)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_unit<E>(self) -> Result<Unique, E> {
+        Ok(Unique)
+    }
 }
 
 /// Any line: raw bytes (no newline), text, request-like objects, and valid requests.

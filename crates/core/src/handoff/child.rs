@@ -32,8 +32,6 @@ pub(super) struct ChildContext {
     pub stderr: RawFd,
     pub nice: Option<i32>,
     pub idle_start: bool,
-    /// The generation's `cgroup.procs` (write end), or -1.
-    pub cgroup_procs: RawFd,
     /// Room for `sched_getattr`'s answer, in the parent's `ChildMemory`.
     pub sched_attr: *mut SchedAttr,
 }
@@ -58,17 +56,15 @@ pub(super) enum Stage {
     Output,
     Execve,
     Priority,
-    Cgroup,
 }
 
 impl Stage {
-    const ALL: [Stage; 6] = [
+    const ALL: [Stage; 5] = [
         Stage::Chdir,
         Stage::Listeners,
         Stage::Output,
         Stage::Execve,
         Stage::Priority,
-        Stage::Cgroup,
     ];
 
     pub(super) fn from_byte(b: u8) -> Option<Stage> {
@@ -82,7 +78,6 @@ impl Stage {
             Stage::Output => "redirecting output",
             Stage::Execve => "execve",
             Stage::Priority => "setting the priority",
-            Stage::Cgroup => "joining the generation's cgroup",
         }
     }
 }
@@ -103,19 +98,6 @@ pub(super) unsafe fn exec_child(ctx: &ChildContext) -> ! {
     unsafe {
         // Our own process group, so a drain can signal and kill the generation's whole tree.
         call(Sys::Setpgid, [0, 0, 0, 0]);
-
-        // Into the generation's cgroup before anything else can fork: "0" moves the writer.
-        // From here on no process of this generation, setsid or not, can leave it.
-        if ctx.cgroup_procs >= 0 {
-            let zero = b"0";
-            let rc = call(
-                Sys::Write,
-                [ctx.cgroup_procs as usize, zero.as_ptr() as usize, 1, 0],
-            );
-            if rc < 0 {
-                fail(ctx.err_pipe, Stage::Cgroup, rc);
-            }
-        }
 
         // A clean slate of signals: handlers back to default (exec would keep ignored ones
         // ignored: Rust ignores SIGPIPE, for one) and an empty mask, which also lifts the

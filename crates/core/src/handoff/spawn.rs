@@ -35,9 +35,6 @@ pub struct SpawnSpec<'a> {
     /// Start at `SCHED_IDLE` (`supervisor::start_priority`); the supervisor gives the
     /// normal priority back once the generation is ready.
     pub idle_start: bool,
-    /// The generation's `cgroup.procs`, opened for writing: the child moves itself there
-    /// before exec, so that every process it ever starts stays countable and killable.
-    pub cgroup_procs: Option<RawFd>,
 }
 
 /// A started generation.
@@ -218,7 +215,6 @@ pub fn start_child(spec: &SpawnSpec<'_>) -> Result<Spawned, HandoffError> {
         stderr: child_err,
         nice: spec.nice,
         idle_start: spec.idle_start,
-        cgroup_procs: spec.cgroup_procs.unwrap_or(-1),
         sched_attr: &mut *sched_attr,
     });
     let mut memory = ChildMemory {
@@ -484,7 +480,6 @@ mod tests {
             capture_output: false,
             nice: None,
             idle_start: false,
-            cgroup_procs: None,
         }
     }
 

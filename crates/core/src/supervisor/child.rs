@@ -76,9 +76,6 @@ pub(super) fn start_generation(
         capture_output: config.log_prefix,
         nice: super::priority::generation_nice(),
         idle_start: config.start_priority == StartPriority::Idle,
-        // The parent moves it (GenerationCgroup::adopt): joining from the child would delay
-        // its exec by the migration's wait.
-        cgroup_procs: None,
     };
     // Listed as our own child before a sweep for orphans could see it.
     let spawned = {
@@ -97,6 +94,8 @@ pub(super) fn start_generation(
     let spawned_at = Instant::now();
     let pid = spawned.pid;
     info!(generation, pid, "spawned");
+    // Into its cgroup by our hand, not the child's: a migration's wait would delay the
+    // exec (GenerationCgroup::adopt).
     if let Some(cg) = cgroup.clone() {
         tokio::task::spawn_blocking(move || {
             let moved = cg.adopt(pid);
