@@ -138,6 +138,13 @@ pub fn render(status: &Status, now: SystemTime) -> String {
     if let Some(path) = &status.config_path {
         let _ = writeln!(out, "  config: {path}");
     }
+    if let Some(containment) = &status.containment {
+        let how = match containment.strip_prefix("cgroup:") {
+            Some(path) => format!("a cgroup per generation under '{path}'"),
+            None => "process groups; the supervisor reaps and ends orphans".to_owned(),
+        };
+        let _ = writeln!(out, "  contained by: {how}");
+    }
     let active = match status.active_generation {
         Some(generation) => format!("generation {generation}"),
         None => "none".to_owned(),
@@ -282,6 +289,7 @@ mod tests {
                 new_pid: Some(1234),
                 elapsed_ms: 412,
             }),
+            containment: Some("cgroup:/zdctl.api.1200".into()),
         }
     }
 
@@ -291,6 +299,7 @@ mod tests {
         let expected = "\
 service 'api': supervisor pid 1200, up 2h13m
   config: /etc/zdctl/services.d/api.yaml
+  contained by: a cgroup per generation under '/zdctl.api.1200'
   active: generation 8
 
   GEN  PID   STATE   STARTED       EXIT

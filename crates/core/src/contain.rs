@@ -76,7 +76,12 @@ impl ServiceCgroups {
         Some(ServiceCgroups { dir, rel })
     }
 
-    /// Creates generation `generation`'s cgroup and opens its `cgroup.procs` for the child.
+    /// The directory as `/proc/PID/cgroup` names it.
+    pub fn rel(&self) -> &str {
+        &self.rel
+    }
+
+    /// Creates generation `generation`'s cgroup and opens its `cgroup.procs`.
     pub fn generation(&self, generation: u64) -> std::io::Result<GenerationCgroup> {
         let name = format!("gen-{generation}");
         let dir = self.dir.join(&name);

@@ -252,6 +252,7 @@ fn a_native_status_names_the_generations_and_their_states() {
         }],
         restarts: RestartCounters::default(),
         last_restart: None,
+        containment: None,
     };
     for source in BOTH {
         let snapshot = Inspector::new(source)

@@ -184,6 +184,12 @@ fn leftovers_end_with_their_generation(cgroups: bool) {
         cmd.env("ZDCTL_CGROUPS", "off");
     }
     let status = env.start_command("api", cmd);
+    let containment = status.containment.clone().unwrap_or_default();
+    if cgroups {
+        assert!(containment.starts_with("cgroup:/"), "{containment}");
+    } else {
+        assert_eq!(containment, "process-group");
+    }
     let first = active_pid(&status);
     let helpers = wait_for("the setsid helper", || {
         let t = tree_of(first);

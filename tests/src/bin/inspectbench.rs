@@ -352,6 +352,7 @@ fn run_count(count: usize, options: &Options) -> Result<()> {
         }],
         restarts: RestartCounters::default(),
         last_restart: None,
+        containment: None,
     };
     for &kind in &options.series {
         series(count, &status, kind, options)?;

@@ -80,6 +80,7 @@ fn lies(request: &Request) -> Vec<serde_json::Value> {
             listeners: Vec::new(),
             restarts: Default::default(),
             last_restart: None,
+            containment: None,
         })))],
         _ => vec![result(ReplyResult::Done {
             message: "stopped".into(),

@@ -31,6 +31,7 @@ fn status(name: &str) -> Status {
         }],
         restarts: RestartCounters::default(),
         last_restart: None,
+        containment: None,
     }
 }
 

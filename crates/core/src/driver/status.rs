@@ -108,6 +108,7 @@ pub fn status(config: &DriverConfig) -> Result<Status, DriverError> {
         listeners: Vec::new(),
         restarts: RestartCounters::default(),
         last_restart: None,
+        containment: None,
     })
 }
 

@@ -359,6 +359,11 @@ pub struct Status {
     pub restarts: RestartCounters,
     #[serde(default)]
     pub last_restart: Option<RestartReport>,
+    /// How the supervisor keeps a generation's processes together: `cgroup:PATH` (the
+    /// supervisor's cgroup directory) or `process-group` (process groups and subreaping).
+    /// `None` from a foreign supervisor or an older zdctl.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containment: Option<String>,
 }
 
 /// Milliseconds since the Unix epoch, for timestamps in messages.

@@ -518,6 +518,10 @@ fn status(shared: &Arc<Shared>) -> Status {
             .collect(),
         restarts: st.counters.clone(),
         last_restart: st.last_restart.clone(),
+        containment: Some(match &shared.cgroups {
+            Some(c) => format!("cgroup:{}", c.rel()),
+            None => "process-group".to_owned(),
+        }),
     }
 }
 
