@@ -1,7 +1,8 @@
-//! Drivers against real foreign supervisors (start_server, nginx, HAProxy, gunicorn),
-//! zd-flipper, and zd-lookalike's stand-ins for the tools Debian does not package (psflip,
-//! socketmaster, huptime, einhorn): each peer runs in its own process group, killed by a
-//! guard when the test ends.
+//! Drivers against real foreign supervisors: start_server, nginx, HAProxy and gunicorn
+//! from Debian, psflip, socketmaster and einhorn built by `shared/peers/build.sh` (see
+//! [`built_peer`]); zd-flipper; and zd-lookalike's huptime, where the built huptime cannot
+//! serve our fixture (see `huptime.rs`). Each peer runs in its own process group, killed
+//! by a guard when the test ends.
 
 mod einhorn;
 mod gunicorn;

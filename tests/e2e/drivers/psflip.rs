@@ -11,8 +11,8 @@ use zd_load::load::ConnectionMode;
 
 use super::{Peer, built_peer, free_port, restart_times};
 use crate::support::{
-    TestEnv, assert_code, assert_no_failures, fixture_bin, http_get, is_alive, start_load,
-    stderr, wait_for,
+    TestEnv, assert_code, assert_no_failures, fixture_bin, http_get, is_alive, start_load, stderr,
+    wait_for,
 };
 
 /// psflip whose health check is `healthy_after` of life, proxying to zd-fixture; once

@@ -10,8 +10,7 @@ use zd_load::load::ConnectionMode;
 
 use super::{Peer, built_peer, children, free_port, restart_times, worker_until};
 use crate::support::{
-    TestEnv, assert_code, assert_no_failures, fixture_bin, http_get, start_load, stderr,
-    wait_for,
+    TestEnv, assert_code, assert_no_failures, fixture_bin, http_get, start_load, stderr, wait_for,
 };
 
 /// socketmaster with its `-start` time; the driver with its `settle` time. socketmaster
