@@ -1,16 +1,19 @@
-//! The einhorn driver against zd-lookalike's einhorn: `upgrade` and `state` on its command
-//! socket, a pool of two workers replaced under load; new workers that die before they ack
-//! leave the old ones serving; a command socket that refuses, answers garbage or never
-//! answers is a clear error within the timeout.
+//! The einhorn driver against the real einhorn (1.x, from source): `upgrade` and `state` on
+//! its command socket, a pool of two workers replaced under load; new workers that die
+//! before they ack leave the old ones serving. A command socket that refuses, answers
+//! garbage or never answers is a clear error within the timeout: no einhorn behaves that
+//! way, so a fake socket stands in for it.
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::process::Command;
 
 use zd_load::load::ConnectionMode;
 
-use super::{Peer, children, lookalike, restart_times, worker_until};
+use super::{Peer, built_peer, children, free_port, restart_times, worker_until};
 use crate::support::{
-    TestEnv, assert_code, assert_no_failures, fixture_bin, is_alive, start_load, stderr,
+    TestEnv, assert_code, assert_no_failures, fixture_bin, http_get, is_alive, start_load, stderr,
+    wait_for,
 };
 
 struct Einhorn {
@@ -18,24 +21,30 @@ struct Einhorn {
     addr: String,
 }
 
-/// einhorn with two workers, acked once they lived `ack_after`.
-fn start(env: &TestEnv, worker: &[&str], ack_after: &str) -> Einhorn {
+/// einhorn with two workers, acked once they lived `ack_after` seconds (its timer ack
+/// mode). `None` when einhorn is not built.
+fn start(env: &TestEnv, test: &str, worker: &[String], ack_after: &str) -> Option<Einhorn> {
+    let einhorn = built_peer(test, "einhorn", &[])?;
     let socket = env.path("einhorn.sock");
     let pidfile = env.path("einhorn.pid");
-    let (socket_arg, pid_arg) = (socket.display().to_string(), pidfile.display().to_string());
-    let flags = [
-        "--socket",
-        &socket_arg,
-        "--pidfile",
-        &pid_arg,
-        "--workers",
-        "2",
-        "--ack-after",
-        ack_after,
-    ];
-    let (peer, addr) = lookalike(env, "einhorn", &flags, worker);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(einhorn);
+    cmd.args(["-b", &addr, "-n", "2", "-m", ack_after, "-d"])
+        .arg(&socket)
+        .arg("-e")
+        .arg(&pidfile)
+        .arg("--")
+        // einhorn stops a worker with USR2 and zd-fixture drains on TERM: zd-lookalike's
+        // einhorn-worker shim runs the worker and translates.
+        .args([env!("CARGO_BIN_EXE_zd-lookalike"), "einhorn-worker", "--"])
+        .args(worker);
+    let peer = Peer::spawn(cmd, &env.path("einhorn.log"));
+    wait_for("einhorn to answer", || http_get(&addr, "/").ok());
+    wait_for("two workers", || {
+        (children(peer.pid()).len() == 2).then_some(())
+    });
     service(env, &socket, &pidfile, "20s");
-    Einhorn { peer, addr }
+    Some(Einhorn { peer, addr })
 }
 
 fn service(env: &TestEnv, socket: &std::path::Path, pidfile: &std::path::Path, timeout: &str) {
@@ -52,11 +61,11 @@ fn service(env: &TestEnv, socket: &std::path::Path, pidfile: &std::path::Path, t
 #[test]
 fn einhorn_upgrades_ten_times_under_load_without_a_failed_request() {
     let env = TestEnv::new();
-    let fixture = fixture_bin().display().to_string();
-    let einhorn = start(&env, &[&fixture], "300ms");
-    crate::support::wait_for("two workers", || {
-        (children(einhorn.peer.pid()).len() == 2).then_some(())
-    });
+    let test = "einhorn_upgrades_ten_times_under_load_without_a_failed_request";
+    let worker = [fixture_bin().display().to_string()];
+    let Some(einhorn) = start(&env, test, &worker, "0.3") else {
+        return;
+    };
     let first = children(einhorn.peer.pid());
     let load = start_load(&einhorn.addr, 16, ConnectionMode::Close);
     restart_times(&env, "eh", 10);
@@ -72,14 +81,13 @@ fn einhorn_upgrades_ten_times_under_load_without_a_failed_request() {
 #[test]
 fn einhorn_whose_new_workers_die_before_they_ack_rolls_back_and_keeps_the_old_ones() {
     let env = TestEnv::new();
+    let test = "einhorn_whose_new_workers_die_before_they_ack_rolls_back_and_keeps_the_old_ones";
     let marker = env.path("broken");
     // New workers live 300ms, far short of the 3s ack timer even on a busy machine.
     let worker = worker_until(&marker, "--exit-after 300ms");
-    let worker: Vec<&str> = worker.iter().map(String::as_str).collect();
-    let einhorn = start(&env, &worker, "3s");
-    crate::support::wait_for("two workers", || {
-        (children(einhorn.peer.pid()).len() == 2).then_some(())
-    });
+    let Some(einhorn) = start(&env, test, &worker, "3") else {
+        return;
+    };
     let old = children(einhorn.peer.pid());
     std::fs::write(&marker, "").expect("marker");
     let load = start_load(&einhorn.addr, 16, ConnectionMode::Close);

@@ -1,7 +1,8 @@
-//! Drivers against real foreign supervisors (start_server, nginx, HAProxy, gunicorn),
-//! zd-flipper, and zd-lookalike's stand-ins for the tools Debian does not package (psflip,
-//! socketmaster, huptime, einhorn): each peer runs in its own process group, killed by a
-//! guard when the test ends.
+//! Drivers against real foreign supervisors: start_server, nginx, HAProxy and gunicorn
+//! from Debian, psflip, socketmaster and einhorn built by `shared/peers/build.sh` (see
+//! [`built_peer`]); zd-flipper; and zd-lookalike's huptime, where the built huptime cannot
+//! serve our fixture (see `huptime.rs`). Each peer runs in its own process group, killed
+//! by a guard when the test ends.
 
 mod einhorn;
 mod gunicorn;
@@ -62,13 +63,62 @@ pub fn peer(test: &str, program: &str, package: &str) -> Option<PathBuf> {
         .map(|dir| dir.join(program))
         .find(|p| p.is_file());
     if found.is_none() {
-        assert!(
-            std::env::var_os("ZD_REQUIRE_PEERS").is_none_or(|v| v != "1"),
-            "ZD_REQUIRE_PEERS=1 but {program} is not installed (Debian package {package})"
+        missing(
+            test,
+            program,
+            &format!("is not installed (Debian package {package})"),
         );
-        eprintln!("SKIPPED: {test}: {program} is not installed (Debian package {package})");
     }
     found
+}
+
+/// Where `build.sh` put the peers Debian does not package (psflip, socketmaster, huptime,
+/// einhorn): `ZD_PEERS_DIR`, else `target/peers`, both relative to the workspace root.
+pub fn peers_dir() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root");
+    match std::env::var_os("ZD_PEERS_DIR") {
+        Some(dir) => root.join(dir),
+        None => root.join("target/peers"),
+    }
+}
+
+/// A real peer that Debian does not package, from [`peers_dir`] or else PATH, with every
+/// file in `also` beside it (huptime's preload library), or `None` with a loud SKIPPED
+/// line; with `ZD_REQUIRE_PEERS=1` a missing peer fails the test.
+pub fn built_peer(test: &str, program: &str, also: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::iter::once(peers_dir())
+        .chain(std::env::split_paths(&path))
+        .map(|dir| dir.join(program))
+        .find(|p| {
+            p.is_file()
+                && also
+                    .iter()
+                    .all(|f| p.parent().is_some_and(|d| d.join(f).is_file()))
+        });
+    if found.is_none() {
+        missing(
+            test,
+            program,
+            &format!(
+                "is not built in '{}' nor on PATH (build it with `../shared/peers/build.sh \
+                 target/peers` from the workspace root, or set ZD_PEERS_DIR)",
+                peers_dir().display()
+            ),
+        );
+    }
+    found
+}
+
+/// Fails the test under `ZD_REQUIRE_PEERS=1`, else says loudly that it is skipped.
+fn missing(test: &str, program: &str, why: &str) {
+    assert!(
+        std::env::var_os("ZD_REQUIRE_PEERS").is_none_or(|v| v != "1"),
+        "ZD_REQUIRE_PEERS=1 but {program} {why}"
+    );
+    eprintln!("SKIPPED: {test}: {program} {why}");
 }
 
 /// `zd-lookalike MODE FLAGS -- WORKER…` in its own process group, logging to
@@ -95,7 +145,7 @@ pub fn worker_until(marker: &Path, later: &str) -> Vec<String> {
         "if [ -e '{m}' ]; then exec '{fixture}' {later}; fi; exec '{fixture}'",
         m = marker.display()
     );
-    vec!["sh".to_owned(), "-c".to_owned(), script]
+    vec!["/bin/sh".to_owned(), "-c".to_owned(), script]
 }
 
 /// The live children of `pid`.

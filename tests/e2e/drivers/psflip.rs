@@ -1,22 +1,56 @@
-//! The psflip driver against zd-lookalike's psflip: a new psflip per upgrade, the pidfile
-//! moved once its child is healthy; a new child that dies leaves the old psflip serving.
+//! The psflip driver against the real psflip (tableflip-based): a new psflip per upgrade,
+//! the pidfile moved once its child passed the health check; a new child that dies leaves
+//! the old psflip serving. psflip hands no socket to its child: it proxies its own
+//! listener (passed on by tableflip) to the child's port, which alternates between two
+//! ports from one generation to the next (`AB`), so old and new children never share one.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use zd_load::load::ConnectionMode;
 
-use super::{Peer, lookalike, restart_times, worker_until};
+use super::{Peer, built_peer, free_port, restart_times};
 use crate::support::{
-    TestEnv, assert_code, assert_no_failures, fixture_bin, is_alive, start_load, stderr, wait_for,
+    TestEnv, assert_code, assert_no_failures, fixture_bin, http_get, is_alive, start_load, stderr,
+    wait_for,
 };
 
-/// psflip whose health check is `healthy_after` of life.
-fn start(env: &TestEnv, worker: &[&str], healthy_after: &str) -> (Peer, String, PathBuf) {
+/// psflip whose health check is `healthy_after` of life, proxying to zd-fixture; once
+/// `marker` exists, new children get the `later` flags. `None` when psflip is not built.
+fn start(
+    env: &TestEnv,
+    test: &str,
+    later: Option<(&Path, &str)>,
+    healthy_after: &str,
+) -> Option<(Peer, String, PathBuf)> {
+    let psflip = built_peer(test, "psflip", &[])?;
     let pidfile = env.path("psflip.pid");
-    let pid_arg = pidfile.display().to_string();
-    let flags = ["--pidfile", &pid_arg, "--healthy-after", healthy_after];
-    let (peer, addr) = lookalike(env, "psflip", &flags, worker);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let port = format!("{{{{ AB \"{}\" \"{}\" }}}}", free_port(), free_port());
+    let fixture = format!("'{}' --listen 127.0.0.1:{port}", fixture_bin().display());
+    let script = match later {
+        Some((marker, flags)) => format!(
+            "if [ -e '{}' ]; then exec {fixture} {flags}; fi; exec {fixture}",
+            marker.display()
+        ),
+        None => format!("exec {fixture}"),
+    };
+    let quote = |s: &str| serde_json::to_string(s).expect("a YAML string");
+    let config = format!(
+        "cmd: ['/bin/sh', '-c', {script}]\npidfile: {pidfile}\nhealthcheck:\n  alive:\n    \
+         timeout: {healthy_after}\nproxy:\n- listen: {listen}\n  forward: {forward}\n",
+        script = quote(&script),
+        pidfile = quote(&pidfile.display().to_string()),
+        listen = quote(&format!("tcp://{addr}")),
+        forward = quote(&format!("tcp://127.0.0.1:{port}")),
+    );
+    std::fs::write(env.path("psflip.yml"), config).expect("psflip.yml");
+    let mut cmd = Command::new(psflip);
+    // psflip reads `-c` relative to its working directory only.
+    cmd.current_dir(env.dir.path()).args(["-c", "psflip.yml"]);
+    let peer = Peer::spawn(cmd, &env.path("psflip.log"));
     wait_for("psflip's pidfile", || zd_core::pidfile::read(&pidfile).ok());
+    wait_for("psflip to answer", || http_get(&addr, "/").ok());
     env.write_service(
         "flip",
         &format!(
@@ -24,14 +58,16 @@ fn start(env: &TestEnv, worker: &[&str], healthy_after: &str) -> (Peer, String, 
             pidfile.display()
         ),
     );
-    (peer, addr, pidfile)
+    Some((peer, addr, pidfile))
 }
 
 #[test]
 fn psflip_upgrades_ten_times_under_load_without_a_failed_request() {
     let env = TestEnv::new();
-    let fixture = fixture_bin().display().to_string();
-    let (_peer, addr, pidfile) = start(&env, &[&fixture], "300ms");
+    let test = "psflip_upgrades_ten_times_under_load_without_a_failed_request";
+    let Some((_peer, addr, pidfile)) = start(&env, test, None, "300ms") else {
+        return;
+    };
     let first = zd_core::pidfile::read(&pidfile).expect("pid");
     let load = start_load(&addr, 16, ConnectionMode::Close);
     restart_times(&env, "flip", 10);
@@ -44,11 +80,13 @@ fn psflip_upgrades_ten_times_under_load_without_a_failed_request() {
 #[test]
 fn psflip_keeps_the_old_process_when_the_new_child_dies_before_it_is_healthy() {
     let env = TestEnv::new();
+    let test = "psflip_keeps_the_old_process_when_the_new_child_dies_before_it_is_healthy";
     let marker = env.path("broken");
     // New children live 300ms, far short of the 3s health check even on a busy machine.
-    let worker = worker_until(&marker, "--exit-after 300ms");
-    let worker: Vec<&str> = worker.iter().map(String::as_str).collect();
-    let (_peer, addr, pidfile) = start(&env, &worker, "3s");
+    let later = Some((marker.as_path(), "--exit-after 300ms"));
+    let Some((_peer, addr, pidfile)) = start(&env, test, later, "3s") else {
+        return;
+    };
     let old = zd_core::pidfile::read(&pidfile).expect("pid");
     std::fs::write(&marker, "").expect("marker");
     let load = start_load(&addr, 16, ConnectionMode::Close);

@@ -1,18 +1,38 @@
-//! The socketmaster driver against zd-lookalike's socketmaster: a new child per HUP, the
-//! old one stopped after `-start`; a new child that dies within `-start` leaves the old
-//! one serving.
+//! The socketmaster driver against the real socketmaster: a new child per HUP, the old
+//! one stopped after `-start`; a new child that dies within `-start` leaves the old one
+//! serving. socketmaster passes its listener on fd 3 and says so in `EINHORN_FDS=3`;
+//! zd-fixture reads einhorn's newer `EINHORN_FD_COUNT`/`EINHORN_FD_0`, which the test
+//! sets in socketmaster's environment for the children to inherit.
+
+use std::process::Command;
 
 use zd_load::load::ConnectionMode;
 
-use super::{Peer, children, lookalike, restart_times, worker_until};
+use super::{Peer, built_peer, children, free_port, restart_times, worker_until};
 use crate::support::{
-    TestEnv, assert_code, assert_no_failures, fixture_bin, start_load, stderr, wait_for,
+    TestEnv, assert_code, assert_no_failures, fixture_bin, http_get, start_load, stderr, wait_for,
 };
 
 /// socketmaster with its `-start` time; the driver with its `settle` time. socketmaster
-/// writes no pidfile: its init system knows its pid, and so does the test.
-fn start(env: &TestEnv, worker: &[&str], start: &str, settle: &str) -> (Peer, String) {
-    let (peer, addr) = lookalike(env, "socketmaster", &["--start", start], worker);
+/// writes no pidfile: its init system knows its pid, and so does the test. `None` when
+/// socketmaster is not built.
+fn start(
+    env: &TestEnv,
+    test: &str,
+    worker: &[String],
+    start: &str,
+    settle: &str,
+) -> Option<(Peer, String)> {
+    let socketmaster = built_peer(test, "socketmaster", &[])?;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(socketmaster);
+    cmd.args(["-listen", &format!("tcp://{addr}"), "-start", start])
+        .args(["-command", &worker[0], "--"])
+        .args(&worker[1..])
+        .env("EINHORN_FD_COUNT", "1")
+        .env("EINHORN_FD_0", "3");
+    let peer = Peer::spawn(cmd, &env.path("socketmaster.log"));
+    wait_for("socketmaster to answer", || http_get(&addr, "/").ok());
     let pidfile = env.path("socketmaster.pid");
     std::fs::write(&pidfile, format!("{}\n", peer.pid())).expect("pidfile");
     env.write_service(
@@ -22,14 +42,17 @@ fn start(env: &TestEnv, worker: &[&str], start: &str, settle: &str) -> (Peer, St
             pidfile.display()
         ),
     );
-    (peer, addr)
+    Some((peer, addr))
 }
 
 #[test]
 fn socketmaster_restarts_ten_times_under_load_without_a_failed_request() {
     let env = TestEnv::new();
-    let fixture = fixture_bin().display().to_string();
-    let (peer, addr) = start(&env, &[&fixture], "600ms", "300ms");
+    let test = "socketmaster_restarts_ten_times_under_load_without_a_failed_request";
+    let worker = [fixture_bin().display().to_string()];
+    let Some((peer, addr)) = start(&env, test, &worker, "600", "300ms") else {
+        return;
+    };
     let first = children(peer.pid());
     let load = start_load(&addr, 16, ConnectionMode::Close);
     restart_times(&env, "sm", 10);
@@ -42,11 +65,13 @@ fn socketmaster_restarts_ten_times_under_load_without_a_failed_request() {
 #[test]
 fn socketmaster_keeps_the_old_child_when_the_new_one_dies_within_its_start_time() {
     let env = TestEnv::new();
+    let test = "socketmaster_keeps_the_old_child_when_the_new_one_dies_within_its_start_time";
     let marker = env.path("broken");
     // New children live 300ms, far short of `settle` and `-start` even on a busy machine.
     let worker = worker_until(&marker, "--exit-after 300ms");
-    let worker: Vec<&str> = worker.iter().map(String::as_str).collect();
-    let (peer, addr) = start(&env, &worker, "5s", "3s");
+    let Some((peer, addr)) = start(&env, test, &worker, "5000", "3s") else {
+        return;
+    };
     let old = children(peer.pid());
     std::fs::write(&marker, "").expect("marker");
     let load = start_load(&addr, 16, ConnectionMode::Close);
@@ -55,10 +80,12 @@ fn socketmaster_keeps_the_old_child_when_the_new_one_dies_within_its_start_time(
     let err = stderr(&out);
     assert!(err.contains("rolled back"), "{err}");
     assert!(err.contains("the old one keeps running"), "{err}");
-    // socketmaster decides after its start time; by then only the old child is left.
+    // socketmaster decides after its start time: with only the old child left in its
+    // group, it stops nobody and says so.
     wait_for("socketmaster to leave the old child alone", || {
         let log = std::fs::read_to_string(env.path("socketmaster.log")).ok()?;
-        log.contains("no other process is left").then_some(())
+        log.contains("there's no one left in the group")
+            .then_some(())
     });
     assert_eq!(children(peer.pid()), old, "the old child must keep serving");
     assert_no_failures(&load.finish());
