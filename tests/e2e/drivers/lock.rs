@@ -130,6 +130,13 @@ fn status_of_a_driver_service_counts_the_restarts_zdctl_made() {
         "{text}"
     );
     assert!(text.contains("last restart: #3 completed"), "{text}");
+    // The lock and the record are private files of the runtime directory.
+    use std::os::unix::fs::MetadataExt;
+    for file in ["ss.lock", "ss.driver"] {
+        let meta = std::fs::symlink_metadata(env.runtime_dir.join(file)).expect(file);
+        assert!(meta.is_file(), "{file}");
+        assert_eq!(meta.mode() & 0o777, 0o600, "{file}");
+    }
 }
 
 #[test]
@@ -154,4 +161,35 @@ fn restart_attach_follows_the_running_driver_restart_and_reports_its_outcome() {
     let status = status_json(&env);
     assert_eq!(status["restarts"]["requested"], 1, "{status}");
     assert!(status["restart_in_progress"].is_null(), "{status}");
+}
+
+#[test]
+fn a_process_started_outside_zdctl_is_the_next_generation_not_generation_one() {
+    let env = TestEnv::new();
+    let pidfile = env.path("svc.pid");
+    env.write_service(
+        "svc",
+        &format!("driver: signal\npidfile: {}\n", pidfile.display()),
+    );
+    // A "supervisor" that is replaced by hand: one process, then another in the pidfile.
+    let sleeper = |log: &str| {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("1000");
+        let peer = Peer::spawn(cmd, &env.path(log));
+        std::fs::write(&pidfile, format!("{}\n", peer.pid())).expect("pidfile");
+        peer
+    };
+    let generation = || {
+        let out = env.run_zdctl(&["status", "svc", "--json"]);
+        assert_code(&out, 0);
+        let value: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+        value["active_generation"].as_u64().expect("a generation")
+    };
+    let first = sleeper("first.log");
+    assert_eq!(generation(), 1);
+    assert_eq!(generation(), 1, "the same process keeps its number");
+    drop(first);
+    let _second = sleeper("second.log");
+    assert_eq!(generation(), 2);
+    assert_eq!(generation(), 2, "the same process keeps its number");
 }
