@@ -83,18 +83,24 @@ pub fn client_error(name: &str, err: ClientError) -> anyhow::Error {
 
 /// An error reply from the supervisor (exit 1).
 pub fn reply_error(name: &str, error: &ErrorReply) -> anyhow::Error {
-    let message = match (error.kind, error.restart) {
-        (ErrorKind::Busy, Some(restart)) => format!(
-            "a restart of '{name}' is already running (restart #{restart}); wait for it, or \
-             follow it with 'zdctl restart {name} --attach'"
-        ),
-        (ErrorKind::Busy, None) => format!(
-            "a restart of '{name}' is already running; wait for it, or follow it with \
-             'zdctl restart {name} --attach'"
-        ),
-        _ => format!("the supervisor of '{name}' refused: {}", error.message),
-    };
-    ExitError::failure(message)
+    match error.kind {
+        ErrorKind::Busy => busy(name, error.restart),
+        _ => ExitError::failure(format!(
+            "the supervisor of '{name}' refused: {}",
+            error.message
+        )),
+    }
+}
+
+/// Another restart of `name` runs (exit 1): native and foreign services say it alike.
+pub fn busy(name: &str, restart: Option<u64>) -> anyhow::Error {
+    let number = restart
+        .map(|n| format!(" (restart #{n})"))
+        .unwrap_or_default();
+    ExitError::failure(format!(
+        "a restart of '{name}' is already running{number}; wait for it, or follow it with \
+         'zdctl restart {name} --attach'"
+    ))
 }
 
 /// The final reply of a request that expects a result: the result, or the exit error.

@@ -35,6 +35,9 @@ pub fn load(path: &Path) -> anyhow::Result<Option<DriverConfig>> {
 
 /// A driver error as an exit error: not running (3), or a failure (1).
 fn driver_error(name: &str, err: &DriverError) -> anyhow::Error {
+    if let DriverError::Busy { restart } = err {
+        return crate::control::busy(name, *restart);
+    }
     let message = format!("'{name}': {err}");
     if err.is_not_running() {
         ExitError::not_running(message)
@@ -65,6 +68,14 @@ pub async fn restart(config: &DriverConfig, args: &RestartArgs) -> anyhow::Resul
     }
     match result {
         Ok(report) => crate::restart::finished(name, &report, args.json),
+        Err(DriverError::Busy { restart }) if args.attach => {
+            // The other zdctl runs the restart and sees its events; this one waits for
+            // its lock and reports its outcome from the record.
+            let report = driver::follow(config, restart, timeout)
+                .await
+                .map_err(|e| driver_error(name, &e))?;
+            crate::restart::finished(name, &report, args.json)
+        }
         Err(err) => Err(driver_error(name, &err)),
     }
 }
@@ -76,11 +87,14 @@ pub fn status(config: &DriverConfig) -> anyhow::Result<Status> {
 
 /// The human status: the native layout, with the driver named under the first line.
 pub fn render(config: &DriverConfig, status: &Status, now: std::time::SystemTime) -> String {
-    // The restart counters belong to a zdctl supervisor; a foreign one keeps none.
+    // The counters are the driver record's: restarts made by zdctl. A driver does not
+    // watch the service between restarts, so it counts no crashes and does not say so.
     let text: String = crate::status::render(status, now)
         .lines()
-        .filter(|line| !line.starts_with("  restarts: "))
-        .map(|line| format!("{line}\n"))
+        .map(|line| match line.split_once("; ") {
+            Some((counters, _)) if line.starts_with("  restarts: ") => format!("{counters}\n"),
+            _ => format!("{line}\n"),
+        })
         .collect();
     let text = text.replacen("supervisor pid", &format!("{} pid", config.kind.name()), 1);
     match text.split_once('\n') {

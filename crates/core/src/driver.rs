@@ -17,6 +17,7 @@ mod config;
 mod control;
 mod einhorn;
 mod haproxy;
+mod lock;
 mod nginx;
 mod process;
 mod record;
@@ -95,6 +96,35 @@ pub enum DriverError {
         /// What was expected and what came back.
         reason: String,
     },
+    /// Another restart of the service holds its lock (`restart` is its number, when the
+    /// record names it).
+    #[error("a restart is already running")]
+    Busy {
+        /// The restart that runs.
+        restart: Option<u64>,
+    },
+    /// `--attach` waited `waited` and the restart it follows still runs.
+    #[error("the restart that runs did not finish within {}", crate::duration::format_duration(*waited))]
+    StillBusy {
+        /// The restart that runs.
+        restart: Option<u64>,
+        /// How long the caller waited.
+        waited: Duration,
+    },
+    /// The restart `--attach` followed ended without an outcome: it found nothing to
+    /// restart (its own output says why).
+    #[error(
+        "the restart{} ended before it tried anything (is the service running?); see that \
+         restart's output",
+        restart.map(|n| format!(" #{n}")).unwrap_or_default()
+    )]
+    NoReport {
+        /// The restart followed.
+        restart: Option<u64>,
+    },
+    /// The runtime directory, which holds the lock and the record, is not safe to use.
+    #[error(transparent)]
+    RuntimeDir(#[from] crate::paths::RuntimeDirError),
     /// A system call or a helper program failed.
     #[error("cannot {about}: {source}")]
     Io {
@@ -126,13 +156,18 @@ impl DriverError {
 
 /// Restarts a foreign service as its driver says, within `timeout`, calling `on_event` for
 /// each step; the report's outcome says whether it completed, rolled back or failed, and
-/// why. An error means nothing was attempted (nothing was signalled).
+/// why. An error means nothing was attempted (nothing was signalled); [`DriverError::Busy`]
+/// means another restart of the service runs ([`follow`] waits for it).
+///
+/// The run holds the service's restart lock from start to end and records its outcome
+/// (counters, last restart, generation) for `status`.
 pub async fn restart(
     config: &DriverConfig,
     timeout: Duration,
     on_event: impl FnMut(Event),
 ) -> Result<RestartReport, DriverError> {
-    let mut run = run::Run::new(config, timeout, Box::new(on_event));
+    let lock = lock::RestartLock::for_restart(&config.name).await?;
+    let mut run = run::Run::new(timeout, lock, Box::new(on_event));
     run.requested();
     let outcome = match config.kind {
         DriverKind::Signal if config.watch == WatchMode::Child => {
@@ -151,6 +186,34 @@ pub async fn restart(
         DriverKind::Haproxy => haproxy::restart(config, &mut run).await,
         DriverKind::Einhorn => einhorn::restart(config, &mut run).await,
         DriverKind::Systemd => systemd::restart(config, &mut run).await,
-    }?;
-    Ok(run.finish(outcome))
+    };
+    match outcome {
+        Ok(outcome) => Ok(run.finish(outcome)),
+        Err(err) => {
+            run.abandon();
+            Err(err)
+        }
+    }
+}
+
+/// Follows the restart of a foreign service that another zdctl runs (`--attach`): waits
+/// up to `timeout` for it to release the lock, then returns its report from the record.
+/// `restart` is the number [`DriverError::Busy`] gave, when it gave one.
+pub async fn follow(
+    config: &DriverConfig,
+    restart: Option<u64>,
+    timeout: Duration,
+) -> Result<RestartReport, DriverError> {
+    let lock = lock::RestartLock::wait(&config.name, timeout).await?;
+    let record = lock.record();
+    match record.last_restart {
+        Some(report) if restart.is_none_or(|n| report.restart >= n) => Ok(report),
+        _ => Err(DriverError::NotRunning {
+            path: record::path_in(&crate::paths::runtime_dir(), &config.name),
+            reason: format!(
+                "the restart{} ended before it tried anything (the service may not be                  running; see that restart's output)",
+                restart.map(|n| format!(" #{n}")).unwrap_or_default()
+            ),
+        }),
+    }
 }

@@ -8,6 +8,7 @@ mod einhorn;
 mod gunicorn;
 mod haproxy;
 mod huptime;
+mod lock;
 mod nginx;
 mod psflip;
 mod signal;

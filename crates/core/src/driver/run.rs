@@ -1,39 +1,55 @@
-//! One driver run: its clock, its deadline, its events and its report.
+//! One driver run: its clock, its deadline, its events and its report, under the
+//! service's restart lock, recorded in the driver record.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::DriverConfig;
-use super::record;
+use super::lock::RestartLock;
+use super::record::Record;
 use crate::proto::{Event, EventKind, RestartOutcome, RestartReport, unix_ms};
 
 /// How often the drivers look at /proc, pidfiles and status files.
 pub(super) const POLL: Duration = Duration::from_millis(20);
 
 pub(super) struct Run<'a> {
-    config: &'a DriverConfig,
     started: Instant,
     pub(super) deadline: Instant,
     on_event: Box<dyn FnMut(Event) + 'a>,
+    lock: RestartLock,
+    record: Record,
+    /// This restart's number in the record's life, from 1.
+    number: u64,
     /// The generation numbers, as far as the driver knows them.
     pub(super) old_generation: Option<u64>,
+    /// A process of the old generation, for the record when no new one takes over.
+    pub(super) old_pid: Option<i32>,
     pub(super) new_generation: Option<u64>,
     pub(super) new_pid: Option<i32>,
 }
 
 impl<'a> Run<'a> {
     pub(super) fn new(
-        config: &'a DriverConfig,
         timeout: Duration,
+        lock: RestartLock,
         on_event: Box<dyn FnMut(Event) + 'a>,
     ) -> Run<'a> {
         let started = Instant::now();
+        // Counted and marked in progress before anything is signalled: a zdctl killed
+        // mid-run leaves the mark, and the next holder of the lock counts it as failed.
+        let mut record = lock.record();
+        record.restarts.requested += 1;
+        let number = record.restarts.requested;
+        record.in_progress = Some(number);
+        lock.write(&record);
         Run {
-            config,
             started,
             deadline: started + timeout,
             on_event,
+            lock,
+            record,
+            number,
             old_generation: None,
+            old_pid: None,
             new_generation: None,
             new_pid: None,
         }
@@ -43,7 +59,7 @@ impl<'a> Run<'a> {
         let elapsed = self.started.elapsed();
         (self.on_event)(Event {
             unix_ms: unix_ms(SystemTime::now()),
-            restart: Some(1),
+            restart: Some(self.number),
             elapsed_ms: Some(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)),
             elapsed_us: Some(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)),
             kind,
@@ -62,23 +78,24 @@ impl<'a> Run<'a> {
         self.deadline.saturating_duration_since(self.started)
     }
 
-    /// Sets the old generation from the record of the last restart, when it names `pid`;
-    /// the new generation is the next number.
+    /// Numbers the old generation, whose process is `old_pid`, from the record (the next
+    /// number when the record does not name it: it was started outside zdctl); the new
+    /// generation is the number after it.
     pub(super) fn numbers_from_record(&mut self, old_pid: i32) {
-        let old = record::generation_of(&self.config.name, old_pid).unwrap_or(1);
-        self.old_generation = Some(old);
-        self.new_generation = Some(old + 1);
+        self.numbers_from_pool(&BTreeSet::from([old_pid]));
     }
 
     /// Like [`Run::numbers_from_record`] for a pool of workers, any of which the record
     /// may name.
     pub(super) fn numbers_from_pool(&mut self, pids: &BTreeSet<i32>) {
-        let old = pids
-            .iter()
-            .filter_map(|pid| record::generation_of(&self.config.name, *pid))
-            .max()
-            .unwrap_or(1);
+        let pids: Vec<i32> = pids.iter().copied().collect();
+        let old = self.record.number(&pids);
         self.old_generation = Some(old);
+        self.old_pid = pids
+            .iter()
+            .copied()
+            .find(|pid| self.record.names(*pid))
+            .or(pids.first().copied());
         self.new_generation = Some(old + 1);
     }
 
@@ -129,25 +146,38 @@ impl<'a> Run<'a> {
         });
     }
 
-    /// The report; a completed restart is recorded so that `status` can number it.
+    /// The report, recorded with the generation that serves now (the new one after a
+    /// completed restart, else the old one), so that `status` can number and count it.
     pub(super) fn finish(mut self, outcome: RestartOutcome) -> RestartReport {
-        if outcome.is_success() {
-            if let (Some(generation), Some(pid)) = (self.new_generation, self.new_pid) {
-                record::write(&self.config.name, generation, pid);
-            }
+        let serving = if outcome.is_success() {
+            (self.new_generation, self.new_pid)
+        } else {
+            (self.old_generation, self.old_pid)
+        };
+        if let (Some(generation), Some(pid)) = serving {
+            self.record.set(generation, pid);
         }
         let report = RestartReport {
-            restart: 1,
+            restart: self.number,
             outcome,
             old_generation: self.old_generation,
             new_generation: self.new_generation.filter(|_| self.new_pid.is_some()),
             new_pid: self.new_pid,
             elapsed_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
         };
+        self.record.finished(&report);
+        self.lock.write(&self.record);
         self.emit(EventKind::Finished {
             report: report.clone(),
         });
         report
+    }
+
+    /// The driver could not even try (an error before any signal): the restart stays
+    /// counted as requested, with no outcome.
+    pub(super) fn abandon(mut self) {
+        self.record.in_progress = None;
+        self.lock.write(&self.record);
     }
 }
 

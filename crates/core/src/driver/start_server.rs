@@ -77,6 +77,7 @@ pub(super) async fn restart(
         });
     };
     run.old_generation = Some(old_generation);
+    run.old_pid = Some(old_pid);
     let old_workers: BTreeSet<i32> = live_children(root.pid).into_iter().collect();
     root.signal(Signal::Hangup)?;
     run.emit(EventKind::Signalled {

@@ -1,13 +1,15 @@
 //! The process view of a foreign service: its supervisor's pid (the root) and its
 //! generations, read from /proc (the child subtrees of the root, or the root itself for
-//! supervisors that replace their own process), in the shape of a native `status`.
+//! supervisors that replace their own process), in the shape of a native `status`, with
+//! the numbers, counters and last restart of the driver record.
 
 use std::time::{Duration, SystemTime};
 
+use super::lock::{self, RestartLock};
 use super::process::{live_children, target_from_pidfile};
-use super::{DriverConfig, DriverError, DriverKind, WatchMode, record, start_server};
+use super::{DriverConfig, DriverError, DriverKind, WatchMode, start_server};
 use crate::proc;
-use crate::proto::{GenerationInfo, GenerationState, RestartCounters, Status, unix_ms};
+use crate::proto::{GenerationInfo, GenerationState, Status, unix_ms};
 
 /// The pid of the foreign service's supervisor (the root of its process tree), proven to
 /// be the expected program: for `zdctl top` and `status`. systemd services: the unit's
@@ -54,31 +56,50 @@ fn generations_are_children(config: &DriverConfig) -> bool {
 }
 
 /// The status of a foreign service, as `zdctl status` shows a native one: the supervisor's
-/// pid, its generations and their start times.
+/// pid, its generations and their start times, and the restarts zdctl made.
+///
+/// When no restart runs, `status` takes the restart lock for a moment and records a
+/// generation started outside zdctl (a process the record does not name), so that it keeps
+/// its number; while a restart runs, it only reads.
 pub fn status(config: &DriverConfig) -> Result<Status, DriverError> {
     let root = root_pid(config)?;
+    // A runtime directory we may not use makes a status without a record, not an error.
+    let lock = RestartLock::try_acquire(&config.name).ok().flatten();
+    let mut record = match &lock {
+        Some(lock) => lock.record(),
+        None => lock::read(&config.name).unwrap_or_default(),
+    };
     let mut generations = Vec::new();
+    // The process that is the current generation, when the record should learn it.
+    let mut current = None;
     if generations_are_children(config) {
         let numbers = match (config.kind, &config.status_file) {
             (DriverKind::StartServer, Some(path)) => start_server::read_status(path)?,
             _ => Vec::new(),
         };
-        // Each child's number: from start_server's status file, else from the record of
-        // the last restart, else 1. The newest number is active; a pool (einhorn) has
-        // several children with it, of which the record names one, so the newest is
-        // the highest number seen, not one chosen child.
-        let numbered: Vec<(u64, i32)> = live_children(root)
-            .into_iter()
-            .map(|pid| {
+        let children = live_children(root);
+        // Each child's number: from start_server's status file, else from the record
+        // (which names one child of a pool: its siblings share its number; children it
+        // does not name at all were started outside zdctl, and are the next number).
+        let unnamed = record.number(&children);
+        let numbered: Vec<(u64, i32)> = children
+            .iter()
+            .map(|&pid| {
                 let generation = numbers
                     .iter()
                     .find(|(_, p)| *p == pid)
                     .map(|(g, _)| *g)
-                    .or_else(|| record::generation_of(&config.name, pid))
-                    .unwrap_or(1);
+                    .unwrap_or(if record.names(pid) {
+                        record.generation
+                    } else {
+                        unnamed
+                    });
                 (generation, pid)
             })
             .collect();
+        if numbers.is_empty() {
+            current = children.first().map(|pid| (unnamed, *pid));
+        }
         let newest = numbered.iter().map(|(g, _)| *g).max();
         for (generation, pid) in numbered {
             let state = if Some(generation) == newest {
@@ -90,8 +111,15 @@ pub fn status(config: &DriverConfig) -> Result<Status, DriverError> {
         }
         generations.sort_by_key(|g| std::cmp::Reverse(g.generation));
     } else {
-        let generation = record::generation_of(&config.name, root).unwrap_or(1);
+        let generation = record.number(&[root]);
+        current = Some((generation, root));
         generations.push(info(generation, root, GenerationState::Active));
+    }
+    if let (Some(lock), Some((generation, pid))) = (&lock, current) {
+        if !record.names(pid) && record.number(&[pid]) == generation && record.set(generation, pid)
+        {
+            lock.write(&record);
+        }
     }
     let active = generations
         .iter()
@@ -103,11 +131,11 @@ pub fn status(config: &DriverConfig) -> Result<Status, DriverError> {
         started_unix_ms: started_unix_ms(root).unwrap_or(0),
         config_path: Some(config.source.display().to_string()),
         active_generation: active,
-        restart_in_progress: None,
+        restart_in_progress: record.in_progress.filter(|_| lock.is_none()),
         generations,
         listeners: Vec::new(),
-        restarts: RestartCounters::default(),
-        last_restart: None,
+        restarts: record.restarts,
+        last_restart: record.last_restart,
         containment: None,
     })
 }
