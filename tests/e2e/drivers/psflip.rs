@@ -17,6 +17,12 @@ use crate::support::{
 
 /// psflip whose health check is `healthy_after` of life, proxying to zd-fixture; once
 /// `marker` exists, new children get the `later` flags. `None` when psflip is not built.
+///
+/// On an upgrade the old psflip stops accepting, then signals its child; a connection it
+/// accepted just before still has to reach that child, so the child gets `shutdown.delay`
+/// (300 ms) before its stop signal, as an operator of psflip should configure. Without it,
+/// 3 of 28,873 requests over ten upgrades were reset: the old proxy dialled a child that
+/// had already closed its listener.
 fn start(
     env: &TestEnv,
     test: &str,
@@ -38,7 +44,8 @@ fn start(
     let quote = |s: &str| serde_json::to_string(s).expect("a YAML string");
     let config = format!(
         "cmd: ['/bin/sh', '-c', {script}]\npidfile: {pidfile}\nhealthcheck:\n  alive:\n    \
-         timeout: {healthy_after}\nproxy:\n- listen: {listen}\n  forward: {forward}\n",
+         timeout: {healthy_after}\nshutdown:\n  delay: 300ms\nproxy:\n- listen: {listen}\n  \
+         forward: {forward}\n",
         script = quote(&script),
         pidfile = quote(&pidfile.display().to_string()),
         listen = quote(&format!("tcp://{addr}")),
