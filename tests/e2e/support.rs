@@ -413,10 +413,23 @@ pub struct Load {
 /// Starts `concurrency` closed-loop clients against `http://ADDR/`. Bounded: it stops by
 /// itself after two minutes or five million requests, whichever comes first.
 pub fn start_load(addr: &str, concurrency: usize, mode: zd_load::load::ConnectionMode) -> Load {
+    start_paced_load(addr, concurrency, mode, None)
+}
+
+/// Like [`start_load`], at most `rate` requests a second in all when given: a load that
+/// leaves CPU to what the test watches (a closed loop saturates both cores of a small
+/// machine, and a debug build of `zdctl top` then answers a key in seconds).
+pub fn start_paced_load(
+    addr: &str,
+    concurrency: usize,
+    mode: zd_load::load::ConnectionMode,
+    rate: Option<f64>,
+) -> Load {
     let target: zd_load::load::Target = format!("http://{addr}/").parse().expect("target");
     let mut config = zd_load::load::LoadConfig::new(target);
     config.concurrency = concurrency;
     config.mode = mode;
+    config.rate = rate;
     config.duration = Some(Duration::from_secs(120));
     config.max_requests = Some(5_000_000);
     config.request_timeout = Duration::from_secs(10);

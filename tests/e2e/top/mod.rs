@@ -120,10 +120,17 @@ fn top_shows_generations_under_load_restarts_on_r_y_and_restores_the_terminal_on
     env.fixture_service("api", &[], "");
     let status = env.start("api", &["run", "api"]);
     let old_pid = active_pid(&status);
-    let load = start_load(&address_of(&status), 8, ConnectionMode::KeepAlive);
+    // Paced: 8 connections held open with requests in flight, without taking every CPU
+    // from the `top` under test.
+    let load = start_paced_load(
+        &address_of(&status),
+        8,
+        ConnectionMode::KeepAlive,
+        Some(400.0),
+    );
     let tmux = Tmux::new();
     let exit_file = env.path("top.exit");
-    start_top(&env, &tmux, "api --interval 200ms", &exit_file);
+    start_top(&env, &tmux, "api --interval 500ms", &exit_file);
 
     let screen = tmux.wait_screen("generation 1 with connections", |s| {
         row(s, 1, old_pid).is_some_and(|cells| connections(&cells) > 0)

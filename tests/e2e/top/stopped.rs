@@ -12,7 +12,7 @@ fn top_shows_a_stopped_supervisor_as_not_answering_and_quits_on_q_while_it_stays
     let generation_pid = active_pid(&status);
     let tmux = Tmux::new();
     let exit_file = env.path("top.exit");
-    start_top(&env, &tmux, "api --interval 200ms", &exit_file);
+    start_top(&env, &tmux, "api --interval 500ms", &exit_file);
     tmux.wait_screen("generation 1", |s| row(s, 1, generation_pid).is_some());
 
     let _stopped = Stopped::new(pid);

@@ -152,13 +152,24 @@ impl DiagSocket {
     }
 }
 
+/// How long one read of a dump's reply may wait. A dump is answered as it is read, so a
+/// longer wait means a reply that will not come; without a bound, `top`'s collector would
+/// wait for it forever.
+const REPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn new_socket() -> io::Result<OwnedFd> {
-    Ok(socket(
+    let fd = socket(
         AddressFamily::Netlink,
         SockType::Datagram,
         SockFlag::SOCK_CLOEXEC,
         SockProtocol::NetlinkSockDiag,
-    )?)
+    )?;
+    nix::sys::socket::setsockopt(
+        &fd,
+        nix::sys::socket::sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::new(REPLY_WAIT.as_secs() as i64, 0),
+    )?;
+    Ok(fd)
 }
 
 /// Creates the socket on a thread that joins the namespace of `pid` first.
