@@ -49,8 +49,14 @@ impl Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        // The group is ours: the peer leads it and every process it starts stays in it.
-        let _ = killpg(Pid::from_raw(self.pid()), Signal::SIGKILL);
+        // The peer leads its group, but real peers may put their workers in groups of their
+        // own (einhorn does): list the whole tree before anything dies and is re-parented.
+        let pid = self.pid();
+        let tree = crate::support::descendants(pid);
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        for p in tree.into_iter().filter(|p| *p != pid) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(p), Signal::SIGKILL);
+        }
         let _ = self.child.wait();
     }
 }
