@@ -185,9 +185,8 @@ impl GenerationCgroup {
         while self.populated() && Instant::now() < deadline {
             if killed.is_err() {
                 for pid in self.pids() {
-                    // SAFETY: kill with a pid read from the cgroup just now; cgroup members
-                    // are not reaped while listed, so the pid still names that process.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    // A member may exit and be reaped after the listing: pin it first.
+                    kill_pinned(pid, |p| cgroup_of(p).is_some_and(|c| c == self.rel));
                 }
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -344,9 +343,10 @@ pub fn kill_strays(live_groups: &[i32]) -> Vec<i32> {
         if zombie || pgid == own_group || live_groups.contains(&pgid) {
             continue;
         }
-        // SAFETY: kill with the pid of our own child that is not reaped (not a zombie when
-        // listed, and only we can reap it), so the pid cannot name another process.
-        if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+        // The orphan reaper may reap it between the listing and now: kill through a pidfd
+        // that is taken while it is still our child, never by a pid that may be reused.
+        let me = std::process::id() as i32;
+        if kill_pinned(pid, |p| crate::proc::parent(p).ok() == Some(me)) {
             killed.push(pid);
         }
     }
@@ -354,6 +354,29 @@ pub fn kill_strays(live_groups: &[i32]) -> Vec<i32> {
         info!(pids = ?killed, "killed processes left behind by an ended generation");
     }
     killed
+}
+
+/// SIGKILLs process `pid` if `still_it` holds once a pidfd pins it: the check runs after
+/// the pidfd is open, so a pid reused in between fails the check, or the signal goes to the
+/// pinned (gone) process and does nothing. True when the signal was sent.
+fn kill_pinned(pid: i32, still_it: impl Fn(i32) -> bool) -> bool {
+    let Some(pidfd) = crate::proc::pidfd(pid) else {
+        return false;
+    };
+    if !still_it(pid) {
+        return false;
+    }
+    // SAFETY: pidfd_send_signal with our pidfd, a signal number, no siginfo and no flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            std::os::fd::AsRawFd::as_raw_fd(&pidfd),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    rc == 0
 }
 
 /// Reaps every inherited child that has exited; returns how many.
