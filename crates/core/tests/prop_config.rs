@@ -2,6 +2,9 @@
 //! error points into the text and reads as a message for a person, nesting is refused
 //! exactly past 64 levels, and a generated config reads back as what was written.
 
+mod common;
+use common::assert_clear;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -17,16 +20,6 @@ const SOURCE: &str = "/srv/api/api.yaml";
 
 fn parse(text: &str) -> Result<ServiceConfig, ConfigError> {
     parse_str(text, Path::new(SOURCE))
-}
-
-/// A message for a person: not empty, and it starts in lower case (a name in capitals,
-/// like SIGSTOP, may come first).
-fn assert_clear(message: &str) {
-    let first = message.split_whitespace().next().unwrap_or_default();
-    assert!(!first.is_empty(), "empty message: {message:?}");
-    let capitalised = first.chars().next().is_some_and(char::is_uppercase)
-        && first.chars().skip(1).any(char::is_lowercase);
-    assert!(!capitalised, "message starts with a capital: {message:?}");
 }
 
 /// What every error of `parse` must be: at a position inside the text, then a clear message.

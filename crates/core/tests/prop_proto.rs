@@ -3,6 +3,9 @@
 //! engine as sent, and any line a peer sends gets one answer (the request, or an error that
 //! reads as a message) while the connection stays usable.
 
+mod common;
+use common::assert_clear;
+
 use std::path::PathBuf;
 
 use proptest::prelude::*;
@@ -12,15 +15,6 @@ use zd_core::proto::{
     Client, ControlServer, ErrorKind, LineError, LineReader, Op, PeerPolicy, Reply, ReplyResult,
     Request, request_queue,
 };
-
-/// Not empty, and starts in lower case (a name in capitals may come first).
-fn assert_clear(message: &str) {
-    let first = message.split_whitespace().next().unwrap_or_default();
-    assert!(!first.is_empty(), "empty message: {message:?}");
-    let capitalised = first.chars().next().is_some_and(char::is_uppercase)
-        && first.chars().skip(1).any(char::is_lowercase);
-    assert!(!capitalised, "message starts with a capital: {message:?}");
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

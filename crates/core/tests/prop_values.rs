@@ -2,20 +2,14 @@
 //! durations and signal names. Whatever the text, they answer a value or an error that
 //! reads as a message for a person, and what they print they read back.
 
+mod common;
+use common::assert_clear;
+
 use std::time::Duration;
 
 use proptest::prelude::*;
 use zd_core::duration::{format_duration, parse_duration, parse_positive_duration};
 use zd_core::signal::Signal;
-
-/// Not empty, and starts in lower case (a name in capitals may come first).
-fn assert_clear(message: &str) {
-    let first = message.split_whitespace().next().unwrap_or_default();
-    assert!(!first.is_empty(), "empty message: {message:?}");
-    let capitalised = first.chars().next().is_some_and(char::is_uppercase)
-        && first.chars().skip(1).any(char::is_lowercase);
-    assert!(!capitalised, "message starts with a capital: {message:?}");
-}
 
 const UNITS: &[&str] = &[
     "ns", "us", "ms", "s", "sec", "secs", "m", "min", "mins", "h", "hr", "d", "days", "w", "M",
