@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::process::{Target, live_children, target_from_pidfile};
+use super::process::{Target, target_from_pidfile};
 use super::run::{Run, failed, rolled_back, tick};
 use super::{DriverConfig, DriverError};
 use crate::duration::format_duration;
@@ -78,14 +78,18 @@ pub(super) async fn restart(
     };
     run.old_generation = Some(old_generation);
     run.old_pid = Some(old_pid);
-    let old_workers: BTreeSet<i32> = live_children(root.pid).into_iter().collect();
+    // Every child, zombies too: a worker that already exited is not a new one.
+    let old_workers: BTreeSet<i32> = proc::children(root.pid).into_iter().collect();
     root.signal(Signal::Hangup)?;
     run.emit(EventKind::Signalled {
         generation: old_generation,
         pid: root.pid,
         signal: Signal::Hangup.to_string(),
     });
-    let mut announced: Option<Target> = None;
+    // The new worker once seen: its pid, and a hold on it unless it had already exited.
+    // start_server reaps a worker that died only after `--interval`, so a worker that
+    // exits at once is still listed among its children, as a zombie, for that long.
+    let mut announced: Option<(i32, Option<Target>)> = None;
     let mut promoted = false;
     loop {
         if !root.is_alive() {
@@ -100,14 +104,13 @@ pub(super) async fn restart(
             .copied()
             .rfind(|(generation, _)| *generation > old_generation);
         if announced.is_none() {
-            let spawned = live_children(root.pid)
+            let spawned = proc::children(root.pid)
                 .into_iter()
-                .find(|pid| !old_workers.contains(pid))
-                .and_then(Target::open);
-            if let Some(target) = spawned {
+                .find(|pid| !old_workers.contains(pid));
+            if let Some(pid) = spawned {
                 run.new_generation = Some(newest.map_or(old_generation + 1, |(g, _)| g));
-                run.spawned(target.pid);
-                announced = Some(target);
+                run.spawned(pid);
+                announced = Some((pid, Target::open(pid)));
             }
         }
         match newest {
@@ -134,13 +137,12 @@ pub(super) async fn restart(
                 }
             }
             None => {
-                if let Some(target) = &announced {
-                    if !target.is_alive() {
+                if let Some((pid, target)) = &announced {
+                    if !target.as_ref().is_some_and(Target::is_alive) {
                         return Ok(rolled_back(format!(
-                            "the new worker (pid {}) exited within start_server's --interval; \
+                            "the new worker (pid {pid}) exited within start_server's --interval; \
                              the old worker (generation {old_generation}, pid {old_pid}) keeps \
-                             serving, and start_server keeps retrying new workers: see its log",
-                            target.pid
+                             serving, and start_server keeps retrying new workers: see its log"
                         )));
                     }
                 }
