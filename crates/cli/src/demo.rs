@@ -127,9 +127,9 @@ async fn run_demo(
     load.duration = Some(Duration::from_secs(3));
     let config = VerifyConfig {
         load,
-        restarter: Restarter::Control {
+        restarter: Restarter::Service {
             name: name.to_owned(),
-            socket: socket.to_path_buf(),
+            socket: Some(socket.to_path_buf()),
         },
         restarts: args.restarts,
         interval: Duration::from_millis(250),

@@ -5,7 +5,6 @@ pub mod completions;
 mod control;
 pub mod demo;
 pub mod exit;
-mod foreign;
 mod list;
 mod logging;
 mod output;

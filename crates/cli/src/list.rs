@@ -5,11 +5,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use zd_core::config;
 use zd_core::paths;
-use zd_core::proto::{Client, ClientError};
+use zd_core::service::{self, Service, ServiceError, ServiceStatus};
 
 use crate::cli::ListArgs;
 use crate::output::{self, table};
-use crate::status;
 
 /// One row of `zdctl list`; also its `--json` shape (an array of these).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -41,59 +40,51 @@ pub enum ServiceState {
 }
 
 pub async fn list(args: ListArgs) -> anyhow::Result<()> {
+    let found = service::discover();
+    let services: Vec<Service> = found.iter().filter_map(|f| f.service.clone()).collect();
+    let mut statuses: BTreeMap<String, Result<ServiceStatus, ServiceError>> =
+        service::statuses(services)
+            .await
+            .into_iter()
+            .map(|(service, status)| (service.name().to_owned(), status))
+            .collect();
     let mut entries: BTreeMap<String, ServiceEntry> = BTreeMap::new();
-    for found in config::discover() {
-        entries
-            .entry(found.name.clone())
-            .or_insert_with(|| ServiceEntry {
-                name: found.name.clone(),
-                state: ServiceState::Stopped,
-                supervisor_pid: None,
-                active_generation: None,
-                source: Some(found.path.display().to_string()),
-                error: found.error.clone(),
-                driver: None,
-            });
-        if found.error.is_none()
-            && let Ok(Some(config)) = crate::foreign::load(&found.path)
-            && let Some(entry) = entries.get_mut(&found.name)
-        {
-            entry.driver = Some(config.kind.name().to_owned());
-            if let Ok(status) = crate::foreign::status(&config) {
-                entry.state = ServiceState::Running;
-                entry.supervisor_pid = Some(status.supervisor_pid);
-                entry.active_generation = status.active_generation;
-            }
-        }
-    }
-    for name in paths::socket_services() {
-        let entry = entries.entry(name.clone()).or_insert_with(|| ServiceEntry {
-            name: name.clone(),
+    for f in found {
+        let mut entry = ServiceEntry {
+            name: f.name.clone(),
             state: ServiceState::Stopped,
             supervisor_pid: None,
             active_generation: None,
-            source: None,
-            error: None,
-            driver: None,
-        });
-        match Client::connect(&paths::control_socket(&name)).await {
-            Ok(mut client) => match status::fetch(&mut client, &name).await {
-                Ok(status) => {
-                    entry.state = ServiceState::Running;
-                    entry.supervisor_pid = Some(status.supervisor_pid);
-                    entry.active_generation = status.active_generation;
-                    if entry.source.is_none() {
-                        entry.source = status.config_path;
-                    }
+            source: f.file.as_ref().map(|p| p.display().to_string()),
+            error: f.error.clone(),
+            driver: f
+                .service
+                .as_ref()
+                .and_then(Service::driver)
+                .map(str::to_owned),
+        };
+        match statuses.remove(&f.name) {
+            Some(Ok(status)) => {
+                entry.state = ServiceState::Running;
+                entry.supervisor_pid = Some(status.status.supervisor_pid);
+                entry.active_generation = status.status.active_generation;
+                if entry.source.is_none() {
+                    entry.source = status.status.config_path;
                 }
-                Err(e) => {
-                    entry.state = ServiceState::Running;
-                    tracing::warn!(service = %name, "status failed: {e:#}");
-                }
-            },
-            Err(ClientError::NotRunning { .. }) => entry.state = ServiceState::Stale,
-            Err(e) => tracing::warn!(service = %name, "cannot reach the supervisor: {e}"),
+            }
+            // A control socket nothing answers on: a supervisor died without cleaning up.
+            Some(Err(ServiceError::NoSuchService { .. } | ServiceError::NotRunning { .. }))
+                if paths::control_socket(&f.name).exists() && entry.driver.is_none() =>
+            {
+                entry.state = ServiceState::Stale;
+            }
+            Some(Err(err)) if !err.is_not_running() => {
+                entry.state = ServiceState::Running;
+                tracing::warn!(service = %f.name, "status failed: {err:#}");
+            }
+            _ => {}
         }
+        entries.insert(f.name, entry);
     }
     let entries: Vec<ServiceEntry> = entries.into_values().collect();
     if args.json {

@@ -1,6 +1,8 @@
-//! `zdctl restart NAME`: asks the supervisor for a restart and follows it phase by phase.
+//! `zdctl restart NAME`: restarts a service, whoever runs it, and follows it phase by
+//! phase.
 
-use zd_core::proto::{Event, EventKind, Op, Reply, ReplyResult, RestartOutcome, RestartReport};
+use zd_core::proto::{Event, EventKind, RestartOutcome, RestartReport};
+use zd_core::service::{RestartOptions, Restarted};
 
 use crate::cli::{RestartArgs, Wait};
 use crate::control;
@@ -10,71 +12,50 @@ use crate::progress::Progress;
 
 pub async fn restart(args: RestartArgs) -> anyhow::Result<()> {
     let name = args.name.as_str();
-    control::check_name(name)?;
-    if let Some(config) = crate::foreign::driver_for(name)? {
-        return crate::foreign::restart(&config, &args).await;
-    }
-    let mut client = control::connect(name).await?;
-    let op = Op::Restart {
-        ready_timeout_ms: args
-            .timeout
-            .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-        attach: args.attach,
+    let service = control::open(name)?;
+    let title = match service.driver() {
+        Some(driver) => format!("restarting '{name}' (driver {driver})"),
+        None => format!("restarting '{name}'"),
     };
-    let progress = Progress::new(args.json, &format!("restarting '{name}'"));
-    let id = client
-        .send(op)
-        .await
-        .map_err(|e| control::client_error(name, e))?;
-    loop {
-        let reply = client
-            .next_reply()
-            .await
-            .map_err(|e| control::client_error(name, e))?;
-        match reply {
-            Reply::Event { id: rid, event, .. } if rid == id => {
-                if args.json {
-                    output::json_line(&event)?;
-                }
-                progress.event(&event);
-                if args.wait == Wait::Ready
-                    && let EventKind::Promoted { generation, pid } = event.kind
-                {
-                    progress.finish();
-                    return promoted(name, &event, generation, pid, args.json);
-                }
+    let progress = Progress::new(args.json, &title);
+    let options = RestartOptions {
+        timeout: args.timeout,
+        attach: args.attach,
+        until_promoted: args.wait == Wait::Ready,
+    };
+    let mut write_error = None;
+    let result = service
+        .restart(options, |event| {
+            if args.json && write_error.is_none() {
+                write_error = output::json_line(event).err();
             }
-            Reply::Event { .. } => {}
-            Reply::Result {
-                id: rid, result, ..
-            } if rid == id || rid == 0 => {
-                progress.finish();
-                return match *result {
-                    ReplyResult::Restart(report) => finished(name, &report, args.json),
-                    other => Err(control::unexpected(name, &other)),
-                };
+            progress.event(event);
+        })
+        .await;
+    progress.finish();
+    if let Some(err) = write_error {
+        return Err(err);
+    }
+    match result {
+        Ok(Restarted::Finished(report)) => finished(name, &report, args.json),
+        Ok(Restarted::Promoted(event)) => promoted(name, &event, args.json),
+        Err(err) => {
+            if args.json {
+                output::json_line(&serde_json::json!({ "error": err.to_string() }))?;
             }
-            Reply::Error { id: rid, error, .. } if rid == id || rid == 0 => {
-                progress.finish();
-                if args.json {
-                    output::json_line(&serde_json::json!({ "error": error }))?;
-                }
-                return Err(control::reply_error(name, &error));
-            }
-            _ => {}
+            Err(control::service_error(err))
         }
     }
 }
 
 /// `--wait ready`: the new generation serves alone; the supervisor drains the old one
 /// whether or not we stay connected.
-fn promoted(
-    name: &str,
-    event: &Event,
-    generation: u64,
-    pid: i32,
-    json: bool,
-) -> anyhow::Result<()> {
+fn promoted(name: &str, event: &Event, json: bool) -> anyhow::Result<()> {
+    let EventKind::Promoted { generation, pid } = event.kind else {
+        return Err(ExitError::failure(format!(
+            "the restart of '{name}' ended on an event that is not 'promoted'"
+        )));
+    };
     if json {
         return Ok(());
     }

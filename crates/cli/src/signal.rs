@@ -1,7 +1,8 @@
-//! `zdctl signal NAME SIGNAL`: forwards a signal to the active generation. The name was
-//! checked by clap with [`zd_core::signal::Signal`], so a typo never reaches the supervisor.
+//! `zdctl signal NAME SIGNAL`: sends a signal to the active generation's main process,
+//! whoever runs the service. The name was checked by clap with
+//! [`zd_core::signal::Signal`], so a typo never reaches a process.
 
-use zd_core::proto::{EventKind, Op, ReplyResult};
+use zd_core::proto::ReplyResult;
 
 use crate::cli::SignalArgs;
 use crate::control;
@@ -9,37 +10,21 @@ use crate::output;
 
 pub async fn signal(args: SignalArgs) -> anyhow::Result<()> {
     let name = args.name.as_str();
-    let mut client = control::connect(name).await?;
-    let mut delivered = None;
-    let reply = client
-        .call(
-            Op::Signal {
-                signal: args.signal.to_string(),
-            },
-            |event| {
-                if let EventKind::Signalled {
-                    generation, pid, ..
-                } = &event.kind
-                {
-                    delivered = Some((*generation, *pid));
-                }
-            },
-        )
+    let service = control::open(name)?;
+    let delivered = service
+        .signal(args.signal)
         .await
-        .map_err(|e| control::client_error(name, e))?;
-    match control::into_result(name, reply)? {
-        ReplyResult::Done { message } => {
-            if args.json {
-                return output::json_line(&ReplyResult::Done { message });
-            }
-            let whom = match delivered {
-                Some((generation, pid)) => {
-                    format!("generation {generation} of '{name}' (pid {pid})")
-                }
-                None => format!("the active generation of '{name}'"),
-            };
-            output::line(&format!("sent {} to {whom}", args.signal))
+        .map_err(control::service_error)?;
+    let whom = match (delivered.generation, delivered.pid) {
+        (Some(generation), Some(pid)) => {
+            format!("generation {generation} of '{name}' (pid {pid})")
         }
-        other => Err(control::unexpected(name, &other)),
+        _ => format!("the active generation of '{name}'"),
+    };
+    let message = format!("sent {} to {whom}", args.signal);
+    if args.json {
+        output::json_line(&ReplyResult::Done { message })
+    } else {
+        output::line(&message)
     }
 }

@@ -6,9 +6,8 @@ use std::time::SystemTime;
 
 use zd_core::inspect::{InspectError, Inspector, Snapshot, SocketSource};
 use zd_core::paths;
-use zd_core::proto::{
-    Client, ClientError, GenerationState, Op, ReplyResult, RestartOutcome, Status,
-};
+use zd_core::proto::{GenerationState, RestartOutcome};
+use zd_core::service::{self, ServiceStatus};
 
 use crate::cli::StatusArgs;
 use crate::control;
@@ -17,56 +16,38 @@ use crate::output::{self, age, exit_status, millis, table};
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     match &args.name {
         Some(name) => {
-            control::check_name(name)?;
-            if let Some(config) = crate::foreign::driver_for(name)? {
-                let status = crate::foreign::status(&config)?;
-                return if args.json {
-                    let snapshot = Inspector::new(SocketSource::default())
-                        .snapshot_tree(name, status.supervisor_pid);
-                    output::json_pretty(&with_snapshot(
-                        crate::foreign::json(&config, &status)?,
-                        snapshot,
-                    ))
-                } else {
-                    output::text(&crate::foreign::render(&config, &status, SystemTime::now()))
-                };
-            }
-            let mut client = control::connect(name).await?;
-            let status = fetch(&mut client, name).await?;
+            let service = control::open(name)?;
+            let status = service.status().await.map_err(control::service_error)?;
             if args.json {
-                let snapshot = Inspector::new(SocketSource::default()).snapshot_native(&status);
+                let snapshot =
+                    service.snapshot(&mut Inspector::new(SocketSource::default()), &status.status);
                 output::json_pretty(&with_snapshot(serde_json::to_value(&status)?, snapshot))
             } else {
                 output::text(&render(&status, SystemTime::now()))
             }
         }
         None => {
-            let all = running().await?;
-            let foreign = crate::foreign::running();
-            if args.json {
-                let mut values = Vec::new();
-                for status in &all {
-                    values.push(serde_json::to_value(status)?);
+            let mut all = Vec::new();
+            for (service, status) in service::running().await {
+                match status {
+                    Ok(status) => all.push(status),
+                    Err(err) => {
+                        tracing::warn!(service = %service.name(), "status failed: {err:#}");
+                    }
                 }
-                for (config, status) in &foreign {
-                    values.push(crate::foreign::json(config, status)?);
-                }
-                return output::json_pretty(&values);
             }
-            if all.is_empty() && foreign.is_empty() {
+            if args.json {
+                return output::json_pretty(&all);
+            }
+            if all.is_empty() {
                 return output::line(&format!(
-                    "no service is running (no supervisor answers in '{}'); start one with \
-                     'zdctl run'",
+                    "no service is running (no supervisor answers in '{}', and no driven \
+                     service's supervisor runs); start one with 'zdctl run'",
                     paths::runtime_dir().display()
                 ));
             }
             let now = SystemTime::now();
-            let mut blocks: Vec<String> = all.iter().map(|s| render(s, now)).collect();
-            blocks.extend(
-                foreign
-                    .iter()
-                    .map(|(config, s)| crate::foreign::render(config, s, now)),
-            );
+            let blocks: Vec<String> = all.iter().map(|s| render(s, now)).collect();
             output::text(&blocks.join("\n"))
         }
     }
@@ -98,43 +79,23 @@ fn with_snapshot(
     value
 }
 
-/// Asks a connected supervisor for its status.
-pub(crate) async fn fetch(client: &mut Client, name: &str) -> anyhow::Result<Status> {
-    let reply = client
-        .call(Op::Status, |_| {})
-        .await
-        .map_err(|e| control::client_error(name, e))?;
-    match control::into_result(name, reply)? {
-        ReplyResult::Status(status) => Ok(*status),
-        other => Err(control::unexpected(name, &other)),
-    }
-}
-
-/// The status of every service whose supervisor answers; stale sockets are skipped.
-async fn running() -> anyhow::Result<Vec<Status>> {
-    let mut all = Vec::new();
-    for name in paths::socket_services() {
-        match Client::connect(&paths::control_socket(&name)).await {
-            Ok(mut client) => all.push(fetch(&mut client, &name).await?),
-            Err(ClientError::NotRunning { .. }) => {
-                tracing::debug!(service = %name, "skipping a stale control socket");
-            }
-            Err(e) => return Err(control::client_error(&name, e)),
-        }
-    }
-    Ok(all)
-}
-
-/// The human form of one status, as of `now`.
-pub fn render(status: &Status, now: SystemTime) -> String {
+/// The human form of one status, as of `now`. A driven service names its driver and its
+/// supervisor's program; its counters are the restarts zdctl made (a driver does not watch
+/// the service between restarts, so it counts no crashes and does not say so).
+pub fn render(service: &ServiceStatus, now: SystemTime) -> String {
+    let status = &service.status;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "service '{}': supervisor pid {}, up {}",
+        "service '{}': {} pid {}, up {}",
         status.service,
+        service.driver.as_deref().unwrap_or("supervisor"),
         status.supervisor_pid,
         age(status.started_unix_ms, now)
     );
+    if let Some(driver) = &service.driver {
+        let _ = writeln!(out, "  driver: {driver}");
+    }
     if let Some(path) = &status.config_path {
         let _ = writeln!(out, "  config: {path}");
     }
@@ -197,11 +158,15 @@ pub fn render(status: &Status, now: SystemTime) -> String {
     out.push('\n');
 
     let r = &status.restarts;
-    let _ = writeln!(
+    let _ = write!(
         out,
-        "  restarts: {} requested, {} completed, {} rolled back, {} failed; {} crashes",
-        r.requested, r.completed, r.rolled_back, r.failed, r.crashes
+        "  restarts: {} requested, {} completed, {} rolled back, {} failed",
+        r.requested, r.completed, r.rolled_back, r.failed
     );
+    if service.driver.is_none() {
+        let _ = write!(out, "; {} crashes", r.crashes);
+    }
+    out.push('\n');
     if let Some(last) = &status.last_restart {
         let outcome = match &last.outcome {
             RestartOutcome::Completed => "completed".to_owned(),
@@ -240,7 +205,9 @@ fn indent(text: &str) -> String {
 mod tests {
     use super::*;
     use std::time::Duration;
-    use zd_core::proto::{ExitInfo, GenerationInfo, ListenerInfo, RestartCounters, RestartReport};
+    use zd_core::proto::{
+        ExitInfo, GenerationInfo, ListenerInfo, RestartCounters, RestartReport, Status,
+    };
 
     const NOW_MS: u64 = 1_800_000_000_000;
 
@@ -312,6 +279,10 @@ service 'api': supervisor pid 1200, up 2h13m
   restarts: 3 requested, 2 completed, 1 rolled back, 0 failed; 0 crashes
   last restart: #3 completed, generation 7 → 8 in 412ms
 ";
-        assert_eq!(render(&fixed(), now), expected);
+        let status = ServiceStatus {
+            status: fixed(),
+            driver: None,
+        };
+        assert_eq!(render(&status, now), expected);
     }
 }

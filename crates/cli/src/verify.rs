@@ -12,8 +12,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use zd_core::duration::parse_duration;
-use zd_core::paths;
-use zd_core::proto::ClientError;
 use zd_load::load::{ConnectionMode, LiveCounters, LoadConfig, Target};
 use zd_load::verify::{self, Restarter, VerifyConfig, VerifyError};
 
@@ -117,10 +115,11 @@ pub fn config_of(args: &VerifyArgs) -> anyhow::Result<VerifyConfig> {
             command: command.clone(),
         },
         (None, Some(name)) => {
-            control::check_name(name)?;
-            Restarter::Control {
+            // Fails early on a bad name or an invalid driver file.
+            control::open(name)?;
+            Restarter::Service {
                 name: name.clone(),
-                socket: paths::control_socket(name),
+                socket: None,
             }
         }
         (None, None) => {
@@ -188,17 +187,10 @@ pub async fn run(
     result.map_err(|e| error_of(label, e))
 }
 
-/// Exit codes: the supervisor not answering is 3, like every other command.
+/// Exit codes: a service that is not running is 3, like every other command.
 fn error_of(label: &str, err: VerifyError) -> anyhow::Error {
     match err {
-        VerifyError::Control {
-            name,
-            source: ClientError::NotRunning { path, .. },
-        } => ExitError::not_running(format!(
-            "service '{name}' is not running: no supervisor answers on '{}'; start it with \
-             'zdctl run {name}'",
-            path.display()
-        )),
+        VerifyError::Service(err) => control::service_error(err),
         other => anyhow::Error::new(other).context(format!("verifying {label} failed")),
     }
 }

@@ -209,32 +209,83 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// Reads, parses and validates a service file: a regular file (symlinks are followed) of
-/// at most [`MAX_FILE_SIZE`] bytes; see [`read_service_file`].
-pub fn load_file(path: &Path) -> Result<ServiceConfig, ConfigError> {
-    let text = read_service_file(path)?;
-    load_str(&text, path)
+/// What a service file describes: a service `zdctl run` supervises, or one a foreign
+/// supervisor runs and zdctl drives (`driver:`).
+#[derive(Debug)]
+pub enum ServiceFile {
+    Native(Box<ServiceConfig>),
+    /// A file for `zdctl run` that cannot be used as it is: a running supervisor keeps its
+    /// last good configuration, and says why at the next restart.
+    BrokenNative(ConfigError),
+    Driver(Box<crate::driver::DriverConfig>),
 }
 
-/// Parses and validates the text of the service file at `path`.
-fn load_str(text: &str, path: &Path) -> Result<ServiceConfig, ConfigError> {
-    let config = parse_str(text, path)?;
-    validate::validate(&config, Some(text))?;
-    Ok(config)
-}
-
-/// Parses service file text; `source` names the file in errors, gives the default name
-/// (its stem) and the directory relative paths resolve against. Checks every value, but
-/// not the filesystem: see [`ServiceConfig::validate`].
-pub fn parse_str(text: &str, source: &Path) -> Result<ServiceConfig, ConfigError> {
-    let at = |line, column| Location::new(Some(source.to_owned()), line, column);
-    if crate::driver::names_driver(text) {
-        return Err(ConfigError::invalid(
-            at(1, 1),
-            "this service names a `driver:`: its own supervisor runs it, not 'zdctl run'; use \
-             'zdctl restart' and 'zdctl status' on it (see docs/drivers.md)",
-        ));
+impl ServiceFile {
+    /// The service's name, when the file can be used.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            ServiceFile::Native(config) => Some(&config.name),
+            ServiceFile::Driver(config) => Some(&config.name),
+            ServiceFile::BrokenNative(_) => None,
+        }
     }
+}
+
+/// Reads a service file and tells what it describes; a native service is validated (see
+/// [`ServiceConfig::validate`]). An error means the file cannot be read, or names a driver
+/// but is invalid; a native file that is invalid is [`ServiceFile::BrokenNative`].
+pub fn load_any(path: &Path) -> Result<ServiceFile, ConfigError> {
+    let text = read_service_file(path)?;
+    Ok(match parse_any(&text, path)? {
+        ServiceFile::Native(config) => match validate::validate(&config, Some(&text)) {
+            Ok(()) => ServiceFile::Native(config),
+            Err(err) => ServiceFile::BrokenNative(err),
+        },
+        other => other,
+    })
+}
+
+/// Parses service file text, checking every value but not the filesystem. This is the one
+/// place that looks for `driver:`.
+pub fn parse_any(text: &str, source: &Path) -> Result<ServiceFile, ConfigError> {
+    if crate::driver::names_driver(text) {
+        return crate::driver::parse_str(text, source).map(|c| ServiceFile::Driver(Box::new(c)));
+    }
+    Ok(match parse_native(text, source) {
+        Ok(config) => ServiceFile::Native(Box::new(config)),
+        Err(err) => ServiceFile::BrokenNative(err),
+    })
+}
+
+/// Reads, parses and validates a service file for `zdctl run`: a regular file (symlinks
+/// are followed) of at most [`MAX_FILE_SIZE`] bytes; see [`read_service_file`].
+pub fn load_file(path: &Path) -> Result<ServiceConfig, ConfigError> {
+    native(load_any(path)?, path)
+}
+
+/// The native config of a file, or why `zdctl run` cannot use it.
+fn native(file: ServiceFile, source: &Path) -> Result<ServiceConfig, ConfigError> {
+    match file {
+        ServiceFile::Native(config) => Ok(*config),
+        ServiceFile::BrokenNative(err) => Err(err),
+        ServiceFile::Driver(_) => Err(ConfigError::invalid(
+            Location::new(Some(source.to_owned()), 1, 1),
+            "this service names a `driver:`: its own supervisor runs it, not 'zdctl run'; use \
+             'zdctl restart', 'zdctl status' and 'zdctl top' on it (see docs/drivers.md)",
+        )),
+    }
+}
+
+/// Parses service file text for `zdctl run`; `source` names the file in errors, gives the
+/// default name (its stem) and the directory relative paths resolve against. Checks every
+/// value, but not the filesystem: see [`ServiceConfig::validate`]. A file that names a
+/// `driver:` is refused with what to use instead.
+pub fn parse_str(text: &str, source: &Path) -> Result<ServiceConfig, ConfigError> {
+    native(parse_any(text, source)?, source)
+}
+
+fn parse_native(text: &str, source: &Path) -> Result<ServiceConfig, ConfigError> {
+    let at = |line, column| Location::new(Some(source.to_owned()), line, column);
     if text.trim().is_empty() {
         return Err(ConfigError::invalid(
             at(1, 1),

@@ -41,6 +41,7 @@ pub use status::{root_pid, status};
 pub use systemd::{UnitState, parse_show};
 
 use crate::proto::{Event, RestartReport};
+use crate::signal::Signal;
 
 /// Why a driver could not even try: the service is not running, or the pid or socket it
 /// was given is not what the service file says it should be. A restart that was tried and
@@ -196,6 +197,34 @@ pub async fn restart(
     }
 }
 
+/// Sends `signal` to the main process of the active generation of a foreign service, and
+/// says which (generation, pid) it was. The process is held by a pidfd before the service's
+/// processes are read again, so a pid that was recycled in between is never signalled.
+pub fn signal_active(config: &DriverConfig, signal: Signal) -> Result<(u64, i32), DriverError> {
+    let active = |status: &crate::proto::Status| {
+        status
+            .generations
+            .iter()
+            .find(|g| g.state == crate::proto::GenerationState::Active)
+            .map(|g| (g.generation, g.pid))
+    };
+    let not_running = |reason: String| DriverError::NotRunning {
+        path: config.source.clone(),
+        reason,
+    };
+    let (generation, pid) = active(&status(config)?)
+        .ok_or_else(|| not_running("no generation of the service is active".to_owned()))?;
+    let target = process::Target::open(pid)
+        .ok_or_else(|| not_running(format!("generation {generation} (pid {pid}) just exited")))?;
+    if active(&status(config)?) != Some((generation, pid)) {
+        return Err(not_running(format!(
+            "generation {generation} (pid {pid}) stopped being the active one; try again"
+        )));
+    }
+    target.signal(signal)?;
+    Ok((generation, pid))
+}
+
 /// Follows the restart of a foreign service that another zdctl runs (`--attach`): waits
 /// up to `timeout` for it to release the lock, then returns its report from the record.
 /// `restart` is the number [`DriverError::Busy`] gave, when it gave one.
@@ -211,7 +240,8 @@ pub async fn follow(
         _ => Err(DriverError::NotRunning {
             path: record::path_in(&crate::paths::runtime_dir(), &config.name),
             reason: format!(
-                "the restart{} ended before it tried anything (the service may not be                  running; see that restart's output)",
+                "the restart{} ended before it tried anything (the service may not be \
+                 running; see that restart's output)",
                 restart.map(|n| format!(" #{n}")).unwrap_or_default()
             ),
         }),

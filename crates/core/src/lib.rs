@@ -12,6 +12,7 @@ pub mod pidfile;
 pub mod proc;
 pub mod proto;
 pub mod ready;
+pub mod service;
 pub mod signal;
 mod stamp;
 pub mod supervisor;

@@ -31,7 +31,6 @@ use std::time::{Duration, Instant};
 
 use zd_core::inspect::AcceptQueue;
 use zd_core::proc::ProcError;
-use zd_core::proto::ClientError;
 
 use crate::load::{self, Endpoint, LiveCounters, LoadConfig, LoadError, LoadReport, StopSignal};
 
@@ -56,12 +55,8 @@ pub struct VerifyConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum VerifyError {
-    #[error("cannot restart '{name}' through its supervisor")]
-    Control {
-        name: String,
-        #[source]
-        source: ClientError,
-    },
+    #[error(transparent)]
+    Service(#[from] zd_core::service::ServiceError),
     #[error("cannot run the restart command '{command}'")]
     Command {
         command: String,

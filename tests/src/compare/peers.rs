@@ -190,8 +190,8 @@ pub fn start(peer: &Peer) -> Result<Running, Unavailable> {
                     q(&me)
                 ))
             } else {
-                Restarter::Control {
-                    socket: d.join(format!("{name}.sock")),
+                Restarter::Service {
+                    socket: Some(d.join(format!("{name}.sock"))),
                     name,
                 }
             };

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{ConfigError, load_str, read_service_file};
+use super::{ConfigError, ServiceFile, load_any, read_service_file};
 
 /// A service file found by [`discover`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +68,7 @@ fn discover_in(dirs: &[PathBuf]) -> Vec<DiscoveredService> {
     let mut found: Vec<DiscoveredService> = dirs
         .iter()
         .flat_map(|dir| service_files(dir))
-        .map(|path| match load_any(&path) {
+        .map(|path| match name_of(&path) {
             Ok(name) => DiscoveredService {
                 name,
                 path,
@@ -86,12 +86,11 @@ fn discover_in(dirs: &[PathBuf]) -> Vec<DiscoveredService> {
 }
 
 /// A service file for `zdctl run`, or a foreign service's (`driver:`): its name.
-fn load_any(path: &Path) -> Result<String, ConfigError> {
-    let text = read_service_file(path)?;
-    if crate::driver::names_driver(&text) {
-        return crate::driver::parse_str(&text, path).map(|c| c.name);
+fn name_of(path: &Path) -> Result<String, ConfigError> {
+    match load_any(path)? {
+        ServiceFile::BrokenNative(err) => Err(err),
+        file => Ok(file.name().unwrap_or_default().to_owned()),
     }
-    load_str(&text, path).map(|c| c.name)
 }
 
 /// `*.yaml` and `*.yml` entries in `dir`, sorted; a missing directory has none. Anything

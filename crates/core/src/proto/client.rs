@@ -360,17 +360,35 @@ impl Client {
         op: Op,
         mut on_event: impl FnMut(&Event),
     ) -> Result<Reply, ClientError> {
+        let reply = self
+            .call_until(op, |event| {
+                on_event(event);
+                std::ops::ControlFlow::Continue(())
+            })
+            .await?;
+        Ok(reply.expect("the call was never broken off"))
+    }
+
+    /// [`Client::call`] that `on_event` may break off: then `None`, and the request's later
+    /// lines are left unread. This is the one loop that reads a request's answer.
+    pub async fn call_until(
+        &mut self,
+        op: Op,
+        mut on_event: impl FnMut(&Event) -> std::ops::ControlFlow<()>,
+    ) -> Result<Option<Reply>, ClientError> {
         let id = self.send(op).await?;
         loop {
             let reply = self.next_reply().await?;
             match &reply {
-                Reply::Event { id: rid, event, .. } if *rid == id => on_event(event),
+                Reply::Event { id: rid, event, .. } if *rid == id && on_event(event).is_break() => {
+                    return Ok(None);
+                }
                 Reply::Event { .. } => {}
                 // A connection-level error (id 0) also ends the call.
                 Reply::Result { id: rid, .. } | Reply::Error { id: rid, .. }
                     if *rid == id || *rid == 0 =>
                 {
-                    return Ok(reply);
+                    return Ok(Some(reply));
                 }
                 _ => {}
             }

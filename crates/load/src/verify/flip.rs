@@ -1,10 +1,10 @@
-//! One restart of the service under test, by the supervisor's control socket
+//! One restart of the service under test, whoever runs it (`zd_core::service`),
 //! or by a shell command.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
-use zd_core::proto::{Client, ClientError, Op, Reply, ReplyResult, RestartOutcome};
+use zd_core::proto::RestartOutcome;
+use zd_core::service::{RestartOptions, Restarted, Service};
 
 use super::VerifyError;
 
@@ -12,8 +12,14 @@ use super::VerifyError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Restarter {
-    /// `restart` over the control socket of our supervisor, as `zdctl restart` does.
-    Control { name: String, socket: PathBuf },
+    /// The service's restart, as `zdctl restart NAME` does it: over our supervisor's
+    /// control socket, or through the driver of a foreign supervisor.
+    /// `socket` reaches a supervisor whose control socket is not where the name puts it
+    /// (a private runtime directory, as `zdctl demo` uses).
+    Service {
+        name: String,
+        socket: Option<std::path::PathBuf>,
+    },
     /// `sh -c COMMAND`; exit status 0 means the flip is done. This is how other
     /// supervisors and naive restarts are measured.
     Command { command: String },
@@ -32,7 +38,7 @@ impl Restarter {
     /// The service name, or the restart command: what the report names.
     pub fn label(&self) -> String {
         match self {
-            Restarter::Control { name, .. } => name.clone(),
+            Restarter::Service { name, .. } => name.clone(),
             Restarter::Command { command } => command.clone(),
         }
     }
@@ -44,27 +50,24 @@ impl Restarter {
     pub(crate) async fn flip(&self) -> Result<FlipResult, VerifyError> {
         let requested = Instant::now();
         let problem = match self {
-            Restarter::Control { name, socket } => {
-                let mut client =
-                    Client::connect(socket)
-                        .await
-                        .map_err(|source| VerifyError::Control {
-                            name: name.clone(),
-                            source,
-                        })?;
-                let op = Op::Restart {
-                    ready_timeout_ms: None,
-                    attach: false,
+            Restarter::Service { name, socket } => {
+                let service = match socket {
+                    Some(socket) => Service::supervised_at(name, socket),
+                    None => Service::open(name)?,
                 };
-                let reply =
-                    client
-                        .call(op, |_| {})
-                        .await
-                        .map_err(|source| VerifyError::Control {
-                            name: name.clone(),
-                            source,
-                        })?;
-                control_problem(name, reply)?
+                match service.restart(RestartOptions::default(), |_| {}).await {
+                    Ok(Restarted::Finished(report)) => match report.outcome {
+                        RestartOutcome::Completed => None,
+                        RestartOutcome::RolledBack { reason } => {
+                            Some(format!("rolled back: {reason}"))
+                        }
+                        RestartOutcome::Failed { reason } => Some(format!("failed: {reason}")),
+                    },
+                    Ok(Restarted::Promoted(_)) => None,
+                    // Not running, no such service: verifying cannot go on.
+                    Err(err) if err.is_not_running() => return Err(err.into()),
+                    Err(err) => Some(format!("refused: {err}")),
+                }
             }
             Restarter::Command { command } => {
                 let status = tokio::process::Command::new("/bin/sh")
@@ -86,25 +89,5 @@ impl Restarter {
             finished: Instant::now(),
             problem,
         })
-    }
-}
-
-fn control_problem(name: &str, reply: Reply) -> Result<Option<String>, VerifyError> {
-    match reply {
-        Reply::Result { result, .. } => match *result {
-            ReplyResult::Restart(report) => Ok(match report.outcome {
-                RestartOutcome::Completed => None,
-                RestartOutcome::RolledBack { reason } => Some(format!("rolled back: {reason}")),
-                RestartOutcome::Failed { reason } => Some(format!("failed: {reason}")),
-            }),
-            other => Err(VerifyError::Control {
-                name: name.to_owned(),
-                source: ClientError::Protocol {
-                    detail: format!("unexpected answer to restart: {other:?}"),
-                },
-            }),
-        },
-        Reply::Error { error, .. } => Ok(Some(format!("refused: {}", error.message))),
-        Reply::Event { .. } => Ok(Some("an event where a result was expected".to_owned())),
     }
 }

@@ -1,0 +1,712 @@
+//! What a service name means, for every command.
+//!
+//! A name is a service run by our own supervisor (`zdctl run`, reached over its control
+//! socket) or one a foreign supervisor runs and a driver works (`driver:` in its file).
+//! [`Service::open`] decides which, once; then `status`, `restart`, `stop`, `signal` and
+//! `snapshot` work the same for both, with one event stream ([`Event`]), one report
+//! ([`RestartReport`]) and one error type ([`ServiceError`]). Every call has a deadline:
+//! the control client's for native services, the driver's `timeout:` (or the caller's)
+//! for restarts, [`STATUS_DEADLINE`] for reading a foreign service from /proc.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::{self, ConfigError, ServiceFile};
+use crate::driver::{self, DriverConfig, DriverError};
+use crate::inspect::{InspectError, Inspector, Snapshot};
+use crate::paths;
+use crate::proto::{
+    Client, ClientError, ErrorKind, ErrorReply, Event, EventKind, Op, Reply, ReplyResult,
+    RestartReport, Status,
+};
+use crate::signal::Signal;
+
+/// How long reading a foreign service's status from /proc (or from `systemctl`) may take.
+pub const STATUS_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A service, found by name or in the config directories and runtime directory.
+#[derive(Debug, Clone)]
+pub struct Service {
+    name: String,
+    runner: Runner,
+    /// The service file, when one was found.
+    file: Option<PathBuf>,
+    /// The directories looked in, when no file was found (for "no such service").
+    searched: Option<Vec<PathBuf>>,
+}
+
+/// Who runs a service.
+#[derive(Debug, Clone)]
+pub enum Runner {
+    /// Our supervisor, reached on this control socket.
+    Supervisor { socket: PathBuf },
+    /// A foreign supervisor, worked by this driver.
+    Driver(Box<DriverConfig>),
+}
+
+/// What a restart asks for beyond the defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RestartOptions {
+    /// The readiness deadline (native) or the whole restart's (driver); the service's
+    /// own when `None`.
+    pub timeout: Option<Duration>,
+    /// When another restart runs, follow it instead of failing with [`ServiceError::Busy`].
+    pub attach: bool,
+    /// Return as soon as the new generation is promoted (native services: the supervisor
+    /// drains the old one on its own). A driver runs in this process, so its restart is
+    /// always followed to the end.
+    pub until_promoted: bool,
+}
+
+/// How a restart call ended.
+#[derive(Debug, Clone)]
+pub enum Restarted {
+    /// The restart ran to its end: completed, rolled back or failed, as the report says.
+    Finished(RestartReport),
+    /// [`RestartOptions::until_promoted`]: the `promoted` event.
+    Promoted(Box<Event>),
+}
+
+/// The status of a service, whoever runs it: the native shape, and the driver's name for
+/// a foreign one. This is also the `--json` shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceStatus {
+    #[serde(flatten)]
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+}
+
+/// Where a signal went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signalled {
+    pub generation: Option<u64>,
+    pub pid: Option<i32>,
+}
+
+/// How an error should end a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The request itself is wrong (exit 2).
+    Usage,
+    /// The service is not running, or there is no such service (exit 3).
+    NotRunning,
+    /// The service was reached and something failed (exit 1).
+    Failure,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    #[error("invalid service name '{name}'; use letters, digits, '-', '_', '.' or '@', like 'api'")]
+    InvalidName { name: String },
+    #[error(transparent)]
+    Config(ConfigError),
+    #[error("{}", no_such_service(name, searched, &paths::runtime_dir()))]
+    NoSuchService {
+        name: String,
+        searched: Vec<PathBuf>,
+    },
+    #[error(
+        "service '{name}' is not running: no supervisor answers on '{}'; start it with \
+         'zdctl run {name}'",
+        socket.display()
+    )]
+    NotRunning { name: String, socket: PathBuf },
+    #[error(
+        "a restart of '{name}' is already running{}; wait for it, or follow it with \
+         'zdctl restart {name} --attach'",
+        restart.map(|n| format!(" (restart #{n})")).unwrap_or_default()
+    )]
+    Busy { name: String, restart: Option<u64> },
+    #[error("the supervisor of '{name}' refused: {message}")]
+    Refused { name: String, message: String },
+    #[error("the supervisor of '{name}' closed the connection before answering; check its log")]
+    Closed { name: String },
+    /// Whole sentences that name the socket and what to do.
+    #[error("cannot control '{name}': {reason}")]
+    Unreachable { name: String, reason: ClientError },
+    #[error("talking to the supervisor of '{name}' failed")]
+    Client {
+        name: String,
+        #[source]
+        source: ClientError,
+    },
+    #[error("the supervisor of '{name}' sent an unexpected answer: {detail}")]
+    Unexpected { name: String, detail: String },
+    /// The driver's error says it all; its causes follow it.
+    #[error("'{name}': {error}")]
+    Driver { name: String, error: DriverError },
+    #[error("'{name}' is run by {driver}, not by 'zdctl run', so zdctl cannot {what} it; {hint}")]
+    Unsupported {
+        name: String,
+        driver: &'static str,
+        what: &'static str,
+        hint: String,
+    },
+    #[error(
+        "the supervisor of '{name}' (pid {pid}) answered 'stopped' but did not exit within \
+         {}s; its listeners may still be open: check 'zdctl status {name}' and its log",
+        waited.as_secs()
+    )]
+    StillRunning {
+        name: String,
+        pid: i32,
+        waited: Duration,
+    },
+    #[error("reading the status of '{name}' took longer than {}s", STATUS_DEADLINE.as_secs())]
+    StatusDeadline { name: String },
+}
+
+impl ServiceError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            ServiceError::InvalidName { .. }
+            | ServiceError::Config(_)
+            | ServiceError::Unsupported { .. } => ErrorClass::Usage,
+            ServiceError::NoSuchService { .. } | ServiceError::NotRunning { .. } => {
+                ErrorClass::NotRunning
+            }
+            ServiceError::Driver { error, .. } if error.is_not_running() => ErrorClass::NotRunning,
+            _ => ErrorClass::Failure,
+        }
+    }
+
+    /// Whether the error only says the service is not running (a listing skips it).
+    pub fn is_not_running(&self) -> bool {
+        self.class() == ErrorClass::NotRunning
+    }
+}
+
+/// The message for a name that has neither a service file nor a supervisor.
+pub fn no_such_service(name: &str, searched: &[PathBuf], runtime: &Path) -> String {
+    let dirs: Vec<String> = searched
+        .iter()
+        .map(|d| format!("'{}'", d.display()))
+        .collect();
+    let dirs = if dirs.is_empty() {
+        "no service directory".to_owned()
+    } else {
+        dirs.join(", ")
+    };
+    format!(
+        "no service named '{name}': looked in {dirs} and '{}'; check the name with \
+         'zdctl list', or start it with 'zdctl run'",
+        runtime.display()
+    )
+}
+
+impl Service {
+    /// The service called `name`: its file in the config directories says whether a
+    /// driver works it; without a file, it is a supervisor's control socket (`zdctl run`
+    /// with flags). Opening reaches nothing: a service that is not running is an error of
+    /// the call that needs it to run.
+    pub fn open(name: &str) -> Result<Service, ServiceError> {
+        if !paths::valid_service_name(name) {
+            return Err(ServiceError::InvalidName {
+                name: name.to_owned(),
+            });
+        }
+        match config::find_service(name) {
+            Ok(path) => Service::from_file(name, &path),
+            Err(ConfigError::NotFound { searched, .. }) => Ok(Service {
+                name: name.to_owned(),
+                runner: Runner::Supervisor {
+                    socket: paths::control_socket(name),
+                },
+                file: None,
+                searched: Some(searched),
+            }),
+            // A directory that cannot be listed: the supervisor, if one runs, still
+            // answers.
+            Err(_) => Ok(Service::supervised(name)),
+        }
+    }
+
+    /// The service whose file is `path`. A driver file that is invalid is an error (nothing
+    /// could drive it); a native file that cannot be read or used is not, since its
+    /// supervisor runs on with its last good configuration.
+    pub fn from_file(name: &str, path: &Path) -> Result<Service, ServiceError> {
+        let runner = match config::load_any(path) {
+            Ok(ServiceFile::Driver(config)) => Runner::Driver(config),
+            Err(err) if matches!(err, ConfigError::Invalid { .. }) => {
+                return Err(ServiceError::Config(err));
+            }
+            _ => Runner::Supervisor {
+                socket: paths::control_socket(name),
+            },
+        };
+        Ok(Service {
+            name: name.to_owned(),
+            runner,
+            file: Some(path.to_owned()),
+            searched: None,
+        })
+    }
+
+    /// A service known only by its control socket.
+    fn supervised(name: &str) -> Service {
+        Service::supervised_at(name, &paths::control_socket(name))
+    }
+
+    /// The service our supervisor runs with its control socket at `socket`, wherever
+    /// that is (a private runtime directory).
+    pub fn supervised_at(name: &str, socket: &Path) -> Service {
+        Service {
+            name: name.to_owned(),
+            runner: Runner::Supervisor {
+                socket: socket.to_owned(),
+            },
+            file: None,
+            searched: None,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn runner(&self) -> &Runner {
+        &self.runner
+    }
+
+    /// The service file, when there is one.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// The driver's name (`psflip`, `nginx`, ...) for a foreign service.
+    pub fn driver(&self) -> Option<&'static str> {
+        match &self.runner {
+            Runner::Driver(config) => Some(config.kind.name()),
+            Runner::Supervisor { .. } => None,
+        }
+    }
+
+    /// The status: generations, listeners, counters and the last restart.
+    pub async fn status(&self) -> Result<ServiceStatus, ServiceError> {
+        match &self.runner {
+            Runner::Supervisor { .. } => {
+                let mut client = self.connect().await?;
+                let reply = client
+                    .call(Op::Status, |_| {})
+                    .await
+                    .map_err(|e| self.client_error(e))?;
+                match self.result(reply)? {
+                    ReplyResult::Status(status) => Ok(ServiceStatus {
+                        status: *status,
+                        driver: None,
+                    }),
+                    other => Err(self.unexpected(&other)),
+                }
+            }
+            Runner::Driver(config) => {
+                let config = DriverConfig::clone(config);
+                let read = tokio::task::spawn_blocking(move || driver::status(&config));
+                let status = match tokio::time::timeout(STATUS_DEADLINE, read).await {
+                    Ok(Ok(status)) => status.map_err(|e| self.driver_error(e))?,
+                    Ok(Err(join)) => {
+                        return Err(self.driver_error(DriverError::io(
+                            "read the service's processes",
+                            std::io::Error::other(join.to_string()),
+                        )));
+                    }
+                    Err(_) => {
+                        return Err(ServiceError::StatusDeadline {
+                            name: self.name.clone(),
+                        });
+                    }
+                };
+                Ok(ServiceStatus {
+                    status,
+                    driver: self.driver().map(str::to_owned),
+                })
+            }
+        }
+    }
+
+    /// Restarts the service, passing each event to `on_event` as it happens. An error
+    /// means the restart could not be asked for or followed; a restart that rolled back
+    /// or failed is a report saying so.
+    pub async fn restart(
+        &self,
+        options: RestartOptions,
+        mut on_event: impl FnMut(&Event),
+    ) -> Result<Restarted, ServiceError> {
+        match &self.runner {
+            Runner::Supervisor { .. } => {
+                let mut client = self.connect().await?;
+                let op = Op::Restart {
+                    ready_timeout_ms: options
+                        .timeout
+                        .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                    attach: options.attach,
+                };
+                let mut promoted = None;
+                let reply = client
+                    .call_until(op, |event| {
+                        on_event(event);
+                        if options.until_promoted
+                            && matches!(event.kind, EventKind::Promoted { .. })
+                        {
+                            promoted = Some(Box::new(event.clone()));
+                            return ControlFlow::Break(());
+                        }
+                        ControlFlow::Continue(())
+                    })
+                    .await
+                    .map_err(|e| self.client_error(e))?;
+                if let Some(event) = promoted {
+                    return Ok(Restarted::Promoted(event));
+                }
+                let Some(reply) = reply else {
+                    return Err(ServiceError::Closed {
+                        name: self.name.clone(),
+                    });
+                };
+                match self.result(reply)? {
+                    ReplyResult::Restart(report) => Ok(Restarted::Finished(report)),
+                    other => Err(self.unexpected(&other)),
+                }
+            }
+            Runner::Driver(config) => {
+                let timeout = options.timeout.unwrap_or(config.timeout);
+                match driver::restart(config, timeout, |event| on_event(&event)).await {
+                    Ok(report) => Ok(Restarted::Finished(report)),
+                    Err(DriverError::Busy { restart }) if options.attach => {
+                        // The other zdctl runs the restart and sees its events; this one
+                        // waits for its lock and reports its outcome from the record.
+                        driver::follow(config, restart, timeout)
+                            .await
+                            .map(Restarted::Finished)
+                            .map_err(|e| self.driver_error(e))
+                    }
+                    Err(err) => Err(self.driver_error(err)),
+                }
+            }
+        }
+    }
+
+    /// Stops a service our supervisor runs: every generation drains, then the supervisor
+    /// exits. Returns the supervisor's message once its process is gone (within
+    /// `exit_limit` after it answered), so its listeners are closed.
+    pub async fn stop(
+        &self,
+        exit_limit: Duration,
+        on_event: impl FnMut(&Event),
+    ) -> Result<String, ServiceError> {
+        if let Runner::Driver(config) = &self.runner {
+            return Err(self.unsupported(
+                "stop",
+                format!("stop it with {} itself", config.kind.name()),
+            ));
+        }
+        let mut client = self.connect().await?;
+        // The supervisor's pid, held as a pidfd so that waiting for its exit cannot wait
+        // for a stranger that reused the number.
+        let reply = client
+            .call(Op::Status, |_| {})
+            .await
+            .map_err(|e| self.client_error(e))?;
+        let supervisor = match self.result(reply)? {
+            ReplyResult::Status(status) => {
+                crate::proc::pidfd(status.supervisor_pid).map(|fd| (status.supervisor_pid, fd))
+            }
+            _ => None,
+        };
+        let reply = client
+            .call(Op::Stop, on_event)
+            .await
+            .map_err(|e| self.client_error(e))?;
+        drop(client);
+        let message = match self.result(reply)? {
+            ReplyResult::Done { message } => message,
+            other => return Err(self.unexpected(&other)),
+        };
+        if let Some((pid, pidfd)) = supervisor {
+            let gone =
+                tokio::task::spawn_blocking(move || crate::proc::wait_gone(&pidfd, exit_limit))
+                    .await
+                    .unwrap_or(false);
+            if !gone {
+                return Err(ServiceError::StillRunning {
+                    name: self.name.clone(),
+                    pid,
+                    waited: exit_limit,
+                });
+            }
+        }
+        Ok(message)
+    }
+
+    /// Sends `signal` to the active generation's main process.
+    pub async fn signal(&self, signal: Signal) -> Result<Signalled, ServiceError> {
+        match &self.runner {
+            Runner::Supervisor { .. } => {
+                let mut client = self.connect().await?;
+                let mut delivered = Signalled {
+                    generation: None,
+                    pid: None,
+                };
+                let reply = client
+                    .call(
+                        Op::Signal {
+                            signal: signal.to_string(),
+                        },
+                        |event| {
+                            if let EventKind::Signalled {
+                                generation, pid, ..
+                            } = &event.kind
+                            {
+                                delivered = Signalled {
+                                    generation: Some(*generation),
+                                    pid: Some(*pid),
+                                };
+                            }
+                        },
+                    )
+                    .await
+                    .map_err(|e| self.client_error(e))?;
+                match self.result(reply)? {
+                    ReplyResult::Done { .. } => Ok(delivered),
+                    other => Err(self.unexpected(&other)),
+                }
+            }
+            Runner::Driver(config) => {
+                let config = DriverConfig::clone(config);
+                let send =
+                    tokio::task::spawn_blocking(move || driver::signal_active(&config, signal));
+                match tokio::time::timeout(STATUS_DEADLINE, send).await {
+                    Ok(Ok(Ok((generation, pid)))) => Ok(Signalled {
+                        generation: Some(generation),
+                        pid: Some(pid),
+                    }),
+                    Ok(Ok(Err(e))) => Err(self.driver_error(e)),
+                    Ok(Err(join)) => Err(self.driver_error(DriverError::io(
+                        "signal the service",
+                        std::io::Error::other(join.to_string()),
+                    ))),
+                    Err(_) => Err(ServiceError::StatusDeadline {
+                        name: self.name.clone(),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// What `zdctl top` shows of the service: each generation's processes, fds,
+    /// listeners and connections, numbered as `status` numbers them.
+    pub fn snapshot(
+        &self,
+        inspector: &mut Inspector,
+        status: &Status,
+    ) -> Result<Snapshot, InspectError> {
+        inspector.snapshot_native(status)
+    }
+
+    async fn connect(&self) -> Result<Client, ServiceError> {
+        let Runner::Supervisor { socket } = &self.runner else {
+            unreachable!("only a supervisor has a control socket");
+        };
+        match Client::connect(socket).await {
+            Ok(client) => Ok(client),
+            Err(ClientError::NotRunning { .. }) => Err(match &self.searched {
+                Some(searched) => ServiceError::NoSuchService {
+                    name: self.name.clone(),
+                    searched: searched.clone(),
+                },
+                None => ServiceError::NotRunning {
+                    name: self.name.clone(),
+                    socket: socket.clone(),
+                },
+            }),
+            Err(e) => Err(self.client_error(e)),
+        }
+    }
+
+    /// The final reply of a request that expects a result: the result, or the error.
+    fn result(&self, reply: Reply) -> Result<ReplyResult, ServiceError> {
+        match reply {
+            Reply::Result { result, .. } => Ok(*result),
+            Reply::Error { error, .. } => Err(self.reply_error(&error)),
+            Reply::Event { .. } => Err(ServiceError::Unexpected {
+                name: self.name.clone(),
+                detail: "an event where a result was expected".to_owned(),
+            }),
+        }
+    }
+
+    fn reply_error(&self, error: &ErrorReply) -> ServiceError {
+        match error.kind {
+            ErrorKind::Busy => ServiceError::Busy {
+                name: self.name.clone(),
+                restart: error.restart,
+            },
+            _ => ServiceError::Refused {
+                name: self.name.clone(),
+                message: error.message.clone(),
+            },
+        }
+    }
+
+    fn unexpected(&self, result: &ReplyResult) -> ServiceError {
+        ServiceError::Unexpected {
+            name: self.name.clone(),
+            detail: format!("{result:?}"),
+        }
+    }
+
+    fn client_error(&self, err: ClientError) -> ServiceError {
+        let name = self.name.clone();
+        match err {
+            ClientError::Closed => ServiceError::Closed { name },
+            source @ (ClientError::PermissionDenied { .. }
+            | ClientError::Untrusted { .. }
+            | ClientError::NoAnswer { .. }
+            | ClientError::NotAccepting { .. }) => ServiceError::Unreachable {
+                name,
+                reason: source,
+            },
+            source => ServiceError::Client { name, source },
+        }
+    }
+
+    fn driver_error(&self, err: DriverError) -> ServiceError {
+        match err {
+            DriverError::Busy { restart } => ServiceError::Busy {
+                name: self.name.clone(),
+                restart,
+            },
+            error => ServiceError::Driver {
+                name: self.name.clone(),
+                error,
+            },
+        }
+    }
+
+    fn unsupported(&self, what: &'static str, hint: String) -> ServiceError {
+        ServiceError::Unsupported {
+            name: self.name.clone(),
+            driver: self.driver().unwrap_or("its supervisor"),
+            what,
+            hint,
+        }
+    }
+}
+
+/// A service found by [`discover`]: its name, its file and why that file cannot be used.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub name: String,
+    pub file: Option<PathBuf>,
+    /// Why the file cannot be used (the full `file:line:col:` message).
+    pub error: Option<String>,
+    /// The service, unless its file names a driver but is invalid.
+    pub service: Option<Service>,
+}
+
+/// Every service there is: the files of the config directories, then the control sockets
+/// of supervisors that have no file, sorted by name.
+pub fn discover() -> Vec<Found> {
+    let mut found: Vec<Found> = Vec::new();
+    for file in config::discover() {
+        if found.iter().any(|f| f.name == file.name) {
+            continue;
+        }
+        let service = Service::from_file(&file.name, &file.path).ok();
+        found.push(Found {
+            name: file.name,
+            file: Some(file.path),
+            error: file.error,
+            service,
+        });
+    }
+    for name in paths::socket_services() {
+        if !found.iter().any(|f| f.name == name) {
+            found.push(Found {
+                service: Some(Service::supervised(&name)),
+                name,
+                file: None,
+                error: None,
+            });
+        }
+    }
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    found
+}
+
+/// The status of every running service, as [`discover`] finds them, fetched together:
+/// a service that is not running (or whose control socket is stale) is left out; one that
+/// runs but fails to answer is listed with its error.
+pub async fn running() -> Vec<(Service, Result<ServiceStatus, ServiceError>)> {
+    let services: Vec<Service> = discover().into_iter().filter_map(|f| f.service).collect();
+    statuses(services)
+        .await
+        .into_iter()
+        .filter(|(_, status)| !matches!(status, Err(e) if e.is_not_running()))
+        .collect()
+}
+
+/// The status of each service, fetched concurrently, in the order given: one that does
+/// not answer delays the whole by one deadline, not one per service.
+pub async fn statuses(
+    services: Vec<Service>,
+) -> Vec<(Service, Result<ServiceStatus, ServiceError>)> {
+    let mut fetches = tokio::task::JoinSet::new();
+    for (i, service) in services.into_iter().enumerate() {
+        fetches.spawn(async move {
+            let status = service.status().await;
+            (i, service, status)
+        });
+    }
+    let mut done = Vec::new();
+    while let Some(joined) = fetches.join_next().await {
+        if let Ok(one) = joined {
+            done.push(one);
+        }
+    }
+    done.sort_by_key(|(i, _, _)| *i);
+    done.into_iter().map(|(_, s, status)| (s, status)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_no_such_service_message_names_every_place_looked() {
+        let message = no_such_service(
+            "nosuch",
+            &[PathBuf::from("/etc/zdctl/services.d")],
+            Path::new("/run/zdctl"),
+        );
+        assert_eq!(
+            message,
+            "no service named 'nosuch': looked in '/etc/zdctl/services.d' and '/run/zdctl'; \
+             check the name with 'zdctl list', or start it with 'zdctl run'"
+        );
+    }
+
+    #[test]
+    fn busy_names_the_running_restart_and_how_to_follow_it() {
+        let err = ServiceError::Busy {
+            name: "api".into(),
+            restart: Some(4),
+        };
+        assert_eq!(
+            err.to_string(),
+            "a restart of 'api' is already running (restart #4); wait for it, or follow it \
+             with 'zdctl restart api --attach'"
+        );
+        assert_eq!(err.class(), ErrorClass::Failure);
+    }
+
+    #[test]
+    fn an_invalid_name_is_a_usage_error_before_anything_is_looked_up() {
+        let err = Service::open("../etc").expect_err("invalid");
+        assert_eq!(err.class(), ErrorClass::Usage);
+    }
+}
