@@ -19,8 +19,8 @@ use crate::driver::{self, DriverConfig, DriverError};
 use crate::inspect::{InspectError, Inspector, Snapshot};
 use crate::paths;
 use crate::proto::{
-    Client, ClientError, ErrorKind, ErrorReply, Event, EventKind, Op, Reply, ReplyResult,
-    RestartReport, Status,
+    Client, ClientError, ErrorKind, ErrorReply, Event, EventKind, ListenerInfo, Op, Reply,
+    ReplyResult, RestartReport, Status,
 };
 use crate::signal::Signal;
 
@@ -305,7 +305,13 @@ impl Service {
             }
             Runner::Driver(config) => {
                 let config = DriverConfig::clone(config);
-                let read = tokio::task::spawn_blocking(move || driver::status(&config));
+                let read = tokio::task::spawn_blocking(move || {
+                    let mut status = driver::status(&config)?;
+                    if status.listeners.is_empty() {
+                        status.listeners = listeners_of(&status);
+                    }
+                    Ok(status)
+                });
                 let status = match tokio::time::timeout(STATUS_DEADLINE, read).await {
                     Ok(Ok(status)) => status.map_err(|e| self.driver_error(e))?,
                     Ok(Err(join)) => {
@@ -595,6 +601,46 @@ impl Service {
             hint,
         }
     }
+}
+
+/// The listening sockets a foreign service's processes hold, as our supervisor lists its
+/// own: each with the fd it has in the first process holding it (the newest generation's
+/// first, then the supervisor's), and that process's name.
+fn listeners_of(status: &Status) -> Vec<ListenerInfo> {
+    let Ok(snapshot) = Inspector::default().snapshot_native(status) else {
+        return Vec::new();
+    };
+    let mut holders: Vec<i32> = status
+        .generations
+        .iter()
+        .filter(|g| g.exit.is_none())
+        .map(|g| g.pid)
+        .collect();
+    holders.push(status.supervisor_pid);
+    let fds: Vec<(i32, Vec<(i32, u64)>)> = holders
+        .iter()
+        .map(|&pid| (pid, crate::proc::socket_fds(pid).unwrap_or_default()))
+        .collect();
+    snapshot
+        .listeners
+        .iter()
+        .filter_map(|listener| {
+            let (pid, fd) = fds.iter().find_map(|(pid, fds)| {
+                fds.iter()
+                    .find(|(_, inode)| *inode == listener.inode)
+                    .map(|(fd, _)| (*pid, *fd))
+            })?;
+            let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|comm| comm.trim().to_owned())
+                .unwrap_or_default();
+            Some(ListenerInfo {
+                name,
+                address: listener.address.clone(),
+                inode: listener.inode,
+                fd,
+            })
+        })
+        .collect()
 }
 
 /// A service found by [`discover`]: its name, its file and why that file cannot be used.

@@ -11,6 +11,7 @@ mod huptime;
 mod lock;
 mod nginx;
 mod psflip;
+mod script;
 mod signal;
 mod socketmaster;
 mod start_server;

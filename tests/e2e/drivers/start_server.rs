@@ -35,12 +35,34 @@ fn start(env: &TestEnv, program: &std::path::Path, worker: &[&str]) -> StartServ
     env.write_service(
         "ss",
         &format!(
-            "driver: start_server\npidfile: {}\nstatus_file: {}\ntimeout: 20s\n",
+            "driver: start_server\npidfile: {}\nstatus_file: {}\ntimeout: {}\n",
             env.path("ss.pid").display(),
-            env.path("ss.status").display()
+            env.path("ss.status").display(),
+            super::script::TIMEOUT
         ),
     );
     StartServer { _peer: peer, addr }
+}
+
+#[test]
+fn start_server_passes_the_driver_script() {
+    let Some(program) = peer("start_server", "start_server", "libserver-starter-perl") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let (worker, marker) = super::script::worker(&env);
+    let worker: Vec<&str> = worker.iter().map(String::as_str).collect();
+    let server = start(&env, &program, &worker);
+    super::script::run(
+        &env,
+        super::script::Case {
+            name: "ss",
+            driver: "start_server",
+            addr: server.addr.clone(),
+            break_next: super::script::touch(marker),
+            guard: Box::new(server),
+        },
+    );
 }
 
 #[test]

@@ -14,12 +14,12 @@ use zd_load::load::ConnectionMode;
 use crate::support::*;
 
 /// A tmux server of its own (`-L`), killed with everything in it when the test ends.
-struct Tmux {
+pub(crate) struct Tmux {
     socket: String,
 }
 
 impl Tmux {
-    fn new() -> Tmux {
+    pub(crate) fn new() -> Tmux {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         Tmux {
             socket: format!(
@@ -30,7 +30,7 @@ impl Tmux {
         }
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         Command::new("tmux")
             .arg("-L")
             .arg(&self.socket)
@@ -40,16 +40,16 @@ impl Tmux {
     }
 
     /// The pane's text as a person sees it.
-    fn screen(&self) -> String {
+    pub(crate) fn screen(&self) -> String {
         stdout(&self.run(&["capture-pane", "-p", "-t", "top"]))
     }
 
-    fn keys(&self, keys: &str) {
+    pub(crate) fn keys(&self, keys: &str) {
         assert_code(&self.run(&["send-keys", "-t", "top", keys]), 0);
     }
 
     /// Waits until the screen satisfies `check`, showing the last screen on failure.
-    fn wait_screen(&self, what: &str, mut check: impl FnMut(&str) -> bool) -> String {
+    pub(crate) fn wait_screen(&self, what: &str, mut check: impl FnMut(&str) -> bool) -> String {
         let start = std::time::Instant::now();
         loop {
             let last = self.screen();
@@ -73,7 +73,7 @@ impl Drop for Tmux {
 
 /// `zdctl top ARGS` in a 120×40 tmux pane, then the exit status in `exit_file`, then a
 /// marker line and a sleep so the pane outlives top for the last capture.
-fn start_top(env: &TestEnv, tmux: &Tmux, args: &str, exit_file: &Path) {
+pub(crate) fn start_top(env: &TestEnv, tmux: &Tmux, args: &str, exit_file: &Path) {
     let command = format!(
         "env ZDCTL_RUNTIME_DIR='{}' ZDCTL_CONFIG_DIR='{}' '{}' top {args}; \
          echo EXIT=$? > '{}'; echo top-has-exited; sleep 60",
@@ -97,7 +97,7 @@ fn start_top(env: &TestEnv, tmux: &Tmux, args: &str, exit_file: &Path) {
 }
 
 /// The generations-table row of `generation` run by `pid`: its cells.
-fn row(screen: &str, generation: u64, pid: i32) -> Option<Vec<&str>> {
+pub(crate) fn row(screen: &str, generation: u64, pid: i32) -> Option<Vec<&str>> {
     screen.lines().find_map(|line| {
         let cells: Vec<&str> = line
             .split(|c: char| c.is_whitespace() || c == '│')
