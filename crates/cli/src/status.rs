@@ -285,4 +285,32 @@ service 'api': supervisor pid 1200, up 2h13m
         };
         assert_eq!(render(&status, now), expected);
     }
+
+    #[test]
+    fn a_driven_service_names_its_driver_and_lists_its_listeners_without_crash_counts() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(NOW_MS);
+        let mut status = fixed();
+        status.containment = None;
+        status.generations.truncate(1);
+        let text = render(
+            &ServiceStatus {
+                status,
+                driver: Some("psflip".into()),
+            },
+            now,
+        );
+        assert!(
+            text.starts_with("service 'api': psflip pid 1200, up 2h13m\n  driver: psflip\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  http      127.0.0.1:8080  3   123456\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  restarts: 3 requested, 2 completed, 1 rolled back, 0 failed\n"),
+            "{text}"
+        );
+        assert!(!text.contains("crashes"), "{text}");
+    }
 }

@@ -39,6 +39,25 @@ pub fn run(env: &TestEnv, case: Case) {
     let first = status_agrees(env, &case);
     let first_generation = active_generation(&first);
 
+    // `signal` reaches the active generation's main process; `stop` says who stops it.
+    let out = env.run_zdctl(&["signal", name, "CONT"]);
+    assert_code(&out, 0);
+    assert!(
+        stdout(&out).contains(&format!(
+            "generation {first_generation} of '{name}' (pid {})",
+            active_pid(&first)
+        )),
+        "{}",
+        stdout(&out)
+    );
+    let out = env.run_zdctl(&["stop", name]);
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains(&format!("stop it with {}", case.driver)),
+        "{}",
+        stderr(&out)
+    );
+
     let out = env.run_zdctl(&[
         "verify",
         name,

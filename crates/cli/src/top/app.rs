@@ -18,7 +18,8 @@ use crate::restart::completed_line;
 pub struct ServiceState {
     /// The name shown in the list: a service name, or `pid:1234` for `--pid`.
     pub name: String,
-    /// Whether `r` can restart it: only services run by `zdctl run` can.
+    /// Whether `r` can restart it: every service can, whoever runs it; a process tree
+    /// given with `--pid` cannot.
     pub restartable: bool,
     /// The snapshot, or why there is none (not running, permission…).
     pub snapshot: Result<Snapshot, String>,
@@ -262,8 +263,8 @@ impl App {
                 outcome: Some(Outcome {
                     success: false,
                     line: format!(
-                        "'{name}' is not run by 'zdctl run': top cannot restart it; use its \
-                         own supervisor"
+                        "'{name}' is a process tree given with --pid, not a service: top \
+                         cannot restart it; give the service's name instead ('zdctl top NAME')"
                     ),
                 }),
             });

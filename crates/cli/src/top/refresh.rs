@@ -49,7 +49,8 @@ impl Refresher {
                     Ok(service) => opened.push(service),
                     Err(err) => services.push(ServiceState {
                         name: name.clone(),
-                        restartable: false,
+                        // `r` says why the name cannot be used.
+                        restartable: true,
                         snapshot: Err(error_chain(err)),
                     }),
                 }

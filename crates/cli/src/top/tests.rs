@@ -151,6 +151,30 @@ fn r_asks_for_confirmation_before_restarting() {
 }
 
 #[test]
+fn r_on_a_process_tree_given_with_pid_says_why_it_cannot_restart_and_asks_nothing() {
+    let mut app = App::new(1000, false);
+    app.on_snapshot(vec![ServiceState {
+        name: "pid:4242".into(),
+        restartable: false,
+        snapshot: Ok(api(0)),
+    }]);
+    assert_eq!(key(&mut app, KeyCode::Char('r')), None);
+    assert_eq!(app.mode, Mode::Main);
+    let outcome = app
+        .restart
+        .as_ref()
+        .and_then(|r| r.outcome.as_ref())
+        .expect("an outcome line");
+    assert!(!outcome.success);
+    assert!(
+        outcome.line.contains("given with --pid"),
+        "{}",
+        outcome.line
+    );
+    assert!(outcome.line.contains("zdctl top NAME"), "{}", outcome.line);
+}
+
+#[test]
 fn any_key_but_y_cancels_the_restart() {
     let mut app = app(true);
     key(&mut app, KeyCode::Char('r'));
