@@ -43,7 +43,7 @@ pub enum Command {
     Status(StatusArgs),
     /// List every known service: service files and running supervisors.
     List(ListArgs),
-    /// Stop a service: drain every generation, then end its supervisor.
+    /// Stop a service run by `zdctl run`: drain every generation, then end its supervisor.
     Stop(StopArgs),
     /// Send a signal to the active generation of a service.
     Signal(SignalArgs),
@@ -244,7 +244,8 @@ pub struct SignalArgs {
     zdctl top api web --interval 500ms\n  \
     zdctl top --pid 812")]
 pub struct TopArgs {
-    /// The services to watch; every running service when left out (and no --pid).
+    /// The services to watch, whoever runs them; every running service when left out (and
+    /// no --pid).
     #[arg(value_name = "NAME")]
     pub names: Vec<String>,
 

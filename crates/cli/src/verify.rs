@@ -27,7 +27,8 @@ pub use print::{human_report, print_report};
     Exits 0 when no request failed and the kernel dropped no connection, 1 otherwise, \
     3 when the service is not running.")]
 pub struct VerifyArgs {
-    /// The service to restart through its supervisor (not needed with --restart-cmd).
+    /// The service to restart, through its supervisor or its driver (not needed with
+    /// --restart-cmd).
     #[arg(value_name = "NAME", required_unless_present = "restart_cmd")]
     pub name: Option<String>,
 
