@@ -26,6 +26,10 @@ pub struct Case {
     pub driver: &'static str,
     /// Where it serves HTTP.
     pub addr: String,
+    /// How the background load talks to it: keep-alive, or a connection per request for
+    /// programs that close every connection (huptime's old copy lives as long as its
+    /// connections do).
+    pub mode: ConnectionMode,
     /// Makes every later generation fail at once (and so the next restart roll back).
     pub break_next: Box<dyn Fn()>,
     /// Keeps the peer alive while the script runs.
@@ -35,7 +39,7 @@ pub struct Case {
 /// Runs the whole script on `case`.
 pub fn run(env: &TestEnv, case: Case) {
     let name = case.name;
-    let load = start_paced_load(&case.addr, 4, ConnectionMode::KeepAlive, Some(200.0));
+    let load = start_paced_load(&case.addr, 4, case.mode, Some(200.0));
     let first = status_agrees(env, &case);
     let first_generation = active_generation(&first);
 
@@ -71,6 +75,11 @@ pub fn run(env: &TestEnv, case: Case) {
         "4",
         "--rate",
         "400",
+        if case.mode == ConnectionMode::Close {
+            "--close"
+        } else {
+            "--keepalive"
+        },
     ]);
     assert_code(&out, 0);
     assert!(stdout(&out).contains("5/5 completed"), "{}", stdout(&out));

@@ -59,6 +59,7 @@ fn start_server_passes_the_driver_script() {
             name: "ss",
             driver: "start_server",
             addr: server.addr.clone(),
+            mode: ConnectionMode::KeepAlive,
             break_next: super::script::touch(marker),
             guard: Box::new(server),
         },
