@@ -83,7 +83,7 @@ pub(super) fn start_generation(
         let spawned = if wait_exec {
             // Waiting for the exec can take a while on a busy machine: keep it off the
             // worker threads that serve the control socket and reap children.
-            crate::supervisor::blocking(|| spawn_generation(&spec))
+            crate::rt::blocking(|| spawn_generation(&spec))
         } else {
             start_child(&spec)
         }

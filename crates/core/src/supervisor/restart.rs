@@ -359,6 +359,7 @@ fn accepting_seen(checks: &[ReadyCheck], ctx: &ReadyContext) -> String {
     if !checks.contains(&ReadyCheck::Accepting) {
         return String::new();
     }
-    let seen = super::blocking(|| crate::ready::accepting::describe(ctx.pid, &ctx.listener_inodes));
+    let seen =
+        crate::rt::blocking(|| crate::ready::accepting::describe(ctx.pid, &ctx.listener_inodes));
     format!("; accepting saw {seen}")
 }
