@@ -19,6 +19,8 @@ mod process;
 mod restart;
 pub mod start_priority;
 mod state;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::sync::Mutex;
