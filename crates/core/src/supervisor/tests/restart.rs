@@ -319,3 +319,101 @@ async fn sighup_restarts() {
     assert_eq!(h.status().await.active_generation, Some(2));
     h.stop().await;
 }
+
+fn pid_in(path: &std::path::Path) -> i32 {
+    let text = std::fs::read_to_string(path).expect("the pidfile");
+    text.trim().parse().expect("a pid")
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_pidfile_names_each_generation_that_becomes_the_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("svc.pid");
+    let mut c = config();
+    c.pidfile = Some(path.clone());
+    let fake = FakeChildren::default();
+    let mut h = Harness::start(&fake, c);
+    assert_eq!(pid_in(&path), pid_of(1));
+    let (_, report) = h.restart().await.restart().await;
+    assert_eq!(report.outcome, RestartOutcome::Completed);
+    assert_eq!(pid_in(&path), pid_of(2));
+    h.stop().await;
+    assert!(!path.exists(), "the stop removes the pidfile");
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_rolls_back_when_the_pidfile_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("svc.pid");
+    let mut c = config();
+    c.pidfile = Some(path.clone());
+    let fake = FakeChildren::default();
+    let mut h = Harness::start(&fake, c);
+    // A directory where the pidfile goes: the rename that writes it fails.
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    let (events, report) = h.restart().await.restart().await;
+    assert_eq!(
+        events,
+        [
+            "requested",
+            "spawned 2",
+            "waiting 2",
+            "ready 2",
+            "draining 2 SIGTERM",
+            "exited 2 0",
+            "rolled back"
+        ]
+    );
+    assert!(
+        reason(&report).ends_with("; the old generation keeps serving"),
+        "{report:?}"
+    );
+    let status = h.status().await;
+    assert_eq!(status.active_generation, Some(1));
+    assert_eq!(states(&status), [(1, Active), (2, Exited)]);
+    h.stop().await;
+}
+
+/// The owner alone: a promotion makes the new generation active and the old one draining,
+/// unless the stop has begun, when nothing changes and the restart is told who is active.
+#[tokio::test(start_paused = true)]
+async fn a_promotion_asked_for_while_stopping_changes_nothing() {
+    use super::super::owner::{Msg, Owner, Promotion};
+    let promote = |owner: &mut Owner| {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        owner.on_msg(Msg::Promote {
+            generation: 2,
+            config: Box::new(config()),
+            reply,
+        });
+        answer
+    };
+    let fake = FakeChildren::default();
+    let mut owner = Owner::new(config(), Vec::new(), None, Arc::new(fake.clone()));
+    owner.start_active(false).unwrap();
+    let started = owner
+        .start_generation(&config(), GenerationState::Starting, false)
+        .unwrap();
+    assert_eq!(started.generation, 2);
+
+    owner.st.stopping = true;
+    let answer = promote(&mut owner).await.unwrap();
+    assert!(
+        matches!(answer, Promotion::Stopping { active_pid: Some(p) } if p == pid_of(1)),
+        "{answer:?}"
+    );
+    assert_eq!(owner.st.active, Some(1));
+    assert_eq!(owner.st.generations[&1].state, Active);
+    assert_eq!(owner.st.generations[&2].state, GenerationState::Starting);
+
+    owner.st.stopping = false;
+    let answer = promote(&mut owner).await.unwrap();
+    assert!(
+        matches!(answer, Promotion::Promoted { old: Some(1) }),
+        "{answer:?}"
+    );
+    assert_eq!(owner.st.active, Some(2));
+    assert_eq!(owner.st.generations[&1].state, GenerationState::Draining);
+    assert_eq!(owner.st.generations[&2].state, Active);
+}
