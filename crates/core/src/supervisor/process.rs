@@ -34,8 +34,10 @@ struct Process {
     pid: i32,
     /// A pidfd, so that signals can never reach a recycled pid.
     pidfd: Arc<OwnedFd>,
-    /// Why the child could not reach its program, to ask once it has exited.
-    exec: ExecReport,
+    /// Why the child could not reach its program, to ask once it has exited. Dropped as
+    /// soon as the program is known to run (its exec was waited for, or it is ready): it
+    /// holds the child's stack and a pipe.
+    exec: Mutex<Option<ExecReport>>,
     /// When the clone returned (or, when waiting for the exec, when that ended).
     spawned_at: Instant,
     /// Its start at the idle priority, to end once it is ready.
@@ -140,7 +142,7 @@ impl Children for Processes {
         Ok(Arc::new(Process {
             pid,
             pidfd: Arc::new(spawned.pidfd),
-            exec: spawned.exec,
+            exec: Mutex::new((!wait_exec).then_some(spawned.exec)),
             spawned_at,
             idle_start,
             notify: Mutex::new(notify),
@@ -186,9 +188,12 @@ impl ChildProcess for Process {
 
     fn wait_ready<'a>(&'a self, checks: &'a [ReadyCheck]) -> BoxFuture<'a, Result<String, String>> {
         Box::pin(async move {
-            wait_ready(checks, &self.ready)
-                .await
-                .map_err(|e| e.to_string())
+            let evidence = wait_ready(checks, &self.ready).await;
+            if evidence.is_ok() {
+                // Ready: the program runs, so its exec report has nothing left to say.
+                lock(&self.exec).take();
+            }
+            evidence.map_err(|e| e.to_string())
         })
     }
 
@@ -203,7 +208,10 @@ impl ChildProcess for Process {
     }
 
     fn exec_failure(&self) -> Option<String> {
-        self.exec.failure().map(|e| e.to_string())
+        lock(&self.exec)
+            .as_ref()
+            .and_then(|exec| exec.failure())
+            .map(|e| e.to_string())
     }
 
     fn end_idle_start(&self) {
