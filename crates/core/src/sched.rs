@@ -2,8 +2,8 @@
 //! generation's start at the idle priority may last.
 //!
 //! The spawner sets the idle policy in the child before exec, readiness polls eagerly
-//! while it lasts, and the supervisor ends it (`supervisor::start_priority`): the
-//! constants and the kernel's struct live here, below all three.
+//! while it lasts, and the supervisor ends it: the constants and the kernel's struct live
+//! here, below all three.
 
 use std::time::Duration;
 
