@@ -12,6 +12,8 @@ pub mod pidfile;
 pub mod proc;
 pub mod proto;
 pub mod ready;
+mod rt;
+mod sched;
 pub mod service;
 pub mod signal;
 mod stamp;

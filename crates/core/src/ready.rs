@@ -12,7 +12,7 @@ mod probe;
 
 use std::time::Duration;
 
-use crate::supervisor::start_priority::{EAGER_POLL, IDLE_START_LIMIT};
+use crate::sched::{EAGER_POLL, IDLE_START_LIMIT};
 
 pub use check::ReadyCheck;
 pub use notify::{NotifySender, NotifySocket, NotifyState, NotifyUpdates};
@@ -27,7 +27,7 @@ pub struct ReadyContext {
     pub listener_inodes: Vec<u64>,
     /// The generation's notify socket state, for `notify`.
     pub notify: Option<NotifyUpdates>,
-    /// It starts at the idle priority (`supervisor::start_priority`): once it accepts
+    /// It starts at the idle priority (`crate::sched`): once it accepts
     /// connections, it must get its normal priority back without delay.
     pub idle_start: bool,
 }

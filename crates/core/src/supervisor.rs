@@ -1,28 +1,37 @@
 //! The supervisor engine: holds the listeners, runs generations, restarts, drains and rolls
 //! back (DESIGN §2 and §6).
 //!
-//! One task owns the main loop (control requests, signals, child exits, respawn timers);
-//! each restart runs as its own task; each generation has a task that waits on its pidfd.
-//! They share [`Shared`], whose state sits behind a mutex never held across an await.
+//! One task, the owner ([`owner`]), owns the state: the generations, the active one, the
+//! running restart, the counters. It takes control requests and signals, and answers
+//! messages ([`owner::Msg`]) from the tasks around it: each generation's exit watcher, the
+//! respawn timers, the running restart (its own task, which spawns, promotes and drains
+//! by asking the owner) and the final stop. Nothing else reads or writes the state.
+//!
+//! The owner sees processes only through a seam ([`child`]): the real ones
+//! ([`process`]) or, in the tests, a fake, so that every transition is tested in-process.
 
 mod child;
 mod control;
 mod drain;
+mod owner;
 pub mod priority;
+mod process;
 mod restart;
 pub mod start_priority;
 mod state;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::Instant;
 
-use tokio::sync::{broadcast, mpsc, watch};
-use tracing::{error, info};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tracing::info;
 
 use crate::listen::Listener;
-use crate::proto::{Event, EventKind, ExitInfo, unix_ms};
-use state::State;
+use crate::proto::{Event, EventKind, unix_ms};
+use owner::Msg;
 
 use crate::config::{ConfigError, ServiceConfig};
 use crate::listen::ListenError;
@@ -119,39 +128,34 @@ pub async fn run(options: SupervisorOptions) -> Result<(), SupervisorError> {
     prepare(options)?.run().await
 }
 
-/// Messages to the main loop from the tasks around it.
-#[derive(Debug)]
-enum LoopMsg {
-    /// A generation's main process was reaped.
-    Exited { generation: u64, status: ExitInfo },
-    /// A restart ended and the service has no live active generation.
-    ActiveLost,
-    /// The respawn backoff elapsed.
-    RespawnDue,
-}
-
-/// What the main loop, the restart task and the exit watchers share.
-struct Shared {
-    state: Mutex<State>,
+/// What the owner and the tasks around it share: nothing that changes, but the way to the
+/// owner and to the clients that watch events.
+struct Context {
     listeners: Vec<Listener>,
-    runtime_dir: PathBuf,
     config_path: Option<PathBuf>,
-    /// The service file as read at the last restart, kept while the file is unchanged.
+    /// The service file as read at the last restart, kept while the file is unchanged. A
+    /// cache, not state: only the running restart uses it.
     config_cache: Mutex<crate::config::FileCache>,
     events: broadcast::Sender<Event>,
-    loop_tx: mpsc::UnboundedSender<LoopMsg>,
+    /// The owner's mailbox.
+    owner: mpsc::UnboundedSender<Msg>,
     /// Becomes true once when the supervisor starts stopping.
     stopping: watch::Sender<bool>,
-    /// Where generations get their cgroups; `None` where cgroup v2 is not writable.
-    cgroups: Option<crate::contain::ServiceCgroups>,
     started: std::time::SystemTime,
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock must not wedge the supervisor: the state is plain
-        // data that stays consistent field by field.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+impl Context {
+    /// Sends the owner a message that carries a reply channel, and waits for the reply;
+    /// `None` once the owner is gone.
+    async fn ask<T>(&self, msg: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.owner.send(msg(tx)).ok()?;
+        rx.await.ok()
+    }
+
+    /// Tells the owner something that needs no reply.
+    fn tell(&self, msg: Msg) {
+        let _ = self.owner.send(msg);
     }
 
     /// Publishes an event to every watcher and to the requester of `restart`.
@@ -174,32 +178,6 @@ impl Shared {
             kind,
         };
         let _ = self.events.send(event);
-    }
-
-    fn write_pidfile(&self, pid: i32) {
-        let path = self.lock().pidfile.clone();
-        if let Some(path) = path {
-            match crate::pidfile::write(&path, pid) {
-                Ok(()) => info!(pid, path = %path.display(), "pidfile written"),
-                Err(e) => error!(
-                    error = %e,
-                    cause = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default(),
-                    "cannot write the pidfile; it names an older generation or none"
-                ),
-            }
-        }
-    }
-}
-
-/// Runs blocking work (syscalls that wait, /proc scans) from async code without stalling
-/// the runtime's worker threads: on a multi-thread runtime the worker hands its other tasks
-/// to another thread while `f` runs; elsewhere `f` simply runs.
-pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
     }
 }
 

@@ -10,7 +10,7 @@
 
 use std::os::fd::RawFd;
 
-use crate::supervisor::start_priority::{SCHED_ATTR_SIZE, SchedAttr};
+use crate::sched::{SCHED_ATTR_SIZE, SchedAttr};
 
 /// Room for the digits of any pid in the `LISTEN_PID` slot, which also holds the NUL after
 /// them.

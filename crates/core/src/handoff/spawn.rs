@@ -15,7 +15,7 @@ use super::HandoffError;
 use super::child::{ChildContext, PID_DIGITS, Stage, exec_child};
 use super::env::{generation_env, handoff_vars};
 use crate::listen::Listener;
-use crate::supervisor::start_priority::SchedAttr;
+use crate::sched::SchedAttr;
 
 /// What to start.
 #[derive(Debug)]
@@ -30,9 +30,9 @@ pub struct SpawnSpec<'a> {
     /// Give the child pipes for stdout and stderr instead of ours.
     pub capture_output: bool,
     /// The nice value the child sets before exec: the supervisor's own threads may run
-    /// at a weaker one (`supervisor::priority`).
+    /// at a weaker one, when it gives way to its generations (`yield_cpu`).
     pub nice: Option<i32>,
-    /// Start at `SCHED_IDLE` (`supervisor::start_priority`); the supervisor gives the
+    /// Start at `SCHED_IDLE` ([`crate::sched`]); the supervisor gives the
     /// normal priority back once the generation is ready.
     pub idle_start: bool,
 }

@@ -41,7 +41,7 @@ pub struct ClientGone;
 
 impl Replies {
     /// A request's queue of `capacity` lines: the engine's end, and the connection's.
-    pub(super) fn channel(capacity: usize) -> (Replies, mpsc::Receiver<Reply>) {
+    pub(crate) fn channel(capacity: usize) -> (Replies, mpsc::Receiver<Reply>) {
         let (tx, rx) = mpsc::channel(capacity);
         (Replies(tx), rx)
     }
@@ -78,7 +78,7 @@ pub struct RequestSender(mpsc::Sender<Request>);
 impl RequestSender {
     /// Hands a request to the engine, waiting while the queue is full. False when the
     /// engine no longer takes requests.
-    pub(super) async fn send(&self, request: Request) -> bool {
+    pub(crate) async fn send(&self, request: Request) -> bool {
         self.0.send(request).await.is_ok()
     }
 }

@@ -154,9 +154,8 @@ pub fn find_accepting(
     {
         // The tables can be megabytes: on an async worker, hand its other tasks over
         // meanwhile.
-        let found = crate::supervisor::blocking(|| {
-            accepted::find(holder, listener_inodes, &scan.other_sockets)
-        });
+        let found =
+            crate::rt::blocking(|| accepted::find(holder, listener_inodes, &scan.other_sockets));
         match found {
             Ok(Some(evidence)) => return Ok(Some(evidence)),
             Ok(None) => {}

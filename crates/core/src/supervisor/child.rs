@@ -1,353 +1,80 @@
-//! Starting a generation, watching it exit, forwarding its output, and signalling it.
+//! The seam between the supervisor and the processes it runs.
+//!
+//! [`Children`] starts a generation; [`ChildProcess`] is one started generation: its pid,
+//! its exit, its signals, its readiness. The owner and the restarts see nothing else of a
+//! process, so the real one ([`super::process`]: clone, pidfds, cgroups, /proc readiness)
+//! and the tests' fake (`tests/fake.rs`, no fork, no sockets) are interchangeable.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
-use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
 
-use super::Shared;
-use super::start_priority::IdleStart;
-use super::state::Generation;
-use crate::config::{ServiceConfig, StartPriority};
-use crate::contain::OwnChildren;
-use crate::handoff::{ExecReport, SpawnSpec, spawn_generation, start_child};
-use crate::proto::{ExitInfo, GenerationState};
-use crate::ready::{NotifySender, NotifySocket};
+use crate::config::ServiceConfig;
+use crate::listen::Listener;
+use crate::proto::ExitInfo;
+use crate::ready::ReadyCheck;
 use crate::signal::Signal;
 
-/// A generation just started.
-pub(super) struct Started {
+pub(super) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a generation is started with.
+pub(super) struct SpawnRequest<'a> {
     pub generation: u64,
-    pub pid: i32,
-    /// Why the child could not reach its program, to ask once it has exited.
-    pub exec: ExecReport,
-    /// When the clone returned (or, when waiting for the exec, when that ended).
-    pub spawned_at: Instant,
-    /// Its start at the idle priority, to end once it is ready.
-    pub idle_start: IdleStart,
+    pub config: &'a ServiceConfig,
+    pub listeners: &'a [Listener],
+    /// Whether to return only once the program is exec'd, so that a program that cannot
+    /// start is an error at once. A restart does not wait: a failure before exec shows up
+    /// as the generation's early exit, and [`ChildProcess::exec_failure`] then says why.
+    pub wait_exec: bool,
+    /// Becomes `Some` once the owner has recorded the main process's exit.
+    pub exited: watch::Receiver<Option<ExitInfo>>,
 }
 
-/// Starts the next generation with `config`, records it in `state` and starts watching its
-/// exit.
-///
-/// A restart passes `wait_exec: false`: it returns right after the clone, and a failure
-/// before exec shows up as the generation's early exit (status 127), which the readiness
-/// race already handles; [`Started::exec`] then says why. Starting the first generation or
-/// respawning one waits for the exec, so a program that cannot start is an error at once.
-pub(super) fn start_generation(
-    shared: &Arc<Shared>,
-    config: &ServiceConfig,
-    state: GenerationState,
-    wait_exec: bool,
-) -> Result<Started, String> {
-    let generation = {
-        let mut st = shared.lock();
-        let g = st.next_generation;
-        st.next_generation += 1;
-        g
-    };
-    let cgroup = shared.cgroups.as_ref().and_then(|c| match c.generation(generation) {
-        Ok(cg) => Some(Arc::new(cg)),
-        Err(e) => {
-            warn!(generation, error = %e, "cannot create the generation's cgroup; its processes are found by process group");
-            None
-        }
-    });
-    let notify_path = crate::paths::notify_socket_in(&shared.runtime_dir, &config.name, generation);
-    let notify = match NotifySocket::bind(&notify_path) {
-        Ok(n) => Some(n),
-        Err(e) => {
-            warn!(error = %e, path = %notify_path.display(), "cannot create the notify socket");
-            None
-        }
-    };
-    let spec = SpawnSpec {
-        service: &config.name,
-        generation,
-        command: &config.command,
-        workdir: config.workdir.as_deref(),
-        env: &config.env,
-        listeners: &shared.listeners,
-        notify_socket: notify.as_ref().map(|n| n.path()),
-        capture_output: config.log_prefix,
-        nice: super::priority::generation_nice(),
-        idle_start: config.start_priority == StartPriority::Idle,
-    };
-    // Listed as our own child before a sweep for orphans could see it.
-    let spawned = {
-        let mut own = OwnChildren::get().lock();
-        let spawned = if wait_exec {
-            // Waiting for the exec can take a while on a busy machine: keep it off the
-            // worker threads that serve the control socket and reap children.
-            crate::supervisor::blocking(|| spawn_generation(&spec))
-        } else {
-            start_child(&spec)
-        }
-        .map_err(|e| e.to_string())?;
-        own.insert(spawned.pid);
-        spawned
-    };
-    let spawned_at = Instant::now();
-    let pid = spawned.pid;
-    info!(generation, pid, "spawned");
-    // Into its cgroup by our hand, not the child's: a migration's wait would delay the
-    // exec (GenerationCgroup::adopt).
-    if let Some(cg) = cgroup.clone() {
-        tokio::task::spawn_blocking(move || {
-            let moved = cg.adopt(pid);
-            debug!(generation, pid, moved, "moved into the generation's cgroup");
-        });
-    }
-    if let Some(n) = &notify {
-        n.admit(NotifySender {
-            pid,
-            cgroup: cgroup.as_ref().map(|c| c.rel().to_owned()),
-        });
-    }
-    if let Some(out) = spawned.stdout {
-        forward_output(out, format!("[{} gen {generation}] ", config.name), false);
-    }
-    if let Some(err) = spawned.stderr {
-        forward_output(err, format!("[{} gen {generation}] ", config.name), true);
-    }
-    let pidfd = Arc::new(spawned.pidfd);
-    let (exit_tx, exit_rx) = watch::channel(None);
-    let (ended_tx, ended_rx) = watch::channel(false);
-    let idle_start = if spec.idle_start {
-        IdleStart::begin(pid, exit_rx.clone())
-    } else {
-        IdleStart::default()
-    };
-    shared.lock().generations.insert(
-        generation,
-        Generation {
-            generation,
-            pid,
-            state,
-            started: SystemTime::now(),
-            started_at: Instant::now(),
-            exit: None,
-            exited: exit_rx,
-            pidfd: Some(pidfd.clone()),
-            stop_signal: config.stop_signal,
-            drain_timeout: config.drain_timeout,
-            notify,
-            cgroup: cgroup.clone(),
-            ended: ended_rx,
-        },
-    );
-    let shared = shared.clone();
-    tokio::spawn(async move {
-        let status = wait_exit(&pidfd).await;
-        debug!(generation, pid, %status, "exited");
-        shared.lock().mark_exited(generation, status);
-        let _ = exit_tx.send(Some(status));
-        let _ = shared
-            .loop_tx
-            .send(super::LoopMsg::Exited { generation, status });
-        end_generation(&shared, pid, pidfd, cgroup).await;
-        let _ = ended_tx.send(true);
-    });
-    Ok(Started {
-        generation,
-        pid,
-        exec: spawned.exec,
-        spawned_at,
-        idle_start,
-    })
+/// Starts generations.
+pub(super) trait Children: Send + Sync + 'static {
+    /// Starts one generation; the error says why it could not.
+    fn spawn(&self, request: SpawnRequest<'_>) -> Result<Arc<dyn ChildProcess>, String>;
+
+    /// How the generations' processes are kept together, for `status`.
+    fn containment(&self) -> String;
 }
 
-/// How long after a generation's exit its zombie is reaped. Its exit status is read
-/// at once (see [`wait_exit`]); the delay lets the exiting threads finish their own
-/// `/proc` cleanup first, so that reaping has nothing left to wait for.
-const REAP_DELAY: Duration = Duration::from_millis(200);
+/// One started generation.
+pub(super) trait ChildProcess: Send + Sync + std::fmt::Debug + 'static {
+    fn pid(&self) -> i32;
 
-/// How long the processes a generation left behind may take to die once killed.
-const LEFTOVERS_LIMIT: Duration = Duration::from_secs(5);
+    /// When the process was created (before its program was exec'd, when not waited for).
+    fn spawned_at(&self) -> Instant;
 
-/// Ends a generation whose main process `pid` has exited and is not reaped yet: kills what
-/// it left behind (its process group, its cgroup, or the strays it re-parented to us), then
-/// reaps it. Only after that may its pid, and so its process group id, be reused: nothing
-/// here or later can signal a stranger's group.
-async fn end_generation(
-    shared: &Arc<Shared>,
-    pid: i32,
-    pidfd: Arc<OwnedFd>,
-    cgroup: Option<Arc<crate::contain::GenerationCgroup>>,
-) {
-    let live_groups: Vec<i32> = shared
-        .lock()
-        .generations
-        .values()
-        .filter(|g| g.is_live())
-        .map(|g| g.pid)
-        .collect();
-    let ended = tokio::task::spawn_blocking(move || {
-        crate::contain::end_leftovers(pid, cgroup.as_deref(), &live_groups, LEFTOVERS_LIMIT);
-        // See wait_exit: the zombie goes last, after its threads' /proc entries.
-        std::thread::sleep(REAP_DELAY);
-        wait_for_exit(pidfd.as_raw_fd(), Wait::Reap);
-        OwnChildren::get().forget(pid);
-        drop(cgroup);
-    });
-    let _ = ended.await;
-}
+    /// Sends `signal` to the main process.
+    fn signal(&self, signal: Signal) -> std::io::Result<()>;
 
-/// Waits until the process behind `pidfd` exits and returns its status, without tying
-/// up a thread: a pidfd becomes readable when its process has exited.
-///
-/// The status is read with `WNOWAIT`, which leaves the zombie in place: its process group
-/// is then ended by [`end_generation`], and the zombie is reaped after that, a little later
-/// on a blocking thread ([`REAP_DELAY`]). Reaping is not the cheap call it
-/// looks like: it drops the process's `/proc` entries, and when the process had many
-/// threads whose entries were looked up (the `accepting` check reads every thread's
-/// `syscall` file) while those threads are still dropping their own, the kernel
-/// retries (`shrink_dcache_parent`) until they are done. On a loaded machine that took
-/// 0.9 to 25 s inside one `waitid` and up to 18 s of the supervisor's CPU over 150
-/// restarts; the restart waiting for it could not complete. A zombie costs nothing
-/// meanwhile, and keeps its pid and process group from being reused.
-async fn wait_exit(pidfd: &Arc<OwnedFd>) -> ExitInfo {
-    // SAFETY: `PidFd` holds an Arc of the OwnedFd, so the fd stays open and unreplaced for
-    // as long as the AsyncFd is registered.
-    let registered = unsafe {
-        AsyncFd::register_with_interest(PidFd(pidfd.clone()), tokio::io::Interest::READABLE)
-    };
-    let afd = match registered {
-        Ok(afd) => afd,
-        Err(e) => {
-            warn!(error = %e, "cannot register a pidfd; reaping on a blocking thread");
-            let fd = pidfd.as_raw_fd();
-            return tokio::task::spawn_blocking(move || wait_for_exit(fd, Wait::Block))
-                .await
-                .ok()
-                .flatten()
-                .unwrap_or(ExitInfo::Code { code: -1 });
-        }
-    };
-    loop {
-        let Ok(mut ready) = afd.readable().await else {
-            return ExitInfo::Code { code: -1 };
-        };
-        if let Some(status) = wait_for_exit(pidfd.as_raw_fd(), Wait::Peek) {
-            return status;
-        }
-        // Readable but not yet exited (a spurious wake-up): wait for the next edge.
-        ready.clear_ready();
-    }
-}
+    /// Kills the whole generation: the drain deadline passed.
+    fn kill(&self);
 
-/// What [`wait_for_exit`] does with the child.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wait {
-    /// Reads the status of a child that has exited, leaving it a zombie; never blocks.
-    Peek,
-    /// Blocks until the child has exited, leaving it a zombie.
-    Block,
-    /// Blocks until the child has exited and reaps it.
-    Reap,
-}
+    /// Returns the main process's exit status once it has exited.
+    fn wait_exit(&self) -> BoxFuture<'_, ExitInfo>;
 
-/// The exit status of the child behind pidfd `fd`; `None` when peeking at a child that
-/// has not exited yet.
-fn wait_for_exit(fd: i32, wait: Wait) -> Option<ExitInfo> {
-    let flags = libc::WEXITED
-        | match wait {
-            Wait::Peek => libc::WNOHANG | libc::WNOWAIT,
-            Wait::Block => libc::WNOWAIT,
-            Wait::Reap => 0,
-        };
-    loop {
-        // SAFETY: siginfo_t is plain data; waitid fills it in for our own child's pidfd.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: P_PIDFD with a pidfd we own; WEXITED waits for its exit.
-        let rc = unsafe { libc::waitid(libc::P_PIDFD, fd as libc::id_t, &mut info, flags) };
-        if rc == 0 {
-            // SAFETY: after a successful waitid the pid and status fields are valid; a zero
-            // pid means WNOHANG found no exit yet.
-            let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-            if pid == 0 {
-                return None;
-            }
-            return Some(match info.si_code {
-                libc::CLD_EXITED => ExitInfo::Code { code: status },
-                _ => ExitInfo::Signal { signal: status },
-            });
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::Interrupted {
-            warn!(error = %err, "waitid on a pidfd failed");
-            return Some(ExitInfo::Code { code: -1 });
-        }
-    }
-}
+    /// After the exit: ends whatever the generation left behind and reaps it. `live` are
+    /// the main pids of the generations still running, whose process groups must be spared.
+    fn end(&self, live: Vec<i32>) -> BoxFuture<'_, ()>;
 
-struct PidFd(Arc<OwnedFd>);
+    /// Returns once every check has passed (with the evidence), or one can never pass.
+    /// Unbounded: the caller races it against the timeout and the exit.
+    fn wait_ready<'a>(&'a self, checks: &'a [ReadyCheck]) -> BoxFuture<'a, Result<String, String>>;
 
-impl AsRawFd for PidFd {
-    fn as_raw_fd(&self) -> i32 {
-        self.0.as_raw_fd()
-    }
-}
+    /// For a readiness timeout: what the checks saw last, to append to the reason.
+    fn not_ready_detail(&self, checks: &[ReadyCheck]) -> String;
 
-/// Sends `signal` through the pidfd, so it cannot reach a recycled pid.
-pub(super) fn send_signal(pidfd: &OwnedFd, signal: Signal) -> std::io::Result<()> {
-    // SAFETY: pidfd_send_signal takes our pidfd, a signal number, no siginfo and no flags.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            signal.as_raw(),
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    if rc < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
+    /// Why the process could not reach its program, asked once it has exited.
+    fn exec_failure(&self) -> Option<String>;
 
-/// SIGKILLs the process group the generation leads (its workers included). Only for a
-/// generation whose main process is not reaped: until then its group id cannot be reused.
-pub(super) fn kill_group(pgid: i32) {
-    // SAFETY: killpg with the group id of an unreaped child of ours (the caller's promise),
-    // which each generation leads.
-    let rc = unsafe { libc::killpg(pgid, libc::SIGKILL) };
-    if rc != 0 {
-        debug!(pgid, error = %std::io::Error::last_os_error(), "killpg");
-    }
-}
+    /// Gives a generation that started at the idle priority its normal priority back.
+    fn end_idle_start(&self);
 
-/// Copies a child's output to ours, a line at a time, with a prefix naming the generation.
-fn forward_output(fd: OwnedFd, prefix: String, stderr: bool) {
-    let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
-        warn!("cannot read a generation's output pipe");
-        return;
-    };
-    tokio::spawn(async move {
-        use tokio::io::AsyncWriteExt;
-        // Written asynchronously: when our own output blocks (its reader stalls), this
-        // task stops reading the generation's pipe, so the app feels the back-pressure it
-        // would feel without us, and the supervisor's threads never wait.
-        let mut out: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>> = if stderr {
-            Box::pin(tokio::io::stderr())
-        } else {
-            Box::pin(tokio::io::stdout())
-        };
-        let mut lines = BufReader::new(pipe).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let text = format!("{prefix}{line}\n");
-            if out.write_all(text.as_bytes()).await.is_err() {
-                // Nobody can read our output any more; keep draining the pipe so the app
-                // does not block on a full one.
-                continue;
-            }
-            let _ = out.flush().await;
-        }
-    });
+    /// Frees what the generation needed only while it ran (its notify socket).
+    fn release(&self);
 }

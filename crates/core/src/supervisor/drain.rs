@@ -1,45 +1,39 @@
-//! Draining a generation: its stop signal, a deadline, then SIGKILL to its process group.
+//! Draining a generation: its stop signal, a deadline, then SIGKILL to the whole generation.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::{info, warn};
 
-use super::Shared;
-use super::child::{kill_group, send_signal};
-use crate::proto::EventKind;
-use crate::proto::{ExitInfo, GenerationState};
+use super::Context;
+use super::owner::{DrainTarget, Msg};
+use crate::proto::{EventKind, ExitInfo};
 
 /// Stops `generation` and waits until its main process has exited. Emits `draining`,
 /// `killed` (when the deadline passed) and `exited` events under `restart`.
 pub(super) async fn drain(
-    shared: &Arc<Shared>,
+    cx: &Context,
     generation: u64,
     restart: Option<(u64, Instant)>,
 ) -> Option<ExitInfo> {
-    let (pid, pidfd, signal, timeout, mut exited) = {
-        let mut st = shared.lock();
-        let g = st.generations.get_mut(&generation)?;
-        if g.is_live() {
-            g.state = GenerationState::Draining;
-        }
-        (
-            g.pid,
-            g.pidfd.clone(),
-            g.stop_signal,
-            g.drain_timeout,
-            g.exited.clone(),
-        )
-    };
-    let Some(pidfd) = pidfd else {
-        // Already reaped: nothing to signal or wait for.
+    let DrainTarget {
+        pid,
+        child,
+        signal,
+        timeout,
+        mut exited,
+    } = cx
+        .ask(|reply| Msg::Drain { generation, reply })
+        .await
+        .flatten()?;
+    let Some(child) = child else {
+        // Already exited: nothing to signal or wait for.
         return *exited.borrow();
     };
     if exited.borrow().is_none() {
-        if let Err(e) = send_signal(&pidfd, signal) {
+        if let Err(e) = child.signal(signal) {
             warn!(generation, pid, error = %e, "cannot send the stop signal");
         }
-        shared.emit(
+        cx.emit(
             restart,
             EventKind::Draining {
                 generation,
@@ -60,14 +54,13 @@ pub(super) async fn drain(
                 generation,
                 pid, "drain deadline passed; killing the process group"
             );
-            kill_group(pid);
-            let _ = send_signal(&pidfd, crate::signal::Signal::Kill);
-            shared.emit(restart, EventKind::Killed { generation, pid });
+            child.kill();
+            cx.emit(restart, EventKind::Killed { generation, pid });
             exited.wait_for(|s| s.is_some()).await.ok().and_then(|s| *s)
         }
     };
     if let Some(status) = status {
-        shared.emit(
+        cx.emit(
             restart,
             EventKind::Exited {
                 generation,

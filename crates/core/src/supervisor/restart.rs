@@ -9,6 +9,9 @@
 //!                                  ▼
 //!                  drain gen N: stop signal, wait ≤ drain timeout, SIGKILL ─► Completed
 //! ```
+//!
+//! [`RestartRun::begin`] runs inside the owner, up to the new child; [`RestartRun::run`] is
+//! a task of its own that waits and drains, and changes the state only by asking the owner.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,17 +19,16 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use super::Shared;
-use super::child::{Started, start_generation};
+use super::Context;
 use super::drain::drain;
+use super::owner::{Msg, Promotion, Started};
 use crate::config::{FileCache, ServiceConfig};
 use crate::duration::format_duration;
-use crate::proto::{EventKind, GenerationState, RestartOutcome, RestartReport};
-use crate::ready::{ReadyCheck, ReadyContext, wait_ready};
+use crate::proto::{EventKind, RestartOutcome, RestartReport};
 
 /// How [`RestartRun::begin`] ended: the new generation and the config it runs, or the
 /// outcome of a restart that could not start one; `None` when the service file changed and
-/// must be read first, which [`RestartRun::run`] does off the main loop.
+/// must be read first, which [`RestartRun::run`] does off the owner.
 pub(super) struct Begun {
     old_generation: Option<u64>,
     spawned: Option<Result<(ServiceConfig, Started), RestartOutcome>>,
@@ -36,31 +38,40 @@ pub(super) struct Begun {
 type Reloaded = Result<(ServiceConfig, Option<(Instant, EventKind)>), String>;
 
 pub(super) struct RestartRun {
-    pub shared: Arc<Shared>,
+    pub cx: Arc<Context>,
     pub restart: u64,
     pub started: Instant,
     pub ready_timeout: Option<Duration>,
+    /// The config the service runs as the restart begins. No other restart can change it
+    /// meanwhile: one runs at a time.
+    pub current: ServiceConfig,
 }
 
 impl RestartRun {
     fn emit(&self, kind: EventKind) {
-        self.shared.emit(Some((self.restart, self.started)), kind);
+        self.cx.emit(Some((self.restart, self.started)), kind);
     }
 
     /// The start of the restart, up to the new child: the config taken again and the new
-    /// generation spawned. It is synchronous and runs where the request was taken, so
-    /// that no task switch, which can wait for a CPU on a busy machine, stands between the
-    /// request and the child. A changed service file is not read here: reading may block
-    /// (a FIFO, a stalled mount), and this is the main loop.
-    pub fn begin(&self) -> Begun {
-        let old_generation = self.shared.lock().active;
+    /// generation spawned by `spawn`. It is synchronous and runs in the owner, where the
+    /// request was taken, so that no task switch, which can wait for a CPU on a busy
+    /// machine, stands between the request and the child. A changed service file is not
+    /// read here: reading may block (a FIFO, a stalled mount), and this is the owner.
+    pub fn begin(
+        &self,
+        old_generation: Option<u64>,
+        spawn: impl FnOnce(&ServiceConfig) -> Result<Started, String>,
+    ) -> Begun {
         // Until the child exists, events are recorded and sent only after: each send wakes
         // the threads that write to clients, and on a busy machine a woken thread can preempt
         // this one in the middle of the millisecond it needs.
         let mut pending = vec![(self.started, EventKind::RestartRequested)];
-        let spawned = self
-            .config_at_hand()
-            .map(|config| self.spawn(config, &mut pending));
+        let spawned = self.config_at_hand().map(|config| {
+            let (config, reloaded) = config.map_err(|reason| RestartOutcome::Failed { reason })?;
+            pending.extend(reloaded);
+            let started = spawn(&config);
+            self.spawned(config, started, &mut pending)
+        });
         self.flush(&mut pending);
         Begun {
             old_generation,
@@ -68,18 +79,17 @@ impl RestartRun {
         }
     }
 
-    /// Spawns the new generation with `config`, recording the events to send.
-    fn spawn(
+    /// The new generation started with `config`, or why not, recording the events to send.
+    fn spawned(
         &self,
-        config: Reloaded,
+        config: ServiceConfig,
+        started: Result<Started, String>,
         pending: &mut Vec<(Instant, EventKind)>,
     ) -> Result<(ServiceConfig, Started), RestartOutcome> {
-        let (config, reloaded) = config.map_err(|reason| RestartOutcome::Failed { reason })?;
-        pending.extend(reloaded);
-        match start_generation(&self.shared, &config, GenerationState::Starting, false) {
+        match started {
             Ok(started) => {
                 pending.push((
-                    started.spawned_at,
+                    started.child.spawned_at(),
                     EventKind::Spawned {
                         generation: started.generation,
                         pid: started.pid,
@@ -93,7 +103,7 @@ impl RestartRun {
         }
     }
 
-    /// Runs the rest of the restart to its end and records the outcome.
+    /// Runs the rest of the restart to its end and reports the outcome to the owner.
     pub async fn run(self, begun: Begun) {
         let Begun {
             old_generation,
@@ -101,18 +111,7 @@ impl RestartRun {
         } = begun;
         let spawned = match spawned {
             Some(spawned) => spawned,
-            None => {
-                // A stop does not wait for the read: it may take until its deadline.
-                let mut stopping = self.shared.stopping.subscribe();
-                let config = tokio::select! {
-                    config = self.read_config() => config,
-                    _ = stopping.wait_for(|s| *s) => Err("the supervisor is stopping".to_owned()),
-                };
-                let mut pending = Vec::new();
-                let spawned = self.spawn(config, &mut pending);
-                self.flush(&mut pending);
-                spawned
-            }
+            None => self.read_and_spawn().await,
         };
         let (outcome, new) = match spawned {
             Ok((config, started)) => {
@@ -137,32 +136,46 @@ impl RestartRun {
                 "restart did not complete"
             ),
         }
-        let respawn = {
-            let mut st = self.shared.lock();
-            match report.outcome {
-                RestartOutcome::Completed => st.counters.completed += 1,
-                RestartOutcome::RolledBack { .. } => st.counters.rolled_back += 1,
-                RestartOutcome::Failed { .. } => st.counters.failed += 1,
-            }
-            st.last_restart = Some(report.clone());
-            st.restart = None;
-            // The active generation may have died while this restart ran; if the restart
-            // did not replace it, the crash policy applies now.
-            !st.stopping && st.active_generation().is_none_or(|g| !g.is_live())
-        };
-        self.emit(EventKind::Finished { report });
+        self.cx.tell(Msg::RestartFinished {
+            report,
+            started: self.started,
+        });
         super::release_freed_memory();
-        if respawn {
-            let _ = self.shared.loop_tx.send(super::LoopMsg::ActiveLost);
-        }
+    }
+
+    /// Reads the changed service file, then has the owner spawn the new generation.
+    async fn read_and_spawn(&self) -> Result<(ServiceConfig, Started), RestartOutcome> {
+        // A stop does not wait for the read: it may take until its deadline.
+        let mut stopping = self.cx.stopping.subscribe();
+        let config = tokio::select! {
+            config = self.read_config() => config,
+            _ = stopping.wait_for(|s| *s) => Err("the supervisor is stopping".to_owned()),
+        };
+        let (config, reloaded) = config.map_err(|reason| RestartOutcome::Failed { reason })?;
+        let mut pending = Vec::from_iter(reloaded);
+        let started = self
+            .cx
+            .ask(|reply| Msg::Spawn {
+                config: Box::new(config.clone()),
+                reply,
+            })
+            .await
+            .unwrap_or_else(|| Err("the supervisor is stopping".to_owned()));
+        let spawned = self.spawned(config, started, &mut pending);
+        self.flush(&mut pending);
+        spawned
     }
 
     /// Sends events recorded earlier, each with the time it happened.
     fn flush(&self, pending: &mut Vec<(Instant, EventKind)>) {
         for (at, kind) in pending.drain(..) {
-            self.shared
+            self.cx
                 .emit_at(Some((self.restart, self.started)), at, kind);
         }
+    }
+
+    fn restart_tag(&self) -> Option<(u64, Instant)> {
+        Some((self.restart, self.started))
     }
 
     /// From the new generation's start: wait for it to be ready, promote it, drain the old.
@@ -170,9 +183,8 @@ impl RestartRun {
         let Started {
             generation,
             pid,
-            exec,
-            idle_start,
-            ..
+            child,
+            mut exited,
         } = started;
         let checks: Vec<String> = config.ready.checks.iter().map(|c| c.to_string()).collect();
         let timeout = self.ready_timeout.unwrap_or(config.ready.timeout);
@@ -182,40 +194,21 @@ impl RestartRun {
             timeout_ms: Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
         });
 
-        let (mut exited, notify) = {
-            let st = self.shared.lock();
-            match st.generations.get(&generation) {
-                Some(g) => (g.exited.clone(), g.notify.as_ref().map(|n| n.state())),
-                None => {
-                    return RestartOutcome::Failed {
-                        reason: "the new generation vanished".into(),
-                    };
-                }
-            }
-        };
-        let ctx = ReadyContext {
-            service: config.name.clone(),
-            generation,
-            pid,
-            listener_inodes: self.shared.listeners.iter().map(|l| l.inode()).collect(),
-            notify,
-            idle_start: idle_start.began(),
-        };
-        let mut stopping = self.shared.stopping.subscribe();
+        let mut stopping = self.cx.stopping.subscribe();
         let verdict: Result<String, String> = tokio::select! {
-            r = tokio::time::timeout(timeout, wait_ready(&config.ready.checks, &ctx)) => match r {
+            r = tokio::time::timeout(timeout, child.wait_ready(&config.ready.checks)) => match r {
                 Ok(Ok(evidence)) => Ok(evidence),
                 Ok(Err(e)) => Err(format!("generation {generation} (pid {pid}) failed its readiness check: {e}")),
                 Err(_) => Err(format!(
                     "generation {generation} (pid {pid}) was not ready within {} ({}){}",
                     format_duration(timeout),
                     config.ready.checks.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", "),
-                    accepting_seen(&config.ready.checks, &ctx),
+                    child.not_ready_detail(&config.ready.checks),
                 )),
             },
             status = exited.wait_for(|s| s.is_some()) => {
                 let status = status.ok().and_then(|s| *s);
-                Err(match (exec.failure(), status) {
+                Err(match (child.exec_failure(), status) {
                     (Some(e), _) => format!("generation {generation} (pid {pid}) could not start: {e}"),
                     (None, Some(s)) => format!("generation {generation} (pid {pid}) exited with {s} before it was ready"),
                     (None, None) => format!("generation {generation} (pid {pid}) exited before it was ready"),
@@ -226,14 +219,14 @@ impl RestartRun {
         match verdict {
             Ok(evidence) => {
                 // It serves requests from now on: at the priority it would have without us.
-                idle_start.end();
+                child.end_idle_start();
                 self.emit(EventKind::Ready {
                     generation,
                     evidence,
                 });
             }
             Err(reason) => {
-                drain(&self.shared, generation, Some((self.restart, self.started))).await;
+                drain(&self.cx, generation, self.restart_tag()).await;
                 return RestartOutcome::RolledBack { reason };
             }
         }
@@ -243,7 +236,7 @@ impl RestartRun {
         // rather than leave whatever reads it signalling a generation that is about to go.
         if let Some(path) = &config.pidfile {
             if let Err(e) = crate::pidfile::write(path, pid) {
-                drain(&self.shared, generation, Some((self.restart, self.started))).await;
+                drain(&self.cx, generation, self.restart_tag()).await;
                 let cause = std::error::Error::source(&e)
                     .map(|s| format!(": {s}"))
                     .unwrap_or_default();
@@ -255,55 +248,45 @@ impl RestartRun {
         }
 
         // Promote: from here on the new generation is the service.
-        let old = {
-            let mut st = self.shared.lock();
-            if st.stopping {
-                None
-            } else {
-                let old = st.active.replace(generation);
-                st.config = config.clone();
-                if let Some(g) = st.generations.get_mut(&generation) {
-                    g.state = GenerationState::Active;
+        let pidfile = config.pidfile.clone();
+        let promotion = self
+            .cx
+            .ask(|reply| Msg::Promote {
+                generation,
+                config: Box::new(config),
+                reply,
+            })
+            .await
+            .unwrap_or(Promotion::Stopping { active_pid: None });
+        let old = match promotion {
+            Promotion::Promoted { old } => old,
+            Promotion::Stopping { active_pid } => {
+                // The pidfile goes back to the generation that is still the service.
+                if let (Some(path), Some(active)) = (&pidfile, active_pid) {
+                    let _ = crate::pidfile::write(path, active);
                 }
-                if let Some(g) = old.and_then(|o| st.generations.get_mut(&o)) {
-                    if g.is_live() {
-                        g.state = GenerationState::Draining;
-                    }
-                }
-                st.pidfile = config.pidfile.clone();
-                Some(old)
+                drain(&self.cx, generation, self.restart_tag()).await;
+                return RestartOutcome::RolledBack {
+                    reason: "the supervisor is stopping".into(),
+                };
             }
-        };
-        let Some(old) = old else {
-            // Stopping: the pidfile goes back to the generation that is still the service.
-            if let (Some(path), Some(active)) = (&config.pidfile, self.active_pid()) {
-                let _ = crate::pidfile::write(path, active);
-            }
-            drain(&self.shared, generation, Some((self.restart, self.started))).await;
-            return RestartOutcome::RolledBack {
-                reason: "the supervisor is stopping".into(),
-            };
         };
         self.emit(EventKind::Promoted { generation, pid });
         if let Some(old) = old {
-            drain(&self.shared, old, Some((self.restart, self.started))).await;
+            drain(&self.cx, old, self.restart_tag()).await;
         }
         RestartOutcome::Completed
-    }
-
-    fn active_pid(&self) -> Option<i32> {
-        self.shared.lock().active_generation().map(|g| g.pid)
     }
 
     /// The config for the new generation when it needs no read: the one we have for a
     /// service given by flags, or the service file's as read last time when the file is
     /// unchanged since (a `stat`). `None`: the file must be read ([`Self::read_config`]).
     fn config_at_hand(&self) -> Option<Reloaded> {
-        let Some(path) = &self.shared.config_path else {
-            return Some(Ok((self.shared.lock().config.clone(), None)));
+        let Some(path) = &self.cx.config_path else {
+            return Some(Ok((self.current.clone(), None)));
         };
         let cached = self
-            .shared
+            .cx
             .config_cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -314,10 +297,10 @@ impl RestartRun {
     /// The service file read again, on a thread of its own and within
     /// [`crate::config::READ_DEADLINE`].
     async fn read_config(&self) -> Reloaded {
-        let Some(path) = &self.shared.config_path else {
-            return Ok((self.shared.lock().config.clone(), None));
+        let Some(path) = &self.cx.config_path else {
+            return Ok((self.current.clone(), None));
         };
-        let loaded = FileCache::reload(&self.shared.config_cache, path).await;
+        let loaded = FileCache::reload(&self.cx.config_cache, path).await;
         let config = loaded.map_err(|e| {
             format!("the service file cannot be used; the old generation keeps serving: {e}")
         })?;
@@ -333,11 +316,9 @@ impl RestartRun {
         Ok((config, Some((Instant::now(), reloaded))))
     }
 
-    /// A reloaded config may change anything but the name and the listeners. Compared
-    /// under the lock rather than on a copy of the running config.
+    /// A reloaded config may change anything but the name and the listeners.
     fn check_unchanged_identity(&self, config: &ServiceConfig, path: &Path) -> Result<(), String> {
-        let st = self.shared.lock();
-        let current = &st.config;
+        let current = &self.current;
         if config.name != current.name {
             return Err(format!(
                 "the service file now names the service '{}' instead of '{}'; restore the name or run a new supervisor",
@@ -352,13 +333,4 @@ impl RestartRun {
         }
         Ok(())
     }
-}
-
-/// For a readiness timeout: what the `accepting` check saw last, if it was one of the checks.
-fn accepting_seen(checks: &[ReadyCheck], ctx: &ReadyContext) -> String {
-    if !checks.contains(&ReadyCheck::Accepting) {
-        return String::new();
-    }
-    let seen = super::blocking(|| crate::ready::accepting::describe(ctx.pid, &ctx.listener_inodes));
-    format!("; accepting saw {seen}")
 }

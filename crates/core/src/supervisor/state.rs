@@ -1,12 +1,14 @@
-//! The supervisor's state: generations, the active one, the running restart, counters. Held
-//! under one mutex that is never kept across an await.
+//! The supervisor's state: generations, the active one, the running restart, counters.
+//! Owned by the owner task ([`super::owner`]), the only code that reads or writes it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
+use super::child::ChildProcess;
 use crate::config::ServiceConfig;
 use crate::proto::{
     ExitInfo, GenerationInfo, GenerationState, RestartCounters, RestartReport, unix_ms,
@@ -25,19 +27,15 @@ pub(super) struct Generation {
     pub started: SystemTime,
     pub started_at: Instant,
     pub exit: Option<ExitInfo>,
-    /// Becomes `Some` when the main process has been reaped.
-    pub exited: watch::Receiver<Option<ExitInfo>>,
-    /// A pidfd, so that signals can never reach a recycled pid; dropped once the process is
-    /// reaped, so exited records hold no fd.
-    pub pidfd: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
+    /// Set to the exit status when the owner records the exit; restarts and drains wait
+    /// on it.
+    pub exited: watch::Sender<Option<ExitInfo>>,
+    /// The running process; dropped once it has exited, so exited records hold no fd.
+    pub child: Option<Arc<dyn ChildProcess>>,
     /// The generation's own stop signal and drain timeout: those of the config it was
     /// started with.
     pub stop_signal: Signal,
     pub drain_timeout: Duration,
-    /// Keeps the NOTIFY_SOCKET alive (and removes it on drop).
-    pub notify: Option<crate::ready::NotifySocket>,
-    /// The generation's cgroup, where cgroups are used.
-    pub cgroup: Option<std::sync::Arc<crate::contain::GenerationCgroup>>,
     /// Becomes true once the main process is reaped and nothing it started is left.
     pub ended: watch::Receiver<bool>,
 }
@@ -119,14 +117,16 @@ impl State {
         live
     }
 
-    /// Records that a generation's main process exited; forgets the oldest exited records.
+    /// Records that a generation's main process exited, tells whoever waits for it, and
+    /// forgets the oldest exited records.
     pub fn mark_exited(&mut self, generation: u64, status: ExitInfo) {
         if let Some(g) = self.generations.get_mut(&generation) {
             g.state = GenerationState::Exited;
             g.exit = Some(status);
-            g.notify = None;
-            g.pidfd = None;
-            g.cgroup = None;
+            if let Some(child) = g.child.take() {
+                child.release();
+            }
+            g.exited.send_replace(Some(status));
         }
         let exited: Vec<u64> = self
             .generations

@@ -1,0 +1,464 @@
+//! The owner: the one task that holds the supervisor's [`State`] and changes it, in the
+//! order its inputs arrive (watchexec's job task is the model).
+//!
+//! Its inputs are control requests and signals (handled in [`super::control`]) and
+//! [`Msg`]s from the tasks around it. Those tasks (exit watchers, respawn timers, the
+//! running restart, the final stop) wait, sleep and drain as long as they need to, but
+//! never touch the state: they ask the owner, which answers at once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, info};
+
+use super::Context;
+use super::child::{ChildProcess, Children, SpawnRequest};
+use super::drain::drain;
+use super::state::{Generation, State};
+use crate::config::{RestartMode, ServiceConfig};
+use crate::proto::{EventKind, ExitInfo, GenerationState, RestartOutcome, RestartReport};
+use crate::signal::Signal;
+
+/// What the tasks around the owner tell it or ask it.
+#[derive(Debug)]
+pub(super) enum Msg {
+    /// A generation's main process exited (it is not reaped yet). The reply: the main pids
+    /// of the generations still live, whose groups its end must spare.
+    Exited {
+        generation: u64,
+        status: ExitInfo,
+        live: oneshot::Sender<Vec<i32>>,
+    },
+    /// The respawn backoff elapsed.
+    RespawnDue,
+    /// The running restart read the service file: start the new generation with it.
+    Spawn {
+        config: Box<ServiceConfig>,
+        reply: oneshot::Sender<Result<Started, String>>,
+    },
+    /// The running restart's new generation is ready and named by the pidfile: make it
+    /// the active one.
+    Promote {
+        generation: u64,
+        config: Box<ServiceConfig>,
+        reply: oneshot::Sender<Promotion>,
+    },
+    /// A drain begins: mark the generation draining and hand over what stopping it takes.
+    Drain {
+        generation: u64,
+        reply: oneshot::Sender<Option<DrainTarget>>,
+    },
+    /// The running restart ended.
+    RestartFinished {
+        report: RestartReport,
+        started: Instant,
+    },
+    /// Every generation was drained and has ended: the supervisor may exit.
+    Stopped,
+}
+
+/// A generation just started.
+#[derive(Debug)]
+pub(super) struct Started {
+    pub generation: u64,
+    pub pid: i32,
+    pub child: Arc<dyn ChildProcess>,
+    /// Becomes `Some` once the owner has recorded the exit.
+    pub exited: watch::Receiver<Option<ExitInfo>>,
+}
+
+/// The answer to [`Msg::Promote`].
+#[derive(Debug)]
+pub(super) enum Promotion {
+    /// The new generation is active; the old one (if any, and live) is draining.
+    Promoted { old: Option<u64> },
+    /// The supervisor is stopping: nothing changed. `active_pid` is the generation that is
+    /// still the service.
+    Stopping { active_pid: Option<i32> },
+}
+
+/// What a drain needs to stop a generation.
+#[derive(Debug)]
+pub(super) struct DrainTarget {
+    pub pid: i32,
+    /// `None` when the generation has already exited.
+    pub child: Option<Arc<dyn ChildProcess>>,
+    pub signal: Signal,
+    pub timeout: Duration,
+    pub exited: watch::Receiver<Option<ExitInfo>>,
+}
+
+pub(super) struct Owner {
+    pub cx: Arc<Context>,
+    pub st: State,
+    pub children: Arc<dyn Children>,
+    pub inbox: mpsc::UnboundedReceiver<Msg>,
+}
+
+impl Owner {
+    pub fn on_msg(&mut self, msg: Msg) {
+        match msg {
+            Msg::Exited {
+                generation,
+                status,
+                live,
+            } => {
+                self.st.mark_exited(generation, status);
+                let _ = live.send(self.live_pids());
+                self.on_exit(generation, status);
+            }
+            Msg::RespawnDue => self.respawn(),
+            Msg::Spawn { config, reply } => {
+                let started = self.start_generation(&config, GenerationState::Starting, false);
+                let _ = reply.send(started);
+            }
+            Msg::Promote {
+                generation,
+                config,
+                reply,
+            } => {
+                let _ = reply.send(self.promote(generation, *config));
+            }
+            Msg::Drain { generation, reply } => {
+                let _ = reply.send(self.begin_drain(generation));
+            }
+            Msg::RestartFinished { report, started } => self.restart_finished(report, started),
+            // Taken by the loop in `run` while stopping, the only time it is sent.
+            Msg::Stopped => {}
+        }
+    }
+
+    fn live_pids(&self) -> Vec<i32> {
+        self.st
+            .generations
+            .values()
+            .filter(|g| g.is_live())
+            .map(|g| g.pid)
+            .collect()
+    }
+
+    /// Starts the next generation with `config`, records it, and starts watching its exit.
+    pub fn start_generation(
+        &mut self,
+        config: &ServiceConfig,
+        state: GenerationState,
+        wait_exec: bool,
+    ) -> Result<Started, String> {
+        let generation = self.st.next_generation;
+        self.st.next_generation += 1;
+        let (exited_tx, exited) = watch::channel(None);
+        let child = self.children.spawn(SpawnRequest {
+            generation,
+            config,
+            listeners: &self.cx.listeners,
+            wait_exec,
+            exited: exited.clone(),
+        })?;
+        let pid = child.pid();
+        let (ended_tx, ended) = watch::channel(false);
+        self.st.generations.insert(
+            generation,
+            Generation {
+                generation,
+                pid,
+                state,
+                started: SystemTime::now(),
+                started_at: Instant::now(),
+                exit: None,
+                exited: exited_tx,
+                child: Some(child.clone()),
+                stop_signal: config.stop_signal,
+                drain_timeout: config.drain_timeout,
+                ended,
+            },
+        );
+        // The exit watcher: tells the owner, then ends what the generation left behind.
+        let watched = child.clone();
+        let cx = self.cx.clone();
+        tokio::spawn(async move {
+            let status = watched.wait_exit().await;
+            tracing::debug!(generation, pid, %status, "exited");
+            let live = cx
+                .ask(|live| Msg::Exited {
+                    generation,
+                    status,
+                    live,
+                })
+                .await
+                .unwrap_or_default();
+            watched.end(live).await;
+            let _ = ended_tx.send(true);
+        });
+        Ok(Started {
+            generation,
+            pid,
+            child,
+            exited,
+        })
+    }
+
+    /// Starts a generation that becomes the service at once (the first, or a respawn).
+    pub fn start_active(&mut self, respawn: bool) -> Result<(), String> {
+        let config = self.st.config.clone();
+        let started = self.start_generation(&config, GenerationState::Active, true)?;
+        let Started {
+            generation,
+            pid,
+            child,
+            ..
+        } = started;
+        self.st.active = Some(generation);
+        self.st.lost = None;
+        self.write_pidfile(pid);
+        self.cx.emit(None, EventKind::Spawned { generation, pid });
+        if respawn {
+            self.cx.emit(None, EventKind::Promoted { generation, pid });
+        }
+        self.log_first_readiness(generation, child);
+        Ok(())
+    }
+
+    /// Logs when a generation that is the service from its start becomes ready. Nothing
+    /// waits on it: there is no older generation to protect, and the listener queues
+    /// clients until the app accepts.
+    fn log_first_readiness(&self, generation: u64, child: Arc<dyn ChildProcess>) {
+        let checks = self.st.config.ready.checks.clone();
+        let timeout = self.st.config.ready.timeout;
+        tokio::spawn(async move {
+            let pid = child.pid();
+            match tokio::time::timeout(timeout, child.wait_ready(&checks)).await {
+                Ok(Ok(evidence)) => info!(generation, pid, %evidence, "ready"),
+                Ok(Err(e)) => tracing::warn!(generation, pid, error = %e, "not ready"),
+                Err(_) => tracing::warn!(generation, pid, "not ready within the readiness timeout"),
+            }
+            // Ready or not, this generation is the service now: at its normal priority.
+            child.end_idle_start();
+        });
+    }
+
+    pub fn write_pidfile(&self, pid: i32) {
+        if let Some(path) = &self.st.pidfile {
+            match crate::pidfile::write(path, pid) {
+                Ok(()) => info!(pid, path = %path.display(), "pidfile written"),
+                Err(e) => error!(
+                    error = %e,
+                    cause = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default(),
+                    "cannot write the pidfile; it names an older generation or none"
+                ),
+            }
+        }
+    }
+
+    /// A generation's main process exited. Only the active generation's exit matters here:
+    /// starting and draining ones are watched by the restart that owns them.
+    fn on_exit(&mut self, generation: u64, status: ExitInfo) {
+        if self.st.stopping || self.st.active != Some(generation) {
+            return;
+        }
+        self.st.counters.crashes += 1;
+        self.st.active = None;
+        let Some(g) = self.st.generations.get(&generation) else {
+            return;
+        };
+        let (pid, uptime) = (g.pid, g.started_at.elapsed());
+        error!(generation, pid, %status, "the active generation exited");
+        self.cx.emit(
+            None,
+            EventKind::Exited {
+                generation,
+                pid,
+                status,
+            },
+        );
+        if let Some(path) = &self.st.pidfile {
+            crate::pidfile::remove_if(path, pid);
+        }
+        self.st.lost = Some(status);
+        // While a restart runs, it replaces the lost generation, or asks for a respawn
+        // when it rolls back.
+        if self.st.restart.is_none() {
+            self.schedule_respawn(Some(uptime));
+        }
+    }
+
+    /// Applies the restart policy after the active generation was lost.
+    fn schedule_respawn(&mut self, uptime: Option<Duration>) {
+        let Some(status) = self.st.lost else { return };
+        let wanted = match self.st.config.restart.mode {
+            RestartMode::Always => true,
+            RestartMode::OnFailure => !status.success(),
+            RestartMode::Never => false,
+        };
+        if !wanted || self.st.stopping {
+            info!(%status, "not respawning (restart policy)");
+            return;
+        }
+        let delay = self.st.next_backoff(uptime.unwrap_or_default());
+        let generation = self.st.next_generation;
+        let delay_ms = delay.as_millis() as u64;
+        info!(generation, delay_ms, "respawning");
+        self.cx.emit(
+            None,
+            EventKind::Respawning {
+                generation,
+                delay_ms,
+            },
+        );
+        let owner = self.cx.owner.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = owner.send(Msg::RespawnDue);
+        });
+    }
+
+    fn respawn(&mut self) {
+        if self.st.stopping
+            || self.st.restart.is_some()
+            || self.st.active_generation().is_some_and(|g| g.is_live())
+        {
+            return;
+        }
+        if let Err(e) = self.start_active(true) {
+            error!(error = %e, "respawn failed");
+            self.schedule_respawn(None);
+        }
+    }
+
+    fn promote(&mut self, generation: u64, config: ServiceConfig) -> Promotion {
+        let st = &mut self.st;
+        if st.stopping {
+            return Promotion::Stopping {
+                active_pid: st.active_generation().map(|g| g.pid),
+            };
+        }
+        let old = st.active.replace(generation);
+        st.pidfile = config.pidfile.clone();
+        st.config = config;
+        if let Some(g) = st.generations.get_mut(&generation) {
+            g.state = GenerationState::Active;
+        }
+        if let Some(g) = old.and_then(|o| st.generations.get_mut(&o))
+            && g.is_live()
+        {
+            g.state = GenerationState::Draining;
+        }
+        Promotion::Promoted { old }
+    }
+
+    fn begin_drain(&mut self, generation: u64) -> Option<DrainTarget> {
+        let g = self.st.generations.get_mut(&generation)?;
+        if g.is_live() {
+            g.state = GenerationState::Draining;
+        }
+        Some(DrainTarget {
+            pid: g.pid,
+            child: g.child.clone(),
+            signal: g.stop_signal,
+            timeout: g.drain_timeout,
+            exited: g.exited.subscribe(),
+        })
+    }
+
+    fn restart_finished(&mut self, report: RestartReport, started: Instant) {
+        let st = &mut self.st;
+        match report.outcome {
+            RestartOutcome::Completed => st.counters.completed += 1,
+            RestartOutcome::RolledBack { .. } => st.counters.rolled_back += 1,
+            RestartOutcome::Failed { .. } => st.counters.failed += 1,
+        }
+        st.last_restart = Some(report.clone());
+        let restart = st.restart.take();
+        // The active generation may have died while this restart ran; if the restart did
+        // not replace it, the crash policy applies now.
+        let lost = st.active_generation().is_none_or(|g| !g.is_live());
+        self.cx.emit(
+            restart.map(|r| (r, started)),
+            EventKind::Finished { report },
+        );
+        if self.st.stopping {
+            self.drain_all();
+        } else if lost {
+            self.schedule_respawn(None);
+        }
+    }
+
+    /// The stop begins: a running restart sees it and rolls back; once none runs, every
+    /// live generation drains.
+    pub fn begin_stop(&mut self) {
+        self.st.stopping = true;
+        self.cx.stopping.send_replace(true);
+        self.cx.emit(None, EventKind::Stopping);
+        if self.st.restart.is_none() {
+            self.drain_all();
+        }
+    }
+
+    /// Drains every live generation, waits until each has ended (what it left behind
+    /// killed and its process reaped, so the ports are free when `stop` answers), then
+    /// sends [`Msg::Stopped`].
+    fn drain_all(&self) {
+        let live: Vec<u64> = self
+            .st
+            .generations
+            .values()
+            .filter(|g| g.is_live())
+            .map(|g| g.generation)
+            .collect();
+        let ended: Vec<watch::Receiver<bool>> = self
+            .st
+            .generations
+            .values()
+            .map(|g| g.ended.clone())
+            .collect();
+        let cx = self.cx.clone();
+        tokio::spawn(async move {
+            let mut drains = tokio::task::JoinSet::new();
+            for generation in live {
+                let cx = cx.clone();
+                drains.spawn(async move { drain(&cx, generation, None).await });
+            }
+            while drains.join_next().await.is_some() {}
+            for mut e in ended {
+                let _ = e.wait_for(|done| *done).await;
+            }
+            cx.tell(Msg::Stopped);
+        });
+    }
+
+    /// After [`Msg::Stopped`]: the pidfile and the notify sockets go.
+    pub fn finish_stop(&mut self) {
+        if let (Some(path), Some(g)) = (&self.st.pidfile, self.st.active_generation()) {
+            crate::pidfile::remove_if(path, g.pid);
+        }
+        for g in self.st.generations.values() {
+            if let Some(child) = &g.child {
+                child.release();
+            }
+        }
+    }
+
+    /// Sends `sig` to the active generation; returns its pid.
+    pub fn forward_signal(&self, sig: Signal) -> Option<i32> {
+        let g = self.st.active_generation().filter(|g| g.is_live())?;
+        let (generation, pid) = (g.generation, g.pid);
+        match g.child.as_ref()?.signal(sig) {
+            Ok(()) => {
+                info!(generation, pid, signal = %sig, "forwarded");
+                self.cx.emit(
+                    None,
+                    EventKind::Signalled {
+                        generation,
+                        pid,
+                        signal: sig.to_string(),
+                    },
+                );
+                Some(pid)
+            }
+            Err(e) => {
+                tracing::warn!(generation, pid, signal = %sig, error = %e, "cannot forward");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! The real child processes behind the seam ([`super::child`]): starting a generation,
+//! watching it exit, ending what it left, forwarding its output, signalling it, and its
+//! readiness as /proc and its notify socket show it.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tracing::{debug, info, warn};
+
+use super::child::{BoxFuture, ChildProcess, Children, SpawnRequest};
+use super::start_priority::IdleStart;
+use crate::config::StartPriority;
+use crate::contain::{GenerationCgroup, OwnChildren, ServiceCgroups};
+use crate::handoff::{ExecReport, SpawnSpec, spawn_generation, start_child};
+use crate::proto::ExitInfo;
+use crate::ready::{NotifySender, NotifySocket, ReadyCheck, ReadyContext, wait_ready};
+use crate::signal::Signal;
+
+/// Starts generations as real processes.
+pub(super) struct Processes {
+    /// Where each generation's notify socket is bound.
+    pub runtime_dir: PathBuf,
+    /// Where generations get their cgroups; `None` where cgroup v2 is not writable.
+    pub cgroups: Option<ServiceCgroups>,
+}
+
+/// A generation's process.
+#[derive(Debug)]
+struct Process {
+    pid: i32,
+    /// A pidfd, so that signals can never reach a recycled pid.
+    pidfd: Arc<OwnedFd>,
+    /// Why the child could not reach its program, to ask once it has exited. Dropped as
+    /// soon as the program is known to run (its exec was waited for, or it is ready): it
+    /// holds the child's stack and a pipe.
+    exec: Mutex<Option<ExecReport>>,
+    /// When the clone returned (or, when waiting for the exec, when that ended).
+    spawned_at: Instant,
+    /// Its start at the idle priority, to end once it is ready.
+    idle_start: IdleStart,
+    /// Keeps the NOTIFY_SOCKET alive (and removes it on drop) until [`ChildProcess::release`].
+    notify: Mutex<Option<NotifySocket>>,
+    /// The generation's cgroup, where cgroups are used; dropped (removed) once the
+    /// generation has ended.
+    cgroup: Mutex<Option<Arc<GenerationCgroup>>>,
+    /// What the readiness checks need.
+    ready: ReadyContext,
+}
+
+impl Children for Processes {
+    /// Starts the next generation with `request.config` and returns it.
+    fn spawn(&self, request: SpawnRequest<'_>) -> Result<Arc<dyn ChildProcess>, String> {
+        let SpawnRequest {
+            generation,
+            config,
+            listeners,
+            wait_exec,
+            exited,
+        } = request;
+        let cgroup = self.cgroups.as_ref().and_then(|c| match c.generation(generation) {
+            Ok(cg) => Some(Arc::new(cg)),
+            Err(e) => {
+                warn!(generation, error = %e, "cannot create the generation's cgroup; its processes are found by process group");
+                None
+            }
+        });
+        let notify_path =
+            crate::paths::notify_socket_in(&self.runtime_dir, &config.name, generation);
+        let notify = match NotifySocket::bind(&notify_path) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                warn!(error = %e, path = %notify_path.display(), "cannot create the notify socket");
+                None
+            }
+        };
+        let spec = SpawnSpec {
+            service: &config.name,
+            generation,
+            command: &config.command,
+            workdir: config.workdir.as_deref(),
+            env: &config.env,
+            listeners,
+            notify_socket: notify.as_ref().map(|n| n.path()),
+            capture_output: config.log_prefix,
+            nice: super::priority::generation_nice(),
+            idle_start: config.start_priority == StartPriority::Idle,
+        };
+        // Listed as our own child before a sweep for orphans could see it.
+        let spawned = {
+            let mut own = OwnChildren::get().lock();
+            let spawned = if wait_exec {
+                // Waiting for the exec can take a while on a busy machine: keep it off the
+                // worker threads that serve the control socket and reap children.
+                crate::rt::blocking(|| spawn_generation(&spec))
+            } else {
+                start_child(&spec)
+            }
+            .map_err(|e| e.to_string())?;
+            own.insert(spawned.pid);
+            spawned
+        };
+        let spawned_at = Instant::now();
+        let pid = spawned.pid;
+        info!(generation, pid, "spawned");
+        // Into its cgroup by our hand, not the child's: a migration's wait would delay the
+        // exec (GenerationCgroup::adopt).
+        if let Some(cg) = cgroup.clone() {
+            tokio::task::spawn_blocking(move || {
+                let moved = cg.adopt(pid);
+                debug!(generation, pid, moved, "moved into the generation's cgroup");
+            });
+        }
+        if let Some(n) = &notify {
+            n.admit(NotifySender {
+                pid,
+                cgroup: cgroup.as_ref().map(|c| c.rel().to_owned()),
+            });
+        }
+        if let Some(out) = spawned.stdout {
+            forward_output(out, format!("[{} gen {generation}] ", config.name), false);
+        }
+        if let Some(err) = spawned.stderr {
+            forward_output(err, format!("[{} gen {generation}] ", config.name), true);
+        }
+        let idle_start = if spec.idle_start {
+            IdleStart::begin(pid, exited)
+        } else {
+            IdleStart::default()
+        };
+        let ready = ReadyContext {
+            service: config.name.clone(),
+            generation,
+            pid,
+            listener_inodes: listeners.iter().map(|l| l.inode()).collect(),
+            notify: notify.as_ref().map(|n| n.state()),
+            idle_start: idle_start.began(),
+        };
+        Ok(Arc::new(Process {
+            pid,
+            pidfd: Arc::new(spawned.pidfd),
+            exec: Mutex::new((!wait_exec).then_some(spawned.exec)),
+            spawned_at,
+            idle_start,
+            notify: Mutex::new(notify),
+            cgroup: Mutex::new(cgroup),
+            ready,
+        }))
+    }
+
+    fn containment(&self) -> String {
+        match &self.cgroups {
+            Some(c) => format!("cgroup:{}", c.rel()),
+            None => "process-group".to_owned(),
+        }
+    }
+}
+
+impl ChildProcess for Process {
+    fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    fn spawned_at(&self) -> Instant {
+        self.spawned_at
+    }
+
+    fn signal(&self, signal: Signal) -> std::io::Result<()> {
+        send_signal(&self.pidfd, signal)
+    }
+
+    fn kill(&self) {
+        kill_group(self.pid);
+        let _ = send_signal(&self.pidfd, Signal::Kill);
+    }
+
+    fn wait_exit(&self) -> BoxFuture<'_, ExitInfo> {
+        Box::pin(wait_exit(&self.pidfd))
+    }
+
+    fn end(&self, live: Vec<i32>) -> BoxFuture<'_, ()> {
+        let cgroup = lock(&self.cgroup).take();
+        Box::pin(end_generation(self.pid, self.pidfd.clone(), cgroup, live))
+    }
+
+    fn wait_ready<'a>(&'a self, checks: &'a [ReadyCheck]) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            let evidence = wait_ready(checks, &self.ready).await;
+            if evidence.is_ok() {
+                // Ready: the program runs, so its exec report has nothing left to say.
+                lock(&self.exec).take();
+            }
+            evidence.map_err(|e| e.to_string())
+        })
+    }
+
+    fn not_ready_detail(&self, checks: &[ReadyCheck]) -> String {
+        if !checks.contains(&ReadyCheck::Accepting) {
+            return String::new();
+        }
+        let seen = crate::rt::blocking(|| {
+            crate::ready::accepting::describe(self.pid, &self.ready.listener_inodes)
+        });
+        format!("; accepting saw {seen}")
+    }
+
+    fn exec_failure(&self) -> Option<String> {
+        lock(&self.exec)
+            .as_ref()
+            .and_then(|exec| exec.failure())
+            .map(|e| e.to_string())
+    }
+
+    fn end_idle_start(&self) {
+        self.idle_start.end();
+    }
+
+    fn release(&self) {
+        lock(&self.notify).take();
+    }
+}
+
+/// A panic while holding one of these locks leaves plain data behind: carry on with it.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// How long after a generation's exit its zombie is reaped. Its exit status is read
+/// at once (see [`wait_exit`]); the delay lets the exiting threads finish their own
+/// `/proc` cleanup first, so that reaping has nothing left to wait for.
+const REAP_DELAY: Duration = Duration::from_millis(200);
+
+/// How long the processes a generation left behind may take to die once killed.
+const LEFTOVERS_LIMIT: Duration = Duration::from_secs(5);
+
+/// Ends a generation whose main process `pid` has exited and is not reaped yet: kills what
+/// it left behind (its process group, its cgroup, or the strays it re-parented to us), then
+/// reaps it. Only after that may its pid, and so its process group id, be reused: nothing
+/// here or later can signal a stranger's group. `live_groups` are the groups to spare.
+async fn end_generation(
+    pid: i32,
+    pidfd: Arc<OwnedFd>,
+    cgroup: Option<Arc<GenerationCgroup>>,
+    live_groups: Vec<i32>,
+) {
+    let ended = tokio::task::spawn_blocking(move || {
+        crate::contain::end_leftovers(pid, cgroup.as_deref(), &live_groups, LEFTOVERS_LIMIT);
+        // See wait_exit: the zombie goes last, after its threads' /proc entries.
+        std::thread::sleep(REAP_DELAY);
+        wait_for_exit(pidfd.as_raw_fd(), Wait::Reap);
+        OwnChildren::get().forget(pid);
+        drop(cgroup);
+    });
+    let _ = ended.await;
+}
+
+/// Waits until the process behind `pidfd` exits and returns its status, without tying
+/// up a thread: a pidfd becomes readable when its process has exited.
+///
+/// The status is read with `WNOWAIT`, which leaves the zombie in place: its process group
+/// is then ended by [`end_generation`], and the zombie is reaped after that, a little later
+/// on a blocking thread ([`REAP_DELAY`]). Reaping is not the cheap call it
+/// looks like: it drops the process's `/proc` entries, and when the process had many
+/// threads whose entries were looked up (the `accepting` check reads every thread's
+/// `syscall` file) while those threads are still dropping their own, the kernel
+/// retries (`shrink_dcache_parent`) until they are done. On a loaded machine that took
+/// 0.9 to 25 s inside one `waitid` and up to 18 s of the supervisor's CPU over 150
+/// restarts; the restart waiting for it could not complete. A zombie costs nothing
+/// meanwhile, and keeps its pid and process group from being reused.
+async fn wait_exit(pidfd: &Arc<OwnedFd>) -> ExitInfo {
+    // SAFETY: `PidFd` holds an Arc of the OwnedFd, so the fd stays open and unreplaced for
+    // as long as the AsyncFd is registered.
+    let registered = unsafe {
+        AsyncFd::register_with_interest(PidFd(pidfd.clone()), tokio::io::Interest::READABLE)
+    };
+    let afd = match registered {
+        Ok(afd) => afd,
+        Err(e) => {
+            warn!(error = %e, "cannot register a pidfd; reaping on a blocking thread");
+            let fd = pidfd.as_raw_fd();
+            return tokio::task::spawn_blocking(move || wait_for_exit(fd, Wait::Block))
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(ExitInfo::Code { code: -1 });
+        }
+    };
+    loop {
+        let Ok(mut ready) = afd.readable().await else {
+            return ExitInfo::Code { code: -1 };
+        };
+        if let Some(status) = wait_for_exit(pidfd.as_raw_fd(), Wait::Peek) {
+            return status;
+        }
+        // Readable but not yet exited (a spurious wake-up): wait for the next edge.
+        ready.clear_ready();
+    }
+}
+
+/// What [`wait_for_exit`] does with the child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Reads the status of a child that has exited, leaving it a zombie; never blocks.
+    Peek,
+    /// Blocks until the child has exited, leaving it a zombie.
+    Block,
+    /// Blocks until the child has exited and reaps it.
+    Reap,
+}
+
+/// The exit status of the child behind pidfd `fd`; `None` when peeking at a child that
+/// has not exited yet.
+fn wait_for_exit(fd: i32, wait: Wait) -> Option<ExitInfo> {
+    let flags = libc::WEXITED
+        | match wait {
+            Wait::Peek => libc::WNOHANG | libc::WNOWAIT,
+            Wait::Block => libc::WNOWAIT,
+            Wait::Reap => 0,
+        };
+    loop {
+        // SAFETY: siginfo_t is plain data; waitid fills it in for our own child's pidfd.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: P_PIDFD with a pidfd we own; WEXITED waits for its exit.
+        let rc = unsafe { libc::waitid(libc::P_PIDFD, fd as libc::id_t, &mut info, flags) };
+        if rc == 0 {
+            // SAFETY: after a successful waitid the pid and status fields are valid; a zero
+            // pid means WNOHANG found no exit yet.
+            let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+            if pid == 0 {
+                return None;
+            }
+            return Some(match info.si_code {
+                libc::CLD_EXITED => ExitInfo::Code { code: status },
+                _ => ExitInfo::Signal { signal: status },
+            });
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            warn!(error = %err, "waitid on a pidfd failed");
+            return Some(ExitInfo::Code { code: -1 });
+        }
+    }
+}
+
+struct PidFd(Arc<OwnedFd>);
+
+impl AsRawFd for PidFd {
+    fn as_raw_fd(&self) -> i32 {
+        self.0.as_raw_fd()
+    }
+}
+
+/// Sends `signal` through the pidfd, so it cannot reach a recycled pid.
+fn send_signal(pidfd: &OwnedFd, signal: Signal) -> std::io::Result<()> {
+    // SAFETY: pidfd_send_signal takes our pidfd, a signal number, no siginfo and no flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal.as_raw(),
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// SIGKILLs the process group the generation leads (its workers included). Only for a
+/// generation whose main process is not reaped: until then its group id cannot be reused.
+fn kill_group(pgid: i32) {
+    // SAFETY: killpg with the group id of an unreaped child of ours (the caller's promise),
+    // which each generation leads.
+    let rc = unsafe { libc::killpg(pgid, libc::SIGKILL) };
+    if rc != 0 {
+        debug!(pgid, error = %std::io::Error::last_os_error(), "killpg");
+    }
+}
+
+/// Copies a child's output to ours, a line at a time, with a prefix naming the generation.
+fn forward_output(fd: OwnedFd, prefix: String, stderr: bool) {
+    let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
+        warn!("cannot read a generation's output pipe");
+        return;
+    };
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        // Written asynchronously: when our own output blocks (its reader stalls), this
+        // task stops reading the generation's pipe, so the app feels the back-pressure it
+        // would feel without us, and the supervisor's threads never wait.
+        let mut out: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>> = if stderr {
+            Box::pin(tokio::io::stderr())
+        } else {
+            Box::pin(tokio::io::stdout())
+        };
+        let mut lines = BufReader::new(pipe).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let text = format!("{prefix}{line}\n");
+            if out.write_all(text.as_bytes()).await.is_err() {
+                // Nobody can read our output any more; keep draining the pipe so the app
+                // does not block on a full one.
+                continue;
+            }
+            let _ = out.flush().await;
+        }
+    });
+}

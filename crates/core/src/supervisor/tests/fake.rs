@@ -1,0 +1,231 @@
+//! A fake child for the owner's tests (watchexec's `TestChild` is the model): no fork, no
+//! sockets. Each generation follows a [`Script`]; everything done to it is recorded.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::super::child::{BoxFuture, ChildProcess, Children, SpawnRequest};
+use crate::proto::ExitInfo;
+use crate::ready::ReadyCheck;
+use crate::signal::Signal;
+
+/// How a fake generation answers its readiness checks.
+#[derive(Debug, Clone)]
+pub enum Readiness {
+    Ready,
+    After(Duration),
+    Fails(&'static str),
+    Never,
+}
+
+/// What a fake generation does.
+#[derive(Debug, Clone)]
+pub struct Script {
+    /// `Err`: the spawn itself fails with this reason.
+    pub spawn: Result<(), &'static str>,
+    pub readiness: Readiness,
+    /// It exits on its own this long after its start.
+    pub exits_after: Option<(Duration, ExitInfo)>,
+    /// It never reached its program, for this reason.
+    pub exec_failure: Option<&'static str>,
+    /// How it ends when sent SIGTERM (its stop signal): `None` ignores it.
+    pub on_term: Option<ExitInfo>,
+}
+
+impl Default for Script {
+    fn default() -> Script {
+        Script {
+            spawn: Ok(()),
+            readiness: Readiness::Ready,
+            exits_after: None,
+            exec_failure: None,
+            on_term: Some(ExitInfo::Code { code: 0 }),
+        }
+    }
+}
+
+/// What was done to a fake generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Done {
+    Signalled(Signal),
+    Killed,
+    /// Its leftovers were ended and it was reaped.
+    Ended,
+}
+
+/// The fake's pid for a generation.
+pub fn pid_of(generation: u64) -> i32 {
+    1000 + generation as i32
+}
+
+/// Starts fake generations, by the script given for each (the default otherwise).
+#[derive(Debug, Clone, Default)]
+pub struct FakeChildren {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    scripts: HashMap<u64, Script>,
+    children: HashMap<u64, Arc<FakeChild>>,
+    record: Vec<(u64, Done)>,
+}
+
+impl FakeChildren {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap()
+    }
+
+    /// Generation `generation` will follow `script`.
+    pub fn script(&self, generation: u64, script: Script) {
+        self.lock().scripts.insert(generation, script);
+    }
+
+    /// The fake generation `generation`, once spawned.
+    pub fn child(&self, generation: u64) -> Arc<FakeChild> {
+        self.lock().children[&generation].clone()
+    }
+
+    /// Everything done to the generations, in order.
+    pub fn record(&self) -> Vec<(u64, Done)> {
+        self.lock().record.clone()
+    }
+
+    pub fn spawned(&self) -> Vec<u64> {
+        let mut g: Vec<u64> = self.lock().children.keys().copied().collect();
+        g.sort();
+        g
+    }
+}
+
+impl Children for FakeChildren {
+    fn spawn(&self, request: SpawnRequest<'_>) -> Result<Arc<dyn ChildProcess>, String> {
+        let generation = request.generation;
+        let script = self
+            .lock()
+            .scripts
+            .get(&generation)
+            .cloned()
+            .unwrap_or_default();
+        script.spawn.map_err(str::to_owned)?;
+        let (exit, _) = watch::channel(None);
+        let child = Arc::new(FakeChild {
+            generation,
+            exit,
+            script: script.clone(),
+            owner: self.clone(),
+        });
+        if let Some((after, status)) = script.exits_after {
+            let child = child.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                child.exit(status);
+            });
+        }
+        self.lock().children.insert(generation, child.clone());
+        Ok(child)
+    }
+
+    fn containment(&self) -> String {
+        "fake".to_owned()
+    }
+}
+
+#[derive(Debug)]
+pub struct FakeChild {
+    generation: u64,
+    exit: watch::Sender<Option<ExitInfo>>,
+    script: Script,
+    owner: FakeChildren,
+}
+
+impl FakeChild {
+    /// The main process exits with `status` (the first exit counts).
+    pub fn exit(&self, status: ExitInfo) {
+        self.exit.send_if_modified(|s| {
+            let first = s.is_none();
+            if first {
+                *s = Some(status);
+            }
+            first
+        });
+    }
+
+    fn note(&self, done: Done) {
+        self.owner.lock().record.push((self.generation, done));
+    }
+}
+
+impl ChildProcess for FakeChild {
+    fn pid(&self) -> i32 {
+        pid_of(self.generation)
+    }
+
+    fn spawned_at(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn signal(&self, signal: Signal) -> std::io::Result<()> {
+        if self.exit.borrow().is_some() {
+            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        self.note(Done::Signalled(signal));
+        if let (Signal::Terminate, Some(status)) = (signal, self.script.on_term) {
+            self.exit(status);
+        }
+        Ok(())
+    }
+
+    fn kill(&self) {
+        self.note(Done::Killed);
+        self.exit(ExitInfo::Signal { signal: 9 });
+    }
+
+    fn wait_exit(&self) -> BoxFuture<'_, ExitInfo> {
+        let mut exit = self.exit.subscribe();
+        Box::pin(async move {
+            match exit.wait_for(|s| s.is_some()).await {
+                Ok(s) => s.unwrap_or(ExitInfo::Code { code: -1 }),
+                Err(_) => ExitInfo::Code { code: -1 },
+            }
+        })
+    }
+
+    fn end(&self, _live: Vec<i32>) -> BoxFuture<'_, ()> {
+        self.note(Done::Ended);
+        Box::pin(async {})
+    }
+
+    fn wait_ready<'a>(
+        &'a self,
+        _checks: &'a [ReadyCheck],
+    ) -> BoxFuture<'a, Result<String, String>> {
+        let readiness = self.script.readiness.clone();
+        Box::pin(async move {
+            match readiness {
+                Readiness::Ready => Ok("fake evidence".to_owned()),
+                Readiness::After(d) => {
+                    tokio::time::sleep(d).await;
+                    Ok("fake evidence".to_owned())
+                }
+                Readiness::Fails(why) => Err(why.to_owned()),
+                Readiness::Never => std::future::pending().await,
+            }
+        })
+    }
+
+    fn not_ready_detail(&self, _checks: &[ReadyCheck]) -> String {
+        "; fake saw nothing".to_owned()
+    }
+
+    fn exec_failure(&self) -> Option<String> {
+        self.script.exec_failure.map(str::to_owned)
+    }
+
+    fn end_idle_start(&self) {}
+
+    fn release(&self) {}
+}
