@@ -6,10 +6,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use zd_load::load::ConnectionMode;
 
-use super::{Peer, built_peer, free_port, restart_times};
+use super::{Peer, assert_fast_rollback, built_peer, free_port, restart_json, restart_times};
 use crate::support::{
     TestEnv, assert_code, assert_no_failures, fixture_bin, http_get, is_alive, start_load, stderr,
     wait_for,
@@ -102,6 +103,29 @@ fn psflip_keeps_the_old_process_when_the_new_child_dies_before_it_is_healthy() {
     let err = stderr(&out);
     assert!(err.contains("rolled back"), "{err}");
     assert!(err.contains("exited before it took over"), "{err}");
+    assert!(is_alive(old), "the old psflip must keep running");
+    assert_eq!(zd_core::pidfile::read(&pidfile).expect("pid"), old);
+    assert_no_failures(&load.finish());
+}
+
+#[test]
+fn psflip_rolls_back_at_once_when_the_new_child_dies_at_start() {
+    let env = TestEnv::new();
+    let test = "psflip_rolls_back_at_once_when_the_new_child_dies_at_start";
+    let marker = env.path("broken");
+    // A new child that crashes at once: the new psflip gives up and exits within moments,
+    // often between two looks of the driver.
+    let later = Some((marker.as_path(), "--crash-at-start"));
+    let Some((_peer, addr, pidfile)) = start(&env, test, later, "3s") else {
+        return;
+    };
+    let old = zd_core::pidfile::read(&pidfile).expect("pid");
+    let mut tree = crate::support::descendants(old);
+    tree.push(old);
+    std::fs::write(&marker, "").expect("marker");
+    let load = start_load(&addr, 16, ConnectionMode::Close);
+    let (out, events, elapsed) = restart_json(&env, "flip", &[]);
+    assert_fast_rollback(test, &out, &events, elapsed, Duration::from_secs(20), &tree);
     assert!(is_alive(old), "the old psflip must keep running");
     assert_eq!(zd_core::pidfile::read(&pidfile).expect("pid"), old);
     assert_no_failures(&load.finish());

@@ -1,10 +1,11 @@
 //! A real start_server (Debian libserver-starter-perl) in front of zd-fixture.
 
 use std::process::Command;
+use std::time::Duration;
 
 use zd_load::load::ConnectionMode;
 
-use super::{Peer, free_port, peer, restart_times};
+use super::{Peer, assert_fast_rollback, free_port, peer, restart_json, restart_times};
 use crate::support::{
     TestEnv, assert_code, assert_no_failures, fixture_bin, start_load, stderr, wait_for,
 };
@@ -70,9 +71,11 @@ fn start_server_with_a_new_worker_that_dies_fails_with_the_reason() {
         m = marker.display()
     );
     let server = start(&env, &program, &["sh", "-c", &script]);
+    let old = crate::support::descendants(server._peer.pid());
     let load = start_load(&server.addr, 16, ConnectionMode::Close);
-    let out = env.run_zdctl(&["restart", "ss"]);
-    assert_code(&out, 1);
+    let (out, events, elapsed) = restart_json(&env, "ss", &[]);
+    let test = "start_server_with_a_new_worker_that_dies_fails_with_the_reason";
+    assert_fast_rollback(test, &out, &events, elapsed, Duration::from_secs(20), &old);
     assert!(
         stderr(&out).contains("exited within start_server's --interval"),
         "{}",

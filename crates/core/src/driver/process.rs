@@ -168,3 +168,52 @@ pub(super) fn live_children(pid: i32) -> Vec<i32> {
         .filter(|kid| proc::is_alive(*kid))
         .collect()
 }
+
+/// Whether a process has reaped a child since the driver began to watch it, so that a
+/// child that was born and died between two looks at /proc is not missed.
+///
+/// The evidence is the kernel's accounting: a process's `cminflt` (`/proc/PID/stat`, the
+/// minor page faults of its waited-for children, see proc(5)) grows by the faults of each
+/// child it reaps, and any process that ran has faulted in some pages (its stack, the
+/// pages copy-on-write shares with its parent, the program it executed). It grows at the
+/// reaping only, not while a child lives or lies a zombie, and does not depend on how
+/// often the driver looks.
+#[derive(Debug)]
+pub(super) struct Reaped {
+    pid: i32,
+    before: Option<u64>,
+}
+
+impl Reaped {
+    pub(super) fn watch(pid: i32) -> Reaped {
+        Reaped {
+            pid,
+            before: children_faults(pid),
+        }
+    }
+
+    /// Whether the process reaped a child since [`Reaped::watch`]: false when that cannot
+    /// be read.
+    pub(super) fn any(&self) -> bool {
+        matches!(
+            (self.before, children_faults(self.pid)),
+            (Some(before), Some(now)) if now > before
+        )
+    }
+}
+
+fn children_faults(pid: i32) -> Option<u64> {
+    procfs::process::Process::new(pid)
+        .and_then(|p| p.stat())
+        .ok()
+        .map(|stat| stat.cminflt)
+}
+
+/// Children of `pid` that have exited and wait to be reaped (zombies): evidence of a
+/// child that died, seen even when it died before the driver first looked.
+pub(super) fn dead_children(pid: i32) -> Vec<i32> {
+    proc::children(pid)
+        .into_iter()
+        .filter(|kid| !proc::is_alive(*kid))
+        .collect()
+}
