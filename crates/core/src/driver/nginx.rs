@@ -22,7 +22,6 @@ use super::run::{Run, rolled_back, tick};
 use super::{DriverConfig, DriverError, NginxMode, watch};
 use crate::duration::format_duration;
 use crate::pidfile;
-use crate::proc;
 use crate::proto::{EventKind, RestartOutcome};
 use crate::ready::accepting::find_accepting;
 use crate::signal::Signal;
@@ -298,24 +297,12 @@ pub(super) async fn upgrade(
     Ok(RestartOutcome::Completed)
 }
 
-/// The inodes of the listening sockets `pid` holds (TCP or unix): each socket fd is
-/// duplicated (pidfd_getfd) and asked whether it accepts connections, which is cheaper
-/// than reading the namespace's whole TCP table. Empty when they cannot be read.
+/// The inodes of the listening sockets `pid` holds.
 fn listener_inodes(pid: i32) -> Vec<u64> {
-    use nix::sys::socket::{getsockopt, sockopt::AcceptConn};
-    let Ok(held) = proc::socket_fds(pid) else {
-        return Vec::new();
-    };
-    let mut inodes: Vec<u64> = held
+    super::process::listening_sockets(pid)
         .into_iter()
-        .filter(|(fd, _)| {
-            proc::duplicate_fd(pid, *fd).is_some_and(|dup| getsockopt(&dup, AcceptConn) == Ok(true))
-        })
-        .map(|(_, inode)| inode)
-        .collect();
-    inodes.sort_unstable();
-    inodes.dedup();
-    inodes
+        .map(|l| l.inode)
+        .collect()
 }
 
 /// Evidence that the tree of `master` waits for connections on one of `listeners`; with no

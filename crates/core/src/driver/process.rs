@@ -217,3 +217,58 @@ pub(super) fn dead_children(pid: i32) -> Vec<i32> {
         .filter(|kid| !proc::is_alive(*kid))
         .collect()
 }
+
+/// A listening socket a process holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct HeldListener {
+    pub(super) fd: i32,
+    pub(super) inode: u64,
+    /// `127.0.0.1:8080`, `[::1]:8080`, a unix socket's path or `@name` for an abstract one,
+    /// as the inspector writes them.
+    pub(super) address: String,
+}
+
+/// The listening sockets (TCP or unix) `pid` holds: each socket fd is duplicated
+/// (pidfd_getfd) and asked whether it accepts connections and where it is bound, which is
+/// cheaper than reading the namespace's whole socket tables. Empty when they cannot be
+/// read (another user's process).
+pub(super) fn listening_sockets(pid: i32) -> Vec<HeldListener> {
+    use nix::sys::socket::{SockaddrStorage, getsockname, getsockopt, sockopt::AcceptConn};
+    use std::os::fd::AsRawFd;
+    let Ok(held) = proc::socket_fds(pid) else {
+        return Vec::new();
+    };
+    let mut out: Vec<HeldListener> = held
+        .into_iter()
+        .filter_map(|(fd, inode)| {
+            let dup = proc::duplicate_fd(pid, fd)?;
+            if getsockopt(&dup, AcceptConn) != Ok(true) {
+                return None;
+            }
+            let addr: SockaddrStorage = getsockname(dup.as_raw_fd()).ok()?;
+            Some(HeldListener {
+                fd,
+                inode,
+                address: address_of(&addr)?,
+            })
+        })
+        .collect();
+    out.sort_by_key(|l| l.inode);
+    out.dedup_by_key(|l| l.inode);
+    out
+}
+
+fn address_of(addr: &nix::sys::socket::SockaddrStorage) -> Option<String> {
+    if let Some(v4) = addr.as_sockaddr_in() {
+        return Some(std::net::SocketAddrV4::from(*v4).to_string());
+    }
+    if let Some(v6) = addr.as_sockaddr_in6() {
+        return Some(std::net::SocketAddrV6::from(*v6).to_string());
+    }
+    let unix = addr.as_unix_addr()?;
+    if let Some(path) = unix.path() {
+        return Some(path.display().to_string());
+    }
+    unix.as_abstract()
+        .map(|name| format!("@{}", String::from_utf8_lossy(name)))
+}
