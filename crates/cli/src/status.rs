@@ -21,8 +21,9 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             if let Some(config) = crate::foreign::driver_for(name)? {
                 let status = crate::foreign::status(&config)?;
                 return if args.json {
-                    let snapshot = Inspector::new(SocketSource::default())
-                        .snapshot_tree(name, status.supervisor_pid);
+                    // The driver's generations and listeners, like a native status: a
+                    // supervisor that is its own generation (psflip, nginx) is its main pid.
+                    let snapshot = Inspector::new(SocketSource::default()).snapshot_native(&status);
                     output::json_pretty(&with_snapshot(
                         crate::foreign::json(&config, &status)?,
                         snapshot,

@@ -12,8 +12,8 @@ use std::time::Duration;
 use zd_load::load::ConnectionMode;
 
 use super::{
-    Peer, assert_fast_rollback, assert_real_pids, built_peer, children, free_port, restart_json,
-    restart_times, worker_until,
+    Peer, assert_fast_rollback, assert_listener_held_by_active, assert_real_pids, built_peer,
+    children, free_port, restart_json, restart_times, worker_until,
 };
 use crate::support::{
     TestEnv, assert_code, assert_no_failures, fixture_bin, http_get, is_alive, start_load, stderr,
@@ -85,6 +85,7 @@ fn einhorn_upgrades_ten_times_under_load_without_a_failed_request() {
     let first = children(einhorn.peer.pid());
     let load = start_load(&einhorn.addr, 16, ConnectionMode::Close);
     restart_times(&env, "eh", 10);
+    assert_listener_held_by_active(&env, "eh", &einhorn.addr);
     assert_no_failures(&load.finish());
     assert!(
         children(einhorn.peer.pid())

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use zd_load::load::ConnectionMode;
 
-use super::{Peer, assert_fast_rollback, free_port, peer, restart_json, restart_times};
+use super::{
+    Peer, assert_fast_rollback, assert_listener_held_by_active, free_port, peer, restart_json,
+    restart_times,
+};
 use crate::support::{
     TestEnv, assert_code, assert_no_failures, is_alive, start_load, stderr, wait_for,
 };
@@ -113,6 +116,7 @@ fn gunicorn_upgrades_its_arbiter_ten_times_under_load_without_a_failed_request()
     let first = zd_core::pidfile::read(&gunicorn.pidfile).expect("pid");
     let load = start_load(&gunicorn.addr, 16, ConnectionMode::Close);
     restart_times(&env, "wsgi", 10);
+    assert_listener_held_by_active(&env, "wsgi", &gunicorn.addr);
     assert_no_failures(&load.finish());
     let last = zd_core::pidfile::read(&gunicorn.pidfile).expect("pid");
     assert_ne!(first, last, "the arbiter was not replaced");

@@ -291,3 +291,31 @@ pub fn assert_fast_rollback(
     assert_real_pids(events);
     assert_drains_only(events, old);
 }
+
+/// `zdctl status NAME --json` shows the listener on `addr`, in the status and in its
+/// snapshot, held by the active generation only, as a native service's is.
+pub fn assert_listener_held_by_active(env: &TestEnv, name: &str, addr: &str) {
+    let out = env.run_zdctl(&["status", name, "--json"]);
+    assert_code(&out, 0);
+    let value: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("status json");
+    let active = value["active_generation"]
+        .as_u64()
+        .expect("active generation");
+    let on_addr = |list: &serde_json::Value| {
+        list.as_array()
+            .and_then(|l| l.iter().find(|l| l["address"] == addr))
+            .cloned()
+    };
+    assert!(
+        on_addr(&value["listeners"]).is_some(),
+        "status lists no listener on {addr}: {value:#}"
+    );
+    let listener = on_addr(&value["snapshot"]["listeners"])
+        .unwrap_or_else(|| panic!("the snapshot lists no listener on {addr}: {value:#}"));
+    // A pool (einhorn's workers) lists its generation once per worker.
+    let held_by = listener["held_by"].as_array().cloned().unwrap_or_default();
+    assert!(
+        !held_by.is_empty() && held_by.iter().all(|g| g.as_u64() == Some(active)),
+        "held by {held_by:?}, not by the active generation {active} alone: {value:#}"
+    );
+}

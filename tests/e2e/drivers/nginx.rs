@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use zd_load::load::ConnectionMode;
 
-use super::{Peer, assert_fast_rollback, free_port, peer, restart_json, restart_times};
+use super::{
+    Peer, assert_fast_rollback, assert_listener_held_by_active, free_port, peer, restart_json,
+    restart_times,
+};
 use crate::support::{
     TestEnv, assert_code, assert_no_failures, is_alive, start_load, stderr, wait_for,
 };
@@ -125,6 +128,7 @@ fn nginx_upgrades_ten_times_under_load_without_a_failed_request() {
     let nginx = start(&env, &program.display().to_string(), &program);
     let load = start_load(&nginx.addr, 16, ConnectionMode::Close);
     restart_times(&env, "web", 10);
+    assert_listener_held_by_active(&env, "web", &nginx.addr);
     assert_no_failures(&load.finish());
 }
 

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use zd_load::load::ConnectionMode;
 
-use super::{Peer, assert_fast_rollback, built_peer, free_port, restart_json, restart_times};
+use super::{
+    Peer, assert_fast_rollback, assert_listener_held_by_active, built_peer, free_port,
+    restart_json, restart_times,
+};
 use crate::support::{
     TestEnv, assert_code, assert_no_failures, fixture_bin, http_get, is_alive, start_load, stderr,
     wait_for,
@@ -79,6 +82,7 @@ fn psflip_upgrades_ten_times_under_load_without_a_failed_request() {
     let first = zd_core::pidfile::read(&pidfile).expect("pid");
     let load = start_load(&addr, 16, ConnectionMode::Close);
     restart_times(&env, "flip", 10);
+    assert_listener_held_by_active(&env, "flip", &addr);
     assert_no_failures(&load.finish());
     let last = zd_core::pidfile::read(&pidfile).expect("pid");
     assert_ne!(first, last);
@@ -129,4 +133,42 @@ fn psflip_rolls_back_at_once_when_the_new_child_dies_at_start() {
     assert!(is_alive(old), "the old psflip must keep running");
     assert_eq!(zd_core::pidfile::read(&pidfile).expect("pid"), old);
     assert_no_failures(&load.finish());
+}
+
+#[test]
+fn psflip_status_shows_psflip_as_the_main_pid_and_its_public_listener_held_by_it() {
+    let env = TestEnv::new();
+    let test = "psflip_status_shows_psflip_as_the_main_pid_and_its_public_listener_held_by_it";
+    let Some((_peer, addr, pidfile)) = start(&env, test, None, "300ms") else {
+        return;
+    };
+    let psflip = i64::from(zd_core::pidfile::read(&pidfile).expect("pid"));
+    let out = env.run_zdctl(&["status", "flip", "--json"]);
+    assert_code(&out, 0);
+    let value: serde_json::Value =
+        serde_json::from_str(&crate::support::stdout(&out)).expect("status json");
+    let active = value["active_generation"]
+        .as_u64()
+        .expect("active generation");
+    assert!(
+        value["listeners"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|l| l["address"] == addr.as_str())),
+        "status lists no listener on {addr}: {value:#}"
+    );
+    let snapshot = &value["snapshot"];
+    let generation = snapshot["generations"]
+        .as_array()
+        .and_then(|gens| gens.iter().find(|g| g["generation"] == active))
+        .unwrap_or_else(|| panic!("no active generation in the snapshot: {value:#}"));
+    assert_eq!(generation["main_pid"].as_i64(), Some(psflip), "{value:#}");
+    let listener = snapshot["listeners"]
+        .as_array()
+        .and_then(|l| l.iter().find(|l| l["address"] == addr.as_str()))
+        .unwrap_or_else(|| panic!("the snapshot lists no listener on {addr}: {value:#}"));
+    assert_eq!(
+        listener["held_by"],
+        serde_json::json!([active]),
+        "{value:#}"
+    );
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use zd_load::load::ConnectionMode;
 
 use super::{
-    Peer, assert_fast_rollback, built_peer, children, free_port, restart_json, restart_times,
-    worker_until,
+    Peer, assert_fast_rollback, assert_listener_held_by_active, built_peer, children, free_port,
+    restart_json, restart_times, worker_until,
 };
 use crate::support::{
     TestEnv, assert_code, assert_no_failures, fixture_bin, http_get, start_load, stderr, wait_for,
@@ -60,6 +60,7 @@ fn socketmaster_restarts_ten_times_under_load_without_a_failed_request() {
     let first = children(peer.pid());
     let load = start_load(&addr, 16, ConnectionMode::Close);
     restart_times(&env, "sm", 10);
+    assert_listener_held_by_active(&env, "sm", &addr);
     assert_no_failures(&load.finish());
     let now = children(peer.pid());
     assert_eq!(now.len(), 1, "one child after the restarts: {now:?}");

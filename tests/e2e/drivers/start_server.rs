@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use zd_load::load::ConnectionMode;
 
-use super::{Peer, assert_fast_rollback, free_port, peer, restart_json, restart_times};
+use super::{
+    Peer, assert_fast_rollback, assert_listener_held_by_active, free_port, peer, restart_json,
+    restart_times,
+};
 use crate::support::{
     TestEnv, assert_code, assert_no_failures, fixture_bin, start_load, stderr, wait_for,
 };
@@ -54,6 +57,7 @@ fn start_server_restarts_ten_times_under_load_without_a_failed_request() {
     let server = start(&env, &program, &[&fixture]);
     let load = start_load(&server.addr, 16, ConnectionMode::Close);
     restart_times(&env, "ss", 10);
+    assert_listener_held_by_active(&env, "ss", &server.addr);
     assert_no_failures(&load.finish());
 }
 
