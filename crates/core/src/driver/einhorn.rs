@@ -316,7 +316,7 @@ pub(super) async fn restart(
     // einhorn answers this only once it has re-executed itself for the upgrade, or given
     // up on that.
     let after = state(socket, per_call).await?;
-    if after.version == before.version && !after.upgrading {
+    if before.version.is_some() && after.version == before.version && !after.upgrading {
         return Ok(failed(format!(
             "einhorn (pid {}) refused to upgrade: it answered {answer:?} but did not start the \
              upgrade (its log says \"Can not initiate einhorn master reload safely, aborting\" \
