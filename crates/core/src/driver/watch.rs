@@ -141,6 +141,10 @@ pub(super) async fn pidfile_flip(
     run.numbers_from_record(old.pid);
     let before: BTreeSet<i32> = live_children(old.pid).into_iter().collect();
     let reaped = Reaped::watch(old.pid);
+    // Any child psflip reaps or leaves dead during an upgrade is its successor: it starts
+    // no other. The program behind `signal` or huptime may run and reap children of its
+    // own at any time, so only a successor seen alive and then gone counts there.
+    let knows_its_children = config.kind == DriverKind::Psflip;
     poke(config, run, &old)?;
     let mut candidate: Option<Candidate> = None;
     // Children the old process started after the signal: a successor that dies before it
@@ -188,8 +192,9 @@ pub(super) async fn pidfile_flip(
                 let gave_up = successors
                     .iter()
                     .any(|pid| !crate::proc::is_alive(*pid) && !kids.contains(pid))
-                    || dead_children(old.pid).iter().any(|k| !before.contains(k))
-                    || (reaped.any() && before.iter().all(|k| kids.contains(k)));
+                    || (knows_its_children
+                        && (dead_children(old.pid).iter().any(|k| !before.contains(k))
+                            || (reaped.any() && before.iter().all(|k| kids.contains(k)))));
                 if gave_up && config.kind == DriverKind::Huptime {
                     return Ok(failed(format!(
                         "the new process started by pid {} exited before it wrote the \
@@ -279,7 +284,9 @@ pub(super) async fn child_flip(
                 .into_iter()
                 .find(|k| !old.contains(k));
             let all_old_run = old.iter().all(|p| kids.contains(p));
-            if zombie.is_some() || (reaped.any() && all_old_run) {
+            // socketmaster starts nothing but its children; a `signal` supervisor may.
+            let knows_its_children = config.kind == DriverKind::Socketmaster;
+            if knows_its_children && (zombie.is_some() || (reaped.any() && all_old_run)) {
                 let which = zombie.map(|p| format!(" (pid {p})")).unwrap_or_default();
                 return Ok(if all_old_run && !old.is_empty() {
                     rolled_back(format!(
