@@ -315,7 +315,22 @@ pub(super) async fn restart(
     tracing::debug!(%answer, "einhorn answered upgrade");
     // einhorn answers this only once it has re-executed itself for the upgrade, or given
     // up on that.
-    let after = state(socket, per_call).await?;
+    let after = loop {
+        // einhorn may take a while to re-execute itself (Ruby loads again): the upgrade was
+        // asked for, so from here on a silent socket is the restart's failure, not an error
+        // that says nothing was tried.
+        match state(socket, per_call).await {
+            Ok(after) => break after,
+            Err(err) if run.timed_out() => {
+                return Ok(failed(format!(
+                    "einhorn (pid {}) did not answer 'state' after the upgrade within {}: {err}",
+                    upgrade.master,
+                    format_duration(run.timeout())
+                )));
+            }
+            Err(_) => tokio::time::sleep(POLL).await,
+        }
+    };
     if before.version.is_some() && after.version == before.version && !after.upgrading {
         return Ok(failed(format!(
             "einhorn (pid {}) refused to upgrade: it answered {answer:?} but did not start the \
