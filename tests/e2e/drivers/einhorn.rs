@@ -7,10 +7,14 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use zd_load::load::ConnectionMode;
 
-use super::{Peer, built_peer, children, free_port, restart_times, worker_until};
+use super::{
+    Peer, assert_fast_rollback, assert_listener_held_by_active, assert_real_pids, built_peer,
+    children, free_port, restart_json, restart_times, worker_until,
+};
 use crate::support::{
     TestEnv, assert_code, assert_no_failures, fixture_bin, http_get, is_alive, start_load, stderr,
     wait_for,
@@ -24,12 +28,24 @@ struct Einhorn {
 /// einhorn with two workers, acked once they lived `ack_after` seconds (its timer ack
 /// mode). `None` when einhorn is not built.
 fn start(env: &TestEnv, test: &str, worker: &[String], ack_after: &str) -> Option<Einhorn> {
+    start_with(env, test, worker, ack_after, &[])
+}
+
+/// [`start`] with more flags for einhorn.
+fn start_with(
+    env: &TestEnv,
+    test: &str,
+    worker: &[String],
+    ack_after: &str,
+    flags: &[&str],
+) -> Option<Einhorn> {
     let einhorn = built_peer(test, "einhorn", &[])?;
     let socket = env.path("einhorn.sock");
     let pidfile = env.path("einhorn.pid");
     let addr = format!("127.0.0.1:{}", free_port());
     let mut cmd = Command::new(einhorn);
-    cmd.args(["-b", &addr, "-n", "2", "-m", ack_after, "-d"])
+    cmd.args(flags)
+        .args(["-b", &addr, "-n", "2", "-m", ack_after, "-d"])
         .arg(&socket)
         .arg("-e")
         .arg(&pidfile)
@@ -69,6 +85,7 @@ fn einhorn_upgrades_ten_times_under_load_without_a_failed_request() {
     let first = children(einhorn.peer.pid());
     let load = start_load(&einhorn.addr, 16, ConnectionMode::Close);
     restart_times(&env, "eh", 10);
+    assert_listener_held_by_active(&env, "eh", &einhorn.addr);
     assert_no_failures(&load.finish());
     assert!(
         children(einhorn.peer.pid())
@@ -101,6 +118,78 @@ fn einhorn_whose_new_workers_die_before_they_ack_rolls_back_and_keeps_the_old_on
         "an old worker was stopped"
     );
     assert_no_failures(&load.finish());
+}
+
+#[test]
+fn einhorn_rolls_back_at_once_when_its_new_workers_die_at_start() {
+    let env = TestEnv::new();
+    let test = "einhorn_rolls_back_at_once_when_its_new_workers_die_at_start";
+    let marker = env.path("broken");
+    // New workers exit at once, often between two looks at einhorn's state.
+    let worker = worker_until(&marker, "--crash-at-start");
+    let Some(einhorn) = start(&env, test, &worker, "3") else {
+        return;
+    };
+    let old = children(einhorn.peer.pid());
+    std::fs::write(&marker, "").expect("marker");
+    let load = start_load(&einhorn.addr, 16, ConnectionMode::Close);
+    let (out, events, elapsed) = restart_json(&env, "eh", &[]);
+    assert_fast_rollback(test, &out, &events, elapsed, Duration::from_secs(20), &old);
+    assert!(
+        stderr(&out).contains("exited before it acked"),
+        "{}",
+        stderr(&out)
+    );
+    let signalled = events.iter().find(|e| e["event"] == "signalled");
+    assert_eq!(
+        signalled.and_then(|e| e["pid"].as_i64()),
+        Some(i64::from(einhorn.peer.pid())),
+        "the upgrade is sent to einhorn's master"
+    );
+    assert!(
+        old.iter().all(|w| is_alive(*w)),
+        "an old worker was stopped: {}",
+        std::fs::read_to_string(env.path("einhorn.log")).unwrap_or_default()
+    );
+    assert_no_failures(&load.finish());
+}
+
+#[test]
+fn einhorn_that_refuses_to_upgrade_fails_the_restart_at_once_with_its_reason() {
+    let env = TestEnv::new();
+    let test = "einhorn_that_refuses_to_upgrade_fails_the_restart_at_once_with_its_reason";
+    let worker = [fixture_bin().display().to_string()];
+    // einhorn re-executes itself to upgrade, after checking that it can: with a
+    // re-exec command that fails, it logs that it cannot reload safely and does nothing.
+    let Some(einhorn) = start_with(&env, test, &worker, "0.3", &["--reexec-as=/bin/false"]) else {
+        return;
+    };
+    let old = children(einhorn.peer.pid());
+    let started = std::time::Instant::now();
+    let (out, events, elapsed) = restart_json(&env, "eh", &[]);
+    eprintln!("REFUSAL TIME: {test}: {elapsed:?}");
+    assert_code(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("refused to upgrade"), "{err}");
+    assert!(
+        err.contains("Can not initiate einhorn master reload safely"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "it waited for the timeout"
+    );
+    assert_real_pids(&events);
+    let log = std::fs::read_to_string(env.path("einhorn.log")).expect("einhorn's log");
+    assert!(
+        log.contains("Can not initiate einhorn master reload safely, aborting"),
+        "einhorn did not refuse: {log}"
+    );
+    assert_eq!(
+        children(einhorn.peer.pid()),
+        old,
+        "the old workers keep serving"
+    );
 }
 
 #[test]

@@ -3,10 +3,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use zd_load::load::ConnectionMode;
 
-use super::{Peer, free_port, peer, restart_times};
+use super::{
+    Peer, assert_fast_rollback, assert_listener_held_by_active, free_port, peer, restart_json,
+    restart_times,
+};
 use crate::support::{
     TestEnv, assert_code, assert_no_failures, is_alive, start_load, stderr, wait_for,
 };
@@ -38,12 +42,25 @@ def app(environ, start_response):
     return [b'ok\\n']
 ";
 
+/// gunicorn's configuration: once `no-exec` exists, the child an arbiter forks to
+/// execute the new one exits at once instead (`pre_exec` runs in it, before the exec), as
+/// a failed exec does.
+const CONFIG: &str = "\
+import os
+def pre_exec(server):
+    if os.path.exists(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'no-exec')):
+        os._exit(1)
+";
+
 fn start(env: &TestEnv, program: &Path, mode: &str, app: &str) -> Gunicorn {
     let port = free_port();
     std::fs::write(env.path("app.py"), app).expect("app.py");
+    std::fs::write(env.path("gunicorn.conf.py"), CONFIG).expect("gunicorn.conf.py");
     let pidfile = env.path("gunicorn.pid");
     let mut cmd = Command::new(program);
-    cmd.arg("--bind")
+    cmd.arg("--config")
+        .arg(env.path("gunicorn.conf.py"))
+        .arg("--bind")
         .arg(format!("127.0.0.1:{port}"))
         .args(["--workers", "2", "--graceful-timeout", "10"])
         .arg("--pid")
@@ -99,6 +116,7 @@ fn gunicorn_upgrades_its_arbiter_ten_times_under_load_without_a_failed_request()
     let first = zd_core::pidfile::read(&gunicorn.pidfile).expect("pid");
     let load = start_load(&gunicorn.addr, 16, ConnectionMode::Close);
     restart_times(&env, "wsgi", 10);
+    assert_listener_held_by_active(&env, "wsgi", &gunicorn.addr);
     assert_no_failures(&load.finish());
     let last = zd_core::pidfile::read(&gunicorn.pidfile).expect("pid");
     assert_ne!(first, last, "the arbiter was not replaced");
@@ -120,5 +138,40 @@ fn gunicorn_whose_new_arbiter_cannot_load_the_app_rolls_back_to_the_old_one() {
     let err = stderr(&out);
     assert!(err.contains("rolled back"), "{err}");
     assert!(is_alive(old), "the old arbiter must keep serving");
+    assert_no_failures(&load.finish());
+}
+
+#[test]
+fn gunicorn_whose_new_arbiter_cannot_be_executed_rolls_back_at_once() {
+    let Some(program) = peer("gunicorn upgrade exec", "gunicorn", "gunicorn") else {
+        return;
+    };
+    let test = "gunicorn_whose_new_arbiter_cannot_be_executed_rolls_back_at_once";
+    let env = TestEnv::new();
+    let gunicorn = start(&env, &program, "upgrade", APP);
+    // settle as long as the timeout: a failure told by a timer would take all of it.
+    env.write_service(
+        "wsgi",
+        &format!(
+            "driver: gunicorn\npidfile: {}\ngunicorn: {{ mode: upgrade }}\nsettle: 20s\n\
+             timeout: 20s\n",
+            gunicorn.pidfile.display()
+        ),
+    );
+    let old = zd_core::pidfile::read(&gunicorn.pidfile).expect("pid");
+    let tree = crate::support::descendants(old);
+    std::fs::write(env.path("no-exec"), "").expect("no-exec");
+    let load = start_load(&gunicorn.addr, 16, ConnectionMode::Close);
+    let (out, events, elapsed) = restart_json(&env, "wsgi", &[]);
+    assert_fast_rollback(test, &out, &events, elapsed, Duration::from_secs(20), &tree);
+    // Seen alive before it exited ("the new master … exited before it was up") or only
+    // once dead ("no new master appeared"): either way the old one serves on.
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("the old master (pid {old}) keeps serving")),
+        "{err}"
+    );
+    assert!(is_alive(old), "the old arbiter must keep serving");
+    assert_eq!(zd_core::pidfile::read(&gunicorn.pidfile).expect("pid"), old);
     assert_no_failures(&load.finish());
 }

@@ -172,22 +172,151 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The active generation `zdctl status NAME --json` shows.
-pub fn generation(env: &TestEnv, name: &str) -> u64 {
+/// The active generation `zdctl status NAME --json` shows, and the supervisor's pid.
+fn status_of(env: &TestEnv, name: &str) -> (u64, i32) {
     let out = env.run_zdctl(&["status", name, "--json"]);
     assert_code(&out, 0);
     let value: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("status json");
-    value["active_generation"].as_u64().expect("a generation")
+    let generation = value["active_generation"].as_u64().expect("a generation");
+    let root = value["supervisor_pid"].as_i64().expect("a supervisor pid");
+    (generation, i32::try_from(root).expect("a pid"))
 }
 
-/// Restarts `name` `times` times, each exiting 0 with a new generation in `status`.
+/// The active generation `zdctl status NAME --json` shows.
+pub fn generation(env: &TestEnv, name: &str) -> u64 {
+    status_of(env, name).0
+}
+
+/// `zdctl restart NAME --json ARGS`: its output, the events it printed (one JSON object
+/// per line, the report last, without `"event"`) and how long it took.
+pub fn restart_json(
+    env: &TestEnv,
+    name: &str,
+    args: &[&str],
+) -> (
+    std::process::Output,
+    Vec<serde_json::Value>,
+    std::time::Duration,
+) {
+    let started = std::time::Instant::now();
+    let out = env.run_zdctl(&[&["restart", name, "--json"], args].concat());
+    let elapsed = started.elapsed();
+    let events = stdout(&out)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    (out, events, elapsed)
+}
+
+/// The kinds of `events`, in order.
+pub fn kinds(events: &[serde_json::Value]) -> Vec<&str> {
+    events.iter().filter_map(|e| e["event"].as_str()).collect()
+}
+
+/// Every pid an event names is a real one (above 0).
+pub fn assert_real_pids(events: &[serde_json::Value]) {
+    for event in events.iter().filter(|e| e.get("event").is_some()) {
+        if let Some(pid) = event.get("pid") {
+            assert!(pid.as_i64().is_some_and(|p| p > 0), "pid 0 in {event}");
+        }
+    }
+}
+
+/// A completed restart's events: `spawned`, `ready`, `promoted`, `draining` and
+/// `finished`, each with real pids; spawned before ready before promoted, draining after
+/// spawned, finished last; every `draining` names a process of the service before the
+/// restart (`old`), never the new generation's.
+pub fn assert_flip_events(events: &[serde_json::Value], old: &[i32]) {
+    let kinds = kinds(events);
+    let at = |kind: &str| {
+        kinds
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or_else(|| panic!("no '{kind}' event in {kinds:?}"))
+    };
+    assert!(at("spawned") < at("ready"), "{kinds:?}");
+    assert!(at("ready") < at("promoted"), "{kinds:?}");
+    assert!(at("spawned") < at("draining"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"finished"), "{kinds:?}");
+    assert_real_pids(events);
+    assert_drains_only(events, old);
+}
+
+/// Every `draining` event names one of `old`: a rollback never drains the new generation.
+pub fn assert_drains_only(events: &[serde_json::Value], old: &[i32]) {
+    for event in events.iter().filter(|e| e["event"] == "draining") {
+        let pid = event["pid"].as_i64().and_then(|p| i32::try_from(p).ok());
+        assert!(
+            pid.is_some_and(|p| old.contains(&p)),
+            "{event} drains a process that is not of the old generation {old:?}"
+        );
+    }
+}
+
+/// Restarts `name` `times` times with `--json`, each exiting 0 with a new generation in
+/// `status` and the full event sequence (see [`assert_flip_events`]).
 pub fn restart_times(env: &TestEnv, name: &str, times: usize) {
-    let mut last = generation(env, name);
+    let (mut last, _) = status_of(env, name);
     for _ in 0..times {
-        let out = env.run_zdctl(&["restart", name]);
+        let (_, root) = status_of(env, name);
+        let mut old = crate::support::descendants(root);
+        old.push(root);
+        let (out, events, _) = restart_json(env, name, &[]);
         assert_code(&out, 0);
+        assert_flip_events(&events, &old);
         let now = generation(env, name);
         assert_ne!(now, last, "the generation did not change");
         last = now;
     }
+}
+
+/// Asserts a restart that rolled back quickly: exit 1 with "rolled back", finished
+/// before `timeout` (the driver's own: it did not wait for a timer), no `draining` of
+/// anything but `old`; prints how long it took.
+pub fn assert_fast_rollback(
+    test: &str,
+    out: &std::process::Output,
+    events: &[serde_json::Value],
+    elapsed: std::time::Duration,
+    timeout: std::time::Duration,
+    old: &[i32],
+) {
+    eprintln!("ROLLBACK TIME: {test}: {elapsed:?}");
+    assert_code(out, 1);
+    let err = crate::support::stderr(out);
+    assert!(err.contains("rolled back"), "{err}");
+    assert!(
+        elapsed < timeout,
+        "the rollback took {elapsed:?}, the driver's whole timeout {timeout:?}"
+    );
+    assert_real_pids(events);
+    assert_drains_only(events, old);
+}
+
+/// `zdctl status NAME --json` shows the listener on `addr`, in the status and in its
+/// snapshot, held by the active generation only, as a native service's is.
+pub fn assert_listener_held_by_active(env: &TestEnv, name: &str, addr: &str) {
+    let out = env.run_zdctl(&["status", name, "--json"]);
+    assert_code(&out, 0);
+    let value: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("status json");
+    let active = value["active_generation"]
+        .as_u64()
+        .expect("active generation");
+    let on_addr = |list: &serde_json::Value| {
+        list.as_array()
+            .and_then(|l| l.iter().find(|l| l["address"] == addr))
+            .cloned()
+    };
+    assert!(
+        on_addr(&value["listeners"]).is_some(),
+        "status lists no listener on {addr}: {value:#}"
+    );
+    let listener = on_addr(&value["snapshot"]["listeners"])
+        .unwrap_or_else(|| panic!("the snapshot lists no listener on {addr}: {value:#}"));
+    // A pool (einhorn's workers) lists its generation once per worker.
+    let held_by = listener["held_by"].as_array().cloned().unwrap_or_default();
+    assert!(
+        !held_by.is_empty() && held_by.iter().all(|g| g.as_u64() == Some(active)),
+        "held by {held_by:?}, not by the active generation {active} alone: {value:#}"
+    );
 }

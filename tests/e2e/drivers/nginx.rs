@@ -3,10 +3,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use zd_load::load::ConnectionMode;
 
-use super::{Peer, free_port, peer, restart_times};
+use super::{
+    Peer, assert_fast_rollback, assert_listener_held_by_active, free_port, peer, restart_json,
+    restart_times,
+};
 use crate::support::{
     TestEnv, assert_code, assert_no_failures, is_alive, start_load, stderr, wait_for,
 };
@@ -124,6 +128,7 @@ fn nginx_upgrades_ten_times_under_load_without_a_failed_request() {
     let nginx = start(&env, &program.display().to_string(), &program);
     let load = start_load(&nginx.addr, 16, ConnectionMode::Close);
     restart_times(&env, "web", 10);
+    assert_listener_held_by_active(&env, "web", &nginx.addr);
     assert_no_failures(&load.finish());
 }
 
@@ -141,9 +146,10 @@ fn nginx_with_a_broken_new_configuration_rolls_back_to_the_old_master() {
         "this is not nginx syntax;\n",
     )
     .expect("break the config");
-    let out = env.run_zdctl(&["restart", "web"]);
-    assert_code(&out, 1);
-    assert!(stderr(&out).contains("rolled back"), "{}", stderr(&out));
+    let tree = crate::support::descendants(old);
+    let (out, events, elapsed) = restart_json(&env, "web", &[]);
+    let test = "nginx_with_a_broken_new_configuration_rolls_back_to_the_old_master";
+    assert_fast_rollback(test, &out, &events, elapsed, Duration::from_secs(20), &tree);
     assert!(is_alive(old), "the old master must keep serving");
     assert_eq!(master(&nginx), old);
     assert_no_failures(&load.finish());
@@ -156,12 +162,22 @@ fn nginx_started_by_a_relative_name_is_left_serving_when_it_cannot_exec_itself()
     };
     let env = TestEnv::new();
     let nginx = start(&env, "nginx", &program);
+    // settle as long as the timeout: a failure told by a timer would take all of it.
+    env.write_service(
+        "web",
+        &format!(
+            "driver: nginx\npidfile: {}/nginx.pid\nnginx: {{ mode: upgrade }}\nsettle: 20s\n\
+             timeout: 20s\n",
+            nginx.prefix.display()
+        ),
+    );
     let old = master(&nginx);
+    let tree = crate::support::descendants(old);
     let load = start_load(&nginx.addr, 16, ConnectionMode::Close);
-    let out = env.run_zdctl(&["restart", "web"]);
-    assert_code(&out, 1);
+    let (out, events, elapsed) = restart_json(&env, "web", &[]);
+    let test = "nginx_started_by_a_relative_name_is_left_serving_when_it_cannot_exec_itself";
+    assert_fast_rollback(test, &out, &events, elapsed, Duration::from_secs(20), &tree);
     let err = stderr(&out);
-    assert!(err.contains("rolled back"), "{err}");
     assert!(err.contains("relative argv[0]"), "{err}");
     assert!(is_alive(old), "the old master must keep serving");
     assert_no_failures(&load.finish());

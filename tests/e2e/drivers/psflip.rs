@@ -6,10 +6,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use zd_load::load::ConnectionMode;
 
-use super::{Peer, built_peer, free_port, restart_times};
+use super::{
+    Peer, assert_fast_rollback, assert_listener_held_by_active, built_peer, free_port,
+    restart_json, restart_times,
+};
 use crate::support::{
     TestEnv, assert_code, assert_no_failures, fixture_bin, http_get, is_alive, start_load, stderr,
     wait_for,
@@ -78,6 +82,7 @@ fn psflip_upgrades_ten_times_under_load_without_a_failed_request() {
     let first = zd_core::pidfile::read(&pidfile).expect("pid");
     let load = start_load(&addr, 16, ConnectionMode::Close);
     restart_times(&env, "flip", 10);
+    assert_listener_held_by_active(&env, "flip", &addr);
     assert_no_failures(&load.finish());
     let last = zd_core::pidfile::read(&pidfile).expect("pid");
     assert_ne!(first, last);
@@ -105,4 +110,65 @@ fn psflip_keeps_the_old_process_when_the_new_child_dies_before_it_is_healthy() {
     assert!(is_alive(old), "the old psflip must keep running");
     assert_eq!(zd_core::pidfile::read(&pidfile).expect("pid"), old);
     assert_no_failures(&load.finish());
+}
+
+#[test]
+fn psflip_rolls_back_at_once_when_the_new_child_dies_at_start() {
+    let env = TestEnv::new();
+    let test = "psflip_rolls_back_at_once_when_the_new_child_dies_at_start";
+    let marker = env.path("broken");
+    // A new child that crashes at once: the new psflip gives up and exits within moments,
+    // often between two looks of the driver.
+    let later = Some((marker.as_path(), "--crash-at-start"));
+    let Some((_peer, addr, pidfile)) = start(&env, test, later, "3s") else {
+        return;
+    };
+    let old = zd_core::pidfile::read(&pidfile).expect("pid");
+    let mut tree = crate::support::descendants(old);
+    tree.push(old);
+    std::fs::write(&marker, "").expect("marker");
+    let load = start_load(&addr, 16, ConnectionMode::Close);
+    let (out, events, elapsed) = restart_json(&env, "flip", &[]);
+    assert_fast_rollback(test, &out, &events, elapsed, Duration::from_secs(20), &tree);
+    assert!(is_alive(old), "the old psflip must keep running");
+    assert_eq!(zd_core::pidfile::read(&pidfile).expect("pid"), old);
+    assert_no_failures(&load.finish());
+}
+
+#[test]
+fn psflip_status_shows_psflip_as_the_main_pid_and_its_public_listener_held_by_it() {
+    let env = TestEnv::new();
+    let test = "psflip_status_shows_psflip_as_the_main_pid_and_its_public_listener_held_by_it";
+    let Some((_peer, addr, pidfile)) = start(&env, test, None, "300ms") else {
+        return;
+    };
+    let psflip = i64::from(zd_core::pidfile::read(&pidfile).expect("pid"));
+    let out = env.run_zdctl(&["status", "flip", "--json"]);
+    assert_code(&out, 0);
+    let value: serde_json::Value =
+        serde_json::from_str(&crate::support::stdout(&out)).expect("status json");
+    let active = value["active_generation"]
+        .as_u64()
+        .expect("active generation");
+    assert!(
+        value["listeners"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|l| l["address"] == addr.as_str())),
+        "status lists no listener on {addr}: {value:#}"
+    );
+    let snapshot = &value["snapshot"];
+    let generation = snapshot["generations"]
+        .as_array()
+        .and_then(|gens| gens.iter().find(|g| g["generation"] == active))
+        .unwrap_or_else(|| panic!("no active generation in the snapshot: {value:#}"));
+    assert_eq!(generation["main_pid"].as_i64(), Some(psflip), "{value:#}");
+    let listener = snapshot["listeners"]
+        .as_array()
+        .and_then(|l| l.iter().find(|l| l["address"] == addr.as_str()))
+        .unwrap_or_else(|| panic!("the snapshot lists no listener on {addr}: {value:#}"));
+    assert_eq!(
+        listener["held_by"],
+        serde_json::json!([active]),
+        "{value:#}"
+    );
 }

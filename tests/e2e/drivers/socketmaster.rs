@@ -5,10 +5,14 @@
 //! sets in socketmaster's environment for the children to inherit.
 
 use std::process::Command;
+use std::time::Duration;
 
 use zd_load::load::ConnectionMode;
 
-use super::{Peer, built_peer, children, free_port, restart_times, worker_until};
+use super::{
+    Peer, assert_fast_rollback, assert_listener_held_by_active, built_peer, children, free_port,
+    restart_json, restart_times, worker_until,
+};
 use crate::support::{
     TestEnv, assert_code, assert_no_failures, fixture_bin, http_get, start_load, stderr, wait_for,
 };
@@ -56,6 +60,7 @@ fn socketmaster_restarts_ten_times_under_load_without_a_failed_request() {
     let first = children(peer.pid());
     let load = start_load(&addr, 16, ConnectionMode::Close);
     restart_times(&env, "sm", 10);
+    assert_listener_held_by_active(&env, "sm", &addr);
     assert_no_failures(&load.finish());
     let now = children(peer.pid());
     assert_eq!(now.len(), 1, "one child after the restarts: {now:?}");
@@ -87,6 +92,36 @@ fn socketmaster_keeps_the_old_child_when_the_new_one_dies_within_its_start_time(
         log.contains("there's no one left in the group")
             .then_some(())
     });
+    assert_eq!(children(peer.pid()), old, "the old child must keep serving");
+    assert_no_failures(&load.finish());
+}
+
+#[test]
+fn socketmaster_rolls_back_at_once_when_the_new_child_dies_at_start() {
+    let env = TestEnv::new();
+    let test = "socketmaster_rolls_back_at_once_when_the_new_child_dies_at_start";
+    let marker = env.path("broken");
+    // Once the marker exists, a new child exits within a millisecond or two: socketmaster
+    // reaps it before the driver's first look at its children.
+    let script = format!(
+        "if [ -e '{}' ]; then exit 7; fi; exec '{}'",
+        marker.display(),
+        fixture_bin().display()
+    );
+    let worker = ["/bin/sh".to_owned(), "-c".to_owned(), script];
+    let Some((peer, addr)) = start(&env, test, &worker, "5000", "3s") else {
+        return;
+    };
+    let old = children(peer.pid());
+    std::fs::write(&marker, "").expect("marker");
+    let load = start_load(&addr, 16, ConnectionMode::Close);
+    let (out, events, elapsed) = restart_json(&env, "sm", &[]);
+    assert_fast_rollback(test, &out, &events, elapsed, Duration::from_secs(20), &old);
+    assert!(
+        stderr(&out).contains("the old one keeps running"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(children(peer.pid()), old, "the old child must keep serving");
     assert_no_failures(&load.finish());
 }

@@ -1,10 +1,14 @@
 //! A real start_server (Debian libserver-starter-perl) in front of zd-fixture.
 
 use std::process::Command;
+use std::time::Duration;
 
 use zd_load::load::ConnectionMode;
 
-use super::{Peer, free_port, peer, restart_times};
+use super::{
+    Peer, assert_fast_rollback, assert_listener_held_by_active, free_port, peer, restart_json,
+    restart_times,
+};
 use crate::support::{
     TestEnv, assert_code, assert_no_failures, fixture_bin, start_load, stderr, wait_for,
 };
@@ -76,6 +80,7 @@ fn start_server_restarts_ten_times_under_load_without_a_failed_request() {
     let server = start(&env, &program, &[&fixture]);
     let load = start_load(&server.addr, 16, ConnectionMode::Close);
     restart_times(&env, "ss", 10);
+    assert_listener_held_by_active(&env, "ss", &server.addr);
     assert_no_failures(&load.finish());
 }
 
@@ -93,9 +98,11 @@ fn start_server_with_a_new_worker_that_dies_fails_with_the_reason() {
         m = marker.display()
     );
     let server = start(&env, &program, &["sh", "-c", &script]);
+    let old = crate::support::descendants(server._peer.pid());
     let load = start_load(&server.addr, 16, ConnectionMode::Close);
-    let out = env.run_zdctl(&["restart", "ss"]);
-    assert_code(&out, 1);
+    let (out, events, elapsed) = restart_json(&env, "ss", &[]);
+    let test = "start_server_with_a_new_worker_that_dies_fails_with_the_reason";
+    assert_fast_rollback(test, &out, &events, elapsed, Duration::from_secs(20), &old);
     assert!(
         stderr(&out).contains("exited within start_server's --interval"),
         "{}",

@@ -17,12 +17,11 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::process::{Target, cmdline, live_children, target_from_pidfile};
+use super::process::{Reaped, Target, cmdline, dead_children, live_children, target_from_pidfile};
 use super::run::{Run, rolled_back, tick};
 use super::{DriverConfig, DriverError, NginxMode, watch};
 use crate::duration::format_duration;
 use crate::pidfile;
-use crate::proc;
 use crate::proto::{EventKind, RestartOutcome};
 use crate::ready::accepting::find_accepting;
 use crate::signal::Signal;
@@ -104,13 +103,13 @@ pub(super) async fn upgrade(
     // What the pidfile looks like before the signal: a master that acted on USR2 moved it
     // away (and back, if its new binary failed), which changes its inode or ctime.
     let untouched = FileStamp::of(path);
+    let reaped = Reaped::watch(old.pid);
     old.signal(Signal::User2)?;
     run.emit(EventKind::Signalled {
         generation: run.old_generation.unwrap_or(0),
         pid: old.pid,
         signal: Signal::User2.to_string(),
     });
-    let signalled = Instant::now();
 
     // Phase 1: a new master, named by the pidfile, whose workers wait on a listener, up
     // for `settle`.
@@ -160,22 +159,36 @@ pub(super) async fn upgrade(
                 }
             }
             None => {
-                // The exec child appears at once; none after `settle`, no .oldbin, and a
-                // pidfile that was moved away and back mean it already died (execve failed)
-                // and the old master restored the pidfile. A pidfile that was not touched
-                // yet is a master slow to act on USR2 (a busy host): keep waiting, up to
-                // the restart's timeout.
+                // No new master seen yet. Its death is told from the pidfile directory and
+                // the old master's reaping, never from a timer, so a master slow to act on
+                // USR2 (a busy host) is waited for up to the restart's timeout:
+                // - nginx renames the pidfile to `.oldbin` before it forks, and back when
+                //   the child died (execve failed): a pidfile that changed while no
+                //   `.oldbin` exists was moved away and back (read in that order, so a
+                //   rename between the two reads cannot pass for one);
+                // - the exec child is seen as a zombie, or the old master reaped a child
+                //   while every old worker still runs (gunicorn leaves the pidfile alone).
+                let changed = FileStamp::of(path) != untouched;
                 let moved = oldbin.exists() || second.as_deref().is_some_and(Path::exists);
-                if signalled.elapsed() >= config.settle
-                    && !moved
-                    && FileStamp::of(path) != untouched
-                {
+                let renamed_back = is_nginx && changed && !moved && FileStamp::of(path).is_some();
+                let zombie = dead_children(old.pid)
+                    .into_iter()
+                    .any(|k| !old_workers.contains(&k));
+                let workers = live_children(old.pid);
+                let reaped_child =
+                    !moved && reaped.any() && old_workers.iter().all(|w| workers.contains(w));
+                if renamed_back || zombie || reaped_child {
                     let why = cannot_exec(old.pid, is_nginx).unwrap_or_else(|| {
                         format!("the new {program} binary could not be started (see its error log)")
                     });
+                    let seen = if renamed_back {
+                        "the pidfile was renamed back from .oldbin"
+                    } else {
+                        "its exec child exited"
+                    };
                     return Ok(rolled_back(format!(
-                        "no new master appeared after USR2: {why}; the old master (pid {}) keeps \
-                         serving",
+                        "no new master appeared after USR2 ({seen}): {why}; the old master (pid \
+                         {}) keeps serving",
                         old.pid
                     )));
                 }
@@ -284,24 +297,12 @@ pub(super) async fn upgrade(
     Ok(RestartOutcome::Completed)
 }
 
-/// The inodes of the listening sockets `pid` holds (TCP or unix): each socket fd is
-/// duplicated (pidfd_getfd) and asked whether it accepts connections, which is cheaper
-/// than reading the namespace's whole TCP table. Empty when they cannot be read.
+/// The inodes of the listening sockets `pid` holds.
 fn listener_inodes(pid: i32) -> Vec<u64> {
-    use nix::sys::socket::{getsockopt, sockopt::AcceptConn};
-    let Ok(held) = proc::socket_fds(pid) else {
-        return Vec::new();
-    };
-    let mut inodes: Vec<u64> = held
+    super::process::listening_sockets(pid)
         .into_iter()
-        .filter(|(fd, _)| {
-            proc::duplicate_fd(pid, *fd).is_some_and(|dup| getsockopt(&dup, AcceptConn) == Ok(true))
-        })
-        .map(|(_, inode)| inode)
-        .collect();
-    inodes.sort_unstable();
-    inodes.dedup();
-    inodes
+        .map(|l| l.inode)
+        .collect()
 }
 
 /// Evidence that the tree of `master` waits for connections on one of `listeners`; with no

@@ -168,3 +168,107 @@ pub(super) fn live_children(pid: i32) -> Vec<i32> {
         .filter(|kid| proc::is_alive(*kid))
         .collect()
 }
+
+/// Whether a process has reaped a child since the driver began to watch it, so that a
+/// child that was born and died between two looks at /proc is not missed.
+///
+/// The evidence is the kernel's accounting: a process's `cminflt` (`/proc/PID/stat`, the
+/// minor page faults of its waited-for children, see proc(5)) grows by the faults of each
+/// child it reaps, and any process that ran has faulted in some pages (its stack, the
+/// pages copy-on-write shares with its parent, the program it executed). It grows at the
+/// reaping only, not while a child lives or lies a zombie, and does not depend on how
+/// often the driver looks.
+#[derive(Debug)]
+pub(super) struct Reaped {
+    pid: i32,
+    before: Option<u64>,
+}
+
+impl Reaped {
+    pub(super) fn watch(pid: i32) -> Reaped {
+        Reaped {
+            pid,
+            before: children_faults(pid),
+        }
+    }
+
+    /// Whether the process reaped a child since [`Reaped::watch`]: false when that cannot
+    /// be read.
+    pub(super) fn any(&self) -> bool {
+        matches!(
+            (self.before, children_faults(self.pid)),
+            (Some(before), Some(now)) if now > before
+        )
+    }
+}
+
+fn children_faults(pid: i32) -> Option<u64> {
+    procfs::process::Process::new(pid)
+        .and_then(|p| p.stat())
+        .ok()
+        .map(|stat| stat.cminflt)
+}
+
+/// Children of `pid` that have exited and wait to be reaped (zombies): evidence of a
+/// child that died, seen even when it died before the driver first looked.
+pub(super) fn dead_children(pid: i32) -> Vec<i32> {
+    proc::children(pid)
+        .into_iter()
+        .filter(|kid| !proc::is_alive(*kid))
+        .collect()
+}
+
+/// A listening socket a process holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct HeldListener {
+    pub(super) fd: i32,
+    pub(super) inode: u64,
+    /// `127.0.0.1:8080`, `[::1]:8080`, a unix socket's path or `@name` for an abstract one,
+    /// as the inspector writes them.
+    pub(super) address: String,
+}
+
+/// The listening sockets (TCP or unix) `pid` holds: each socket fd is duplicated
+/// (pidfd_getfd) and asked whether it accepts connections and where it is bound, which is
+/// cheaper than reading the namespace's whole socket tables. Empty when they cannot be
+/// read (another user's process).
+pub(super) fn listening_sockets(pid: i32) -> Vec<HeldListener> {
+    use nix::sys::socket::{SockaddrStorage, getsockname, getsockopt, sockopt::AcceptConn};
+    use std::os::fd::AsRawFd;
+    let Ok(held) = proc::socket_fds(pid) else {
+        return Vec::new();
+    };
+    let mut out: Vec<HeldListener> = held
+        .into_iter()
+        .filter_map(|(fd, inode)| {
+            let dup = proc::duplicate_fd(pid, fd)?;
+            if getsockopt(&dup, AcceptConn) != Ok(true) {
+                return None;
+            }
+            let addr: SockaddrStorage = getsockname(dup.as_raw_fd()).ok()?;
+            Some(HeldListener {
+                fd,
+                inode,
+                address: address_of(&addr)?,
+            })
+        })
+        .collect();
+    out.sort_by_key(|l| l.inode);
+    out.dedup_by_key(|l| l.inode);
+    out
+}
+
+fn address_of(addr: &nix::sys::socket::SockaddrStorage) -> Option<String> {
+    if let Some(v4) = addr.as_sockaddr_in() {
+        return Some(std::net::SocketAddrV4::from(*v4).to_string());
+    }
+    if let Some(v6) = addr.as_sockaddr_in6() {
+        return Some(std::net::SocketAddrV6::from(*v6).to_string());
+    }
+    let unix = addr.as_unix_addr()?;
+    if let Some(path) = unix.path() {
+        return Some(path.display().to_string());
+    }
+    unix.as_abstract()
+        .map(|name| format!("@{}", String::from_utf8_lossy(name)))
+}

@@ -125,10 +125,15 @@ impl<'a> Run<'a> {
         self.stopping(generation, pid, signal);
     }
 
-    /// A rollback stops the new generation's process `pid`.
+    /// A rollback stops the new generation's process `pid`: said as the signal it was
+    /// sent, never as `draining`, which names the old generation giving way to the new.
     pub(super) fn stopping_new(&mut self, pid: i32, signal: &str) {
         let generation = self.new_generation.unwrap_or(0);
-        self.stopping(generation, pid, signal);
+        self.emit(EventKind::Signalled {
+            generation,
+            pid,
+            signal: signal.to_owned(),
+        });
     }
 
     fn stopping(&mut self, generation: u64, pid: i32, signal: &str) {

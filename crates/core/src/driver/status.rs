@@ -6,10 +6,10 @@
 use std::time::{Duration, SystemTime};
 
 use super::lock::{self, RestartLock};
-use super::process::{live_children, target_from_pidfile};
+use super::process::{listening_sockets, live_children, target_from_pidfile};
 use super::{DriverConfig, DriverError, DriverKind, WatchMode, start_server};
 use crate::proc;
-use crate::proto::{GenerationInfo, GenerationState, Status, unix_ms};
+use crate::proto::{GenerationInfo, GenerationState, ListenerInfo, Status, unix_ms};
 
 /// The pid of the foreign service's supervisor (the root of its process tree), proven to
 /// be the expected program: for `zdctl top` and `status`. systemd services: the unit's
@@ -133,7 +133,7 @@ pub fn status(config: &DriverConfig) -> Result<Status, DriverError> {
         active_generation: active,
         restart_in_progress: record.in_progress.filter(|_| lock.is_none()),
         generations,
-        listeners: Vec::new(),
+        listeners: listeners(config, root),
         restarts: record.restarts,
         last_restart: record.last_restart,
         containment: None,
@@ -167,4 +167,22 @@ fn started_unix_ms(pid: i32) -> Option<u64> {
     let since_boot = Duration::from_millis(ticks.saturating_mul(1000) / hz.max(1));
     let boot = SystemTime::UNIX_EPOCH + Duration::from_secs(btime);
     Some(unix_ms(boot + since_boot))
+}
+
+/// The service's listeners: the listening sockets its supervisor holds (which every foreign
+/// supervisor here opens itself and hands on, or proxies, as psflip does), without the
+/// supervisor's own control socket (`socket:`). Named by address, with the fd the
+/// supervisor holds them on.
+fn listeners(config: &DriverConfig, root: i32) -> Vec<ListenerInfo> {
+    let control = config.socket.as_deref().map(|p| p.display().to_string());
+    listening_sockets(root)
+        .into_iter()
+        .filter(|l| Some(&l.address) != control.as_ref())
+        .map(|l| ListenerInfo {
+            name: l.address.clone(),
+            address: l.address,
+            inode: l.inode,
+            fd: l.fd,
+        })
+        .collect()
 }

@@ -124,6 +124,7 @@ pub(super) async fn restart(
         return Ok(failed(format!("systemctl {action} {unit} failed: {text}")));
     }
     let mut stable_since: Option<(i32, Instant)> = None;
+    let mut drained = false;
     loop {
         let now = show(unit, per_call).await?;
         match now.active_state.as_str() {
@@ -141,6 +142,12 @@ pub(super) async fn restart(
                     _ => {
                         if replaced {
                             run.spawned(now.main_pid);
+                            // `systemctl restart` stops the old main process itself
+                            // (ExecStop, then KillSignal) before it starts the new one.
+                            if !drained {
+                                drained = true;
+                                run.draining(before.main_pid, "(by systemd)");
+                            }
                         }
                         let at = Instant::now();
                         stable_since = Some((now.main_pid, at));

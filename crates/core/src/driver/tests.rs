@@ -130,10 +130,10 @@ fn an_nginx_started_by_a_bare_name_cannot_exec_itself() {
 fn einhorn_state_lists_workers_and_their_acks() {
     let reply = r#"{"id":1,"message":"{\"state\":{\"children\":{\"101\":{\"type\":\"worker\",\"acked\":true},\"102\":{\"type\":\"worker\",\"acked\":false},\"103\":{\"type\":\"state_passer\"}}}}"}"#;
     assert_eq!(
-        einhorn::parse_state(reply),
+        einhorn::parse_state(reply).map(|s| s.workers),
         Some(vec![(101, true), (102, false)])
     );
-    assert_eq!(einhorn::parse_state("hello\n"), None);
+    assert!(einhorn::parse_state("hello\n").is_none());
 }
 
 #[test]
@@ -145,16 +145,50 @@ fn einhorn_state_as_ruby_dumps_it_has_symbol_keys_integer_pids_and_tags() {
                  hash: {}\n      :last_signaled_at:\n      :index: 0\n      \
                  :spinup_time: 2026-11-22 05:00:00.123456789 +00:00\n    4102:\n      \
                  :type: :worker\n      :version: 2\n      :acked: false\n    4103:\n      \
-                 :type: :state_passer\n  :generation: 3\n  :ack_mode:\n    :type: :timer\n    \
+                 :type: :state_passer\n  :generation: 3\n  :version: 7\n  :upgrading: true\n  \
+                 :consecutive_deaths_before_ack: 1\n  :ack_mode:\n    :type: :timer\n    \
                  :timeout: 1\n  :cmd_name: 100%\n";
     let indented: String = state.lines().map(|l| format!("  {l}\n")).collect();
     let reply = format!("---\nmessage: |\n{indented}request_id: 1\n");
     let line = reply.replace('%', "%25").replace('\n', "%0A") + "\n";
     assert_eq!(
         einhorn::parse_state(&line),
-        Some(vec![(4101, true), (4102, false)])
+        Some(einhorn::State {
+            workers: vec![(4101, true), (4102, false)],
+            version: Some(7),
+            upgrading: true,
+            deaths_before_ack: 1,
+        })
     );
-    assert_eq!(einhorn::parse_state("Could not parse command\n"), None);
+    assert!(einhorn::parse_state("Could not parse command\n").is_none());
+}
+
+#[test]
+fn einhorn_upgrade_log_lines_name_launched_dead_and_signalled_workers() {
+    use einhorn::{Progress, parse_message, parse_progress};
+    let framed = |message: &str| {
+        let reply = format!("---\nmessage: {message:?}\nrequest_id: 2\nwait: true\n");
+        reply.replace('%', "%25").replace('\n', "%0A") + "\n"
+    };
+    let read = |message: &str| parse_progress(&parse_message(&framed(message)).expect("a reply"));
+    assert_eq!(
+        read("===> Launched 4242 (index: 1)"),
+        Progress::Launched(4242)
+    );
+    assert_eq!(
+        read("===> Exited worker 4243 before it was ACKed"),
+        Progress::DiedUnacked(4243)
+    );
+    assert_eq!(
+        read("===> Exited worker 4243"),
+        Progress::Other("===> Exited worker 4243".to_owned())
+    );
+    assert_eq!(
+        read("Sending USR2 to [4101, 4102]"),
+        Progress::Sending("USR2".to_owned(), vec![4101, 4102])
+    );
+    assert_eq!(read("Upgrade done"), Progress::Done);
+    assert!(parse_message("\n").is_none());
 }
 
 #[test]
@@ -169,4 +203,35 @@ fn a_preloaded_library_names_the_wrapper_of_an_unmodified_program() {
     assert!(!process::maps_name_library(maps, "nginx"));
     // The program's own file is not a library: only the command line or exe can name it.
     assert!(!process::maps_name_library(maps, "python3"));
+}
+
+#[test]
+fn a_child_reaped_between_two_looks_is_still_seen_to_have_died() {
+    let me = i32::try_from(std::process::id()).expect("pid");
+    let reaped = process::Reaped::watch(me);
+    // Born, dead and reaped before anything looked at the process's children.
+    let status = std::process::Command::new("true")
+        .status()
+        .expect("run true");
+    assert!(status.success());
+    assert!(reaped.any(), "a reaped child left no trace in cminflt");
+}
+
+#[test]
+fn a_child_that_died_unreaped_is_a_dead_child() {
+    let me = i32::try_from(std::process::id()).expect("pid");
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn true");
+    let pid = i32::try_from(child.id()).expect("pid");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !process::dead_children(me).contains(&pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pid {pid} never showed as dead"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(!process::live_children(me).contains(&pid));
+    child.wait().expect("reap");
 }

@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use super::process::{Target, live_children, target_from_pidfile};
+use super::process::{Reaped, Target, dead_children, live_children, target_from_pidfile};
 use super::run::{Run, failed, rolled_back, tick};
 use super::{DriverConfig, DriverError, DriverKind};
 use crate::duration::format_duration;
@@ -61,15 +61,16 @@ fn signal_supervisor(
     config: &DriverConfig,
     run: &mut Run<'_>,
     numbering: Numbering,
-) -> Result<(Target, BTreeSet<i32>), DriverError> {
+) -> Result<(Target, BTreeSet<i32>, Reaped), DriverError> {
     let root = target_from_pidfile(pidfile_of(config)?, config.expect.as_deref())?;
     let old: BTreeSet<i32> = live_children(root.pid).into_iter().collect();
     match numbering {
         Numbering::Children => run.numbers_from_pool(&old),
         Numbering::Supervisor => run.numbers_from_record(root.pid),
     }
+    let reaped = Reaped::watch(root.pid);
     poke(config, run, &root)?;
-    Ok((root, old))
+    Ok((root, old, reaped))
 }
 
 /// A candidate new generation and when it was first seen.
@@ -139,6 +140,11 @@ pub(super) async fn pidfile_flip(
     let old = target_from_pidfile(path, config.expect.as_deref())?;
     run.numbers_from_record(old.pid);
     let before: BTreeSet<i32> = live_children(old.pid).into_iter().collect();
+    let reaped = Reaped::watch(old.pid);
+    // Any child psflip reaps or leaves dead during an upgrade is its successor: it starts
+    // no other. The program behind `signal` or huptime may run and reap children of its
+    // own at any time, so only a successor seen alive and then gone counts there.
+    let knows_its_children = config.kind == DriverKind::Psflip;
     poke(config, run, &old)?;
     let mut candidate: Option<Candidate> = None;
     // Children the old process started after the signal: a successor that dies before it
@@ -168,15 +174,27 @@ pub(super) async fn pidfile_flip(
                     let named_old = format!(" (pid {})", old.pid);
                     return Ok(new_one_exited("process", pid, &named_old, old.is_alive()));
                 }
-                c.settle(config, run, |pid| format!("pid {pid} named by the pidfile"));
+                if c.settle(config, run, |pid| format!("pid {pid} named by the pidfile")) {
+                    // The old process ends by itself once the new one took over (psflip
+                    // after its shutdown delay, huptime once its connections are done).
+                    run.draining(
+                        old.pid,
+                        &format!("{} earlier; it exits by itself", config.signal),
+                    );
+                }
                 if c.ready && !old.is_alive() {
                     return Ok(RestartOutcome::Completed);
                 }
             }
             None => {
+                // A successor that died: seen alive, then gone; or seen only as a zombie;
+                // or never seen, but reaped while every earlier child still runs.
                 let gave_up = successors
                     .iter()
-                    .any(|pid| !crate::proc::is_alive(*pid) && !kids.contains(pid));
+                    .any(|pid| !crate::proc::is_alive(*pid) && !kids.contains(pid))
+                    || (knows_its_children
+                        && (dead_children(old.pid).iter().any(|k| !before.contains(k))
+                            || (reaped.any() && before.iter().all(|k| kids.contains(k)))));
                 if gave_up && config.kind == DriverKind::Huptime {
                     return Ok(failed(format!(
                         "the new process started by pid {} exited before it wrote the \
@@ -243,7 +261,7 @@ pub(super) async fn child_flip(
     config: &DriverConfig,
     run: &mut Run<'_>,
 ) -> Result<RestartOutcome, DriverError> {
-    let (root, old) = signal_supervisor(config, run, Numbering::Children)?;
+    let (root, old, reaped) = signal_supervisor(config, run, Numbering::Children)?;
     let mut candidate: Option<Candidate> = None;
     loop {
         if !root.is_alive() {
@@ -258,6 +276,30 @@ pub(super) async fn child_flip(
                 .iter()
                 .find(|k| !old.contains(k))
                 .and_then(|pid| Candidate::spot(run, *pid));
+        }
+        if candidate.is_none() {
+            // A new child that died before the first look: a zombie not yet reaped, or
+            // one the supervisor already reaped while every old child still runs.
+            let zombie = dead_children(root.pid)
+                .into_iter()
+                .find(|k| !old.contains(k));
+            let all_old_run = old.iter().all(|p| kids.contains(p));
+            // socketmaster starts nothing but its children; a `signal` supervisor may.
+            let knows_its_children = config.kind == DriverKind::Socketmaster;
+            if knows_its_children && (zombie.is_some() || (reaped.any() && all_old_run)) {
+                let which = zombie.map(|p| format!(" (pid {p})")).unwrap_or_default();
+                return Ok(if all_old_run && !old.is_empty() {
+                    rolled_back(format!(
+                        "the new child{which} exited at once, before it could be watched; the \
+                         old one keeps running"
+                    ))
+                } else {
+                    failed(format!(
+                        "the new child{which} exited at once and no old child runs: the \
+                         service is down"
+                    ))
+                });
+            }
         }
         if let Some(c) = &mut candidate {
             if !c.target.is_alive() {
@@ -287,10 +329,11 @@ pub(super) async fn workers_replaced(
     config: &DriverConfig,
     run: &mut Run<'_>,
 ) -> Result<RestartOutcome, DriverError> {
-    let (root, old) = signal_supervisor(config, run, Numbering::Supervisor)?;
+    let (root, old, _) = signal_supervisor(config, run, Numbering::Supervisor)?;
     let wanted = old.len().max(1);
     let mut first_seen: Option<Instant> = None;
     let mut announced = BTreeSet::new();
+    let mut drained = false;
     loop {
         if !root.is_alive() {
             return Ok(failed(format!(
@@ -306,6 +349,13 @@ pub(super) async fn workers_replaced(
             }
         }
         if new.len() >= wanted {
+            if !drained {
+                // The master stops its old workers once it has started the new ones.
+                drained = true;
+                for pid in &old {
+                    run.draining(*pid, "(by the master)");
+                }
+            }
             let since = *first_seen.get_or_insert_with(Instant::now);
             let old_left = old.iter().any(|p| kids.contains(p));
             if since.elapsed() >= config.settle && !old_left {

@@ -101,12 +101,6 @@ pub fn listener(args: &Args) -> Result<OwnedFd> {
     lift(listener.into())
 }
 
-/// A pipe whose ends sit at [`HIGH_FD`] or above, close-on-exec.
-pub fn pipe() -> Result<(OwnedFd, OwnedFd)> {
-    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    Ok((lift(read)?, lift(write)?))
-}
-
 /// Starts `program args` with the listener on fd 3 and, when given, `extra` on fd 4.
 pub fn spawn(
     program: &OsString,

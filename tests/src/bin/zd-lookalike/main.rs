@@ -1,17 +1,13 @@
-//! zd-lookalike: stand-ins for the foreign supervisors that Debian does not package
-//! (psflip, socketmaster, huptime, einhorn), for the drivers' end-to-end tests. Each one
-//! follows its tool's documented behaviour where a driver can see it: the signals it takes,
-//! the pidfile it writes, how its process tree changes during a restart, and einhorn's
-//! command-socket messages. Each serves HTTP through zd-fixture workers that get the
-//! listener on fd 3, so the tests can run load through restarts. Synchronous: signals
-//! are read from a signalfd, children reaped with waitpid.
+//! zd-lookalike: what the drivers' end-to-end tests still need beside the real peers:
+//! huptime in fork mode (the huptime that can be built cannot serve a program that
+//! accepts with `accept4`, see the huptime test), following its documented behaviour where
+//! a driver can see it, serving HTTP through a zd-fixture worker that gets the listener on
+//! fd 3; and the shim that runs each real einhorn's worker. Synchronous: signals are read
+//! from a signalfd, children reaped with waitpid.
 //!
 //! ```text
-//! zd-lookalike psflip       --pidfile P --listen ADDR [--healthy-after DUR] -- WORKER…
-//! zd-lookalike socketmaster --listen ADDR [--start DUR] -- WORKER…
-//! zd-lookalike huptime      --pidfile P --listen ADDR -- WORKER…
-//! zd-lookalike einhorn      --socket P [--pidfile P] --listen ADDR [--workers N]
-//!                           [--ack-after DUR] -- WORKER…
+//! zd-lookalike huptime        --pidfile P --listen ADDR -- WORKER…
+//! zd-lookalike einhorn-worker -- WORKER…
 //! ```
 //!
 //! Every process stays in the process group it was started in, so a test ends them all
@@ -20,15 +16,13 @@
 mod common;
 mod einhorn;
 mod huptime;
-mod psflip;
-mod socketmaster;
 
 use anyhow::{Result, bail};
 
 fn run() -> Result<i32> {
     let mut words: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     if words.is_empty() {
-        bail!("usage: zd-lookalike psflip|socketmaster|huptime|einhorn FLAGS -- WORKER…");
+        bail!("usage: zd-lookalike huptime FLAGS -- WORKER… | einhorn-worker -- WORKER…");
     }
     let mode = words.remove(0).to_string_lossy().into_owned();
     if mode == "einhorn-worker" {
@@ -41,10 +35,7 @@ fn run() -> Result<i32> {
     }
     let args = common::parse_args(words)?;
     match mode.as_str() {
-        "psflip" => psflip::run(&args),
-        "socketmaster" => socketmaster::run(&args),
         "huptime" => huptime::run(&args),
-        "einhorn" => einhorn::run(&args),
         other => bail!("unknown mode '{other}'"),
     }
 }
