@@ -16,7 +16,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getpid};
 
 /// The environment variable that hands the listener's fd to a re-executed lookalike (a new
-/// psflip, huptime's new copy), as tableflip and huptime pass their sockets on.
+/// psflip), as tableflip passes its sockets on.
 pub const LISTENER_ENV: &str = "ZD_LOOKALIKE_FD";
 
 /// How often the lookalikes look at their signals, children and sockets.
@@ -176,7 +176,7 @@ pub fn clean_signal_mask(cmd: &mut Command) {
     }
 }
 
-/// Starts this program again with the same flags (a new psflip, huptime's new copy), the
+/// Starts this program again with the same flags (a new psflip), the
 /// listener on fd 3 and `extra` on fd 4.
 pub fn spawn_self(
     mode: &str,

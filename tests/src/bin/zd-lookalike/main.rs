@@ -1,5 +1,5 @@
 //! zd-lookalike: stand-ins for the foreign supervisors that Debian does not package
-//! (psflip, socketmaster, huptime, einhorn), for the drivers' end-to-end tests. Each one
+//! (psflip, socketmaster, einhorn), for the drivers' end-to-end tests. Each one
 //! follows its tool's documented behaviour where a driver can see it: the signals it takes,
 //! the pidfile it writes, how its process tree changes during a restart, and einhorn's
 //! command-socket messages. Each serves HTTP through zd-fixture workers that get the
@@ -9,7 +9,6 @@
 //! ```text
 //! zd-lookalike psflip       --pidfile P --listen ADDR [--healthy-after DUR] -- WORKER…
 //! zd-lookalike socketmaster --listen ADDR [--start DUR] -- WORKER…
-//! zd-lookalike huptime      --pidfile P --listen ADDR -- WORKER…
 //! zd-lookalike einhorn      --socket P [--pidfile P] --listen ADDR [--workers N]
 //!                           [--ack-after DUR] -- WORKER…
 //! ```
@@ -19,7 +18,6 @@
 
 mod common;
 mod einhorn;
-mod huptime;
 mod psflip;
 mod socketmaster;
 
@@ -28,7 +26,7 @@ use anyhow::{Result, bail};
 fn run() -> Result<i32> {
     let mut words: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     if words.is_empty() {
-        bail!("usage: zd-lookalike psflip|socketmaster|huptime|einhorn FLAGS -- WORKER…");
+        bail!("usage: zd-lookalike psflip|socketmaster|einhorn FLAGS -- WORKER…");
     }
     let mode = words.remove(0).to_string_lossy().into_owned();
     if mode == "einhorn-worker" {
@@ -43,7 +41,6 @@ fn run() -> Result<i32> {
     match mode.as_str() {
         "psflip" => psflip::run(&args),
         "socketmaster" => socketmaster::run(&args),
-        "huptime" => huptime::run(&args),
         "einhorn" => einhorn::run(&args),
         other => bail!("unknown mode '{other}'"),
     }
