@@ -7,16 +7,17 @@
 //! The program is zd-plain-http, not zd-fixture: huptime exports its `accept4` wrapper as
 //! `accept4@GLIBC_2.2.5` while programs link `accept4@GLIBC_2.10`, so a program that
 //! accepts with `accept4` (zd-fixture, like anything on Rust's std, Perl or Python)
-//! bypasses the wrapper and spins on EAGAIN from the listener huptime made non-blocking.
-//! zd-plain-http accepts with plain `accept`, which huptime does wrap.
+//! bypasses the wrapper and gets EAGAIN at once from the listener huptime made
+//! non-blocking: it gives up on the listener, or spins retrying. zd-plain-http accepts
+//! with plain `accept`, which huptime does wrap.
 //!
 //! The shared driver script (`script.rs`) is not run for huptime: its last step wants a
 //! new generation that dies at once to be rolled back with the old one still serving,
 //! and huptime cannot give that. At the HUP the old process swaps its listeners for dummy
 //! sockets, marks itself exiting for good (a later HUP does nothing) and forks the new
-//! copy; when that copy dies, nothing accepts from the listener any more, and the old
-//! process exits once its own connections are done, closing it. The second test below
-//! shows exactly that.
+//! copy; when that copy dies, nothing accepts from the listener any more (new connections
+//! wait in its queue), and the old process exits once its own connections are done,
+//! closing the listener and resetting them. The second test below shows exactly that.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -95,6 +96,9 @@ fn huptime_whose_new_copy_dies_fails_and_the_service_goes_down() {
     std::fs::write(&marker, "").expect("marker");
     let out = env.run_zdctl(&["restart", "hup"]);
     assert_code(&out, 1);
+    // The driver says the new copy exited when it saw it alive; a copy that died between
+    // two looks is a zombie child of the old process by then, and the restart fails once
+    // the old process has exited too, with no new pid in the pidfile.
     let err = stderr(&out);
     assert!(err.contains("failed"), "{err}");
     assert!(err.contains("exited"), "{err}");
