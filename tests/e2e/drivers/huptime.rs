@@ -1,47 +1,71 @@
-//! The huptime driver against a program run the way huptime runs it (zd-lookalike's
-//! huptime): on HUP the process forks a fresh copy of itself that writes the pidfile, and
-//! exits once its connections are done. huptime has no health check, so a copy that dies
-//! takes the service down, and the driver must say so.
+//! The huptime driver against the real huptime (fork mode, its default) running
+//! zd-plain-http: on HUP the program's process stops accepting, forks a fresh copy of the
+//! program that inherits the listener and writes the pidfile, and exits once its
+//! connections are done. huptime has no health check, so a copy that dies takes the
+//! service down, and the driver must say so.
 //!
-//! Not the real huptime: the one `build.sh` builds cannot serve a program that accepts
-//! with `accept4`. Its `stubs.map` exports its `accept4` wrapper as `accept4@GLIBC_2.2.5`,
-//! but programs link `accept4@GLIBC_2.10`, so the wrapper is never called; its `listen`
-//! wrapper still makes the listener non-blocking, and the program's blocking `accept4`
-//! fails at once with EAGAIN (zd-fixture gives up on the listener; a program that retries
-//! spins, and huptime tracks none of its connections, so a HUP cuts them). Until huptime is
-//! built with that version fixed, these tests use zd-lookalike's huptime.
+//! The program is zd-plain-http, not zd-fixture: huptime exports its `accept4` wrapper as
+//! `accept4@GLIBC_2.2.5` while programs link `accept4@GLIBC_2.10`, so a program that
+//! accepts with `accept4` (zd-fixture, like anything on Rust's std, Perl or Python)
+//! bypasses the wrapper and gets EAGAIN at once from the listener huptime made
+//! non-blocking: it gives up on the listener, or spins retrying. zd-plain-http accepts
+//! with plain `accept`, which huptime does wrap.
+//!
+//! The shared driver script (`script.rs`) is not run for huptime: its last step wants a
+//! new generation that dies at once to be rolled back with the old one still serving,
+//! and huptime cannot give that. At the HUP the old process swaps its listeners for dummy
+//! sockets, marks itself exiting for good (a later HUP does nothing) and forks the new
+//! copy; when that copy dies, nothing accepts from the listener any more (new connections
+//! wait in its queue), and the old process exits once its own connections are done,
+//! closing the listener and resetting them. The second test below shows exactly that.
 
 use std::path::PathBuf;
+use std::process::Command;
 
 use zd_load::load::ConnectionMode;
 
-use super::{Peer, lookalike, restart_times, worker_until};
+use super::{Peer, built_peer, free_port, restart_times};
 use crate::support::{
-    TestEnv, assert_code, assert_no_failures, fixture_bin, is_alive, start_load, stderr, wait_for,
+    TestEnv, assert_code, assert_no_failures, http_get, is_alive, start_load, stderr, wait_for,
 };
 
-fn start(env: &TestEnv, worker: &[&str]) -> (Peer, String, PathBuf) {
+/// The real huptime running zd-plain-http with `flags`, and its service file; the peer,
+/// the address and the pidfile, or `None` when huptime is not built.
+fn start(env: &TestEnv, test: &str, flags: &[&str]) -> Option<(Peer, String, PathBuf)> {
+    let huptime = built_peer(test, "huptime", &["huptime.so"])?;
+    let addr = format!("127.0.0.1:{}", free_port());
     let pidfile = env.path("app.pid");
-    let pid_arg = pidfile.display().to_string();
-    let (peer, addr) = lookalike(env, "huptime", &["--pidfile", &pid_arg], worker);
+    let mut cmd = Command::new(huptime);
+    // `--unlink` as docs/drivers.md advises: huptime removes the pidfile at the HUP, and
+    // the new copy writes it.
+    cmd.arg(format!("--unlink={}", pidfile.display()))
+        .arg(env!("CARGO_BIN_EXE_zd-plain-http"))
+        .args(["--listen", &addr, "--pidfile"])
+        .arg(&pidfile)
+        .args(flags);
+    let peer = Peer::spawn(cmd, &env.path("huptime.log"));
     wait_for("the program's pidfile", || {
         zd_core::pidfile::read(&pidfile).ok()
     });
+    wait_for("huptime's program to answer", || http_get(&addr, "/").ok());
     env.write_service(
         "hup",
         &format!(
-            "driver: huptime\npidfile: {}\nsettle: 200ms\ntimeout: 20s\n",
+            "driver: huptime\npidfile: {}\nsettle: 300ms\ntimeout: 20s\n",
             pidfile.display()
         ),
     );
-    (peer, addr, pidfile)
+    Some((peer, addr, pidfile))
 }
 
 #[test]
 fn huptime_restarts_ten_times_under_load_without_a_failed_request() {
     let env = TestEnv::new();
-    let fixture = fixture_bin().display().to_string();
-    let (_peer, addr, pidfile) = start(&env, &[&fixture]);
+    let test = "huptime_restarts_ten_times_under_load_without_a_failed_request";
+    // Each answer is held a little, so every flip has requests in flight in the old copy.
+    let Some((_peer, addr, pidfile)) = start(&env, test, &["--hold", "50ms"]) else {
+        return;
+    };
     let first = zd_core::pidfile::read(&pidfile).expect("pid");
     let load = start_load(&addr, 16, ConnectionMode::Close);
     restart_times(&env, "hup", 10);
@@ -50,18 +74,54 @@ fn huptime_restarts_ten_times_under_load_without_a_failed_request() {
 }
 
 #[test]
-fn huptime_whose_new_copy_dies_fails_and_says_the_service_is_going_down() {
+fn huptime_whose_new_copy_dies_fails_and_the_service_goes_down() {
     let env = TestEnv::new();
+    let test = "huptime_whose_new_copy_dies_fails_and_the_service_goes_down";
     let marker = env.path("broken");
-    let worker = worker_until(&marker, "--crash-at-start");
-    let worker: Vec<&str> = worker.iter().map(String::as_str).collect();
-    let (_peer, _addr, pidfile) = start(&env, &worker);
+    let marker_arg = marker.display().to_string();
+    let flags = ["--crash-if-exists", &marker_arg, "--hold", "2s"];
+    let Some((_peer, addr, pidfile)) = start(&env, test, &flags) else {
+        return;
+    };
     let old = zd_core::pidfile::read(&pidfile).expect("pid");
+    // A request in flight keeps the old copy alive past the HUP for its answer.
+    let idle = sockets_of(old);
+    let in_flight = {
+        let addr = addr.clone();
+        std::thread::spawn(move || http_get(&addr, "/"))
+    };
+    wait_for("the old copy to accept the request", || {
+        (sockets_of(old) > idle).then_some(())
+    });
     std::fs::write(&marker, "").expect("marker");
     let out = env.run_zdctl(&["restart", "hup"]);
     assert_code(&out, 1);
+    // The driver says the new copy exited when it saw it alive; a copy that died between
+    // two looks is a zombie child of the old process by then, and the restart fails once
+    // the old process has exited too, with no new pid in the pidfile.
     let err = stderr(&out);
     assert!(err.contains("failed"), "{err}");
     assert!(err.contains("exited"), "{err}");
+    let (code, _) = in_flight
+        .join()
+        .expect("the request's thread")
+        .expect("the old copy answers the request it had");
+    assert_eq!(code, 200);
     wait_for("the old copy to exit", || (!is_alive(old)).then_some(()));
+    assert!(
+        http_get(&addr, "/").is_err(),
+        "nothing should serve once the old copy is gone"
+    );
+}
+
+/// How many sockets `pid` holds open.
+fn sockets_of(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten()
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .filter(|link| link.to_string_lossy().starts_with("socket:"))
+                .count()
+        })
+        .unwrap_or(0)
 }

@@ -1,8 +1,8 @@
 //! Drivers against real foreign supervisors: start_server, nginx, HAProxy and gunicorn
-//! from Debian, psflip, socketmaster and einhorn built by `shared/peers/build.sh` (see
-//! [`built_peer`]); zd-flipper; and zd-lookalike's huptime, where the built huptime cannot
-//! serve our fixture (see `huptime.rs`). Each peer runs in its own process group, killed
-//! by a guard when the test ends.
+//! from Debian, psflip, socketmaster, huptime and einhorn built by `shared/peers/build.sh`
+//! (see [`built_peer`]); and zd-flipper. huptime runs zd-plain-http, because the built
+//! huptime cannot serve our fixture (see `huptime.rs`). Each peer runs in its own process
+//! group, killed by a guard when the test ends.
 
 mod einhorn;
 mod gunicorn;
@@ -22,7 +22,7 @@ use std::process::{Child, Command, Stdio};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use crate::support::{TestEnv, assert_code, fixture_bin, stdout, wait_for};
+use crate::support::{TestEnv, assert_code, fixture_bin, stdout};
 
 /// A foreign supervisor started by a test, in its own process group.
 pub struct Peer {
@@ -127,22 +127,6 @@ fn missing(test: &str, program: &str, why: &str) {
         "ZD_REQUIRE_PEERS=1 but {program} {why}"
     );
     eprintln!("SKIPPED: {test}: {program} {why}");
-}
-
-/// `zd-lookalike MODE FLAGS -- WORKER…` in its own process group, logging to
-/// `MODE.log`; returns the peer and the address it serves on.
-pub fn lookalike(env: &TestEnv, mode: &str, flags: &[&str], worker: &[&str]) -> (Peer, String) {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_zd-lookalike"));
-    cmd.arg(mode)
-        .args(flags)
-        .args(["--listen", &addr, "--"])
-        .args(worker);
-    let peer = Peer::spawn(cmd, &env.path(&format!("{mode}.log")));
-    wait_for(&format!("{mode} to answer"), || {
-        crate::support::http_get(&addr, "/").ok()
-    });
-    (peer, addr)
 }
 
 /// A worker command: zd-fixture, or, once `marker` exists, zd-fixture with `later`

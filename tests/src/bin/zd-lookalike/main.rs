@@ -1,12 +1,8 @@
-//! zd-lookalike: what the drivers' end-to-end tests still need beside the real peers:
-//! huptime in fork mode (the huptime that can be built cannot serve a program that
-//! accepts with `accept4`, see the huptime test), following its documented behaviour where
-//! a driver can see it, serving HTTP through a zd-fixture worker that gets the listener on
-//! fd 3; and the shim that runs each real einhorn's worker. Synchronous: signals are read
-//! from a signalfd, children reaped with waitpid.
+//! zd-lookalike: what the drivers' end-to-end tests still need beside the real peers: the
+//! shim that runs each real einhorn's worker. Synchronous: signals are read from a
+//! signalfd, children reaped with waitpid.
 //!
 //! ```text
-//! zd-lookalike huptime        --pidfile P --listen ADDR -- WORKER…
 //! zd-lookalike einhorn-worker -- WORKER…
 //! ```
 //!
@@ -15,27 +11,24 @@
 
 mod common;
 mod einhorn;
-mod huptime;
 
 use anyhow::{Result, bail};
 
 fn run() -> Result<i32> {
     let mut words: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     if words.is_empty() {
-        bail!("usage: zd-lookalike huptime FLAGS -- WORKER… | einhorn-worker -- WORKER…");
+        bail!("usage: zd-lookalike einhorn-worker -- WORKER…");
     }
     let mode = words.remove(0).to_string_lossy().into_owned();
-    if mode == "einhorn-worker" {
-        let command: Vec<_> = words
-            .into_iter()
-            .skip_while(|w| w != "--")
-            .skip(1)
-            .collect();
-        return einhorn::worker(&command);
-    }
-    let args = common::parse_args(words)?;
     match mode.as_str() {
-        "huptime" => huptime::run(&args),
+        "einhorn-worker" => {
+            let command: Vec<_> = words
+                .into_iter()
+                .skip_while(|w| w != "--")
+                .skip(1)
+                .collect();
+            einhorn::worker(&command)
+        }
         other => bail!("unknown mode '{other}'"),
     }
 }
