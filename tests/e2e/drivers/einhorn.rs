@@ -59,7 +59,7 @@ fn start_with(
     wait_for("two workers", || {
         (children(peer.pid()).len() == 2).then_some(())
     });
-    service(env, &socket, &pidfile, "20s");
+    service(env, &socket, &pidfile, super::script::TIMEOUT);
     Some(Einhorn { peer, addr })
 }
 
@@ -71,6 +71,26 @@ fn service(env: &TestEnv, socket: &std::path::Path, pidfile: &std::path::Path, t
             socket.display(),
             pidfile.display()
         ),
+    );
+}
+
+#[test]
+fn einhorn_passes_the_driver_script() {
+    let env = TestEnv::new();
+    let (worker, marker) = super::script::worker(&env);
+    let Some(einhorn) = start(&env, "einhorn_passes_the_driver_script", &worker, "0.3") else {
+        return;
+    };
+    super::script::run(
+        &env,
+        super::script::Case {
+            name: "eh",
+            driver: "einhorn",
+            addr: einhorn.addr.clone(),
+            mode: ConnectionMode::KeepAlive,
+            break_next: super::script::touch(marker),
+            guard: Box::new(einhorn),
+        },
     );
 }
 

@@ -32,12 +32,16 @@ fn start(
     test: &str,
     later: Option<(&Path, &str)>,
     healthy_after: &str,
+    fixture_flags: &str,
 ) -> Option<(Peer, String, PathBuf)> {
     let psflip = built_peer(test, "psflip", &[])?;
     let pidfile = env.path("psflip.pid");
     let addr = format!("127.0.0.1:{}", free_port());
     let port = format!("{{{{ AB \"{}\" \"{}\" }}}}", free_port(), free_port());
-    let fixture = format!("'{}' --listen 127.0.0.1:{port}", fixture_bin().display());
+    let fixture = format!(
+        "'{}' --listen 127.0.0.1:{port} {fixture_flags}",
+        fixture_bin().display()
+    );
     let script = match later {
         Some((marker, flags)) => format!(
             "if [ -e '{}' ]; then exec {fixture} {flags}; fi; exec {fixture}",
@@ -65,18 +69,48 @@ fn start(
     env.write_service(
         "flip",
         &format!(
-            "driver: psflip\npidfile: {}\nsettle: 200ms\ntimeout: 20s\n",
-            pidfile.display()
+            "driver: psflip\npidfile: {}\nsettle: 200ms\ntimeout: {}\n",
+            pidfile.display(),
+            super::script::TIMEOUT
         ),
     );
     Some((peer, addr, pidfile))
 }
 
 #[test]
+fn psflip_passes_the_driver_script() {
+    let env = TestEnv::new();
+    let marker = env.path("broken");
+    let later = Some((marker.as_path(), "--crash-at-start"));
+    // The old child closes its keep-alive connections over two seconds when it drains,
+    // so that `top` sees both generations.
+    let Some((peer, addr, _pidfile)) = start(
+        &env,
+        "psflip_passes_the_driver_script",
+        later,
+        "300ms",
+        "--drain-spread 2s",
+    ) else {
+        return;
+    };
+    super::script::run(
+        &env,
+        super::script::Case {
+            name: "flip",
+            driver: "psflip",
+            addr,
+            mode: ConnectionMode::KeepAlive,
+            break_next: super::script::touch(marker.clone()),
+            guard: Box::new(peer),
+        },
+    );
+}
+
+#[test]
 fn psflip_upgrades_ten_times_under_load_without_a_failed_request() {
     let env = TestEnv::new();
     let test = "psflip_upgrades_ten_times_under_load_without_a_failed_request";
-    let Some((_peer, addr, pidfile)) = start(&env, test, None, "300ms") else {
+    let Some((_peer, addr, pidfile)) = start(&env, test, None, "300ms", "") else {
         return;
     };
     let first = zd_core::pidfile::read(&pidfile).expect("pid");
@@ -96,7 +130,7 @@ fn psflip_keeps_the_old_process_when_the_new_child_dies_before_it_is_healthy() {
     let marker = env.path("broken");
     // New children live 300ms, far short of the 3s health check even on a busy machine.
     let later = Some((marker.as_path(), "--exit-after 300ms"));
-    let Some((_peer, addr, pidfile)) = start(&env, test, later, "3s") else {
+    let Some((_peer, addr, pidfile)) = start(&env, test, later, "3s", "") else {
         return;
     };
     let old = zd_core::pidfile::read(&pidfile).expect("pid");
@@ -120,7 +154,7 @@ fn psflip_rolls_back_at_once_when_the_new_child_dies_at_start() {
     // A new child that crashes at once: the new psflip gives up and exits within moments,
     // often between two looks of the driver.
     let later = Some((marker.as_path(), "--crash-at-start"));
-    let Some((_peer, addr, pidfile)) = start(&env, test, later, "3s") else {
+    let Some((_peer, addr, pidfile)) = start(&env, test, later, "3s", "") else {
         return;
     };
     let old = zd_core::pidfile::read(&pidfile).expect("pid");
@@ -139,7 +173,7 @@ fn psflip_rolls_back_at_once_when_the_new_child_dies_at_start() {
 fn psflip_status_shows_psflip_as_the_main_pid_and_its_public_listener_held_by_it() {
     let env = TestEnv::new();
     let test = "psflip_status_shows_psflip_as_the_main_pid_and_its_public_listener_held_by_it";
-    let Some((_peer, addr, pidfile)) = start(&env, test, None, "300ms") else {
+    let Some((_peer, addr, pidfile)) = start(&env, test, None, "300ms", "") else {
         return;
     };
     let psflip = i64::from(zd_core::pidfile::read(&pidfile).expect("pid"));

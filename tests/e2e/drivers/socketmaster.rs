@@ -42,11 +42,38 @@ fn start(
     env.write_service(
         "sm",
         &format!(
-            "driver: socketmaster\npidfile: {}\nsettle: {settle}\ntimeout: 20s\n",
-            pidfile.display()
+            "driver: socketmaster\npidfile: {}\nsettle: {settle}\ntimeout: {}\n",
+            pidfile.display(),
+            super::script::TIMEOUT
         ),
     );
     Some((peer, addr))
+}
+
+#[test]
+fn socketmaster_passes_the_driver_script() {
+    let env = TestEnv::new();
+    let (worker, marker) = super::script::worker(&env);
+    let Some((peer, addr)) = start(
+        &env,
+        "socketmaster_passes_the_driver_script",
+        &worker,
+        "600",
+        "300ms",
+    ) else {
+        return;
+    };
+    super::script::run(
+        &env,
+        super::script::Case {
+            name: "sm",
+            driver: "socketmaster",
+            addr,
+            mode: ConnectionMode::KeepAlive,
+            break_next: super::script::touch(marker),
+            guard: Box::new(peer),
+        },
+    );
 }
 
 #[test]

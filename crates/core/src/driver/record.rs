@@ -47,6 +47,37 @@ pub(super) struct Record {
     /// died before it reported.
     pub(super) in_progress: Option<u64>,
     pub(super) last_restart: Option<RestartReport>,
+    /// The new generation of the restart in progress, once its first process was seen:
+    /// what lets `status` (and so `top`) tell the new generation from the old one while
+    /// both run. Written only while a restart holds the lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) pending: Option<Pending>,
+}
+
+/// A restart's new generation, as far as it has come.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Pending {
+    pub(super) generation: u64,
+    /// Its first process, with its start time in clock ticks: a process of the service
+    /// that started at or after it belongs to the new generation.
+    pub(super) pid: i32,
+    pub(super) start_ticks: u64,
+    /// Whether it was promoted: the old generation is draining.
+    pub(super) promoted: bool,
+}
+
+impl Pending {
+    /// Whether process `pid` belongs to this new generation: it is its first process, or
+    /// started no earlier.
+    pub(super) fn owns(&self, pid: i32) -> bool {
+        pid == self.pid || proc::start_time_ticks(pid).is_ok_and(|ticks| ticks >= self.start_ticks)
+    }
+
+    /// Whether its first process still runs (the same process: same start time).
+    pub(super) fn is_alive(&self) -> bool {
+        proc::is_alive(self.pid) && proc::start_time_ticks(self.pid).ok() == Some(self.start_ticks)
+    }
 }
 
 impl Default for Record {
@@ -59,6 +90,7 @@ impl Default for Record {
             restarts: RestartCounters::default(),
             in_progress: None,
             last_restart: None,
+            pending: None,
         }
     }
 }
@@ -101,6 +133,7 @@ impl Record {
         let Some(restart) = self.in_progress.take() else {
             return false;
         };
+        self.pending = None;
         self.restarts.failed += 1;
         self.last_restart = Some(RestartReport {
             restart,
@@ -127,6 +160,7 @@ impl Record {
         if self.in_progress == Some(report.restart) {
             self.in_progress = None;
         }
+        self.pending = None;
         self.last_restart = Some(report.clone());
     }
 }
@@ -266,6 +300,51 @@ mod tests {
         // A pid that is not ours (pid 1 started long before this test).
         assert_eq!(record.number(&[1]), 4);
         assert_eq!(record.number(&[1, me()]), 3);
+    }
+
+    #[test]
+    fn a_restarts_new_generation_owns_the_processes_that_started_with_it_or_later() {
+        let ticks = proc::start_time_ticks(me()).expect("our start time");
+        let pending = Pending {
+            generation: 5,
+            pid: me(),
+            start_ticks: ticks,
+            promoted: false,
+        };
+        assert!(pending.is_alive());
+        assert!(pending.owns(me()));
+        // pid 1 started before us: it belongs to the old generation.
+        assert!(!pending.owns(1));
+        let gone = Pending {
+            start_ticks: ticks + 1,
+            ..pending.clone()
+        };
+        assert!(
+            !gone.is_alive(),
+            "the same pid with another start time is not it"
+        );
+    }
+
+    #[test]
+    fn the_pending_generation_is_written_only_while_set_and_cleared_with_the_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut record = Record {
+            in_progress: Some(3),
+            pending: Some(Pending {
+                generation: 4,
+                pid: me(),
+                start_ticks: 1,
+                promoted: true,
+            }),
+            ..Record::default()
+        };
+        write_in(dir.path(), "api", &record).expect("write");
+        assert_eq!(read_in(dir.path(), "api"), Some(record.clone()));
+        assert!(record.settle_abandoned());
+        assert_eq!(record.pending, None);
+        write_in(dir.path(), "api", &record).expect("write");
+        let text = std::fs::read_to_string(path_in(dir.path(), "api")).expect("read");
+        assert!(!text.contains("pending"), "{text}");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::lock::RestartLock;
-use super::record::Record;
+use super::record::{Pending, Record};
 use crate::proto::{Event, EventKind, RestartOutcome, RestartReport, unix_ms};
 
 /// How often the drivers look at /proc, pidfiles and status files.
@@ -103,7 +103,32 @@ impl<'a> Run<'a> {
     pub(super) fn spawned(&mut self, pid: i32) {
         self.new_pid = Some(pid);
         let generation = self.new_generation.unwrap_or(0);
+        self.note_pending(pid, false);
         self.emit(EventKind::Spawned { generation, pid });
+    }
+
+    /// Records the new generation's process for `status` while the restart runs.
+    fn note_pending(&mut self, pid: i32, promoted: bool) {
+        let Some(generation) = self.new_generation else {
+            return;
+        };
+        let pending = match self.record.pending.take() {
+            Some(pending) if pending.generation == generation => Pending {
+                promoted,
+                ..pending
+            },
+            _ => match crate::proc::start_time_ticks(pid) {
+                Ok(start_ticks) => Pending {
+                    generation,
+                    pid,
+                    start_ticks,
+                    promoted,
+                },
+                Err(_) => return,
+            },
+        };
+        self.record.pending = Some(pending);
+        self.lock.write(&self.record);
     }
 
     pub(super) fn ready(&mut self, evidence: String) {
@@ -116,6 +141,7 @@ impl<'a> Run<'a> {
 
     pub(super) fn promoted(&mut self, pid: i32) {
         let generation = self.new_generation.unwrap_or(0);
+        self.note_pending(pid, true);
         self.emit(EventKind::Promoted { generation, pid });
     }
 
@@ -182,6 +208,7 @@ impl<'a> Run<'a> {
     /// counted as requested, with no outcome.
     pub(super) fn abandon(mut self) {
         self.record.in_progress = None;
+        self.record.pending = None;
         self.lock.write(&self.record);
     }
 }

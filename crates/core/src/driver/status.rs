@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use super::lock::{self, RestartLock};
 use super::process::{listening_sockets, live_children, target_from_pidfile};
+use super::record::Pending;
 use super::{DriverConfig, DriverError, DriverKind, WatchMode, start_server};
 use crate::proc;
 use crate::proto::{GenerationInfo, GenerationState, ListenerInfo, Status, unix_ms};
@@ -69,6 +70,11 @@ pub fn status(config: &DriverConfig) -> Result<Status, DriverError> {
         Some(lock) => lock.record(),
         None => lock::read(&config.name).unwrap_or_default(),
     };
+    // The new generation of the restart that runs now, once it has a live process.
+    let pending = record
+        .pending
+        .clone()
+        .filter(|p| lock.is_none() && record.in_progress.is_some() && p.is_alive());
     let mut generations = Vec::new();
     // The process that is the current generation, when the record should learn it.
     let mut current = None;
@@ -78,11 +84,17 @@ pub fn status(config: &DriverConfig) -> Result<Status, DriverError> {
             _ => Vec::new(),
         };
         let children = live_children(root);
-        // Each child's number: from start_server's status file, else from the record
+        // While a restart runs, its new generation's processes are those that started with
+        // or after the first one it saw; the others are the old generation's.
+        let (new, old): (Vec<i32>, Vec<i32>) = match &pending {
+            Some(p) => children.iter().partition(|pid| p.owns(**pid)),
+            None => (Vec::new(), children.clone()),
+        };
+        // Each old child's number: from start_server's status file, else from the record
         // (which names one child of a pool: its siblings share its number; children it
         // does not name at all were started outside zdctl, and are the next number).
-        let unnamed = record.number(&children);
-        let numbered: Vec<(u64, i32)> = children
+        let unnamed = record.number(&old);
+        let mut numbered: Vec<(u64, i32)> = old
             .iter()
             .map(|&pid| {
                 let generation = numbers
@@ -97,17 +109,41 @@ pub fn status(config: &DriverConfig) -> Result<Status, DriverError> {
                 (generation, pid)
             })
             .collect();
-        if numbers.is_empty() {
+        if numbers.is_empty() && pending.is_none() {
             current = children.first().map(|pid| (unnamed, *pid));
+        }
+        if let Some(p) = &pending {
+            numbered.extend(new.iter().map(|pid| (p.generation, *pid)));
         }
         let newest = numbered.iter().map(|(g, _)| *g).max();
         for (generation, pid) in numbered {
-            let state = if Some(generation) == newest {
-                GenerationState::Active
-            } else {
-                GenerationState::Draining
-            };
-            generations.push(info(generation, pid, state));
+            generations.push(info(
+                generation,
+                pid,
+                state_of(generation, newest, &pending),
+            ));
+        }
+        generations.sort_by_key(|g| std::cmp::Reverse(g.generation));
+    } else if let Some(p) = &pending {
+        // A supervisor that replaces its own process: the old process the record names
+        // and the new one, whichever of them the pidfile names now.
+        let mut numbered = Vec::new();
+        if p.is_alive() {
+            numbered.push((p.generation, p.pid));
+        }
+        if let Some(old) = record.pid.filter(|pid| record.names(*pid) && *pid != p.pid) {
+            numbered.push((record.generation, old));
+        }
+        if !numbered.iter().any(|(_, pid)| *pid == root) {
+            numbered.push((record.number(&[root]), root));
+        }
+        let newest = numbered.iter().map(|(g, _)| *g).max();
+        for (generation, pid) in numbered {
+            generations.push(info(
+                generation,
+                pid,
+                state_of(generation, newest, &pending),
+            ));
         }
         generations.sort_by_key(|g| std::cmp::Reverse(g.generation));
     } else {
@@ -138,6 +174,17 @@ pub fn status(config: &DriverConfig) -> Result<Status, DriverError> {
         last_restart: record.last_restart,
         containment: None,
     })
+}
+
+/// A generation's state: the newest is active, older ones draining; while a restart runs,
+/// its new generation is starting until it is promoted, and the old one active until then.
+fn state_of(generation: u64, newest: Option<u64>, pending: &Option<Pending>) -> GenerationState {
+    match pending {
+        Some(p) if generation == p.generation && !p.promoted => GenerationState::Starting,
+        Some(p) if !p.promoted => GenerationState::Active,
+        _ if Some(generation) == newest => GenerationState::Active,
+        _ => GenerationState::Draining,
+    }
 }
 
 fn info(generation: u64, pid: i32, state: GenerationState) -> GenerationInfo {
