@@ -102,6 +102,8 @@ fn huptime_whose_new_copy_dies_fails_and_the_service_goes_down() {
     let err = stderr(&out);
     assert!(err.contains("failed"), "{err}");
     assert!(err.contains("exited"), "{err}");
+    // Said as what it is, whether the copy died before or after the first look at it.
+    assert!(err.contains("the service is going down"), "{err}");
     let (code, _) = in_flight
         .join()
         .expect("the request's thread")

@@ -20,7 +20,8 @@ use crate::proto::{EventKind, RestartOutcome};
 /// What a failed huptime restart leaves behind.
 const HUPTIME_DOWN: &str = "huptime's old process stopped accepting at the HUP and exits \
                             once its connections are done, so the service is going down \
-                            (huptime has no health check; --revive restarts a dead process)";
+                            (huptime has no health check and cannot roll back): fix the \
+                            program and start it again";
 
 fn pidfile_of(config: &DriverConfig) -> Result<&std::path::Path, DriverError> {
     config
@@ -145,6 +146,12 @@ pub(super) async fn pidfile_flip(
     // no other. The program behind `signal` or huptime may run and reap children of its
     // own at any time, so only a successor seen alive and then gone counts there.
     let knows_its_children = config.kind == DriverKind::Psflip;
+    // huptime forks the new copy from the old process and reaps only when a copy starts,
+    // so a copy that died stays a zombie child of the old process: a new zombie child
+    // with the old process's name is its successor that gave up.
+    let copy_name = (config.kind == DriverKind::Huptime)
+        .then(|| comm(old.pid))
+        .flatten();
     poke(config, run, &old)?;
     let mut candidate: Option<Candidate> = None;
     // Children the old process started after the signal: a successor that dies before it
@@ -189,9 +196,15 @@ pub(super) async fn pidfile_flip(
             None => {
                 // A successor that died: seen alive, then gone; or seen only as a zombie;
                 // or never seen, but reaped while every earlier child still runs.
-                let gave_up = successors
-                    .iter()
-                    .any(|pid| !crate::proc::is_alive(*pid) && !kids.contains(pid))
+                let dead_copy = copy_name.as_ref().is_some_and(|name| {
+                    dead_children(old.pid)
+                        .iter()
+                        .any(|k| !before.contains(k) && comm(*k).as_ref() == Some(name))
+                });
+                let gave_up = dead_copy
+                    || successors
+                        .iter()
+                        .any(|pid| !crate::proc::is_alive(*pid) && !kids.contains(pid))
                     || (knows_its_children
                         && (dead_children(old.pid).iter().any(|k| !before.contains(k))
                             || (reaped.any() && before.iter().all(|k| kids.contains(k)))));
@@ -211,9 +224,12 @@ pub(super) async fn pidfile_flip(
                 }
                 if !old.is_alive() {
                     // A flipper writes the pidfile before the old process exits; give a
-                    // late writer one settle period.
+                    // late writer one settle period, and as long as a successor it
+                    // started still runs (huptime's old process may exit at once, before
+                    // its new copy got as far as writing the pidfile).
                     let gone = *old_gone_at.get_or_insert_with(Instant::now);
-                    if gone.elapsed() >= config.settle {
+                    let successor_runs = successors.iter().any(|pid| crate::proc::is_alive(*pid));
+                    if gone.elapsed() >= config.settle && !successor_runs {
                         return Ok(failed(format!(
                             "the old process (pid {}) exited and no new pid appeared in '{}'",
                             old.pid,
@@ -389,4 +405,11 @@ pub(super) async fn workers_replaced(
         }
         tick().await;
     }
+}
+
+/// A process's name (`/proc/PID/comm`), which a zombie keeps.
+fn comm(pid: i32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|name| name.trim_end().to_owned())
 }
