@@ -89,6 +89,7 @@ fn einhorn_passes_the_driver_script() {
             addr: einhorn.addr.clone(),
             mode: ConnectionMode::KeepAlive,
             break_next: super::script::touch(marker),
+            on_failure: super::script::OnFailure::RollsBack,
             guard: Box::new(einhorn),
         },
     );

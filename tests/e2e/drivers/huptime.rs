@@ -11,9 +11,10 @@
 //! non-blocking: it gives up on the listener, or spins retrying. zd-plain-http accepts
 //! with plain `accept`, which huptime does wrap.
 //!
-//! The shared driver script (`script.rs`) is not run for huptime: its last step wants a
-//! new generation that dies at once to be rolled back with the old one still serving,
-//! and huptime cannot give that. At the HUP the old process swaps its listeners for dummy
+//! The shared driver script (`script.rs`) runs for huptime whole but for its last step,
+//! which for every other driver wants a new generation that dies at once to be rolled back
+//! with the old one still serving; huptime cannot give that, so here the restart must fail
+//! at once and say the service is going down (`OnFailure::GoesDown`). At the HUP the old process swaps its listeners for dummy
 //! sockets, marks itself exiting for good (a later HUP does nothing) and forks the new
 //! copy; when that copy dies, nothing accepts from the listener any more (new connections
 //! wait in its queue), and the old process exits once its own connections are done,
@@ -51,11 +52,40 @@ fn start(env: &TestEnv, test: &str, flags: &[&str]) -> Option<(Peer, String, Pat
     env.write_service(
         "hup",
         &format!(
-            "driver: huptime\npidfile: {}\nsettle: 300ms\ntimeout: 20s\n",
-            pidfile.display()
+            "driver: huptime\npidfile: {}\nsettle: 300ms\ntimeout: {}\n",
+            pidfile.display(),
+            super::script::TIMEOUT
         ),
     );
     Some((peer, addr, pidfile))
+}
+
+#[test]
+fn huptime_passes_the_driver_script_up_to_a_failure_which_takes_the_service_down() {
+    let env = TestEnv::new();
+    let marker = env.path("broken");
+    let marker_arg = marker.display().to_string();
+    // Each answer held a second, so that the old copy lives on with its requests while
+    // `top` looks at both copies.
+    let Some((peer, addr, _pidfile)) = start(
+        &env,
+        "huptime_passes_the_driver_script_up_to_a_failure_which_takes_the_service_down",
+        &["--hold", "1s", "--crash-if-exists", &marker_arg],
+    ) else {
+        return;
+    };
+    super::script::run(
+        &env,
+        super::script::Case {
+            name: "hup",
+            driver: "huptime",
+            addr,
+            mode: ConnectionMode::Close,
+            break_next: super::script::touch(marker),
+            on_failure: super::script::OnFailure::GoesDown,
+            guard: Box::new(peer),
+        },
+    );
 }
 
 #[test]

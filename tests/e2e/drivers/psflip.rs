@@ -101,6 +101,7 @@ fn psflip_passes_the_driver_script() {
             addr,
             mode: ConnectionMode::KeepAlive,
             break_next: super::script::touch(marker.clone()),
+            on_failure: super::script::OnFailure::RollsBack,
             guard: Box::new(peer),
         },
     );

@@ -19,6 +19,16 @@ use crate::top::{Tmux, row, start_top};
 /// timer instead of seeing the failure.
 pub const TIMEOUT: &str = "20s";
 
+/// How a supervisor meets a new generation that fails at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// The old generation serves on: the restart is rolled back.
+    RollsBack,
+    /// The supervisor cannot go back (huptime's old process stopped accepting at the
+    /// HUP): the restart fails at once and says the service is going down.
+    GoesDown,
+}
+
 /// A foreign supervisor running, ready for the script.
 pub struct Case {
     /// The service's name; its file names the driver.
@@ -32,6 +42,8 @@ pub struct Case {
     pub mode: ConnectionMode,
     /// Makes every later generation fail at once (and so the next restart roll back).
     pub break_next: Box<dyn Fn()>,
+    /// What a restart whose new generation fails at once ends in.
+    pub on_failure: OnFailure,
     /// Keeps the peer alive while the script runs.
     pub guard: Box<dyn std::any::Any>,
 }
@@ -100,29 +112,51 @@ pub fn run(env: &TestEnv, case: Case) {
         "seven restarts, seven generations: {after:#}"
     );
 
+    // A supervisor that cannot go back loses the service at the failure: the load ends,
+    // without a failed request, before it.
+    let load = match case.on_failure {
+        OnFailure::RollsBack => Some(load),
+        OnFailure::GoesDown => {
+            assert_no_failures(&load.finish());
+            None
+        }
+    };
     (case.break_next)();
     let started = Instant::now();
     let out = env.run_zdctl(&["restart", name]);
     let took = started.elapsed();
-    eprintln!(
-        "{}: a new generation that failed at once was rolled back in {took:?}",
-        case.driver
-    );
     assert_code(&out, 1);
-    assert!(stderr(&out).contains("rolled back"), "{}", stderr(&out));
     assert!(
         took < zd_core::duration::parse_duration(TIMEOUT).expect("timeout"),
-        "the rollback waited for the driver's timeout"
+        "the restart waited for the driver's timeout"
     );
-    let rolled = status_agrees(env, &case);
-    assert_eq!(
-        active_generation(&rolled),
-        first_generation + 7,
-        "{rolled:#}"
-    );
-    assert_eq!(rolled["restarts"]["rolled_back"], 1, "{rolled:#}");
-    http_get(&case.addr, "/").expect("the old generation still serves");
-    assert_no_failures(&load.finish());
+    match case.on_failure {
+        OnFailure::RollsBack => {
+            eprintln!(
+                "{}: a new generation that failed at once was rolled back in {took:?}",
+                case.driver
+            );
+            assert!(stderr(&out).contains("rolled back"), "{}", stderr(&out));
+            let rolled = status_agrees(env, &case);
+            assert_eq!(
+                active_generation(&rolled),
+                first_generation + 7,
+                "{rolled:#}"
+            );
+            assert_eq!(rolled["restarts"]["rolled_back"], 1, "{rolled:#}");
+            http_get(&case.addr, "/").expect("the old generation still serves");
+            if let Some(load) = load {
+                assert_no_failures(&load.finish());
+            }
+        }
+        OnFailure::GoesDown => {
+            eprintln!(
+                "{}: a new generation that failed at once was reported in {took:?}",
+                case.driver
+            );
+            assert!(stderr(&out).contains("going down"), "{}", stderr(&out));
+        }
+    }
     drop(case.guard);
 }
 

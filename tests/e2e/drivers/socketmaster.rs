@@ -71,6 +71,7 @@ fn socketmaster_passes_the_driver_script() {
             addr,
             mode: ConnectionMode::KeepAlive,
             break_next: super::script::touch(marker),
+            on_failure: super::script::OnFailure::RollsBack,
             guard: Box::new(peer),
         },
     );

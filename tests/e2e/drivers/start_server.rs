@@ -65,6 +65,7 @@ fn start_server_passes_the_driver_script() {
             addr: server.addr.clone(),
             mode: ConnectionMode::KeepAlive,
             break_next: super::script::touch(marker),
+            on_failure: super::script::OnFailure::RollsBack,
             guard: Box::new(server),
         },
     );

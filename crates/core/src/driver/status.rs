@@ -63,12 +63,24 @@ fn generations_are_children(config: &DriverConfig) -> bool {
 /// generation started outside zdctl (a process the record does not name), so that it keeps
 /// its number; while a restart runs, it only reads.
 pub fn status(config: &DriverConfig) -> Result<Status, DriverError> {
-    let root = root_pid(config)?;
     // A runtime directory we may not use makes a status without a record, not an error.
     let lock = RestartLock::try_acquire(&config.name).ok().flatten();
     let mut record = match &lock {
         Some(lock) => lock.record(),
         None => lock::read(&config.name).unwrap_or_default(),
+    };
+    let root = match root_pid(config) {
+        Ok(root) => root,
+        // Mid-restart the pidfile may name nobody for a moment (huptime `--unlink`s it at
+        // the HUP and the new copy writes it again): the old process the record names is
+        // still the service.
+        Err(err) => match record
+            .pid
+            .filter(|pid| lock.is_none() && record.in_progress.is_some() && record.names(*pid))
+        {
+            Some(old) => old,
+            None => return Err(err),
+        },
     };
     // The new generation of the restart that runs now, once it has a live process.
     let pending = record

@@ -229,6 +229,17 @@ pub(super) async fn pidfile_flip(
                     // its new copy got as far as writing the pidfile).
                     let gone = *old_gone_at.get_or_insert_with(Instant::now);
                     let successor_runs = successors.iter().any(|pid| crate::proc::is_alive(*pid));
+                    if gone.elapsed() >= config.settle
+                        && !successor_runs
+                        && config.kind == DriverKind::Huptime
+                    {
+                        return Ok(failed(format!(
+                            "the old process (pid {}) exited and no new copy took over (none \
+                             wrote '{}'); {HUPTIME_DOWN}",
+                            old.pid,
+                            path.display()
+                        )));
+                    }
                     if gone.elapsed() >= config.settle && !successor_runs {
                         return Ok(failed(format!(
                             "the old process (pid {}) exited and no new pid appeared in '{}'",
