@@ -55,6 +55,24 @@ pub fn run(env: &TestEnv, case: Case) {
     let first = status_agrees(env, &case);
     let first_generation = active_generation(&first);
 
+    // Listed among every running service, by `list` and by `status` with no name.
+    let out = env.run_zdctl(&["list", "--json"]);
+    assert_code(&out, 0);
+    let list: Value = serde_json::from_str(&stdout(&out)).expect("list --json");
+    let entry = list
+        .as_array()
+        .and_then(|all| all.iter().find(|e| e["name"] == name))
+        .unwrap_or_else(|| panic!("'{name}' is not listed: {list:#}"));
+    assert_eq!(entry["state"], "running", "{entry:#}");
+    assert_eq!(entry["driver"], case.driver, "{entry:#}");
+    let out = env.run_zdctl(&["status"]);
+    assert_code(&out, 0);
+    assert!(
+        stdout(&out).contains(&format!("service '{name}': {} pid", case.driver)),
+        "{}",
+        stdout(&out)
+    );
+
     // `signal` reaches the active generation's main process; `stop` says who stops it.
     let out = env.run_zdctl(&["signal", name, "CONT"]);
     assert_code(&out, 0);
