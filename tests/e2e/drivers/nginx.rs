@@ -1,5 +1,5 @@
-//! A real nginx (Debian nginx-light): binary upgrades under load, rollback after a bad
-//! configuration, and the relative-argv[0] trap.
+//! A real nginx (Debian nginx-light): the driver script, binary upgrades under load,
+//! rollback after a bad configuration, and the relative-argv[0] trap.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -117,6 +117,41 @@ fn start(env: &TestEnv, argv0: &str, program: &Path) -> Nginx {
 
 fn master(nginx: &Nginx) -> i32 {
     zd_core::pidfile::read(&nginx.prefix.join("nginx.pid")).expect("nginx pid")
+}
+
+#[test]
+fn nginx_passes_the_driver_script() {
+    let Some(program) = peer("nginx_passes_the_driver_script", "nginx", "nginx-light") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let nginx = start(&env, &program.display().to_string(), &program);
+    // The new master must be up for `settle` before the old one is told to go: a second
+    // in which both generations run, long enough for `top` (200ms refresh) to show both.
+    env.write_service(
+        "web",
+        &format!(
+            "driver: nginx\npidfile: {}/nginx.pid\nnginx: {{ mode: upgrade }}\nsettle: 1s\n\
+             timeout: {}\n",
+            nginx.prefix.display(),
+            super::script::TIMEOUT
+        ),
+    );
+    let conf = nginx.prefix.join("nginx.conf");
+    super::script::run(
+        &env,
+        super::script::Case {
+            name: "web",
+            driver: "nginx",
+            addr: nginx.addr.clone(),
+            // nginx closes idle keep-alive connections when its old workers stop.
+            mode: ConnectionMode::Close,
+            break_next: Box::new(move || {
+                std::fs::write(&conf, "this is not nginx syntax;\n").expect("break the config");
+            }),
+            guard: Box::new(nginx),
+        },
+    );
 }
 
 #[test]
