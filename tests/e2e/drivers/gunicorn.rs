@@ -1,5 +1,6 @@
-//! Real gunicorn (Debian gunicorn): HUP (new workers, same arbiter) and the USR2 binary
-//! upgrade (a new arbiter, then TERM to the old one), each ten times under load.
+//! Real gunicorn (Debian gunicorn): the driver script (upgrade mode), HUP (new workers,
+//! same arbiter) and the USR2 binary upgrade (a new arbiter, then TERM to the old one), each
+//! ten times under load.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -92,6 +93,43 @@ fn start(env: &TestEnv, program: &Path, mode: &str, app: &str) -> Gunicorn {
         addr,
         pidfile,
     }
+}
+
+#[test]
+fn gunicorn_passes_the_driver_script() {
+    let Some(program) = peer("gunicorn_passes_the_driver_script", "gunicorn", "gunicorn") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let gunicorn = start(&env, &program, "upgrade", APP_FOR_THE_FIRST_ARBITER);
+    // `settle` (1s) is how long the new arbiter serves beside the old one: `top` sees both.
+    env.write_service(
+        "wsgi",
+        &format!(
+            "driver: gunicorn\npidfile: {}\ngunicorn: {{ mode: upgrade }}\nsettle: 1s\n\
+             timeout: {}\n",
+            gunicorn.pidfile.display(),
+            super::script::TIMEOUT
+        ),
+    );
+    let pidfile = gunicorn.pidfile.clone();
+    let marker = env.path("first-arbiter");
+    super::script::run(
+        &env,
+        super::script::Case {
+            name: "wsgi",
+            driver: "gunicorn",
+            addr: gunicorn.addr.clone(),
+            // gunicorn's sync workers close every connection.
+            mode: ConnectionMode::Close,
+            // From now on only the arbiter that serves can load the app.
+            break_next: Box::new(move || {
+                let serving = zd_core::pidfile::read(&pidfile).expect("pid");
+                std::fs::write(&marker, serving.to_string()).expect("first-arbiter");
+            }),
+            guard: Box::new(gunicorn),
+        },
+    );
 }
 
 #[test]
