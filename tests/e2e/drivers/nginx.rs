@@ -254,7 +254,7 @@ fn nginx_reloads_ten_times_under_load_without_a_failed_request() {
 }
 
 #[test]
-fn nginx_reload_with_a_broken_configuration_fails_and_the_old_workers_keep_serving() {
+fn nginx_reload_with_a_broken_configuration_rolls_back_and_the_old_workers_keep_serving() {
     let Some(program) = peer("nginx reload rollback", "nginx", "nginx-light") else {
         return;
     };
@@ -269,6 +269,7 @@ fn nginx_reload_with_a_broken_configuration_fails_and_the_old_workers_keep_servi
     let out = env.run_zdctl(&["restart", "web"]);
     assert_code(&out, 1);
     let err = stderr(&out);
+    assert!(err.contains("rolled back"), "{err}");
     assert!(err.contains("0 of 2 new workers"), "{err}");
     assert!(err.contains("old workers still running"), "{err}");
     assert!(
