@@ -1,6 +1,11 @@
 //! Real gunicorn (Debian gunicorn): the driver script (upgrade mode), HUP (new workers,
 //! same arbiter) and the USR2 binary upgrade (a new arbiter, then TERM to the old one), each
 //! ten times under load.
+//!
+//! The script runs in upgrade mode only. In HUP mode the arbiter's new workers load the
+//! app; one that cannot makes the arbiter halt (gunicorn's "Worker failed to boot"), and
+//! the old workers stop with it: no old generation is left to serve, which the script's
+//! rollback step requires.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,5 +1,10 @@
 //! A real nginx (Debian nginx-light): the driver script, binary upgrades under load,
 //! rollback after a bad configuration, and the relative-argv[0] trap.
+//!
+//! The script runs in upgrade mode only. In reload mode (HUP) a configuration nginx
+//! rejects shows nowhere but its error log: no process starts or ends. The driver tells
+//! that rollback only at its timeout (no new worker, every old one still running), and the
+//! script wants a rollback long before the timeout.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

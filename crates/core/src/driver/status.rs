@@ -230,7 +230,11 @@ fn listeners(config: &DriverConfig, root: i32) -> Vec<ListenerInfo> {
     let control = config.socket.as_deref().map(|p| p.display().to_string());
     listening_sockets(root)
         .into_iter()
-        .filter(|l| !control.as_deref().is_some_and(|c| is_control(&l.address, c)))
+        .filter(|l| {
+            !control
+                .as_deref()
+                .is_some_and(|c| is_control(&l.address, c))
+        })
         .map(|l| ListenerInfo {
             name: l.address.clone(),
             address: l.address,
