@@ -1,5 +1,11 @@
-//! Real gunicorn (Debian gunicorn): HUP (new workers, same arbiter) and the USR2 binary
-//! upgrade (a new arbiter, then TERM to the old one), each ten times under load.
+//! Real gunicorn (Debian gunicorn): the driver script (upgrade mode), HUP (new workers,
+//! same arbiter) and the USR2 binary upgrade (a new arbiter, then TERM to the old one), each
+//! ten times under load.
+//!
+//! The script runs in upgrade mode only. In HUP mode the arbiter's new workers load the
+//! app; one that cannot makes the arbiter halt (gunicorn's "Worker failed to boot"), and
+//! the old workers stop with it: no old generation is left to serve, which the script's
+//! rollback step requires.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -92,6 +98,44 @@ fn start(env: &TestEnv, program: &Path, mode: &str, app: &str) -> Gunicorn {
         addr,
         pidfile,
     }
+}
+
+#[test]
+fn gunicorn_passes_the_driver_script() {
+    let Some(program) = peer("gunicorn_passes_the_driver_script", "gunicorn", "gunicorn") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let gunicorn = start(&env, &program, "upgrade", APP_FOR_THE_FIRST_ARBITER);
+    // `settle` (1s) is how long the new arbiter serves beside the old one: `top` sees both.
+    env.write_service(
+        "wsgi",
+        &format!(
+            "driver: gunicorn\npidfile: {}\ngunicorn: {{ mode: upgrade }}\nsettle: 1s\n\
+             timeout: {}\n",
+            gunicorn.pidfile.display(),
+            super::script::TIMEOUT
+        ),
+    );
+    let pidfile = gunicorn.pidfile.clone();
+    let marker = env.path("first-arbiter");
+    super::script::run(
+        &env,
+        super::script::Case {
+            name: "wsgi",
+            driver: "gunicorn",
+            addr: gunicorn.addr.clone(),
+            // gunicorn's sync workers close every connection.
+            mode: ConnectionMode::Close,
+            // From now on only the arbiter that serves can load the app.
+            on_failure: super::script::OnFailure::RollsBack,
+            break_next: Box::new(move || {
+                let serving = zd_core::pidfile::read(&pidfile).expect("pid");
+                std::fs::write(&marker, serving.to_string()).expect("first-arbiter");
+            }),
+            guard: Box::new(gunicorn),
+        },
+    );
 }
 
 #[test]

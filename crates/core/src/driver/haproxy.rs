@@ -1,13 +1,17 @@
 //! HAProxy in master-worker mode: `reload` on the master CLI socket (`-S PATH`), then
 //! `show proc` until the master counts one more reload, a new worker runs and the old
 //! workers have finished their connections.
+//!
+//! The master stays (it re-executes itself in place) and is the service's supervisor; its
+//! workers are the generations, as einhorn's are: a reload starts generation N+1 (the new
+//! worker) beside generation N (the old one, which lives while it has connections).
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
 use super::control::{ask, socket_of};
-use super::run::{Run, failed, tick};
+use super::run::{Run, failed, rolled_back, tick};
 use super::{DriverConfig, DriverError};
 use crate::duration::format_duration;
 use crate::proc;
@@ -84,6 +88,18 @@ async fn show_proc(socket: &Path, timeout: Duration) -> Result<ProcList, DriverE
     })
 }
 
+/// The outcome when the master counts a failed reload since `before`: HAProxy refused the
+/// new configuration and kept its old workers, untouched: a rollback.
+fn refused(before: &ProcList, now: &ProcList) -> Option<RestartOutcome> {
+    (now.reloads > before.reloads && now.failed > before.failed).then(|| {
+        rolled_back(format!(
+            "HAProxy could not load the new configuration (failed reloads: {}); the old \
+             workers keep serving; check it with 'haproxy -c -f FILE'",
+            now.failed
+        ))
+    })
+}
+
 pub(super) async fn restart(
     config: &DriverConfig,
     run: &mut Run<'_>,
@@ -113,8 +129,8 @@ pub(super) async fn restart(
             });
         }
     }
-    run.numbers_from_record(before.master);
     let old: BTreeSet<i32> = before.workers.iter().copied().collect();
+    run.numbers_from_pool(&old);
     // HAProxy 2.6 re-executes the master and closes the connection without an answer;
     // later versions answer first. Either is fine.
     let _ = ask(socket, "reload\n", per_call, |_| false).await;
@@ -127,12 +143,8 @@ pub(super) async fn restart(
     loop {
         // While the master re-executes, its socket may refuse for a moment.
         if let Ok(now) = show_proc(socket, per_call).await {
-            if now.reloads > before.reloads && now.failed > before.failed {
-                return Ok(failed(format!(
-                    "HAProxy could not load the new configuration (failed reloads: {}); the \
-                     old workers keep serving; check it with 'haproxy -c -f FILE'",
-                    now.failed
-                )));
+            if let Some(refused) = refused(&before, &now) {
+                return Ok(refused);
             }
             let new: Vec<i32> = now
                 .workers
@@ -149,7 +161,6 @@ pub(super) async fn restart(
                             "'show proc' lists worker {worker} after reload {}",
                             now.reloads
                         ));
-                        run.new_pid = Some(now.master);
                         run.promoted(worker);
                         for pid in &old {
                             run.draining(*pid, "(by the master)");
@@ -171,5 +182,38 @@ pub(super) async fn restart(
             )));
         }
         tick().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_the_master_counts_as_failed_is_a_rollback() {
+        let before = ProcList {
+            master: 10,
+            reloads: 3,
+            failed: 0,
+            workers: vec![11],
+            old_workers: Vec::new(),
+        };
+        let now = ProcList {
+            reloads: 4,
+            failed: 1,
+            ..before.clone()
+        };
+        assert!(matches!(
+            refused(&before, &now),
+            Some(RestartOutcome::RolledBack { reason }) if reason.contains("keep serving")
+        ));
+        // A reload that went through, or none yet.
+        let reloaded = ProcList {
+            reloads: 4,
+            workers: vec![12],
+            ..before.clone()
+        };
+        assert_eq!(refused(&before, &reloaded), None);
+        assert_eq!(refused(&before, &before), None);
     }
 }

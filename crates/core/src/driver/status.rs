@@ -51,7 +51,12 @@ pub fn root_pid(config: &DriverConfig) -> Result<i32, DriverError> {
 fn generations_are_children(config: &DriverConfig) -> bool {
     match config.kind {
         DriverKind::Signal => config.watch == WatchMode::Child,
-        DriverKind::Socketmaster | DriverKind::StartServer | DriverKind::Einhorn => true,
+        // HAProxy's master re-executes in place and replaces its worker: the workers are
+        // the generations.
+        DriverKind::Socketmaster
+        | DriverKind::StartServer
+        | DriverKind::Einhorn
+        | DriverKind::Haproxy => true,
         _ => false,
     }
 }
@@ -231,12 +236,17 @@ fn started_unix_ms(pid: i32) -> Option<u64> {
 /// The service's listeners: the listening sockets its supervisor holds (which every foreign
 /// supervisor here opens itself and hands on, or proxies, as psflip does), without the
 /// supervisor's own control socket (`socket:`). Named by address, with the fd the
-/// supervisor holds them on.
+/// supervisor holds them on. (HAProxy's master holds only its CLI socket: its workers
+/// hold the listeners, which the service then finds in the generations.)
 fn listeners(config: &DriverConfig, root: i32) -> Vec<ListenerInfo> {
     let control = config.socket.as_deref().map(|p| p.display().to_string());
     listening_sockets(root)
         .into_iter()
-        .filter(|l| Some(&l.address) != control.as_ref())
+        .filter(|l| {
+            !control
+                .as_deref()
+                .is_some_and(|c| is_control(&l.address, c))
+        })
         .map(|l| ListenerInfo {
             name: l.address.clone(),
             address: l.address,
@@ -244,4 +254,41 @@ fn listeners(config: &DriverConfig, root: i32) -> Vec<ListenerInfo> {
             fd: l.fd,
         })
         .collect()
+}
+
+/// Whether a listener bound at `address` is the control socket at `control`. HAProxy binds
+/// a unix socket as `PATH.PID.tmp` and renames it to `PATH`; the socket keeps the name it
+/// was bound to.
+fn is_control(address: &str, control: &str) -> bool {
+    address == control
+        || address
+            .strip_prefix(control)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn haproxys_master_socket_is_its_control_socket_under_the_name_it_was_bound_to() {
+        let control = "/run/haproxy-master.sock";
+        assert!(is_control(control, control));
+        assert!(is_control("/run/haproxy-master.sock.4242.tmp", control));
+        assert!(!is_control("/run/haproxy-master.sock.x.tmp", control));
+        assert!(!is_control("/run/haproxy-master.sock2", control));
+        assert!(!is_control("127.0.0.1:8080", control));
+    }
+
+    #[test]
+    fn haproxys_workers_are_its_generations() {
+        let config = super::super::parse_str(
+            "driver: haproxy\nsocket: /run/haproxy-master.sock\npidfile: /run/haproxy.pid\n",
+            std::path::Path::new("/etc/zdctl/services.d/lb.yaml"),
+        )
+        .expect("valid");
+        assert!(generations_are_children(&config));
+    }
 }

@@ -404,7 +404,7 @@ pub(super) async fn workers_replaced(
                 .filter(|p| kids.contains(p))
                 .map(ToString::to_string)
                 .collect();
-            return Ok(failed(format!(
+            let reason = format!(
                 "after {} to pid {}: {} of {wanted} new workers within {}; old workers still \
                  running: [{}]",
                 config.signal,
@@ -412,7 +412,18 @@ pub(super) async fn workers_replaced(
                 new.len(),
                 format_duration(run.timeout()),
                 old_left.join(", ")
-            )));
+            );
+            // No new worker at all and every old one serves on: the master refused the
+            // reload (nginx with a configuration it rejects) and nothing changed.
+            let untouched = new.is_empty() && old_left.len() == old.len();
+            return Ok(if untouched {
+                rolled_back(format!(
+                    "{reason}: the master kept its old workers (a configuration it refused? see \
+                     its error log)"
+                ))
+            } else {
+                failed(reason)
+            });
         }
         tick().await;
     }
