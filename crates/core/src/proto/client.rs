@@ -15,7 +15,7 @@ use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::codec::{LineError, LineReader};
-use super::types::{Event, EventKind, Op, Reply, Request};
+use super::types::{Event, Op, Reply, Request};
 
 /// How long a supervisor may take to accept a connection, and to send each line of an
 /// answer that does not wait on the service. A status is answered in microseconds; this
@@ -145,11 +145,8 @@ fn describe_uid(uid: u32) -> String {
 enum Patience {
     /// [`REPLY_TIMEOUT`]: the supervisor answers at once.
     Short,
-    /// The supervisor announced a phase of this length (readiness, a drain): that, plus
-    /// [`REPLY_TIMEOUT`].
-    Announced(Duration),
     /// A wait of no known length (a `stop` draining the generations, a `watch`, a restart
-    /// joined midway): as long as the supervisor process runs, looked at every
+    /// under way): as long as the supervisor process runs, looked at every
     /// [`REPLY_TIMEOUT`]. A stopped or vanished supervisor ends it.
     WhileRunning,
 }
@@ -163,26 +160,15 @@ impl Patience {
         }
     }
 
-    /// After `event`, when the answer to `op` waits for the next line.
-    fn after(op: &Op, event: &Event) -> Patience {
-        match (&event.kind, Patience::for_op(op)) {
-            (_, Patience::WhileRunning) => Patience::WhileRunning,
-            (EventKind::WaitingReady { timeout_ms, .. }, _) => match timeout_ms {
-                Some(ms) => Patience::Announced(Duration::from_millis(*ms)),
-                // A supervisor older than the field: the phase has a bound, not known here.
-                None => Patience::WhileRunning,
-            },
-            (EventKind::Draining { deadline_ms, .. }, _) => {
-                Patience::Announced(Duration::from_millis(*deadline_ms))
-            }
-            (_, base) => base,
-        }
-    }
-
-    fn wait(self, short: Duration) -> Duration {
-        match self {
-            Patience::Short | Patience::WhileRunning => short,
-            Patience::Announced(phase) => phase.saturating_add(short),
+    /// After an event, when the answer to `op` waits for the next line. Once a restart
+    /// has begun, the supervisor bounds each of its phases itself (readiness, drain, the
+    /// service file's read) and always ends it with a result: as long as its process runs,
+    /// the client waits for that result, so that the exit code says how the restart ended,
+    /// also on a machine so loaded that a phase takes longer than [`REPLY_TIMEOUT`].
+    fn after(op: &Op) -> Patience {
+        match op {
+            Op::Restart { .. } => Patience::WhileRunning,
+            other => Patience::for_op(other),
         }
     }
 }
@@ -311,7 +297,7 @@ impl Client {
         // The deadlines waited, summed: what the message reports.
         let mut waited = Duration::ZERO;
         loop {
-            let wait = self.patience.wait(self.reply_timeout);
+            let wait = self.reply_timeout;
             waited += wait;
             let line = match tokio::time::timeout(wait, self.reader.next_line()).await {
                 Ok(line) => line?.ok_or(ClientError::Closed)?,
@@ -326,7 +312,7 @@ impl Client {
                     detail: format!("{e}: {}", String::from_utf8_lossy(&line)),
                 })?;
             self.patience = match (&reply, &self.pending) {
-                (Reply::Event { event, .. }, Some(op)) => Patience::after(op, event),
+                (Reply::Event { .. }, Some(op)) => Patience::after(op),
                 (Reply::Event { .. }, None) => self.patience,
                 _ => Patience::Short,
             };

@@ -4,7 +4,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 
 use super::*;
-use crate::proto::{ReplyResult, RestartOutcome, RestartReport};
+use crate::proto::{EventKind, ReplyResult, RestartOutcome, RestartReport};
 
 /// What a scripted server does after it read the request line.
 enum Step {
@@ -98,12 +98,15 @@ async fn a_supervisor_that_never_answers_fails_the_call_naming_its_pid_and_path(
 }
 
 #[tokio::test]
-async fn a_restart_waits_as_long_as_the_readiness_phase_the_supervisor_announced() {
+async fn a_restart_under_way_waits_for_its_result_while_the_supervisor_runs() {
+    // Every pause is longer than the short deadline: one in a phase the supervisor did not
+    // announce (a spawn on a loaded machine), one in readiness, one in the drain.
     let dir = tempfile::tempdir().expect("tempdir");
     let path = scripted(
         &dir,
         vec![
             Step::Send(event(EventKind::RestartRequested)),
+            Step::Pause(SHORT * 3),
             Step::Send(event(EventKind::WaitingReady {
                 generation: 2,
                 checks: vec!["accepting".into()],
