@@ -82,14 +82,14 @@ fn psflip_passes_the_driver_script() {
     let env = TestEnv::new();
     let marker = env.path("broken");
     let later = Some((marker.as_path(), "--crash-at-start"));
-    // The old child closes its keep-alive connections over two seconds when it drains,
+    // The old child closes its keep-alive connections over three seconds when it drains,
     // so that `top` sees both generations.
     let Some((peer, addr, _pidfile)) = start(
         &env,
         "psflip_passes_the_driver_script",
         later,
         "300ms",
-        "--drain-spread 2s",
+        "--drain-spread 3s",
     ) else {
         return;
     };

@@ -372,14 +372,14 @@ fn status_json(env: &TestEnv, name: &str) -> Value {
 }
 
 /// The worker command for a peer that starts one: zd-fixture (through `env`, which execs
-/// it, so the peer's child is the fixture) that closes its keep-alive connections over two
+/// it, so the peer's child is the fixture) that closes its keep-alive connections over three
 /// seconds when it drains, so that `top` sees both generations of a flip; and exits at
 /// start once `marker` exists. The marker's path is returned for [`Case::break_next`].
 pub fn worker(env: &TestEnv) -> (Vec<String>, PathBuf) {
     let marker = env.path("broken");
     let command = vec![
         "env".to_owned(),
-        "ZD_FIXTURE_DRAIN_SPREAD=2s".to_owned(),
+        "ZD_FIXTURE_DRAIN_SPREAD=3s".to_owned(),
         format!("ZD_FIXTURE_CRASH_IF_EXISTS={}", marker.display()),
         crate::support::fixture_bin().display().to_string(),
     ];

@@ -23,6 +23,9 @@ const HUPTIME_DOWN: &str = "huptime's old process stopped accepting at the HUP a
                             (huptime has no health check and cannot roll back): fix the \
                             program and start it again";
 
+/// How long the psflip driver waits for a new process before it signals again.
+const PSFLIP_ASK_AGAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn pidfile_of(config: &DriverConfig) -> Result<&std::path::Path, DriverError> {
     config
         .pidfile
@@ -153,6 +156,7 @@ pub(super) async fn pidfile_flip(
         .then(|| comm(old.pid))
         .flatten();
     poke(config, run, &old)?;
+    let mut poked = Instant::now();
     let mut candidate: Option<Candidate> = None;
     // Children the old process started after the signal: a successor that dies before it
     // writes the pidfile shows only here.
@@ -247,6 +251,20 @@ pub(super) async fn pidfile_flip(
                             path.display()
                         )));
                     }
+                }
+                // Nothing seen of a successor: psflip (tableflip) refuses an upgrade asked
+                // for before it is ready for one, before it noticed that its own parent
+                // has exited (a moment after that parent is gone). It logs the refusal and
+                // drops the signal; asking again is harmless (an upgrade under way refuses
+                // the next one).
+                if config.kind == DriverKind::Psflip
+                    && successors.is_empty()
+                    && kids.iter().all(|k| before.contains(k))
+                    && poked.elapsed() >= PSFLIP_ASK_AGAIN
+                    && old.is_alive()
+                {
+                    poke(config, run, &old)?;
+                    poked = Instant::now();
                 }
             }
         }

@@ -145,17 +145,25 @@ fn describe_uid(uid: u32) -> String {
 enum Patience {
     /// [`REPLY_TIMEOUT`]: the supervisor answers at once.
     Short,
+    /// [`FIRST_LINE_PATIENCE`] times [`REPLY_TIMEOUT`]: the first line of a restart, which
+    /// the supervisor sends once it has taken the restart on; a loaded machine can hold that
+    /// up for seconds.
+    Long,
     /// A wait of no known length (a `stop` draining the generations, a `watch`, a restart
     /// under way): as long as the supervisor process runs, looked at every
     /// [`REPLY_TIMEOUT`]. A stopped or vanished supervisor ends it.
     WhileRunning,
 }
 
+/// How many short deadlines the first line of a restart may take.
+const FIRST_LINE_PATIENCE: u32 = 6;
+
 impl Patience {
     /// Before the first line of the answer to `op`.
     fn for_op(op: &Op) -> Patience {
         match op {
-            Op::Status | Op::Signal { .. } | Op::Restart { attach: false, .. } => Patience::Short,
+            Op::Status | Op::Signal { .. } => Patience::Short,
+            Op::Restart { attach: false, .. } => Patience::Long,
             _ => Patience::WhileRunning,
         }
     }
@@ -169,6 +177,15 @@ impl Patience {
         match op {
             Op::Restart { .. } => Patience::WhileRunning,
             other => Patience::for_op(other),
+        }
+    }
+
+    /// How long in all the next line may take.
+    fn wait(self, short: Duration) -> Duration {
+        match self {
+            Patience::Short => short,
+            Patience::Long => short.saturating_mul(FIRST_LINE_PATIENCE),
+            Patience::WhileRunning => Duration::MAX,
         }
     }
 }
@@ -301,8 +318,12 @@ impl Client {
             waited += wait;
             let line = match tokio::time::timeout(wait, self.reader.next_line()).await {
                 Ok(line) => line?.ok_or(ClientError::Closed)?,
-                // The reader is cancel safe: waiting again loses nothing.
-                Err(_) if self.patience == Patience::WhileRunning && self.supervisor_runs() => {
+                // The reader is cancel safe: waiting again loses nothing. A stopped or
+                // vanished supervisor ends every wait at the first deadline.
+                Err(_)
+                    if waited < self.patience.wait(self.reply_timeout)
+                        && self.supervisor_runs() =>
+                {
                     continue;
                 }
                 Err(_) => return Err(self.no_answer(waited)),

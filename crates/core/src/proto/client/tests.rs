@@ -136,9 +136,21 @@ async fn a_restart_under_way_waits_for_its_result_while_the_supervisor_runs() {
 }
 
 #[tokio::test]
-async fn a_restart_whose_first_line_does_not_come_fails_at_the_short_deadline() {
+async fn a_restart_whose_first_line_comes_late_is_waited_for() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = scripted(&dir, vec![Step::Pause(SHORT * 3), Step::Send(restarted())]);
+    let mut client = Client::connect_within(&path, SHORT).await.expect("connect");
+    let reply = client
+        .call(RESTART, |_| {})
+        .await
+        .expect("the restart's result");
+    assert_eq!(reply, restarted());
+}
+
+#[tokio::test]
+async fn a_restart_whose_first_line_does_not_come_fails_at_the_long_deadline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = scripted(&dir, vec![Step::Pause(SHORT * 8), Step::Send(restarted())]);
     let mut client = Client::connect_within(&path, SHORT).await.expect("connect");
     let result = client.call(RESTART, |_| {}).await;
     assert!(
