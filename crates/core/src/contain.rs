@@ -356,6 +356,25 @@ pub fn kill_strays(live_groups: &[i32]) -> Vec<i32> {
     killed
 }
 
+/// Ends every process re-parented to the supervisor that it did not start itself, and
+/// reaps it: at the supervisor's stop nothing of the service may outlive it. Each
+/// generation's leftovers were ended with it; this catches a process that escaped its
+/// generation's cgroup (forked during the move into it, then orphaned before the walk after
+/// the move found it) and so kept a listener open. Waits at most `limit` for them to go;
+/// returns how many were killed.
+pub fn end_all_strays(limit: Duration) -> usize {
+    let deadline = Instant::now() + limit;
+    let mut killed = 0;
+    loop {
+        killed += kill_strays(&[]).len();
+        reap_orphans();
+        if inherited_children().is_empty() || Instant::now() >= deadline {
+            return killed;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// SIGKILLs process `pid` if `still_it` holds once a pidfd pins it: the check runs after
 /// the pidfd is open, so a pid reused in between fails the check, or the signal goes to the
 /// pinned (gone) process and does nothing. True when the signal was sent.

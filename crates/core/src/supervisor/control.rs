@@ -100,6 +100,9 @@ async fn run_prepared(prepared: Prepared) -> Result<(), SupervisorError> {
     info!(socket = %control_path.display(), "supervisor ready");
 
     let (cx, stop_requesters) = owner.run(&mut req_rx, &mut signals).await;
+    // Every generation has ended; whatever escaped them ends before `stop` is answered, so
+    // no listener stays open behind the supervisor.
+    let _ = tokio::task::spawn_blocking(|| crate::contain::end_all_strays(STRAYS_LIMIT)).await;
     remove_socket_files(&cx.listeners);
     info!("stopped");
     reaper.abort();
@@ -108,6 +111,9 @@ async fn run_prepared(prepared: Prepared) -> Result<(), SupervisorError> {
     answer_stop(stop_requesters).await;
     Ok(())
 }
+
+/// How long the processes that escaped every generation may take to die at the stop.
+const STRAYS_LIMIT: Duration = Duration::from_secs(2);
 
 /// A client waiting for the answer to its request: the request's id and its replies.
 pub(super) type Requester = (u64, Replies);
