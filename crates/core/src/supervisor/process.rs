@@ -181,9 +181,20 @@ impl ChildProcess for Process {
         Box::pin(wait_exit(&self.pidfd))
     }
 
-    fn end(&self, live: Vec<i32>) -> BoxFuture<'_, ()> {
+    fn end_leftovers(&self, live: Vec<i32>) -> BoxFuture<'_, ()> {
+        let cgroup = lock(&self.cgroup).clone();
+        let pid = self.pid;
+        Box::pin(async move {
+            let _ = tokio::task::spawn_blocking(move || {
+                crate::contain::end_leftovers(pid, cgroup.as_deref(), &live, LEFTOVERS_LIMIT);
+            })
+            .await;
+        })
+    }
+
+    fn reap(&self) -> BoxFuture<'_, ()> {
         let cgroup = lock(&self.cgroup).take();
-        Box::pin(end_generation(self.pid, self.pidfd.clone(), cgroup, live))
+        Box::pin(reap_generation(self.pid, self.pidfd.clone(), cgroup))
     }
 
     fn wait_ready<'a>(&'a self, checks: &'a [ReadyCheck]) -> BoxFuture<'a, Result<String, String>> {
@@ -221,6 +232,49 @@ impl ChildProcess for Process {
     fn release(&self) {
         lock(&self.notify).take();
     }
+
+    fn unread_input(&self, ports: Vec<u16>) -> BoxFuture<'_, bool> {
+        let pid = self.pid;
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || unread_input(pid, &ports))
+                .await
+                .unwrap_or(false)
+        })
+    }
+}
+
+/// Whether a TCP connection on one of `ports` that `root`'s process tree holds has unread
+/// bytes. sock_diag lists the connections with bytes waiting, filtered in the kernel by
+/// port and state (cheap even with many connections); only when there are some are the
+/// tree's fds read, to see whether one is the generation's. A generation that is gone, or
+/// a kernel without sock_diag, has nothing we could wait for.
+fn unread_input(root: i32, ports: &[u16]) -> bool {
+    const ESTABLISHED_OR_CLOSE_WAIT: u32 = (1 << 1) | (1 << 8);
+    let Ok(mut diag) = crate::inspect::diag_socket() else {
+        return false;
+    };
+    let mut records = Vec::new();
+    let families = [libc::AF_INET as u8, libc::AF_INET6 as u8];
+    if diag
+        .tcp(&families, ESTABLISHED_OR_CLOSE_WAIT, ports, &mut records)
+        .is_err()
+    {
+        return false;
+    }
+    let waiting: std::collections::HashSet<u64> = records
+        .iter()
+        .filter(|r| r.rqueue > 0 && r.inode != 0)
+        .map(|r| r.inode)
+        .collect();
+    if waiting.is_empty() {
+        return false;
+    }
+    let mut pids = vec![root];
+    pids.extend(crate::proc::descendants(root));
+    pids.iter()
+        .filter_map(|p| crate::proc::socket_fds(*p).ok())
+        .flatten()
+        .any(|(_, inode)| waiting.contains(&inode))
 }
 
 /// A panic while holding one of these locks leaves plain data behind: carry on with it.
@@ -240,21 +294,15 @@ const LEFTOVERS_LIMIT: Duration = Duration::from_secs(5);
 /// it left behind (its process group, its cgroup, or the strays it re-parented to us), then
 /// reaps it. Only after that may its pid, and so its process group id, be reused: nothing
 /// here or later can signal a stranger's group. `live_groups` are the groups to spare.
-async fn end_generation(
-    pid: i32,
-    pidfd: Arc<OwnedFd>,
-    cgroup: Option<Arc<GenerationCgroup>>,
-    live_groups: Vec<i32>,
-) {
-    let ended = tokio::task::spawn_blocking(move || {
-        crate::contain::end_leftovers(pid, cgroup.as_deref(), &live_groups, LEFTOVERS_LIMIT);
+async fn reap_generation(pid: i32, pidfd: Arc<OwnedFd>, cgroup: Option<Arc<GenerationCgroup>>) {
+    let reaped = tokio::task::spawn_blocking(move || {
         // See wait_exit: the zombie goes last, after its threads' /proc entries.
         std::thread::sleep(REAP_DELAY);
         wait_for_exit(pidfd.as_raw_fd(), Wait::Reap);
         OwnChildren::get().forget(pid);
         drop(cgroup);
     });
-    let _ = ended.await;
+    let _ = reaped.await;
 }
 
 /// Waits until the process behind `pidfd` exits and returns its status, without tying
