@@ -103,6 +103,7 @@ async fn wait_for_queues(
 ) {
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + queue.wait;
+    let deadline_passed = || tokio::time::Instant::now() >= deadline;
     let ports: Vec<u16> = queue
         .sockets
         .iter()
@@ -120,7 +121,11 @@ async fn wait_for_queues(
             .iter()
             .map(|l| crate::listen::steer::accept_queue(l).unwrap_or(0))
             .sum();
-        let unread = queued == 0 && child.unread_input(ports.clone()).await;
+        // Bounded by the same deadline: on a loaded machine one look may take long.
+        let unread = queued == 0
+            && tokio::time::timeout_at(deadline, child.unread_input(ports.clone()))
+                .await
+                .unwrap_or(true);
         if queued == 0 && !unread {
             debug!(
                 generation,
@@ -129,7 +134,7 @@ async fn wait_for_queues(
             );
             return;
         }
-        if tokio::time::Instant::now() >= deadline {
+        if deadline_passed() {
             warn!(
                 generation,
                 queued,

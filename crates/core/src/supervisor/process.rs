@@ -47,6 +47,10 @@ struct Process {
     /// The generation's cgroup, where cgroups are used; dropped (removed) once the
     /// generation has ended.
     cgroup: Mutex<Option<Arc<GenerationCgroup>>>,
+    /// The move into the cgroup, on a blocking thread; ending the leftovers waits for it,
+    /// or a process it had still to move (on a busy machine it may run after the
+    /// generation's exit) would escape the cgroup's kill.
+    adoption: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// What the readiness checks need.
     ready: ReadyContext,
 }
@@ -108,12 +112,12 @@ impl Children for Processes {
         info!(generation, pid, "spawned");
         // Into its cgroup by our hand, not the child's: a migration's wait would delay the
         // exec (GenerationCgroup::adopt).
-        if let Some(cg) = cgroup.clone() {
+        let adoption = cgroup.clone().map(|cg| {
             tokio::task::spawn_blocking(move || {
                 let moved = cg.adopt(pid);
                 debug!(generation, pid, moved, "moved into the generation's cgroup");
-            });
-        }
+            })
+        });
         if let Some(n) = &notify {
             n.admit(NotifySender {
                 pid,
@@ -147,6 +151,7 @@ impl Children for Processes {
             idle_start,
             notify: Mutex::new(notify),
             cgroup: Mutex::new(cgroup),
+            adoption: Mutex::new(adoption),
             ready,
         }))
     }
@@ -183,8 +188,12 @@ impl ChildProcess for Process {
 
     fn end_leftovers(&self, live: Vec<i32>) -> BoxFuture<'_, ()> {
         let cgroup = lock(&self.cgroup).clone();
+        let adoption = lock(&self.adoption).take();
         let pid = self.pid;
         Box::pin(async move {
+            if let Some(adoption) = adoption {
+                let _ = adoption.await;
+            }
             let _ = tokio::task::spawn_blocking(move || {
                 crate::contain::end_leftovers(pid, cgroup.as_deref(), &live, LEFTOVERS_LIMIT);
             })
@@ -269,9 +278,8 @@ fn unread_input(root: i32, ports: &[u16]) -> bool {
     if waiting.is_empty() {
         return false;
     }
-    let mut pids = vec![root];
-    pids.extend(crate::proc::descendants(root));
-    pids.iter()
+    crate::proc::descendants(root)
+        .iter()
         .filter_map(|p| crate::proc::socket_fds(*p).ok())
         .flatten()
         .any(|(_, inode)| waiting.contains(&inode))
