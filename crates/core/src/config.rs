@@ -40,6 +40,9 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest delay between respawns.
 pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long a promoted restart waits for the old generation to take what is queued on
+/// its own socket before it is asked to stop, unless `handoff_wait` says otherwise.
+pub const DEFAULT_HANDOFF_WAIT: Duration = Duration::from_secs(2);
 /// The `alive` check used when a service has no listeners and names no check.
 pub const DEFAULT_ALIVE: Duration = Duration::from_secs(1);
 
@@ -75,6 +78,33 @@ pub struct ServiceConfig {
     pub yield_cpu: bool,
     /// The CPU priority a generation starts at, until it is ready.
     pub start_priority: StartPriority,
+    /// How TCP listeners reach generations; `None`: steered where the kernel allows it,
+    /// else shared (read at start only, like the listeners).
+    pub handoff: Option<Handoff>,
+    /// Steered handoff: the longest the old generation is given, after the promotion, to
+    /// empty its socket's accept queue and read what its connections received, before its
+    /// stop signal.
+    pub handoff_wait: Duration,
+}
+
+/// How a TCP listener reaches the generations (`supervisor`, `listen::steer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Handoff {
+    /// One socket per generation in an `SO_REUSEPORT` group; the supervisor steers new
+    /// connections to the active generation's socket only.
+    Steered,
+    /// One socket that every generation accepts from.
+    Shared,
+}
+
+impl std::fmt::Display for Handoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Handoff::Steered => "steered",
+            Handoff::Shared => "shared",
+        })
+    }
 }
 
 /// The CPU priority a generation starts at (`supervisor::start_priority`).
@@ -176,6 +206,8 @@ impl ServiceConfig {
             log_prefix: false,
             yield_cpu: false,
             start_priority: StartPriority::Idle,
+            handoff: None,
+            handoff_wait: DEFAULT_HANDOFF_WAIT,
         }
     }
 
@@ -362,5 +394,7 @@ fn parse_native(text: &str, source: &Path) -> Result<ServiceConfig, ConfigError>
         log_prefix: raw.log.and_then(|l| l.prefix).unwrap_or(false),
         yield_cpu: raw.yield_cpu.unwrap_or(false),
         start_priority: raw.start_priority.unwrap_or_default(),
+        handoff: raw.handoff,
+        handoff_wait: raw.handoff_wait.map_or(DEFAULT_HANDOFF_WAIT, |d| d.0),
     })
 }

@@ -224,3 +224,9 @@ impl Inspector {
         })
     }
 }
+
+/// A sock_diag socket in the caller's own network namespace, for the supervisor's own
+/// looks at its connections.
+pub(crate) fn diag_socket() -> std::io::Result<netns::DiagSocket> {
+    netns::DiagSocket::open_here()
+}

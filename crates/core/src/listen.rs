@@ -8,15 +8,16 @@
 mod activation;
 mod error;
 mod open;
+pub(crate) mod steer;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 
-pub use activation::open_or_adopt_listeners;
+pub use activation::{open_or_adopt_listeners, open_or_adopt_listeners_with};
 pub use error::{ListenError, ListenSpecError};
-pub use open::{Listener, open_listeners, remove_socket_files};
+pub use open::{Listener, TcpSharing, open_listeners, open_listeners_with, remove_socket_files};
 
 /// The name a listener gets when its spec names none: systemd passes `unknown` in
 /// `LISTEN_FDNAMES` for an fd without a name, and apps that look names up expect it.

@@ -27,14 +27,15 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::listen::Listener;
 use crate::proto::{Event, EventKind, unix_ms};
 use owner::Msg;
 
-use crate::config::{ConfigError, ServiceConfig};
+use crate::config::{ConfigError, Handoff, ServiceConfig};
 use crate::listen::ListenError;
+use crate::listen::TcpSharing;
 use crate::proto::ServerError;
 
 /// Everything `zdctl run` decided before the supervisor starts.
@@ -59,6 +60,10 @@ pub enum SupervisorError {
     Control(#[from] ServerError),
     #[error(transparent)]
     RuntimeDir(#[from] crate::paths::RuntimeDirError),
+    #[error(
+        "the service file asks for 'handoff: steered', and {reason}; use 'handoff: shared' or remove the key"
+    )]
+    Steering { reason: String },
     #[error("cannot start generation 1 of '{service}': {reason}")]
     FirstSpawn { service: String, reason: String },
     #[error("cannot {about}")]
@@ -80,6 +85,7 @@ impl SupervisorError {
                 | SupervisorError::Control(_)
                 | SupervisorError::RuntimeDir(_)
                 | SupervisorError::FirstSpawn { .. }
+                | SupervisorError::Steering { .. }
         )
     }
 }
@@ -103,7 +109,9 @@ pub fn prepare(options: SupervisorOptions) -> Result<Prepared, SupervisorError> 
         }
         .into());
     }
-    let listeners = crate::listen::open_or_adopt_listeners(&options.config.listeners)?;
+    let sharing = choose_handoff(&options.config)?;
+    let listeners =
+        crate::listen::open_or_adopt_listeners_with(&options.config.listeners, sharing)?;
     // Before the runtime starts its threads, so that they inherit the weaker priority.
     if options.config.yield_cpu {
         match priority::give_way() {
@@ -122,6 +130,30 @@ pub fn prepare(options: SupervisorOptions) -> Result<Prepared, SupervisorError> 
     Ok(Prepared { options, listeners })
 }
 
+/// How the TCP listeners will reach generations: steered when the file asks for it or
+/// says nothing, and the kernel allows it (checked now, on a throwaway pair of sockets).
+/// A kernel or sandbox that refuses falls back to shared, with one log line that says
+/// why, unless the file asked for `steered`.
+fn choose_handoff(config: &ServiceConfig) -> Result<TcpSharing, SupervisorError> {
+    let tcp = config
+        .listeners
+        .iter()
+        .any(|l| !matches!(l.addr, crate::listen::ListenAddr::Unix(_)));
+    if !tcp || config.handoff == Some(Handoff::Shared) {
+        return Ok(TcpSharing::Alone);
+    }
+    match crate::listen::steer::kernel_support() {
+        Ok(()) => Ok(TcpSharing::ReusePort),
+        Err(reason) if config.handoff == Some(Handoff::Steered) => {
+            Err(SupervisorError::Steering { reason })
+        }
+        Err(reason) => {
+            warn!(%reason, "handoff: shared (every generation accepts from one socket per listener)");
+            Ok(TcpSharing::Alone)
+        }
+    }
+}
+
 /// [`prepare`] then [`Prepared::run`], for callers that already run inside a runtime and
 /// are not socket-activated.
 pub async fn run(options: SupervisorOptions) -> Result<(), SupervisorError> {
@@ -131,7 +163,9 @@ pub async fn run(options: SupervisorOptions) -> Result<(), SupervisorError> {
 /// What the owner and the tasks around it share: nothing that changes, but the way to the
 /// owner and to the clients that watch events.
 struct Context {
-    listeners: Vec<Listener>,
+    /// Handles on the unix listeners, whose socket files are removed at the end. The
+    /// sockets themselves are the owner's (`State::sockets`).
+    socket_files: Vec<Listener>,
     config_path: Option<PathBuf>,
     /// The service file as read at the last restart, kept while the file is unchanged. A
     /// cache, not state: only the running restart uses it.

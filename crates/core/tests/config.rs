@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use zd_core::config::{
-    ConfigError, ReadyConfig, RestartMode, ServiceConfig, StartPriority, load_file, parse_str,
+    ConfigError, Handoff, ReadyConfig, RestartMode, ServiceConfig, StartPriority, load_file,
+    parse_str,
 };
 use zd_core::listen::{ListenAddr, ListenerSpec};
 use zd_core::ready::check::ReadyCheck;
@@ -81,6 +82,8 @@ fn a_file_with_every_key_loads_with_each_value() -> Result<(), ConfigError> {
         log_prefix: true,
         yield_cpu: true,
         start_priority: StartPriority::Normal,
+        handoff: Some(Handoff::Shared),
+        handoff_wait: Duration::from_secs(5),
     };
     assert_eq!(config, want);
     Ok(())
@@ -111,6 +114,42 @@ fn a_minimal_file_gets_every_default() {
     assert!(!config.log_prefix && config.pidfile.is_none() && config.env.is_empty());
     assert!(!config.yield_cpu);
     assert_eq!(config.start_priority, StartPriority::Idle);
+    assert_eq!(config.handoff, None, "steered where the kernel allows it");
+    assert_eq!(config.handoff_wait, Duration::from_secs(2));
+}
+
+#[test]
+fn handoff_takes_steered_or_shared_and_names_the_choices_otherwise() {
+    let config = parsed("command: [x]\nlisten: ':0'\nhandoff: steered\nhandoff_wait: 300ms\n");
+    assert_eq!(config.handoff, Some(Handoff::Steered));
+    assert_eq!(config.handoff_wait, Duration::from_millis(300));
+    let err = parse("command: [x]\nhandoff: split\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("steered") && err.contains("shared"), "{err}");
+    let err = parse("command: [x]\nhandoff_wait: 0s\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("handoff_wait") || err.contains("above zero") || err.contains("positive"),
+        "{err}"
+    );
+}
+
+#[test]
+fn steered_handoff_needs_a_tcp_listener() -> std::io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = write_service(
+        dir.path(),
+        "command: [sh]\nlisten: unix:/tmp/zd-steer-test.sock\nhandoff: steered\n",
+    );
+    let err = load_file(&path).expect_err("no TCP listener").to_string();
+    assert!(
+        err.starts_with(&format!("{}:3:1: ", path.display())),
+        "{err}"
+    );
+    assert!(err.contains("TCP listeners"), "{err}");
+    Ok(())
 }
 
 #[test]

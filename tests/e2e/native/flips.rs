@@ -64,3 +64,53 @@ fn json_restart_prints_every_phase_and_the_result() {
     let last = events.last().expect("a result line");
     assert_eq!(last["outcome"], "completed", "{last}");
 }
+
+/// A client that calls connect() every millisecond until stopped; returns the attempts
+/// and the errors by kind.
+fn sample_connects(
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(u64, Vec<std::io::ErrorKind>)> {
+    std::thread::spawn(move || {
+        let (mut attempts, mut errors) = (0u64, Vec::new());
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            attempts += 1;
+            if let Err(e) =
+                std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
+            {
+                errors.push(e.kind());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        (attempts, errors)
+    })
+}
+
+/// The port never stops accepting: connect() every millisecond across 100 restarts is
+/// never refused, whichever sockets the generations hold.
+fn no_connect_is_refused_across_restarts(handoff: &str) {
+    let mut env = TestEnv::new();
+    env.fixture_service("api", &[], &format!("handoff: {handoff}\n"));
+    let status = env.start("api", &["run", "api"]);
+    let addr: std::net::SocketAddr = address_of(&status).parse().expect("an address");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = sample_connects(addr, stop.clone());
+    for _ in 0..100 {
+        assert_code(&env.run_zdctl(&["restart", "api"]), 0);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (attempts, errors) = sampler.join().expect("the sampler");
+    eprintln!("handoff: {handoff}: {attempts} connects across 100 restarts, errors {errors:?}");
+    assert!(attempts > 100, "the sampler ran: {attempts}");
+    assert_eq!(errors, [], "of {attempts} connects");
+}
+
+#[test]
+fn connect_every_millisecond_across_100_steered_restarts_is_never_refused() {
+    no_connect_is_refused_across_restarts("steered");
+}
+
+#[test]
+fn connect_every_millisecond_across_100_shared_restarts_is_never_refused() {
+    no_connect_is_refused_across_restarts("shared");
+}

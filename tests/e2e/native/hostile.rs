@@ -232,10 +232,7 @@ fn processes_a_generation_left_behind_end_with_it_without_cgroups() {
 #[test]
 fn stop_then_run_on_the_same_port_never_meets_address_in_use() {
     let mut env = TestEnv::new();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-        l.local_addr().expect("addr").port()
-    };
+    let port = port_outside_the_ephemeral_range();
     let unix = env.path("api.sock");
     leftover_service(&env, "api", &format!("  - unix:{}\n", unix.display()));
     let yaml = std::fs::read_to_string(env.config_dir.join("api.yaml")).expect("yaml");
@@ -256,6 +253,25 @@ fn stop_then_run_on_the_same_port_never_meets_address_in_use() {
             "round {round}: port {port} is still bound after 'zdctl stop' returned"
         );
     }
+}
+
+/// A free port below the kernel's ephemeral range: between the rounds of a test that
+/// reuses one port, the load of the tests that run beside it must not take it as the
+/// source port of a connection (with a connection per request they go through the whole
+/// ephemeral range in seconds).
+fn port_outside_the_ephemeral_range() -> u16 {
+    let range =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let low: u16 = range
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(32768);
+    let start = u16::try_from(std::process::id() % 5000).unwrap_or(0);
+    (0..low.saturating_sub(11000))
+        .map(|i| 10000 + (start + i) % low.saturating_sub(10000))
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port below the ephemeral range")
 }
 
 /// Starts `sleep` in a session of its own with pid `want`, by setting the kernel's last pid

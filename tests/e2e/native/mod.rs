@@ -4,6 +4,7 @@ mod control;
 mod deadlines;
 mod errors;
 mod flips;
+mod go_server;
 mod handoff;
 mod hostile;
 mod lifecycle;

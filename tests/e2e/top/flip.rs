@@ -1,5 +1,6 @@
 //! What `zdctl top` draws, from the inspector's side: snapshots taken while a flip runs
-//! under load show the handoff (both generations hold the very same listening socket) and
+//! under load show the handoff (shared: both generations hold the very same listening
+//! socket; steered: each holds its own, and the new one's gets the new connections) and
 //! the load leaving the old generation.
 
 use std::time::{Duration, Instant};
@@ -10,8 +11,9 @@ use zd_load::load::ConnectionMode;
 
 use crate::support::*;
 
-#[test]
-fn during_a_flip_both_generations_hold_the_listener_and_the_old_ones_connections_fall_to_zero() {
+/// Snapshots taken every few milliseconds from before a flip under load to after it, with
+/// `handoff`, and the inode `status` named as the listener at the start.
+fn flip_snapshots(handoff: &str) -> (Vec<Snapshot>, u64) {
     let mut env = TestEnv::new();
     // Held requests keep connections in flight, so the old generation has some to lose;
     // `alive:1s` keeps both generations side by side for a second before the old one is
@@ -19,7 +21,7 @@ fn during_a_flip_both_generations_hold_the_listener_and_the_old_ones_connections
     env.fixture_service(
         "api",
         &["--hold", "300ms"],
-        "ready: [accepting, 'alive:1s']\n",
+        &format!("ready: [accepting, 'alive:1s']\nhandoff: {handoff}\n"),
     );
     let status = env.start("api", &["run", "api"]);
     let inode = status.listeners.first().expect("a listener").inode;
@@ -76,7 +78,14 @@ fn during_a_flip_both_generations_hold_the_listener_and_the_old_ones_connections
             .filter(|&n| n > 0)
     });
     assert_no_failures(&load.finish());
+    assert_old_generation_loses_its_connections(&snapshots);
+    (snapshots, inode)
+}
 
+#[test]
+fn during_a_shared_flip_both_generations_hold_the_listener_and_the_old_ones_connections_fall_to_zero()
+ {
+    let (snapshots, inode) = flip_snapshots("shared");
     // Between the new generation's start and the old one's stop signal (after which the
     // fixture closes its copy), both hold the very same socket: one inode, two holders.
     let both = snapshots
@@ -102,9 +111,52 @@ fn during_a_flip_both_generations_hold_the_listener_and_the_old_ones_connections
         .find(|l| l.inode == inode)
         .expect("the listener");
     assert_eq!(listener.held_by, [1, 2]);
+}
 
-    // The old generation's count, snapshot by snapshot, from the flip on: it ends at zero
-    // (seen as zero, or as gone once it exited) and never climbs back.
+#[test]
+fn during_a_steered_flip_each_generation_holds_its_own_socket_and_only_the_new_one_gets_new_connections()
+ {
+    let (snapshots, inode) = flip_snapshots("steered");
+    // Between the new generation's start and the old one's end, each holds a socket of
+    // its own on the same address: the old one's is where new connections went first,
+    // the new one's is where they go once it is promoted.
+    let both = snapshots
+        .iter()
+        .find(|s| {
+            s.generations.len() == 2
+                && s.generations[0].listener_inodes == [inode]
+                && s.generations[1].listener_inodes.len() == 1
+                && s.generations[1].listener_inodes != [inode]
+        })
+        .unwrap_or_else(|| panic!("no snapshot with a socket per generation"));
+    let theirs: Vec<_> = both
+        .listeners
+        .iter()
+        .filter(|l| l.held_by.len() == 1)
+        .map(|l| (l.held_by[0], l.address.clone()))
+        .collect();
+    assert_eq!(theirs.len(), 2, "{:?}", both.listeners);
+    assert_eq!(theirs[0].1, theirs[1].1, "one address");
+    // After the promotion, new connections go to generation 2's socket only.
+    let promoted = snapshots
+        .iter()
+        .rev()
+        .find(|s| s.generations.len() == 2)
+        .expect("a snapshot with both generations");
+    let marked: Vec<(Vec<u64>, bool)> = promoted
+        .listeners
+        .iter()
+        .map(|l| (l.held_by.clone(), l.new_connections))
+        .collect();
+    assert!(
+        marked.contains(&(vec![2], true)) && !marked.iter().any(|(h, n)| h == &[1] && *n),
+        "{marked:?}"
+    );
+}
+
+/// The old generation's connection count, snapshot by snapshot, from the flip on: it ends
+/// at zero (seen as zero, or as gone once it exited) and never climbs back.
+fn assert_old_generation_loses_its_connections(snapshots: &[Snapshot]) {
     let old: Vec<usize> = snapshots
         .iter()
         .skip_while(|s| count(s, 2).is_none())

@@ -20,7 +20,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{
     Axis, Block, Cell, Chart, Dataset, GraphType, Paragraph, Row, Table, TableState, Wrap,
 };
-use zd_core::inspect::{GenerationView, Snapshot};
+use zd_core::inspect::{GenerationView, ListenerView, Snapshot};
 
 use super::app::{App, Mode};
 use super::overlay;
@@ -264,8 +264,21 @@ fn draw_listeners(frame: &mut Frame<'_>, snapshot: &Snapshot, theme: Theme, area
             .map(u64::to_string)
             .collect::<Vec<_>>()
             .join(",");
+        // A steered group shows one socket per generation on the same address;
+        // the one that gets new connections is marked.
+        let group: Vec<&ListenerView> = snapshot
+            .listeners
+            .iter()
+            .filter(|other| other.address == l.address)
+            .collect();
+        let steered_group = group.len() > 1 && group.iter().any(|o| o.new_connections);
+        let mark = match (steered_group, l.new_connections) {
+            (false, _) => "",
+            (true, true) => "  ← new",
+            (true, false) => "  draining",
+        };
         lines.push(Line::raw(format!(
-            " queue {}/{backlog}  gens {held}",
+            " queue {}/{backlog}  gens {held}{mark}",
             l.accept_queue
         )));
     }

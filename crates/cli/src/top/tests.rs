@@ -73,6 +73,7 @@ fn api(at: u64) -> Snapshot {
             accept_queue: 2,
             backlog: 4096,
             held_by,
+            new_connections: true,
         }],
         kernel: KernelCounters {
             listen_overflows: 7,
@@ -396,4 +397,30 @@ fn top_takes_names_a_pid_and_an_interval() {
     assert_eq!(args.names, ["api", "web"]);
     assert_eq!(args.pid, Some(812));
     assert_eq!(args.interval, std::time::Duration::from_millis(500));
+}
+
+#[test]
+fn a_steered_listener_shows_each_generations_socket_and_marks_the_one_new_connections_go_to() {
+    let mut snapshot = api(30);
+    let old = ListenerView {
+        inode: 5150,
+        accept_queue: 3,
+        held_by: vec![1],
+        new_connections: false,
+        ..snapshot.listeners[0].clone()
+    };
+    snapshot.listeners[0].held_by = vec![2];
+    snapshot.listeners.insert(0, old);
+    let mut app = App::new(1000, false);
+    app.on_snapshot(vec![ServiceState {
+        name: "api".into(),
+        restartable: true,
+        snapshot: Ok(snapshot),
+    }]);
+    let screen = text(&app, 160, 40);
+    assert!(
+        screen.contains("queue 3/4096  gens 1  draining"),
+        "{screen}"
+    );
+    assert!(screen.contains("queue 2/4096  gens 2  ← new"), "{screen}");
 }

@@ -18,7 +18,7 @@ mod listen;
 
 pub(super) use listen::ListenList;
 
-use super::{RestartMode, StartPriority};
+use super::{Handoff, RestartMode, StartPriority};
 use crate::duration::serde_duration;
 use crate::ready::check::ReadyCheck;
 use crate::signal::Signal;
@@ -42,6 +42,8 @@ pub(super) struct FileConfig {
     pub(super) log: Option<LogSection>,
     pub(super) yield_cpu: Option<bool>,
     pub(super) start_priority: Option<StartPriority>,
+    pub(super) handoff: Option<Handoff>,
+    pub(super) handoff_wait: Option<Positive>,
 }
 
 /// A duration that must be above zero.

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use super::{ConfigError, Location, ServiceConfig, validate_name};
+use super::{ConfigError, Handoff, Location, ServiceConfig, validate_name};
 use crate::handoff::HandoffError;
 use crate::listen::{ListenAddr, validate_fd_name};
 use crate::ready::check::ReadyCheck;
@@ -85,6 +85,7 @@ pub(super) fn validate(config: &ServiceConfig, text: Option<&str>) -> Result<(),
             "drain_timeout",
             config.drain_timeout,
         ),
+        (&["handoff_wait"][..], "handoff_wait", config.handoff_wait),
         (
             &["restart", "backoff"][..],
             "restart.backoff",
@@ -108,6 +109,15 @@ pub(super) fn validate(config: &ServiceConfig, text: Option<&str>) -> Result<(),
         return Err(invalid(
             &["restart", "backoff_max"],
             "restart.backoff_max is shorter than restart.backoff; make it at least as long"
+                .to_owned(),
+        ));
+    }
+    let tcp = |spec: &crate::listen::ListenerSpec| !matches!(spec.addr, ListenAddr::Unix(_));
+    if config.handoff == Some(Handoff::Steered) && !config.listeners.iter().any(tcp) {
+        return Err(invalid(
+            &["handoff"],
+            "'handoff: steered' applies to TCP listeners, and the service has none (unix \
+             sockets are always shared); remove the key or add a TCP listener"
                 .to_owned(),
         ));
     }

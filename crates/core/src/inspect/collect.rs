@@ -307,6 +307,7 @@ impl Inspector {
                 .map(|t| t.root.generation)
                 .collect()
         };
+        let named = |inode: u64| plan.known_listeners.iter().any(|k| k.inode == inode);
         let mut views: Vec<ListenerView> = self
             .scratch
             .listening
@@ -317,6 +318,7 @@ impl Inspector {
                 accept_queue: l.rqueue,
                 backlog: l.wqueue,
                 held_by: held_by(l.inode),
+                new_connections: named(l.inode),
             })
             .chain(self.scratch.unix.iter().map(|u| ListenerView {
                 inode: u.inode,
@@ -324,6 +326,7 @@ impl Inspector {
                 accept_queue: u.accept_queue,
                 backlog: u.backlog,
                 held_by: held_by(u.inode),
+                new_connections: named(u.inode),
             }))
             .collect();
         // Listeners the supervisor named that no table showed (a UDP
@@ -336,6 +339,7 @@ impl Inspector {
                     accept_queue: 0,
                     backlog: 0,
                     held_by: held_by(known.inode),
+                    new_connections: true,
                 });
             }
         }

@@ -75,8 +75,15 @@ pub struct ListenerView {
     /// `/proc`.
     pub backlog: u32,
     /// Generations holding it, oldest first. The same inode in two
-    /// generations is the handoff at work.
+    /// generations is the shared handoff at work; under the steered handoff
+    /// each generation holds a socket of its own on the same address.
     pub held_by: Vec<u64>,
+    /// Whether new connections to its address come to it: a listener the
+    /// supervisor names (a shared one, or the steered-to socket of a steered
+    /// group). `false` for another socket of a steered group, whose queue
+    /// only empties.
+    #[serde(default)]
+    pub new_connections: bool,
 }
 
 /// One connection accepted on a listener of the service.

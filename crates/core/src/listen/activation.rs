@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use socket2::{Domain, Socket, Type};
 
-use super::open::{Listener, local_addr_of, open_listeners};
+#[cfg(test)]
+use super::open::open_listeners;
+use super::open::{Listener, TcpSharing, local_addr_of, open_listeners_with};
 use super::{DEFAULT_FD_NAME, ListenAddr, ListenError, ListenerSpec};
 
 /// The first fd systemd passes (SD_LISTEN_FDS_START).
@@ -37,8 +39,17 @@ pub(super) struct PassedFd {
 /// children (the handoff also filters them out of every generation's environment). Call
 /// this early, before starting threads that call C code reading the environment.
 pub fn open_or_adopt_listeners(specs: &[ListenerSpec]) -> Result<Vec<Listener>, ListenError> {
+    open_or_adopt_listeners_with(specs, TcpSharing::Alone)
+}
+
+/// [`open_or_adopt_listeners`], with the TCP listeners it opens opened for `sharing`
+/// (adopted ones are as systemd made them).
+pub fn open_or_adopt_listeners_with(
+    specs: &[ListenerSpec],
+    sharing: TcpSharing,
+) -> Result<Vec<Listener>, ListenError> {
     let Some(passed) = passed_fds()? else {
-        return open_listeners(specs);
+        return open_listeners_with(specs, sharing);
     };
     for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
         // SAFETY: remove_var is unsound only against a concurrent getenv(3) from another

@@ -57,6 +57,11 @@ impl Listener {
         })
     }
 
+    /// The socket itself, for options the steered handoff sets.
+    pub(super) fn socket(&self) -> &Socket {
+        &self.socket
+    }
+
     /// The socket, to duplicate into a generation.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.socket.as_fd()
@@ -145,7 +150,25 @@ pub(super) fn local_addr_of(socket: &Socket) -> io::Result<ListenAddr> {
 /// Opens every listener in order. On failure the ones already opened are closed again
 /// (and their socket files removed), so a failed start leaves nothing behind.
 pub fn open_listeners(specs: &[ListenerSpec]) -> Result<Vec<Listener>, ListenError> {
-    specs.iter().map(open_listener).collect()
+    open_listeners_with(specs, TcpSharing::Alone)
+}
+
+/// Whether a TCP listener may share its port with more sockets of ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpSharing {
+    /// The only socket on its port.
+    Alone,
+    /// The first socket of an `SO_REUSEPORT` group, for the steered handoff
+    /// ([`super::steer`]); unix listeners are opened as ever.
+    ReusePort,
+}
+
+/// [`open_listeners`], with TCP listeners opened for `sharing`.
+pub fn open_listeners_with(
+    specs: &[ListenerSpec],
+    sharing: TcpSharing,
+) -> Result<Vec<Listener>, ListenError> {
+    specs.iter().map(|s| open_listener(s, sharing)).collect()
 }
 
 /// Removes the unix socket files of these listeners now, each only if the file on disk is
@@ -156,16 +179,17 @@ pub fn remove_socket_files(listeners: &[Listener]) {
     }
 }
 
-fn open_listener(spec: &ListenerSpec) -> Result<Listener, ListenError> {
+fn open_listener(spec: &ListenerSpec, sharing: TcpSharing) -> Result<Listener, ListenError> {
     let backlog = backlog_for(spec);
+    let reuse_port = sharing == TcpSharing::ReusePort;
     match &spec.addr {
         ListenAddr::Tcp(addr) => {
-            let socket = bind_tcp(*addr, None)?;
+            let socket = bind_tcp(*addr, None, reuse_port)?;
             listen(&socket, backlog, &addr.to_string())?;
             Listener::from_socket(socket, spec.clone(), None)
         }
         ListenAddr::AnyPort(port) => {
-            let socket = bind_any(*port)?;
+            let socket = bind_any(*port, reuse_port)?;
             listen(&socket, backlog, &spec.addr.to_string())?;
             Listener::from_socket(socket, spec.clone(), None)
         }
@@ -173,7 +197,7 @@ fn open_listener(spec: &ListenerSpec) -> Result<Listener, ListenError> {
     }
 }
 
-fn backlog_for(spec: &ListenerSpec) -> i32 {
+pub(super) fn backlog_for(spec: &ListenerSpec) -> i32 {
     let backlog = spec.backlog.unwrap_or_else(|| {
         fs::read_to_string("/proc/sys/net/core/somaxconn")
             .ok()
@@ -183,7 +207,7 @@ fn backlog_for(spec: &ListenerSpec) -> i32 {
     i32::try_from(backlog).unwrap_or(i32::MAX)
 }
 
-fn listen(socket: &Socket, backlog: i32, addr: &str) -> Result<(), ListenError> {
+pub(super) fn listen(socket: &Socket, backlog: i32, addr: &str) -> Result<(), ListenError> {
     socket.listen(backlog).map_err(|source| ListenError::Io {
         about: "listen on",
         addr: addr.to_owned(),
@@ -193,7 +217,12 @@ fn listen(socket: &Socket, backlog: i32, addr: &str) -> Result<(), ListenError> 
 
 /// A TCP socket bound to `addr`. `dual_stack` sets IPV6_V6ONLY off explicitly; otherwise
 /// the system default (`net.ipv6.bindv6only`) applies, as the user wrote an exact address.
-fn bind_tcp(addr: SocketAddr, dual_stack: Option<bool>) -> Result<Socket, ListenError> {
+/// `reuse_port` makes it the first of an `SO_REUSEPORT` group (the steered handoff).
+pub(super) fn bind_tcp(
+    addr: SocketAddr,
+    dual_stack: Option<bool>,
+    reuse_port: bool,
+) -> Result<Socket, ListenError> {
     let text = addr.to_string();
     let io_err = |about, source| ListenError::Io {
         about,
@@ -205,11 +234,18 @@ fn bind_tcp(addr: SocketAddr, dual_stack: Option<bool>) -> Result<Socket, Listen
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)
         .map_err(|e| io_err("create a socket for", e))?;
     // SO_REUSEADDR lets a restarted supervisor bind while old connections sit in
-    // TIME_WAIT. Never SO_REUSEPORT: a second live listener on the port would split the
+    // TIME_WAIT. SO_REUSEPORT only for the steered handoff, where the supervisor holds
+    // every socket of the group and a BPF program picks the one that gets each new
+    // connection: without that program a second listener on the port would split the
     // accept queue, which is the failure this project exists to avoid.
     socket
         .set_reuse_address(true)
         .map_err(|e| io_err("set SO_REUSEADDR on", e))?;
+    if reuse_port {
+        socket
+            .set_reuse_port(true)
+            .map_err(|e| io_err("set SO_REUSEPORT on", e))?;
+    }
     if let Some(dual) = dual_stack {
         socket
             .set_only_v6(!dual)
@@ -222,13 +258,15 @@ fn bind_tcp(addr: SocketAddr, dual_stack: Option<bool>) -> Result<Socket, Listen
 }
 
 /// `:PORT`: `[::]` dual-stack when the machine has IPv6, else `0.0.0.0`.
-fn bind_any(port: u16) -> Result<Socket, ListenError> {
+fn bind_any(port: u16, reuse_port: bool) -> Result<Socket, ListenError> {
     let v6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
-    match bind_tcp(v6, Some(true)) {
+    match bind_tcp(v6, Some(true), reuse_port) {
         Ok(socket) => Ok(socket),
-        Err(ListenError::Io { source, .. }) if no_ipv6(&source) => {
-            bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), None)
-        }
+        Err(ListenError::Io { source, .. }) if no_ipv6(&source) => bind_tcp(
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
+            None,
+            reuse_port,
+        ),
         Err(err) => Err(err),
     }
 }

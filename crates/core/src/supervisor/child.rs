@@ -58,9 +58,14 @@ pub(super) trait ChildProcess: Send + Sync + std::fmt::Debug + 'static {
     /// Returns the main process's exit status once it has exited.
     fn wait_exit(&self) -> BoxFuture<'_, ExitInfo>;
 
-    /// After the exit: ends whatever the generation left behind and reaps it. `live` are
-    /// the main pids of the generations still running, whose process groups must be spared.
-    fn end(&self, live: Vec<i32>) -> BoxFuture<'_, ()>;
+    /// After the exit: ends whatever the generation left behind. `live` are the main pids
+    /// of the generations still running, whose process groups must be spared. Once it
+    /// returns, no process of the generation holds a file: its sockets may close.
+    fn end_leftovers(&self, live: Vec<i32>) -> BoxFuture<'_, ()>;
+
+    /// After [`Self::end_leftovers`]: reaps the main process (which may take a while; see
+    /// `process::wait_exit`).
+    fn reap(&self) -> BoxFuture<'_, ()>;
 
     /// Returns once every check has passed (with the evidence), or one can never pass.
     /// Unbounded: the caller races it against the timeout and the exit.
@@ -77,4 +82,8 @@ pub(super) trait ChildProcess: Send + Sync + std::fmt::Debug + 'static {
 
     /// Frees what the generation needed only while it ran (its notify socket).
     fn release(&self);
+
+    /// Whether a TCP connection on one of `ports` that the generation's processes hold
+    /// has bytes they have not read: a request that is not seen yet.
+    fn unread_input(&self, ports: Vec<u16>) -> BoxFuture<'_, bool>;
 }

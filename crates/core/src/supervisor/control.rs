@@ -15,7 +15,9 @@ use super::process::Processes;
 use super::restart::RestartRun;
 use super::state::State;
 use super::{Context, SupervisorError, SupervisorOptions};
+use crate::listen::Listener;
 use crate::listen::remove_socket_files;
+use crate::listen::steer::Sockets;
 use crate::proto::{
     ControlServer, ErrorKind, Event, EventKind, ListenerInfo, Op, PeerPolicy, Replies, Reply,
     ReplyResult, RequestQueue, ServerRequest, Status, request_queue, unix_ms,
@@ -75,19 +77,33 @@ async fn run_prepared(prepared: Prepared) -> Result<(), SupervisorError> {
         runtime_dir,
         cgroups: crate::contain::ServiceCgroups::create(&config.name),
     };
+    let socket_files = unix_listeners(&listeners);
+    let sockets = match Sockets::new(listeners) {
+        Ok(s) => s,
+        Err(e) => {
+            ControlServer::remove(server.path());
+            remove_socket_files(&socket_files);
+            return Err(e.into());
+        }
+    };
+    for (i, l) in sockets.seat(sockets.steered_to()).iter().enumerate() {
+        let handoff = if sockets.is_steered(i) {
+            "steered"
+        } else {
+            "shared"
+        };
+        info!(name = l.name(), address = %l.local_display(), inode = l.inode(), handoff, "listening");
+    }
     let mut owner = Owner::new(
         config.clone(),
-        listeners,
+        sockets,
         options.config_path,
         Arc::new(children),
     );
-    for l in &owner.cx.listeners {
-        info!(name = l.name(), address = %l.local_display(), inode = l.inode(), "listening");
-    }
 
     if let Err(reason) = owner.start_active(false) {
         ControlServer::remove(server.path());
-        remove_socket_files(&owner.cx.listeners);
+        remove_socket_files(&owner.cx.socket_files);
         return Err(SupervisorError::FirstSpawn {
             service: config.name.clone(),
             reason,
@@ -103,7 +119,7 @@ async fn run_prepared(prepared: Prepared) -> Result<(), SupervisorError> {
     // Every generation has ended; whatever escaped them ends before `stop` is answered, so
     // no listener stays open behind the supervisor.
     let _ = tokio::task::spawn_blocking(|| crate::contain::end_all_strays(STRAYS_LIMIT)).await;
-    remove_socket_files(&cx.listeners);
+    remove_socket_files(&cx.socket_files);
     info!("stopped");
     reaper.abort();
     server_task.abort();
@@ -114,6 +130,16 @@ async fn run_prepared(prepared: Prepared) -> Result<(), SupervisorError> {
 
 /// How long the processes that escaped every generation may take to die at the stop.
 const STRAYS_LIMIT: Duration = Duration::from_secs(2);
+
+/// Handles on the unix listeners, whose socket files go when the supervisor stops. Unix
+/// listeners are always shared, so holding one more handle keeps no socket open longer.
+fn unix_listeners(listeners: &[Listener]) -> Vec<Listener> {
+    listeners
+        .iter()
+        .filter(|l| l.unix_path().is_some())
+        .filter_map(|l| l.try_clone().ok())
+        .collect()
+}
 
 /// A client waiting for the answer to its request: the request's id and its replies.
 pub(super) type Requester = (u64, Replies);
@@ -138,15 +164,20 @@ impl Owner {
     /// An owner for a service that runs `config`, with no generation yet.
     pub(super) fn new(
         config: crate::config::ServiceConfig,
-        listeners: Vec<crate::listen::Listener>,
+        sockets: Sockets,
         config_path: Option<std::path::PathBuf>,
         children: Arc<dyn Children>,
     ) -> Owner {
         let (events, _) = broadcast::channel(1024);
         let (tx, inbox) = mpsc::unbounded_channel();
         let (stopping, _) = watch::channel(false);
+        let first: Vec<Listener> = sockets
+            .open_seats()
+            .flat_map(|(_, l)| l)
+            .filter_map(|l| l.try_clone().ok())
+            .collect();
         let cx = Arc::new(Context {
-            listeners,
+            socket_files: unix_listeners(&first),
             config_path,
             config_cache: Mutex::default(),
             events,
@@ -156,7 +187,7 @@ impl Owner {
         });
         Owner {
             cx,
-            st: State::new(config),
+            st: State::new(config, sockets),
             children,
             inbox,
         }
@@ -331,9 +362,7 @@ impl Owner {
             ready_timeout,
             current: self.st.config.clone(),
         };
-        let begun = run.begin(self.st.active, |config| {
-            self.start_generation(config, crate::proto::GenerationState::Starting, false)
-        });
+        let begun = run.begin(self.st.active, |config| self.start_new(config));
         tokio::spawn(run.run(begun));
         Ok(restart)
     }
@@ -352,9 +381,9 @@ impl Owner {
             active_generation: st.active,
             restart_in_progress: st.restart,
             generations: st.generation_infos(),
-            listeners: self
-                .cx
-                .listeners
+            listeners: st
+                .sockets
+                .seat(st.sockets.steered_to())
                 .iter()
                 .enumerate()
                 .map(|(i, l)| ListenerInfo {

@@ -1,14 +1,17 @@
 //! Draining a generation: its stop signal, a deadline, then SIGKILL to the whole generation.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
 
 use super::Context;
-use super::owner::{DrainTarget, Msg};
+use super::child::ChildProcess;
+use super::owner::{DrainTarget, Msg, QueueWait};
 use crate::proto::{EventKind, ExitInfo};
 
-/// Stops `generation` and waits until its main process has exited. Emits `draining`,
+/// Stops `generation` and waits until it has ended (its main process reaped, nothing it
+/// started left). Emits `draining`,
 /// `killed` (when the deadline passed) and `exited` events under `restart`.
 pub(super) async fn drain(
     cx: &Context,
@@ -21,14 +24,20 @@ pub(super) async fn drain(
         signal,
         timeout,
         mut exited,
+        queue,
+        mut released,
     } = cx
         .ask(|reply| Msg::Drain { generation, reply })
         .await
         .flatten()?;
     let Some(child) = child else {
-        // Already exited: nothing to signal or wait for.
+        // Already exited: nothing to signal, only its leftovers' end to wait for.
+        let _ = released.wait_for(|e| *e).await;
         return *exited.borrow();
     };
+    if let Some(queue) = queue {
+        wait_for_queues(generation, child.as_ref(), &queue, &exited).await;
+    }
     if exited.borrow().is_none() {
         if let Err(e) = child.signal(signal) {
             warn!(generation, pid, error = %e, "cannot send the stop signal");
@@ -59,6 +68,10 @@ pub(super) async fn drain(
             exited.wait_for(|s| s.is_some()).await.ok().and_then(|s| *s)
         }
     };
+    // Its sockets close once nothing of it is left to hold them, and the drain is over
+    // only then: the next restart finds the group with the active generation's socket
+    // alone. (Its reaping may take long on a busy machine, and is not waited for.)
+    let _ = released.wait_for(|e| *e).await;
     if let Some(status) = status {
         cx.emit(
             restart,
@@ -70,4 +83,66 @@ pub(super) async fn drain(
         );
     }
     status
+}
+
+/// How often the old generation's queues are looked at while it takes what they hold: a
+/// connection waits in them for about as long.
+const QUEUE_POLL: Duration = Duration::from_millis(1);
+
+/// Steered handoff: the old generation gets no new connection any more, but what the
+/// kernel queued on its own sockets before the promotion is its to take. Its stop signal
+/// waits until the accept queues of its sockets are empty and no connection of it holds
+/// bytes it has not read (a request it has not seen), or until `queue.wait` has passed,
+/// or it has exited. Many servers stop between accept and read: a request they have
+/// read is answered, one that waits is dropped.
+async fn wait_for_queues(
+    generation: u64,
+    child: &dyn ChildProcess,
+    queue: &QueueWait,
+    exited: &watch::Receiver<Option<ExitInfo>>,
+) {
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + queue.wait;
+    let deadline_passed = || tokio::time::Instant::now() >= deadline;
+    let ports: Vec<u16> = queue
+        .sockets
+        .iter()
+        .filter_map(|l| match l.local_addr() {
+            crate::listen::ListenAddr::Tcp(addr) => Some(addr.port()),
+            _ => None,
+        })
+        .collect();
+    loop {
+        if exited.borrow().is_some() {
+            return;
+        }
+        let queued: u32 = queue
+            .sockets
+            .iter()
+            .map(|l| crate::listen::steer::accept_queue(l).unwrap_or(0))
+            .sum();
+        // Bounded by the same deadline: on a loaded machine one look may take long.
+        let unread = queued == 0
+            && tokio::time::timeout_at(deadline, child.unread_input(ports.clone()))
+                .await
+                .unwrap_or(true);
+        if queued == 0 && !unread {
+            debug!(
+                generation,
+                waited_us = started.elapsed().as_micros() as u64,
+                "the old generation's queues are empty"
+            );
+            return;
+        }
+        if deadline_passed() {
+            warn!(
+                generation,
+                queued,
+                unread,
+                "handoff_wait passed with connections still waiting for the old generation"
+            );
+            return;
+        }
+        tokio::time::sleep(QUEUE_POLL).await;
+    }
 }

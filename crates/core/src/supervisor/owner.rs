@@ -17,6 +17,7 @@ use super::child::{ChildProcess, Children, SpawnRequest};
 use super::drain::drain;
 use super::state::{Generation, State};
 use crate::config::{RestartMode, ServiceConfig};
+use crate::listen::steer::Seat;
 use crate::proto::{EventKind, ExitInfo, GenerationState, RestartOutcome, RestartReport};
 use crate::signal::Signal;
 
@@ -56,6 +57,9 @@ pub(super) enum Msg {
     },
     /// Every generation was drained and has ended: the supervisor may exit.
     Stopped,
+    /// No process of a generation is left to hold a file: the sockets it received may
+    /// close.
+    Released { seat: Seat },
 }
 
 /// A generation just started.
@@ -76,6 +80,11 @@ pub(super) enum Promotion {
     /// The supervisor is stopping: nothing changed. `active_pid` is the generation that is
     /// still the service.
     Stopping { active_pid: Option<i32> },
+    /// New connections could not be steered to the new generation: nothing changed.
+    Unsteerable {
+        reason: String,
+        active_pid: Option<i32>,
+    },
 }
 
 /// What a drain needs to stop a generation.
@@ -87,6 +96,19 @@ pub(super) struct DrainTarget {
     pub signal: Signal,
     pub timeout: Duration,
     pub exited: watch::Receiver<Option<ExitInfo>>,
+    /// Becomes true once no process of the generation is left (see
+    /// [`Generation::released`]).
+    pub released: watch::Receiver<bool>,
+    /// Steered handoff, when the generation no longer gets new connections: what its
+    /// sockets hold is left to it before its stop signal, within this wait.
+    pub queue: Option<QueueWait>,
+}
+
+/// The old generation's own sockets, whose accept queues must empty before it is stopped.
+#[derive(Debug)]
+pub(super) struct QueueWait {
+    pub sockets: Vec<crate::listen::Listener>,
+    pub wait: Duration,
 }
 
 pub(super) struct Owner {
@@ -110,8 +132,7 @@ impl Owner {
             }
             Msg::RespawnDue => self.respawn(),
             Msg::Spawn { config, reply } => {
-                let started = self.start_generation(&config, GenerationState::Starting, false);
-                let _ = reply.send(started);
+                let _ = reply.send(self.start_new(&config));
             }
             Msg::Promote {
                 generation,
@@ -126,7 +147,29 @@ impl Owner {
             Msg::RestartFinished { report, started } => self.restart_finished(report, started),
             // Taken by the loop in `run` while stopping, the only time it is sent.
             Msg::Stopped => {}
+            Msg::Released { seat } => self.st.release_seat(seat),
         }
+    }
+
+    /// Starts a restart's new generation: on sockets of its own, which get no connection
+    /// until it is promoted, while the active generation runs. Without a live active
+    /// generation there is nothing to protect, and the clients that wait in the queue of
+    /// the steered-to sockets are served sooner by the new generation on those.
+    pub fn start_new(&mut self, config: &ServiceConfig) -> Result<Started, String> {
+        let active_live = self.st.active_generation().is_some_and(|g| g.is_live());
+        let seat = if active_live {
+            self.st
+                .sockets
+                .open_seat()
+                .map_err(|e| format!("cannot open the new generation's sockets: {e}"))?
+        } else {
+            self.st.sockets.steered_to()
+        };
+        let started = self.start_generation(config, GenerationState::Starting, false, seat);
+        if started.is_err() {
+            self.st.release_seat(seat);
+        }
+        started
     }
 
     fn live_pids(&self) -> Vec<i32> {
@@ -144,6 +187,7 @@ impl Owner {
         config: &ServiceConfig,
         state: GenerationState,
         wait_exec: bool,
+        seat: Seat,
     ) -> Result<Started, String> {
         let generation = self.st.next_generation;
         self.st.next_generation += 1;
@@ -151,12 +195,13 @@ impl Owner {
         let child = self.children.spawn(SpawnRequest {
             generation,
             config,
-            listeners: &self.cx.listeners,
+            listeners: self.st.sockets.seat(seat),
             wait_exec,
             exited: exited.clone(),
         })?;
         let pid = child.pid();
         let (ended_tx, ended) = watch::channel(false);
+        let (released_tx, released) = watch::channel(false);
         self.st.generations.insert(
             generation,
             Generation {
@@ -171,6 +216,8 @@ impl Owner {
                 stop_signal: config.stop_signal,
                 drain_timeout: config.drain_timeout,
                 ended,
+                released,
+                seat,
             },
         );
         // The exit watcher: tells the owner, then ends what the generation left behind.
@@ -187,7 +234,13 @@ impl Owner {
                 })
                 .await
                 .unwrap_or_default();
-            watched.end(live).await;
+            watched.end_leftovers(live).await;
+            // No process of it holds its sockets now. The owner hears of it before anyone
+            // who waits for `released` can tell it something else (a drain, then the
+            // restart's end): its sockets are closed first.
+            cx.tell(Msg::Released { seat });
+            let _ = released_tx.send(true);
+            watched.reap().await;
             let _ = ended_tx.send(true);
         });
         Ok(Started {
@@ -201,7 +254,10 @@ impl Owner {
     /// Starts a generation that becomes the service at once (the first, or a respawn).
     pub fn start_active(&mut self, respawn: bool) -> Result<(), String> {
         let config = self.st.config.clone();
-        let started = self.start_generation(&config, GenerationState::Active, true)?;
+        // The first generation, or a respawn: on the sockets new connections go to, where
+        // the clients that came while none ran are waiting.
+        let seat = self.st.sockets.steered_to();
+        let started = self.start_generation(&config, GenerationState::Active, true, seat)?;
         let Started {
             generation,
             pid,
@@ -332,6 +388,28 @@ impl Owner {
                 active_pid: st.active_generation().map(|g| g.pid),
             };
         }
+        let active_pid = st.active_generation().map(|g| g.pid);
+        let Some(seat) = st.generations.get(&generation).map(|g| g.seat) else {
+            return Promotion::Unsteerable {
+                reason: format!("generation {generation} is not known"),
+                active_pid,
+            };
+        };
+        let previous = st.sockets.steered_to();
+        if let Err(e) = st.sockets.steer(seat) {
+            return Promotion::Unsteerable {
+                reason: format!("cannot steer new connections to generation {generation}: {e}"),
+                active_pid,
+            };
+        }
+        if previous != seat {
+            info!(
+                generation,
+                "new connections go to the new generation's sockets"
+            );
+            // An active generation that died during the restart left its sockets unused.
+            st.release_seat(previous);
+        }
         let old = st.active.replace(generation);
         st.pidfile = config.pidfile.clone();
         st.config = config;
@@ -351,7 +429,17 @@ impl Owner {
         if g.is_live() {
             g.state = GenerationState::Draining;
         }
+        let sockets = &self.st.sockets;
+        let queue =
+            (g.is_live() && sockets.any_steered() && g.seat != sockets.steered_to()).then(|| {
+                QueueWait {
+                    sockets: sockets.steered_sockets(g.seat),
+                    wait: self.st.config.handoff_wait,
+                }
+            });
         Some(DrainTarget {
+            queue,
+            released: g.released.clone(),
             pid: g.pid,
             child: g.child.clone(),
             signal: g.stop_signal,

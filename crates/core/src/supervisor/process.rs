@@ -47,6 +47,10 @@ struct Process {
     /// The generation's cgroup, where cgroups are used; dropped (removed) once the
     /// generation has ended.
     cgroup: Mutex<Option<Arc<GenerationCgroup>>>,
+    /// The move into the cgroup, on a blocking thread; ending the leftovers waits for it,
+    /// or a process it had still to move (on a busy machine it may run after the
+    /// generation's exit) would escape the cgroup's kill.
+    adoption: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// What the readiness checks need.
     ready: ReadyContext,
 }
@@ -108,12 +112,12 @@ impl Children for Processes {
         info!(generation, pid, "spawned");
         // Into its cgroup by our hand, not the child's: a migration's wait would delay the
         // exec (GenerationCgroup::adopt).
-        if let Some(cg) = cgroup.clone() {
+        let adoption = cgroup.clone().map(|cg| {
             tokio::task::spawn_blocking(move || {
                 let moved = cg.adopt(pid);
                 debug!(generation, pid, moved, "moved into the generation's cgroup");
-            });
-        }
+            })
+        });
         if let Some(n) = &notify {
             n.admit(NotifySender {
                 pid,
@@ -147,6 +151,7 @@ impl Children for Processes {
             idle_start,
             notify: Mutex::new(notify),
             cgroup: Mutex::new(cgroup),
+            adoption: Mutex::new(adoption),
             ready,
         }))
     }
@@ -181,9 +186,24 @@ impl ChildProcess for Process {
         Box::pin(wait_exit(&self.pidfd))
     }
 
-    fn end(&self, live: Vec<i32>) -> BoxFuture<'_, ()> {
+    fn end_leftovers(&self, live: Vec<i32>) -> BoxFuture<'_, ()> {
+        let cgroup = lock(&self.cgroup).clone();
+        let adoption = lock(&self.adoption).take();
+        let pid = self.pid;
+        Box::pin(async move {
+            if let Some(adoption) = adoption {
+                let _ = adoption.await;
+            }
+            let _ = tokio::task::spawn_blocking(move || {
+                crate::contain::end_leftovers(pid, cgroup.as_deref(), &live, LEFTOVERS_LIMIT);
+            })
+            .await;
+        })
+    }
+
+    fn reap(&self) -> BoxFuture<'_, ()> {
         let cgroup = lock(&self.cgroup).take();
-        Box::pin(end_generation(self.pid, self.pidfd.clone(), cgroup, live))
+        Box::pin(reap_generation(self.pid, self.pidfd.clone(), cgroup))
     }
 
     fn wait_ready<'a>(&'a self, checks: &'a [ReadyCheck]) -> BoxFuture<'a, Result<String, String>> {
@@ -221,6 +241,48 @@ impl ChildProcess for Process {
     fn release(&self) {
         lock(&self.notify).take();
     }
+
+    fn unread_input(&self, ports: Vec<u16>) -> BoxFuture<'_, bool> {
+        let pid = self.pid;
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || unread_input(pid, &ports))
+                .await
+                .unwrap_or(false)
+        })
+    }
+}
+
+/// Whether a TCP connection on one of `ports` that `root`'s process tree holds has unread
+/// bytes. sock_diag lists the connections with bytes waiting, filtered in the kernel by
+/// port and state (cheap even with many connections); only when there are some are the
+/// tree's fds read, to see whether one is the generation's. A generation that is gone, or
+/// a kernel without sock_diag, has nothing we could wait for.
+fn unread_input(root: i32, ports: &[u16]) -> bool {
+    const ESTABLISHED_OR_CLOSE_WAIT: u32 = (1 << 1) | (1 << 8);
+    let Ok(mut diag) = crate::inspect::diag_socket() else {
+        return false;
+    };
+    let mut records = Vec::new();
+    let families = [libc::AF_INET as u8, libc::AF_INET6 as u8];
+    if diag
+        .tcp(&families, ESTABLISHED_OR_CLOSE_WAIT, ports, &mut records)
+        .is_err()
+    {
+        return false;
+    }
+    let waiting: std::collections::HashSet<u64> = records
+        .iter()
+        .filter(|r| r.rqueue > 0 && r.inode != 0)
+        .map(|r| r.inode)
+        .collect();
+    if waiting.is_empty() {
+        return false;
+    }
+    crate::proc::descendants(root)
+        .iter()
+        .filter_map(|p| crate::proc::socket_fds(*p).ok())
+        .flatten()
+        .any(|(_, inode)| waiting.contains(&inode))
 }
 
 /// A panic while holding one of these locks leaves plain data behind: carry on with it.
@@ -240,21 +302,15 @@ const LEFTOVERS_LIMIT: Duration = Duration::from_secs(5);
 /// it left behind (its process group, its cgroup, or the strays it re-parented to us), then
 /// reaps it. Only after that may its pid, and so its process group id, be reused: nothing
 /// here or later can signal a stranger's group. `live_groups` are the groups to spare.
-async fn end_generation(
-    pid: i32,
-    pidfd: Arc<OwnedFd>,
-    cgroup: Option<Arc<GenerationCgroup>>,
-    live_groups: Vec<i32>,
-) {
-    let ended = tokio::task::spawn_blocking(move || {
-        crate::contain::end_leftovers(pid, cgroup.as_deref(), &live_groups, LEFTOVERS_LIMIT);
+async fn reap_generation(pid: i32, pidfd: Arc<OwnedFd>, cgroup: Option<Arc<GenerationCgroup>>) {
+    let reaped = tokio::task::spawn_blocking(move || {
         // See wait_exit: the zombie goes last, after its threads' /proc entries.
         std::thread::sleep(REAP_DELAY);
         wait_for_exit(pidfd.as_raw_fd(), Wait::Reap);
         OwnChildren::get().forget(pid);
         drop(cgroup);
     });
-    let _ = ended.await;
+    let _ = reaped.await;
 }
 
 /// Waits until the process behind `pidfd` exits and returns its status, without tying

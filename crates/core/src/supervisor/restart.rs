@@ -261,14 +261,16 @@ impl RestartRun {
         let old = match promotion {
             Promotion::Promoted { old } => old,
             Promotion::Stopping { active_pid } => {
-                // The pidfile goes back to the generation that is still the service.
-                if let (Some(path), Some(active)) = (&pidfile, active_pid) {
-                    let _ = crate::pidfile::write(path, active);
-                }
+                self.restore_pidfile(pidfile.as_deref(), active_pid);
                 drain(&self.cx, generation, self.restart_tag()).await;
                 return RestartOutcome::RolledBack {
                     reason: "the supervisor is stopping".into(),
                 };
+            }
+            Promotion::Unsteerable { reason, active_pid } => {
+                self.restore_pidfile(pidfile.as_deref(), active_pid);
+                drain(&self.cx, generation, self.restart_tag()).await;
+                return RestartOutcome::RolledBack { reason };
             }
         };
         self.emit(EventKind::Promoted { generation, pid });
@@ -276,6 +278,14 @@ impl RestartRun {
             drain(&self.cx, old, self.restart_tag()).await;
         }
         RestartOutcome::Completed
+    }
+
+    /// After a promotion that did not happen: the pidfile names the generation that is
+    /// still the service.
+    fn restore_pidfile(&self, pidfile: Option<&Path>, active_pid: Option<i32>) {
+        if let (Some(path), Some(active)) = (pidfile, active_pid) {
+            let _ = crate::pidfile::write(path, active);
+        }
     }
 
     /// The config for the new generation when it needs no read: the one we have for a
@@ -325,9 +335,9 @@ impl RestartRun {
                 config.name, current.name
             ));
         }
-        if config.listeners != current.listeners {
+        if config.listeners != current.listeners || config.handoff != current.handoff {
             return Err(format!(
-                "the listeners in '{}' changed; listeners are kept for the supervisor's whole life, so stop and start the supervisor to apply new ones",
+                "the listeners or the handoff in '{}' changed; listeners are kept for the supervisor's whole life, so stop and start the supervisor to apply new ones",
                 path.display()
             ));
         }

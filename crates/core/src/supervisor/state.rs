@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use super::child::ChildProcess;
 use crate::config::ServiceConfig;
+use crate::listen::steer::{Seat, Sockets};
 use crate::proto::{
     ExitInfo, GenerationInfo, GenerationState, RestartCounters, RestartReport, unix_ms,
 };
@@ -38,6 +39,11 @@ pub(super) struct Generation {
     pub drain_timeout: Duration,
     /// Becomes true once the main process is reaped and nothing it started is left.
     pub ended: watch::Receiver<bool>,
+    /// Becomes true once nothing it started is left (its main process may be a zombie
+    /// still): no process of it holds its sockets.
+    pub released: watch::Receiver<bool>,
+    /// The sockets it received.
+    pub seat: Seat,
 }
 
 impl Generation {
@@ -73,10 +79,12 @@ pub(super) struct State {
     pub pidfile: Option<PathBuf>,
     /// How the last active generation ended, while no new one has replaced it.
     pub lost: Option<ExitInfo>,
+    /// Every listener's sockets, by seat, and the seat new connections go to.
+    pub sockets: Sockets,
 }
 
 impl State {
-    pub fn new(config: ServiceConfig) -> Self {
+    pub fn new(config: ServiceConfig, sockets: Sockets) -> Self {
         let pidfile = config.pidfile.clone();
         State {
             config,
@@ -91,11 +99,23 @@ impl State {
             crash_streak: 0,
             pidfile,
             lost: None,
+            sockets,
         }
     }
 
     pub fn active_generation(&self) -> Option<&Generation> {
         self.active.and_then(|g| self.generations.get(&g))
+    }
+
+    /// Closes `seat` once no live generation uses it (never the steered-to one).
+    pub fn release_seat(&mut self, seat: Seat) {
+        if !self
+            .generations
+            .values()
+            .any(|g| g.seat == seat && g.is_live())
+        {
+            self.sockets.retire(seat);
+        }
     }
 
     /// Live generations first (newest first), then the most recent exited ones.
@@ -168,7 +188,7 @@ mod tests {
         let mut config = ServiceConfig::defaults_for("t", vec!["true".into()]);
         config.restart.backoff = Duration::from_millis(100);
         config.restart.backoff_max = Duration::from_millis(350);
-        let mut s = State::new(config);
+        let mut s = State::new(config, Sockets::new(Vec::new()).expect("no sockets"));
         let short = Duration::from_millis(5);
         assert_eq!(s.next_backoff(short), Duration::from_millis(100));
         assert_eq!(s.next_backoff(short), Duration::from_millis(200));

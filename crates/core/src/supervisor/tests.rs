@@ -5,6 +5,7 @@
 mod fake;
 mod lifecycle;
 mod restart;
+mod steer;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +31,10 @@ async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(60), f)
         .await
         .expect("nothing happened for a minute")
+}
+
+fn no_sockets() -> crate::listen::steer::Sockets {
+    crate::listen::steer::Sockets::new(Vec::new()).expect("no sockets")
 }
 
 fn config() -> ServiceConfig {
@@ -83,7 +88,16 @@ impl Pending {
 impl Harness {
     /// Starts the owner with generation 1, as `zdctl run` does.
     fn start(fake: &FakeChildren, config: ServiceConfig) -> Harness {
-        let mut owner = Owner::new(config, Vec::new(), None, Arc::new(fake.clone()));
+        Harness::start_on(fake, config, no_sockets())
+    }
+
+    /// [`Harness::start`] with these sockets.
+    fn start_on(
+        fake: &FakeChildren,
+        config: ServiceConfig,
+        sockets: crate::listen::steer::Sockets,
+    ) -> Harness {
+        let mut owner = Owner::new(config, sockets, None, Arc::new(fake.clone()));
         let events = owner.cx.events.subscribe();
         owner.start_active(false).expect("generation 1 starts");
         let (requests, mut queue) = request_queue(8);

@@ -1,5 +1,6 @@
-//! A fake child for the owner's tests (watchexec's `TestChild` is the model): no fork, no
-//! sockets. Each generation follows a [`Script`]; everything done to it is recorded.
+//! A fake child for the owner's tests (watchexec's `TestChild` is the model): no fork.
+//! Each generation follows a [`Script`]; everything done to it is recorded, and so are
+//! the sockets it received (real ones when the test gives the owner listeners).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,6 +34,8 @@ pub struct Script {
     pub exec_failure: Option<&'static str>,
     /// How it ends when sent SIGTERM (its stop signal): `None` ignores it.
     pub on_term: Option<ExitInfo>,
+    /// A connection of it holds bytes it has not read, until [`FakeChild::read_all`].
+    pub unread: bool,
 }
 
 impl Default for Script {
@@ -43,6 +46,7 @@ impl Default for Script {
             exits_after: None,
             exec_failure: None,
             on_term: Some(ExitInfo::Code { code: 0 }),
+            unread: false,
         }
     }
 }
@@ -72,6 +76,10 @@ struct Inner {
     scripts: HashMap<u64, Script>,
     children: HashMap<u64, Arc<FakeChild>>,
     record: Vec<(u64, Done)>,
+    /// The inodes of the sockets each generation received, in fd order.
+    received: HashMap<u64, Vec<u64>>,
+    /// The sockets each generation holds, as a real one holds its fds until it has ended.
+    held: HashMap<u64, Vec<crate::listen::Listener>>,
 }
 
 impl FakeChildren {
@@ -94,6 +102,39 @@ impl FakeChildren {
         self.lock().record.clone()
     }
 
+    /// The inodes of the sockets generation `generation` received.
+    pub fn received(&self, generation: u64) -> Vec<u64> {
+        self.lock().received[&generation].clone()
+    }
+
+    /// Connections waiting in the accept queues of generation `generation`'s sockets.
+    pub fn queued(&self, generation: u64) -> u32 {
+        self.lock().held[&generation]
+            .iter()
+            .map(|l| crate::listen::steer::accept_queue(l).expect("accept queue"))
+            .sum()
+    }
+
+    /// Generation `generation` accepts (and closes) every connection waiting for it.
+    pub fn accept_all(&self, generation: u64) {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        while self.queued(generation) > 0 {
+            let inner = self.lock();
+            for l in &inner.held[&generation] {
+                if crate::listen::steer::accept_queue(l).expect("accept queue") > 0 {
+                    // SAFETY: accept on a listening socket we hold; a queued connection
+                    // is there, so it does not block. The fd is owned at once.
+                    let fd = unsafe {
+                        libc::accept(l.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut())
+                    };
+                    assert!(fd >= 0, "accept: {}", std::io::Error::last_os_error());
+                    // SAFETY: a new fd that nothing else owns.
+                    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+    }
+
     pub fn spawned(&self) -> Vec<u64> {
         let mut g: Vec<u64> = self.lock().children.keys().copied().collect();
         g.sort();
@@ -111,9 +152,20 @@ impl Children for FakeChildren {
             .cloned()
             .unwrap_or_default();
         script.spawn.map_err(str::to_owned)?;
+        let inodes = request.listeners.iter().map(|l| l.inode()).collect();
+        let held = request
+            .listeners
+            .iter()
+            .map(|l| l.try_clone().expect("duplicate a socket"))
+            .collect();
+        let mut inner = self.lock();
+        inner.received.insert(generation, inodes);
+        inner.held.insert(generation, held);
+        drop(inner);
         let (exit, _) = watch::channel(None);
         let child = Arc::new(FakeChild {
             generation,
+            unread: std::sync::atomic::AtomicBool::new(script.unread),
             exit,
             script: script.clone(),
             owner: self.clone(),
@@ -137,6 +189,7 @@ impl Children for FakeChildren {
 #[derive(Debug)]
 pub struct FakeChild {
     generation: u64,
+    unread: std::sync::atomic::AtomicBool,
     exit: watch::Sender<Option<ExitInfo>>,
     script: Script,
     owner: FakeChildren,
@@ -152,6 +205,12 @@ impl FakeChild {
             }
             first
         });
+    }
+
+    /// It reads what its connections held.
+    pub fn read_all(&self) {
+        self.unread
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn note(&self, done: Done) {
@@ -194,7 +253,12 @@ impl ChildProcess for FakeChild {
         })
     }
 
-    fn end(&self, _live: Vec<i32>) -> BoxFuture<'_, ()> {
+    fn end_leftovers(&self, _live: Vec<i32>) -> BoxFuture<'_, ()> {
+        self.owner.lock().held.remove(&self.generation);
+        Box::pin(async {})
+    }
+
+    fn reap(&self) -> BoxFuture<'_, ()> {
         self.note(Done::Ended);
         Box::pin(async {})
     }
@@ -228,4 +292,9 @@ impl ChildProcess for FakeChild {
     fn end_idle_start(&self) {}
 
     fn release(&self) {}
+
+    fn unread_input(&self, _ports: Vec<u16>) -> BoxFuture<'_, bool> {
+        let unread = self.unread.load(std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move { unread })
+    }
 }

@@ -390,11 +390,9 @@ async fn a_promotion_asked_for_while_stopping_changes_nothing() {
         answer
     };
     let fake = FakeChildren::default();
-    let mut owner = Owner::new(config(), Vec::new(), None, Arc::new(fake.clone()));
+    let mut owner = Owner::new(config(), super::no_sockets(), None, Arc::new(fake.clone()));
     owner.start_active(false).unwrap();
-    let started = owner
-        .start_generation(&config(), GenerationState::Starting, false)
-        .unwrap();
+    let started = owner.start_new(&config()).unwrap();
     assert_eq!(started.generation, 2);
 
     owner.st.stopping = true;

@@ -1,0 +1,441 @@
+//! The steered handoff: one socket per generation in each TCP listener's `SO_REUSEPORT`
+//! group, and a classic BPF program that sends every new connection to one of them.
+//!
+//! With one shared socket, a generation that was asked to stop keeps receiving the
+//! connections the kernel queued on that socket until it closes its copy, and many
+//! servers drop what they accept or read after their stop signal (Go's `net/http` returns
+//! without an answer for a request it reads after `Shutdown` began). Here every
+//! generation accepts from a socket of its own. The supervisor opens each one, binds it to
+//! the listener's address with `SO_REUSEPORT` and keeps it open until the generation that
+//! used it is gone, so the group never has fewer than one socket and the port never stops
+//! accepting. The program attached to the group (`SO_ATTACH_REUSEPORT_CBPF`) is a single
+//! `ret #index`: the index of the socket that gets new connections. Attaching a new one
+//! replaces the old atomically, which is how the supervisor steers.
+//!
+//! [`Sockets`] mirrors the kernel's array of each group, so it always knows the index of
+//! the socket it steers to, and closes a seat only when that cannot send a connection
+//! astray.
+//!
+//! The same seats exist for shared listeners (unix sockets, adopted ones, or every
+//! listener under `handoff: shared`): there a seat holds duplicates of the one socket.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Socket, Type};
+
+use super::open::{Listener, backlog_for, bind_tcp, listen};
+use super::{ListenAddr, ListenError};
+
+/// A set of sockets, one per listener in config order, that generations receive; the
+/// active generation's seat is the one new connections are steered to, and a respawn
+/// gets the same seat.
+pub(crate) type Seat = u64;
+
+/// Checks that this kernel (and sandbox) lets us build a steered group: two sockets on one
+/// loopback port with `SO_REUSEPORT`, and a steering program attached to them. The error
+/// says what failed, for the one log line of the fallback.
+pub(crate) fn kernel_support() -> Result<(), String> {
+    let probe = || -> io::Result<()> {
+        let first = reuse_port_socket(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        first.listen(1)?;
+        let addr = first
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("no inet address"))?;
+        let second = reuse_port_socket(addr)?;
+        second.listen(1)?;
+        steer_group(&second, 1)
+    };
+    probe().map_err(|e| format!("the kernel refused a steered SO_REUSEPORT group: {e}"))
+}
+
+fn reuse_port_socket(addr: std::net::SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// Attaches `ret #index` to the group `socket` belongs to, replacing the program there.
+fn steer_group(socket: &Socket, index: usize) -> io::Result<()> {
+    let k = u32::try_from(index).map_err(|_| io::Error::other("too many sockets"))?;
+    let mut code = [libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    }];
+    let program = libc::sock_fprog {
+        len: 1,
+        filter: code.as_mut_ptr(),
+    };
+    // SAFETY: `program` points at `code`, both alive until setsockopt returns; the kernel
+    // copies the instructions and keeps no pointer to them.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            (&raw const program).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Connections waiting in a TCP listener's accept queue, read from the socket itself
+/// (`TCP_INFO`: for a listener, `tcpi_unacked` is the queue's length).
+pub(crate) fn accept_queue(listener: &Listener) -> io::Result<u32> {
+    // SAFETY: tcp_info is plain integers; all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `info`.
+    let rc = unsafe {
+        libc::getsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(info.tcpi_unacked)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Every listener's sockets, by seat. Owned by the supervisor's owner task.
+///
+/// The kernel keeps a group's sockets in an array in the order they started listening,
+/// and closing one moves the last into its slot; `order` mirrors that array
+/// (`Vec::swap_remove` makes the same move), so the index of the steered-to socket is
+/// always known. When a close moves the steered-to socket, the program is replaced at
+/// once, but until then its old index points past the end of the array, where the kernel
+/// picks a socket by hash. That is harmless only when the steered-to socket is then alone
+/// in the group, so a seat whose close would move it while other sockets stay is kept
+/// open (it gets no connection: the program never names it) until a later open or close
+/// makes its close safe. In a flip there are two seats, and both orders are safe.
+#[derive(Debug)]
+pub(crate) struct Sockets {
+    /// Per listener, in config order: whether it is steered.
+    steered: Vec<bool>,
+    seats: BTreeMap<Seat, Vec<Listener>>,
+    /// The seats in the order of the kernel's arrays (the same in every steered group,
+    /// since seats join and leave all groups at once).
+    order: Vec<Seat>,
+    target: Seat,
+    next: Seat,
+    /// Seats no generation uses any more, closed as soon as that is safe.
+    retired: BTreeSet<Seat>,
+}
+
+impl Sockets {
+    /// The listeners as opened at start become the first seat. A TCP listener opened with
+    /// `SO_REUSEPORT` is steered (the program is attached now); every other one is shared.
+    pub fn new(listeners: Vec<Listener>) -> Result<Sockets, ListenError> {
+        let steered: Vec<bool> = listeners
+            .iter()
+            .map(|l| {
+                !matches!(l.local_addr(), ListenAddr::Unix(_))
+                    && l.socket().reuse_port().unwrap_or(false)
+            })
+            .collect();
+        let sockets = Sockets {
+            steered,
+            seats: BTreeMap::from([(1, listeners)]),
+            order: vec![1],
+            target: 1,
+            next: 2,
+            retired: BTreeSet::new(),
+        };
+        if sockets.any_steered() {
+            sockets.attach(1)?;
+        }
+        Ok(sockets)
+    }
+
+    /// Whether listener `index` (config order) is steered.
+    pub fn is_steered(&self, index: usize) -> bool {
+        self.steered.get(index).copied().unwrap_or(false)
+    }
+
+    /// Whether any listener is steered.
+    pub fn any_steered(&self) -> bool {
+        self.steered.contains(&true)
+    }
+
+    /// The seat new connections go to.
+    pub fn steered_to(&self) -> Seat {
+        self.target
+    }
+
+    /// A seat's sockets, in config order.
+    pub fn seat(&self, seat: Seat) -> &[Listener] {
+        self.seats.get(&seat).map_or(&[], Vec::as_slice)
+    }
+
+    /// The seats that are open, oldest first.
+    pub fn open_seats(&self) -> impl Iterator<Item = (Seat, &[Listener])> {
+        self.seats.iter().map(|(s, l)| (*s, l.as_slice()))
+    }
+
+    /// Opens a seat for a new generation: a new socket in every steered group (it gets no
+    /// connection until it is steered to) and duplicates of the shared sockets.
+    pub fn open_seat(&mut self) -> Result<Seat, ListenError> {
+        let current = self.seat(self.target);
+        let mut sockets = Vec::with_capacity(current.len());
+        for (i, l) in current.iter().enumerate() {
+            let socket = if self.steered[i] {
+                open_member(l)?
+            } else {
+                l.try_clone().map_err(|source| ListenError::Io {
+                    about: "duplicate",
+                    addr: l.local_display(),
+                    source,
+                })?
+            };
+            sockets.push(socket);
+        }
+        let seat = self.next;
+        self.next += 1;
+        self.seats.insert(seat, sockets);
+        self.order.push(seat);
+        // The steered-to socket is no longer last: retired seats may be safe to close.
+        self.close_retired();
+        Ok(seat)
+    }
+
+    /// Sends new connections to `seat` from now on.
+    pub fn steer(&mut self, seat: Seat) -> Result<(), ListenError> {
+        if self.any_steered() {
+            self.attach(seat)?;
+        }
+        self.target = seat;
+        self.close_retired();
+        Ok(())
+    }
+
+    fn attach(&self, seat: Seat) -> Result<(), ListenError> {
+        let index = self.index(seat).ok_or_else(|| ListenError::Io {
+            about: "steer to a closed seat of",
+            addr: String::new(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        })?;
+        for (i, l) in self.seat(seat).iter().enumerate() {
+            if self.steered[i] {
+                steer_group(l.socket(), index).map_err(|source| ListenError::Io {
+                    about: "steer",
+                    addr: l.local_display(),
+                    source,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn index(&self, seat: Seat) -> Option<usize> {
+        self.order.iter().position(|s| *s == seat)
+    }
+
+    /// No generation uses `seat` any more: close it as soon as that is safe. The seat new
+    /// connections go to is never closed (a respawn gets it).
+    pub fn retire(&mut self, seat: Seat) {
+        if self.seats.contains_key(&seat) {
+            self.retired.insert(seat);
+        }
+        self.close_retired();
+    }
+
+    /// Closes the retired seats whose close cannot send a connection astray (see
+    /// [`Sockets`]).
+    fn close_retired(&mut self) {
+        loop {
+            // The lowest index first: while a new seat is last, that moves it forward,
+            // and a seat that is promoted early in the array leaves fewer behind it.
+            let closable = self
+                .retired
+                .iter()
+                .copied()
+                .filter(|seat| *seat != self.target && self.safe_to_close(*seat))
+                .min_by_key(|seat| self.index(*seat));
+            let Some(seat) = closable else { return };
+            self.retired.remove(&seat);
+            self.seats.remove(&seat);
+            let target_moves = self.order.last() == Some(&self.target);
+            if let Some(i) = self.index(seat) {
+                self.order.swap_remove(i);
+            }
+            if target_moves && self.any_steered() {
+                if let Err(e) = self.attach(self.target) {
+                    tracing::error!(error = %e, "cannot steer after closing a seat");
+                }
+            }
+            tracing::debug!(seat, open = ?self.order, "closed a seat's sockets");
+        }
+    }
+
+    fn safe_to_close(&self, seat: Seat) -> bool {
+        let last = self.order.last().copied();
+        !self.any_steered()
+            || last == Some(seat)
+            || last != Some(self.target)
+            || self.order.len() == 2
+    }
+
+    /// Duplicates of a seat's steered sockets, for a task that watches their queues.
+    pub fn steered_sockets(&self, seat: Seat) -> Vec<Listener> {
+        self.seat(seat)
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.steered[*i])
+            .filter_map(|(_, l)| l.try_clone().ok())
+            .collect()
+    }
+}
+
+/// A new socket in `first`'s group: the same address, options and backlog.
+fn open_member(first: &Listener) -> Result<Listener, ListenError> {
+    let ListenAddr::Tcp(addr) = first.local_addr() else {
+        return Err(ListenError::Io {
+            about: "steer",
+            addr: first.local_display(),
+            source: io::Error::from(io::ErrorKind::Unsupported),
+        });
+    };
+    let dual_stack = match addr {
+        std::net::SocketAddr::V6(_) => first.socket().only_v6().ok().map(|v6only| !v6only),
+        std::net::SocketAddr::V4(_) => None,
+    };
+    let socket = bind_tcp(*addr, dual_stack, true)?;
+    listen(&socket, backlog_for(first.spec()), &addr.to_string())?;
+    Listener::from_socket(socket, first.spec().clone(), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::listen::{ListenerSpec, TcpSharing, open_listeners_with};
+    use std::net::TcpStream;
+
+    fn group() -> Sockets {
+        let spec: ListenerSpec = "127.0.0.1:0".parse().expect("spec");
+        let listeners = open_listeners_with(&[spec], TcpSharing::ReusePort).expect("open");
+        Sockets::new(listeners).expect("steered group")
+    }
+
+    fn port(s: &Sockets) -> u16 {
+        match s.seat(s.steered_to())[0].local_addr() {
+            ListenAddr::Tcp(a) => a.port(),
+            other => panic!("not tcp: {other}"),
+        }
+    }
+
+    /// Connects once and says which open seat's queue got the connection.
+    fn lands_on(s: &Sockets) -> Seat {
+        let before: Vec<(Seat, u32)> = s
+            .open_seats()
+            .map(|(seat, l)| (seat, accept_queue(&l[0]).expect("queue")))
+            .collect();
+        let _c = TcpStream::connect(("127.0.0.1", port(s))).expect("connect");
+        let grew: Vec<Seat> = before
+            .iter()
+            .filter(|(seat, n)| accept_queue(&s.seat(*seat)[0]).expect("queue") > *n)
+            .map(|(seat, _)| *seat)
+            .collect();
+        assert_eq!(grew.len(), 1, "one queue grows: {grew:?}");
+        grew[0]
+    }
+
+    #[test]
+    fn new_connections_go_to_the_steered_seat_only() {
+        if kernel_support().is_err() {
+            eprintln!("skipped: no steered groups here");
+            return;
+        }
+        let mut s = group();
+        assert!(s.any_steered());
+        let new = s.open_seat().expect("seat");
+        for _ in 0..5 {
+            assert_eq!(lands_on(&s), 1, "the new seat is not steered to yet");
+        }
+        s.steer(new).expect("steer");
+        for _ in 0..5 {
+            assert_eq!(lands_on(&s), new);
+        }
+    }
+
+    #[test]
+    fn closing_seats_keeps_the_steered_index_right() {
+        if kernel_support().is_err() {
+            eprintln!("skipped: no steered groups here");
+            return;
+        }
+        let mut s = group();
+        let a = s.open_seat().expect("seat");
+        let b = s.open_seat().expect("seat");
+        s.steer(b).expect("steer");
+        // [1, a, b]: closing 1 or a would move b while another socket stays.
+        s.retire(1);
+        s.retire(a);
+        assert_eq!(s.open_seats().count(), 3, "kept open while unsafe");
+        assert_eq!(lands_on(&s), b);
+        // [1, a, b, c]: b is no longer last; 1 closes ([c, a, b]), a waits again.
+        let c = s.open_seat().expect("seat");
+        assert_eq!(lands_on(&s), b);
+        s.steer(c).expect("steer");
+        assert_eq!(lands_on(&s), c);
+        s.retire(b);
+        assert_eq!(
+            s.open_seats().map(|(seat, _)| seat).collect::<Vec<_>>(),
+            [c]
+        );
+        assert_eq!(lands_on(&s), c);
+        // The flip: [c, d], then c goes; and a rollback: [d, e], e goes.
+        let d = s.open_seat().expect("seat");
+        s.steer(d).expect("steer");
+        s.retire(c);
+        assert_eq!(lands_on(&s), d);
+        let e = s.open_seat().expect("seat");
+        assert_eq!(lands_on(&s), d);
+        s.retire(e);
+        assert_eq!(
+            s.open_seats().map(|(seat, _)| seat).collect::<Vec<_>>(),
+            [d]
+        );
+        assert_eq!(lands_on(&s), d);
+    }
+
+    #[test]
+    fn the_steered_seat_is_never_closed() {
+        if kernel_support().is_err() {
+            eprintln!("skipped: no steered groups here");
+            return;
+        }
+        let mut s = group();
+        s.retire(1);
+        assert_eq!(s.open_seats().count(), 1);
+        assert_eq!(lands_on(&s), 1);
+    }
+
+    #[test]
+    fn shared_listeners_give_every_seat_the_same_socket() {
+        let spec: ListenerSpec = "127.0.0.1:0".parse().expect("spec");
+        let listeners = open_listeners_with(&[spec], TcpSharing::Alone).expect("open");
+        let mut s = Sockets::new(listeners).expect("sockets");
+        assert!(!s.any_steered() && !s.is_steered(0));
+        let new = s.open_seat().expect("seat");
+        assert_eq!(s.seat(new)[0].inode(), s.seat(1)[0].inode());
+        s.steer(new).expect("nothing to attach");
+        s.retire(1);
+        assert_eq!(s.open_seats().count(), 1);
+    }
+}
