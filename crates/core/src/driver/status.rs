@@ -132,15 +132,7 @@ pub fn status(config: &DriverConfig) -> Result<Status, DriverError> {
         if let Some(p) = &pending {
             numbered.extend(new.iter().map(|pid| (p.generation, *pid)));
         }
-        let newest = numbered.iter().map(|(g, _)| *g).max();
-        for (generation, pid) in numbered {
-            generations.push(info(
-                generation,
-                pid,
-                state_of(generation, newest, &pending),
-            ));
-        }
-        generations.sort_by_key(|g| std::cmp::Reverse(g.generation));
+        generations = infos(numbered, &pending);
     } else if let Some(p) = &pending {
         // A supervisor that replaces its own process: the old process the record names
         // and the new one, whichever of them the pidfile names now.
@@ -154,15 +146,7 @@ pub fn status(config: &DriverConfig) -> Result<Status, DriverError> {
         if !numbered.iter().any(|(_, pid)| *pid == root) {
             numbered.push((record.number(&[root]), root));
         }
-        let newest = numbered.iter().map(|(g, _)| *g).max();
-        for (generation, pid) in numbered {
-            generations.push(info(
-                generation,
-                pid,
-                state_of(generation, newest, &pending),
-            ));
-        }
-        generations.sort_by_key(|g| std::cmp::Reverse(g.generation));
+        generations = infos(numbered, &pending);
     } else {
         let generation = record.number(&[root]);
         current = Some((generation, root));
@@ -191,6 +175,17 @@ pub fn status(config: &DriverConfig) -> Result<Status, DriverError> {
         last_restart: record.last_restart,
         containment: None,
     })
+}
+
+/// The generations of `(number, pid)` pairs, newest first, each in its state.
+fn infos(numbered: Vec<(u64, i32)>, pending: &Option<Pending>) -> Vec<GenerationInfo> {
+    let newest = numbered.iter().map(|(g, _)| *g).max();
+    let mut generations: Vec<GenerationInfo> = numbered
+        .into_iter()
+        .map(|(generation, pid)| info(generation, pid, state_of(generation, newest, pending)))
+        .collect();
+    generations.sort_by_key(|g| std::cmp::Reverse(g.generation));
+    generations
 }
 
 /// A generation's state: the newest is active, older ones draining; while a restart runs,
