@@ -662,7 +662,21 @@ pub fn discover() -> Vec<Found> {
         if found.iter().any(|f| f.name == file.name) {
             continue;
         }
-        let service = Service::from_file(&file.name, &file.path).ok();
+        // The file was read once by `config::discover`: a driver file's config is kept,
+        // and any other file is a supervisor's (whose own reading reports its errors).
+        let runner = match file.driver {
+            Some(config) => Runner::Driver(config),
+            None => Runner::Supervisor {
+                socket: paths::control_socket(&file.name),
+            },
+        };
+        // A driver file that cannot be used drives nothing.
+        let service = (!file.bad_driver).then(|| Service {
+            name: file.name.clone(),
+            runner,
+            file: Some(file.path.clone()),
+            searched: None,
+        });
         found.push(Found {
             name: file.name,
             file: Some(file.path),

@@ -3,38 +3,15 @@
 
 use std::process::{Child, Command, Output, Stdio};
 
-use super::{Peer, free_port, peer};
+use super::{Peer, peer};
 use crate::support::{TestEnv, assert_code, fixture_bin, stderr, stdout, wait_for};
 
 /// start_server with `--interval=1`, so that each restart takes over a second: long
 /// enough for a second zdctl to meet the first.
-fn start_server(env: &TestEnv) -> Option<Peer> {
+fn start_server(env: &TestEnv) -> Option<super::start_server::StartServer> {
     let program = peer("lock", "start_server", "libserver-starter-perl")?;
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut cmd = Command::new(program);
-    cmd.arg(format!("--port={addr}"))
-        .arg(format!("--pid-file={}", env.path("ss.pid").display()))
-        .arg(format!("--status-file={}", env.path("ss.status").display()))
-        .arg("--interval=1")
-        .arg("--")
-        .arg(fixture_bin());
-    let peer = Peer::spawn(cmd, &env.path("start_server.log"));
-    wait_for("start_server's first worker", || {
-        let text = std::fs::read_to_string(env.path("ss.status")).ok()?;
-        (!text.trim().is_empty()).then_some(())
-    });
-    wait_for("the worker to answer", || {
-        crate::support::http_get(&addr, "/").ok()
-    });
-    env.write_service(
-        "ss",
-        &format!(
-            "driver: start_server\npidfile: {}\nstatus_file: {}\ntimeout: 20s\n",
-            env.path("ss.pid").display(),
-            env.path("ss.status").display()
-        ),
-    );
-    Some(peer)
+    let fixture = fixture_bin().display().to_string();
+    Some(super::start_server::start(env, &program, &[&fixture]))
 }
 
 /// A zdctl started by the test: killed if the test ends before it does.

@@ -13,12 +13,12 @@ use crate::support::{
     TestEnv, assert_code, assert_no_failures, fixture_bin, start_load, stderr, wait_for,
 };
 
-struct StartServer {
+pub(super) struct StartServer {
     _peer: Peer,
-    addr: String,
+    pub(super) addr: String,
 }
 
-fn start(env: &TestEnv, program: &std::path::Path, worker: &[&str]) -> StartServer {
+pub(super) fn start(env: &TestEnv, program: &std::path::Path, worker: &[&str]) -> StartServer {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut cmd = Command::new(program);

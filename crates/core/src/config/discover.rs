@@ -14,6 +14,10 @@ pub struct DiscoveredService {
     pub path: PathBuf,
     /// Why the file cannot be used, if it cannot (the full `file:line:col:` message).
     pub error: Option<String>,
+    /// The driver the file names, read once here, for a service a foreign supervisor runs.
+    pub driver: Option<Box<crate::driver::DriverConfig>>,
+    /// Whether the file names a driver but is invalid: nothing can drive it.
+    pub bad_driver: bool,
 }
 
 /// The directories searched for service files, in order: `$ZDCTL_CONFIG_DIR` alone when
@@ -68,28 +72,40 @@ fn discover_in(dirs: &[PathBuf]) -> Vec<DiscoveredService> {
     let mut found: Vec<DiscoveredService> = dirs
         .iter()
         .flat_map(|dir| service_files(dir))
-        .map(|path| match name_of(&path) {
-            Ok(name) => DiscoveredService {
-                name,
+        .map(|path| match load_any(&path) {
+            Ok(ServiceFile::Native(config)) => DiscoveredService {
+                name: config.name,
                 path,
                 error: None,
+                driver: None,
+                bad_driver: false,
             },
-            Err(err) => DiscoveredService {
-                name: declared_name(&path).unwrap_or_else(|| stem(&path)),
+            Ok(ServiceFile::Driver(config)) => DiscoveredService {
+                name: config.name.clone(),
                 path,
-                error: Some(err.to_string()),
+                error: None,
+                driver: Some(config),
+                bad_driver: false,
             },
+            Ok(ServiceFile::BrokenNative(err)) => broken(path, &err, false),
+            // A file that cannot be read is no driver's; an invalid one names a driver.
+            Err(err) => {
+                let bad_driver = matches!(err, ConfigError::Invalid { .. });
+                broken(path, &err, bad_driver)
+            }
         })
         .collect();
     found.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.path.cmp(&b.path)));
     found
 }
 
-/// A service file for `zdctl run`, or a foreign service's (`driver:`): its name.
-fn name_of(path: &Path) -> Result<String, ConfigError> {
-    match load_any(path)? {
-        ServiceFile::BrokenNative(err) => Err(err),
-        file => Ok(file.name().unwrap_or_default().to_owned()),
+fn broken(path: PathBuf, err: &ConfigError, bad_driver: bool) -> DiscoveredService {
+    DiscoveredService {
+        name: declared_name(&path).unwrap_or_else(|| stem(&path)),
+        path,
+        error: Some(err.to_string()),
+        driver: None,
+        bad_driver,
     }
 }
 
