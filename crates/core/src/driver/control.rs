@@ -34,6 +34,19 @@ pub(super) fn socket_of<'a>(
 /// The most a peer's answer may hold.
 const MAX_ANSWER: u64 = 1 << 20;
 
+/// Connects to the peer's control socket; a refusal is [`DriverError::SocketRefused`].
+pub(super) async fn connect(socket: &Path) -> Result<UnixStream, DriverError> {
+    UnixStream::connect(socket)
+        .await
+        .map_err(|e| DriverError::SocketRefused {
+            path: socket.to_owned(),
+            reason: format!(
+                "cannot connect to the control socket ({e}); is the service running, and is \
+                 `socket:` its path?"
+            ),
+        })
+}
+
 /// Sends `command` and reads the answer until the peer closes the connection, or until
 /// `until_line` returns true for the text read so far.
 pub(super) async fn ask(
@@ -42,15 +55,8 @@ pub(super) async fn ask(
     timeout: Duration,
     done: impl Fn(&str) -> bool,
 ) -> Result<String, DriverError> {
-    let refused = |e: std::io::Error| DriverError::SocketRefused {
-        path: socket.to_owned(),
-        reason: format!(
-            "cannot connect to the control socket ({e}); is the service running, and is \
-             `socket:` its path?"
-        ),
-    };
     let work = async {
-        let mut stream = UnixStream::connect(socket).await.map_err(refused)?;
+        let mut stream = connect(socket).await?;
         stream
             .write_all(command.as_bytes())
             .await

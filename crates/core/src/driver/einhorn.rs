@@ -28,7 +28,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use super::control::{ask, socket_of};
+use super::control::{ask, connect, socket_of};
 use super::run::{POLL, Run, failed, rolled_back};
 use super::{DriverConfig, DriverError};
 use crate::config::yaml::from_yaml;
@@ -205,15 +205,8 @@ struct Upgrade {
 impl Upgrade {
     /// Connects, sends `upgrade` and reads einhorn's first answer.
     async fn start(socket: &Path, timeout: Duration) -> Result<(Upgrade, String), DriverError> {
-        let refused = |e: std::io::Error| DriverError::SocketRefused {
-            path: socket.to_owned(),
-            reason: format!(
-                "cannot connect to the control socket ({e}); is the service running, and is \
-                 `socket:` its path?"
-            ),
-        };
         let work = async {
-            let mut stream = UnixStream::connect(socket).await.map_err(refused)?;
+            let mut stream = connect(socket).await?;
             // The process at the other end is the one that listens on the socket: einhorn's
             // master, which keeps its pid when it re-executes itself to upgrade.
             let master = stream
