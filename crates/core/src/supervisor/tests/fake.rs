@@ -87,6 +87,13 @@ impl FakeChildren {
         self.inner.lock().unwrap()
     }
 
+    /// Fake children whose generation `generation` follows `script`.
+    pub fn scripted(generation: u64, script: Script) -> FakeChildren {
+        let fake = FakeChildren::default();
+        fake.script(generation, script);
+        fake
+    }
+
     /// Generation `generation` will follow `script`.
     pub fn script(&self, generation: u64, script: Script) {
         self.lock().scripts.insert(generation, script);

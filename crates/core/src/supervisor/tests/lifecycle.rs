@@ -37,8 +37,7 @@ async fn a_crashed_active_generation_is_respawned_with_a_growing_backoff() {
 
 #[tokio::test(start_paused = true)]
 async fn a_respawn_that_cannot_spawn_is_tried_again() {
-    let fake = FakeChildren::default();
-    fake.script(
+    let fake = FakeChildren::scripted(
         2,
         Script {
             spawn: Err("fork failed"),
@@ -83,8 +82,7 @@ async fn a_clean_exit_is_not_respawned_under_on_failure() {
 
 #[tokio::test(start_paused = true)]
 async fn a_draining_generation_that_crashes_ends_its_drain_early() {
-    let fake = FakeChildren::default();
-    fake.script(
+    let fake = FakeChildren::scripted(
         1,
         Script {
             on_term: None,
@@ -111,8 +109,7 @@ async fn a_draining_generation_that_crashes_ends_its_drain_early() {
 
 #[tokio::test(start_paused = true)]
 async fn an_active_generation_lost_during_a_restart_is_replaced_by_it() {
-    let fake = FakeChildren::default();
-    fake.script(
+    let fake = FakeChildren::scripted(
         2,
         Script {
             readiness: Readiness::After(Duration::from_secs(1)),
@@ -136,8 +133,7 @@ async fn an_active_generation_lost_during_a_restart_is_replaced_by_it() {
 
 #[tokio::test(start_paused = true)]
 async fn an_active_generation_lost_during_a_rolled_back_restart_is_respawned_after_it() {
-    let fake = FakeChildren::default();
-    fake.script(
+    let fake = FakeChildren::scripted(
         2,
         Script {
             readiness: Readiness::Never,
@@ -168,8 +164,7 @@ async fn an_active_generation_lost_during_a_rolled_back_restart_is_respawned_aft
 
 #[tokio::test(start_paused = true)]
 async fn stop_during_a_restart_rolls_it_back_and_drains_everything() {
-    let fake = FakeChildren::default();
-    fake.script(
+    let fake = FakeChildren::scripted(
         2,
         Script {
             readiness: Readiness::Never,
@@ -210,8 +205,7 @@ async fn stop_during_a_restart_rolls_it_back_and_drains_everything() {
 
 #[tokio::test(start_paused = true)]
 async fn stop_waits_for_a_draining_generation_and_drains_the_active_one() {
-    let fake = FakeChildren::default();
-    fake.script(
+    let fake = FakeChildren::scripted(
         1,
         Script {
             on_term: None,

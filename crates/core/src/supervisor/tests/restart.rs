@@ -58,8 +58,7 @@ async fn restart_promotes_the_ready_generation_then_drains_the_old_one() {
 
 #[tokio::test(start_paused = true)]
 async fn restart_rolls_back_when_the_new_generation_fails_its_check() {
-    let fake = FakeChildren::default();
-    fake.script(
+    let fake = FakeChildren::scripted(
         2,
         Script {
             readiness: Readiness::Fails("the app said ERRNO=5"),
@@ -97,8 +96,7 @@ async fn restart_rolls_back_when_the_new_generation_fails_its_check() {
 
 #[tokio::test(start_paused = true)]
 async fn restart_rolls_back_when_the_new_generation_exits_before_ready() {
-    let fake = FakeChildren::default();
-    fake.script(
+    let fake = FakeChildren::scripted(
         2,
         Script {
             readiness: Readiness::Never,
@@ -129,8 +127,7 @@ async fn restart_rolls_back_when_the_new_generation_exits_before_ready() {
 
 #[tokio::test(start_paused = true)]
 async fn restart_rolls_back_with_the_reason_when_the_program_cannot_be_executed() {
-    let fake = FakeChildren::default();
-    fake.script(
+    let fake = FakeChildren::scripted(
         2,
         Script {
             readiness: Readiness::Never,
@@ -156,8 +153,7 @@ async fn restart_rolls_back_with_the_reason_when_the_program_cannot_be_executed(
 
 #[tokio::test(start_paused = true)]
 async fn restart_fails_when_the_new_generation_cannot_be_spawned() {
-    let fake = FakeChildren::default();
-    fake.script(
+    let fake = FakeChildren::scripted(
         2,
         Script {
             spawn: Err("out of file descriptors"),
@@ -184,8 +180,7 @@ async fn restart_fails_when_the_new_generation_cannot_be_spawned() {
 
 #[tokio::test(start_paused = true)]
 async fn restart_rolls_back_when_the_readiness_timeout_passes() {
-    let fake = FakeChildren::default();
-    fake.script(
+    let fake = FakeChildren::scripted(
         2,
         Script {
             readiness: Readiness::Never,
@@ -231,8 +226,7 @@ async fn a_readiness_timeout_of_zero_is_refused() {
 
 #[tokio::test(start_paused = true)]
 async fn drain_kills_the_old_generation_when_its_deadline_passes() {
-    let fake = FakeChildren::default();
-    fake.script(
+    let fake = FakeChildren::scripted(
         1,
         Script {
             on_term: None,
@@ -269,8 +263,7 @@ async fn drain_kills_the_old_generation_when_its_deadline_passes() {
 
 #[tokio::test(start_paused = true)]
 async fn a_second_restart_while_one_runs_is_busy_or_follows_it() {
-    let fake = FakeChildren::default();
-    fake.script(
+    let fake = FakeChildren::scripted(
         2,
         Script {
             readiness: Readiness::After(Duration::from_secs(1)),

@@ -49,8 +49,7 @@ async fn new_connections_go_to_the_new_generation_only_once_it_is_promoted() {
     let Some((sockets, port)) = steered() else {
         return;
     };
-    let fake = FakeChildren::default();
-    fake.script(
+    let fake = FakeChildren::scripted(
         2,
         Script {
             readiness: Readiness::After(Duration::from_secs(1)),
@@ -95,8 +94,7 @@ async fn unread_request_bytes_hold_the_stop_signal_until_they_are_read() {
     let Some((sockets, _port)) = steered() else {
         return;
     };
-    let fake = FakeChildren::default();
-    fake.script(
+    let fake = FakeChildren::scripted(
         1,
         Script {
             unread: true,
@@ -140,8 +138,7 @@ async fn a_rolled_back_generation_never_gets_a_connection_and_its_socket_closes(
     let Some((sockets, port)) = steered() else {
         return;
     };
-    let fake = FakeChildren::default();
-    fake.script(
+    let fake = FakeChildren::scripted(
         2,
         Script {
             readiness: Readiness::After(Duration::from_secs(1)),
