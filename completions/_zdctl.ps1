@@ -157,6 +157,7 @@ Register-ArgumentCompleter -Native -CommandName 'zdctl' -ScriptBlock {
             [CompletionResult]::new('--plot', '--plot', [CompletionResultType]::ParameterName, 'Draw latency and throughput over time, each flip marked, into this SVG file')
             [CompletionResult]::new('--keepalive', '--keepalive', [CompletionResultType]::ParameterName, 'Reuse each connection (the default)')
             [CompletionResult]::new('--close', '--close', [CompletionResultType]::ParameterName, 'A new connection per request (`Connection: close`)')
+            [CompletionResult]::new('--retry-idle-close', '--retry-idle-close', [CompletionResultType]::ParameterName, 'Send a request once more, on a new connection, when the kept-alive connection it went out on closed before any byte of the answer, as HTTP clients do (RFC 9112 9.3.1.1): a server may close an idle connection as a request crosses it. Such requests are counted and shown as retried, not failed. Off: every such close is a failure')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print the report as one JSON object; no progress bar')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)')

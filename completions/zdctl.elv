@@ -144,6 +144,7 @@ set edit:completion:arg-completer[zdctl] = {|@words|
             cand --plot 'Draw latency and throughput over time, each flip marked, into this SVG file'
             cand --keepalive 'Reuse each connection (the default)'
             cand --close 'A new connection per request (`Connection: close`)'
+            cand --retry-idle-close 'Send a request once more, on a new connection, when the kept-alive connection it went out on closed before any byte of the answer, as HTTP clients do (RFC 9112 9.3.1.1): a server may close an idle connection as a request crosses it. Such requests are counted and shown as retried, not failed. Off: every such close is a failure'
             cand --json 'Print the report as one JSON object; no progress bar'
             cand -v 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
             cand --verbose 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'

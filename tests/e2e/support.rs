@@ -425,14 +425,31 @@ pub fn start_paced_load(
     mode: zd_load::load::ConnectionMode,
     rate: Option<f64>,
 ) -> Load {
+    let mut config = load_config(addr, concurrency, mode);
+    config.rate = rate;
+    start_configured_load(config)
+}
+
+/// The settings [`start_load`] uses: bounded to 120 s and 5 million requests, 10 s per
+/// request; change what a test needs and start it with [`start_configured_load`].
+pub fn load_config(
+    addr: &str,
+    concurrency: usize,
+    mode: zd_load::load::ConnectionMode,
+) -> zd_load::load::LoadConfig {
     let target: zd_load::load::Target = format!("http://{addr}/").parse().expect("target");
     let mut config = zd_load::load::LoadConfig::new(target);
     config.concurrency = concurrency;
     config.mode = mode;
-    config.rate = rate;
     config.duration = Some(Duration::from_secs(120));
     config.max_requests = Some(5_000_000);
     config.request_timeout = Duration::from_secs(10);
+    config
+}
+
+/// Starts a load on its own thread; stop it with [`Load::finish`].
+pub fn start_configured_load(config: zd_load::load::LoadConfig) -> Load {
+    let concurrency = config.concurrency;
     let stop = zd_load::load::StopSignal::new();
     let live = std::sync::Arc::new(zd_load::load::LiveCounters::default());
     let counters = live.clone();

@@ -66,6 +66,13 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub close: bool,
 
+    /// Send a request once more, on a new connection, when the kept-alive connection it went
+    /// out on closed before any byte of the answer, as HTTP clients do (RFC 9112 9.3.1.1): a
+    /// server may close an idle connection as a request crosses it. Such requests are
+    /// counted and shown as retried, not failed. Off: every such close is a failure.
+    #[arg(long, conflicts_with = "close")]
+    pub retry_idle_close: bool,
+
     /// Run the load at least this long, even when the restarts are done sooner.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -155,6 +162,7 @@ pub fn config_of(args: &VerifyArgs) -> anyhow::Result<VerifyConfig> {
     } else {
         ConnectionMode::KeepAlive
     };
+    load.retry_idle_close = args.retry_idle_close;
     load.duration = args.duration;
     load.request_timeout = args.timeout;
     Ok(VerifyConfig {

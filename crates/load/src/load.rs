@@ -172,6 +172,14 @@ pub struct LoadConfig {
     /// Bound on one request, connect included.
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
+    /// Send a request once more, on a new connection, when the kept-alive connection it
+    /// went out on closed (end of file or reset) before any byte of the answer arrived:
+    /// what HTTP clients do for an idempotent request (RFC 9112, section 9.3.1.1), since a
+    /// server may close an idle connection at any moment and the request may cross that
+    /// close. Only a reused connection qualifies, only once; the request is counted once,
+    /// with [`RequestRecord::retried`] set, and failed if the second try fails. Off by
+    /// default: every such close is then a failure, as `ab -k` counts it.
+    pub retry_idle_close: bool,
 }
 
 impl LoadConfig {
@@ -189,6 +197,7 @@ impl LoadConfig {
             max_requests: None,
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
+            retry_idle_close: false,
         }
     }
 

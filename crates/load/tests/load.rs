@@ -275,3 +275,76 @@ async fn windows_split_latencies_between_flips_and_steady_state() {
     let buckets = report.throughput(Duration::from_millis(10));
     assert_eq!(buckets.iter().map(|b| b.ok).sum::<u64>(), 200);
 }
+
+/// Every third request received is closed unanswered, as by a server that closes an
+/// idle keep-alive connection just as the next request arrives.
+fn every_third_hangs_up(n: u64) -> Reply {
+    if n % 3 == 0 { Reply::Hangup } else { Reply::Ok }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_on_a_kept_alive_connection_closed_unanswered_is_retried_once_when_asked() {
+    let load = |retry| async move {
+        let (target, received) = scripted_server(every_third_hangs_up).await;
+        let mut config = LoadConfig::new(target);
+        config.concurrency = 1;
+        config.threads = 1;
+        config.max_requests = Some(60);
+        config.retry_idle_close = retry;
+        (run(config).await, received.load(Ordering::SeqCst))
+    };
+
+    // Strict: each hang-up is a failure, nothing is sent twice.
+    let (strict, received) = load(false).await;
+    assert_eq!((strict.total(), received), (60, 60));
+    assert_eq!(
+        strict.failures_by_kind(),
+        counts(&[(FailureKind::Reset, 20)])
+    );
+    assert_eq!(strict.retried(), 0);
+
+    // Retrying: every hang-up was on a reused connection (two answered requests before
+    // it), so each is sent again on a new one and answered.
+    let (retrying, received) = load(true).await;
+    assert_eq!(retrying.total(), 60);
+    assert_eq!(retrying.failed(), 0, "{:?}", retrying.failures_by_kind());
+    assert_eq!(retrying.retried(), received - 60);
+    assert!(retrying.retried() >= 20, "{}", retrying.retried());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_is_made_only_on_a_reused_connection_and_only_once() {
+    // The first request is answered; every later one is closed unanswered.
+    let (target, received) =
+        scripted_server(|n| if n == 1 { Reply::Ok } else { Reply::Hangup }).await;
+    let mut config = LoadConfig::new(target.clone());
+    config.concurrency = 1;
+    config.threads = 1;
+    config.max_requests = Some(3);
+    config.retry_idle_close = true;
+    let report = run(config).await;
+    // Request 2 goes out on the kept connection, is retried once on a new one and fails
+    // there; request 3 starts on a new connection, so it is not retried.
+    assert_eq!(report.succeeded(), 1);
+    assert_eq!(
+        report.failures_by_kind(),
+        counts(&[(FailureKind::Reset, 2)])
+    );
+    assert_eq!(report.retried(), 1);
+    assert_eq!(received.load(Ordering::SeqCst), 4);
+
+    // A connection per request is never reused, so never retried.
+    let (target, _) = scripted_server(every_third_hangs_up).await;
+    let mut config = LoadConfig::new(target);
+    config.concurrency = 1;
+    config.threads = 1;
+    config.mode = ConnectionMode::Close;
+    config.max_requests = Some(30);
+    config.retry_idle_close = true;
+    let report = run(config).await;
+    assert_eq!(
+        report.failures_by_kind(),
+        counts(&[(FailureKind::Reset, 10)])
+    );
+    assert_eq!(report.retried(), 0);
+}

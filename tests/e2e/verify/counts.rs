@@ -107,3 +107,96 @@ fn verify_counts_the_refused_connections_of_a_stop_then_start_restart() {
     assert_eq!(report["passed"], false);
     assert!(stderr(&out).contains("requests failed"), "{}", stderr(&out));
 }
+
+/// A keep-alive server that reads every third request of a connection and closes the
+/// connection without answering, as a server closing an idle connection does when a
+/// request crosses the close. Serves until the test process ends.
+fn hang_up_every_third_request() -> String {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let addr = listener.local_addr().expect("address");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                for n in 1.. {
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    };
+                    buf.drain(..end);
+                    if n % 3 == 0 {
+                        return;
+                    }
+                    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
+                    if stream.write_all(answer).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}/")
+}
+
+/// `--retry-idle-close` sends such a request again on a new connection and counts it as
+/// retried; without it, each is a reset.
+#[test]
+fn verify_retries_a_request_whose_kept_alive_connection_closed_unanswered_only_when_asked() {
+    let env = TestEnv::new();
+    let url = hang_up_every_third_request();
+    let args = |retry: bool| {
+        let mut args = vec![
+            "--restart-cmd",
+            "true",
+            "--url",
+            &url,
+            "--restarts",
+            "0",
+            "--duration",
+            "1s",
+            "--concurrency",
+            "2",
+        ];
+        if retry {
+            args.push("--retry-idle-close");
+        }
+        verify_json(&env, &args)
+    };
+    let (out, strict) = args(false);
+    assert_code(&out, 1);
+    let requests = strict["requests"].as_u64().expect("requests");
+    assert!(
+        strict["failures"]["reset"].as_u64() >= Some(requests / 4),
+        "{strict:#}"
+    );
+    assert_eq!(strict["retried"], 0, "{strict:#}");
+
+    let (out, retrying) = args(true);
+    assert_code(&out, 0);
+    assert_eq!(retrying["failed"], 0, "{retrying:#}");
+    let requests = retrying["requests"].as_u64().expect("requests");
+    assert!(
+        retrying["retried"].as_u64() >= Some(requests / 3),
+        "{retrying:#}"
+    );
+    assert_eq!(retrying["passed"], true, "{retrying:#}");
+
+    let out = env.run_zdctl(&[
+        "verify",
+        "--restart-cmd",
+        "true",
+        "--url",
+        &url,
+        "--close",
+        "--retry-idle-close",
+    ]);
+    assert_code(&out, 2);
+}

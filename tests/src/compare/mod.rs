@@ -269,6 +269,7 @@ mod tests {
             duration_ms: 2500.0,
             requests: 200,
             failed: 3,
+            retried: 0,
             failures: FailureCounts {
                 refused: 2,
                 reset: 1,

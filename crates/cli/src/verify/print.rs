@@ -67,6 +67,12 @@ pub fn human_report(r: &VerifyReport) -> String {
         },
     );
     out += &format!("failures   {}\n", failures_line(&r.failures));
+    if r.retried > 0 {
+        out += &format!(
+            "retried    {} (their kept-alive connection closed before the answer)\n",
+            r.retried
+        );
+    }
     out += "latency    requests      p50      p99    p99.9      max\n";
     out += &latency_line("  flips", &r.latency.flips);
     out += &latency_line("  steady", &r.latency.steady);

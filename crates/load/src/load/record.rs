@@ -5,7 +5,8 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Why a request failed. Every failure is counted; nothing is retried.
+/// Why a request failed. Every failure is counted; a request is retried only under
+/// [`LoadConfig::retry_idle_close`](super::LoadConfig::retry_idle_close).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
 pub enum FailureKind {
@@ -81,6 +82,10 @@ pub struct RequestRecord {
     /// Nanoseconds from the start to the outcome being known.
     pub latency_ns: u64,
     pub outcome: Outcome,
+    /// Whether the request was sent a second time, on a new connection, because the
+    /// kept-alive one closed before any byte of the answer (see
+    /// [`LoadConfig::retry_idle_close`](super::LoadConfig::retry_idle_close)).
+    pub retried: bool,
 }
 
 impl RequestRecord {

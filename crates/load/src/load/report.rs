@@ -56,6 +56,13 @@ impl LoadReport {
         self.total() - self.succeeded()
     }
 
+    /// Requests sent twice because their kept-alive connection closed before the answer
+    /// (only with [`LoadConfig::retry_idle_close`](super::LoadConfig::retry_idle_close)),
+    /// failed or not.
+    pub fn retried(&self) -> u64 {
+        self.records.iter().filter(|r| r.retried).count() as u64
+    }
+
     pub fn failures_by_kind(&self) -> BTreeMap<FailureKind, u64> {
         let mut counts = BTreeMap::new();
         for record in &self.records {

@@ -130,16 +130,17 @@ pub(super) async fn work(run: Arc<Run>, mut pacer: Option<Pacer>) -> Vec<Request
                 now
             }
         };
-        let (outcome, connect_failed) = exchange(&run, &mut conn, &mut buf).await;
+        let exchanged = exchange(&run, &mut conn, &mut buf).await;
         let end = Instant::now();
         let record = RequestRecord {
             start_ns: nanos(start.saturating_duration_since(run.started)),
             latency_ns: nanos(end.saturating_duration_since(start)),
-            outcome,
+            outcome: exchanged.outcome,
+            retried: exchanged.retried,
         };
-        run.live.count(outcome);
+        run.live.count(exchanged.outcome);
         records.push(record);
-        if connect_failed && pacer.is_none() {
+        if exchanged.connect_failed && pacer.is_none() {
             tokio::time::sleep(CONNECT_FAILURE_PAUSE).await;
         }
     }
@@ -150,85 +151,148 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// One request on `conn` (opened first if needed). Returns the outcome and
-/// whether it was the connect that failed.
-async fn exchange(run: &Run, conn: &mut Option<Stream>, buf: &mut [u8]) -> (Outcome, bool) {
-    let config = &run.config;
-    let mut connect_failed = false;
-    if conn.as_ref().is_some_and(|c| !c.still_open()) {
-        *conn = None;
-    }
-    let attempt = async {
-        if conn.is_none() {
-            let connected = tokio::time::timeout(
-                config.connect_timeout,
-                Stream::connect(&config.target.endpoint),
-            )
-            .await;
-            match connected {
-                Ok(Ok(stream)) => *conn = Some(stream),
-                Ok(Err(e)) => {
-                    connect_failed = true;
-                    return Err(FailureKind::from_io(&e));
-                }
-                Err(_) => {
-                    connect_failed = true;
-                    return Err(FailureKind::Timeout);
-                }
-            }
-        }
-        let Some(stream) = conn.as_mut() else {
-            return Err(FailureKind::Other(std::io::ErrorKind::NotConnected));
-        };
-        stream
-            .write_all(&run.request)
-            .await
-            .map_err(|e| FailureKind::from_io(&e))?;
-        read_response(stream, buf).await
-    };
-    let result = match tokio::time::timeout(config.request_timeout, attempt).await {
-        Ok(result) => result,
-        Err(_) => Err(FailureKind::Timeout),
-    };
-    match result {
-        Ok((status, server_closes)) => {
-            if server_closes || config.mode == ConnectionMode::Close {
-                *conn = None;
-            }
-            let outcome = if (200..300).contains(&status) {
-                Outcome::Ok(status)
-            } else {
-                Outcome::Failed(FailureKind::Status(status))
-            };
-            (outcome, false)
-        }
-        Err(kind) => {
-            // The connection's state is unknown after any failure.
-            *conn = None;
-            (Outcome::Failed(kind), connect_failed)
+/// How one request ended, before it becomes a record.
+struct Exchanged {
+    outcome: Outcome,
+    /// Sent a second time after its kept-alive connection closed unanswered.
+    retried: bool,
+    /// The (last) connect failed.
+    connect_failed: bool,
+}
+
+/// Why one try failed, and whether the answer had begun: a connection that closed
+/// before any byte of it may have crossed the server's close of an idle connection.
+struct Failure {
+    kind: FailureKind,
+    before_answer: bool,
+}
+
+impl Failure {
+    fn at_once(kind: FailureKind) -> Failure {
+        Failure {
+            kind,
+            before_answer: false,
         }
     }
 }
 
+/// One request on `conn` (opened first if needed), tried once more on a new connection
+/// when [`LoadConfig::retry_idle_close`] allows it. The request timeout bounds both tries.
+async fn exchange(run: &Run, conn: &mut Option<Stream>, buf: &mut [u8]) -> Exchanged {
+    let config = &run.config;
+    if conn.as_ref().is_some_and(|c| !c.still_open()) {
+        *conn = None;
+    }
+    let reused = conn.is_some();
+    let mut retried = false;
+    let mut connect_failed = false;
+    let tries = async {
+        let first = try_once(run, conn, buf, &mut connect_failed).await;
+        match first {
+            Err(failure)
+                if reused
+                    && failure.before_answer
+                    && failure.kind == FailureKind::Reset
+                    && config.retry_idle_close =>
+            {
+                *conn = None;
+                retried = true;
+                try_once(run, conn, buf, &mut connect_failed).await
+            }
+            other => other,
+        }
+    };
+    let result = match tokio::time::timeout(config.request_timeout, tries).await {
+        Ok(result) => result,
+        Err(_) => Err(Failure::at_once(FailureKind::Timeout)),
+    };
+    let outcome = match result {
+        Ok((status, server_closes)) => {
+            if server_closes || config.mode == ConnectionMode::Close {
+                *conn = None;
+            }
+            if (200..300).contains(&status) {
+                Outcome::Ok(status)
+            } else {
+                Outcome::Failed(FailureKind::Status(status))
+            }
+        }
+        Err(failure) => {
+            // The connection's state is unknown after any failure.
+            *conn = None;
+            Outcome::Failed(failure.kind)
+        }
+    };
+    Exchanged {
+        connect_failed: connect_failed && !outcome.is_ok(),
+        outcome,
+        retried,
+    }
+}
+
+/// Connects if `conn` is empty, sends the request and reads the answer.
+async fn try_once(
+    run: &Run,
+    conn: &mut Option<Stream>,
+    buf: &mut [u8],
+    connect_failed: &mut bool,
+) -> Result<(u16, bool), Failure> {
+    let config = &run.config;
+    if conn.is_none() {
+        let connected = tokio::time::timeout(
+            config.connect_timeout,
+            Stream::connect(&config.target.endpoint),
+        )
+        .await;
+        match connected {
+            Ok(Ok(stream)) => *conn = Some(stream),
+            Ok(Err(e)) => {
+                *connect_failed = true;
+                return Err(Failure::at_once(FailureKind::from_io(&e)));
+            }
+            Err(_) => {
+                *connect_failed = true;
+                return Err(Failure::at_once(FailureKind::Timeout));
+            }
+        }
+    }
+    let Some(stream) = conn.as_mut() else {
+        return Err(Failure::at_once(FailureKind::Other(
+            std::io::ErrorKind::NotConnected,
+        )));
+    };
+    if let Err(e) = stream.write_all(&run.request).await {
+        return Err(Failure {
+            kind: FailureKind::from_io(&e),
+            before_answer: true,
+        });
+    }
+    read_response(stream, buf).await
+}
+
 /// Reads one complete response; returns its status and whether the
 /// connection must not be reused.
-async fn read_response(stream: &mut Stream, buf: &mut [u8]) -> Result<(u16, bool), FailureKind> {
+async fn read_response(stream: &mut Stream, buf: &mut [u8]) -> Result<(u16, bool), Failure> {
     let mut filled = 0;
     let head = loop {
         match response::parse_head(&buf[..filled]) {
             Ok(Some(head)) => break head,
             Ok(None) => {}
-            Err(HeadError::Malformed) => return Err(FailureKind::ShortRead),
-            Err(HeadError::Chunked) => return Err(FailureKind::Unsupported),
+            Err(HeadError::Malformed) => return Err(Failure::at_once(FailureKind::ShortRead)),
+            Err(HeadError::Chunked) => return Err(Failure::at_once(FailureKind::Unsupported)),
         }
-        let n = stream
-            .read(&mut buf[filled..])
-            .await
-            .map_err(|e| FailureKind::from_io(&e))?;
+        let before_answer = filled == 0;
+        let n = stream.read(&mut buf[filled..]).await.map_err(|e| Failure {
+            kind: FailureKind::from_io(&e),
+            before_answer,
+        })?;
         if n == 0 {
             // The server closed before a complete head: for a client that
             // is indistinguishable from a reset.
-            return Err(FailureKind::Reset);
+            return Err(Failure {
+                kind: FailureKind::Reset,
+                before_answer,
+            });
         }
         filled += n;
     };
@@ -239,9 +303,9 @@ async fn read_response(stream: &mut Stream, buf: &mut [u8]) -> Result<(u16, bool
                 let n = stream
                     .read(buf)
                     .await
-                    .map_err(|e| FailureKind::from_io(&e))?;
+                    .map_err(|e| Failure::at_once(FailureKind::from_io(&e)))?;
                 if n == 0 {
-                    return Err(FailureKind::ShortRead);
+                    return Err(Failure::at_once(FailureKind::ShortRead));
                 }
                 body_read += n as u64;
             }
@@ -253,7 +317,7 @@ async fn read_response(stream: &mut Stream, buf: &mut [u8]) -> Result<(u16, bool
             while stream
                 .read(buf)
                 .await
-                .map_err(|e| FailureKind::from_io(&e))?
+                .map_err(|e| Failure::at_once(FailureKind::from_io(&e)))?
                 > 0
             {}
             Ok((head.status, true))

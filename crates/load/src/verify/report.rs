@@ -22,6 +22,9 @@ pub struct VerifyReport {
     pub duration_ms: f64,
     pub requests: u64,
     pub failed: u64,
+    /// Requests sent a second time because their kept-alive connection closed before the
+    /// answer (`--retry-idle-close`), failed or not.
+    pub retried: u64,
     pub failures: FailureCounts,
     pub latency: LatencyReport,
     pub flips: FlipSummary,
@@ -170,6 +173,7 @@ impl VerifyReport {
             duration_ms: millis(load.elapsed),
             requests: load.total(),
             failed,
+            retried: load.retried(),
             failures: FailureCounts::of(load),
             latency: LatencyReport {
                 flips: windowed.in_windows.into(),
