@@ -135,26 +135,7 @@ pub fn render(service: &ServiceStatus, now: SystemTime) -> String {
     )));
     out.push('\n');
 
-    if status.listeners.is_empty() {
-        out.push_str("  no listeners\n");
-    } else {
-        let rows: Vec<Vec<String>> = status
-            .listeners
-            .iter()
-            .map(|l| {
-                vec![
-                    l.name.clone(),
-                    l.address.clone(),
-                    l.fd.to_string(),
-                    l.inode.to_string(),
-                ]
-            })
-            .collect();
-        out.push_str(&indent(&table(
-            &["LISTENER", "ADDRESS", "FD", "INODE"],
-            &rows,
-        )));
-    }
+    out.push_str(&listeners_table(status));
     out.push('\n');
 
     let r = &status.restarts;
@@ -188,6 +169,61 @@ pub fn render(service: &ServiceStatus, now: SystemTime) -> String {
     out
 }
 
+/// Every socket with the generations holding it, its queue and whether it gets new
+/// connections, when the supervisor says (a zdctl supervisor does); else each listener.
+fn listeners_table(status: &zd_core::proto::Status) -> String {
+    if !status.sockets.is_empty() {
+        let rows: Vec<Vec<String>> = status
+            .sockets
+            .iter()
+            .map(|s| {
+                let generations: Vec<String> = s.generations.iter().map(u64::to_string).collect();
+                vec![
+                    s.listener.clone(),
+                    s.address.clone(),
+                    s.fd.to_string(),
+                    s.inode.to_string(),
+                    if generations.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        generations.join(",")
+                    },
+                    s.queue.map_or_else(|| "-".to_owned(), |q| q.to_string()),
+                    if s.steered_to { "yes" } else { "no" }.to_owned(),
+                ]
+            })
+            .collect();
+        return indent(&table(
+            &[
+                "LISTENER",
+                "ADDRESS",
+                "FD",
+                "INODE",
+                "GEN",
+                "QUEUE",
+                "NEW CONNECTIONS",
+            ],
+            &rows,
+        ));
+    }
+    if status.listeners.is_empty() {
+        return "  no listeners\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = status
+        .listeners
+        .iter()
+        .map(|l| {
+            vec![
+                l.name.clone(),
+                l.address.clone(),
+                l.fd.to_string(),
+                l.inode.to_string(),
+            ]
+        })
+        .collect();
+    indent(&table(&["LISTENER", "ADDRESS", "FD", "INODE"], &rows))
+}
+
 fn state_name(state: GenerationState) -> &'static str {
     match state {
         GenerationState::Starting => "starting",
@@ -206,7 +242,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
     use zd_core::proto::{
-        ExitInfo, GenerationInfo, ListenerInfo, RestartCounters, RestartReport, Status,
+        ExitInfo, GenerationInfo, ListenerInfo, RestartCounters, RestartReport, SocketInfo, Status,
     };
 
     const NOW_MS: u64 = 1_800_000_000_000;
@@ -241,6 +277,7 @@ mod tests {
                 inode: 123_456,
                 fd: 3,
             }],
+            sockets: Vec::new(),
             restarts: RestartCounters {
                 requested: 3,
                 completed: 2,
@@ -312,5 +349,39 @@ service 'api': supervisor pid 1200, up 2h13m
             "{text}"
         );
         assert!(!text.contains("crashes"), "{text}");
+    }
+
+    #[test]
+    fn a_steered_restart_shows_each_generations_socket_and_which_gets_new_connections() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(NOW_MS);
+        let mut status = fixed();
+        let socket = |inode, generations: &[u64], steered_to, queue| SocketInfo {
+            listener: "http".into(),
+            address: "127.0.0.1:8080".into(),
+            inode,
+            fd: 3,
+            generations: generations.to_vec(),
+            steered_to,
+            queue,
+        };
+        status.sockets = vec![
+            socket(123_456, &[8], true, Some(0)),
+            socket(123_001, &[7], false, Some(2)),
+            socket(123_000, &[], false, None),
+        ];
+        let text = render(
+            &ServiceStatus {
+                status,
+                driver: None,
+            },
+            now,
+        );
+        let expected = "\
+  LISTENER  ADDRESS         FD  INODE   GEN  QUEUE  NEW CONNECTIONS
+  http      127.0.0.1:8080  3   123456  8    0      yes
+  http      127.0.0.1:8080  3   123001  7    2      no
+  http      127.0.0.1:8080  3   123000  -    -      no
+";
+        assert!(text.contains(expected), "{text}");
     }
 }

@@ -250,6 +250,7 @@ fn a_native_status_names_the_generations_and_their_states() {
             inode,
             fd: 3,
         }],
+        sockets: Vec::new(),
         restarts: RestartCounters::default(),
         last_restart: None,
         containment: None,

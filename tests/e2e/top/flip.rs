@@ -6,14 +6,15 @@
 use std::time::{Duration, Instant};
 
 use zd_core::inspect::{Inspector, Snapshot, SocketSource};
-use zd_core::proto::{Client, Op, Reply, ReplyResult};
+use zd_core::proto::{Client, Op, Reply, ReplyResult, Status};
 use zd_load::load::ConnectionMode;
 
 use crate::support::*;
 
 /// Snapshots taken every few milliseconds from before a flip under load to after it, with
-/// `handoff`, and the inode `status` named as the listener at the start.
-fn flip_snapshots(handoff: &str) -> (Vec<Snapshot>, u64) {
+/// `handoff`, the statuses they were taken from, and the inode `status` named as the
+/// listener at the start.
+fn flip_snapshots(handoff: &str) -> (Vec<Snapshot>, Vec<Status>, u64) {
     let mut env = TestEnv::new();
     // Held requests keep connections in flight, so the old generation has some to lose;
     // `alive:1s` keeps both generations side by side for a second before the old one is
@@ -35,6 +36,7 @@ fn flip_snapshots(handoff: &str) -> (Vec<Snapshot>, u64) {
         .expect("control socket");
     let mut inspector = Inspector::new(SocketSource::default());
     let mut snapshots: Vec<Snapshot> = Vec::new();
+    let mut statuses: Vec<Status> = Vec::new();
     let mut take = |snapshots: &mut Vec<Snapshot>| {
         let status = match rt.block_on(client.call(Op::Status, |_| {})) {
             Ok(Reply::Result { result, .. }) => match *result {
@@ -47,6 +49,7 @@ fn flip_snapshots(handoff: &str) -> (Vec<Snapshot>, u64) {
         if let Ok(snapshot) = inspector.snapshot_native(&status) {
             snapshots.push(snapshot);
         }
+        statuses.push(*status);
     };
     // Before: generation 1 carries the load.
     wait_for("generation 1 to hold connections", || {
@@ -79,13 +82,35 @@ fn flip_snapshots(handoff: &str) -> (Vec<Snapshot>, u64) {
     });
     assert_no_failures(&load.finish());
     assert_old_generation_loses_its_connections(&snapshots);
-    (snapshots, inode)
+    (snapshots, statuses, inode)
+}
+
+/// Each status's sockets as (generations holding it, steered-to), for every status that
+/// lists two generations' sockets or one socket held by two.
+fn sockets_in_flip(statuses: &[Status]) -> Vec<Vec<(Vec<u64>, bool)>> {
+    statuses
+        .iter()
+        .map(|s| {
+            s.sockets
+                .iter()
+                .map(|k| (k.generations.clone(), k.steered_to))
+                .collect::<Vec<_>>()
+        })
+        .filter(|sockets| sockets.iter().map(|(g, _)| g.len()).sum::<usize>() == 2)
+        .collect()
 }
 
 #[test]
 fn during_a_shared_flip_both_generations_hold_the_listener_and_the_old_ones_connections_fall_to_zero()
  {
-    let (snapshots, inode) = flip_snapshots("shared");
+    let (snapshots, statuses, inode) = flip_snapshots("shared");
+    // `status` lists the one socket, held by both generations, new connections to it.
+    let flip = sockets_in_flip(&statuses);
+    assert!(!flip.is_empty(), "no status during the flip");
+    assert!(
+        flip.iter().all(|sockets| sockets == &[(vec![2, 1], true)]),
+        "{flip:?}"
+    );
     // Between the new generation's start and the old one's stop signal (after which the
     // fixture closes its copy), both hold the very same socket: one inode, two holders.
     let both = snapshots
@@ -116,7 +141,19 @@ fn during_a_shared_flip_both_generations_hold_the_listener_and_the_old_ones_conn
 #[test]
 fn during_a_steered_flip_each_generation_holds_its_own_socket_and_only_the_new_one_gets_new_connections()
  {
-    let (snapshots, inode) = flip_snapshots("steered");
+    let (snapshots, statuses, inode) = flip_snapshots("steered");
+    // `status` lists a socket per generation: new connections go to generation 1's until
+    // the promotion, then to generation 2's.
+    let flip = sockets_in_flip(&statuses);
+    let before = [(vec![2], false), (vec![1], true)];
+    let after = [(vec![2], true), (vec![1], false)];
+    assert!(flip.iter().all(|s| s == &before || s == &after), "{flip:?}");
+    assert_eq!(
+        flip.first().map(Vec::as_slice),
+        Some(&before[..]),
+        "{flip:?}"
+    );
+    assert_eq!(flip.last().map(Vec::as_slice), Some(&after[..]), "{flip:?}");
     // Between the new generation's start and the old one's end, each holds a socket of
     // its own on the same address: the old one's is where new connections went first,
     // the new one's is where they go once it is promoted.

@@ -350,6 +350,7 @@ fn run_count(count: usize, options: &Options) -> Result<()> {
             inode,
             fd: 0,
         }],
+        sockets: Vec::new(),
         restarts: RestartCounters::default(),
         last_restart: None,
         containment: None,

@@ -78,6 +78,7 @@ fn lies(request: &Request) -> Vec<serde_json::Value> {
             restart_in_progress: None,
             generations: Vec::new(),
             listeners: Vec::new(),
+            sockets: Vec::new(),
             restarts: Default::default(),
             last_restart: None,
             containment: None,

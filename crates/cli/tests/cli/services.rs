@@ -29,6 +29,7 @@ fn status(name: &str) -> Status {
             inode: 777,
             fd: 3,
         }],
+        sockets: Vec::new(),
         restarts: RestartCounters::default(),
         last_restart: None,
         containment: None,

@@ -171,6 +171,7 @@ pub fn status(config: &DriverConfig) -> Result<Status, DriverError> {
         restart_in_progress: record.in_progress.filter(|_| lock.is_none()),
         generations,
         listeners: listeners(config, root),
+        sockets: Vec::new(),
         restarts: record.restarts,
         last_restart: record.last_restart,
         containment: None,

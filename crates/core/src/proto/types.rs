@@ -329,6 +329,27 @@ pub struct ListenerInfo {
     pub fd: i32,
 }
 
+/// One socket of a listener. Under the steered handoff each generation has its own in the
+/// listener's `SO_REUSEPORT` group and only one gets new connections; a shared listener
+/// has one socket that every generation holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketInfo {
+    /// The listener's name.
+    pub listener: String,
+    pub address: String,
+    pub inode: u64,
+    /// The fd number the generations receive it on.
+    pub fd: i32,
+    /// The live generations that received it; none while it waits for a respawn, or for
+    /// its close to be safe.
+    pub generations: Vec<u64>,
+    /// Whether new connections go to it.
+    pub steered_to: bool,
+    /// Connections waiting in its accept queue (TCP only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<u32>,
+}
+
 /// Counters since the supervisor started.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestartCounters {
@@ -355,7 +376,12 @@ pub struct Status {
     pub restart_in_progress: Option<u64>,
     /// Live generations, then the most recent exited ones, newest first.
     pub generations: Vec<GenerationInfo>,
+    /// The listeners as the active generation (or its respawn) receives them.
     pub listeners: Vec<ListenerInfo>,
+    /// Every open socket of every listener, by generation: more than one per listener
+    /// while a steered restart runs. Empty from a foreign supervisor or an older zdctl.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sockets: Vec<SocketInfo>,
     pub restarts: RestartCounters,
     #[serde(default)]
     pub last_restart: Option<RestartReport>,

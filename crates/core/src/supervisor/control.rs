@@ -393,6 +393,7 @@ impl Owner {
                     fd: 3 + i as i32,
                 })
                 .collect(),
+            sockets: st.socket_infos(),
             restarts: st.counters.clone(),
             last_restart: st.last_restart.clone(),
             containment: Some(self.children.containment()),

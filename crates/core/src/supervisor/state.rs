@@ -12,7 +12,7 @@ use super::child::ChildProcess;
 use crate::config::ServiceConfig;
 use crate::listen::steer::{Seat, Sockets};
 use crate::proto::{
-    ExitInfo, GenerationInfo, GenerationState, RestartCounters, RestartReport, unix_ms,
+    ExitInfo, GenerationInfo, GenerationState, RestartCounters, RestartReport, SocketInfo, unix_ms,
 };
 use crate::signal::Signal;
 
@@ -116,6 +116,48 @@ impl State {
         {
             self.sockets.retire(seat);
         }
+    }
+
+    /// Every open socket, newest seat first, with the live generations that hold it. A
+    /// shared listener's seats hold duplicates of one socket: it is listed once, with every
+    /// generation.
+    pub fn socket_infos(&self) -> Vec<SocketInfo> {
+        let target = self.sockets.steered_to();
+        let mut infos: Vec<SocketInfo> = Vec::new();
+        for (seat, listeners) in self
+            .sockets
+            .open_seats()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            let mut generations: Vec<u64> = self
+                .generations
+                .values()
+                .filter(|g| g.seat == seat && g.is_live())
+                .map(|g| g.generation)
+                .collect();
+            for (i, l) in listeners.iter().enumerate() {
+                let inode = l.inode();
+                if let Some(seen) = infos.iter_mut().find(|s| s.inode == inode) {
+                    seen.generations.append(&mut generations.clone());
+                    seen.generations.sort_unstable_by(|a, b| b.cmp(a));
+                    seen.steered_to |= seat == target;
+                    continue;
+                }
+                generations.sort_unstable_by(|a, b| b.cmp(a));
+                infos.push(SocketInfo {
+                    listener: l.name().to_owned(),
+                    address: l.local_display(),
+                    inode,
+                    fd: 3 + i as i32,
+                    generations: generations.clone(),
+                    steered_to: seat == target,
+                    queue: crate::listen::steer::accept_queue(l).ok(),
+                });
+            }
+        }
+        infos
     }
 
     /// Live generations first (newest first), then the most recent exited ones.
