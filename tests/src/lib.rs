@@ -4,4 +4,5 @@
 pub use zd_demo as fixture;
 pub mod compare;
 pub mod flipbench;
+pub mod go;
 pub mod hostilebench;

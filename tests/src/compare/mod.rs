@@ -8,6 +8,10 @@
 //! SO_REUSEPORT handover whose old process closes its own listener. A peer whose program
 //! is not installed is reported as skipped, never as passing.
 //!
+//! Two rows run a Go `net/http` server written the standard way (Serve, then Shutdown on
+//! SIGTERM) under `zdctl run`, with `handoff: steered` and `handoff: shared`: the drop the
+//! steered handoff prevents (needs a Go toolchain, see `zd_tests::go`).
+//!
 //! One row restarts nothing: the baseline runs the fixture under `zdctl run` and, in each
 //! "flip", starts a second fixture on a port of its own that exits after 10 ms. It shows
 //! what the machine does to latency when a process starts and ends beside the service,

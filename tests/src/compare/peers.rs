@@ -32,6 +32,9 @@ pub struct Peer {
 #[derive(Clone, Copy)]
 enum Kind {
     Zdctl,
+    /// `zdctl run` with a Go net/http server (Serve, then Shutdown on SIGTERM) instead of
+    /// the fixture, under this handoff.
+    Go(&'static str),
     Baseline,
     StartServer,
     Nginx,
@@ -47,6 +50,16 @@ const fn peer(tool: &'static str, mode: ConnectionMode, kind: Kind) -> Peer {
 pub const ALL: &[Peer] = &[
     peer("zdctl run", ConnectionMode::KeepAlive, Kind::Zdctl),
     peer("zdctl run", ConnectionMode::Close, Kind::Zdctl),
+    peer(
+        "zdctl run, Go net/http, handoff: steered",
+        ConnectionMode::Close,
+        Kind::Go("steered"),
+    ),
+    peer(
+        "zdctl run, Go net/http, handoff: shared",
+        ConnectionMode::Close,
+        Kind::Go("shared"),
+    ),
     peer(
         "baseline: no restart, one fixture start",
         ConnectionMode::Close,
@@ -194,6 +207,36 @@ pub fn start(peer: &Peer) -> Result<Running, Unavailable> {
                     socket: Some(d.join(format!("{name}.sock"))),
                     name,
                 }
+            };
+        }
+        Kind::Go(handoff) => {
+            let zdctl = me.with_file_name("zdctl");
+            if !zdctl.exists() {
+                return Err(Unavailable(
+                    "zdctl is not built next to this binary: cargo build --release -p zdctl".into(),
+                ));
+            }
+            let go = crate::go::toolchain().map_err(Unavailable)?;
+            let server = crate::go::build_shutdown_server(&go, &d)?;
+            let name = format!("cmp-go-{}", std::process::id());
+            let file = d.join(format!("{name}.yaml"));
+            std::fs::write(
+                &file,
+                format!(
+                    "command: [{}]\nlisten: {address}\nhandoff: {handoff}\n",
+                    q(&server)
+                ),
+            )
+            .context("the service file")?;
+            let mut cmd = Command::new(&zdctl);
+            cmd.arg("run")
+                .arg("--config")
+                .arg(&file)
+                .env("ZDCTL_RUNTIME_DIR", &d);
+            running.children.push(spawn(cmd, &d.join("zdctl.log"))?);
+            running.restarter = Restarter::Service {
+                socket: Some(d.join(format!("{name}.sock"))),
+                name,
             };
         }
         Kind::StartServer => {

@@ -6,12 +6,14 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use zd_load::load::ConnectionMode;
 
-use super::Options;
+use std::path::Path;
+
 use super::flips::{self, Plan};
 use super::load::BackgroundLoad;
 use super::procfs;
 use super::report::ModeResult;
 use super::service::{Binaries, Service};
+use super::{Options, Server};
 
 /// The hard cap on one mode's flipping.
 const MODE_CAP: Duration = Duration::from_secs(600);
@@ -32,18 +34,41 @@ pub fn mode_name(mode: ConnectionMode) -> &'static str {
     }
 }
 
-pub fn run_mode(
-    binaries: &Binaries,
-    options: &Options,
-    mode: ConnectionMode,
-) -> Result<ModeResult> {
-    let name = mode_name(mode);
+/// What one mode runs: the program, its handoff and the load's connections.
+pub struct Run<'a> {
+    pub program: &'a Path,
+    pub server: Server,
+    pub handoff: Option<&'static str>,
+    pub mode: ConnectionMode,
+}
+
+impl Run<'_> {
+    /// `close`, or `close, go, handoff: steered` when those were chosen.
+    pub fn label(&self) -> String {
+        let mut label = mode_name(self.mode).to_owned();
+        if self.server == Server::Go {
+            label += ", go";
+        }
+        if let Some(handoff) = self.handoff {
+            label += &format!(", handoff: {handoff}");
+        }
+        label
+    }
+}
+
+pub fn run_mode(binaries: &Binaries, options: &Options, run: &Run<'_>) -> Result<ModeResult> {
+    let mode = run.mode;
+    let name = run.label();
+    let dir_label: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
     // The control client gets its own single-threaded runtime on this thread: the load's
     // tasks live elsewhere and cannot delay the reading of a restart's result.
     let control = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut service = Service::start(binaries, name, options.keep)?;
+    let mut service = Service::start(binaries, run.program, run.handoff, &dir_label, options.keep)?;
     let status = service.wait_active(&control)?;
     let pid = status.supervisor_pid;
     let address = status
@@ -60,7 +85,13 @@ pub fn run_mode(
     let idle_wakeups = procfs::thread_switches(pid)?.wakeups_since(&before);
     let idle_memory = procfs::memory(pid)?;
 
-    let load = BackgroundLoad::start(&address, options.concurrency, mode, LOAD_BOUND)?;
+    let load = BackgroundLoad::start(
+        &address,
+        options.concurrency,
+        mode,
+        options.retry_idle_close,
+        LOAD_BOUND,
+    )?;
     let plan = Plan {
         flips: options.flips,
         min_requests: options.min_requests,
@@ -88,6 +119,7 @@ pub fn run_mode(
     let completed = flips.iter().filter(|f| f.outcome.is_ok()).count();
     Ok(ModeResult {
         mode: name,
+        retried: report.retried(),
         requests: report.total(),
         failed_requests: report.failed(),
         failures_by_kind: report.failures_by_kind(),

@@ -28,11 +28,13 @@ impl BackgroundLoad {
         address: &str,
         concurrency: usize,
         mode: ConnectionMode,
+        retry_idle_close: bool,
         bound: Duration,
     ) -> Result<BackgroundLoad> {
         let mut config = LoadConfig::new(format!("http://{address}/").parse()?);
         config.concurrency = concurrency;
         config.mode = mode;
+        config.retry_idle_close = retry_idle_close;
         config.duration = Some(bound);
         config.max_requests = Some(MAX_REQUESTS);
         let stop = StopSignal::new();

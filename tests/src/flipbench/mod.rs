@@ -28,16 +28,25 @@ use zd_load::load::ConnectionMode;
 
 pub const USAGE: &str = "\
 usage: flipbench [--flips N] [--concurrency C] [--mode keepalive|close|both]
-                 [--min-requests R] [--idle DURATION]
+                 [--server fixture|go] [--handoff steered|shared|both]
+                 [--retry-idle-close] [--min-requests R] [--idle DURATION]
 
   --flips N          restarts per mode, at least (default 200)
   --concurrency C    load connections (default 64)
   --mode M           keepalive, close or both (default both)
+  --server S         the service: the fixture (default), or a Go net/http server
+                     written the standard way (Serve, then Shutdown on SIGTERM),
+                     built with the Go toolchain of the peers directory or PATH
+  --handoff H        the service file's handoff: steered, shared or both
+                     (default: none given, so the supervisor's default)
   --min-requests R   keep restarting until the load did R requests (default 200000)
   --idle DURATION    how long to watch the idle supervisor (default 5s)
+  --retry-idle-close keep-alive clients send a request once more on a new
+                     connection when theirs closed before any byte of the answer,
+                     as HTTP clients do; counted as retried, not failed
   --keep             keep each mode's temp dir (service file, supervisor log)
 
-Finds zdctl and zd-fixture next to itself: run `cargo build --release --workspace` first.
+Each handoff runs each mode. Finds zdctl and zd-fixture next to itself: run `cargo build --release --workspace` first.
 Exit status: 0 if no request and no restart failed, 1 if any did, 2 if it could not
 measure.
 ";
@@ -50,6 +59,19 @@ pub struct Options {
     pub min_requests: u64,
     pub idle: Duration,
     pub keep: bool,
+    pub server: Server,
+    pub retry_idle_close: bool,
+    /// The `handoff:` of the service file, each in turn; `None` leaves it out.
+    pub handoffs: Vec<Option<&'static str>>,
+}
+
+/// The program the supervisor runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    /// The fixture service of this workspace.
+    Fixture,
+    /// A Go net/http server (see `zd_tests::go`).
+    Go,
 }
 
 impl Default for Options {
@@ -61,6 +83,9 @@ impl Default for Options {
             min_requests: 200_000,
             idle: Duration::from_secs(5),
             keep: false,
+            server: Server::Fixture,
+            retry_idle_close: false,
+            handoffs: vec![None],
         }
     }
 }
@@ -81,6 +106,10 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command> {
         }
         if flag == "--keep" {
             options.keep = true;
+            continue;
+        }
+        if flag == "--retry-idle-close" {
+            options.retry_idle_close = true;
             continue;
         }
         let value = args
@@ -108,6 +137,21 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command> {
                     _ => bail!("--mode: '{value}' is not keepalive, close or both"),
                 };
             }
+            "--server" => {
+                options.server = match value.as_str() {
+                    "fixture" => Server::Fixture,
+                    "go" => Server::Go,
+                    _ => bail!("--server: '{value}' is not fixture or go"),
+                };
+            }
+            "--handoff" => {
+                options.handoffs = match value.as_str() {
+                    "steered" => vec![Some("steered")],
+                    "shared" => vec![Some("shared")],
+                    "both" => vec![Some("steered"), Some("shared")],
+                    _ => bail!("--handoff: '{value}' is not steered, shared or both"),
+                };
+            }
             _ => bail!("unknown flag '{flag}'; see --help"),
         }
     }
@@ -121,6 +165,15 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command> {
 /// failed.
 pub fn run(options: &Options) -> Result<bool> {
     let binaries = service::Binaries::next_to_this_program()?;
+    // The Go server is built once, into a directory that lives as long as the run.
+    let build = tempfile::Builder::new().prefix("flipbench-go-").tempdir()?;
+    let program = match options.server {
+        Server::Fixture => binaries.fixture.clone(),
+        Server::Go => {
+            let go = crate::go::toolchain().map_err(anyhow::Error::msg)?;
+            crate::go::build_shutdown_server(&go, build.path())?
+        }
+    };
     let load_average = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load_average: Vec<&str> = load_average.split_whitespace().take(3).collect();
     println!(
@@ -133,11 +186,19 @@ pub fn run(options: &Options) -> Result<bool> {
         load_average.join(" ")
     );
     let mut results = Vec::new();
-    for &mode in &options.modes {
-        let result = bench::run_mode(&binaries, options, mode)
-            .with_context(|| format!("mode {}", bench::mode_name(mode)))?;
-        report::print_mode(&result);
-        results.push(result);
+    for &handoff in &options.handoffs {
+        for &mode in &options.modes {
+            let run = bench::Run {
+                program: &program,
+                server: options.server,
+                handoff,
+                mode,
+            };
+            let result = bench::run_mode(&binaries, options, &run)
+                .with_context(|| format!("mode {}", run.label()))?;
+            report::print_mode(&result);
+            results.push(result);
+        }
     }
     report::print_targets(&results);
     Ok(results.iter().all(report::ModeResult::passed))
@@ -162,6 +223,12 @@ mod tests {
         assert_eq!(o.idle, Duration::from_millis(250));
         assert_eq!(o.concurrency, 64);
         assert_eq!(o.min_requests, 200_000);
+        assert_eq!((o.server, o.handoffs), (Server::Fixture, vec![None]));
+        let Ok(Command::Run(o)) = parse(&["--server", "go", "--handoff", "both"]) else {
+            panic!("expected options");
+        };
+        assert_eq!(o.server, Server::Go);
+        assert_eq!(o.handoffs, vec![Some("steered"), Some("shared")]);
     }
 
     #[test]
@@ -171,6 +238,8 @@ mod tests {
             &["--flips"],
             &["--flips", "x"],
             &["--concurrency", "0"],
+            &["--server", "python"],
+            &["--handoff", "magic"],
             &["--bogus", "1"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");

@@ -17,9 +17,13 @@ pub const TARGET_RSS_KIB: u64 = 8 * 1024;
 /// Everything measured in one mode.
 #[derive(Debug, Clone, Default)]
 pub struct ModeResult {
-    pub mode: &'static str,
+    /// The connection mode, with the server and handoff when chosen.
+    pub mode: String,
     pub requests: u64,
     pub failed_requests: u64,
+    /// Requests sent twice after their kept-alive connection closed unanswered
+    /// (`--retry-idle-close`).
+    pub retried: u64,
     pub failures_by_kind: BTreeMap<FailureKind, u64>,
     pub requests_per_second: f64,
     pub restarts_completed: usize,
@@ -112,6 +116,12 @@ pub fn print_mode(r: &ModeResult) {
         "requests          {} ({:.0}/s), failed {}",
         r.requests, r.requests_per_second, r.failed_requests
     );
+    if r.retried > 0 {
+        println!(
+            "retried           {} (their kept-alive connection closed before the answer)",
+            r.retried
+        );
+    }
     if !r.failures_by_kind.is_empty() {
         let kinds: Vec<String> = r
             .failures_by_kind
@@ -173,6 +183,11 @@ pub fn print_mode(r: &ModeResult) {
     }
 }
 
+/// A mode's column in the target table: wide enough for its label.
+fn column_width(r: &ModeResult) -> usize {
+    (r.mode.chars().count() + 2).max(16)
+}
+
 /// Picks one set of samples out of a mode's results.
 type SamplesOf = fn(&ModeResult) -> &[u64];
 
@@ -181,8 +196,8 @@ fn target_row(label: &str, results: &[ModeResult], figure: impl Fn(&ModeResult) 
     let cells: Vec<(String, bool)> = results.iter().map(figure).collect();
     let met = cells.iter().all(|(_, ok)| *ok);
     print!("{label:<46}");
-    for (value, _) in &cells {
-        print!("{value:>16}");
+    for ((value, _), r) in cells.iter().zip(results) {
+        print!("{value:>width$}", width = column_width(r));
     }
     println!("{:>8}", if met { "yes" } else { "NO" });
 }
@@ -191,7 +206,7 @@ pub fn print_targets(results: &[ModeResult]) {
     println!("\n== against the targets ==");
     print!("{:<46}", "target");
     for r in results {
-        print!("{:>16}", r.mode);
+        print!("{:>width$}", r.mode, width = column_width(r));
     }
     println!("{:>8}", "met");
     target_row("0 failed requests", results, |r| {

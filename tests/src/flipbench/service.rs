@@ -66,14 +66,23 @@ pub struct Service {
 }
 
 impl Service {
-    /// Writes the service file and starts the supervisor; `label` tells the temp dirs of
-    /// the modes apart.
-    pub fn start(binaries: &Binaries, label: &str, keep: bool) -> Result<Service> {
+    /// Writes the service file for `program` (with `handoff:` when given) and starts the
+    /// supervisor; `label` tells the temp dirs of the modes apart.
+    pub fn start(
+        binaries: &Binaries,
+        program: &Path,
+        handoff: Option<&str>,
+        label: &str,
+        keep: bool,
+    ) -> Result<Service> {
         // A JSON string is a valid YAML scalar, and quotes any path safely.
-        let fixture = serde_json::to_string(&service_path(&binaries.fixture)?)?;
-        let yaml = format!(
-            "command: [{fixture}]\nlisten: [\"127.0.0.1:0\"]\ndrain_timeout: {DRAIN_TIMEOUT}\n"
+        let program = serde_json::to_string(&service_path(program)?)?;
+        let mut yaml = format!(
+            "command: [{program}]\nlisten: [\"127.0.0.1:0\"]\ndrain_timeout: {DRAIN_TIMEOUT}\n"
         );
+        if let Some(handoff) = handoff {
+            yaml += &format!("handoff: {handoff}\n");
+        }
         Self::start_file(binaries, label, keep, &yaml)
     }
 
