@@ -41,8 +41,8 @@ complete -c zdctl -n "__fish_zdctl_needs_command" -f -a "demo" -d 'Try it: resta
 complete -c zdctl -n "__fish_zdctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c zdctl -n "__fish_zdctl_using_subcommand run" -s c -l config -d 'The service file to run' -r -F
 complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l name -d 'Flags form: the service name (names the control socket)' -r
-complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l listen -d 'Flags form: a listener to open and keep, `[FDNAME=]ADDR` (`:8080`, `127.0.0.1:8080`, `http=[::1]:80`, `/run/api.sock`). Repeat for more' -r
-complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l ready -d 'Flags form: a readiness check (`accepting`, `notify`, `http:URL`, `tcp:HOST:PORT`, `exec:CMD`, `alive:DUR`). Repeat for more; default `accepting` with listeners, else `alive:1s`' -r
+complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l listen -d 'Flags form: a listener to open and keep, `[FDNAME=]ADDR` (`:8080`, `127.0.0.1:8080`, `http=[::1]:80`, `/run/api.sock`, `dns=udp://:5353`). Repeat for more' -r
+complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l ready -d 'Flags form: a readiness check (`accepting`, `notify`, `http:URL`, `tcp:HOST:PORT`, `exec:CMD`, `alive:DUR`). Repeat for more; default `accepting` with TCP or unix listeners, else `alive:1s`' -r
 complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l ready-timeout -d 'Flags form: how long the readiness checks may take (default 30s)' -r
 complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l pidfile -d 'Flags form: where to write the active generation\'s pid' -r -F
 complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l stop-signal -d 'Flags form: the signal that asks a generation to stop (default TERM)' -r

@@ -87,13 +87,14 @@ pub struct RunArgs {
     pub name: Option<String>,
 
     /// Flags form: a listener to open and keep, `[FDNAME=]ADDR` (`:8080`,
-    /// `127.0.0.1:8080`, `http=[::1]:80`, `/run/api.sock`). Repeat for more.
+    /// `127.0.0.1:8080`, `http=[::1]:80`, `/run/api.sock`, `dns=udp://:5353`). Repeat for
+    /// more.
     #[arg(long, value_name = "[FDNAME=]ADDR", value_parser = parse_listener)]
     pub listen: Vec<ListenerSpec>,
 
     /// Flags form: a readiness check (`accepting`, `notify`, `http:URL`, `tcp:HOST:PORT`,
-    /// `exec:CMD`, `alive:DUR`). Repeat for more; default `accepting` with listeners, else
-    /// `alive:1s`.
+    /// `exec:CMD`, `alive:DUR`). Repeat for more; default `accepting` with TCP or unix
+    /// listeners, else `alive:1s`.
     #[arg(long, value_name = "CHECK", value_parser = parse_ready_check)]
     pub ready: Vec<ReadyCheck>,
 

@@ -188,7 +188,11 @@ fn listeners_table(status: &zd_core::proto::Status) -> String {
                     } else {
                         generations.join(",")
                     },
-                    s.queue.map_or_else(|| "-".to_owned(), |q| q.to_string()),
+                    match (s.queue, s.queued_bytes) {
+                        (Some(connections), _) => connections.to_string(),
+                        (None, Some(bytes)) => format!("{bytes} B"),
+                        (None, None) => "-".to_owned(),
+                    },
                     if s.steered_to { "yes" } else { "no" }.to_owned(),
                 ]
             })
@@ -363,6 +367,7 @@ service 'api': supervisor pid 1200, up 2h13m
             generations: generations.to_vec(),
             steered_to,
             queue,
+            queued_bytes: None,
         };
         status.sockets = vec![
             socket(123_456, &[8], true, Some(0)),

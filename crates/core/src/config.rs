@@ -78,21 +78,21 @@ pub struct ServiceConfig {
     pub yield_cpu: bool,
     /// The CPU priority a generation starts at, until it is ready.
     pub start_priority: StartPriority,
-    /// How TCP listeners reach generations; `None`: steered where the kernel allows it,
-    /// else shared (read at start only, like the listeners).
+    /// How TCP and UDP listeners reach generations; `None`: steered where the kernel
+    /// allows it, else shared (read at start only, like the listeners).
     pub handoff: Option<Handoff>,
     /// Steered handoff: the longest the old generation is given, after the promotion, to
-    /// empty its socket's accept queue and read what its connections received, before its
-    /// stop signal.
+    /// empty its socket's accept queue (or its UDP socket's datagrams) and read what its
+    /// connections received, before its stop signal.
     pub handoff_wait: Duration,
 }
 
-/// How a TCP listener reaches the generations (`supervisor`, `listen::steer`).
+/// How a TCP or UDP listener reaches the generations (`supervisor`, `listen::steer`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Handoff {
     /// One socket per generation in an `SO_REUSEPORT` group; the supervisor steers new
-    /// connections to the active generation's socket only.
+    /// connections (and datagrams) to the active generation's socket only.
     Steered,
     /// One socket that every generation accepts from.
     Shared,
@@ -132,7 +132,8 @@ pub struct ReadyConfig {
 }
 
 impl ReadyConfig {
-    /// The default: `accepting` when there are listeners, else `alive:1s`; 30s timeout.
+    /// The default: `accepting` when there is a TCP or unix listener, else `alive:1s`;
+    /// 30s timeout.
     pub fn default_for(listeners: &[ListenerSpec]) -> ReadyConfig {
         ReadyConfig {
             checks: default_checks(listeners),
@@ -141,11 +142,13 @@ impl ReadyConfig {
     }
 }
 
+/// `accepting` needs a stream listener to watch: a service with none (no listener, or
+/// UDP ones only, which are never accepted on) gets `alive:1s`.
 fn default_checks(listeners: &[ListenerSpec]) -> Vec<ReadyCheck> {
-    if listeners.is_empty() {
-        vec![ReadyCheck::Alive(DEFAULT_ALIVE)]
-    } else {
+    if listeners.iter().any(|l| !l.addr.is_udp()) {
         vec![ReadyCheck::Accepting]
+    } else {
+        vec![ReadyCheck::Alive(DEFAULT_ALIVE)]
     }
 }
 

@@ -34,6 +34,38 @@ pub enum ListenAddr {
     AnyPort(u16),
     /// A unix stream socket at this path.
     Unix(PathBuf),
+    /// A UDP socket with an explicit IP: `udp://127.0.0.1:5353`, `udp://[::1]:5353`.
+    Udp(SocketAddr),
+    /// `udp://:5353`, every address, chosen like [`ListenAddr::AnyPort`].
+    UdpAnyPort(u16),
+}
+
+impl ListenAddr {
+    /// Whether this is a UDP address: a datagram socket, never listened or accepted on.
+    pub fn is_udp(&self) -> bool {
+        matches!(self, ListenAddr::Udp(_) | ListenAddr::UdpAnyPort(_))
+    }
+
+    /// Whether this is a unix socket path.
+    pub fn is_unix(&self) -> bool {
+        matches!(self, ListenAddr::Unix(_))
+    }
+
+    /// Whether this is a TCP address (explicit or every address).
+    pub fn is_tcp(&self) -> bool {
+        matches!(self, ListenAddr::Tcp(_) | ListenAddr::AnyPort(_))
+    }
+
+    /// `TCP`, `UDP` or `unix`, for messages.
+    pub fn kind(&self) -> &'static str {
+        if self.is_udp() {
+            "UDP"
+        } else if self.is_unix() {
+            "unix"
+        } else {
+            "TCP"
+        }
+    }
 }
 
 /// What to listen on, and how: one entry of `listen:` or one `--listen` flag.
@@ -92,8 +124,8 @@ pub fn validate_fd_name(name: &str) -> Result<(), ListenSpecError> {
 impl FromStr for ListenAddr {
     type Err = ListenSpecError;
 
-    /// `127.0.0.1:8080`, `[::1]:8080`, `:8080`, `tcp://…`, `unix:/path`, `unix:///path`,
-    /// or an absolute path.
+    /// `127.0.0.1:8080`, `[::1]:8080`, `:8080`, `tcp://…`, `udp://…` (the same forms
+    /// after the scheme), `unix:/path`, `unix:///path`, or an absolute path.
     fn from_str(s: &str) -> Result<ListenAddr, ListenSpecError> {
         let text = s.trim();
         let invalid = |problem: &str| ListenSpecError::InvalidAddress {
@@ -122,17 +154,37 @@ impl FromStr for ListenAddr {
         if text.starts_with('/') {
             return Ok(ListenAddr::Unix(PathBuf::from(text)));
         }
-        let inet = text.strip_prefix("tcp://").unwrap_or(text);
+        // UDP is never implied: a datagram socket handed to a program that expects a
+        // stream listener fails in confusing ways, so it takes the scheme.
+        let (inet, udp) = match text.strip_prefix("udp://") {
+            Some(rest) => (rest, true),
+            None => (text.strip_prefix("tcp://").unwrap_or(text), false),
+        };
         let any_port = inet.strip_prefix(':').or_else(|| inet.strip_prefix("*:"));
         // `::1:8080` also starts with ':' but is an unbracketed IPv6 address.
         if let Some(port) = any_port.filter(|p| !p.contains(':')) {
             return port
                 .parse::<u16>()
-                .map(ListenAddr::AnyPort)
+                .map(|port| {
+                    if udp {
+                        ListenAddr::UdpAnyPort(port)
+                    } else {
+                        ListenAddr::AnyPort(port)
+                    }
+                })
                 .map_err(|_| invalid("the port must be a number from 0 to 65535"));
         }
         if let Ok(addr) = inet.parse::<SocketAddr>() {
-            return Ok(ListenAddr::Tcp(addr));
+            return Ok(if udp {
+                ListenAddr::Udp(addr)
+            } else {
+                ListenAddr::Tcp(addr)
+            });
+        }
+        if inet.contains("://") {
+            return Err(invalid(
+                "unknown scheme: use 'tcp://', 'udp://' or 'unix:', or none for TCP",
+            ));
         }
         // Say which half is wrong: a host name, a bad port, or a bare port.
         if inet.parse::<u16>().is_ok() {
@@ -162,6 +214,8 @@ impl fmt::Display for ListenAddr {
             ListenAddr::Tcp(addr) => write!(f, "{addr}"),
             ListenAddr::AnyPort(port) => write!(f, ":{port}"),
             ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+            ListenAddr::Udp(addr) => write!(f, "udp://{addr}"),
+            ListenAddr::UdpAnyPort(port) => write!(f, "udp://:{port}"),
         }
     }
 }
@@ -228,6 +282,11 @@ mod tests {
             ("admin=unix:/run/a=b.sock", "admin=unix:/run/a=b.sock"),
             ("unix:/run/a=b.sock", "unix:/run/a=b.sock"),
             (" web.v2 = :0 ", "web.v2=:0"),
+            ("udp://127.0.0.1:5353", "udp://127.0.0.1:5353"),
+            ("udp://[::1]:5353", "udp://[::1]:5353"),
+            ("udp://:5353", "udp://:5353"),
+            ("udp://*:5353", "udp://:5353"),
+            ("dns=udp://127.0.0.1:53", "dns=udp://127.0.0.1:53"),
         ];
         for (text, canonical) in table {
             let parsed = spec(text);
@@ -247,6 +306,14 @@ mod tests {
         assert_eq!(named.name.as_deref(), Some("admin"));
         assert_eq!(named.fd_name(), "admin");
         assert_eq!(spec(":1").fd_name(), DEFAULT_FD_NAME);
+        assert_eq!(
+            spec("udp://127.0.0.1:53").addr,
+            ListenAddr::Udp(([127, 0, 0, 1], 53).into())
+        );
+        assert_eq!(spec("udp://:53").addr, ListenAddr::UdpAnyPort(53));
+        assert!(spec("udp://[::1]:53").addr.is_udp());
+        assert!(spec("tcp://[::1]:53").addr.is_tcp());
+        assert_eq!(spec("udp://:53").addr.kind(), "UDP");
     }
 
     #[test]
@@ -260,6 +327,11 @@ mod tests {
             (":http", "0 to 65535"),
             ("unix:", "empty"),
             ("", "no port"),
+            ("udp://localhost:53", "IP address"),
+            ("udp://5353", "':PORT'"),
+            ("udp://::1:53", "brackets"),
+            ("udp://127.0.0.1:70000", "0 to 65535"),
+            ("sctp://127.0.0.1:53", "unknown scheme"),
         ];
         for (text, needle) in table {
             let err = text.parse::<ListenerSpec>().expect_err(text).to_string();

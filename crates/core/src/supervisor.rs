@@ -130,19 +130,27 @@ pub fn prepare(options: SupervisorOptions) -> Result<Prepared, SupervisorError> 
     Ok(Prepared { options, listeners })
 }
 
-/// How the TCP listeners will reach generations: steered when the file asks for it or
-/// says nothing, and the kernel allows it (checked now, on a throwaway pair of sockets).
-/// A kernel or sandbox that refuses falls back to shared, with one log line that says
-/// why, unless the file asked for `steered`.
+/// How the TCP and UDP listeners will reach generations: steered when the file asks for
+/// it or says nothing, and the kernel allows it (checked now, on a throwaway pair of
+/// sockets of each protocol the service listens on). A kernel or sandbox that refuses
+/// falls back to shared, with one log line that says why, unless the file asked for
+/// `steered`.
 fn choose_handoff(config: &ServiceConfig) -> Result<TcpSharing, SupervisorError> {
-    let tcp = config
-        .listeners
-        .iter()
-        .any(|l| !matches!(l.addr, crate::listen::ListenAddr::Unix(_)));
-    if !tcp || config.handoff == Some(Handoff::Shared) {
+    let tcp = config.listeners.iter().any(|l| l.addr.is_tcp());
+    let udp = config.listeners.iter().any(|l| l.addr.is_udp());
+    if !(tcp || udp) || config.handoff == Some(Handoff::Shared) {
         return Ok(TcpSharing::Alone);
     }
-    match crate::listen::steer::kernel_support() {
+    let support = if tcp {
+        crate::listen::steer::kernel_support()
+    } else {
+        Ok(())
+    };
+    let support = match support {
+        Ok(()) if udp => crate::listen::steer::kernel_support_udp(),
+        other => other,
+    };
+    match support {
         Ok(()) => Ok(TcpSharing::ReusePort),
         Err(reason) if config.handoff == Some(Handoff::Steered) => {
             Err(SupervisorError::Steering { reason })

@@ -137,7 +137,7 @@ fn handoff_takes_steered_or_shared_and_names_the_choices_otherwise() {
 }
 
 #[test]
-fn steered_handoff_needs_a_tcp_listener() -> std::io::Result<()> {
+fn steered_handoff_needs_a_tcp_or_udp_listener() -> std::io::Result<()> {
     let dir = tempfile::tempdir()?;
     let path = write_service(
         dir.path(),
@@ -148,8 +148,90 @@ fn steered_handoff_needs_a_tcp_listener() -> std::io::Result<()> {
         err.starts_with(&format!("{}:3:1: ", path.display())),
         "{err}"
     );
-    assert!(err.contains("TCP listeners"), "{err}");
+    assert!(err.contains("TCP and UDP listeners"), "{err}");
+    let path = write_service(
+        dir.path(),
+        "command: [sh]\nlisten: udp://127.0.0.1:0\nready: notify\nhandoff: steered\n",
+    );
+    let config = load_file(&path).map_err(std::io::Error::other)?;
+    assert_eq!(config.handoff, Some(Handoff::Steered));
     Ok(())
+}
+
+#[test]
+fn udp_listeners_parse_in_every_form() {
+    let config = parsed(
+        "command: [x]\nready: notify\nlisten:\n  - dns=udp://127.0.0.1:5353\n  - udp://[::1]:5353\n  \
+         - {name: any, address: 'udp://:5353'}\n",
+    );
+    assert_eq!(
+        config
+            .listeners
+            .iter()
+            .map(|l| l.addr.clone())
+            .collect::<Vec<_>>(),
+        [
+            ListenAddr::Udp(([127, 0, 0, 1], 5353).into()),
+            ListenAddr::Udp("[::1]:5353".parse().expect("addr")),
+            ListenAddr::UdpAnyPort(5353),
+        ]
+    );
+    assert_eq!(config.listeners[0].name.as_deref(), Some("dns"));
+    assert_eq!(config.listeners[2].name.as_deref(), Some("any"));
+}
+
+#[test]
+fn a_udp_only_service_defaults_to_alive_and_a_mixed_one_to_accepting() {
+    let udp = parsed("command: [x]\nlisten: udp://127.0.0.1:53\n");
+    assert_eq!(
+        udp.ready.checks,
+        [ReadyCheck::Alive(Duration::from_secs(1))]
+    );
+    let mixed = parsed("command: [x]\nlisten: [udp://127.0.0.1:53, '127.0.0.1:80']\n");
+    assert_eq!(mixed.ready.checks, [ReadyCheck::Accepting]);
+    let listeners = [spec("udp://:53")];
+    assert_eq!(
+        ReadyConfig::default_for(&listeners).checks,
+        [ReadyCheck::Alive(Duration::from_secs(1))]
+    );
+}
+
+#[test]
+fn the_accepting_check_needs_a_stream_listener_not_only_udp_ones() -> std::io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = write_service(
+        dir.path(),
+        "command: [sh]\nlisten: udp://127.0.0.1:0\nready: accepting\n",
+    );
+    let err = load_file(&path).expect_err("UDP only").to_string();
+    assert!(
+        err.starts_with(&format!("{}:3:1: ", path.display())),
+        "{err}"
+    );
+    assert!(err.contains("only UDP ones"), "{err}");
+    assert!(err.contains("never accepted on"), "{err}");
+    let path = write_service(
+        dir.path(),
+        "command: [sh]\nlisten: [udp://127.0.0.1:0, '127.0.0.1:0']\nready: accepting\n",
+    );
+    assert!(load_file(&path).is_ok());
+    Ok(())
+}
+
+#[test]
+fn flag_configs_refuse_a_backlog_on_a_udp_listener() {
+    let mut config = ServiceConfig::defaults_for("api", vec!["sh".into()]);
+    let mut socket = spec("udp://127.0.0.1:0");
+    socket.backlog = Some(16);
+    config.listeners = vec![socket];
+    config.ready = ReadyConfig::default_for(&config.listeners);
+    let err = config.validate().expect_err("backlog on UDP").to_string();
+    assert!(
+        err.contains("backlog applies to TCP and unix listeners"),
+        "{err}"
+    );
+    config.listeners[0].backlog = None;
+    assert!(config.validate().is_ok(), "{:?}", config.validate());
 }
 
 #[test]
@@ -350,6 +432,26 @@ const ERRORS: &[(&str, &str, &str)] = &[
         "command: [x]\nlisten:\n  - {address: ':80', backlog: -1}\n",
         "3:31",
         "backlog",
+    ),
+    (
+        "command: [x]\nlisten:\n  - address: udp://127.0.0.1:53\n    backlog: 64\n",
+        "3:5",
+        "backlog applies to TCP and unix listeners, and 'udp://127.0.0.1:53' is UDP",
+    ),
+    (
+        "command: [x]\nlisten:\n  - address: udp://:53\n    mode: \"0660\"\n",
+        "3:5",
+        "mode, owner and group apply to unix sockets only, and 'udp://:53' is UDP",
+    ),
+    (
+        "command: [x]\nlisten: udp://localhost:53\n",
+        "2:9",
+        "the host must be an IP address",
+    ),
+    (
+        "command: [x]\nlisten: sctp://127.0.0.1:53\n",
+        "2:9",
+        "unknown scheme",
     ),
     ("command: [x]\nenv:\n  A: [1]\n", "3:6", "env.A"),
     ("command: {a: b}\n", "1:10", "expected a command"),

@@ -399,3 +399,99 @@ fn connections_accepted_or_closed_after_a_snapshot_show_in_the_next_one() {
         assert_eq!(count(), before, "{source:?}: one closed");
     }
 }
+
+#[test]
+fn each_generations_udp_socket_shows_with_its_scheme_holder_and_queued_bytes() {
+    let _serial = serial();
+    // Two sockets of one SO_REUSEPORT group, as the steered handoff makes them: the old
+    // generation's and the new one's.
+    let udp = |addr: SocketAddr| {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+            .expect("socket");
+        socket.set_reuse_port(true).expect("SO_REUSEPORT");
+        socket.bind(&addr.into()).expect("bind");
+        std::net::UdpSocket::from(socket)
+    };
+    let old = udp("127.0.0.1:0".parse().expect("address"));
+    let address = old.local_addr().expect("address");
+    let new = udp(address);
+    let (old_inode, new_inode) = (inode_of(old.as_raw_fd()), inode_of(new.as_raw_fd()));
+    let family = fork_family(
+        &[old.as_raw_fd(), new.as_raw_fd()],
+        &[vec![old.as_raw_fd()], vec![new.as_raw_fd()]],
+    );
+    // Datagrams from several ports: the group spreads them by hash, and nobody reads.
+    let clients: Vec<std::net::UdpSocket> = (0..8)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("client"))
+        .collect();
+    for client in &clients {
+        client.send_to(b"queued", address).expect("send");
+    }
+    let shown = format!("udp://{address}");
+    let started = unix_ms(std::time::SystemTime::now());
+    let generation = |number: u64, pid: i32, state| GenerationInfo {
+        generation: number,
+        pid,
+        state,
+        started_unix_ms: started,
+        exit: None,
+    };
+    let status = Status {
+        service: "dns".to_owned(),
+        supervisor_pid: family.root,
+        started_unix_ms: started,
+        config_path: None,
+        active_generation: Some(2),
+        restart_in_progress: None,
+        generations: vec![
+            generation(2, family.children[1], GenerationState::Active),
+            generation(1, family.children[0], GenerationState::Draining),
+        ],
+        listeners: vec![ListenerInfo {
+            name: "dns".to_owned(),
+            address: shown.clone(),
+            inode: new_inode,
+            fd: 3,
+        }],
+        sockets: Vec::new(),
+        restarts: RestartCounters::default(),
+        last_restart: None,
+        containment: None,
+    };
+    for source in BOTH {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let snapshot = loop {
+            // Loopback may deliver a datagram after its send returned.
+            let snapshot = Inspector::new(source)
+                .snapshot_native(&status)
+                .expect("snapshot");
+            let queued: u64 = snapshot
+                .listeners
+                .iter()
+                .map(|l| u64::from(l.accept_queue))
+                .sum();
+            if queued > 0 || Instant::now() > deadline {
+                break snapshot;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let view = |inode| {
+            snapshot
+                .listeners
+                .iter()
+                .find(|l| l.inode == inode)
+                .unwrap_or_else(|| panic!("{source:?}: {inode} not listed: {snapshot:#?}"))
+        };
+        let (old_view, new_view) = (view(old_inode), view(new_inode));
+        assert_eq!(old_view.address, shown, "{source:?}");
+        assert_eq!(new_view.address, shown, "{source:?}");
+        assert_eq!(old_view.held_by, vec![1], "{source:?}");
+        assert_eq!(new_view.held_by, vec![2], "{source:?}");
+        assert!(new_view.new_connections && !old_view.new_connections);
+        assert_eq!((old_view.backlog, new_view.backlog), (0, 0));
+        assert!(
+            old_view.accept_queue + new_view.accept_queue > 0,
+            "{source:?}: the queued datagrams show: {snapshot:#?}"
+        );
+    }
+}

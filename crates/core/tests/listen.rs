@@ -101,7 +101,7 @@ fn a_port_in_use_is_reported_with_the_address_and_an_ss_hint() -> Result<(), Lis
         err.to_string(),
         format!(
             "address '127.0.0.1:{port}' is already in use; stop whatever listens there \
-             (ss -ltnp 'sport = :{port}') or choose another port"
+             (ss -ltunp 'sport = :{port}') or choose another port"
         )
     );
     Ok(())
@@ -364,4 +364,55 @@ fn systemd_activation_without_the_wanted_name_fails_and_clears_the_variables() -
         &listener,
         "other",
     )
+}
+
+fn udp_port(listener: &Listener) -> u16 {
+    match listener.local_addr() {
+        ListenAddr::Udp(addr) => addr.port(),
+        other => panic!("not udp: {other}"),
+    }
+}
+
+#[test]
+fn a_udp_listener_is_a_bound_blocking_datagram_socket_without_reuseaddr() -> Result<(), ListenError>
+{
+    let listener = open_one(spec("dns=udp://127.0.0.1:0"))?;
+    let port = udp_port(&listener);
+    assert_ne!(port, 0);
+    assert!(listener.is_udp());
+    assert_eq!(listener.local_display(), format!("udp://127.0.0.1:{port}"));
+    assert_eq!(listener.name(), "dns");
+    let (fd_flags, status_flags) = fd_flags(&listener);
+    assert_ne!(fd_flags & libc::FD_CLOEXEC, 0, "close-on-exec");
+    assert_eq!(status_flags & libc::O_NONBLOCK, 0, "blocking");
+    let socket = socket2::SockRef::from(&listener);
+    assert_eq!(socket.r#type().ok(), Some(socket2::Type::DGRAM));
+    assert_eq!(
+        socket.reuse_address().ok(),
+        Some(false),
+        "no SO_REUSEADDR on UDP"
+    );
+    // It receives what is sent to its port.
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("client");
+    client.send_to(b"ping", ("127.0.0.1", port)).expect("send");
+    let reader: std::net::UdpSocket = socket.try_clone().expect("dup").into();
+    let mut buf = [0u8; 8];
+    let (len, _) = reader.recv_from(&mut buf).expect("recv");
+    assert_eq!(&buf[..len], b"ping");
+    Ok(())
+}
+
+#[test]
+fn every_address_udp_shows_as_udp_port_and_a_taken_udp_port_is_named() -> Result<(), ListenError> {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let err = open_one(spec(&format!("udp://127.0.0.1:{port}"))).expect_err("port in use");
+    assert!(
+        matches!(&err, ListenError::AddrInUse { addr, .. } if *addr == format!("udp://127.0.0.1:{port}")),
+        "{err:?}"
+    );
+    let any = open_one(spec("udp://:0"))?;
+    let port = udp_port(&any);
+    assert_eq!(any.local_display(), format!("udp://:{port}"));
+    Ok(())
 }

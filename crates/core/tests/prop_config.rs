@@ -414,7 +414,18 @@ fn listener() -> impl Strategy<Value = (String, ListenerSpec)> {
         };
         (text, spec)
     });
-    prop_oneof![tcp, unix]
+    let udp = (1u16.., any::<bool>()).prop_map(|(port, every)| {
+        let (addr, text) = if every {
+            (ListenAddr::UdpAnyPort(port), format!("'udp://:{port}'"))
+        } else {
+            (
+                ListenAddr::Udp(([127, 0, 0, 1], port).into()),
+                format!("{{address: 'udp://127.0.0.1:{port}'}}"),
+            )
+        };
+        (text, ListenerSpec::new(addr))
+    });
+    prop_oneof![tcp, unix, udp]
 }
 
 fn check() -> impl Strategy<Value = String> {

@@ -15,3 +15,4 @@ mod rollback;
 mod service_file;
 mod start_priority;
 mod trust;
+mod udp;

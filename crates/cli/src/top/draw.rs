@@ -277,10 +277,14 @@ fn draw_listeners(frame: &mut Frame<'_>, snapshot: &Snapshot, theme: Theme, area
             (true, true) => "  ← new",
             (true, false) => "  draining",
         };
-        lines.push(Line::raw(format!(
-            " queue {}/{backlog}  gens {held}{mark}",
-            l.accept_queue
-        )));
+        // A UDP socket has no accept queue and no backlog: what waits on it is
+        // datagrams, shown by the receive memory they hold.
+        let queue = if l.address.starts_with("udp://") {
+            format!("queued {} B", l.accept_queue)
+        } else {
+            format!("queue {}/{backlog}", l.accept_queue)
+        };
+        lines.push(Line::raw(format!(" {queue}  gens {held}{mark}")));
     }
     let k = &snapshot.kernel;
     lines.push(Line::styled("kernel (namespace)", theme.header()));

@@ -424,3 +424,37 @@ fn a_steered_listener_shows_each_generations_socket_and_marks_the_one_new_connec
     );
     assert!(screen.contains("queue 2/4096  gens 2  ← new"), "{screen}");
 }
+
+#[test]
+fn a_steered_udp_listener_shows_each_generations_socket_with_its_queued_bytes() {
+    let mut snapshot = api(30);
+    let new = ListenerView {
+        inode: 6160,
+        address: "udp://127.0.0.1:5353".into(),
+        accept_queue: 0,
+        backlog: 0,
+        held_by: vec![2],
+        new_connections: true,
+    };
+    let old = ListenerView {
+        inode: 6150,
+        accept_queue: 768,
+        held_by: vec![1],
+        new_connections: false,
+        ..new.clone()
+    };
+    snapshot.listeners.extend([old, new]);
+    let mut app = App::new(1000, false);
+    app.on_snapshot(vec![ServiceState {
+        name: "api".into(),
+        restartable: true,
+        snapshot: Ok(snapshot),
+    }]);
+    let screen = text(&app, 160, 40);
+    assert!(screen.contains("udp://127.0.0.1:5353"), "{screen}");
+    assert!(
+        screen.contains("queued 768 B  gens 1  draining"),
+        "{screen}"
+    );
+    assert!(screen.contains("queued 0 B  gens 2  ← new"), "{screen}");
+}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::{ConfigError, Handoff, Location, ServiceConfig, validate_name};
 use crate::handoff::HandoffError;
-use crate::listen::{ListenAddr, validate_fd_name};
+use crate::listen::validate_fd_name;
 use crate::ready::check::ReadyCheck;
 use crate::signal::Signal;
 
@@ -46,11 +46,21 @@ pub(super) fn validate(config: &ServiceConfig, text: Option<&str>) -> Result<(),
             check_mode(mode, &format!("{mode:o}")).map_err(|e| invalid(&["listen"], e))?;
         }
         let unix_only = spec.mode.is_some() || spec.owner.is_some() || spec.group.is_some();
-        if unix_only && !matches!(spec.addr, ListenAddr::Unix(_)) {
+        if unix_only && !spec.addr.is_unix() {
             return Err(invalid(
                 &["listen"],
                 format!(
                     "mode, owner and group apply to unix sockets only, not '{}'",
+                    spec.addr
+                ),
+            ));
+        }
+        if spec.backlog.is_some() && spec.addr.is_udp() {
+            return Err(invalid(
+                &["listen"],
+                format!(
+                    "backlog applies to TCP and unix listeners, not '{}': a datagram socket \
+                     has no listen() queue; remove it",
                     spec.addr
                 ),
             ));
@@ -71,6 +81,17 @@ pub(super) fn validate(config: &ServiceConfig, text: Option<&str>) -> Result<(),
             &["ready"],
             "the 'accepting' check needs a listener, and the service has none; add `listen:` \
              or use another check, like 'alive:1s' or 'notify'"
+                .to_owned(),
+        ));
+    }
+    let stream = |spec: &crate::listen::ListenerSpec| !spec.addr.is_udp();
+    if !config.listeners.iter().any(stream) && config.ready.checks.contains(&ReadyCheck::Accepting)
+    {
+        return Err(invalid(
+            &["ready"],
+            "the 'accepting' check watches TCP and unix listeners, and this service has only \
+             UDP ones: a datagram socket is never accepted on, so nothing would show the new \
+             generation is ready; use another check, like 'notify', 'exec:CMD' or 'alive:1s'"
                 .to_owned(),
         ));
     }
@@ -112,12 +133,12 @@ pub(super) fn validate(config: &ServiceConfig, text: Option<&str>) -> Result<(),
                 .to_owned(),
         ));
     }
-    let tcp = |spec: &crate::listen::ListenerSpec| !matches!(spec.addr, ListenAddr::Unix(_));
-    if config.handoff == Some(Handoff::Steered) && !config.listeners.iter().any(tcp) {
+    let inet = |spec: &crate::listen::ListenerSpec| !spec.addr.is_unix();
+    if config.handoff == Some(Handoff::Steered) && !config.listeners.iter().any(inet) {
         return Err(invalid(
             &["handoff"],
-            "'handoff: steered' applies to TCP listeners, and the service has none (unix \
-             sockets are always shared); remove the key or add a TCP listener"
+            "'handoff: steered' applies to TCP and UDP listeners, and the service has none \
+             (unix sockets are always shared); remove the key or add a TCP or UDP listener"
                 .to_owned(),
         ));
     }

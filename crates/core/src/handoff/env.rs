@@ -33,12 +33,18 @@ pub fn handoff_vars(
         }
         let list: Vec<String> = fds.iter().map(|fd| fd.to_string()).collect();
         vars.push(("EINHORN_FDS".into(), list.join(" ")));
+        // Server::Starter knows TCP and unix listeners only: a library that reads this
+        // variable makes a stream listener of every entry, so UDP sockets are left out
+        // (each entry names its fd, so the others keep theirs).
         let ports: Vec<String> = listeners
             .iter()
             .zip(&fds)
+            .filter(|(l, _)| !l.is_udp())
             .map(|(l, fd)| format!("{}={fd}", server_starter_key(l)))
             .collect();
-        vars.push(("SERVER_STARTER_PORT".into(), ports.join(";")));
+        if !ports.is_empty() {
+            vars.push(("SERVER_STARTER_PORT".into(), ports.join(";")));
+        }
     }
     vars.push(("SERVER_STARTER_GENERATION".into(), generation.to_string()));
     vars.push(("ZD_GENERATION".into(), generation.to_string()));
@@ -109,5 +115,34 @@ mod tests {
         );
         assert!(!env.contains_key("EINHORN_FD_COUNT"));
         assert!(!env.contains_key("NOTIFY_SOCKET"));
+    }
+
+    #[test]
+    fn udp_listeners_get_fds_in_every_dialect_but_server_starters() {
+        let specs: Vec<crate::listen::ListenerSpec> = ["127.0.0.1:0", "dns=udp://127.0.0.1:0"]
+            .iter()
+            .map(|s| s.parse().expect("spec"))
+            .collect();
+        let listeners = crate::listen::open_listeners(&specs).expect("open");
+        let vars = handoff_vars("api", 1, &listeners, None);
+        let get = |name: &str| {
+            vars.0
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(get("LISTEN_FDS").as_deref(), Some("2"));
+        assert_eq!(get("LISTEN_FDNAMES").as_deref(), Some("unknown:dns"));
+        assert_eq!(get("EINHORN_FDS").as_deref(), Some("3 4"));
+        let starter = get("SERVER_STARTER_PORT").expect("the TCP listener");
+        assert!(
+            starter.ends_with("=3") && !starter.contains("udp"),
+            "{starter}"
+        );
+
+        let udp_only = crate::listen::open_listeners(&specs[1..]).expect("open");
+        let vars = handoff_vars("api", 1, &udp_only, None);
+        assert!(vars.0.iter().any(|(k, v)| k == "LISTEN_FDS" && v == "1"));
+        assert!(!vars.0.iter().any(|(k, _)| k == "SERVER_STARTER_PORT"));
     }
 }

@@ -75,6 +75,8 @@ struct Attribution {
 pub(crate) struct Scratch {
     pub(super) listening: Vec<TcpRecord>,
     pub(super) unix: Vec<UnixListenerRecord>,
+    /// The service's UDP sockets (unconnected, on the ports of its UDP listeners).
+    pub(super) udp: Vec<TcpRecord>,
 }
 
 /// Generations of a native status: every one that has not exited, oldest
@@ -328,9 +330,17 @@ impl Inspector {
                 held_by: held_by(u.inode),
                 new_connections: named(u.inode),
             }))
+            .chain(self.scratch.udp.iter().map(|u| ListenerView {
+                inode: u.inode,
+                address: crate::listen::ListenAddr::Udp(u.local).to_string(),
+                accept_queue: u.rqueue,
+                backlog: 0,
+                held_by: held_by(u.inode),
+                new_connections: named(u.inode),
+            }))
             .collect();
-        // Listeners the supervisor named that no table showed (a UDP
-        // socket, or one closed since): listed with what it told us.
+        // Listeners the supervisor named that no table showed (one closed
+        // since): listed with what it told us.
         for known in &plan.known_listeners {
             if !views.iter().any(|v| v.inode == known.inode) {
                 views.push(ListenerView {

@@ -93,6 +93,12 @@ const AF_UNIX: u8 = 1;
 pub(crate) const AF_INET: u8 = 2;
 pub(crate) const AF_INET6: u8 = 10;
 const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+/// The state of an unconnected UDP socket: a bound one that receives from anyone, as a
+/// UDP listener is.
+pub(crate) const TCP_CLOSE: u8 = 7;
+/// [`TCP_CLOSE`] as a state mask.
+pub(crate) const UDP_UNCONNECTED: u32 = 1 << TCP_CLOSE;
 
 const INET_DIAG_REQ_BYTECODE: u16 = 1;
 const INET_DIAG_BC_JMP: u8 = 1;
@@ -130,10 +136,20 @@ fn finish(mut message: Vec<u8>) -> Vec<u8> {
 /// A dump request for TCP sockets of `family` in the `states` bitmask,
 /// whose local port is one of `ports` (any port when empty).
 pub(crate) fn inet_request(seq: u32, family: u8, states: u32, ports: &[u16]) -> Vec<u8> {
+    protocol_request(seq, family, IPPROTO_TCP, states, ports)
+}
+
+/// [`inet_request`] for UDP sockets. A UDP reply has the same `inet_diag_msg`, with the
+/// memory of the queued datagrams in `idiag_rqueue`.
+pub(crate) fn udp_request(seq: u32, family: u8, states: u32, ports: &[u16]) -> Vec<u8> {
+    protocol_request(seq, family, IPPROTO_UDP, states, ports)
+}
+
+fn protocol_request(seq: u32, family: u8, protocol: u8, states: u32, ports: &[u16]) -> Vec<u8> {
     let mut message = Vec::with_capacity(128);
     put_header(&mut message, seq);
     // struct inet_diag_req_v2
-    message.extend_from_slice(&[family, IPPROTO_TCP, 0, 0]); // no extensions
+    message.extend_from_slice(&[family, protocol, 0, 0]); // no extensions
     message.extend_from_slice(&states.to_ne_bytes());
     message.extend_from_slice(&[0u8; 48]); // inet_diag_sockid: unused in dumps
     if !ports.is_empty() {

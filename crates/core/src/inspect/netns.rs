@@ -100,6 +100,23 @@ impl DiagSocket {
         Ok(())
     }
 
+    /// Unconnected UDP sockets of `families` whose local port is in `ports`, appended to
+    /// `out` (`rqueue`: the memory their queued datagrams hold).
+    pub(crate) fn udp(
+        &mut self,
+        families: &[u8],
+        ports: &[u16],
+        out: &mut Vec<TcpRecord>,
+    ) -> io::Result<()> {
+        for &family in families {
+            self.seq = self.seq.wrapping_add(1);
+            let seq = self.seq;
+            let request = diag::udp_request(seq, family, diag::UDP_UNCONNECTED, ports);
+            self.dump(&request, |datagram| diag::parse_inet(datagram, seq, out))?;
+        }
+        Ok(())
+    }
+
     /// Listening unix stream sockets of the namespace.
     pub(crate) fn unix_listeners(&mut self, out: &mut Vec<UnixListenerRecord>) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);

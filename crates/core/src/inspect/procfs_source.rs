@@ -1,5 +1,6 @@
 //! The fallback path: socket tables of the service's namespace read from
-//! `/proc/PID/net/tcp`, `tcp6` and `unix`, whole, and filtered here.
+//! `/proc/PID/net/tcp`, `tcp6` and `unix` (and `udp`, `udp6` for a service with UDP
+//! listeners), whole, and filtered here.
 //!
 //! It works everywhere `/proc` does, but the kernel formats every socket of
 //! the namespace as text (both ends of every loopback connection included),
@@ -20,6 +21,12 @@ const SOCK_STREAM: u32 = 1;
 /// Every TCP socket of the namespace of `pid`.
 pub(crate) fn tcp(pid: i32, out: &mut Vec<TcpRecord>) -> Result<(), ProcError> {
     out.extend(proc::tcp_sockets(pid)?.iter().map(record));
+    Ok(())
+}
+
+/// Every UDP socket of the namespace of `pid`.
+pub(crate) fn udp(pid: i32, out: &mut Vec<TcpRecord>) -> Result<(), ProcError> {
+    out.extend(proc::udp_sockets(pid)?.iter().map(record));
     Ok(())
 }
 

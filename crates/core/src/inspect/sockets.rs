@@ -143,6 +143,12 @@ impl Inspector {
         scratch.listening.retain(|l| service.contains(l.inode));
         socket.unix_listeners(&mut scratch.unix)?;
         scratch.unix.retain(|u| service.contains(u.inode));
+        scratch.udp.clear();
+        let udp_ports = udp_ports(plan);
+        if !udp_ports.is_empty() {
+            socket.udp(&all_families, &udp_ports, &mut scratch.udp)?;
+            scratch.udp.retain(|u| service.contains(u.inode));
+        }
         let ports = listener_ports(&scratch.listening);
         let families = listener_families(&scratch.listening);
         // Without the counters nothing tells a change: read every time.
@@ -210,6 +216,19 @@ impl Inspector {
         procfs_source::unix_listeners(pid, &mut scratch.unix)
             .map_err(|e| InspectError::from_proc(pid, e))?;
         scratch.unix.retain(|u| service.contains(u.inode));
+        scratch.udp.clear();
+        let udp_ports = udp_ports(plan);
+        if !udp_ports.is_empty() {
+            procfs_source::udp(pid, &mut scratch.udp)
+                .map_err(|e| InspectError::from_proc(pid, e))?;
+            let mut seen = IntSet::default();
+            scratch.udp.retain(|u| {
+                udp_ports.contains(&u.local.port())
+                    && u.state == diag::TCP_CLOSE
+                    && service.contains(u.inode)
+                    && seen.insert(u.inode)
+            });
+        }
         table.mark_read(None);
         Ok(())
     }
@@ -254,6 +273,21 @@ fn listener_families(listening: &[TcpRecord]) -> Vec<u8> {
         families.push(diag::AF_INET6);
     }
     families
+}
+
+/// The ports of the UDP listeners the supervisor named (`udp://…`): every socket of a
+/// steered UDP group is on the same port. None for a service without UDP listeners,
+/// whose snapshots then never read a UDP table.
+fn udp_ports(plan: &Plan) -> Vec<u16> {
+    let mut ports: Vec<u16> = plan
+        .known_listeners
+        .iter()
+        .filter_map(|l| l.address.strip_prefix("udp://"))
+        .filter_map(|a| a.rsplit_once(':').and_then(|(_, p)| p.parse().ok()))
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
 }
 
 fn listener_ports(listening: &[TcpRecord]) -> Vec<u16> {

@@ -64,15 +64,17 @@ pub struct GenerationView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ListenerView {
     pub inode: u64,
-    /// `127.0.0.1:8080`, `[::1]:8080` or a unix socket's path (`@name` for
-    /// an abstract one).
+    /// `127.0.0.1:8080`, `[::1]:8080`, `udp://127.0.0.1:5353` or a unix
+    /// socket's path (`@name` for an abstract one).
     pub address: String,
     /// Connections that completed the handshake and wait to be accepted.
-    /// 0 for a unix listener read from `/proc` (it does not show it).
+    /// 0 for a unix listener read from `/proc` (it does not show it). For a
+    /// UDP socket, the bytes of receive memory its queued datagrams hold
+    /// (0: none waits).
     pub accept_queue: u32,
     /// The most that may wait (the `listen()` backlog, capped by
     /// `net.core.somaxconn`). Only netlink tells it: 0 when read from
-    /// `/proc`.
+    /// `/proc`, and for a UDP socket, which has no backlog.
     pub backlog: u32,
     /// Generations holding it, oldest first. The same inode in two
     /// generations is the shared handoff at work; under the steered handoff

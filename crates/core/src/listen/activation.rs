@@ -32,7 +32,8 @@ pub(super) struct PassedFd {
 /// When `LISTEN_PID` is our pid and `LISTEN_FDS` is set, fds 3.. are adopted instead of
 /// binding: each spec is matched to a passed fd by name when `LISTEN_FDNAMES` is set and
 /// the spec has a name, the rest in order. Each adopted fd must be a listening stream
-/// socket of the spec's family; it is made close-on-exec. With no specs at all, every
+/// socket of the spec's family (a bound datagram socket for a UDP spec); it is made
+/// close-on-exec. With no specs at all, every
 /// passed socket is adopted as it is. Extra passed sockets are closed with a warning.
 ///
 /// The `LISTEN_*` variables are then removed from our environment so they do not leak to
@@ -198,8 +199,10 @@ fn adopt_one(spec: &ListenerSpec, passed: PassedFd) -> Result<Listener, ListenEr
     let domain = socket.domain().map_err(|e| mismatch(e.to_string()))?;
     let fits = match &spec.addr {
         ListenAddr::Unix(_) => domain == Domain::UNIX,
-        ListenAddr::Tcp(addr) => domain == Domain::for_address(*addr),
-        ListenAddr::AnyPort(_) => domain == Domain::IPV4 || domain == Domain::IPV6,
+        ListenAddr::Tcp(addr) | ListenAddr::Udp(addr) => domain == Domain::for_address(*addr),
+        ListenAddr::AnyPort(_) | ListenAddr::UdpAnyPort(_) => {
+            domain == Domain::IPV4 || domain == Domain::IPV6
+        }
     };
     if !fits {
         return Err(mismatch(format!(
@@ -207,6 +210,14 @@ fn adopt_one(spec: &ListenerSpec, passed: PassedFd) -> Result<Listener, ListenEr
             family(domain),
             kind(&spec.addr)
         )));
+    }
+    let datagram = socket.r#type().map_err(|e| mismatch(e.to_string()))? == Type::DGRAM;
+    if datagram != spec.addr.is_udp() {
+        return Err(mismatch(if datagram {
+            "it is a datagram (UDP) socket; write the listener as 'udp://ADDRESS'".to_owned()
+        } else {
+            "it is a stream socket, and the listener is UDP".to_owned()
+        }));
     }
     let local = local_addr_of(&socket).map_err(|e| mismatch(e.to_string()))?;
     if !same_place(&spec.addr, &local) {
@@ -231,9 +242,10 @@ fn family(domain: Domain) -> &'static str {
 fn kind(addr: &ListenAddr) -> &'static str {
     match addr {
         ListenAddr::Unix(_) => "unix",
-        ListenAddr::Tcp(SocketAddr::V4(_)) => "IPv4",
-        ListenAddr::Tcp(SocketAddr::V6(_)) => "IPv6",
+        ListenAddr::Tcp(SocketAddr::V4(_)) | ListenAddr::Udp(SocketAddr::V4(_)) => "IPv4",
+        ListenAddr::Tcp(SocketAddr::V6(_)) | ListenAddr::Udp(SocketAddr::V6(_)) => "IPv6",
         ListenAddr::AnyPort(_) => "TCP",
+        ListenAddr::UdpAnyPort(_) => "UDP",
     }
 }
 
@@ -254,16 +266,24 @@ fn adopt_unconfigured(passed: PassedFd) -> Result<Listener, ListenError> {
     Listener::from_socket(socket, spec, None)
 }
 
-/// A listening stream socket, made close-on-exec (systemd passes them inheritable).
+/// A listening stream socket or a bound UDP socket, made close-on-exec (systemd passes
+/// them inheritable).
 fn checked_socket(fd: OwnedFd) -> Result<Socket, String> {
     let socket = Socket::from(fd);
     match socket.r#type() {
-        Ok(Type::STREAM) => {}
-        Ok(other) => return Err(format!("it is not a stream socket ({other:?})")),
+        Ok(Type::STREAM) => {
+            if !socket.is_listener().map_err(|e| e.to_string())? {
+                return Err("it is not listening".to_owned());
+            }
+        }
+        Ok(Type::DGRAM) => {
+            let domain = socket.domain().map_err(|e| e.to_string())?;
+            if domain != Domain::IPV4 && domain != Domain::IPV6 {
+                return Err("it is a datagram socket that is not UDP".to_owned());
+            }
+        }
+        Ok(other) => return Err(format!("it is not a stream or UDP socket ({other:?})")),
         Err(e) => return Err(format!("it is not a socket ({e})")),
-    }
-    if !socket.is_listener().map_err(|e| e.to_string())? {
-        return Err("it is not listening".to_owned());
     }
     socket.set_cloexec(true).map_err(|e| e.to_string())?;
     Ok(socket)
@@ -275,6 +295,12 @@ fn same_place(configured: &ListenAddr, actual: &ListenAddr) -> bool {
             want.port() == 0 || (want.port() == got.port() && want.ip() == got.ip())
         }
         (ListenAddr::AnyPort(port), ListenAddr::Tcp(got)) => {
+            *port == 0 || (*port == got.port() && got.ip().is_unspecified())
+        }
+        (ListenAddr::Udp(want), ListenAddr::Udp(got)) => {
+            want.port() == 0 || (want.port() == got.port() && want.ip() == got.ip())
+        }
+        (ListenAddr::UdpAnyPort(port), ListenAddr::Udp(got)) => {
             *port == 0 || (*port == got.port() && got.ip().is_unspecified())
         }
         (ListenAddr::Unix(want), ListenAddr::Unix(got)) => want == got,

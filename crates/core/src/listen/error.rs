@@ -10,8 +10,8 @@ pub enum ListenSpecError {
     /// The address part is not one of the accepted forms.
     #[error(
         "invalid listen address '{input}': {problem}; expected '127.0.0.1:8080', '[::1]:8080', \
-         ':8080' (every address), 'tcp://127.0.0.1:8080' or 'unix:/run/app.sock', \
-         optionally prefixed by a name like 'http=127.0.0.1:8080'"
+         ':8080' (every address), 'tcp://127.0.0.1:8080', 'udp://127.0.0.1:5353' or \
+         'unix:/run/app.sock', optionally prefixed by a name like 'http=127.0.0.1:8080'"
     )]
     InvalidAddress {
         /// The address as given.
@@ -37,7 +37,7 @@ pub enum ListenError {
     /// Another socket holds the TCP address.
     #[error(
         "address '{addr}' is already in use; stop whatever listens there \
-         (ss -ltnp 'sport = :{port}') or choose another port"
+         (ss -ltunp 'sport = :{port}') or choose another port"
     )]
     AddrInUse {
         /// The address, as `127.0.0.1:8080`.

@@ -18,7 +18,7 @@ use super::{ListenAddr, ListenError, ListenerSpec};
 /// since Linux 5.4.
 const FALLBACK_BACKLOG: u32 = 4096;
 
-/// An open listening socket, kept for the supervisor's whole life.
+/// An open listening socket (or a bound UDP socket), kept for the supervisor's whole life.
 ///
 /// The socket is close-on-exec: the handoff clears the flag only on the duplicate it gives
 /// a generation. It is blocking, as the apps that inherit it expect (the supervisor itself
@@ -78,22 +78,33 @@ impl Listener {
         &self.spec
     }
 
-    /// The address the socket is bound to: `Tcp` with the real port (even when the spec
-    /// said port 0 or `:PORT`), or `Unix` with the path.
+    /// The address the socket is bound to: `Tcp` or `Udp` with the real port (even when
+    /// the spec said port 0 or `:PORT`), or `Unix` with the path.
     pub fn local_addr(&self) -> &ListenAddr {
         &self.local
     }
 
     /// The address as Server::Starter writes it in `SERVER_STARTER_PORT`: `127.0.0.1:8080`,
     /// `[::1]:8080`, the bare port `8080` for a `:8080` (every address) spec, as
-    /// start_server does for `--port=8080`, or the unix socket path.
+    /// start_server does for `--port=8080`, or the unix socket path. A UDP socket, which
+    /// Server::Starter does not know, shows as `udp://127.0.0.1:5353` (`udp://:5353` for
+    /// every address), so that no one takes it for a TCP listener.
     pub fn local_display(&self) -> String {
         match (&self.spec.addr, &self.local) {
             (ListenAddr::AnyPort(_), ListenAddr::Tcp(addr)) => addr.port().to_string(),
             (_, ListenAddr::Tcp(addr)) => addr.to_string(),
             (_, ListenAddr::AnyPort(port)) => port.to_string(),
             (_, ListenAddr::Unix(path)) => path.display().to_string(),
+            (ListenAddr::UdpAnyPort(_), ListenAddr::Udp(addr)) => {
+                ListenAddr::UdpAnyPort(addr.port()).to_string()
+            }
+            (_, local @ (ListenAddr::Udp(_) | ListenAddr::UdpAnyPort(_))) => local.to_string(),
         }
+    }
+
+    /// Whether this is a UDP socket: it receives datagrams and is never accepted on.
+    pub fn is_udp(&self) -> bool {
+        self.local.is_udp()
     }
 
     /// The socket's inode (fstat `st_ino`): `socket:[INODE]` in `/proc/PID/fd`, and the
@@ -139,7 +150,11 @@ impl AsRawFd for Listener {
 pub(super) fn local_addr_of(socket: &Socket) -> io::Result<ListenAddr> {
     let addr = socket.local_addr()?;
     if let Some(inet) = addr.as_socket() {
-        return Ok(ListenAddr::Tcp(inet));
+        return Ok(if socket.r#type()? == Type::DGRAM {
+            ListenAddr::Udp(inet)
+        } else {
+            ListenAddr::Tcp(inet)
+        });
     }
     match addr.as_pathname() {
         Some(path) => Ok(ListenAddr::Unix(path.to_owned())),
@@ -153,7 +168,7 @@ pub fn open_listeners(specs: &[ListenerSpec]) -> Result<Vec<Listener>, ListenErr
     open_listeners_with(specs, TcpSharing::Alone)
 }
 
-/// Whether a TCP listener may share its port with more sockets of ours.
+/// Whether a TCP or UDP listener may share its port with more sockets of ours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TcpSharing {
     /// The only socket on its port.
@@ -163,7 +178,7 @@ pub enum TcpSharing {
     ReusePort,
 }
 
-/// [`open_listeners`], with TCP listeners opened for `sharing`.
+/// [`open_listeners`], with TCP and UDP listeners opened for `sharing`.
 pub fn open_listeners_with(
     specs: &[ListenerSpec],
     sharing: TcpSharing,
@@ -189,11 +204,20 @@ fn open_listener(spec: &ListenerSpec, sharing: TcpSharing) -> Result<Listener, L
             Listener::from_socket(socket, spec.clone(), None)
         }
         ListenAddr::AnyPort(port) => {
-            let socket = bind_any(*port, reuse_port)?;
+            let socket = bind_any(*port, Type::STREAM, reuse_port)?;
             listen(&socket, backlog, &spec.addr.to_string())?;
             Listener::from_socket(socket, spec.clone(), None)
         }
         ListenAddr::Unix(path) => open_unix(spec, path, backlog),
+        // A datagram socket has no listen() and no backlog: bound, it receives.
+        ListenAddr::Udp(addr) => {
+            let socket = bind_inet(*addr, Type::DGRAM, None, reuse_port)?;
+            Listener::from_socket(socket, spec.clone(), None)
+        }
+        ListenAddr::UdpAnyPort(port) => {
+            let socket = bind_any(*port, Type::DGRAM, reuse_port)?;
+            Listener::from_socket(socket, spec.clone(), None)
+        }
     }
 }
 
@@ -223,7 +247,22 @@ pub(super) fn bind_tcp(
     dual_stack: Option<bool>,
     reuse_port: bool,
 ) -> Result<Socket, ListenError> {
-    let text = addr.to_string();
+    bind_inet(addr, Type::STREAM, dual_stack, reuse_port)
+}
+
+/// A TCP (`Type::STREAM`) or UDP (`Type::DGRAM`) socket bound to `addr`; see [`bind_tcp`].
+pub(super) fn bind_inet(
+    addr: SocketAddr,
+    kind: Type,
+    dual_stack: Option<bool>,
+    reuse_port: bool,
+) -> Result<Socket, ListenError> {
+    let udp = kind == Type::DGRAM;
+    let text = if udp {
+        ListenAddr::Udp(addr).to_string()
+    } else {
+        addr.to_string()
+    };
     let io_err = |about, source| ListenError::Io {
         about,
         addr: text.clone(),
@@ -231,16 +270,20 @@ pub(super) fn bind_tcp(
     };
     // socket2 creates the socket with SOCK_CLOEXEC, and blocking: both as documented on
     // `Listener`.
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)
+    let socket = Socket::new(Domain::for_address(addr), kind, None)
         .map_err(|e| io_err("create a socket for", e))?;
     // SO_REUSEADDR lets a restarted supervisor bind while old connections sit in
-    // TIME_WAIT. SO_REUSEPORT only for the steered handoff, where the supervisor holds
-    // every socket of the group and a BPF program picks the one that gets each new
-    // connection: without that program a second listener on the port would split the
-    // accept queue, which is the failure this project exists to avoid.
-    socket
-        .set_reuse_address(true)
-        .map_err(|e| io_err("set SO_REUSEADDR on", e))?;
+    // TIME_WAIT. UDP has no TIME_WAIT, and there SO_REUSEADDR would let any other socket
+    // with the option bind the same port and take datagrams: never for UDP.
+    // SO_REUSEPORT only for the steered handoff, where the supervisor holds every socket
+    // of the group and a BPF program picks the one that gets each new connection (or
+    // datagram): without that program a second socket on the port would split the
+    // queue, which is the failure this project exists to avoid.
+    if !udp {
+        socket
+            .set_reuse_address(true)
+            .map_err(|e| io_err("set SO_REUSEADDR on", e))?;
+    }
     if reuse_port {
         socket
             .set_reuse_port(true)
@@ -258,12 +301,13 @@ pub(super) fn bind_tcp(
 }
 
 /// `:PORT`: `[::]` dual-stack when the machine has IPv6, else `0.0.0.0`.
-fn bind_any(port: u16, reuse_port: bool) -> Result<Socket, ListenError> {
+fn bind_any(port: u16, kind: Type, reuse_port: bool) -> Result<Socket, ListenError> {
     let v6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
-    match bind_tcp(v6, Some(true), reuse_port) {
+    match bind_inet(v6, kind, Some(true), reuse_port) {
         Ok(socket) => Ok(socket),
-        Err(ListenError::Io { source, .. }) if no_ipv6(&source) => bind_tcp(
+        Err(ListenError::Io { source, .. }) if no_ipv6(&source) => bind_inet(
             SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
+            kind,
             None,
             reuse_port,
         ),

@@ -1,5 +1,6 @@
-//! The steered handoff: one socket per generation in each TCP listener's `SO_REUSEPORT`
-//! group, and a classic BPF program that sends every new connection to one of them.
+//! The steered handoff: one socket per generation in each TCP or UDP listener's
+//! `SO_REUSEPORT` group, and a classic BPF program that sends every new connection (or
+//! datagram) to one of them.
 //!
 //! With one shared socket, a generation that was asked to stop keeps receiving the
 //! connections the kernel queued on that socket until it closes its copy, and many
@@ -16,6 +17,13 @@
 //! the socket it steers to, and closes a seat only when that cannot send a connection
 //! astray.
 //!
+//! UDP works the same way: the kernel runs the group's program for every datagram that
+//! arrives (`SO_ATTACH_REUSEPORT_CBPF` applies to UDP groups too), and keeps a UDP
+//! group's array in the order the sockets were bound, which is when a seat opens its
+//! socket. A datagram queued on the old generation's socket is lost if that socket
+//! closes unread, so the old generation is asked to stop only once its socket's receive
+//! queue is empty ([`queued`]).
+//!
 //! The same seats exist for shared listeners (unix sockets, adopted ones, or every
 //! listener under `handoff: shared`): there a seat holds duplicates of the one socket.
 
@@ -25,7 +33,7 @@ use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Socket, Type};
 
-use super::open::{Listener, backlog_for, bind_tcp, listen};
+use super::open::{Listener, backlog_for, bind_inet, bind_tcp, listen};
 use super::{ListenAddr, ListenError};
 
 /// A set of sockets, one per listener in config order, that generations receive; the
@@ -33,27 +41,42 @@ use super::{ListenAddr, ListenError};
 /// gets the same seat.
 pub(crate) type Seat = u64;
 
-/// Checks that this kernel (and sandbox) lets us build a steered group: two sockets on one
-/// loopback port with `SO_REUSEPORT`, and a steering program attached to them. The error
-/// says what failed, for the one log line of the fallback.
+/// Checks that this kernel (and sandbox) lets us build a steered TCP group: two sockets on
+/// one loopback port with `SO_REUSEPORT`, and a steering program attached to them. The
+/// error says what failed, for the one log line of the fallback.
 pub(crate) fn kernel_support() -> Result<(), String> {
-    let probe = || -> io::Result<()> {
-        let first = reuse_port_socket(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
-        first.listen(1)?;
-        let addr = first
-            .local_addr()?
-            .as_socket()
-            .ok_or_else(|| io::Error::other("no inet address"))?;
-        let second = reuse_port_socket(addr)?;
-        second.listen(1)?;
-        steer_group(&second, 1)
-    };
-    probe().map_err(|e| format!("the kernel refused a steered SO_REUSEPORT group: {e}"))
+    probe_group(Type::STREAM)
+        .map_err(|e| format!("the kernel refused a steered SO_REUSEPORT group: {e}"))
 }
 
-fn reuse_port_socket(addr: std::net::SocketAddr) -> io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
+/// [`kernel_support`] for a UDP group.
+pub(crate) fn kernel_support_udp() -> Result<(), String> {
+    probe_group(Type::DGRAM)
+        .map_err(|e| format!("the kernel refused a steered SO_REUSEPORT group for UDP: {e}"))
+}
+
+fn probe_group(kind: Type) -> io::Result<()> {
+    let stream = kind == Type::STREAM;
+    let first = reuse_port_socket(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), kind)?;
+    if stream {
+        first.listen(1)?;
+    }
+    let addr = first
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("no inet address"))?;
+    let second = reuse_port_socket(addr, kind)?;
+    if stream {
+        second.listen(1)?;
+    }
+    steer_group(&second, 1)
+}
+
+fn reuse_port_socket(addr: std::net::SocketAddr, kind: Type) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), kind, None)?;
+    if kind == Type::STREAM {
+        socket.set_reuse_address(true)?;
+    }
     socket.set_reuse_port(true)?;
     socket.bind(&addr.into())?;
     Ok(socket)
@@ -88,6 +111,45 @@ fn steer_group(socket: &Socket, index: usize) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// What waits on a steered socket for its generation: for a TCP listener, connections in
+/// its accept queue ([`accept_queue`]); for a UDP socket, the bytes its queued datagrams
+/// hold ([`datagram_queue`]). Zero means nothing waits.
+pub(crate) fn queued(listener: &Listener) -> io::Result<u32> {
+    if listener.is_udp() {
+        datagram_queue(listener)
+    } else {
+        accept_queue(listener)
+    }
+}
+
+/// The receive memory a UDP socket holds: every datagram that waits to be read counts
+/// (its buffer's size, not its payload's), so it is zero exactly when none waits.
+///
+/// `SIOCINQ` (FIONREAD) would not do: on a UDP socket it gives the size of the first
+/// datagram only, which is 0 for an empty datagram in a queue that is not empty.
+/// `SO_MEMINFO` gives the socket's `sk_rmem_alloc`, which also counts what sits in the
+/// socket backlog (`SK_MEMINFO_BACKLOG`) while a reader holds the socket lock.
+pub(crate) fn datagram_queue(listener: &Listener) -> io::Result<u32> {
+    let mut info = [0u32; 9];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `info`, an array of u32 as
+    // SO_MEMINFO expects.
+    let rc = unsafe {
+        libc::getsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let at = |index: libc::c_int| info[index as usize];
+    Ok(at(libc::SK_MEMINFO_RMEM_ALLOC).saturating_add(at(libc::SK_MEMINFO_BACKLOG)))
 }
 
 /// Connections waiting in a TCP listener's accept queue, read from the socket itself
@@ -139,8 +201,9 @@ pub(crate) struct Sockets {
 }
 
 impl Sockets {
-    /// The listeners as opened at start become the first seat. A TCP listener opened with
-    /// `SO_REUSEPORT` is steered (the program is attached now); every other one is shared.
+    /// The listeners as opened at start become the first seat. A TCP or UDP listener
+    /// opened with `SO_REUSEPORT` is steered (the program is attached now); every other one
+    /// is shared.
     pub fn new(listeners: Vec<Listener>) -> Result<Sockets, ListenError> {
         let steered: Vec<bool> = listeners
             .iter()
@@ -304,17 +367,25 @@ impl Sockets {
 
 /// A new socket in `first`'s group: the same address, options and backlog.
 fn open_member(first: &Listener) -> Result<Listener, ListenError> {
-    let ListenAddr::Tcp(addr) = first.local_addr() else {
-        return Err(ListenError::Io {
-            about: "steer",
-            addr: first.local_display(),
-            source: io::Error::from(io::ErrorKind::Unsupported),
-        });
+    let (addr, kind) = match first.local_addr() {
+        ListenAddr::Tcp(addr) => (addr, Type::STREAM),
+        ListenAddr::Udp(addr) => (addr, Type::DGRAM),
+        _ => {
+            return Err(ListenError::Io {
+                about: "steer",
+                addr: first.local_display(),
+                source: io::Error::from(io::ErrorKind::Unsupported),
+            });
+        }
     };
     let dual_stack = match addr {
         std::net::SocketAddr::V6(_) => first.socket().only_v6().ok().map(|v6only| !v6only),
         std::net::SocketAddr::V4(_) => None,
     };
+    if kind == Type::DGRAM {
+        let socket = bind_inet(*addr, kind, dual_stack, true)?;
+        return Listener::from_socket(socket, first.spec().clone(), None);
+    }
     let socket = bind_tcp(*addr, dual_stack, true)?;
     listen(&socket, backlog_for(first.spec()), &addr.to_string())?;
     Listener::from_socket(socket, first.spec().clone(), None)
@@ -424,6 +495,86 @@ mod tests {
         s.retire(1);
         assert_eq!(s.open_seats().count(), 1);
         assert_eq!(lands_on(&s), 1);
+    }
+
+    fn udp_group() -> Sockets {
+        let spec: ListenerSpec = "udp://127.0.0.1:0".parse().expect("spec");
+        let listeners = open_listeners_with(&[spec], TcpSharing::ReusePort).expect("open");
+        Sockets::new(listeners).expect("steered group")
+    }
+
+    /// Sends one datagram and says which open seat's queue got it. Loopback delivers a
+    /// datagram after `send_to` may have returned, so this waits (with a deadline) until
+    /// one queue grows.
+    fn datagram_lands_on(s: &Sockets, client: &std::net::UdpSocket) -> Seat {
+        let ListenAddr::Udp(addr) = s.seat(s.steered_to())[0].local_addr() else {
+            panic!("not udp");
+        };
+        let before: Vec<(Seat, u32)> = s
+            .open_seats()
+            .map(|(seat, l)| (seat, datagram_queue(&l[0]).expect("queue")))
+            .collect();
+        client.send_to(b"x", addr).expect("send");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let grew: Vec<Seat> = before
+                .iter()
+                .filter(|(seat, n)| datagram_queue(&s.seat(*seat)[0]).expect("queue") > *n)
+                .map(|(seat, _)| *seat)
+                .collect();
+            if !grew.is_empty() {
+                assert_eq!(grew.len(), 1, "one queue grows: {grew:?}");
+                return grew[0];
+            }
+            assert!(std::time::Instant::now() < deadline, "no queue grew");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn datagrams_go_to_the_steered_seat_only() {
+        if kernel_support_udp().is_err() {
+            eprintln!("skipped: no steered UDP groups here");
+            return;
+        }
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("client");
+        let mut s = udp_group();
+        assert!(s.any_steered() && s.is_steered(0));
+        let new = s.open_seat().expect("seat");
+        assert_ne!(s.seat(new)[0].inode(), s.seat(1)[0].inode());
+        for _ in 0..5 {
+            assert_eq!(datagram_lands_on(&s, &client), 1, "not steered to yet");
+        }
+        s.steer(new).expect("steer");
+        for _ in 0..5 {
+            assert_eq!(datagram_lands_on(&s, &client), new);
+        }
+        s.retire(1);
+        assert_eq!(s.open_seats().count(), 1);
+        assert_eq!(datagram_lands_on(&s, &client), new);
+    }
+
+    #[test]
+    fn a_datagram_queue_is_empty_only_when_nothing_waits() {
+        let s = udp_group();
+        let socket = &s.seat(1)[0];
+        assert_eq!(queued(socket).expect("queue"), 0);
+        let ListenAddr::Udp(addr) = socket.local_addr() else {
+            panic!("not udp");
+        };
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("client");
+        // An empty datagram, which SIOCINQ would report as 0 bytes.
+        client.send_to(b"", addr).expect("send");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while queued(socket).expect("queue") == 0 {
+            assert!(std::time::Instant::now() < deadline, "never queued");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let mut buf = [0u8; 16];
+        let reader: std::net::UdpSocket = socket.socket().try_clone().expect("dup").into();
+        let (n, _) = reader.recv_from(&mut buf).expect("recv");
+        assert_eq!(n, 0);
+        assert_eq!(queued(socket).expect("queue"), 0, "read: nothing waits");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! TCP sockets of a network namespace, from `/proc/PID/net/tcp` and `tcp6`.
+//! TCP sockets of a network namespace, from `/proc/PID/net/tcp` and `tcp6` (and UDP
+//! sockets from `udp` and `udp6`, whose lines have the same columns).
 //!
 //! A line looks like this (net/ipv4/tcp_ipv4.c, `get_tcp4_sock`):
 //!
@@ -131,8 +132,20 @@ fn parse_address(text: &str) -> Option<SocketAddr> {
 /// Every TCP socket (IPv4 and IPv6) in the network namespace of `pid`.
 /// A namespace without IPv6 has no `tcp6` file; that is not an error.
 pub fn tcp_sockets(pid: i32) -> Result<Vec<TcpSocket>, ProcError> {
+    inet_sockets(pid, "tcp")
+}
+
+/// Every UDP socket (IPv4 and IPv6) in the network namespace of `pid`, read like
+/// [`tcp_sockets`]: `state` is `Close` for an unconnected socket, `rx_queue` the memory
+/// its queued datagrams hold.
+pub fn udp_sockets(pid: i32) -> Result<Vec<TcpSocket>, ProcError> {
+    inet_sockets(pid, "udp")
+}
+
+fn inet_sockets(pid: i32, protocol: &str) -> Result<Vec<TcpSocket>, ProcError> {
     let mut sockets = Vec::new();
-    for (name, required) in [("net/tcp", true), ("net/tcp6", false)] {
+    let (v4, v6) = (format!("net/{protocol}"), format!("net/{protocol}6"));
+    for (name, required) in [(v4.as_str(), true), (v6.as_str(), false)] {
         let path = pid_path(pid, name);
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
@@ -143,7 +156,7 @@ pub fn tcp_sockets(pid: i32) -> Result<Vec<TcpSocket>, ProcError> {
                 }
                 return Err(ProcError::Gone { pid });
             }
-            Err(err) => return Err(ProcError::from_io(pid, "tcp sockets", err)),
+            Err(err) => return Err(ProcError::from_io(pid, "inet sockets", err)),
         };
         sockets.extend(parse_tcp_table(&text, &path)?);
     }

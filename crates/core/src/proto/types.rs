@@ -348,6 +348,9 @@ pub struct SocketInfo {
     /// Connections waiting in its accept queue (TCP only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<u32>,
+    /// The receive memory its waiting datagrams hold, in bytes (UDP only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_bytes: Option<u32>,
 }
 
 /// Counters since the supervisor started.

@@ -91,10 +91,11 @@ const QUEUE_POLL: Duration = Duration::from_millis(1);
 
 /// Steered handoff: the old generation gets no new connection any more, but what the
 /// kernel queued on its own sockets before the promotion is its to take. Its stop signal
-/// waits until the accept queues of its sockets are empty and no connection of it holds
-/// bytes it has not read (a request it has not seen), or until `queue.wait` has passed,
-/// or it has exited. Many servers stop between accept and read: a request they have
-/// read is answered, one that waits is dropped.
+/// waits until the accept queues of its sockets are empty, its UDP sockets hold no
+/// datagram, and no connection of it holds bytes it has not read (a request it has not
+/// seen), or until `queue.wait` has passed, or it has exited. Many servers stop between
+/// accept and read: a request they have read is answered, one that waits is dropped;
+/// and a datagram left on a socket that closes is lost.
 async fn wait_for_queues(
     generation: u64,
     child: &dyn ChildProcess,
@@ -119,10 +120,12 @@ async fn wait_for_queues(
         let queued: u32 = queue
             .sockets
             .iter()
-            .map(|l| crate::listen::steer::accept_queue(l).unwrap_or(0))
-            .sum();
-        // Bounded by the same deadline: on a loaded machine one look may take long.
+            .map(|l| crate::listen::steer::queued(l).unwrap_or(0))
+            .fold(0, u32::saturating_add);
+        // Bounded by the same deadline: on a loaded machine one look may take long. Only
+        // TCP listeners have connections (and no port would mean every port).
         let unread = queued == 0
+            && !ports.is_empty()
             && tokio::time::timeout_at(deadline, child.unread_input(ports.clone()))
                 .await
                 .unwrap_or(true);

@@ -139,7 +139,13 @@ impl Children for Processes {
             service: config.name.clone(),
             generation,
             pid,
-            listener_inodes: listeners.iter().map(|l| l.inode()).collect(),
+            // `accepting` looks for a wait on a stream listener; a UDP socket is never
+            // accepted on, so it proves nothing there.
+            listener_inodes: listeners
+                .iter()
+                .filter(|l| !l.is_udp())
+                .map(|l| l.inode())
+                .collect(),
             notify: notify.as_ref().map(|n| n.state()),
             idle_start: idle_start.began(),
         };

@@ -153,7 +153,13 @@ impl State {
                     fd: 3 + i as i32,
                     generations: generations.clone(),
                     steered_to: seat == target,
-                    queue: crate::listen::steer::accept_queue(l).ok(),
+                    queue: (!l.is_udp())
+                        .then(|| crate::listen::steer::accept_queue(l).ok())
+                        .flatten(),
+                    queued_bytes: l
+                        .is_udp()
+                        .then(|| crate::listen::steer::datagram_queue(l).ok())
+                        .flatten(),
                 });
             }
         }

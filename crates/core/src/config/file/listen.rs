@@ -79,10 +79,18 @@ impl<'de> Deserialize<'de> for ListenEntry {
                 let m = ListenMap::deserialize(MapAccessDeserializer::new(map))?;
                 let addr = m.address.0;
                 let unix_only = m.mode.is_some() || m.owner.is_some() || m.group.is_some();
-                if unix_only && !matches!(addr, ListenAddr::Unix(_)) {
+                if unix_only && !addr.is_unix() {
                     return Err(de::Error::custom(format!(
-                        "mode, owner and group apply to unix sockets only, and '{addr}' is TCP; \
-                         remove them or use an address like 'unix:/run/app.sock'"
+                        "mode, owner and group apply to unix sockets only, and '{addr}' is {}; \
+                         remove them or use an address like 'unix:/run/app.sock'",
+                        addr.kind()
+                    )));
+                }
+                if m.backlog.is_some() && addr.is_udp() {
+                    return Err(de::Error::custom(format!(
+                        "backlog applies to TCP and unix listeners, and '{addr}' is UDP: a \
+                         datagram socket has no listen() queue (its size is the socket's \
+                         receive buffer, net.core.rmem_default); remove `backlog`"
                     )));
                 }
                 if m.backlog == Some(0) {

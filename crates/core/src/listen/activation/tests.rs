@@ -144,3 +144,35 @@ fn without_configured_listeners_every_passed_socket_is_adopted_as_is() -> Result
     assert_eq!(adopted[0].local_addr(), open[0].local_addr());
     Ok(())
 }
+
+#[test]
+fn a_passed_udp_socket_is_adopted_for_a_udp_listener() -> Result<(), ListenError> {
+    let open = open_listeners(&[spec("udp://127.0.0.1:0")])?;
+    let adopted = adopt(&[spec("dns=udp://127.0.0.1:0")], passed(&open, &["dns"]))?;
+    assert_eq!(inodes(&adopted), inodes(&open));
+    assert!(adopted[0].is_udp());
+    assert!(adopted[0].local_display().starts_with("udp://127.0.0.1:"));
+    Ok(())
+}
+
+#[test]
+fn a_udp_socket_passed_for_a_tcp_listener_is_refused_and_the_reverse() -> Result<(), ListenError> {
+    let udp = open_listeners(&[spec("udp://127.0.0.1:0")])?;
+    let err = adopt(&[spec("127.0.0.1:0")], passed(&udp, &["unknown"]))
+        .expect_err("a datagram socket for a TCP listener");
+    assert!(err.to_string().contains("udp://"), "{err}");
+    let tcp = open_listeners(&[spec("127.0.0.1:0")])?;
+    let err = adopt(&[spec("udp://127.0.0.1:0")], passed(&tcp, &["unknown"]))
+        .expect_err("a stream socket for a UDP listener");
+    assert!(err.to_string().contains("listener is UDP"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn a_passed_udp_socket_is_adopted_as_it_is_without_configured_listeners() -> Result<(), ListenError>
+{
+    let open = open_listeners(&[spec("udp://127.0.0.1:0")])?;
+    let adopted = adopt(&[], passed(&open, &["unknown"]))?;
+    assert!(matches!(adopted[0].spec().addr, ListenAddr::Udp(_)));
+    Ok(())
+}

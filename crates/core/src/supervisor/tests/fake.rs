@@ -114,12 +114,34 @@ impl FakeChildren {
         self.lock().received[&generation].clone()
     }
 
-    /// Connections waiting in the accept queues of generation `generation`'s sockets.
+    /// What waits on generation `generation`'s sockets: connections in the accept
+    /// queues of TCP ones, bytes of queued datagrams on UDP ones.
     pub fn queued(&self, generation: u64) -> u32 {
         self.lock().held[&generation]
             .iter()
-            .map(|l| crate::listen::steer::accept_queue(l).expect("accept queue"))
+            .map(|l| crate::listen::steer::queued(l).expect("queue"))
             .sum()
+    }
+
+    /// Generation `generation` reads every datagram waiting on its UDP sockets.
+    pub fn read_datagrams(&self, generation: u64) {
+        use std::os::fd::AsRawFd;
+        let inner = self.lock();
+        for l in inner.held[&generation].iter().filter(|l| l.is_udp()) {
+            let mut buf = [0u8; 2048];
+            while crate::listen::steer::queued(l).expect("queue") > 0 {
+                // SAFETY: recv into a buffer we own, of its length; MSG_DONTWAIT, so a
+                // queue that just emptied returns EAGAIN instead of blocking.
+                unsafe {
+                    libc::recv(
+                        l.as_raw_fd(),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_DONTWAIT,
+                    );
+                }
+            }
+        }
     }
 
     /// Generation `generation` accepts (and closes) every connection waiting for it.

@@ -225,3 +225,76 @@ async fn a_restart_while_no_generation_runs_uses_the_waiting_clients_socket() {
     assert_eq!(fake.queued(2), 1, "the client that waited is gen 2's");
     h.stop().await;
 }
+
+/// A steered UDP group on a loopback port, and the port; `None` (and a note) where the
+/// kernel refuses steered UDP groups.
+fn steered_udp() -> Option<(Sockets, u16)> {
+    if let Err(e) = crate::listen::steer::kernel_support_udp() {
+        eprintln!("skipped: {e}");
+        return None;
+    }
+    let spec: ListenerSpec = "udp://127.0.0.1:0".parse().expect("spec");
+    let listeners = open_listeners_with(&[spec], TcpSharing::ReusePort).expect("open");
+    let port = match listeners[0].local_addr() {
+        crate::listen::ListenAddr::Udp(a) => a.port(),
+        other => panic!("not udp: {other}"),
+    };
+    Some((Sockets::new(listeners).expect("steered group"), port))
+}
+
+/// Sends `n` datagrams to `port`, one at a time, each once the previous one is queued on
+/// generation `to`'s sockets (loopback may deliver after the send returned, so this waits
+/// in real time, with a deadline): none is still in flight when this returns.
+fn send_datagrams(fake: &FakeChildren, port: u16, n: usize, to: u64) {
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("client");
+    for _ in 0..n {
+        let before = fake.queued(to);
+        client.send_to(b"query", ("127.0.0.1", port)).expect("send");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while fake.queued(to) == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the datagram never reached gen {to}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn datagrams_go_to_the_new_generation_once_promoted_and_the_old_ones_hold_its_stop() {
+    let Some((sockets, port)) = steered_udp() else {
+        return;
+    };
+    let fake = FakeChildren::scripted(
+        2,
+        Script {
+            readiness: Readiness::After(Duration::from_secs(1)),
+            ..Script::default()
+        },
+    );
+    let mut cfg = config();
+    cfg.handoff_wait = Duration::from_secs(30);
+    let mut h = Harness::start_on(&fake, cfg, sockets);
+    let restart = h.restart().await;
+    h.wait_for("waiting 2").await;
+    assert_ne!(fake.received(1), fake.received(2), "a socket of its own");
+    send_datagrams(&fake, port, 2, 1);
+    assert_eq!(fake.queued(2), 0, "starting: every datagram to gen 1");
+    h.wait_for("promoted 2").await;
+    let old_queue = fake.queued(1);
+    send_datagrams(&fake, port, 3, 2);
+    assert_eq!(fake.queued(1), old_queue, "promoted: none to gen 1");
+    // Gen 1 still has two datagrams to read: it is not asked to stop.
+    pass(Duration::from_secs(5)).await;
+    assert!(
+        !h.seen().iter().any(|e| e.starts_with("draining 1")),
+        "stopped with datagrams in its queue"
+    );
+    fake.read_datagrams(1);
+    h.wait_for("draining 1 SIGTERM").await;
+    let (_, report) = restart.restart().await;
+    assert_eq!(report.outcome, RestartOutcome::Completed);
+    assert!(fake.queued(2) > 0, "gen 2 keeps its datagrams");
+    h.stop().await;
+}
