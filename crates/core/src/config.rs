@@ -85,6 +85,11 @@ pub struct ServiceConfig {
     /// empty its socket's accept queue and read what its connections received, before its
     /// stop signal.
     pub handoff_wait: Duration,
+    /// Steered handoff: turn `net.ipv4.tcp_migrate_req` on at start where permitted
+    /// (`listen::migrate`), so that a closing generation's socket hands what is still
+    /// queued or half open to another socket of the group; `None`: on (read at start
+    /// only).
+    pub migrate_requests: Option<bool>,
 }
 
 /// How a TCP listener reaches the generations (`supervisor`, `listen::steer`).
@@ -208,6 +213,7 @@ impl ServiceConfig {
             start_priority: StartPriority::Idle,
             handoff: None,
             handoff_wait: DEFAULT_HANDOFF_WAIT,
+            migrate_requests: None,
         }
     }
 
@@ -396,5 +402,6 @@ fn parse_native(text: &str, source: &Path) -> Result<ServiceConfig, ConfigError>
         start_priority: raw.start_priority.unwrap_or_default(),
         handoff: raw.handoff,
         handoff_wait: raw.handoff_wait.map_or(DEFAULT_HANDOFF_WAIT, |d| d.0),
+        migrate_requests: raw.migrate_requests,
     })
 }

@@ -133,7 +133,8 @@ pub fn prepare(options: SupervisorOptions) -> Result<Prepared, SupervisorError> 
 /// How the TCP listeners will reach generations: steered when the file asks for it or
 /// says nothing, and the kernel allows it (checked now, on a throwaway pair of sockets).
 /// A kernel or sandbox that refuses falls back to shared, with one log line that says
-/// why, unless the file asked for `steered`.
+/// why, unless the file asked for `steered`. Steered, `tcp_migrate_req` is turned on
+/// where permitted, unless `migrate_requests: false`.
 fn choose_handoff(config: &ServiceConfig) -> Result<TcpSharing, SupervisorError> {
     let tcp = config
         .listeners
@@ -143,7 +144,12 @@ fn choose_handoff(config: &ServiceConfig) -> Result<TcpSharing, SupervisorError>
         return Ok(TcpSharing::Alone);
     }
     match crate::listen::steer::kernel_support() {
-        Ok(()) => Ok(TcpSharing::ReusePort),
+        Ok(()) => {
+            if config.migrate_requests != Some(false) {
+                crate::listen::migrate::enable();
+            }
+            Ok(TcpSharing::ReusePort)
+        }
         Err(reason) if config.handoff == Some(Handoff::Steered) => {
             Err(SupervisorError::Steering { reason })
         }
