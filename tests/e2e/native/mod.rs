@@ -9,6 +9,7 @@ mod handoff;
 mod hostile;
 mod lifecycle;
 mod limits;
+mod migrate_requests;
 mod priority;
 mod ready;
 mod rollback;
