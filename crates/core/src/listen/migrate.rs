@@ -23,14 +23,14 @@ use std::path::Path;
 /// The sysctl, in the supervisor's network namespace.
 const SYSCTL: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
 
-/// What [`enable`] found or did.
+/// What [`enable_at`] found or did.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Migration {
     /// It was 0; it is 1 now.
     Enabled,
     /// It was 1 already.
     AlreadyOn,
-    /// The kernel has no such sysctl (before Linux 5.14).
+    /// No such sysctl: a kernel before Linux 5.14, or no /proc.
     Unsupported,
     /// It is 0 and may not be written here: not root, or `/proc/sys` mounted read-only.
     NotPermitted(String),
@@ -58,10 +58,9 @@ fn decide(text: &str) -> Decision {
 }
 
 /// Turns `net.ipv4.tcp_migrate_req` on in the supervisor's network namespace when it is
-/// off, and logs one line that says what happened.
-pub(crate) fn enable() -> Migration {
-    let outcome = enable_at(Path::new(SYSCTL));
-    match &outcome {
+/// off, and logs one line that says what happened. The service runs either way.
+pub(crate) fn enable() {
+    match enable_at(Path::new(SYSCTL)) {
         Migration::Enabled => tracing::info!(
             sysctl = SYSCTL,
             "enabled net.ipv4.tcp_migrate_req: a connection still queued or half open on \
@@ -69,8 +68,9 @@ pub(crate) fn enable() -> Migration {
         ),
         Migration::AlreadyOn => tracing::debug!(sysctl = SYSCTL, "tcp_migrate_req is on"),
         Migration::Unsupported => tracing::info!(
-            "this kernel has no net.ipv4.tcp_migrate_req (Linux 5.14 added it): a handshake \
-             that completes on an old generation's socket after handoff_wait is reset"
+            "no net.ipv4.tcp_migrate_req here (Linux 5.14 added it; or /proc is not \
+             mounted): a handshake that completes on an old generation's socket after \
+             handoff_wait is reset"
         ),
         Migration::NotPermitted(error) => tracing::info!(
             sysctl = SYSCTL,
@@ -87,7 +87,6 @@ pub(crate) fn enable() -> Migration {
             "cannot turn net.ipv4.tcp_migrate_req on"
         ),
     }
-    outcome
 }
 
 /// [`enable`] on the file at `path`.
