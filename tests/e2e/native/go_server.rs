@@ -20,7 +20,6 @@ use std::process::Command;
 
 use zd_load::load::ConnectionMode;
 
-use super::skip;
 use crate::support::*;
 
 const SOURCE: &str = include_str!("go/shutdown.go");
@@ -33,6 +32,15 @@ fn peers_dir() -> PathBuf {
         .parent()
         .expect("the workspace root");
     root.join(std::env::var_os("ZD_PEERS_DIR").unwrap_or_else(|| "target/peers".into()))
+}
+
+/// Fails under `ZD_REQUIRE_PEERS=1`, else says loudly that the test is skipped.
+fn skip(test: &str, why: &str) {
+    assert!(
+        std::env::var_os("ZD_REQUIRE_PEERS").is_none_or(|v| v != "1"),
+        "ZD_REQUIRE_PEERS=1 but {why}"
+    );
+    eprintln!("SKIPPED: {test}: {why}");
 }
 
 /// A Go toolchain recent enough to show the drop: the peers' venv, else PATH.

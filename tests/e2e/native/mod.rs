@@ -17,13 +17,3 @@ mod rollback;
 mod service_file;
 mod start_priority;
 mod trust;
-
-/// Fails under `ZD_REQUIRE_PEERS=1`, else says loudly that the test is skipped: for tests
-/// that need a program from outside the workspace (a Go toolchain, python3).
-fn skip(test: &str, why: &str) {
-    assert!(
-        std::env::var_os("ZD_REQUIRE_PEERS").is_none_or(|v| v != "1"),
-        "ZD_REQUIRE_PEERS=1 but {why}"
-    );
-    eprintln!("SKIPPED: {test}: {why}");
-}

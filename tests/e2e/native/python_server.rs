@@ -21,12 +21,20 @@ use std::path::PathBuf;
 
 use zd_load::load::ConnectionMode;
 
-use super::skip;
 use crate::support::*;
 
 const SCRIPT: &str = include_str!("python/stop_soon.py");
 const RESTARTS: usize = 50;
 const CLIENTS: usize = 32;
+
+/// Fails under `ZD_REQUIRE_PEERS=1`, else says loudly that the test is skipped.
+fn skip(test: &str, why: &str) {
+    assert!(
+        std::env::var_os("ZD_REQUIRE_PEERS").is_none_or(|v| v != "1"),
+        "ZD_REQUIRE_PEERS=1 but {why}"
+    );
+    eprintln!("SKIPPED: {test}: {why}");
+}
 
 /// `python3` on PATH.
 fn python3(test: &str) -> Option<PathBuf> {
