@@ -58,6 +58,23 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// How a TCP listener reaches the generations, for tests that run under each.
+#[derive(Debug, Clone, Copy)]
+pub enum Handoff {
+    Steered,
+    Shared,
+}
+
+impl Handoff {
+    /// The service file's line that chooses it.
+    pub fn key(self) -> &'static str {
+        match self {
+            Handoff::Steered => "handoff: steered\n",
+            Handoff::Shared => "handoff: shared\n",
+        }
+    }
+}
+
 /// One test's world: its own runtime and config directories and the processes it started.
 pub struct TestEnv {
     pub dir: tempfile::TempDir,

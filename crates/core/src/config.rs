@@ -85,6 +85,11 @@ pub struct ServiceConfig {
     /// empty its socket's accept queue (or its UDP socket's datagrams) and read what its
     /// connections received, before its stop signal.
     pub handoff_wait: Duration,
+    /// Steered handoff: turn `net.ipv4.tcp_migrate_req` on at start where permitted
+    /// (`listen::migrate`), so that a closing generation's socket hands what is still
+    /// queued or half open to another socket of the group; `None`: on (read at start
+    /// only).
+    pub migrate_requests: Option<bool>,
 }
 
 /// How a TCP or UDP listener reaches the generations (`supervisor`, `listen::steer`).
@@ -211,6 +216,7 @@ impl ServiceConfig {
             start_priority: StartPriority::Idle,
             handoff: None,
             handoff_wait: DEFAULT_HANDOFF_WAIT,
+            migrate_requests: None,
         }
     }
 
@@ -399,5 +405,6 @@ fn parse_native(text: &str, source: &Path) -> Result<ServiceConfig, ConfigError>
         start_priority: raw.start_priority.unwrap_or_default(),
         handoff: raw.handoff,
         handoff_wait: raw.handoff_wait.map_or(DEFAULT_HANDOFF_WAIT, |d| d.0),
+        migrate_requests: raw.migrate_requests,
     })
 }

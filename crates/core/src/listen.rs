@@ -7,6 +7,7 @@
 
 mod activation;
 mod error;
+pub(crate) mod migrate;
 mod open;
 pub(crate) mod steer;
 

@@ -134,7 +134,8 @@ pub fn prepare(options: SupervisorOptions) -> Result<Prepared, SupervisorError> 
 /// it or says nothing, and the kernel allows it (checked now, on a throwaway pair of
 /// sockets of each protocol the service listens on). A kernel or sandbox that refuses
 /// falls back to shared, with one log line that says why, unless the file asked for
-/// `steered`.
+/// `steered`. Steered with a TCP listener, `tcp_migrate_req` is turned on where
+/// permitted, unless `migrate_requests: false`.
 fn choose_handoff(config: &ServiceConfig) -> Result<TcpSharing, SupervisorError> {
     let tcp = config.listeners.iter().any(|l| l.addr.is_tcp());
     let udp = config.listeners.iter().any(|l| l.addr.is_udp());
@@ -151,7 +152,12 @@ fn choose_handoff(config: &ServiceConfig) -> Result<TcpSharing, SupervisorError>
         other => other,
     };
     match support {
-        Ok(()) => Ok(TcpSharing::ReusePort),
+        Ok(()) => {
+            if tcp && config.migrate_requests != Some(false) {
+                crate::listen::migrate::enable();
+            }
+            Ok(TcpSharing::ReusePort)
+        }
         Err(reason) if config.handoff == Some(Handoff::Steered) => {
             Err(SupervisorError::Steering { reason })
         }

@@ -84,6 +84,7 @@ fn a_file_with_every_key_loads_with_each_value() -> Result<(), ConfigError> {
         start_priority: StartPriority::Normal,
         handoff: Some(Handoff::Shared),
         handoff_wait: Duration::from_secs(5),
+        migrate_requests: Some(false),
     };
     assert_eq!(config, want);
     Ok(())
@@ -116,6 +117,7 @@ fn a_minimal_file_gets_every_default() {
     assert_eq!(config.start_priority, StartPriority::Idle);
     assert_eq!(config.handoff, None, "steered where the kernel allows it");
     assert_eq!(config.handoff_wait, Duration::from_secs(2));
+    assert_eq!(config.migrate_requests, None, "tcp_migrate_req turned on");
 }
 
 #[test]
@@ -215,6 +217,31 @@ fn the_accepting_check_needs_a_stream_listener_not_only_udp_ones() -> std::io::R
         "command: [sh]\nlisten: [udp://127.0.0.1:0, '127.0.0.1:0']\nready: accepting\n",
     );
     assert!(load_file(&path).is_ok());
+    Ok(())
+}
+
+#[test]
+fn migrate_requests_is_a_boolean_for_the_steered_handoff() -> std::io::Result<()> {
+    let config = parsed("command: [x]\nlisten: ':0'\nmigrate_requests: false\n");
+    assert_eq!(config.migrate_requests, Some(false));
+    let err = parse("command: [x]\nmigrate_requests: sometimes\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("migrate_requests") || err.contains("boolean"),
+        "{err}"
+    );
+    let dir = tempfile::tempdir()?;
+    let path = write_service(
+        dir.path(),
+        "command: [sh]\nlisten: ':0'\nhandoff: shared\nmigrate_requests: true\n",
+    );
+    let err = load_file(&path).expect_err("shared").to_string();
+    assert!(
+        err.starts_with(&format!("{}:4:1: ", path.display())),
+        "{err}"
+    );
+    assert!(err.contains("steered handoff"), "{err}");
     Ok(())
 }
 

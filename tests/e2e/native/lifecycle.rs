@@ -1,9 +1,13 @@
 use crate::support::*;
 
-#[test]
-fn old_generation_that_ignores_sigterm_is_killed_at_the_drain_deadline() {
+/// An old generation that ignores its stop signal is killed at `drain_timeout`.
+fn ignored_sigterm_is_killed_at_the_deadline(handoff: Handoff) {
     let mut env = TestEnv::new();
-    env.fixture_service("api", &["--ignore-term"], "drain_timeout: 1s\n");
+    env.fixture_service(
+        "api",
+        &["--ignore-term"],
+        &format!("{}drain_timeout: 1s\n", handoff.key()),
+    );
     let status = env.start("api", &["run", "api"]);
     let old_pid = active_pid(&status);
     let out = env.run_zdctl(&["restart", "api", "--json"]);
@@ -27,6 +31,16 @@ fn old_generation_that_ignores_sigterm_is_killed_at_the_drain_deadline() {
     );
     assert!(at("exited") >= at("killed"));
     assert!(!is_alive(old_pid), "old generation still alive");
+}
+
+#[test]
+fn old_generation_that_ignores_sigterm_is_killed_at_the_drain_deadline_steered() {
+    ignored_sigterm_is_killed_at_the_deadline(Handoff::Steered);
+}
+
+#[test]
+fn old_generation_that_ignores_sigterm_is_killed_at_the_drain_deadline_shared() {
+    ignored_sigterm_is_killed_at_the_deadline(Handoff::Shared);
 }
 
 #[test]
@@ -109,10 +123,15 @@ fn zdctl_stop_returns_after_every_generation_exited() {
     assert_eq!(env.wait_exit("api"), Some(0));
 }
 
-#[test]
-fn crashed_active_generation_is_respawned_while_the_listener_stays_open() {
+/// A crashed active generation is respawned, and a client that connects meanwhile is
+/// answered by the respawn.
+fn crash_is_respawned_while_the_listener_stays_open(handoff: Handoff) {
     let mut env = TestEnv::new();
-    env.fixture_service("api", &[], "restart:\n  backoff: 50ms\n");
+    env.fixture_service(
+        "api",
+        &[],
+        &format!("{}restart:\n  backoff: 50ms\n", handoff.key()),
+    );
     let status = env.start("api", &["run", "api"]);
     let addr = address_of(&status);
     let pid = active_pid(&status);
@@ -138,9 +157,19 @@ fn crashed_active_generation_is_respawned_while_the_listener_stays_open() {
 }
 
 #[test]
-fn two_hundred_restarts_leak_no_fd_and_no_child() {
+fn crashed_active_generation_is_respawned_while_the_listener_stays_open_steered() {
+    crash_is_respawned_while_the_listener_stays_open(Handoff::Steered);
+}
+
+#[test]
+fn crashed_active_generation_is_respawned_while_the_listener_stays_open_shared() {
+    crash_is_respawned_while_the_listener_stays_open(Handoff::Shared);
+}
+
+/// 200 restarts leave the supervisor with the fds and children it had before them.
+fn restarts_leak_nothing(handoff: Handoff) {
     let mut env = TestEnv::new();
-    env.fixture_service("api", &[], "");
+    env.fixture_service("api", &[], handoff.key());
     let status = env.start("api", &["run", "api"]);
     let sup = status.supervisor_pid;
     let fds = || {
@@ -164,6 +193,16 @@ fn two_hundred_restarts_leak_no_fd_and_no_child() {
         "the supervisor's children back to where they started",
         || (children() <= children_before).then_some(()),
     );
+}
+
+#[test]
+fn two_hundred_restarts_leak_no_fd_and_no_child_steered() {
+    restarts_leak_nothing(Handoff::Steered);
+}
+
+#[test]
+fn two_hundred_restarts_leak_no_fd_and_no_child_shared() {
+    restarts_leak_nothing(Handoff::Shared);
 }
 
 #[test]

@@ -27,12 +27,12 @@ fn assert_rolls_back(env: &mut TestEnv, addr: &str, expect_reason: &str) {
     assert!(body.contains(&format!("pid={old_pid}")), "{body}");
 }
 
-#[test]
-fn new_generation_that_crashes_at_start_is_rolled_back_and_no_request_fails() {
+/// A new generation that exits at once is rolled back under load that loses nothing.
+fn crash_at_start_is_rolled_back(handoff: Handoff) {
     let mut env = TestEnv::new();
     let marker = env.path("crash-next");
     let marker_s = marker.display().to_string();
-    env.fixture_service("api", &["--crash-if-exists", &marker_s], "");
+    env.fixture_service("api", &["--crash-if-exists", &marker_s], handoff.key());
     let status = env.start("api", &["run", "api"]);
     let addr = address_of(&status);
     let load = start_load(&addr, 32, ConnectionMode::Close);
@@ -50,13 +50,28 @@ fn new_generation_that_crashes_at_start_is_rolled_back_and_no_request_fails() {
 }
 
 #[test]
-fn new_generation_that_never_becomes_ready_is_rolled_back_at_the_timeout() {
+fn new_generation_that_crashes_at_start_is_rolled_back_and_no_request_fails_steered() {
+    crash_at_start_is_rolled_back(Handoff::Steered);
+}
+
+#[test]
+fn new_generation_that_crashes_at_start_is_rolled_back_and_no_request_fails_shared() {
+    crash_at_start_is_rolled_back(Handoff::Shared);
+}
+
+/// A new generation that never waits on its listener is rolled back at the readiness
+/// timeout (the file's, or `--timeout`'s) under load that loses nothing.
+fn never_ready_is_rolled_back(handoff: Handoff) {
     let mut env = TestEnv::new();
-    env.fixture_service("api", &[], "");
+    env.fixture_service("api", &[], handoff.key());
     let status = env.start("api", &["run", "api"]);
     let addr = address_of(&status);
     let load = start_load(&addr, 32, ConnectionMode::KeepAlive);
-    env.fixture_service("api", &["--never-ready"], "ready:\n  timeout: 1s\n");
+    env.fixture_service(
+        "api",
+        &["--never-ready"],
+        &format!("{}ready:\n  timeout: 1s\n", handoff.key()),
+    );
     assert_rolls_back(&mut env, &addr, "was not ready within 1s");
     // The reason says what the accepting check saw: the app holds the listener and no
     // thread of it waits on it.
@@ -76,29 +91,47 @@ fn new_generation_that_never_becomes_ready_is_rolled_back_at_the_timeout() {
         stderr(&out)
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
-    env.fixture_service("api", &[], "");
+    env.fixture_service("api", &[], handoff.key());
     assert_code(&env.run_zdctl(&["restart", "api"]), 0);
     assert_no_failures(&load.finish());
 }
 
 #[test]
-fn new_generation_that_exits_soon_after_start_is_rolled_back() {
+fn new_generation_that_never_becomes_ready_is_rolled_back_at_the_timeout_steered() {
+    never_ready_is_rolled_back(Handoff::Steered);
+}
+
+#[test]
+fn new_generation_that_never_becomes_ready_is_rolled_back_at_the_timeout_shared() {
+    never_ready_is_rolled_back(Handoff::Shared);
+}
+
+/// A new generation that exits while `alive:2s` runs is rolled back under load that
+/// loses nothing.
+fn early_exit_is_rolled_back(handoff: Handoff) {
     let mut env = TestEnv::new();
-    env.fixture_service("api", &[], "ready: [accepting, 'alive:2s']\n");
+    let extra = format!("{}ready: [accepting, 'alive:2s']\n", handoff.key());
+    env.fixture_service("api", &[], &extra);
     let status = env.start("api", &["run", "api"]);
     let addr = address_of(&status);
     let load = start_load(&addr, 32, ConnectionMode::Close);
-    env.fixture_service(
-        "api",
-        &["--exit-after", "200ms"],
-        "ready: [accepting, 'alive:2s']\n",
-    );
+    env.fixture_service("api", &["--exit-after", "200ms"], &extra);
     assert_rolls_back(
         &mut env,
         &addr,
         "exited with exit code 4 before it was ready",
     );
     assert_no_failures(&load.finish());
+}
+
+#[test]
+fn new_generation_that_exits_soon_after_start_is_rolled_back_steered() {
+    early_exit_is_rolled_back(Handoff::Steered);
+}
+
+#[test]
+fn new_generation_that_exits_soon_after_start_is_rolled_back_shared() {
+    early_exit_is_rolled_back(Handoff::Shared);
 }
 
 #[test]
@@ -117,10 +150,11 @@ fn invalid_service_file_at_restart_fails_and_leaves_the_old_generation_alone() {
     assert_eq!(active_pid(&env.status("api").expect("status")), old_pid);
 }
 
-#[test]
-fn new_program_that_cannot_be_executed_is_rolled_back_with_the_exec_error() {
+/// A new program the kernel refuses to execute is rolled back with the exec error under
+/// load that loses nothing.
+fn exec_failure_is_rolled_back(handoff: Handoff) {
     let mut env = TestEnv::new();
-    env.fixture_service("api", &[], "");
+    env.fixture_service("api", &[], handoff.key());
     let status = env.start("api", &["run", "api"]);
     let addr = address_of(&status);
     let load = start_load(&addr, 32, ConnectionMode::Close);
@@ -136,14 +170,25 @@ fn new_program_that_cannot_be_executed_is_rolled_back_with_the_exec_error() {
     env.write_service(
         "api",
         &format!(
-            "command: [{:?}]\nlisten:\n  - http=127.0.0.1:0\n",
-            broken.display().to_string()
+            "command: [{:?}]\nlisten:\n  - http=127.0.0.1:0\n{}",
+            broken.display().to_string(),
+            handoff.key()
         ),
     );
     assert_rolls_back(&mut env, &addr, "execve failed: Exec format error");
     let out = env.run_zdctl(&["status", "api"]);
     assert_code(&out, 0);
-    env.fixture_service("api", &[], "");
+    env.fixture_service("api", &[], handoff.key());
     assert_code(&env.run_zdctl(&["restart", "api"]), 0);
     assert_no_failures(&load.finish());
+}
+
+#[test]
+fn new_program_that_cannot_be_executed_is_rolled_back_with_the_exec_error_steered() {
+    exec_failure_is_rolled_back(Handoff::Steered);
+}
+
+#[test]
+fn new_program_that_cannot_be_executed_is_rolled_back_with_the_exec_error_shared() {
+    exec_failure_is_rolled_back(Handoff::Shared);
 }

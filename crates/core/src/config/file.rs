@@ -44,6 +44,7 @@ pub(super) struct FileConfig {
     pub(super) start_priority: Option<StartPriority>,
     pub(super) handoff: Option<Handoff>,
     pub(super) handoff_wait: Option<Positive>,
+    pub(super) migrate_requests: Option<bool>,
 }
 
 /// A duration that must be above zero.

@@ -142,6 +142,18 @@ pub(super) fn validate(config: &ServiceConfig, text: Option<&str>) -> Result<(),
                 .to_owned(),
         ));
     }
+    if config.migrate_requests == Some(true)
+        && (config.handoff == Some(Handoff::Shared)
+            || !config.listeners.iter().any(|l| l.addr.is_tcp()))
+    {
+        return Err(invalid(
+            &["migrate_requests"],
+            "'migrate_requests: true' applies to the steered handoff of TCP listeners, and \
+             this service has none (it says 'handoff: shared' or has no TCP listener); \
+             remove the key"
+                .to_owned(),
+        ));
+    }
     if matches!(config.stop_signal, Signal::Stop) {
         return Err(invalid(
             &["stop_signal"],
