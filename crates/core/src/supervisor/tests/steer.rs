@@ -44,11 +44,12 @@ async fn pass(d: Duration) {
     tokio::time::sleep(d).await;
 }
 
-#[tokio::test(start_paused = true)]
-async fn new_connections_go_to_the_new_generation_only_once_it_is_promoted() {
-    let Some((sockets, port)) = steered() else {
-        return;
-    };
+/// A restart on `sockets` whose generation 2 is ready after 1 s, with a `handoff_wait` of
+/// 30 s (only empty queues let the old generation go sooner), taken up to the moment
+/// generation 2 waits for readiness on a socket of its own.
+async fn restart_with_a_slow_second_generation(
+    sockets: Sockets,
+) -> (FakeChildren, Harness, Pending) {
     let fake = FakeChildren::scripted(
         2,
         Script {
@@ -62,6 +63,15 @@ async fn new_connections_go_to_the_new_generation_only_once_it_is_promoted() {
     let restart = h.restart().await;
     h.wait_for("waiting 2").await;
     assert_ne!(fake.received(1), fake.received(2), "a socket of its own");
+    (fake, h, restart)
+}
+
+#[tokio::test(start_paused = true)]
+async fn new_connections_go_to_the_new_generation_only_once_it_is_promoted() {
+    let Some((sockets, port)) = steered() else {
+        return;
+    };
+    let (fake, mut h, restart) = restart_with_a_slow_second_generation(sockets).await;
     let _early = [connect(port), connect(port)];
     assert_eq!(
         (fake.queued(1), fake.queued(2)),
@@ -266,19 +276,7 @@ async fn datagrams_go_to_the_new_generation_once_promoted_and_the_old_ones_hold_
     let Some((sockets, port)) = steered_udp() else {
         return;
     };
-    let fake = FakeChildren::scripted(
-        2,
-        Script {
-            readiness: Readiness::After(Duration::from_secs(1)),
-            ..Script::default()
-        },
-    );
-    let mut cfg = config();
-    cfg.handoff_wait = Duration::from_secs(30);
-    let mut h = Harness::start_on(&fake, cfg, sockets);
-    let restart = h.restart().await;
-    h.wait_for("waiting 2").await;
-    assert_ne!(fake.received(1), fake.received(2), "a socket of its own");
+    let (fake, mut h, restart) = restart_with_a_slow_second_generation(sockets).await;
     send_datagrams(&fake, port, 2, 1);
     assert_eq!(fake.queued(2), 0, "starting: every datagram to gen 1");
     h.wait_for("promoted 2").await;
