@@ -84,6 +84,7 @@ mod tests {
             rqueue: 0,
             wqueue: 128,
             inode: 1,
+            bytes_received: None,
         };
         let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         assert!(serves(&record("127.0.0.1:8080"), addr));

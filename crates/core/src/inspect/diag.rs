@@ -37,6 +37,9 @@ pub(crate) struct TcpRecord {
     pub wqueue: u32,
     /// 0 for sockets no file refers to (time-wait, request sockets).
     pub inode: u64,
+    /// Bytes the connection has received in all (`tcpi_bytes_received`), when the dump
+    /// asked for `tcp_info` ([`inet_info_request`]) and the kernel gave it.
+    pub bytes_received: Option<u64>,
 }
 
 /// A listening unix stream socket.
@@ -106,6 +109,12 @@ const INET_DIAG_BC_S_GE: u8 = 2;
 const INET_DIAG_BC_S_LE: u8 = 3;
 /// `sizeof(struct inet_diag_msg)`.
 const INET_DIAG_MSG_LEN: usize = 72;
+/// The attribute that carries a socket's `struct tcp_info`, and its bit among the
+/// extensions a request asks for (`1 << (INET_DIAG_INFO - 1)`).
+const INET_DIAG_INFO: u16 = 2;
+const INFO_EXTENSION: u8 = 1 << (INET_DIAG_INFO - 1);
+/// Where `tcpi_bytes_received` (a u64, Linux 4.1) sits in `struct tcp_info`.
+const TCPI_BYTES_RECEIVED: usize = 128;
 
 const UDIAG_SHOW_NAME: u32 = 0x1;
 const UDIAG_SHOW_RQLEN: u32 = 0x10;
@@ -136,20 +145,33 @@ fn finish(mut message: Vec<u8>) -> Vec<u8> {
 /// A dump request for TCP sockets of `family` in the `states` bitmask,
 /// whose local port is one of `ports` (any port when empty).
 pub(crate) fn inet_request(seq: u32, family: u8, states: u32, ports: &[u16]) -> Vec<u8> {
-    protocol_request(seq, family, IPPROTO_TCP, states, ports)
+    protocol_request(seq, family, IPPROTO_TCP, 0, states, ports)
+}
+
+/// [`inet_request`] that also asks for each socket's `tcp_info` (`INET_DIAG_INFO`), for
+/// [`TcpRecord::bytes_received`].
+pub(crate) fn inet_info_request(seq: u32, family: u8, states: u32, ports: &[u16]) -> Vec<u8> {
+    protocol_request(seq, family, IPPROTO_TCP, INFO_EXTENSION, states, ports)
 }
 
 /// [`inet_request`] for UDP sockets. A UDP reply has the same `inet_diag_msg`, with the
 /// memory of the queued datagrams in `idiag_rqueue`.
 pub(crate) fn udp_request(seq: u32, family: u8, states: u32, ports: &[u16]) -> Vec<u8> {
-    protocol_request(seq, family, IPPROTO_UDP, states, ports)
+    protocol_request(seq, family, IPPROTO_UDP, 0, states, ports)
 }
 
-fn protocol_request(seq: u32, family: u8, protocol: u8, states: u32, ports: &[u16]) -> Vec<u8> {
+fn protocol_request(
+    seq: u32,
+    family: u8,
+    protocol: u8,
+    extensions: u8,
+    states: u32,
+    ports: &[u16],
+) -> Vec<u8> {
     let mut message = Vec::with_capacity(128);
     put_header(&mut message, seq);
-    // struct inet_diag_req_v2
-    message.extend_from_slice(&[family, protocol, 0, 0]); // no extensions
+    // struct inet_diag_req_v2: family, protocol, the extensions wanted, padding
+    message.extend_from_slice(&[family, protocol, extensions, 0]);
     message.extend_from_slice(&states.to_ne_bytes());
     message.extend_from_slice(&[0u8; 48]); // inet_diag_sockid: unused in dumps
     if !ports.is_empty() {
@@ -296,7 +318,7 @@ pub(crate) fn parse_inet(
 
 /// One `struct inet_diag_msg`: family, state, timer, retrans, then the
 /// socket id (ports, addresses, interface, cookie), expires, rqueue,
-/// wqueue, uid and inode. Attributes after it are ignored.
+/// wqueue, uid and inode. Of the attributes after it, only `INET_DIAG_INFO` is read.
 fn parse_inet_msg(msg: &[u8]) -> Option<TcpRecord> {
     if msg.len() < INET_DIAG_MSG_LEN {
         return None;
@@ -322,7 +344,27 @@ fn parse_inet_msg(msg: &[u8]) -> Option<TcpRecord> {
         rqueue: u32_at(msg, 56)?,
         wqueue: u32_at(msg, 60)?,
         inode: u64::from(u32_at(msg, 68)?),
+        bytes_received: attribute(&msg[INET_DIAG_MSG_LEN..], INET_DIAG_INFO).and_then(|info| {
+            let bytes = info.get(TCPI_BYTES_RECEIVED..TCPI_BYTES_RECEIVED + 8)?;
+            Some(u64::from_ne_bytes(bytes.try_into().ok()?))
+        }),
     })
+}
+
+/// The payload of the first route attribute of `kind` in `attrs` (each a 4-byte header,
+/// length then type, padded to 4 bytes).
+fn attribute(mut attrs: &[u8], kind: u16) -> Option<&[u8]> {
+    while attrs.len() >= 4 {
+        let len = usize::from(u16_at(attrs, 0)?);
+        if len < 4 || len > attrs.len() {
+            return None;
+        }
+        if u16_at(attrs, 2)? == kind {
+            return Some(&attrs[4..len]);
+        }
+        attrs = attrs.get(len.next_multiple_of(4)..).unwrap_or(&[]);
+    }
+    None
 }
 
 /// Reads the listening unix sockets of one datagram into `out`.

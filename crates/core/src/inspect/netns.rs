@@ -100,6 +100,24 @@ impl DiagSocket {
         Ok(())
     }
 
+    /// [`Self::tcp`] with each connection's `tcp_info`, for
+    /// [`TcpRecord::bytes_received`].
+    pub(crate) fn tcp_with_info(
+        &mut self,
+        families: &[u8],
+        states: u32,
+        ports: &[u16],
+        out: &mut Vec<TcpRecord>,
+    ) -> io::Result<()> {
+        for &family in families {
+            self.seq = self.seq.wrapping_add(1);
+            let seq = self.seq;
+            let request = diag::inet_info_request(seq, family, states, ports);
+            self.dump(&request, |datagram| diag::parse_inet(datagram, seq, out))?;
+        }
+        Ok(())
+    }
+
     /// Unconnected UDP sockets of `families` whose local port is in `ports`, appended to
     /// `out` (`rqueue`: the memory their queued datagrams hold).
     pub(crate) fn udp(

@@ -38,6 +38,7 @@ fn record(socket: &TcpSocket) -> TcpRecord {
         rqueue: socket.rx_queue,
         wqueue: socket.tx_queue,
         inode: socket.inode,
+        bytes_received: None,
     }
 }
 

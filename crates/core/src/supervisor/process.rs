@@ -259,26 +259,34 @@ impl ChildProcess for Process {
 }
 
 /// Whether a TCP connection on one of `ports` that `root`'s process tree holds has unread
-/// bytes. sock_diag lists the connections with bytes waiting, filtered in the kernel by
-/// port and state (cheap even with many connections); only when there are some are the
-/// tree's fds read, to see whether one is the generation's. A generation that is gone, or
-/// a kernel without sock_diag, has nothing we could wait for.
+/// bytes, or has received nothing yet: a client that connected a moment ago sends its
+/// request next, and a server that reads it after its stop signal may drop it (Go's
+/// `net/http` does), so such a connection is waited for like unread bytes (an idle
+/// keep-alive connection has received its earlier requests, so it does not count).
+/// sock_diag lists the connections with their `tcp_info`, filtered in the kernel by port
+/// and state (cheap even with many connections); only when some wait are the tree's fds
+/// read, to see whether one is the generation's. A generation that is gone, or a kernel
+/// without sock_diag, has nothing we could wait for.
 fn unread_input(root: i32, ports: &[u16]) -> bool {
-    const ESTABLISHED_OR_CLOSE_WAIT: u32 = (1 << 1) | (1 << 8);
+    const ESTABLISHED: u8 = 1;
+    const ESTABLISHED_OR_CLOSE_WAIT: u32 = (1 << ESTABLISHED) | (1 << 8);
     let Ok(mut diag) = crate::inspect::diag_socket() else {
         return false;
     };
     let mut records = Vec::new();
     let families = [libc::AF_INET as u8, libc::AF_INET6 as u8];
     if diag
-        .tcp(&families, ESTABLISHED_OR_CLOSE_WAIT, ports, &mut records)
+        .tcp_with_info(&families, ESTABLISHED_OR_CLOSE_WAIT, ports, &mut records)
         .is_err()
     {
         return false;
     }
     let waiting: std::collections::HashSet<u64> = records
         .iter()
-        .filter(|r| r.rqueue > 0 && r.inode != 0)
+        .filter(|r| {
+            let fresh = r.state == ESTABLISHED && r.bytes_received == Some(0);
+            r.inode != 0 && (r.rqueue > 0 || fresh)
+        })
         .map(|r| r.inode)
         .collect();
     if waiting.is_empty() {

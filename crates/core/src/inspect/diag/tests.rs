@@ -257,3 +257,34 @@ fn capture_fixtures() {
         std::fs::write(dir.join(file), bytes).expect("write fixture");
     }
 }
+
+#[test]
+fn a_dump_with_tcp_info_tells_a_connection_that_received_nothing_from_one_that_did() {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut diag) = DiagSocket::open_here() else {
+        eprintln!("SKIPPED: no sock_diag here");
+        return;
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let mut client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let (mut accepted, _) = listener.accept().expect("accept");
+    let received = |diag: &mut DiagSocket| {
+        let mut out = Vec::new();
+        diag.tcp_with_info(&[AF_INET], 1 << 1, &[port], &mut out)
+            .expect("dump");
+        out.iter()
+            .find(|r| r.local.port() == port && r.state == 1)
+            .map(|r| r.bytes_received)
+    };
+    assert_eq!(received(&mut diag), Some(Some(0)), "nothing sent yet");
+    client.write_all(b"hello").expect("write");
+    let mut buf = [0u8; 5];
+    accepted.read_exact(&mut buf).expect("read");
+    assert_eq!(received(&mut diag), Some(Some(5)));
+    // Without the extension the figure is not known.
+    let mut out = Vec::new();
+    diag.tcp(&[AF_INET], 1 << 1, &[port], &mut out)
+        .expect("dump");
+    assert!(out.iter().all(|r| r.bytes_received.is_none()), "{out:?}");
+}
