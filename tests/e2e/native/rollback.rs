@@ -192,3 +192,32 @@ fn new_program_that_cannot_be_executed_is_rolled_back_with_the_exec_error_steere
 fn new_program_that_cannot_be_executed_is_rolled_back_with_the_exec_error_shared() {
     exec_failure_is_rolled_back(Handoff::Shared);
 }
+
+/// A new program that listens on a socket of its own instead of the one it is handed is
+/// rolled back at the readiness timeout with the socket, its pid and what to do.
+#[test]
+fn a_new_program_that_binds_its_own_port_is_rolled_back_with_the_socket_and_what_to_do() {
+    let mut env = TestEnv::new();
+    let path = env.fixture_service("api", &[], "");
+    let status = env.start("api", &["run", "api"]);
+    let addr = address_of(&status);
+    let own_port = "import socket, time\n\
+                    s = socket.socket()\n\
+                    s.bind(('127.0.0.1', 0))\n\
+                    s.listen()\n\
+                    time.sleep(60)\n";
+    std::fs::write(
+        &path,
+        format!(
+            "command: [python3, -c, {own_port:?}]\nlisten:\n  - http=127.0.0.1:0\n\
+             ready: {{checks: [accepting], timeout: 2s}}\n"
+        ),
+    )
+    .expect("rewrite the service file");
+    assert_rolls_back(&mut env, &addr, "listens on a socket of its own, 127.0.0.1:");
+    let out = env.run_zdctl(&["status", "api", "--json"]);
+    let reason = stdout(&out);
+    for wanted in ["binds its port itself", "LISTEN_FDS", "intercept_binds: true"] {
+        assert!(reason.contains(wanted), "{wanted}: {reason}");
+    }
+}

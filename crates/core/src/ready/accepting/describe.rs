@@ -61,10 +61,50 @@ pub fn describe(root: i32, listener_inodes: &[u64]) -> String {
             threads.summary(),
         )
     };
+    for (pid, fd, address) in own_listeners(root, &tree, listener_inodes) {
+        line.push_str(&format!(
+            "; pid {pid} listens on a socket of its own, {address} (fd {fd}), not on one \
+             zdctl handed over: the program binds its port itself. Make it take the \
+             listeners it is given (LISTEN_FDS, its own option for an inherited fd: see \
+             docs/apps.md), or set 'intercept_binds: true' so that its bind gets them"
+        ));
+    }
     if let Some(err) = unreadable {
         line.push_str(&format!("; part of the tree could not be read: {err}"));
     }
     line
+}
+
+/// The listening TCP sockets and bound UDP sockets the processes of `tree` hold that are
+/// none of `ours`: (pid, fd, address). The socket tables are those of `root`'s network
+/// namespace.
+fn own_listeners(root: i32, tree: &[i32], ours: &[u64]) -> Vec<(i32, i32, String)> {
+    let mut theirs: Vec<(u64, String)> = proc::tcp_sockets(root)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| s.state == proc::TcpState::Listen && s.inode != 0)
+        .map(|s| (s.inode, s.local.to_string()))
+        .collect();
+    theirs.extend(
+        proc::udp_sockets(root)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| s.inode != 0 && s.local.port() != 0 && s.remote.port() == 0)
+            .map(|s| (s.inode, format!("udp://{}", s.local))),
+    );
+    theirs.retain(|(inode, _)| !ours.contains(inode));
+    if theirs.is_empty() {
+        return Vec::new();
+    }
+    let mut found = Vec::new();
+    for &pid in tree {
+        for (fd, inode) in proc::socket_fds(pid).unwrap_or_default() {
+            if let Some((_, address)) = theirs.iter().find(|(i, _)| *i == inode) {
+                found.push((pid, fd, address.clone()));
+            }
+        }
+    }
+    found
 }
 
 /// What the threads of the listener holders were doing.
@@ -112,6 +152,35 @@ impl ThreadTally {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listener_the_tree_opened_itself_is_named_with_what_to_do() {
+        let ours = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let theirs = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let inode = |l: &std::net::TcpListener| {
+            use std::os::fd::AsRawFd;
+            let fd = l.as_raw_fd();
+            proc::socket_fds(std::process::id() as i32)
+                .expect("fds")
+                .into_iter()
+                .find(|(f, _)| *f == fd)
+                .map(|(_, inode)| inode)
+                .expect("inode")
+        };
+        let me = std::process::id() as i32;
+        let found = own_listeners(me, &[me], &[inode(&ours)]);
+        let address = theirs.local_addr().expect("address").to_string();
+        assert!(
+            found.iter().any(|(pid, _, a)| *pid == me && *a == address),
+            "{found:?}"
+        );
+        assert!(
+            !found
+                .iter()
+                .any(|(_, _, a)| *a == ours.local_addr().expect("address").to_string()),
+            "{found:?}"
+        );
+    }
 
     #[test]
     fn a_vanished_root_is_named() {
