@@ -17,18 +17,10 @@
 
 use zd_load::load::ConnectionMode;
 
+use crate::drivers::skip;
 use crate::support::*;
 
 const RESTARTS: usize = 50;
-
-/// Fails under `ZD_REQUIRE_PEERS=1`, else says loudly that the test is skipped.
-fn skip(test: &str, why: &str) {
-    assert!(
-        std::env::var_os("ZD_REQUIRE_PEERS").is_none_or(|v| v != "1"),
-        "ZD_REQUIRE_PEERS=1 but {why}"
-    );
-    eprintln!("SKIPPED: {test}: {why}");
-}
 
 /// Runs the Go server under `handoff`, restarts it [`RESTARTS`] times under 16 clients
 /// that open a connection per request and 16 that keep theirs (and retry a request whose

@@ -10,6 +10,7 @@ mod hostile;
 mod lifecycle;
 mod limits;
 mod migrate_requests;
+mod node_server;
 mod priority;
 mod python_server;
 mod ready;

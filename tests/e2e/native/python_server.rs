@@ -17,8 +17,6 @@
 //! Needs `python3` on PATH (Debian package `python3`); without it the test is skipped
 //! loudly, or fails under `ZD_REQUIRE_PEERS=1`.
 
-use std::path::PathBuf;
-
 use zd_load::load::ConnectionMode;
 
 use crate::support::*;
@@ -27,32 +25,11 @@ const SCRIPT: &str = include_str!("python/stop_soon.py");
 const RESTARTS: usize = 50;
 const CLIENTS: usize = 32;
 
-/// Fails under `ZD_REQUIRE_PEERS=1`, else says loudly that the test is skipped.
-fn skip(test: &str, why: &str) {
-    assert!(
-        std::env::var_os("ZD_REQUIRE_PEERS").is_none_or(|v| v != "1"),
-        "ZD_REQUIRE_PEERS=1 but {why}"
-    );
-    eprintln!("SKIPPED: {test}: {why}");
-}
-
-/// `python3` on PATH.
-fn python3(test: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path)
-        .map(|d| d.join("python3"))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        skip(test, "no python3 on PATH (Debian package: python3)");
-    }
-    found
-}
-
 /// Runs the Python server under `handoff`, restarts it [`RESTARTS`] times under
 /// [`CLIENTS`] clients that open a connection per request, and returns the failed requests
 /// and the total.
 fn restarts_under_load(test: &str, handoff: &str) -> Option<(u64, u64)> {
-    let python = python3(test)?;
+    let python = crate::drivers::peer(test, "python3", "python3")?;
     let mut env = TestEnv::new();
     let script = env.path("stop_soon.py");
     std::fs::write(&script, SCRIPT).expect("write the Python server");

@@ -214,10 +214,19 @@ fn a_new_program_that_binds_its_own_port_is_rolled_back_with_the_socket_and_what
         ),
     )
     .expect("rewrite the service file");
-    assert_rolls_back(&mut env, &addr, "listens on a socket of its own, 127.0.0.1:");
+    assert_rolls_back(
+        &mut env,
+        &addr,
+        "listens on a socket of its own, 127.0.0.1:",
+    );
     let out = env.run_zdctl(&["status", "api", "--json"]);
     let reason = stdout(&out);
-    for wanted in ["binds its port itself", "LISTEN_FDS", "intercept_binds: true"] {
+    eprintln!("{reason}");
+    for wanted in [
+        "binds its port itself",
+        "LISTEN_FDS",
+        "intercept_binds: true",
+    ] {
         assert!(reason.contains(wanted), "{wanted}: {reason}");
     }
 }
