@@ -144,7 +144,7 @@ pub(super) async fn upgrade(
                          master (pid {}) keeps serving",
                         old.pid
                     );
-                    return Ok(roll_back(run, &old, None, false, reason).await);
+                    return Ok(roll_back(run, path, &old, None, false, reason).await);
                 }
                 let named = names(path, master.pid)
                     || second.as_deref().is_some_and(|p| names(p, master.pid));
@@ -186,11 +186,12 @@ pub(super) async fn upgrade(
                     } else {
                         "its exec child exited"
                     };
-                    return Ok(rolled_back(format!(
+                    let reason = format!(
                         "no new master appeared after USR2 ({seen}): {why}; the old master (pid \
                          {}) keeps serving",
                         old.pid
-                    )));
+                    );
+                    return Ok(rolled_back(named_again(path, &old, reason).await));
                 }
             }
         }
@@ -201,7 +202,7 @@ pub(super) async fn upgrade(
                 format_duration(run.timeout()),
                 old.pid
             );
-            return Ok(roll_back(run, &old, master.as_ref(), false, reason).await);
+            return Ok(roll_back(run, path, &old, master.as_ref(), false, reason).await);
         }
         tick().await;
     };
@@ -230,7 +231,7 @@ pub(super) async fn upgrade(
                      master (pid {}) was told to start workers again",
                     new_master.pid, old.pid
                 );
-                return Ok(roll_back(run, &old, None, true, reason).await);
+                return Ok(roll_back(run, path, &old, None, true, reason).await);
             }
             let left = live_children(old.pid)
                 .into_iter()
@@ -244,7 +245,7 @@ pub(super) async fn upgrade(
                     "{left} old workers still running after {}",
                     format_duration(run.timeout())
                 );
-                return Ok(roll_back(run, &old, Some(&new_master), true, reason).await);
+                return Ok(roll_back(run, path, &old, Some(&new_master), true, reason).await);
             }
             tick().await;
         }
@@ -321,6 +322,7 @@ fn accepting(master: i32, listeners: &[u64]) -> Option<String> {
 /// again), QUIT to the new master, and waits a little for the new master to go.
 async fn roll_back(
     run: &mut Run<'_>,
+    path: &Path,
     old: &Target,
     new_master: Option<&Target>,
     winched: bool,
@@ -343,5 +345,26 @@ async fn roll_back(
         }
     }
     run.new_pid = None;
-    rolled_back(reason)
+    rolled_back(named_again(path, old, reason).await)
+}
+
+/// Waits (a little) for the pidfile to name the old master again: nginx renames `.oldbin`
+/// back only once it has reaped its new master, which may come after the driver saw that
+/// master die. A rollback that returns before that would leave an operator (and the next
+/// restart) without a pidfile; one that waited in vain says so in its reason.
+async fn named_again(path: &Path, old: &Target, reason: String) -> String {
+    let until = Instant::now() + ROLLBACK_GRACE;
+    loop {
+        if pidfile::read(path).ok() == Some(old.pid) {
+            return reason;
+        }
+        if !old.is_alive() || Instant::now() >= until {
+            return format!(
+                "{reason}; '{}' does not name the old master (pid {}) again",
+                path.display(),
+                old.pid
+            );
+        }
+        tick().await;
+    }
 }
