@@ -304,6 +304,22 @@ fn idle_connections(binaries: &Binaries, duration: Duration) -> Result<Row> {
         let socket = t.service.socket().to_path_buf();
         let crashed = t.active_pid().context("no active generation")?;
         let supervisor = t.service.pid().context("supervisor gone")?;
+        // Our own control connection, opened before the attacker's fill the socket: the
+        // restarts below are followed through it to their end.
+        let mut control =
+            t.rt.block_on(zd_core::proto::Client::connect(&socket))
+                .context("the control socket")?;
+        let restart_running = |control: &mut zd_core::proto::Client| {
+            let reply =
+                t.rt.block_on(control.call(zd_core::proto::Op::Status, |_| {}));
+            match reply {
+                Ok(zd_core::proto::Reply::Result { result, .. }) => match *result {
+                    zd_core::proto::ReplyResult::Status(s) => s.restart_in_progress.is_some(),
+                    _ => false,
+                },
+                _ => false,
+            }
+        };
         let mut held = Vec::new();
         let open_until = Instant::now() + duration / 3;
         // Keep a few hundred fds of our own for the status calls and /proc reads below.
@@ -338,7 +354,12 @@ fn idle_connections(binaries: &Binaries, duration: Duration) -> Result<Row> {
             let began = Instant::now();
             while began.elapsed() < Duration::from_secs(10) {
                 let now = live_children(supervisor);
-                if !now.is_empty() && now.iter().all(|p| !old.contains(p)) {
+                // A new child, the old one gone, and the restart over: a SIGHUP while one
+                // runs is answered "busy" and ignored.
+                if !now.is_empty()
+                    && now.iter().all(|p| !old.contains(p))
+                    && !restart_running(&mut control)
+                {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(5));
