@@ -1,0 +1,334 @@
+//! `intercept_binds`: programs that bind their own port, unmodified, under `zdctl run`.
+//!
+//! Each generation's `bind` to the service's listener gets the generation's own socket
+//! (steered handoff), so restarts of `python3 -m http.server`, a Go server that calls
+//! `ListenAndServe` and a Node server that calls `listen(PORT)` refuse no connection; the
+//! Go and Node servers, which stop gracefully, lose no request at all. Binds to other
+//! addresses go through untouched. A supervisor that cannot use seccomp user notification
+//! refuses to start.
+//!
+//! Needs `python3`, `node` (Debian package `nodejs`) and a Go toolchain (`zd_tests::go`);
+//! a test whose peer is missing is skipped loudly, or fails under `ZD_REQUIRE_PEERS=1`.
+
+use std::path::{Path, PathBuf};
+
+use zd_load::load::{ConnectionMode, FailureKind, LoadReport};
+
+use crate::support::*;
+
+const RESTARTS: usize = 20;
+const CLIENTS: usize = 8;
+
+/// Fails under `ZD_REQUIRE_PEERS=1`, else says loudly that the test is skipped.
+fn skip(test: &str, why: &str) {
+    assert!(
+        std::env::var_os("ZD_REQUIRE_PEERS").is_none_or(|v| v != "1"),
+        "ZD_REQUIRE_PEERS=1 but {why}"
+    );
+    eprintln!("SKIPPED: {test}: {why}");
+}
+
+/// `program` on PATH, or a loud skip naming its Debian package.
+fn on_path(test: &str, program: &str, package: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        skip(
+            test,
+            &format!("no {program} on PATH (Debian package: {package})"),
+        );
+    }
+    found
+}
+
+/// A port that is free now: the program binds it itself, so it must be known before
+/// the service starts.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The loads of [`restarts_under_load`]: clients that open a connection per request and
+/// clients that keep theirs (and send a request again on a new connection when the
+/// server closed the idle one, as HTTP clients do).
+struct Reports {
+    per_request: LoadReport,
+    keep_alive: LoadReport,
+}
+
+impl Reports {
+    fn refused(&self) -> u64 {
+        [&self.per_request, &self.keep_alive]
+            .iter()
+            .map(|r| {
+                r.failures_by_kind()
+                    .get(&FailureKind::Refused)
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+}
+
+/// Runs `command` (which binds `127.0.0.1:PORT` itself) as a service with `listen:
+/// 127.0.0.1:PORT` and `intercept_binds: true`, restarts it [`RESTARTS`] times under
+/// load, and returns the loads' reports. Every restart must complete, each generation
+/// proven ready by `accepting`.
+fn restarts_under_load(name: &str, command: &[String], port: u16) -> Reports {
+    let mut env = TestEnv::new();
+    let command: Vec<String> = command.iter().map(|a| format!("{a:?}")).collect();
+    env.write_service(
+        "api",
+        &format!(
+            "command: [{}]\nlisten: 127.0.0.1:{port}\nintercept_binds: true\nready: accepting\n",
+            command.join(", ")
+        ),
+    );
+    let status = env.start("api", &["run", "api"]);
+    let addr = address_of(&status);
+    assert_eq!(addr, format!("127.0.0.1:{port}"));
+    let per_request = start_load(&addr, CLIENTS, ConnectionMode::Close);
+    let mut retrying = load_config(&addr, CLIENTS, ConnectionMode::KeepAlive);
+    retrying.retry_idle_close = true;
+    let keep_alive = start_configured_load(retrying);
+    for _ in 0..RESTARTS {
+        let restart = env.run_zdctl(&["restart", "api"]);
+        assert_code(&restart, 0);
+        assert!(
+            stdout(&restart).contains("restarted 'api'"),
+            "{}",
+            stdout(&restart)
+        );
+    }
+    let reports = Reports {
+        per_request: per_request.finish(),
+        keep_alive: keep_alive.finish(),
+    };
+    let log = env.log("api");
+    let bound = log.matches("the program's bind got the listener").count();
+    assert!(
+        bound > RESTARTS,
+        "{bound} binds got the listener in {} generations:\n{log}",
+        RESTARTS + 1
+    );
+    eprintln!(
+        "{name}: {RESTARTS} restarts, failed: {} of {} with a connection per request {:?}, \
+         {} of {} with keep-alive {:?} ({} retried on a new connection)",
+        reports.per_request.failed(),
+        reports.per_request.total(),
+        reports.per_request.failures_by_kind(),
+        reports.keep_alive.failed(),
+        reports.keep_alive.total(),
+        reports.keep_alive.failures_by_kind(),
+        reports.keep_alive.retried(),
+    );
+    assert!(reports.per_request.total() > 0 && reports.keep_alive.total() > 0);
+    reports
+}
+
+/// `python3 -m http.server` exits at once on SIGTERM and may lose the requests it had
+/// accepted, so only the refusals are asserted; the failures are printed.
+#[test]
+fn python_http_server_binding_its_own_port_is_never_refused_across_restarts() {
+    let test = "python_http_server_binding_its_own_port_is_never_refused_across_restarts";
+    let Some(python) = on_path(test, "python3", "python3") else {
+        return;
+    };
+    let port = free_port();
+    let dir = tempfile::tempdir().expect("a directory to serve");
+    std::fs::write(dir.path().join("index.html"), "hello\n").expect("write index.html");
+    let command = [
+        python.display().to_string(),
+        "-m".to_owned(),
+        "http.server".to_owned(),
+        port.to_string(),
+        "--bind".to_owned(),
+        "127.0.0.1".to_owned(),
+        "--directory".to_owned(),
+        dir.path().display().to_string(),
+    ];
+    let reports = restarts_under_load("python3 -m http.server", &command, port);
+    assert_eq!(reports.refused(), 0, "connections were refused");
+}
+
+#[test]
+fn go_listen_and_serve_loses_no_request_across_restarts() {
+    let test = "go_listen_and_serve_loses_no_request_across_restarts";
+    let go = match zd_tests::go::toolchain() {
+        Ok(go) => go,
+        Err(why) => return skip(test, &why),
+    };
+    let dir = tempfile::tempdir().expect("a build directory");
+    let bin = zd_tests::go::build_listen_and_serve_server(&go, dir.path()).expect("the Go server");
+    let port = free_port();
+    let command = [bin.display().to_string(), format!("127.0.0.1:{port}")];
+    let reports = restarts_under_load("Go ListenAndServe", &command, port);
+    assert_eq!(reports.per_request.failed(), 0, "connection per request");
+    assert_eq!(reports.keep_alive.failed(), 0, "keep-alive");
+}
+
+const NODE_SERVER: &str = "\
+const http = require('http');
+const port = Number(process.argv[2]);
+const generation = process.env.ZD_GENERATION;
+const server = http.createServer((req, res) => res.end(`generation ${generation}\\n`));
+server.listen(port, '127.0.0.1');
+process.on('SIGTERM', () => {
+  server.close(() => process.exit(0));
+  server.closeIdleConnections();
+});
+";
+
+#[test]
+fn node_listen_loses_no_request_across_restarts() {
+    let test = "node_listen_loses_no_request_across_restarts";
+    let Some(node) = on_path(test, "node", "nodejs") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("a directory for the script");
+    let script = dir.path().join("server.js");
+    std::fs::write(&script, NODE_SERVER).expect("write the Node server");
+    let port = free_port();
+    let command = [
+        node.display().to_string(),
+        script.display().to_string(),
+        port.to_string(),
+    ];
+    let reports = restarts_under_load("Node listen", &command, port);
+    assert_eq!(reports.per_request.failed(), 0, "connection per request");
+    assert_eq!(reports.keep_alive.failed(), 0, "keep-alive");
+}
+
+/// Binds what the service does not listen on (another port, port 0), connects out, then
+/// binds the service's port and waits in accept on it. Writes one line per check.
+const OTHER_BINDS: &str = "\
+import os, socket, sys
+port, other, peer, report = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+lines = []
+a = socket.socket()
+a.bind(('127.0.0.1', other))
+lines.append('other port kept: %s' % (a.getsockname()[1] == other))
+b = socket.socket()
+b.bind(('127.0.0.1', 0))
+lines.append('port 0 got a port of its own: %s' % (b.getsockname()[1] not in (0, port, other)))
+c = socket.create_connection(('127.0.0.1', peer))
+lines.append('connected out: %s' % (c.getpeername()[1] == peer))
+s = socket.socket()
+s.bind(('127.0.0.1', port))
+handed = os.fstat(s.fileno()).st_ino == os.fstat(3).st_ino
+separate = os.fstat(a.fileno()).st_ino != os.fstat(3).st_ino != os.fstat(b.fileno()).st_ino
+lines.append('listener handed over: %s' % handed)
+lines.append('other sockets separate: %s' % separate)
+with open(report + '.tmp', 'w') as f:
+    f.write('\\n'.join(lines) + '\\n')
+os.rename(report + '.tmp', report)
+s.listen()
+s.accept()
+";
+
+#[test]
+fn binds_to_other_addresses_and_outgoing_connections_are_untouched() {
+    let test = "binds_to_other_addresses_and_outgoing_connections_are_untouched";
+    let Some(python) = on_path(test, "python3", "python3") else {
+        return;
+    };
+    let mut env = TestEnv::new();
+    let script = env.path("other_binds.py");
+    std::fs::write(&script, OTHER_BINDS).expect("write the script");
+    let report = env.path("report");
+    let peer = std::net::TcpListener::bind("127.0.0.1:0").expect("a peer to connect to");
+    let peer_port = peer.local_addr().expect("peer address").port();
+    let (port, other) = (free_port(), free_port());
+    env.write_service(
+        "binds",
+        &format!(
+            "command: [{:?}, {:?}, '{port}', '{other}', '{peer_port}', {:?}]\n\
+             listen: 127.0.0.1:{port}\nintercept_binds: true\n",
+            python.display().to_string(),
+            script.display().to_string(),
+            report.display().to_string(),
+        ),
+    );
+    env.start("binds", &["run", "binds"]);
+    let got = wait_for("the script's report", || read(&report));
+    assert_eq!(
+        got,
+        "other port kept: True\n\
+         port 0 got a port of its own: True\n\
+         connected out: True\n\
+         listener handed over: True\n\
+         other sockets separate: True\n"
+    );
+}
+
+fn read(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+/// A python3 wrapper that makes seccomp(2) fail with EPERM (as a sandbox that denies it
+/// would), then execs its arguments.
+const DENY_SECCOMP: &str = "\
+import ctypes, os, platform, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+arch, nr = {'x86_64': (0xC000003E, 317), 'aarch64': (0xC00000B7, 277)}[platform.machine()]
+def stmt(code, k, jt=0, jf=0):
+    return struct.pack('HBBI', code, jt, jf, k)
+prog = b''.join([
+    stmt(0x20, 4), stmt(0x15, arch, 0, 3),
+    stmt(0x20, 0), stmt(0x15, nr, 0, 1),
+    stmt(0x06, 0x00050000 | 1),
+    stmt(0x06, 0x7fff0000),
+])
+buf = ctypes.create_string_buffer(prog)
+fprog = struct.pack('HxxxxxxQ', len(prog) // 8, ctypes.addressof(buf))
+fbuf = ctypes.create_string_buffer(fprog)
+if libc.prctl(38, 1, 0, 0, 0) != 0 or libc.syscall(nr, 1, 0, fbuf) != 0:
+    sys.exit('cannot install the filter: %s' % os.strerror(ctypes.get_errno()))
+os.execv(sys.argv[1], sys.argv[1:])
+";
+
+#[test]
+fn a_sandbox_without_seccomp_user_notification_fails_the_start_with_a_clear_error() {
+    let test = "a_sandbox_without_seccomp_user_notification_fails_the_start_with_a_clear_error";
+    let Some(python) = on_path(test, "python3", "python3") else {
+        return;
+    };
+    let env = TestEnv::new();
+    let wrapper = env.path("deny_seccomp.py");
+    std::fs::write(&wrapper, DENY_SECCOMP).expect("write the wrapper");
+    let mut child = std::process::Command::new(python)
+        .arg(&wrapper)
+        .arg(zdctl_bin())
+        .args(["run", "--name", "denied", "--listen", "127.0.0.1:0"])
+        .args(["--intercept-binds", "--", "sleep", "60"])
+        .env("ZDCTL_RUNTIME_DIR", env.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run zdctl under the wrapper");
+    // A zdctl that started anyway would run until stopped: give it a deadline, then stop
+    // it (SIGTERM: it stops its generation too).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().expect("wait for zdctl").is_none() {
+        if std::time::Instant::now() > deadline {
+            // The wrapper exec'd zdctl, so the child's pid is zdctl's.
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = child.wait();
+            panic!("zdctl ran with intercept_binds where seccomp(2) fails");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("zdctl's output");
+    assert_code(&out, 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("'intercept_binds'")
+            && err.contains("seccomp user notification is not available"),
+        "{err}"
+    );
+}
