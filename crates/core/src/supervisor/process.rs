@@ -133,9 +133,14 @@ impl Children for Processes {
             Some(channel) => match Interception::start(generation, pid, channel, listeners) {
                 Ok(i) => Some(i),
                 Err(e) => {
-                    // Its binds would wait forever: end it, and the restart reports it.
+                    // Its binds would wait forever: end it (alone in its group, at most
+                    // just exec'd), reap it, and the restart reports why.
                     kill_group(pid);
                     let _ = send_signal(&spawned.pidfd, Signal::Kill);
+                    let mut status = 0;
+                    // SAFETY: waiting for our own child, just killed.
+                    unsafe { libc::waitpid(pid, &mut status, 0) };
+                    OwnChildren::get().forget(pid);
                     return Err(format!(
                         "cannot intercept the binds of generation {generation}: {e}"
                     ));
