@@ -332,3 +332,66 @@ fn a_sandbox_without_seccomp_user_notification_fails_the_start_with_a_clear_erro
         "{err}"
     );
 }
+
+/// Removes a stale socket file at its path, binds it, writes whether it got the listener
+/// and answers every connection with its generation.
+const UNIX_SERVER: &str = "\
+import os, socket, sys
+path, report = sys.argv[1], sys.argv[2]
+if os.path.exists(path):
+    os.unlink(path)
+s = socket.socket(socket.AF_UNIX)
+s.bind(path)
+s.listen()
+with open(report + '.tmp', 'w') as f:
+    f.write('%s\\n' % (os.fstat(s.fileno()).st_ino == os.fstat(3).st_ino))
+os.rename(report + '.tmp', report)
+while True:
+    c, _ = s.accept()
+    c.sendall(('generation %s\\n' % os.environ['ZD_GENERATION']).encode())
+    c.close()
+";
+
+#[test]
+fn a_program_that_unlinks_its_socket_path_before_binding_keeps_the_listener() {
+    let test = "a_program_that_unlinks_its_socket_path_before_binding_keeps_the_listener";
+    let Some(python) = on_path(test, "python3", "python3") else {
+        return;
+    };
+    let mut env = TestEnv::new();
+    let script = env.path("unix_server.py");
+    std::fs::write(&script, UNIX_SERVER).expect("write the script");
+    let socket = env.path("app.sock");
+    let report = env.path("report");
+    env.write_service(
+        "unix",
+        &format!(
+            "command: [{:?}, {:?}, {:?}, {:?}]\nlisten: {:?}\nintercept_binds: true\n",
+            python.display().to_string(),
+            script.display().to_string(),
+            socket.display().to_string(),
+            report.display().to_string(),
+            socket.display().to_string(),
+        ),
+    );
+    env.start("unix", &["run", "unix"]);
+    let ask = || {
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut answer).expect("read the answer");
+        answer
+    };
+    // The first generation is the service from its start: wait for its report.
+    assert_eq!(wait_for("the first report", || read(&report)), "True\n");
+    assert_eq!(ask(), "generation 1\n");
+    std::fs::remove_file(&report).expect("remove the report");
+    assert_code(&env.run_zdctl(&["restart", "unix"]), 0);
+    assert_eq!(wait_for("the second report", || read(&report)), "True\n");
+    assert_eq!(ask(), "generation 2\n");
+    assert!(
+        env.log("unix")
+            .contains("unlink of the listener's socket file was skipped"),
+        "{}",
+        env.log("unix")
+    );
+}

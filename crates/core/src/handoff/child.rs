@@ -37,6 +37,8 @@ pub(super) struct ChildContext {
     /// With `intercept_binds`: the child's end of the socket pair through which it sends
     /// the parent its seccomp listener (see [`install_bind_filter`]); -1 otherwise.
     pub intercept_channel: RawFd,
+    /// With `intercept_binds` and a unix listener: intercept `unlink` too.
+    pub intercept_unlink: bool,
 }
 
 /// The kernel's `struct sigaction` for rt_sigaction on x86_64 and aarch64 (both define
@@ -233,7 +235,7 @@ pub(super) unsafe fn exec_child(ctx: &ChildContext) -> ! {
 
         // Last, so that nothing of ours runs under the filter but the exec.
         if channel >= 0 {
-            install_bind_filter(err_pipe, channel);
+            install_bind_filter(err_pipe, channel, ctx.intercept_unlink);
         }
 
         if !ctx.listen_pid_slot.is_null() {
@@ -250,7 +252,8 @@ pub(super) unsafe fn exec_child(ctx: &ChildContext) -> ! {
     }
 }
 
-/// Installs the seccomp filter of `intercept_binds` (`super::intercept::BIND_FILTER`) and
+/// Installs the seccomp filter of `intercept_binds` (`super::intercept::BIND_FILTER`, or
+/// `BIND_UNLINK_FILTER` with `unlink`) and
 /// sends its listener fd to the parent over `channel` (SCM_RIGHTS), then closes our copy:
 /// the program must not hold the fd that answers its own binds.
 ///
@@ -260,9 +263,13 @@ pub(super) unsafe fn exec_child(ctx: &ChildContext) -> ! {
 ///
 /// # Safety
 /// Child side of `clone_child` only; `channel` is a connected unix socket.
-unsafe fn install_bind_filter(err_pipe: RawFd, channel: RawFd) {
+unsafe fn install_bind_filter(err_pipe: RawFd, channel: RawFd, unlink: bool) {
     use raw::{Sys, call};
-    let filter = &super::intercept::BIND_FILTER;
+    let filter: &[libc::sock_filter] = if unlink {
+        &super::intercept::BIND_UNLINK_FILTER
+    } else {
+        &super::intercept::BIND_FILTER
+    };
     let prog = libc::sock_fprog {
         len: filter.len() as libc::c_ushort,
         filter: filter.as_ptr().cast_mut(),

@@ -63,6 +63,26 @@ pub(super) static BIND_FILTER: [libc::sock_filter; 6] = [
     stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
 ];
 
+/// `unlink`, which aarch64 does not have (it only has `unlinkat`, checked twice there).
+#[cfg(target_arch = "x86_64")]
+pub(super) const SYS_UNLINK: libc::c_long = libc::SYS_unlink;
+#[cfg(target_arch = "aarch64")]
+pub(super) const SYS_UNLINK: libc::c_long = libc::SYS_unlinkat;
+
+/// The filter for a service with a unix listener: `bind`, `unlink` and `unlinkat` go to
+/// the supervisor, so that a program that removes its socket's path before binding it
+/// does not remove the listener's socket file.
+pub(super) static BIND_UNLINK_FILTER: [libc::sock_filter; 8] = [
+    stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, DATA_ARCH),
+    jump_eq(AUDIT_ARCH, 0, 4),
+    stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, DATA_NR),
+    jump_eq(libc::SYS_bind as u32, 3, 0),
+    jump_eq(libc::SYS_unlinkat as u32, 2, 0),
+    jump_eq(SYS_UNLINK as u32, 1, 0),
+    stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+    stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_USER_NOTIF),
+];
+
 /// Checks that the kernel (and whatever sandbox the supervisor runs in) lets a child
 /// hand its binds to us: seccomp user notification with `ADDFD` (Linux 5.9+). The error
 /// says what is missing.

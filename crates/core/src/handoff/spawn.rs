@@ -233,6 +233,7 @@ pub fn start_child(spec: &SpawnSpec<'_>) -> Result<Spawned, HandoffError> {
         idle_start: spec.idle_start,
         sched_attr: &mut *sched_attr,
         intercept_channel: child_channel,
+        intercept_unlink: spec.listeners.iter().any(|l| l.unix_path().is_some()),
     });
     let mut memory = ChildMemory {
         context,

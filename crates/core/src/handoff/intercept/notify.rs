@@ -1,4 +1,4 @@
-//! Answering one generation's bind notifications.
+//! Answering one generation's bind (and unlink) notifications.
 //!
 //! Every notification gets an answer, whatever happens: the listener's socket and 0, an
 //! errno, or "continue" (the kernel runs the bind as the program asked). A process that
@@ -95,7 +95,9 @@ fn zeroed_request() -> libc::seccomp_notif {
 enum Answer {
     /// The listener's socket is on the program's fd: return 0.
     Installed,
-    /// Run the bind as asked.
+    /// An unlink of a listener's socket file: return 0, and the file stays.
+    Skipped,
+    /// Run the call as asked.
     Continue,
     /// Fail the bind with this errno.
     Error(i32),
@@ -104,9 +106,82 @@ enum Answer {
 }
 
 fn decide(notify: &OwnedFd, request: &libc::seccomp_notif, targets: &[Listener]) -> Answer {
-    if request.data.nr != libc::SYS_bind as i32 {
-        return Answer::Continue;
+    let nr = libc::c_long::from(request.data.nr);
+    let args = &request.data.args;
+    if nr == libc::SYS_bind {
+        decide_bind(notify, request, targets)
+    } else if nr == libc::SYS_unlinkat && args[2] as i32 & libc::AT_REMOVEDIR == 0 {
+        decide_unlink(notify, request, targets, args[0] as i32, args[1])
+    } else if nr == super::SYS_UNLINK && nr != libc::SYS_unlinkat {
+        decide_unlink(notify, request, targets, libc::AT_FDCWD, args[0])
+    } else {
+        Answer::Continue
     }
+}
+
+/// An `unlink` of a unix listener's path is skipped: it returns 0 and the listener's
+/// socket file stays. A program removes a stale socket file before it binds the path, and
+/// the bind then gets the listener.
+fn decide_unlink(
+    notify: &OwnedFd,
+    request: &libc::seccomp_notif,
+    targets: &[Listener],
+    dirfd: i32,
+    address: u64,
+) -> Answer {
+    let tid = request.pid as i32;
+    let Some(path) = read_path(tid, address) else {
+        return still_valid(notify, request.id, Answer::Continue);
+    };
+    let path = if path.is_absolute() {
+        path
+    } else {
+        let base = if dirfd == libc::AT_FDCWD {
+            format!("/proc/{tid}/cwd")
+        } else {
+            format!("/proc/{tid}/fd/{dirfd}")
+        };
+        match std::fs::read_link(base) {
+            Ok(base) => base.join(path),
+            Err(_) => return still_valid(notify, request.id, Answer::Continue),
+        }
+    };
+    if !id_valid(notify, request.id) {
+        return Answer::Gone;
+    }
+    match targets
+        .iter()
+        .find(|t| t.unix_path() == Some(path.as_path()))
+    {
+        Some(_) => {
+            info!(pid = tid, path = %path.display(), "the program's unlink of the listener's socket file was skipped");
+            Answer::Skipped
+        }
+        None => Answer::Continue,
+    }
+}
+
+/// Reads a NUL-terminated path of at most PATH_MAX bytes at `address` in `tid`'s memory,
+/// a page at most at a time (a read across into an unmapped page would fail whole).
+fn read_path(tid: i32, address: u64) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    const PAGE: u64 = 4096;
+    let mut bytes = Vec::new();
+    let mut at = address;
+    while bytes.len() < libc::PATH_MAX as usize {
+        let len = (PAGE - at % PAGE) as usize;
+        let chunk = crate::proc::read_memory(tid, at, len).ok()??;
+        if let Some(end) = chunk.iter().position(|b| *b == 0) {
+            bytes.extend_from_slice(&chunk[..end]);
+            return Some(PathBuf::from(std::ffi::OsString::from_vec(bytes)));
+        }
+        bytes.extend_from_slice(&chunk);
+        at += len as u64;
+    }
+    None
+}
+
+fn decide_bind(notify: &OwnedFd, request: &libc::seccomp_notif, targets: &[Listener]) -> Answer {
     let tid = request.pid as i32;
     let fd = request.data.args[0] as i32;
     let len = (request.data.args[2] as usize).min(SOCKADDR_MAX);
@@ -287,7 +362,7 @@ fn add_fd(
 fn respond(notify: &OwnedFd, id: u64, answer: Answer) {
     let (error, flags) = match answer {
         Answer::Gone => return,
-        Answer::Installed => (0, 0),
+        Answer::Installed | Answer::Skipped => (0, 0),
         Answer::Continue => (0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32),
         Answer::Error(errno) => (-errno, 0),
     };
