@@ -92,7 +92,7 @@ pub struct ServiceConfig {
     pub migrate_requests: Option<bool>,
     /// Start each generation under a seccomp filter that hands its `bind` calls to the
     /// supervisor, so that a program that binds its own port gets the generation's
-    /// listener instead (`handoff::intercept`; read at start only, like the listeners).
+    /// listener instead (`handoff::intercept`; read at every spawn, like the command).
     pub intercept_binds: bool,
 }
 

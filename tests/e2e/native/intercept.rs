@@ -395,3 +395,37 @@ fn a_program_that_unlinks_its_socket_path_before_binding_keeps_the_listener() {
         env.log("unix")
     );
 }
+
+/// `intercept_binds` turned on by a restart where seccomp(2) is refused: the new
+/// generation cannot install its filter and is rolled back, saying why; the old one
+/// still serves.
+#[test]
+fn a_restart_that_turns_interception_on_in_a_sandbox_without_seccomp_rolls_back() {
+    let test = "a_restart_that_turns_interception_on_in_a_sandbox_without_seccomp_rolls_back";
+    let Some(python) = on_path(test, "python3", "python3") else {
+        return;
+    };
+    let mut env = TestEnv::new();
+    let wrapper = env.path("deny_seccomp.py");
+    std::fs::write(&wrapper, DENY_SECCOMP).expect("write the wrapper");
+    env.fixture_service("api", &[], "");
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg(&wrapper)
+        .arg(zdctl_bin())
+        .args(["-v", "run", "api"])
+        .env("ZDCTL_RUNTIME_DIR", &env.runtime_dir)
+        .env("ZDCTL_CONFIG_DIR", &env.config_dir);
+    let status = env.start_command("api", cmd);
+    let addr = address_of(&status);
+    env.fixture_service("api", &[], "intercept_binds: true\n");
+    let restart = env.run_zdctl(&["restart", "api"]);
+    assert_code(&restart, 1);
+    let said = format!("{}{}", stdout(&restart), stderr(&restart));
+    assert!(
+        said.contains("installing the seccomp filter of intercept_binds failed"),
+        "{said}"
+    );
+    let (code, body) = http_get(&addr, "/").expect("the old generation answers");
+    assert_eq!(code, 200);
+    assert!(body.contains("generation=1"), "{body}");
+}
