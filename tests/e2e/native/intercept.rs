@@ -429,3 +429,63 @@ fn a_restart_that_turns_interception_on_in_a_sandbox_without_seccomp_rolls_back(
     assert_eq!(code, 200);
     assert!(body.contains("generation=1"), "{body}");
 }
+
+/// Binds a UDP socket to the service's port, writes whether it got the listener, and
+/// answers every datagram with its generation.
+const UDP_SERVER: &str = "\
+import os, socket, sys
+port, report = int(sys.argv[1]), sys.argv[2]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('127.0.0.1', port))
+with open(report + '.tmp', 'w') as f:
+    f.write('%s\\n' % (os.fstat(s.fileno()).st_ino == os.fstat(3).st_ino))
+os.rename(report + '.tmp', report)
+while True:
+    _, peer = s.recvfrom(512)
+    s.sendto(('generation %s' % os.environ['ZD_GENERATION']).encode(), peer)
+";
+
+#[test]
+fn a_udp_bind_to_the_listener_gets_the_generations_socket() {
+    let test = "a_udp_bind_to_the_listener_gets_the_generations_socket";
+    let Some(python) = on_path(test, "python3", "python3") else {
+        return;
+    };
+    let mut env = TestEnv::new();
+    let script = env.path("udp_server.py");
+    std::fs::write(&script, UDP_SERVER).expect("write the script");
+    let report = env.path("report");
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free UDP port")
+        .port();
+    env.write_service(
+        "dns",
+        &format!(
+            "command: [{:?}, {:?}, '{port}', {:?}]\nlisten: udp://127.0.0.1:{port}\n\
+             intercept_binds: true\nready: alive:200ms\n",
+            python.display().to_string(),
+            script.display().to_string(),
+            report.display().to_string(),
+        ),
+    );
+    env.start("dns", &["run", "dns"]);
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("a client socket");
+    client
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("a read timeout");
+    let ask = || {
+        client
+            .send_to(b"which", ("127.0.0.1", port))
+            .expect("send a datagram");
+        let mut buf = [0u8; 64];
+        let n = client.recv(&mut buf).expect("an answer");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(wait_for("the first report", || read(&report)), "True\n");
+    assert_eq!(ask(), "generation 1");
+    std::fs::remove_file(&report).expect("remove the report");
+    assert_code(&env.run_zdctl(&["restart", "dns"]), 0);
+    assert_eq!(wait_for("the second report", || read(&report)), "True\n");
+    assert_eq!(ask(), "generation 2");
+}

@@ -12,7 +12,8 @@
 //!   `listen: 10.0.0.1:8080`), or to port 0, matches nothing.
 //! - A unix bind matches a unix listener with the same path (a relative path is taken
 //!   from the process's working directory); abstract and unnamed addresses match nothing.
-//! - Only stream sockets are matched (TCP and unix listeners); a datagram bind continues.
+//! - A stream socket matches TCP and unix listeners, a datagram socket UDP listeners, by the
+//!   same address rule.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::ffi::OsStrExt;
@@ -71,23 +72,29 @@ pub(crate) fn parse_sockaddr(bytes: &[u8]) -> BindAddr {
     }
 }
 
+/// The type of the socket a program binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SocketKind {
+    Stream,
+    Datagram,
+}
+
 /// The index of the first listener in `listeners` (their bound addresses, in config
-/// order) that a bind to `asked` gets, `cwd` resolving a relative unix path. `stream`:
-/// whether the program's socket is a stream socket.
+/// order) that a bind of a `kind` socket to `asked` gets, `cwd` resolving a relative unix
+/// path.
 pub(crate) fn find_listener(
     listeners: &[&ListenAddr],
     asked: &BindAddr,
-    stream: bool,
+    kind: SocketKind,
     cwd: Option<&Path>,
 ) -> Option<usize> {
-    if !stream {
-        return None;
-    }
+    use SocketKind::{Datagram, Stream};
     listeners
         .iter()
-        .position(|listener| match (listener, asked) {
-            (ListenAddr::Tcp(have), BindAddr::Inet(want)) => inet_matches(*have, *want),
-            (ListenAddr::Unix(have), BindAddr::Unix(want)) => {
+        .position(|listener| match (listener, asked, kind) {
+            (ListenAddr::Tcp(have), BindAddr::Inet(want), Stream)
+            | (ListenAddr::Udp(have), BindAddr::Inet(want), Datagram) => inet_matches(*have, *want),
+            (ListenAddr::Unix(have), BindAddr::Unix(want), Stream) => {
                 if want.is_absolute() {
                     have == want
                 } else {
@@ -168,7 +175,7 @@ mod tests {
             find_listener(
                 &listeners,
                 &BindAddr::Inet(asked.parse().unwrap()),
-                true,
+                SocketKind::Stream,
                 None,
             )
         };
@@ -184,12 +191,19 @@ mod tests {
     }
 
     #[test]
-    fn datagram_binds_and_other_families_match_nothing() {
-        let loopback = tcp("127.0.0.1:8080");
+    fn datagram_binds_get_udp_listeners_and_stream_binds_tcp_ones() {
+        let stream = tcp("127.0.0.1:8080");
+        let datagram = ListenAddr::Udp("127.0.0.1:8080".parse().unwrap());
+        let listeners = [&stream, &datagram];
         let asked = BindAddr::Inet("127.0.0.1:8080".parse().unwrap());
-        assert_eq!(find_listener(&[&loopback], &asked, false, None), None);
+        let every = BindAddr::Inet("0.0.0.0:8080".parse().unwrap());
+        let find = |asked: &BindAddr, kind| find_listener(&listeners, asked, kind, None);
+        assert_eq!(find(&asked, SocketKind::Stream), Some(0));
+        assert_eq!(find(&asked, SocketKind::Datagram), Some(1));
+        assert_eq!(find(&every, SocketKind::Datagram), Some(1));
+        assert_eq!(find(&BindAddr::Other, SocketKind::Stream), None);
         assert_eq!(
-            find_listener(&[&loopback], &BindAddr::Other, true, None),
+            find_listener(&[&stream], &asked, SocketKind::Datagram, None),
             None
         );
     }
@@ -200,22 +214,35 @@ mod tests {
         let listeners = [&socket];
         let unix = |p: &str| BindAddr::Unix(p.into());
         assert_eq!(
-            find_listener(&listeners, &unix("/run/app/app.sock"), true, None),
+            find_listener(
+                &listeners,
+                &unix("/run/app/app.sock"),
+                SocketKind::Stream,
+                None
+            ),
             Some(0)
         );
         assert_eq!(
             find_listener(
                 &listeners,
                 &unix("app.sock"),
-                true,
+                SocketKind::Stream,
                 Some(Path::new("/run/app"))
             ),
             Some(0)
         );
         assert_eq!(
-            find_listener(&listeners, &unix("app.sock"), true, Some(Path::new("/tmp"))),
+            find_listener(
+                &listeners,
+                &unix("app.sock"),
+                SocketKind::Stream,
+                Some(Path::new("/tmp"))
+            ),
             None
         );
-        assert_eq!(find_listener(&listeners, &unix("/tmp/x"), true, None), None);
+        assert_eq!(
+            find_listener(&listeners, &unix("/tmp/x"), SocketKind::Stream, None),
+            None
+        );
     }
 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use tracing::{debug, info, warn};
 
-use super::matching::{BindAddr, find_listener, parse_sockaddr};
+use super::matching::{BindAddr, SocketKind, find_listener, parse_sockaddr};
 use crate::listen::Listener;
 
 /// `struct sockaddr_storage`'s size: no address a bind takes is longer.
@@ -210,7 +210,7 @@ fn decide_bind(notify: &OwnedFd, request: &libc::seccomp_notif, targets: &[Liste
         return Answer::Continue;
     };
     let addresses: Vec<_> = targets.iter().map(Listener::local_addr).collect();
-    let Some(index) = find_listener(&addresses, &asked, socket.stream, cwd.as_deref()) else {
+    let Some(index) = find_listener(&addresses, &asked, socket.kind, cwd.as_deref()) else {
         return Answer::Continue;
     };
     let target = &targets[index];
@@ -252,7 +252,7 @@ fn id_valid(notify: &OwnedFd, id: u64) -> bool {
 
 /// What we need to know of the socket the program binds.
 struct ProgramSocket {
-    stream: bool,
+    kind: SocketKind,
     nonblocking: bool,
     cloexec: bool,
 }
@@ -264,12 +264,16 @@ impl ProgramSocket {
         // The fd table is the process's: pidfd_getfd wants the thread group's leader.
         let tgid = thread_group(tid)?;
         let dup = crate::proc::duplicate_fd(tgid, fd)?;
-        let stream = socket_type(dup.as_fd())? == libc::SOCK_STREAM;
+        let kind = match socket_type(dup.as_fd())? {
+            libc::SOCK_STREAM => SocketKind::Stream,
+            libc::SOCK_DGRAM => SocketKind::Datagram,
+            _ => return None,
+        };
         // The status flags are the open file's, which the duplicate shares; close-on-exec
         // is the fd's own, which only fdinfo shows.
         let flags = fdinfo_flags(tid, fd)?;
         Some(ProgramSocket {
-            stream,
+            kind,
             nonblocking: flags & libc::O_NONBLOCK as u32 != 0,
             cloexec: flags & FDINFO_CLOEXEC != 0,
         })
