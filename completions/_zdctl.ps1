@@ -54,6 +54,7 @@ Register-ArgumentCompleter -Native -CommandName 'zdctl' -ScriptBlock {
             [CompletionResult]::new('--start-priority', '--start-priority', [CompletionResultType]::ParameterName, 'Flags form: the CPU priority a generation starts at: `idle` (the default: SCHED_IDLE until it is ready, at most 10 ms, so its start gives way to the requests being served) or `normal` (the service''s priority throughout)')
             [CompletionResult]::new('--log-prefix', '--log-prefix', [CompletionResultType]::ParameterName, 'Flags form: prefix each line of the program''s output with `[NAME gen N]`')
             [CompletionResult]::new('--yield-cpu', '--yield-cpu', [CompletionResultType]::ParameterName, 'Flags form: run the supervisor ten nice levels below the service, so a restart''s CPU work yields to the requests being served (needs CAP_SYS_NICE)')
+            [CompletionResult]::new('--intercept-binds', '--intercept-binds', [CompletionResultType]::ParameterName, 'Flags form: hand the program''s own binds the service''s listeners: a bind(2) to a listener''s address gets the generation''s socket (seccomp user notification)')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')

@@ -377,7 +377,7 @@ _zdctl() {
             return 0
             ;;
         zdctl__subcmd__run)
-            opts="-c -v -h -V --config --name --listen --ready --ready-timeout --pidfile --stop-signal --drain-timeout --log-prefix --yield-cpu --start-priority --verbose --help --version"
+            opts="-c -v -h -V --config --name --listen --ready --ready-timeout --pidfile --stop-signal --drain-timeout --log-prefix --yield-cpu --start-priority --intercept-binds --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

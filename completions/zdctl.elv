@@ -50,6 +50,7 @@ set edit:completion:arg-completer[zdctl] = {|@words|
             cand --start-priority 'Flags form: the CPU priority a generation starts at: `idle` (the default: SCHED_IDLE until it is ready, at most 10 ms, so its start gives way to the requests being served) or `normal` (the service''s priority throughout)'
             cand --log-prefix 'Flags form: prefix each line of the program''s output with `[NAME gen N]`'
             cand --yield-cpu 'Flags form: run the supervisor ten nice levels below the service, so a restart''s CPU work yields to the requests being served (needs CAP_SYS_NICE)'
+            cand --intercept-binds 'Flags form: hand the program''s own binds the service''s listeners: a bind(2) to a listener''s address gets the generation''s socket (seccomp user notification)'
             cand -v 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
             cand --verbose 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
             cand -h 'Print help'

@@ -51,6 +51,7 @@ complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l start-priority -d 'F
 normal\t''"
 complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l log-prefix -d 'Flags form: prefix each line of the program\'s output with `[NAME gen N]`'
 complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l yield-cpu -d 'Flags form: run the supervisor ten nice levels below the service, so a restart\'s CPU work yields to the requests being served (needs CAP_SYS_NICE)'
+complete -c zdctl -n "__fish_zdctl_using_subcommand run" -l intercept-binds -d 'Flags form: hand the program\'s own binds the service\'s listeners: a bind(2) to a listener\'s address gets the generation\'s socket (seccomp user notification)'
 complete -c zdctl -n "__fish_zdctl_using_subcommand run" -s v -l verbose -d 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
 complete -c zdctl -n "__fish_zdctl_using_subcommand run" -s h -l help -d 'Print help'
 complete -c zdctl -n "__fish_zdctl_using_subcommand run" -s V -l version -d 'Print version'

@@ -12,6 +12,7 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 
 const SOURCE: &str = include_str!("go/shutdown.go");
+const LISTEN_AND_SERVE: &str = include_str!("go/listen_and_serve.go");
 
 /// Where `build.sh` put the peers: `ZD_PEERS_DIR` (relative to the workspace root, or
 /// absolute), else `target/peers`.
@@ -61,15 +62,26 @@ pub fn toolchain() -> Result<PathBuf, String> {
 /// Builds the server into `dir` with `go`, offline; the build cache of the peers
 /// directory when there is one. Returns the binary.
 pub fn build_shutdown_server(go: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
-    let src = dir.join("shutdown.go");
-    std::fs::write(&src, SOURCE).context("write the Go source")?;
+    build(go, dir, "go-shutdown", SOURCE)
+}
+
+/// Builds, like [`build_shutdown_server`], a server that binds its own port
+/// (`http.ListenAndServe` on the address in its first argument) and knows nothing of
+/// LISTEN_FDS; statically linked (CGO_ENABLED=0). Returns the binary.
+pub fn build_listen_and_serve_server(go: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
+    build(go, dir, "go-listen-and-serve", LISTEN_AND_SERVE)
+}
+
+fn build(go: &Path, dir: &Path, name: &str, source: &str) -> anyhow::Result<PathBuf> {
+    let src = dir.join(format!("{name}.go"));
+    std::fs::write(&src, source).context("write the Go source")?;
     let cache = peers_dir().join(".build/gocache");
     let cache = if cache.is_dir() {
         cache
     } else {
         dir.join("gocache")
     };
-    let bin = dir.join("go-shutdown");
+    let bin = dir.join(name);
     let out = Command::new(go)
         .args(["build", "-o"])
         .arg(&bin)

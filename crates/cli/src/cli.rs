@@ -129,13 +129,18 @@ pub struct RunArgs {
     #[arg(long, value_name = "PRIORITY", value_parser = parse_start_priority())]
     pub start_priority: Option<StartPriority>,
 
+    /// Flags form: hand the program's own binds the service's listeners: a bind(2) to a
+    /// listener's address gets the generation's socket (seccomp user notification).
+    #[arg(long)]
+    pub intercept_binds: bool,
+
     /// Flags form: the program and its arguments, after `--`.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
 
 /// The flags of the flags form: none of them may be mixed with `-c` or a NAME.
-const FLAGS_FORM: [&str; 11] = [
+const FLAGS_FORM: [&str; 12] = [
     "name",
     "listen",
     "ready",
@@ -146,6 +151,7 @@ const FLAGS_FORM: [&str; 11] = [
     "log_prefix",
     "yield_cpu",
     "start_priority",
+    "intercept_binds",
     "command",
 ];
 
@@ -161,6 +167,7 @@ impl RunArgs {
             || self.log_prefix
             || self.yield_cpu
             || self.start_priority.is_some()
+            || self.intercept_binds
             || !self.command.is_empty()
     }
 }

@@ -83,6 +83,7 @@ fn flags_config(args: RunArgs) -> anyhow::Result<ServiceConfig> {
     config.pidfile = args.pidfile;
     config.log_prefix = args.log_prefix;
     config.yield_cpu = args.yield_cpu;
+    config.intercept_binds = args.intercept_binds;
     if let Some(priority) = args.start_priority {
         config.start_priority = priority;
     }

@@ -90,6 +90,10 @@ pub struct ServiceConfig {
     /// queued or half open to another socket of the group; `None`: on (read at start
     /// only).
     pub migrate_requests: Option<bool>,
+    /// Start each generation under a seccomp filter that hands its `bind` calls to the
+    /// supervisor, so that a program that binds its own port gets the generation's
+    /// listener instead (`handoff::intercept`; read at every spawn, like the command).
+    pub intercept_binds: bool,
 }
 
 /// How a TCP or UDP listener reaches the generations (`supervisor`, `listen::steer`).
@@ -217,6 +221,7 @@ impl ServiceConfig {
             handoff: None,
             handoff_wait: DEFAULT_HANDOFF_WAIT,
             migrate_requests: None,
+            intercept_binds: false,
         }
     }
 
@@ -406,5 +411,6 @@ fn parse_native(text: &str, source: &Path) -> Result<ServiceConfig, ConfigError>
         handoff: raw.handoff,
         handoff_wait: raw.handoff_wait.map_or(DEFAULT_HANDOFF_WAIT, |d| d.0),
         migrate_requests: raw.migrate_requests,
+        intercept_binds: raw.intercept_binds.unwrap_or(false),
     })
 }

@@ -13,6 +13,7 @@
 
 mod child;
 mod env;
+pub mod intercept;
 mod spawn;
 
 pub use env::{HandoffVars, handoff_vars};

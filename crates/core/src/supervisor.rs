@@ -64,6 +64,8 @@ pub enum SupervisorError {
         "the service file asks for 'handoff: steered', and {reason}; use 'handoff: shared' or remove the key"
     )]
     Steering { reason: String },
+    #[error("the service asks for 'intercept_binds', and {reason}")]
+    Intercept { reason: String },
     #[error("cannot start generation 1 of '{service}': {reason}")]
     FirstSpawn { service: String, reason: String },
     #[error("cannot {about}")]
@@ -86,6 +88,7 @@ impl SupervisorError {
                 | SupervisorError::RuntimeDir(_)
                 | SupervisorError::FirstSpawn { .. }
                 | SupervisorError::Steering { .. }
+                | SupervisorError::Intercept { .. }
         )
     }
 }
@@ -108,6 +111,10 @@ pub fn prepare(options: SupervisorOptions) -> Result<Prepared, SupervisorError> 
             path: options.control_socket,
         }
         .into());
+    }
+    if options.config.intercept_binds {
+        crate::handoff::intercept::kernel_support()
+            .map_err(|reason| SupervisorError::Intercept { reason })?;
     }
     let sharing = choose_handoff(&options.config)?;
     let listeners =

@@ -85,6 +85,7 @@ fn a_file_with_every_key_loads_with_each_value() -> Result<(), ConfigError> {
         handoff: Some(Handoff::Shared),
         handoff_wait: Duration::from_secs(5),
         migrate_requests: Some(false),
+        intercept_binds: false,
     };
     assert_eq!(config, want);
     Ok(())
@@ -698,4 +699,32 @@ fn an_invalid_file_stem_needs_a_name_key() {
         Path::new("/etc/my service.yaml"),
     );
     assert_eq!(named.map(|c| c.name).ok().as_deref(), Some("api"));
+}
+
+#[test]
+fn intercept_binds_is_a_boolean_that_needs_a_listener() -> std::io::Result<()> {
+    assert!(!parsed("command: [x]\nlisten: ':0'\n").intercept_binds);
+    let config = parsed("command: [x]\nlisten: ':0'\nintercept_binds: true\n");
+    assert!(config.intercept_binds);
+    let err = parse("command: [x]\nintercept_binds: often\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("intercept_binds") || err.contains("boolean"),
+        "{err}"
+    );
+    let dir = tempfile::tempdir()?;
+    let path = write_service(dir.path(), "command: [sh]\nintercept_binds: true\n");
+    let err = load_file(&path).expect_err("no listener").to_string();
+    assert!(
+        err.starts_with(&format!("{}:2:1: ", path.display())),
+        "{err}"
+    );
+    assert!(err.contains("has none"), "{err}");
+    let path = write_service(
+        dir.path(),
+        "command: [sh]\nlisten: /tmp/zd-intercept.sock\nintercept_binds: true\n",
+    );
+    assert!(load_file(&path).is_ok());
+    Ok(())
 }

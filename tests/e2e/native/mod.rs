@@ -7,6 +7,7 @@ mod flips;
 mod go_server;
 mod handoff;
 mod hostile;
+mod intercept;
 mod lifecycle;
 mod limits;
 mod migrate_requests;

@@ -45,6 +45,7 @@ pub(super) struct FileConfig {
     pub(super) handoff: Option<Handoff>,
     pub(super) handoff_wait: Option<Positive>,
     pub(super) migrate_requests: Option<bool>,
+    pub(super) intercept_binds: Option<bool>,
 }
 
 /// A duration that must be above zero.

@@ -154,6 +154,15 @@ pub(super) fn validate(config: &ServiceConfig, text: Option<&str>) -> Result<(),
                 .to_owned(),
         ));
     }
+    if config.intercept_binds && config.listeners.is_empty() {
+        return Err(invalid(
+            &["intercept_binds"],
+            "'intercept_binds: true' hands the program's binds the service's listeners, and \
+             this service has none; add a TCP, UDP or unix listener under 'listen:' or \
+             remove the key"
+                .to_owned(),
+        ));
+    }
     if matches!(config.stop_signal, Signal::Stop) {
         return Err(invalid(
             &["stop_signal"],

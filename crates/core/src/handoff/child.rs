@@ -34,6 +34,11 @@ pub(super) struct ChildContext {
     pub idle_start: bool,
     /// Room for `sched_getattr`'s answer, in the parent's `ChildMemory`.
     pub sched_attr: *mut SchedAttr,
+    /// With `intercept_binds`: the child's end of the socket pair through which it sends
+    /// the parent its seccomp listener (see [`install_bind_filter`]); -1 otherwise.
+    pub intercept_channel: RawFd,
+    /// With `intercept_binds` and a unix listener: intercept `unlink` too.
+    pub intercept_unlink: bool,
 }
 
 /// The kernel's `struct sigaction` for rt_sigaction on x86_64 and aarch64 (both define
@@ -56,15 +61,21 @@ pub(super) enum Stage {
     Output,
     Execve,
     Priority,
+    NoNewPrivs,
+    BindFilter,
+    BindFilterHandover,
 }
 
 impl Stage {
-    const ALL: [Stage; 5] = [
+    const ALL: [Stage; 8] = [
         Stage::Chdir,
         Stage::Listeners,
         Stage::Output,
         Stage::Execve,
         Stage::Priority,
+        Stage::NoNewPrivs,
+        Stage::BindFilter,
+        Stage::BindFilterHandover,
     ];
 
     pub(super) fn from_byte(b: u8) -> Option<Stage> {
@@ -78,6 +89,9 @@ impl Stage {
             Stage::Output => "redirecting output",
             Stage::Execve => "execve",
             Stage::Priority => "setting the priority",
+            Stage::NoNewPrivs => "setting no_new_privs (for intercept_binds)",
+            Stage::BindFilter => "installing the seccomp filter of intercept_binds",
+            Stage::BindFilterHandover => "handing the seccomp listener to the supervisor",
         }
     }
 }
@@ -171,6 +185,15 @@ pub(super) unsafe fn exec_child(ctx: &ChildContext) -> ! {
             fail(ctx.err_pipe, Stage::Listeners, err_pipe);
         }
         let err_pipe = err_pipe as RawFd;
+        // The channel too, or placing a listener could close it.
+        let mut channel = -1;
+        if ctx.intercept_channel >= 0 {
+            let lifted = dup_above(ctx.intercept_channel);
+            if lifted < 0 {
+                fail(err_pipe, Stage::Listeners, lifted);
+            }
+            channel = lifted as RawFd;
+        }
         for i in 0..n {
             let lifted = dup_above(*ctx.listener_fds.add(i));
             if lifted < 0 {
@@ -210,6 +233,11 @@ pub(super) unsafe fn exec_child(ctx: &ChildContext) -> ! {
             ],
         );
 
+        // Last, so that nothing of ours runs under the filter but the exec.
+        if channel >= 0 {
+            install_bind_filter(err_pipe, channel, ctx.intercept_unlink);
+        }
+
         if !ctx.listen_pid_slot.is_null() {
             write_pid(
                 ctx.listen_pid_slot,
@@ -221,6 +249,88 @@ pub(super) unsafe fn exec_child(ctx: &ChildContext) -> ! {
             [ctx.path as usize, ctx.argv as usize, ctx.envp as usize, 0],
         );
         fail(err_pipe, Stage::Execve, rc)
+    }
+}
+
+/// Installs the seccomp filter of `intercept_binds` (`super::intercept::BIND_FILTER`, or
+/// `BIND_UNLINK_FILTER` with `unlink`) and
+/// sends its listener fd to the parent over `channel` (SCM_RIGHTS), then closes our copy:
+/// the program must not hold the fd that answers its own binds.
+///
+/// `no_new_privs` comes first: without CAP_SYS_ADMIN the kernel refuses a filter
+/// otherwise. It also means that a setuid program run by the service gains no privileges;
+/// the filter and the flag pass to every process the program starts.
+///
+/// # Safety
+/// Child side of `clone_child` only; `channel` is a connected unix socket.
+unsafe fn install_bind_filter(err_pipe: RawFd, channel: RawFd, unlink: bool) {
+    use raw::{Sys, call};
+    let filter: &[libc::sock_filter] = if unlink {
+        &super::intercept::BIND_UNLINK_FILTER
+    } else {
+        &super::intercept::BIND_FILTER
+    };
+    let prog = libc::sock_fprog {
+        len: filter.len() as libc::c_ushort,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: direct syscalls on stack memory and a static filter, which the kernel
+    // copies.
+    unsafe {
+        let rc = call(Sys::Prctl, [libc::PR_SET_NO_NEW_PRIVS as usize, 1, 0, 0]);
+        if rc < 0 {
+            fail(err_pipe, Stage::NoNewPrivs, rc);
+        }
+        let listener = call(
+            Sys::Seccomp,
+            [
+                libc::SECCOMP_SET_MODE_FILTER as usize,
+                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as usize,
+                &prog as *const libc::sock_fprog as usize,
+                0,
+            ],
+        );
+        if listener < 0 {
+            fail(err_pipe, Stage::BindFilter, listener);
+        }
+        // One byte of data (a stream or seqpacket socket sends no empty message) and one
+        // SCM_RIGHTS control message: a cmsghdr (len, level, type) then the fd, in a
+        // buffer of CMSG_SPACE(4) bytes, 8-byte aligned.
+        let mut control = [0u64; 3];
+        let header = control.as_mut_ptr().cast::<libc::cmsghdr>();
+        (*header).cmsg_len = std::mem::size_of::<libc::cmsghdr>() + 4;
+        (*header).cmsg_level = libc::SOL_SOCKET;
+        (*header).cmsg_type = libc::SCM_RIGHTS;
+        *control
+            .as_mut_ptr()
+            .cast::<u8>()
+            .add(std::mem::size_of::<libc::cmsghdr>())
+            .cast::<i32>() = listener as i32;
+        let byte = [1u8];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_ptr().cast_mut().cast(),
+            iov_len: 1,
+        };
+        // SAFETY: msghdr is plain data; every field that matters is set below.
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        let rc = call(
+            Sys::Sendmsg,
+            [
+                channel as usize,
+                &msg as *const libc::msghdr as usize,
+                libc::MSG_NOSIGNAL as usize,
+                0,
+            ],
+        );
+        if rc < 0 {
+            fail(err_pipe, Stage::BindFilterHandover, rc);
+        }
+        call(Sys::Close, [listener as usize, 0, 0, 0]);
+        call(Sys::Close, [channel as usize, 0, 0, 0]);
     }
 }
 
@@ -290,6 +400,10 @@ mod raw {
         Setpriority,
         SchedGetattr,
         SchedSetattr,
+        Prctl,
+        Seccomp,
+        Sendmsg,
+        Close,
     }
 
     impl Sys {
@@ -309,6 +423,10 @@ mod raw {
                 Sys::Setpriority => libc::SYS_setpriority,
                 Sys::SchedGetattr => libc::SYS_sched_getattr,
                 Sys::SchedSetattr => libc::SYS_sched_setattr,
+                Sys::Prctl => libc::SYS_prctl,
+                Sys::Seccomp => libc::SYS_seccomp,
+                Sys::Sendmsg => libc::SYS_sendmsg,
+                Sys::Close => libc::SYS_close,
             }
         }
     }
@@ -331,6 +449,9 @@ mod raw {
                 in("rsi") args[1],
                 in("rdx") args[2],
                 in("r10") args[3],
+                // The fifth argument, always 0: prctl(PR_SET_NO_NEW_PRIVS) insists that
+                // its unused arguments are.
+                in("r8") 0usize,
                 lateout("rcx") _,
                 lateout("r11") _,
                 options(nostack),
@@ -356,6 +477,8 @@ mod raw {
                 in("x1") args[1],
                 in("x2") args[2],
                 in("x3") args[3],
+                // The fifth argument, always 0 (see the x86_64 version).
+                in("x4") 0usize,
                 options(nostack),
             );
         }

@@ -35,6 +35,8 @@ pub struct SpawnSpec<'a> {
     /// Start at `SCHED_IDLE` ([`crate::sched`]); the supervisor gives the
     /// normal priority back once the generation is ready.
     pub idle_start: bool,
+    /// Start the child under the bind filter of `intercept_binds` ([`super::intercept`]).
+    pub intercept_binds: bool,
 }
 
 /// A started generation.
@@ -48,6 +50,9 @@ pub struct Spawned {
     pub stderr: Option<OwnedFd>,
     /// Tells whether the child reached the program (see [`ExecReport`]).
     pub exec: ExecReport,
+    /// With `intercept_binds`: where the child sends its seccomp listener before exec
+    /// ([`super::intercept::receive_listener`]).
+    pub intercept: Option<OwnedFd>,
 }
 
 /// The parent's end of the pipe through which a child reports a failure before exec. The
@@ -197,6 +202,17 @@ pub fn start_child(spec: &SpawnSpec<'_>) -> Result<Spawned, HandoffError> {
     } else {
         (None, None)
     };
+    let channels = if spec.intercept_binds {
+        Some(
+            super::intercept::channel().map_err(|error| HandoffError::Io {
+                about: "create the socket pair that carries the seccomp listener",
+                error,
+            })?,
+        )
+    } else {
+        None
+    };
+    let child_channel = channels.as_ref().map_or(-1, |(_, c)| c.as_raw_fd());
     let child_out = out_pipes.as_ref().map_or(-1, |(_, w)| w.as_raw_fd());
     let child_err = err_pipes.as_ref().map_or(-1, |(_, w)| w.as_raw_fd());
 
@@ -216,6 +232,8 @@ pub fn start_child(spec: &SpawnSpec<'_>) -> Result<Spawned, HandoffError> {
         nice: spec.nice,
         idle_start: spec.idle_start,
         sched_attr: &mut *sched_attr,
+        intercept_channel: child_channel,
+        intercept_unlink: spec.listeners.iter().any(|l| l.unix_path().is_some()),
     });
     let mut memory = ChildMemory {
         context,
@@ -240,6 +258,7 @@ pub fn start_child(spec: &SpawnSpec<'_>) -> Result<Spawned, HandoffError> {
     // in its own group before anyone signals it by group.
     // SAFETY: plain syscall on the child's pid; an error (the child already exec'd) is fine.
     unsafe { libc::setpgid(pid, pid) };
+    let intercept = channels.map(|(ours, _child)| ours);
     let stdout = out_pipes.map(|(r, _w)| r);
     let stderr = err_pipes.map(|(r, _w)| r);
     Ok(Spawned {
@@ -247,6 +266,7 @@ pub fn start_child(spec: &SpawnSpec<'_>) -> Result<Spawned, HandoffError> {
         pidfd,
         stdout,
         stderr,
+        intercept,
         exec: ExecReport {
             pipe: err_read,
             program: program.clone(),
@@ -480,6 +500,7 @@ mod tests {
             capture_output: false,
             nice: None,
             idle_start: false,
+            intercept_binds: false,
         }
     }
 

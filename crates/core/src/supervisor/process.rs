@@ -15,6 +15,7 @@ use super::child::{BoxFuture, ChildProcess, Children, SpawnRequest};
 use super::start_priority::IdleStart;
 use crate::config::StartPriority;
 use crate::contain::{GenerationCgroup, OwnChildren, ServiceCgroups};
+use crate::handoff::intercept::Interception;
 use crate::handoff::{ExecReport, SpawnSpec, spawn_generation, start_child};
 use crate::proto::ExitInfo;
 use crate::ready::{NotifySender, NotifySocket, ReadyCheck, ReadyContext, wait_ready};
@@ -53,6 +54,9 @@ struct Process {
     adoption: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// What the readiness checks need.
     ready: ReadyContext,
+    /// With `intercept_binds`: the thread that answers its binds, until
+    /// [`ChildProcess::release`].
+    interception: Mutex<Option<Interception>>,
 }
 
 impl Children for Processes {
@@ -92,6 +96,7 @@ impl Children for Processes {
             capture_output: config.log_prefix,
             nice: super::priority::generation_nice(),
             idle_start: config.start_priority == StartPriority::Idle,
+            intercept_binds: config.intercept_binds,
         };
         // Listed as our own child before a sweep for orphans could see it.
         let spawned = {
@@ -124,6 +129,25 @@ impl Children for Processes {
                 cgroup: cgroup.as_ref().map(|c| c.rel().to_owned()),
             });
         }
+        let interception = match spawned.intercept {
+            Some(channel) => match Interception::start(generation, pid, channel, listeners) {
+                Ok(i) => Some(i),
+                Err(e) => {
+                    // Its binds would wait forever: end it (alone in its group, at most
+                    // just exec'd), reap it, and the restart reports why.
+                    kill_group(pid);
+                    let _ = send_signal(&spawned.pidfd, Signal::Kill);
+                    let mut status = 0;
+                    // SAFETY: waiting for our own child, just killed.
+                    unsafe { libc::waitpid(pid, &mut status, 0) };
+                    OwnChildren::get().forget(pid);
+                    return Err(format!(
+                        "cannot intercept the binds of generation {generation}: {e}"
+                    ));
+                }
+            },
+            None => None,
+        };
         if let Some(out) = spawned.stdout {
             forward_output(out, format!("[{} gen {generation}] ", config.name), false);
         }
@@ -159,6 +183,7 @@ impl Children for Processes {
             cgroup: Mutex::new(cgroup),
             adoption: Mutex::new(adoption),
             ready,
+            interception: Mutex::new(interception),
         }))
     }
 
@@ -246,6 +271,7 @@ impl ChildProcess for Process {
 
     fn release(&self) {
         lock(&self.notify).take();
+        lock(&self.interception).take();
     }
 
     fn unread_input(&self, ports: Vec<u16>) -> BoxFuture<'_, bool> {
