@@ -151,10 +151,9 @@ impl ReadyConfig {
     }
 }
 
-/// `accepting` needs a stream listener to watch: a service with none (no listener, or
-/// UDP ones only, which are never accepted on) gets `alive:1s`.
+/// `accepting` needs a listener to watch: a service without one gets `alive:1s`.
 fn default_checks(listeners: &[ListenerSpec]) -> Vec<ReadyCheck> {
-    if listeners.iter().any(|l| !l.addr.is_udp()) {
+    if !listeners.is_empty() {
         vec![ReadyCheck::Accepting]
     } else {
         vec![ReadyCheck::Alive(DEFAULT_ALIVE)]

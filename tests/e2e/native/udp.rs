@@ -28,8 +28,10 @@ const RESTARTS: u64 = 20;
 /// Datagrams in flight at most: far below what a socket's receive buffer holds, so the
 /// kernel never drops one for want of room.
 const WINDOW: u64 = 32;
+/// The pause after every 4 datagrams.
+const PACE: Duration = Duration::from_micros(50);
 /// The most datagrams one run sends, whatever happens.
-const MAX_DATAGRAMS: u64 = 200_000;
+const MAX_DATAGRAMS: u64 = 400_000;
 /// How long the sender waits for room in the window before it sends anyway (a lost
 /// datagram never makes room). Only reached when datagrams are lost.
 const STALL: Duration = Duration::from_secs(2);
@@ -43,13 +45,17 @@ fn echo_bin() -> &'static str {
 
 /// What one run saw: per datagram, the generation that was active (promoted, as far as
 /// the test knew) when it was sent, and the generation that answered it, if one did.
-struct Run {
+pub(super) struct Run {
     sent: Vec<u64>,
     answered: BTreeMap<u64, u64>,
 }
 
 impl Run {
-    fn lost(&self) -> Vec<u64> {
+    pub(super) fn sent(&self) -> usize {
+        self.sent.len()
+    }
+
+    pub(super) fn lost(&self) -> Vec<u64> {
         (0..self.sent.len() as u64)
             .filter(|seq| !self.answered.contains_key(seq))
             .collect()
@@ -57,7 +63,7 @@ impl Run {
 
     /// Datagrams answered by a generation older than the one promoted before they were
     /// sent: (sequence number, promoted, answered by).
-    fn answered_by_older(&self) -> Vec<(u64, u64, u64)> {
+    pub(super) fn answered_by_older(&self) -> Vec<(u64, u64, u64)> {
         self.answered
             .iter()
             .filter_map(|(&seq, &by)| {
@@ -81,7 +87,7 @@ impl Run {
             .count()
     }
 
-    fn by_generation(&self) -> BTreeMap<u64, usize> {
+    pub(super) fn by_generation(&self) -> BTreeMap<u64, usize> {
         let mut counts = BTreeMap::new();
         for by in self.answered.values() {
             *counts.entry(*by).or_default() += 1;
@@ -104,8 +110,16 @@ fn service_yaml(handoff: &str) -> String {
 /// Starts the echo service under `handoff`, restarts it [`RESTARTS`] times while a client
 /// sends numbered datagrams, and collects the answers.
 fn restarts_under_datagrams(handoff: &str) -> Run {
+    restarts_of(&format!("handoff: {handoff}"), &service_yaml(handoff))
+}
+
+/// Starts the service of `yaml`, an echo that answers each datagram `SEQ` with `SEQ
+/// GENERATION`, restarts it [`RESTARTS`] times while a client sends numbered datagrams
+/// (a refusal fails the test), and collects the answers; `what` names the run in what it
+/// prints.
+pub(super) fn restarts_of(what: &str, yaml: &str) -> Run {
     let mut env = TestEnv::new();
-    env.write_service("echo", &service_yaml(handoff));
+    env.write_service("echo", yaml);
     let status = env.start("echo", &["run", "echo"]);
     let address = address_of(&status);
     let target: SocketAddr = address
@@ -142,7 +156,7 @@ fn restarts_under_datagrams(handoff: &str) -> Run {
     let answered = receiver.join().expect("receiver");
     let run = Run { sent, answered };
     eprintln!(
-        "handoff: {handoff}: {RESTARTS} restarts, {} datagrams sent, {} lost, {} answered by \
+        "{what}: {RESTARTS} restarts, {} datagrams sent, {} lost, {} answered by \
          an older generation than the promoted one, {} answered by a generation after a \
          newer one had answered a datagram sent earlier; answers by generation: {:?}",
         run.sent.len(),
@@ -179,6 +193,10 @@ fn send(
             std::thread::sleep(Duration::from_micros(100));
         }
         let seq = sent.len() as u64;
+        // Paced, so that the datagrams last through every restart however fast the echo.
+        if seq % 4 == 0 {
+            std::thread::sleep(PACE);
+        }
         // Read before the send: the datagram leaves after this generation was promoted.
         let generation = promoted.load(Ordering::SeqCst);
         socket
@@ -288,21 +306,49 @@ fn the_status_shows_a_udp_listener_with_its_scheme_and_the_generation_gets_it_on
     assert!(stdout(&out).contains(&listener.address), "{}", stdout(&out));
 }
 
+/// The evidence of readiness the restart of `echo` reported.
+fn restart_evidence(env: &TestEnv) -> String {
+    let out = env.run_zdctl(&["restart", "echo", "--json"]);
+    assert_code(&out, 0);
+    stdout(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "ready")
+        .and_then(|e| e["evidence"].as_str().map(str::to_owned))
+        .expect("a ready event")
+}
+
+/// `accepting`, the default, takes a UDP-only service: a process waiting for datagrams
+/// on its socket, in poll (the echo) or blocked in recvfrom (Python), is the evidence.
 #[test]
-fn a_udp_only_service_cannot_use_the_accepting_check() {
-    let env = TestEnv::new();
+fn a_udp_only_service_is_proven_ready_by_a_process_that_reads_its_socket() {
+    let mut env = TestEnv::new();
+    env.write_service(
+        "echo",
+        &format!("command: ['{}']\nlisten: udp://127.0.0.1:0\n", echo_bin()),
+    );
+    env.start("echo", &["run", "echo"]);
+    let evidence = restart_evidence(&env);
+    assert!(evidence.contains("waiting in poll on fd 3"), "{evidence}");
+
+    let Some(python) = crate::drivers::peer(
+        "a_udp_only_service_is_proven_ready_by_a_process_that_reads_its_socket",
+        "python3",
+        "python3",
+    ) else {
+        return;
+    };
+    let script = "import socket\ns = socket.socket(fileno=3)\nwhile True:\n    s.recvfrom(64)\n";
     env.write_service(
         "echo",
         &format!(
-            "command: ['{}']\nlisten: udp://127.0.0.1:0\nready: accepting\n",
-            echo_bin()
+            "command: [{:?}, '-c', {script:?}]\nlisten: udp://127.0.0.1:0\n",
+            python.display().to_string()
         ),
     );
-    let out = env.run_zdctl(&["run", "echo"]);
-    assert_code(&out, 2);
+    let evidence = restart_evidence(&env);
     assert!(
-        stderr(&out).contains("never accepted on"),
-        "{}",
-        stderr(&out)
+        evidence.contains("blocked in recvfrom on fd 3"),
+        "{evidence}"
     );
 }

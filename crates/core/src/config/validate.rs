@@ -84,17 +84,6 @@ pub(super) fn validate(config: &ServiceConfig, text: Option<&str>) -> Result<(),
                 .to_owned(),
         ));
     }
-    let stream = |spec: &crate::listen::ListenerSpec| !spec.addr.is_udp();
-    if !config.listeners.iter().any(stream) && config.ready.checks.contains(&ReadyCheck::Accepting)
-    {
-        return Err(invalid(
-            &["ready"],
-            "the 'accepting' check watches TCP and unix listeners, and this service has only \
-             UDP ones: a datagram socket is never accepted on, so nothing would show the new \
-             generation is ready; use another check, like 'notify', 'exec:CMD' or 'alive:1s'"
-                .to_owned(),
-        ));
-    }
     let durations = [
         (
             &["ready", "timeout"][..],

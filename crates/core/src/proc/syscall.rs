@@ -62,7 +62,8 @@ impl Arch {
     pub const NATIVE: Option<Arch> = None;
 }
 
-/// The syscalls a server blocks in while it waits for a connection.
+/// The syscalls a server blocks in while it waits for a connection (or, on a UDP
+/// socket, for a datagram).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WaitCall {
@@ -84,6 +85,14 @@ pub enum WaitCall {
     EpollPwait,
     /// `epoll_pwait2`
     EpollPwait2,
+    /// `read(fd, …)`: a datagram read as a plain read
+    Read,
+    /// `recvfrom(fd, …)`
+    Recvfrom,
+    /// `recvmsg(fd, …)`
+    Recvmsg,
+    /// `recvmmsg(fd, …)`
+    Recvmmsg,
 }
 
 impl WaitCall {
@@ -92,19 +101,27 @@ impl WaitCall {
         // From arch/x86/entry/syscalls/syscall_64.tbl and
         // include/uapi/asm-generic/unistd.h (which aarch64 uses).
         let call = match (arch, number) {
+            (Arch::X86_64, 0) => WaitCall::Read,
             (Arch::X86_64, 7) => WaitCall::Poll,
             (Arch::X86_64, 23) => WaitCall::Select,
             (Arch::X86_64, 43) => WaitCall::Accept,
+            (Arch::X86_64, 45) => WaitCall::Recvfrom,
+            (Arch::X86_64, 47) => WaitCall::Recvmsg,
             (Arch::X86_64, 232) => WaitCall::EpollWait,
             (Arch::X86_64, 270) => WaitCall::Pselect6,
             (Arch::X86_64, 271) => WaitCall::Ppoll,
             (Arch::X86_64, 281) => WaitCall::EpollPwait,
             (Arch::X86_64, 288) => WaitCall::Accept4,
+            (Arch::X86_64, 299) => WaitCall::Recvmmsg,
             (Arch::Aarch64, 22) => WaitCall::EpollPwait,
+            (Arch::Aarch64, 63) => WaitCall::Read,
             (Arch::Aarch64, 72) => WaitCall::Pselect6,
             (Arch::Aarch64, 73) => WaitCall::Ppoll,
             (Arch::Aarch64, 202) => WaitCall::Accept,
+            (Arch::Aarch64, 207) => WaitCall::Recvfrom,
+            (Arch::Aarch64, 212) => WaitCall::Recvmsg,
             (Arch::Aarch64, 242) => WaitCall::Accept4,
+            (Arch::Aarch64, 243) => WaitCall::Recvmmsg,
             (_, 441) => WaitCall::EpollPwait2,
             _ => return None,
         };
@@ -123,6 +140,10 @@ impl WaitCall {
             WaitCall::EpollWait => "epoll_wait",
             WaitCall::EpollPwait => "epoll_pwait",
             WaitCall::EpollPwait2 => "epoll_pwait2",
+            WaitCall::Read => "read",
+            WaitCall::Recvfrom => "recvfrom",
+            WaitCall::Recvmsg => "recvmsg",
+            WaitCall::Recvmmsg => "recvmmsg",
         }
     }
 }

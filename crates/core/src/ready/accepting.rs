@@ -6,7 +6,8 @@
 //! waits (DESIGN §5), looked for in every process of the generation's tree
 //! and every thread of each process:
 //!
-//! - a thread blocked in `accept`/`accept4` on a listener fd;
+//! - a thread blocked in `accept`/`accept4` on a listener fd, or, on a UDP
+//!   listener, in `recvfrom`/`recvmsg`/`recvmmsg`/`read`;
 //! - a listener registered in an epoll set (nginx, Go, tokio, Node), seen
 //!   in the epoll fd's `fdinfo`;
 //! - a thread blocked in `poll`/`ppoll`/`select`/`pselect6` whose fd list
@@ -57,6 +58,14 @@ pub enum AcceptingEvidence {
         fd: i32,
         how: &'static str,
     },
+    /// Thread `tid` of `pid` is blocked in `how` (`"recvfrom"`, `"recvmsg"`,
+    /// `"recvmmsg"` or `"read"`) on UDP listener fd `fd`.
+    Receiving {
+        pid: i32,
+        tid: i32,
+        fd: i32,
+        how: &'static str,
+    },
     /// `pid` owns a connection accepted on the listener at `local`.
     Accepted { pid: i32, local: SocketAddr },
 }
@@ -82,6 +91,10 @@ impl fmt::Display for AcceptingEvidence {
                 thread(f, pid, tid)?;
                 write!(f, " is waiting in {how} on fd {fd}")
             }
+            AcceptingEvidence::Receiving { pid, tid, fd, how } => {
+                thread(f, pid, tid)?;
+                write!(f, " is blocked in {how} on fd {fd}")
+            }
             AcceptingEvidence::Accepted { pid, local } => {
                 write!(f, "pid {pid} has accepted a connection on {local}")
             }
@@ -89,10 +102,27 @@ impl fmt::Display for AcceptingEvidence {
     }
 }
 
+/// The inodes of `listeners` that `accepting` watches: the stream ones (TCP or unix),
+/// or, when the service has only UDP listeners, those. With both, a wait on a stream
+/// listener is the evidence: a process may read its UDP socket long before its server
+/// is up.
+pub fn watched_inodes(listeners: &[crate::listen::Listener]) -> Vec<u64> {
+    let stream: Vec<u64> = listeners
+        .iter()
+        .filter(|l| !l.is_udp())
+        .map(|l| l.inode())
+        .collect();
+    if stream.is_empty() {
+        listeners.iter().map(|l| l.inode()).collect()
+    } else {
+        stream
+    }
+}
+
 /// Looks for evidence that some process of the tree rooted at `root` (the
 /// new generation's main pid) waits for connections on one of the sockets
-/// named by `listener_inodes` (the inodes of the supervisor's stream
-/// listeners, TCP or unix; a datagram socket is never accepted on).
+/// named by `listener_inodes` (the inodes of the supervisor's listeners: its
+/// stream ones, TCP or unix, or, in a service with UDP listeners only, those).
 ///
 /// Returns `Ok(None)` when the tree was read and shows no evidence yet.
 /// Processes and threads that exit during the scan are skipped; if `root`
@@ -287,6 +317,15 @@ mod tests {
                     how: "ppoll",
                 },
                 "pid 1234 (thread 1240) is waiting in ppoll on fd 4",
+            ),
+            (
+                AcceptingEvidence::Receiving {
+                    pid: 1234,
+                    tid: 1234,
+                    fd: 3,
+                    how: "recvfrom",
+                },
+                "pid 1234 is blocked in recvfrom on fd 3",
             ),
             (
                 AcceptingEvidence::EpollRegistered {

@@ -1,5 +1,5 @@
 //! Threads blocked in a syscall that waits on a listener: `accept`,
-//! `poll`-like or `select`-like calls.
+//! `poll`-like or `select`-like calls, and on a UDP listener a receive.
 
 use crate::proc::{self, ProcError, WaitCall};
 
@@ -39,6 +39,19 @@ pub(super) fn blocked_on_listener(
             return Ok(listener_fds
                 .contains(&fd)
                 .then_some(AcceptingEvidence::BlockedInAccept { pid, tid, fd }));
+        }
+        WaitCall::Read | WaitCall::Recvfrom | WaitCall::Recvmsg | WaitCall::Recvmmsg => {
+            // Only a datagram socket can be read from while it is a listener: a stream
+            // listener's reads fail at once.
+            let fd = args[0] as i32;
+            return Ok(listener_fds
+                .contains(&fd)
+                .then_some(AcceptingEvidence::Receiving {
+                    pid,
+                    tid,
+                    fd,
+                    how: call.name(),
+                }));
         }
         WaitCall::Poll | WaitCall::Ppoll => polled_listener(pid, args[0], args[1], listener_fds)?,
         WaitCall::Select | WaitCall::Pselect6 => {
