@@ -8,8 +8,11 @@
 //! bind that asks for a listener's address (the rule is in `matching.rs`) gets the
 //! generation's own listening socket put on the program's fd
 //! (`SECCOMP_IOCTL_NOTIF_ADDFD` with `SECCOMP_ADDFD_FLAG_SETFD`) and returns 0; every
-//! other bind continues untouched (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`). The notification
-//! handling is in `notify.rs`.
+//! other bind continues untouched (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`). A `listen(2)` on
+//! a listener it was given sets the listener's backlog to the larger of the program's and
+//! the service's, done by the supervisor on its own copy: a program's small backlog
+//! (Python's socketserver asks for 5) would otherwise drop connections a restart's burst
+//! brings. The notification handling is in `notify.rs`.
 
 mod matching;
 mod notify;
@@ -52,15 +55,17 @@ const fn jump_eq(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
     }
 }
 
-/// The filter: our architecture's `bind` goes to the supervisor, everything else is
-/// allowed. A static, so the child reads it without the parent allocating anything.
-pub(super) static BIND_FILTER: [libc::sock_filter; 6] = [
+/// The filter: our architecture's `bind` and `listen` go to the supervisor, everything
+/// else is allowed. A static, so the child reads it without the parent allocating
+/// anything.
+pub(super) static BIND_FILTER: [libc::sock_filter; 7] = [
     stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, DATA_ARCH),
     jump_eq(AUDIT_ARCH, 0, 3),
     stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, DATA_NR),
-    jump_eq(libc::SYS_bind as u32, 0, 1),
-    stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_USER_NOTIF),
+    jump_eq(libc::SYS_bind as u32, 2, 0),
+    jump_eq(libc::SYS_listen as u32, 1, 0),
     stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+    stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_USER_NOTIF),
 ];
 
 /// `unlink`, which aarch64 does not have (it only has `unlinkat`, checked twice there).
@@ -69,14 +74,15 @@ pub(super) const SYS_UNLINK: libc::c_long = libc::SYS_unlink;
 #[cfg(target_arch = "aarch64")]
 pub(super) const SYS_UNLINK: libc::c_long = libc::SYS_unlinkat;
 
-/// The filter for a service with a unix listener: `bind`, `unlink` and `unlinkat` go to
-/// the supervisor, so that a program that removes its socket's path before binding it
-/// does not remove the listener's socket file.
-pub(super) static BIND_UNLINK_FILTER: [libc::sock_filter; 8] = [
+/// The filter for a service with a unix listener: `bind`, `listen`, `unlink` and
+/// `unlinkat` go to the supervisor, so that a program that removes its socket's path
+/// before binding it does not remove the listener's socket file.
+pub(super) static BIND_UNLINK_FILTER: [libc::sock_filter; 9] = [
     stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, DATA_ARCH),
-    jump_eq(AUDIT_ARCH, 0, 4),
+    jump_eq(AUDIT_ARCH, 0, 5),
     stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, DATA_NR),
-    jump_eq(libc::SYS_bind as u32, 3, 0),
+    jump_eq(libc::SYS_bind as u32, 4, 0),
+    jump_eq(libc::SYS_listen as u32, 3, 0),
     jump_eq(libc::SYS_unlinkat as u32, 2, 0),
     jump_eq(SYS_UNLINK as u32, 1, 0),
     stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),

@@ -221,7 +221,7 @@ fn open_listener(spec: &ListenerSpec, sharing: TcpSharing) -> Result<Listener, L
     }
 }
 
-pub(super) fn backlog_for(spec: &ListenerSpec) -> i32 {
+pub(crate) fn backlog_for(spec: &ListenerSpec) -> i32 {
     let backlog = spec.backlog.unwrap_or_else(|| {
         fs::read_to_string("/proc/sys/net/core/somaxconn")
             .ok()

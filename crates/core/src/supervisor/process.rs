@@ -163,13 +163,7 @@ impl Children for Processes {
             service: config.name.clone(),
             generation,
             pid,
-            // `accepting` looks for a wait on a stream listener; a UDP socket is never
-            // accepted on, so it proves nothing there.
-            listener_inodes: listeners
-                .iter()
-                .filter(|l| !l.is_udp())
-                .map(|l| l.inode())
-                .collect(),
+            listener_inodes: crate::ready::accepting::watched_inodes(listeners),
             notify: notify.as_ref().map(|n| n.state()),
             idle_start: idle_start.began(),
         };
@@ -252,8 +246,9 @@ impl ChildProcess for Process {
         if !checks.contains(&ReadyCheck::Accepting) {
             return String::new();
         }
+        let intercepting = lock(&self.interception).is_some();
         let seen = crate::rt::blocking(|| {
-            crate::ready::accepting::describe(self.pid, &self.ready.listener_inodes)
+            crate::ready::accepting::describe(self.pid, &self.ready.listener_inodes, intercepting)
         });
         format!("; accepting saw {seen}")
     }

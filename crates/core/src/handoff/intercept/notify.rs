@@ -97,6 +97,8 @@ enum Answer {
     Installed,
     /// An unlink of a listener's socket file: return 0, and the file stays.
     Skipped,
+    /// A listen on a listener, done by us with a backlog at least the service's: return 0.
+    Listened,
     /// Run the call as asked.
     Continue,
     /// Fail the bind with this errno.
@@ -110,6 +112,8 @@ fn decide(notify: &OwnedFd, request: &libc::seccomp_notif, targets: &[Listener])
     let args = &request.data.args;
     if nr == libc::SYS_bind {
         decide_bind(notify, request, targets)
+    } else if nr == libc::SYS_listen {
+        decide_listen(notify, request, targets)
     } else if nr == libc::SYS_unlinkat && args[2] as i32 & libc::AT_REMOVEDIR == 0 {
         decide_unlink(notify, request, targets, args[0] as i32, args[1])
     } else if nr == super::SYS_UNLINK && nr != libc::SYS_unlinkat {
@@ -228,6 +232,40 @@ fn decide_bind(notify: &OwnedFd, request: &libc::seccomp_notif, targets: &[Liste
             Answer::Error(e.raw_os_error().unwrap_or(libc::EADDRINUSE))
         }
     }
+}
+
+/// A `listen(fd, backlog)` on a socket that is one of the listeners (its bind got it) is
+/// done by us on our copy with the larger of the program's backlog and the service's:
+/// the backlog is the socket's, and a program's small one (Python's socketserver asks
+/// for 5) would drop the connections that a restart's burst brings. Any other listen
+/// runs as asked.
+fn decide_listen(notify: &OwnedFd, request: &libc::seccomp_notif, targets: &[Listener]) -> Answer {
+    let tid = request.pid as i32;
+    let fd = request.data.args[0] as i32;
+    // An int: the register's upper half is not the program's.
+    let backlog = request.data.args[1] as i32;
+    let link = std::fs::read_link(format!("/proc/{tid}/fd/{fd}")).ok();
+    let inode = link
+        .as_deref()
+        .and_then(|l| l.to_str())
+        .and_then(|l| l.strip_prefix("socket:["))
+        .and_then(|l| l.strip_suffix(']'))
+        .and_then(|n| n.parse::<u64>().ok());
+    let Some(target) = inode.and_then(|i| targets.iter().find(|t| t.inode() == i && !t.is_udp()))
+    else {
+        return still_valid(notify, request.id, Answer::Continue);
+    };
+    if !id_valid(notify, request.id) {
+        return Answer::Gone;
+    }
+    let ours = crate::listen::backlog_for(target.spec());
+    // SAFETY: listen(2) on a socket we hold.
+    if unsafe { libc::listen(target.fd().as_raw_fd(), backlog.max(ours)) } != 0 {
+        let e = io::Error::last_os_error();
+        return Answer::Error(e.raw_os_error().unwrap_or(libc::EINVAL));
+    }
+    debug!(pid = tid, fd, backlog, kept = backlog.max(ours), listener = %target.local_display(), "the program's listen on the listener");
+    Answer::Listened
 }
 
 /// `answer` while the notification is still pending, else [`Answer::Gone`].
@@ -366,7 +404,7 @@ fn add_fd(
 fn respond(notify: &OwnedFd, id: u64, answer: Answer) {
     let (error, flags) = match answer {
         Answer::Gone => return,
-        Answer::Installed | Answer::Skipped => (0, 0),
+        Answer::Installed | Answer::Skipped | Answer::Listened => (0, 0),
         Answer::Continue => (0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32),
         Answer::Error(errno) => (-errno, 0),
     };

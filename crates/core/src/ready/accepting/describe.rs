@@ -4,8 +4,9 @@
 
 use crate::proc::{self, FdTarget, TaskSyscall};
 
-/// One line describing the tree rooted at `root` as the check sees it now.
-pub fn describe(root: i32, listener_inodes: &[u64]) -> String {
+/// One line describing the tree rooted at `root` as the check sees it now; `intercepting`
+/// when the generation runs under `intercept_binds`.
+pub fn describe(root: i32, listener_inodes: &[u64], intercepting: bool) -> String {
     let tree = proc::descendants(root);
     if tree.is_empty() {
         return format!("pid {root} is gone");
@@ -56,17 +57,23 @@ pub fn describe(root: i32, listener_inodes: &[u64]) -> String {
             })
             .collect();
         format!(
-            "{processes}; listeners held by {}, whose {} waits on them (no accept, poll or select on a listener, no epoll registration for input, no accepted connection)",
+            "{processes}; listeners held by {}, whose {} waits on them (no accept, receive, poll or select on a listener, no epoll registration for input, no accepted connection)",
             held.join(", "),
             threads.summary(),
         )
     };
     for (pid, fd, address) in own_listeners(root, &tree, listener_inodes) {
+        let what_to_do = if intercepting {
+            "intercept_binds hands over only a bind of a listener's address and port (see \
+             docs/config.md): make the program's own address or port option name a listener's"
+        } else {
+            "Make it take the listeners it is given (LISTEN_FDS, its own option for an \
+             inherited fd: see docs/apps.md), or set 'intercept_binds: true' so that its bind \
+             gets them"
+        };
         line.push_str(&format!(
             "; pid {pid} listens on a socket of its own, {address} (fd {fd}), not on one \
-             zdctl handed over: the program binds its port itself. Make it take the \
-             listeners it is given (LISTEN_FDS, its own option for an inherited fd: see \
-             docs/apps.md), or set 'intercept_binds: true' so that its bind gets them"
+             zdctl handed over: the program binds its port itself. {what_to_do}"
         ));
     }
     if let Some(err) = unreadable {
@@ -185,7 +192,7 @@ mod tests {
     #[test]
     fn a_vanished_root_is_named() {
         assert_eq!(
-            describe(i32::MAX, &[1]),
+            describe(i32::MAX, &[1], false),
             format!("pid {} is gone", i32::MAX)
         );
     }
