@@ -600,3 +600,92 @@ fn a_program_that_binds_another_port_is_rolled_back_with_where_it_listens() {
         "{said}"
     );
 }
+
+/// Binds the port in its first argument and writes `NoNewPrivs Seccomp GOT_LISTENER` of
+/// its own `/proc/self/status` to the file in its second.
+const PRIVS: &str = "\
+import os, socket, sys
+s = socket.socket()
+s.bind(('127.0.0.1', int(sys.argv[1])))
+status = dict(l.split(':', 1) for l in open('/proc/self/status').read().splitlines())
+got = os.fstat(s.fileno()).st_ino == os.fstat(3).st_ino
+with open(sys.argv[2] + '.tmp', 'w') as f:
+    f.write('%s %s %s\\n' % (status['NoNewPrivs'].strip(), status['Seccomp'].strip(), got))
+os.rename(sys.argv[2] + '.tmp', sys.argv[2])
+s.listen()
+s.accept()
+";
+
+/// Under a root supervisor (CAP_SYS_ADMIN) the filter needs no `no_new_privs`, so setuid
+/// programs of the service keep working; under any other user the child sets it, and the
+/// interception works the same.
+#[test]
+fn no_new_privs_is_set_only_where_the_kernel_requires_it() {
+    let test = "no_new_privs_is_set_only_where_the_kernel_requires_it";
+    // Debian's, which every user may run (a python3 first on root's PATH may live in a
+    // home directory nobody cannot enter).
+    let python = std::path::PathBuf::from("/usr/bin/python3");
+    if !python.is_file() {
+        return skip(test, "no /usr/bin/python3 (Debian package: python3)");
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return skip(test, "it needs root to run a supervisor as another user");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let env = TestEnv::new();
+    // Reachable by nobody: the script, and per user a directory of its own for the
+    // report and its supervisor's runtime files.
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("open the test's directory");
+    const NOBODY: u32 = 65534;
+    let script = env.path("privs.py");
+    std::fs::write(&script, PRIVS).expect("write the script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let report_of = |uid: u32| {
+        let port = free_port();
+        let theirs = env.path(&format!("user-{uid}"));
+        std::fs::create_dir(&theirs).expect("a directory for the user");
+        nix::unistd::chown(&theirs, Some(uid.into()), Some(uid.into())).expect("chown");
+        std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let report = theirs.join("report");
+        let mut command = std::process::Command::new(zdctl_bin());
+        command
+            .args(["run", "--name", &format!("privs{uid}"), "--intercept-binds"])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--"])
+            .arg(&python)
+            .arg(&script)
+            .arg(port.to_string())
+            .arg(&report)
+            .env("ZDCTL_RUNTIME_DIR", &theirs)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(env.path(&format!("stderr-{uid}"))).expect("a log"))
+            .uid(uid)
+            .gid(uid);
+        let mut child = command.spawn().expect("zdctl run");
+        let deadline = std::time::Instant::now() + DEADLINE;
+        let got = loop {
+            if let Some(got) = read(&report) {
+                break got;
+            }
+            let ended = child.try_wait().expect("wait for zdctl").is_some();
+            if ended || std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "no report from the program as uid {uid}; zdctl said: {}",
+                    read(&env.path(&format!("stderr-{uid}"))).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        // TERM stops the supervisor and its generation.
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = child.wait();
+        got
+    };
+    // Seccomp 2: in filter mode.
+    assert_eq!(report_of(0), "0 2 True\n", "as root");
+    assert_eq!(report_of(NOBODY), "1 2 True\n", "as nobody");
+}

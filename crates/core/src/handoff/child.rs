@@ -257,9 +257,11 @@ pub(super) unsafe fn exec_child(ctx: &ChildContext) -> ! {
 /// sends its listener fd to the parent over `channel` (SCM_RIGHTS), then closes our copy:
 /// the program must not hold the fd that answers its own binds.
 ///
-/// `no_new_privs` comes first: without CAP_SYS_ADMIN the kernel refuses a filter
-/// otherwise. It also means that a setuid program run by the service gains no privileges;
-/// the filter and the flag pass to every process the program starts.
+/// A child with CAP_SYS_ADMIN (a supervisor run as root) installs the filter as it is;
+/// without, the kernel refuses it (EACCES) unless `no_new_privs` is set, so the child sets
+/// it and tries again. `no_new_privs` means that a setuid program run by the service
+/// gains no privileges; the filter, and the flag when set, pass to every process the
+/// program starts.
 ///
 /// # Safety
 /// Child side of `clone_child` only; `channel` is a connected unix socket.
@@ -277,19 +279,25 @@ unsafe fn install_bind_filter(err_pipe: RawFd, channel: RawFd, unlink: bool) {
     // SAFETY: direct syscalls on stack memory and a static filter, which the kernel
     // copies.
     unsafe {
-        let rc = call(Sys::Prctl, [libc::PR_SET_NO_NEW_PRIVS as usize, 1, 0, 0]);
-        if rc < 0 {
-            fail(err_pipe, Stage::NoNewPrivs, rc);
+        let install = || {
+            call(
+                Sys::Seccomp,
+                [
+                    libc::SECCOMP_SET_MODE_FILTER as usize,
+                    libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as usize,
+                    &prog as *const libc::sock_fprog as usize,
+                    0,
+                ],
+            )
+        };
+        let mut listener = install();
+        if listener == -(libc::EACCES as isize) {
+            let rc = call(Sys::Prctl, [libc::PR_SET_NO_NEW_PRIVS as usize, 1, 0, 0]);
+            if rc < 0 {
+                fail(err_pipe, Stage::NoNewPrivs, rc);
+            }
+            listener = install();
         }
-        let listener = call(
-            Sys::Seccomp,
-            [
-                libc::SECCOMP_SET_MODE_FILTER as usize,
-                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as usize,
-                &prog as *const libc::sock_fprog as usize,
-                0,
-            ],
-        );
         if listener < 0 {
             fail(err_pipe, Stage::BindFilter, listener);
         }
