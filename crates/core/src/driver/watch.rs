@@ -353,8 +353,16 @@ pub(super) async fn child_flip(
                 return Ok(new_one_exited("child", pid, "", old_alive));
             }
             if c.settle(config, run, |pid| format!("child pid {pid}")) {
-                for pid in old.iter().filter(|p| kids.contains(p)) {
-                    run.draining(*pid, "(by the supervisor)");
+                // The supervisor may have stopped an old child before the new one had
+                // settled (socketmaster does as soon as it started the new one): it is
+                // drained all the same, and the event says when.
+                for pid in &old {
+                    let when = if kids.contains(pid) {
+                        "(by the supervisor)"
+                    } else {
+                        "(by the supervisor; it had already exited)"
+                    };
+                    run.draining(*pid, when);
                 }
             }
             if c.ready && !old.iter().any(|p| kids.contains(p)) {
