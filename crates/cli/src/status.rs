@@ -266,6 +266,7 @@ mod tests {
                     state: GenerationState::Active,
                     started_unix_ms: NOW_MS - 300_000,
                     exit: None,
+                    intercept: None,
                 },
                 GenerationInfo {
                     generation: 7,
@@ -273,6 +274,7 @@ mod tests {
                     state: GenerationState::Exited,
                     started_unix_ms: NOW_MS - 7_900_000,
                     exit: Some(ExitInfo::Signal { signal: 9 }),
+                    intercept: None,
                 },
             ],
             listeners: vec![ListenerInfo {
@@ -298,6 +300,7 @@ mod tests {
                 elapsed_ms: 412,
             }),
             containment: Some("cgroup:/zdctl.api.1200".into()),
+            intercept_binds: false,
         }
     }
 

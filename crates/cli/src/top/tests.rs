@@ -41,6 +41,7 @@ fn generation(generation: u64, state: &str, pid: i32, conns: usize) -> Generatio
         listener_inodes: vec![5151],
         connections: connections(generation, conns),
         connection_count: conns,
+        intercept: None,
     }
 }
 
@@ -81,6 +82,7 @@ fn api(at: u64) -> Snapshot {
             overflows_delta: Some(0),
             drops_delta: Some(2),
         },
+        intercept_binds: false,
     }
 }
 
