@@ -28,7 +28,7 @@ struct Counts {
 
 impl InterceptCounts {
     /// Counts for a generation that received `listeners`, all at zero.
-    pub fn new(listeners: &[Listener]) -> InterceptCounts {
+    pub(crate) fn new(listeners: &[Listener]) -> InterceptCounts {
         let listeners = listeners
             .iter()
             .map(|l| InterceptedListener {
@@ -51,7 +51,7 @@ impl InterceptCounts {
     }
 
     /// A bind of process `pid` got listener `listener` (its index) on fd `fd`.
-    pub fn handed(&self, listener: usize, pid: i32, fd: i32) {
+    pub(crate) fn handed(&self, listener: usize, pid: i32, fd: i32) {
         let mut counts = self.lock();
         if let Some(l) = counts.listeners.get_mut(listener) {
             l.binds = l.binds.saturating_add(1);
@@ -61,7 +61,7 @@ impl InterceptCounts {
     }
 
     /// An unlink of listener `listener`'s socket file was skipped.
-    pub fn unlink_skipped(&self, listener: usize) {
+    pub(crate) fn unlink_skipped(&self, listener: usize) {
         let mut counts = self.lock();
         if let Some(l) = counts.listeners.get_mut(listener) {
             l.unlinks_skipped = l.unlinks_skipped.saturating_add(1);
@@ -69,13 +69,13 @@ impl InterceptCounts {
     }
 
     /// A bind of another address continued untouched.
-    pub fn continued(&self) {
+    pub(crate) fn continued(&self) {
         let mut counts = self.lock();
         counts.continued = counts.continued.saturating_add(1);
     }
 
     /// A bind of a listener's address failed with `errno`.
-    pub fn failed(&self, errno: i32) {
+    pub(crate) fn failed(&self, errno: i32) {
         let mut counts = self.lock();
         counts.failed = counts.failed.saturating_add(1);
         counts.last_errno = Some(errno);
