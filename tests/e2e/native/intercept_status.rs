@@ -210,54 +210,21 @@ fn status_json_and_the_log_show_what_each_generations_binds_got_across_a_restart
             "{text}"
         );
     }
-    let handed: Vec<Vec<&str>> = text
+    // The listeners the binds got: GEN LISTENER ADDRESS BINDS LAST-PID (LAST-FD) UNLINKS.
+    let handed: Vec<String> = text
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .filter(|cells| cells.len() == 7 && matches!(cells[1], "http" | "sock"))
+        .filter(|c| c.len() == 7 && matches!(c[1], "http" | "sock"))
+        .map(|c| [c[0], c[1], c[2], c[3], c[4], c[6]].join(" "))
         .collect();
-    let new_pid_cell = new_pid.to_string();
-    let old_pid_cell = old_pid.to_string();
-    let port_address = format!("127.0.0.1:{port}");
-    let path_address = path.display().to_string();
-    let rows: Vec<(&str, &str, &str, &str, &str, &str)> = handed
-        .iter()
-        .map(|c| (c[0], c[1], c[2], c[3], c[4], c[6]))
-        .collect();
+    let (tcp, unix) = (format!("127.0.0.1:{port}"), path.display());
     assert_eq!(
-        rows,
+        handed,
         [
-            (
-                "2",
-                "http",
-                port_address.as_str(),
-                "1",
-                new_pid_cell.as_str(),
-                "0"
-            ),
-            (
-                "2",
-                "sock",
-                path_address.as_str(),
-                "1",
-                new_pid_cell.as_str(),
-                "1"
-            ),
-            (
-                "1",
-                "http",
-                port_address.as_str(),
-                "1",
-                old_pid_cell.as_str(),
-                "0"
-            ),
-            (
-                "1",
-                "sock",
-                path_address.as_str(),
-                "1",
-                old_pid_cell.as_str(),
-                "1"
-            ),
+            format!("2 http {tcp} 1 {new_pid} 0"),
+            format!("2 sock {unix} 1 {new_pid} 1"),
+            format!("1 http {tcp} 1 {old_pid} 0"),
+            format!("1 sock {unix} 1 {old_pid} 1"),
         ],
         "{text}"
     );
