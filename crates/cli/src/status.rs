@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use zd_core::inspect::{InspectError, Inspector, Snapshot, SocketSource};
 use zd_core::paths;
-use zd_core::proto::{GenerationState, RestartOutcome};
+use zd_core::proto::{GenerationState, InterceptInfo, RestartOutcome};
 use zd_core::service::{self, ServiceStatus};
 
 use crate::cli::StatusArgs;
@@ -106,6 +106,12 @@ pub fn render(service: &ServiceStatus, now: SystemTime) -> String {
         };
         let _ = writeln!(out, "  contained by: {how}");
     }
+    if status.intercept_binds {
+        let _ = writeln!(
+            out,
+            "  binds: intercepted; a bind of a listener's address gets the generation's socket"
+        );
+    }
     let active = match status.active_generation {
         Some(generation) => format!("generation {generation}"),
         None => "none".to_owned(),
@@ -116,24 +122,40 @@ pub fn render(service: &ServiceStatus, now: SystemTime) -> String {
     }
     out.push_str("\n\n");
 
+    // Only a service whose binds are (or were, for a generation still listed) intercepted
+    // has the column.
+    let intercepting =
+        status.intercept_binds || status.generations.iter().any(|g| g.intercept.is_some());
     let rows: Vec<Vec<String>> = status
         .generations
         .iter()
         .map(|g| {
-            vec![
+            let mut row = vec![
                 g.generation.to_string(),
                 g.pid.to_string(),
                 state_name(g.state).to_owned(),
                 format!("{} ago", age(g.started_unix_ms, now)),
                 g.exit.map(exit_status).unwrap_or_else(|| "-".to_owned()),
-            ]
+            ];
+            if intercepting {
+                row.push(match &g.intercept {
+                    Some(info) => binds_summary(info),
+                    None => "not intercepted".to_owned(),
+                });
+            }
+            row
         })
         .collect();
-    out.push_str(&indent(&table(
-        &["GEN", "PID", "STATE", "STARTED", "EXIT"],
-        &rows,
-    )));
+    let mut header = vec!["GEN", "PID", "STATE", "STARTED", "EXIT"];
+    if intercepting {
+        header.push("BINDS");
+    }
+    out.push_str(&indent(&table(&header, &rows)));
     out.push('\n');
+    if let Some(handed) = handed_table(status) {
+        out.push_str(&handed);
+        out.push('\n');
+    }
 
     out.push_str(&listeners_table(status));
     out.push('\n');
@@ -228,6 +250,68 @@ fn listeners_table(status: &zd_core::proto::Status) -> String {
     indent(&table(&["LISTENER", "ADDRESS", "FD", "INODE"], &rows))
 }
 
+/// `2 got a listener, 1 let through, 1 failed (EMFILE), 1 unlink skipped`: what a
+/// generation's interception answered. Failures and unlinks only when there were some.
+pub fn binds_summary(info: &InterceptInfo) -> String {
+    let mut out = format!(
+        "{} got a listener, {} let through",
+        info.handed(),
+        info.binds_continued
+    );
+    if info.binds_failed > 0 {
+        let _ = write!(out, ", {} failed", info.binds_failed);
+        if let Some(error) = &info.last_error {
+            let _ = write!(out, " ({error})");
+        }
+    }
+    match info.unlinks_skipped() {
+        0 => {}
+        1 => out.push_str(", 1 unlink skipped"),
+        n => {
+            let _ = write!(out, ", {n} unlinks skipped");
+        }
+    }
+    out
+}
+
+/// Each listener that an intercepted bind got (or whose socket file an unlink spared), per
+/// generation, with the process and fd it went to last; `None` when there is none.
+fn handed_table(status: &zd_core::proto::Status) -> Option<String> {
+    let listeners = || {
+        status.generations.iter().flat_map(|g| {
+            g.intercept
+                .iter()
+                .flat_map(|info| &info.listeners)
+                .filter(|l| l.binds > 0 || l.unlinks_skipped > 0)
+                .map(move |l| (g.generation, l))
+        })
+    };
+    listeners().next()?;
+    let unlinks = listeners().any(|(_, l)| l.unlinks_skipped > 0);
+    let or_dash = |n: Option<i32>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
+    let rows: Vec<Vec<String>> = listeners()
+        .map(|(generation, l)| {
+            let mut row = vec![
+                generation.to_string(),
+                l.listener.clone(),
+                l.address.clone(),
+                l.binds.to_string(),
+                or_dash(l.last_pid),
+                or_dash(l.last_fd),
+            ];
+            if unlinks {
+                row.push(l.unlinks_skipped.to_string());
+            }
+            row
+        })
+        .collect();
+    let mut header = vec!["GEN", "LISTENER", "ADDRESS", "BINDS", "LAST PID", "LAST FD"];
+    if unlinks {
+        header.push("UNLINKS SKIPPED");
+    }
+    Some(indent(&table(&header, &rows)))
+}
+
 fn state_name(state: GenerationState) -> &'static str {
     match state {
         GenerationState::Starting => "starting",
@@ -246,7 +330,8 @@ mod tests {
     use super::*;
     use std::time::Duration;
     use zd_core::proto::{
-        ExitInfo, GenerationInfo, ListenerInfo, RestartCounters, RestartReport, SocketInfo, Status,
+        ExitInfo, GenerationInfo, InterceptedListener, ListenerInfo, RestartCounters,
+        RestartReport, SocketInfo, Status,
     };
 
     const NOW_MS: u64 = 1_800_000_000_000;
@@ -266,6 +351,7 @@ mod tests {
                     state: GenerationState::Active,
                     started_unix_ms: NOW_MS - 300_000,
                     exit: None,
+                    intercept: None,
                 },
                 GenerationInfo {
                     generation: 7,
@@ -273,6 +359,7 @@ mod tests {
                     state: GenerationState::Exited,
                     started_unix_ms: NOW_MS - 7_900_000,
                     exit: Some(ExitInfo::Signal { signal: 9 }),
+                    intercept: None,
                 },
             ],
             listeners: vec![ListenerInfo {
@@ -298,6 +385,7 @@ mod tests {
                 elapsed_ms: 412,
             }),
             containment: Some("cgroup:/zdctl.api.1200".into()),
+            intercept_binds: false,
         }
     }
 
@@ -353,6 +441,79 @@ service 'api': supervisor pid 1200, up 2h13m
             "{text}"
         );
         assert!(!text.contains("crashes"), "{text}");
+    }
+
+    #[test]
+    fn an_intercepting_service_shows_what_each_generations_binds_got() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(NOW_MS);
+        let mut status = fixed();
+        status.intercept_binds = true;
+        let listener = |binds, last: Option<(i32, i32)>| InterceptedListener {
+            listener: "http".into(),
+            address: "127.0.0.1:8080".into(),
+            binds,
+            unlinks_skipped: 0,
+            last_pid: last.map(|(pid, _)| pid),
+            last_fd: last.map(|(_, fd)| fd),
+        };
+        status.generations[0].intercept = Some(InterceptInfo {
+            listeners: vec![listener(2, Some((1236, 5)))],
+            binds_continued: 1,
+            binds_failed: 1,
+            last_error: Some("EMFILE".into()),
+        });
+        // Generation 7 ran before the service turned intercept_binds on.
+        let text = render(
+            &ServiceStatus {
+                status,
+                driver: None,
+            },
+            now,
+        );
+        let expected = "  contained by: a cgroup per generation under '/zdctl.api.1200'
+  binds: intercepted; a bind of a listener's address gets the generation's socket
+  active: generation 8
+
+  GEN  PID   STATE   STARTED       EXIT                     BINDS
+  8    1234  active  5m ago        -                        2 got a listener, 1 let through, 1 failed (EMFILE)
+  7    1100  exited  2h11m40s ago  killed by SIGKILL (137)  not intercepted
+
+  GEN  LISTENER  ADDRESS         BINDS  LAST PID  LAST FD
+  8    http      127.0.0.1:8080  2      1236      5
+
+  LISTENER  ADDRESS         FD  INODE
+";
+        assert!(text.contains(expected), "{text}");
+    }
+
+    #[test]
+    fn skipped_unlinks_of_a_unix_listener_get_a_column() {
+        let info = InterceptInfo {
+            listeners: vec![InterceptedListener {
+                listener: "sock".into(),
+                address: "/run/api.sock".into(),
+                binds: 1,
+                unlinks_skipped: 2,
+                last_pid: Some(1234),
+                last_fd: Some(3),
+            }],
+            binds_continued: 0,
+            binds_failed: 0,
+            last_error: None,
+        };
+        assert_eq!(
+            binds_summary(&info),
+            "1 got a listener, 0 let through, 2 unlinks skipped"
+        );
+        let mut status = fixed();
+        status.generations[0].intercept = Some(info);
+        let table = handed_table(&status).expect("a table");
+        assert_eq!(
+            table,
+            "  GEN  LISTENER  ADDRESS        BINDS  LAST PID  LAST FD  UNLINKS SKIPPED
+  8    sock      /run/api.sock  1      1234      3        2
+"
+        );
     }
 
     #[test]

@@ -207,6 +207,15 @@ impl Inspector {
         snapshot.listeners.retain(|view| {
             !view.held_by.is_empty() || status.listeners.iter().any(|l| l.inode == view.inode)
         });
+        // What the supervisor counted of each generation's binds: /proc does not show it.
+        snapshot.intercept_binds = status.intercept_binds;
+        for view in &mut snapshot.generations {
+            view.intercept = status
+                .generations
+                .iter()
+                .find(|g| g.generation == view.generation)
+                .and_then(|g| g.intercept.clone());
+        }
         Ok(snapshot)
     }
 

@@ -232,6 +232,7 @@ fn a_native_status_names_the_generations_and_their_states() {
         state,
         started_unix_ms: started,
         exit: None,
+        intercept: None,
     };
     let status = Status {
         service: "api".to_owned(),
@@ -254,6 +255,7 @@ fn a_native_status_names_the_generations_and_their_states() {
         restarts: RestartCounters::default(),
         last_restart: None,
         containment: None,
+        intercept_binds: false,
     };
     for source in BOTH {
         let snapshot = Inspector::new(source)
@@ -435,6 +437,7 @@ fn each_generations_udp_socket_shows_with_its_scheme_holder_and_queued_bytes() {
         state,
         started_unix_ms: started,
         exit: None,
+        intercept: None,
     };
     let status = Status {
         service: "dns".to_owned(),
@@ -457,6 +460,7 @@ fn each_generations_udp_socket_shows_with_its_scheme_holder_and_queued_bytes() {
         restarts: RestartCounters::default(),
         last_restart: None,
         containment: None,
+        intercept_binds: false,
     };
     for source in BOTH {
         let deadline = Instant::now() + Duration::from_secs(10);

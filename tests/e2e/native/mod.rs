@@ -8,6 +8,7 @@ mod go_server;
 mod handoff;
 mod hostile;
 mod intercept;
+mod intercept_status;
 mod lifecycle;
 mod limits;
 mod migrate_requests;

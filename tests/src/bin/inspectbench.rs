@@ -343,6 +343,7 @@ fn run_count(count: usize, options: &Options) -> Result<()> {
             state: GenerationState::Active,
             started_unix_ms: started,
             exit: None,
+            intercept: None,
         }],
         listeners: vec![ListenerInfo {
             name: "http".to_owned(),
@@ -354,6 +355,7 @@ fn run_count(count: usize, options: &Options) -> Result<()> {
         restarts: RestartCounters::default(),
         last_restart: None,
         containment: None,
+        intercept_binds: false,
     };
     for &kind in &options.series {
         series(count, &status, kind, options)?;

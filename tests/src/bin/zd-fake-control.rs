@@ -82,6 +82,7 @@ fn lies(request: &Request) -> Vec<serde_json::Value> {
             restarts: Default::default(),
             last_restart: None,
             containment: None,
+            intercept_binds: false,
         })))],
         _ => vec![result(ReplyResult::Done {
             message: "stopped".into(),

@@ -137,17 +137,20 @@ fn draw_generations(
     theme: Theme,
     area: Rect,
 ) {
-    let header = Row::new(
-        [
-            "GEN", "STATE", "PIDS", "AGE", "CPU", "RSS", "FDS", "LSN", "CONNS",
-        ]
-        .map(Cell::from),
-    )
-    .style(theme.header());
+    // BINDS (the binds that got a listener) only for a service whose binds are, or were
+    // for a generation still running, intercepted.
+    let intercepting = intercepting(snapshot);
+    let mut header = vec![
+        "GEN", "STATE", "PIDS", "AGE", "CPU", "RSS", "FDS", "LSN", "CONNS",
+    ];
+    if intercepting {
+        header.push("BINDS");
+    }
+    let header = Row::new(header.into_iter().map(Cell::from)).style(theme.header());
     // A wide terminal has room for every pid of the tree.
     let all_pids = area.width >= 120;
     let rows = snapshot.generations.iter().map(|g| {
-        Row::new([
+        let mut cells = vec![
             Cell::from(g.generation.to_string()),
             Cell::from(g.state.clone()).style(theme.state(&g.state)),
             Cell::from(if all_pids { pid_list(g) } else { pids(g) }),
@@ -157,9 +160,19 @@ fn draw_generations(
             Cell::from(g.fds.to_string()),
             Cell::from(g.listener_inodes.len().to_string()),
             Cell::from(g.connection_count.to_string()),
-        ])
+        ];
+        if intercepting {
+            cells.push(match &g.intercept {
+                Some(info) if info.binds_failed > 0 => {
+                    Cell::from(format!("{}!", info.handed())).style(theme.bad())
+                }
+                Some(info) => Cell::from(info.handed().to_string()),
+                None => Cell::from("-"),
+            });
+        }
+        Row::new(cells)
     });
-    let widths = [
+    let mut widths = vec![
         Constraint::Length(4),
         Constraint::Length(9),
         Constraint::Fill(1),
@@ -170,11 +183,19 @@ fn draw_generations(
         Constraint::Length(3),
         Constraint::Length(6),
     ];
+    if intercepting {
+        widths.push(Constraint::Length(6));
+    }
     let title = format!(
-        " generations of '{}' ({} via {}) ",
+        " generations of '{}' ({} via {}){} ",
         snapshot.service,
         generations_word(snapshot.generations.len()),
-        snapshot.source
+        snapshot.source,
+        if snapshot.intercept_binds {
+            " · binds intercepted"
+        } else {
+            ""
+        }
     );
     let table = Table::new(rows, widths)
         .header(header)
@@ -304,6 +325,11 @@ fn draw_listeners(frame: &mut Frame<'_>, snapshot: &Snapshot, theme: Theme, area
     }
     let text = Paragraph::new(lines).block(Block::bordered().title(" listeners "));
     frame.render_widget(text, area);
+}
+
+/// Whether the service's binds are intercepted, or were for a generation still running.
+pub fn intercepting(snapshot: &Snapshot) -> bool {
+    snapshot.intercept_binds || snapshot.generations.iter().any(|g| g.intercept.is_some())
 }
 
 /// `1234 1240 1241`: the main pid, then its descendants.

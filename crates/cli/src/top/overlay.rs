@@ -8,7 +8,7 @@ use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row, Table, Wrap};
 use zd_core::inspect::{ConnectionView, GenerationView, Snapshot};
 
 use super::app::{App, Mode, connection_matches};
-use super::draw::{bytes, cpu};
+use super::draw::{bytes, cpu, intercepting};
 use super::theme::Theme;
 use crate::output::millis;
 
@@ -60,7 +60,14 @@ pub fn draw_detail(
     else {
         return;
     };
-    let [summary, list] = Layout::vertical([Constraint::Length(6), Constraint::Min(3)]).areas(area);
+    let binds = if intercepting(snapshot) {
+        binds_lines(g)
+    } else {
+        Vec::new()
+    };
+    let summary_height = 6 + binds.len() as u16;
+    let [summary, list] =
+        Layout::vertical([Constraint::Length(summary_height), Constraint::Min(3)]).areas(area);
     let pids = g
         .pids
         .iter()
@@ -73,7 +80,7 @@ pub fn draw_detail(
         .map(u64::to_string)
         .collect::<Vec<_>>()
         .join(" ");
-    let lines = vec![
+    let mut lines = vec![
         Line::from(vec![
             Span::styled(g.state.clone(), theme.state(&g.state)),
             Span::raw(format!(
@@ -87,8 +94,9 @@ pub fn draw_detail(
         ]),
         Line::raw(format!("pids: {pids}")),
         Line::raw(format!("listener inodes: {inodes}")),
-        Line::styled("↑↓ scroll · Esc back · / filter", theme.dim()),
     ];
+    lines.extend(binds.into_iter().map(Line::raw));
+    lines.push(Line::styled("↑↓ scroll · Esc back · / filter", theme.dim()));
     let title = format!(" generation {} of '{}' ", g.generation, snapshot.service);
     frame.render_widget(
         Paragraph::new(lines)
@@ -98,6 +106,29 @@ pub fn draw_detail(
     );
     let title = connections_title(app, snapshot, g);
     connection_table(frame, app, g, app.scroll, title, theme, list);
+}
+
+/// What the interception of the generation's binds answered, then a line per listener
+/// that a bind got: ` http 127.0.0.1:8080: 2 binds, last to pid 1236 fd 5`.
+fn binds_lines(g: &GenerationView) -> Vec<String> {
+    let Some(info) = &g.intercept else {
+        return vec!["binds: not intercepted (started without intercept_binds)".to_owned()];
+    };
+    let mut lines = vec![format!("binds: {}", crate::status::binds_summary(info))];
+    for l in info.listeners.iter().filter(|l| l.binds > 0) {
+        let mut line = format!(
+            " {} {}: {} bind{}",
+            l.listener,
+            l.address,
+            l.binds,
+            if l.binds == 1 { "" } else { "s" }
+        );
+        if let (Some(pid), Some(fd)) = (l.last_pid, l.last_fd) {
+            line.push_str(&format!(", last to pid {pid} fd {fd}"));
+        }
+        lines.push(line);
+    }
+    lines
 }
 
 fn connections_title(app: &App, snapshot: &Snapshot, g: &GenerationView) -> String {

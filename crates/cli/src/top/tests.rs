@@ -8,7 +8,9 @@ use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::style::Color;
 use zd_core::inspect::{ConnectionView, GenerationView, KernelCounters, ListenerView, Snapshot};
-use zd_core::proto::{Event, EventKind, ExitInfo, RestartOutcome, RestartReport};
+use zd_core::proto::{
+    Event, EventKind, ExitInfo, InterceptInfo, InterceptedListener, RestartOutcome, RestartReport,
+};
 
 use super::app::{Action, App, Mode, RestartUpdate, ServiceState};
 use super::draw::draw;
@@ -41,6 +43,7 @@ fn generation(generation: u64, state: &str, pid: i32, conns: usize) -> Generatio
         listener_inodes: vec![5151],
         connections: connections(generation, conns),
         connection_count: conns,
+        intercept: None,
     }
 }
 
@@ -81,6 +84,7 @@ fn api(at: u64) -> Snapshot {
             overflows_delta: Some(0),
             drops_delta: Some(2),
         },
+        intercept_binds: false,
     }
 }
 
@@ -457,4 +461,64 @@ fn a_steered_udp_listener_shows_each_generations_socket_with_its_queued_bytes() 
         "{screen}"
     );
     assert!(screen.contains("queued 0 B  gens 2  ← new"), "{screen}");
+}
+
+/// `api` mid-flip as [`app`] has it, with `intercept_binds`: generation 2's bind got the
+/// listener, generation 1 ran before the service intercepted binds.
+fn intercepting_app() -> App {
+    let mut app = App::new(1000, true);
+    for at in 0..=31 {
+        let mut snapshot = api(at);
+        snapshot.intercept_binds = true;
+        for g in snapshot
+            .generations
+            .iter_mut()
+            .filter(|g| g.generation == 2)
+        {
+            g.intercept = Some(InterceptInfo {
+                listeners: vec![InterceptedListener {
+                    listener: "http".into(),
+                    address: "127.0.0.1:8080".into(),
+                    binds: 1,
+                    unlinks_skipped: 0,
+                    last_pid: Some(1300),
+                    last_fd: Some(3),
+                }],
+                binds_continued: 1,
+                binds_failed: 0,
+                last_error: None,
+            });
+        }
+        app.on_snapshot(vec![ServiceState {
+            name: "api".into(),
+            restartable: true,
+            snapshot: Ok(snapshot),
+        }]);
+    }
+    app
+}
+
+#[test]
+fn an_intercepting_service_says_so_and_counts_each_generations_binds() {
+    let mut app = intercepting_app();
+    let main = text(&app, 80, 24);
+    assert!(main.contains("binds intercepted"), "{main}");
+    insta::assert_snapshot!("intercepting_main", main);
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.mode, Mode::Detail);
+    let detail = text(&app, 80, 24);
+    assert!(
+        detail.contains("binds: 1 got a listener, 1 let through"),
+        "{detail}"
+    );
+    insta::assert_snapshot!("intercepting_detail", detail);
+    // The generation started without interception says so.
+    key(&mut app, KeyCode::Esc);
+    key(&mut app, KeyCode::Up);
+    key(&mut app, KeyCode::Enter);
+    let detail = text(&app, 80, 24);
+    assert!(
+        detail.contains("binds: not intercepted (started without intercept_binds)"),
+        "{detail}"
+    );
 }

@@ -22,6 +22,7 @@ fn status(name: &str) -> Status {
             state: GenerationState::Active,
             started_unix_ms: 1_800_000_000_000,
             exit: None,
+            intercept: None,
         }],
         listeners: vec![ListenerInfo {
             name: "unknown".into(),
@@ -33,6 +34,7 @@ fn status(name: &str) -> Status {
         restarts: RestartCounters::default(),
         last_restart: None,
         containment: None,
+        intercept_binds: false,
     }
 }
 

@@ -175,6 +175,7 @@ pub fn status(config: &DriverConfig) -> Result<Status, DriverError> {
         restarts: record.restarts,
         last_restart: record.last_restart,
         containment: None,
+        intercept_binds: false,
     })
 }
 
@@ -207,6 +208,7 @@ fn info(generation: u64, pid: i32, state: GenerationState) -> GenerationInfo {
         state,
         started_unix_ms: started_unix_ms(pid).unwrap_or(0),
         exit: None,
+        intercept: None,
     }
 }
 

@@ -12,13 +12,18 @@
 //! a listener it was given sets the listener's backlog to the larger of the program's and
 //! the service's, done by the supervisor on its own copy: a program's small backlog
 //! (Python's socketserver asks for 5) would otherwise drop connections a restart's burst
-//! brings. The notification handling is in `notify.rs`.
+//! brings. The notification handling is in `notify.rs`; what it answered is counted in
+//! [`InterceptCounts`] (`counts.rs`), which `status` and `top` show.
 
+mod counts;
 mod matching;
 mod notify;
 
+pub use counts::InterceptCounts;
+
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
 
 use tracing::warn;
 
@@ -175,6 +180,8 @@ pub struct Interception {
     /// Closed on drop: the thread sees the hang-up and ends.
     stop: Option<OwnedFd>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// What the thread answered; they outlive it.
+    counts: Arc<InterceptCounts>,
 }
 
 impl Interception {
@@ -190,6 +197,8 @@ impl Interception {
             .iter()
             .map(Listener::try_clone)
             .collect::<io::Result<Vec<_>>>()?;
+        let counts = Arc::new(InterceptCounts::new(listeners));
+        let counted = Arc::clone(&counts);
         let (stop_read, stop_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let thread = std::thread::Builder::new()
             .name(format!("intercept-{generation}"))
@@ -198,12 +207,19 @@ impl Interception {
                     return;
                 };
                 drop(channel);
-                notify::serve(generation, pid, &notify, &stop_read, &targets);
+                notify::serve(generation, pid, &notify, &stop_read, &targets, &counted);
             })?;
         Ok(Interception {
             stop: Some(stop_write),
             thread: Some(thread),
+            counts,
         })
+    }
+
+    /// What the interception answered so far, counted; the counts stay readable once it
+    /// has ended.
+    pub fn counts(&self) -> Arc<InterceptCounts> {
+        Arc::clone(&self.counts)
     }
 }
 
@@ -311,10 +327,18 @@ mod tests {
         .unwrap();
         let channel = spawned.intercept.expect("a channel");
         let interception = Interception::start(1, spawned.pid, channel, &listeners).unwrap();
+        let counts = interception.counts();
         let mut status = 0;
         // SAFETY: waiting for our own child.
         unsafe { libc::waitpid(spawned.pid, &mut status, 0) };
         drop(interception);
+        let info = counts.info();
+        assert_eq!(
+            (info.handed(), info.binds_continued, info.binds_failed),
+            (1, 1, 0),
+            "{info:?}"
+        );
+        assert_eq!(info.listeners[0].last_pid, Some(spawned.pid));
         assert!(
             libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
             "status {status:#x}"

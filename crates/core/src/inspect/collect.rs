@@ -261,6 +261,7 @@ impl Inspector {
                     listener_inodes: held,
                     connections: listed,
                     connection_count: connections.len(),
+                    intercept: None,
                 }
             })
             .collect();
@@ -298,6 +299,7 @@ impl Inspector {
             generations,
             listeners,
             kernel: kernel.0,
+            intercept_binds: false,
         })
     }
 

@@ -27,6 +27,10 @@ pub struct Snapshot {
     /// Every listening socket of the service, ordered by address.
     pub listeners: Vec<ListenerView>,
     pub kernel: KernelCounters,
+    /// Whether our supervisor runs the service with `intercept_binds` (the status's
+    /// `intercept_binds`). False for a foreign tree.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub intercept_binds: bool,
 }
 
 /// One generation: a process tree started together.
@@ -58,6 +62,10 @@ pub struct GenerationView {
     /// How many connections it has: all of them, even when the list is cut
     /// (as of `Snapshot::connections_read_unix_ms`).
     pub connection_count: usize,
+    /// What the interception of its binds answered, as the status tells it: only for
+    /// a generation our supervisor started with `intercept_binds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intercept: Option<crate::proto::InterceptInfo>,
 }
 
 /// A listening socket.

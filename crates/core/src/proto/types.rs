@@ -316,6 +316,61 @@ pub struct GenerationInfo {
     pub started_unix_ms: u64,
     #[serde(default)]
     pub exit: Option<ExitInfo>,
+    /// What the interception of its binds answered, when it was started with
+    /// `intercept_binds`. Absent otherwise, from a foreign supervisor or an older zdctl.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intercept: Option<InterceptInfo>,
+}
+
+/// What the interception of one generation's binds (`intercept_binds`) answered since the
+/// generation started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterceptInfo {
+    /// Each listener the generation received, in fd order, with the binds that got it.
+    pub listeners: Vec<InterceptedListener>,
+    /// Binds of other addresses, which ran as the program asked.
+    pub binds_continued: u64,
+    /// Binds of a listener's address that failed: the listener could not be put on the
+    /// program's fd, and the bind returned an error.
+    pub binds_failed: u64,
+    /// The errno the last failed bind returned (`EMFILE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl InterceptInfo {
+    /// Binds that got a listener, over every listener.
+    pub fn handed(&self) -> u64 {
+        self.listeners
+            .iter()
+            .fold(0u64, |sum, l| sum.saturating_add(l.binds))
+    }
+
+    /// Unlinks of a listener's socket file that were skipped, over every listener.
+    pub fn unlinks_skipped(&self) -> u64 {
+        self.listeners
+            .iter()
+            .fold(0u64, |sum, l| sum.saturating_add(l.unlinks_skipped))
+    }
+}
+
+/// One listener of a generation under `intercept_binds`: how the program's calls about it
+/// were answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterceptedListener {
+    /// The listener's name.
+    pub listener: String,
+    pub address: String,
+    /// Binds that got this listener's socket on the program's fd.
+    pub binds: u64,
+    /// Unlinks of its socket file (a unix listener's) that were skipped.
+    #[serde(default)]
+    pub unlinks_skipped: u64,
+    /// The process whose bind got it last, and the fd it got it on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_pid: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_fd: Option<i32>,
 }
 
 /// One listener as `status` shows it.
@@ -393,6 +448,11 @@ pub struct Status {
     /// `None` from a foreign supervisor or an older zdctl.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub containment: Option<String>,
+    /// Whether the service runs its generations with `intercept_binds` (as of the
+    /// config the active generation was started with). False from a foreign supervisor
+    /// or an older zdctl.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub intercept_binds: bool,
 }
 
 /// Milliseconds since the Unix epoch, for timestamps in messages.

@@ -13,6 +13,7 @@ use std::time::Instant;
 use tokio::sync::watch;
 
 use crate::config::ServiceConfig;
+use crate::handoff::intercept::InterceptCounts;
 use crate::listen::Listener;
 use crate::proto::ExitInfo;
 use crate::ready::ReadyCheck;
@@ -80,8 +81,13 @@ pub(super) trait ChildProcess: Send + Sync + std::fmt::Debug + 'static {
     /// Gives a generation that started at the idle priority its normal priority back.
     fn end_idle_start(&self);
 
-    /// Frees what the generation needed only while it ran (its notify socket).
+    /// Frees what the generation needed only while it ran (its notify socket, the
+    /// interception of its binds).
     fn release(&self);
+
+    /// With `intercept_binds`: what the interception of its binds answered, counted. The
+    /// counts stay after [`Self::release`]; `None` when its binds are not intercepted.
+    fn intercept_counts(&self) -> Option<Arc<InterceptCounts>>;
 
     /// Whether a TCP connection on one of `ports` that the generation's processes hold
     /// has bytes they have not read: a request that is not seen yet.

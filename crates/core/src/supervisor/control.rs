@@ -397,6 +397,7 @@ impl Owner {
             restarts: st.counters.clone(),
             last_restart: st.last_restart.clone(),
             containment: Some(self.children.containment()),
+            intercept_binds: st.config.intercept_binds,
         }
     }
 }

@@ -218,6 +218,7 @@ impl Owner {
                 ended,
                 released,
                 seat,
+                intercept: child.intercept_counts(),
             },
         );
         // The exit watcher: tells the owner, then ends what the generation left behind.

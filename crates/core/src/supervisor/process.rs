@@ -15,7 +15,7 @@ use super::child::{BoxFuture, ChildProcess, Children, SpawnRequest};
 use super::start_priority::IdleStart;
 use crate::config::StartPriority;
 use crate::contain::{GenerationCgroup, OwnChildren, ServiceCgroups};
-use crate::handoff::intercept::Interception;
+use crate::handoff::intercept::{InterceptCounts, Interception};
 use crate::handoff::{ExecReport, SpawnSpec, spawn_generation, start_child};
 use crate::proto::ExitInfo;
 use crate::ready::{NotifySender, NotifySocket, ReadyCheck, ReadyContext, wait_ready};
@@ -57,6 +57,8 @@ struct Process {
     /// With `intercept_binds`: the thread that answers its binds, until
     /// [`ChildProcess::release`].
     interception: Mutex<Option<Interception>>,
+    /// What that thread answered, kept after it has ended.
+    intercept_counts: Option<Arc<InterceptCounts>>,
 }
 
 impl Children for Processes {
@@ -148,6 +150,7 @@ impl Children for Processes {
             },
             None => None,
         };
+        let intercept_counts = interception.as_ref().map(Interception::counts);
         if let Some(out) = spawned.stdout {
             forward_output(out, format!("[{} gen {generation}] ", config.name), false);
         }
@@ -178,6 +181,7 @@ impl Children for Processes {
             adoption: Mutex::new(adoption),
             ready,
             interception: Mutex::new(interception),
+            intercept_counts,
         }))
     }
 
@@ -267,6 +271,10 @@ impl ChildProcess for Process {
     fn release(&self) {
         lock(&self.notify).take();
         lock(&self.interception).take();
+    }
+
+    fn intercept_counts(&self) -> Option<Arc<InterceptCounts>> {
+        self.intercept_counts.clone()
     }
 
     fn unread_input(&self, ports: Vec<u16>) -> BoxFuture<'_, bool> {

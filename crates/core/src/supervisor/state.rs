@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use super::child::ChildProcess;
 use crate::config::ServiceConfig;
+use crate::handoff::intercept::InterceptCounts;
 use crate::listen::steer::{Seat, Sockets};
 use crate::proto::{
     ExitInfo, GenerationInfo, GenerationState, RestartCounters, RestartReport, SocketInfo, unix_ms,
@@ -44,6 +45,9 @@ pub(super) struct Generation {
     pub released: watch::Receiver<bool>,
     /// The sockets it received.
     pub seat: Seat,
+    /// With `intercept_binds`: what the interception of its binds answered. Kept with
+    /// the record after the exit (a few counters), so `status` still shows them.
+    pub intercept: Option<Arc<InterceptCounts>>,
 }
 
 impl Generation {
@@ -54,6 +58,7 @@ impl Generation {
             state: self.state,
             started_unix_ms: unix_ms(self.started),
             exit: self.exit,
+            intercept: self.intercept.as_ref().map(|c| c.info()),
         }
     }
 

@@ -3,6 +3,7 @@
 //! and backoffs pass at once.
 
 mod fake;
+mod intercept;
 mod lifecycle;
 mod restart;
 mod steer;

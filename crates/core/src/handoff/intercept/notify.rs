@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use tracing::{debug, info, warn};
 
+use super::counts::InterceptCounts;
 use super::matching::{BindAddr, SocketKind, find_listener, parse_sockaddr};
 use crate::listen::Listener;
 
@@ -53,13 +54,15 @@ pub(super) fn wait_readable(fd: &OwnedFd, stop: &OwnedFd) -> bool {
 }
 
 /// Answers the notifications on `notify` until every process of the generation is gone
-/// (the listener reports a hang-up) or `stop` hangs up.
+/// (the listener reports a hang-up) or `stop` hangs up, and counts the answers in
+/// `counts`.
 pub(super) fn serve(
     generation: u64,
     pid: i32,
     notify: &OwnedFd,
     stop: &OwnedFd,
     targets: &[Listener],
+    counts: &InterceptCounts,
 ) {
     while wait_readable(notify, stop) {
         let mut request = zeroed_request();
@@ -78,11 +81,35 @@ pub(super) fn serve(
                 _ => break,
             }
         }
-        let answer = decide(notify, &request, targets);
+        let answer = decide(generation, notify, &request, targets);
         debug!(generation, pid = request.pid, ?answer, "bind");
+        // Counted before the answer, so a status asked for once the call returned shows it.
+        count(counts, libc::c_long::from(request.data.nr), answer);
         respond(notify, request.id, answer);
     }
-    debug!(generation, pid, "bind interception ended");
+    let info = counts.info();
+    info!(
+        generation,
+        pid,
+        handed = info.handed(),
+        continued = info.binds_continued,
+        failed = info.binds_failed,
+        unlinks_skipped = info.unlinks_skipped(),
+        "bind interception ended"
+    );
+}
+
+/// Counts `answer` to a call `nr`. Unlinks that continued are not counted: a program
+/// removes many files, and only those of a listener concern us; nor are listens, which
+/// follow the binds that were counted.
+fn count(counts: &InterceptCounts, nr: libc::c_long, answer: Answer) {
+    match answer {
+        Answer::Installed { listener, pid, fd } => counts.handed(listener, pid, fd),
+        Answer::Skipped { listener } => counts.unlink_skipped(listener),
+        Answer::Continue if nr == libc::SYS_bind => counts.continued(),
+        Answer::Error(errno) if nr == libc::SYS_bind => counts.failed(errno),
+        Answer::Continue | Answer::Error(_) | Answer::Listened | Answer::Gone => {}
+    }
 }
 
 fn zeroed_request() -> libc::seccomp_notif {
@@ -93,10 +120,10 @@ fn zeroed_request() -> libc::seccomp_notif {
 /// What a bind is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Answer {
-    /// The listener's socket is on the program's fd: return 0.
-    Installed,
-    /// An unlink of a listener's socket file: return 0, and the file stays.
-    Skipped,
+    /// Listener `listener` (its index) is on fd `fd` of process `pid`: return 0.
+    Installed { listener: usize, pid: i32, fd: i32 },
+    /// An unlink of listener `listener`'s socket file: return 0, and the file stays.
+    Skipped { listener: usize },
     /// A listen on a listener, done by us with a backlog at least the service's: return 0.
     Listened,
     /// Run the call as asked.
@@ -107,17 +134,36 @@ enum Answer {
     Gone,
 }
 
-fn decide(notify: &OwnedFd, request: &libc::seccomp_notif, targets: &[Listener]) -> Answer {
+fn decide(
+    generation: u64,
+    notify: &OwnedFd,
+    request: &libc::seccomp_notif,
+    targets: &[Listener],
+) -> Answer {
     let nr = libc::c_long::from(request.data.nr);
     let args = &request.data.args;
     if nr == libc::SYS_bind {
-        decide_bind(notify, request, targets)
+        decide_bind(generation, notify, request, targets)
     } else if nr == libc::SYS_listen {
         decide_listen(notify, request, targets)
     } else if nr == libc::SYS_unlinkat && args[2] as i32 & libc::AT_REMOVEDIR == 0 {
-        decide_unlink(notify, request, targets, args[0] as i32, args[1])
+        decide_unlink(
+            generation,
+            notify,
+            request,
+            targets,
+            args[0] as i32,
+            args[1],
+        )
     } else if nr == super::SYS_UNLINK && nr != libc::SYS_unlinkat {
-        decide_unlink(notify, request, targets, libc::AT_FDCWD, args[0])
+        decide_unlink(
+            generation,
+            notify,
+            request,
+            targets,
+            libc::AT_FDCWD,
+            args[0],
+        )
     } else {
         Answer::Continue
     }
@@ -127,6 +173,7 @@ fn decide(notify: &OwnedFd, request: &libc::seccomp_notif, targets: &[Listener])
 /// socket file stays. A program removes a stale socket file before it binds the path, and
 /// the bind then gets the listener.
 fn decide_unlink(
+    generation: u64,
     notify: &OwnedFd,
     request: &libc::seccomp_notif,
     targets: &[Listener],
@@ -155,11 +202,11 @@ fn decide_unlink(
     }
     match targets
         .iter()
-        .find(|t| t.unix_path() == Some(path.as_path()))
+        .position(|t| t.unix_path() == Some(path.as_path()))
     {
-        Some(_) => {
-            info!(pid = tid, path = %path.display(), "the program's unlink of the listener's socket file was skipped");
-            Answer::Skipped
+        Some(listener) => {
+            info!(generation, pid = tid, path = %path.display(), "the program's unlink of the listener's socket file was skipped");
+            Answer::Skipped { listener }
         }
         None => Answer::Continue,
     }
@@ -185,7 +232,12 @@ fn read_path(tid: i32, address: u64) -> Option<PathBuf> {
     None
 }
 
-fn decide_bind(notify: &OwnedFd, request: &libc::seccomp_notif, targets: &[Listener]) -> Answer {
+fn decide_bind(
+    generation: u64,
+    notify: &OwnedFd,
+    request: &libc::seccomp_notif,
+    targets: &[Listener],
+) -> Answer {
     let tid = request.pid as i32;
     let fd = request.data.args[0] as i32;
     let len = (request.data.args[2] as usize).min(SOCKADDR_MAX);
@@ -219,16 +271,20 @@ fn decide_bind(notify: &OwnedFd, request: &libc::seccomp_notif, targets: &[Liste
     };
     let target = &targets[index];
     if let Err(e) = set_nonblocking(target.fd(), socket.nonblocking) {
-        warn!(error = %e, listener = %target.local_display(), "cannot match the program's O_NONBLOCK");
+        warn!(generation, error = %e, listener = %target.local_display(), "cannot match the program's O_NONBLOCK");
     }
     match add_fd(notify, request.id, target.fd(), fd, socket.cloexec) {
         Ok(()) => {
-            info!(pid = tid, fd, asked = %asked, listener = %target.local_display(), "the program's bind got the listener");
-            Answer::Installed
+            info!(generation, pid = tid, fd, asked = %asked, listener = %target.local_display(), "the program's bind got the listener");
+            Answer::Installed {
+                listener: index,
+                pid: socket.process,
+                fd,
+            }
         }
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Answer::Gone,
         Err(e) => {
-            warn!(pid = tid, fd, asked = %asked, error = %e, "cannot put the listener on the program's fd");
+            warn!(generation, pid = tid, fd, asked = %asked, error = %e, "cannot put the listener on the program's fd");
             Answer::Error(e.raw_os_error().unwrap_or(libc::EADDRINUSE))
         }
     }
@@ -290,6 +346,8 @@ fn id_valid(notify: &OwnedFd, id: u64) -> bool {
 
 /// What we need to know of the socket the program binds.
 struct ProgramSocket {
+    /// The process (thread group) whose fd it is.
+    process: i32,
     kind: SocketKind,
     nonblocking: bool,
     cloexec: bool,
@@ -311,6 +369,7 @@ impl ProgramSocket {
         // is the fd's own, which only fdinfo shows.
         let flags = fdinfo_flags(tid, fd)?;
         Some(ProgramSocket {
+            process: tgid,
             kind,
             nonblocking: flags & libc::O_NONBLOCK as u32 != 0,
             cloexec: flags & FDINFO_CLOEXEC != 0,
@@ -404,7 +463,7 @@ fn add_fd(
 fn respond(notify: &OwnedFd, id: u64, answer: Answer) {
     let (error, flags) = match answer {
         Answer::Gone => return,
-        Answer::Installed | Answer::Skipped | Answer::Listened => (0, 0),
+        Answer::Installed { .. } | Answer::Skipped { .. } | Answer::Listened => (0, 0),
         Answer::Continue => (0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32),
         Answer::Error(errno) => (-errno, 0),
     };

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::super::child::{BoxFuture, ChildProcess, Children, SpawnRequest};
+use crate::handoff::intercept::InterceptCounts;
 use crate::proto::ExitInfo;
 use crate::ready::ReadyCheck;
 use crate::signal::Signal;
@@ -192,8 +193,14 @@ impl Children for FakeChildren {
         inner.held.insert(generation, held);
         drop(inner);
         let (exit, _) = watch::channel(None);
+        // As the real interception: counts for the sockets the generation received.
+        let intercept = request
+            .config
+            .intercept_binds
+            .then(|| Arc::new(InterceptCounts::new(request.listeners)));
         let child = Arc::new(FakeChild {
             generation,
+            intercept,
             unread: std::sync::atomic::AtomicBool::new(script.unread),
             exit,
             script: script.clone(),
@@ -218,6 +225,8 @@ impl Children for FakeChildren {
 #[derive(Debug)]
 pub struct FakeChild {
     generation: u64,
+    /// With `intercept_binds`: where the test counts the answers to its binds.
+    intercept: Option<Arc<InterceptCounts>>,
     unread: std::sync::atomic::AtomicBool,
     exit: watch::Sender<Option<ExitInfo>>,
     script: Script,
@@ -234,6 +243,13 @@ impl FakeChild {
             }
             first
         });
+    }
+
+    /// The counts of its interception (its config has `intercept_binds`).
+    pub fn intercept(&self) -> Arc<InterceptCounts> {
+        self.intercept
+            .clone()
+            .expect("started with intercept_binds")
     }
 
     /// It reads what its connections held.
@@ -321,6 +337,10 @@ impl ChildProcess for FakeChild {
     fn end_idle_start(&self) {}
 
     fn release(&self) {}
+
+    fn intercept_counts(&self) -> Option<Arc<InterceptCounts>> {
+        self.intercept.clone()
+    }
 
     fn unread_input(&self, _ports: Vec<u16>) -> BoxFuture<'_, bool> {
         let unread = self.unread.load(std::sync::atomic::Ordering::SeqCst);
