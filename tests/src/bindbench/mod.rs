@@ -50,8 +50,8 @@ usage: bindbench [--rounds N] [--seconds S] [--concurrency C]
                  [--mode keepalive|close|both] [--binds N] [--handoff steered|shared]
                  [--keep]
 
-  --rounds N        measured rounds per setup and mode (default 7)
-  --seconds S       length of one round, in seconds (default 2)
+  --rounds N        measured rounds per setup and mode (default 15)
+  --seconds S       length of one round, in seconds (default 1)
   --concurrency C   load connections (default 32)
   --mode M          keepalive, close or both (default both)
   --binds N         binds of each kind, with and without interception (default 1000)
@@ -88,8 +88,8 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            rounds: 7,
-            round: Duration::from_secs(2),
+            rounds: 15,
+            round: Duration::from_secs(1),
             concurrency: 32,
             modes: vec![ConnectionMode::KeepAlive, ConnectionMode::Close],
             binds: 1000,
