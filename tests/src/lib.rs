@@ -2,6 +2,7 @@
 
 /// The fixture service lives in the `zd-demo` crate, which ships inside zdctl.
 pub use zd_demo as fixture;
+pub mod bindbench;
 pub mod compare;
 pub mod flipbench;
 pub mod go;

@@ -44,8 +44,8 @@ impl Binaries {
         for bin in [&binaries.zdctl, &binaries.fixture] {
             if !bin.is_file() {
                 bail!(
-                    "'{}' is missing next to flipbench; run `cargo build --release --workspace` \
-                     first (with the same CARGO_TARGET_DIR)",
+                    "'{}' is missing next to this benchmark; run `cargo build --release \
+                     --workspace` first (with the same CARGO_TARGET_DIR)",
                     bin.display()
                 );
             }
@@ -88,7 +88,12 @@ impl Service {
 
     /// Like [`Service::start`] with a service file of the caller's.
     pub fn start_file(binaries: &Binaries, label: &str, keep: bool, yaml: &str) -> Result<Service> {
-        let dir = std::env::temp_dir().join(format!("flipbench-{}-{label}", std::process::id()));
+        // Named after the benchmark that runs it (flipbench, bindbench).
+        let program = std::env::current_exe()
+            .ok()
+            .and_then(|p| Some(p.file_name()?.to_str()?.to_owned()))
+            .unwrap_or_else(|| "flipbench".to_owned());
+        let dir = std::env::temp_dir().join(format!("{program}-{}-{label}", std::process::id()));
         // A leftover from an earlier run that had the same pid: start clean.
         let _ = std::fs::remove_dir_all(&dir);
         let mut service = Service {
@@ -223,7 +228,7 @@ impl Drop for Service {
             self.kill_all();
         }
         if self.keep {
-            eprintln!("flipbench: kept '{}'", self.dir.display());
+            eprintln!("kept '{}'", self.dir.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
