@@ -412,17 +412,14 @@ impl Service {
         }
         let mut client = self.connect().await?;
         // The supervisor's pid, held as a pidfd so that waiting for its exit cannot wait
-        // for a stranger that reused the number.
-        let reply = client
-            .call(Op::Status, |_| {})
-            .await
-            .map_err(|e| self.client_error(e))?;
-        let supervisor = match self.result(reply)? {
-            ReplyResult::Status(status) => {
-                crate::proc::pidfd(status.supervisor_pid).map(|fd| (status.supervisor_pid, fd))
-            }
-            _ => None,
-        };
+        // for a stranger that reused the number: it is alive and its own while it holds
+        // our connection. The kernel's account of the peer (SO_PEERCRED), not the pid
+        // `status` reports: a supervisor that is PID 1 of a container's pid namespace
+        // calls itself 1, which from outside is the host's init, while the kernel gives
+        // its pid as this namespace sees it (none when it cannot see it at all).
+        let supervisor = client
+            .supervisor_pid()
+            .and_then(|pid| crate::proc::pidfd(pid).map(|fd| (pid, fd)));
         let reply = client
             .call(Op::Stop, on_event)
             .await
