@@ -453,16 +453,35 @@ fn follow_restart(mut rx: broadcast::Receiver<Event>, restart: u64, id: u64, rep
     });
 }
 
-/// Reaps the orphans that generations leave to us, each time a child of ours exits.
+/// Reaps the orphans that come to us, each time a child of ours exits: those generations
+/// leave, and, as a container's PID 1, every orphan of the pid namespace.
+///
+/// Each round sweeps until a sweep reaps nothing: the kernel's list of our children
+/// (`/proc/PID/task/TID/children`) may skip an entry while it changes under the read, and
+/// a zombie missed after the last SIGCHLD would otherwise wait for the next one, which may
+/// never come. [`REAP_BACKSTOP`] bounds that wait even so.
 async fn reap_orphans_on_sigchld() {
-    let Ok(mut chld) = signal(SignalKind::child()) else {
-        warn!("cannot watch SIGCHLD; orphans of generations are reaped when a generation ends");
-        return;
-    };
-    while chld.recv().await.is_some() {
-        let _ = tokio::task::spawn_blocking(crate::contain::reap_orphans).await;
+    let mut chld = signal(SignalKind::child())
+        .inspect_err(
+            |e| warn!(error = %e, "cannot watch SIGCHLD; orphans are reaped every few seconds"),
+        )
+        .ok();
+    let mut backstop = tokio::time::interval(REAP_BACKSTOP);
+    backstop.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            Some(()) = async { chld.as_mut()?.recv().await } => {}
+            _ = backstop.tick() => {}
+        }
+        while let Ok(reaped @ 1..) = tokio::task::spawn_blocking(crate::contain::reap_orphans).await
+        {
+            tracing::trace!(reaped, "reaped orphans");
+        }
     }
 }
+
+/// How long a zombie the SIGCHLD-driven sweeps missed may wait at most.
+const REAP_BACKSTOP: Duration = Duration::from_secs(5);
 
 /// Routes every signal the supervisor handles or forwards into one channel.
 fn install_signals() -> Result<mpsc::UnboundedReceiver<Signal>, SupervisorError> {
