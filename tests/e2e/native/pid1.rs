@@ -390,3 +390,42 @@ impl Drop for Spawned {
         }
     }
 }
+
+#[test]
+fn as_pid1_two_supervisors_of_the_same_service_keep_their_own_cgroups() {
+    if !can_unshare("native::pid1::as_pid1_two_supervisors_of_the_same_service") {
+        return;
+    }
+    // Two containers that share the cgroup hierarchy, each with `api` as its PID 1.
+    let mut first = TestEnv::new();
+    first.fixture_service("api", &[], "");
+    let (_, one) = start_pid1(&mut first, "api", Containment::Cgroups);
+    let mut second = TestEnv::new();
+    second.fixture_service("api", &[], "");
+    let (status, two) = start_pid1(&mut second, "api", Containment::Cgroups);
+    assert!(is_alive(one.pid) && is_alive(two.pid));
+    // Generation 1 of the second, as its namespace names it and as the host does.
+    let generation = active_pid(&status);
+    let host_pid = namespace_processes(two.namespace)
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .find(|pid| nspid(*pid) == Some(generation))
+        .expect("the second's generation 1");
+    let before = zd_core::contain::cgroup_of(host_pid).expect("its cgroup");
+    // The first's restart ends its generation 1 with its cgroup: the second's is not in it.
+    assert_code(&first.run_zdctl(&["restart", "api"]), 0);
+    assert!(
+        is_alive(host_pid),
+        "the first supervisor's restart killed the second's generation (in cgroup '{before}')"
+    );
+    let status = second.status("api").expect("the second answers");
+    assert_eq!(status.restarts.crashes, 0);
+    assert_eq!(status.active_generation, Some(1));
+}
+
+/// The pid of host process `pid` in its own (innermost) pid namespace.
+fn nspid(pid: i32) -> Option<i32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    line.split_whitespace().last()?.parse().ok()
+}
