@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 /// The cgroup directory of one supervisor, under the cgroup it was started in:
-/// `zdctl.SERVICE.PID`, with a `gen-N` child per generation. Removed on drop when empty.
+/// `zdctl.SERVICE.PID` (`zdctl.SERVICE.PID-NS` outside the initial pid namespace, see
+/// [`supervisor_tag`]), with a `gen-N` child per generation. Removed on drop when empty.
 #[derive(Debug)]
 pub struct ServiceCgroups {
     dir: PathBuf,
@@ -54,7 +55,7 @@ impl ServiceCgroups {
                 return None;
             }
         };
-        let name = format!("zdctl.{service}.{}", std::process::id());
+        let name = format!("zdctl.{service}.{}", supervisor_tag());
         let parent = mount.join(own.trim_start_matches('/'));
         remove_stale(&parent, service);
         let dir = parent.join(&name);
@@ -206,20 +207,60 @@ impl Drop for GenerationCgroup {
     }
 }
 
+/// The inode of the initial pid namespace (`PROC_PID_INIT_INO`, fixed by the kernel).
+const INITIAL_PID_NAMESPACE: u64 = 0xEFFF_FFFC;
+
+/// What tells this supervisor's cgroup from every other's: its pid, and outside the
+/// initial pid namespace also the namespace's inode (`PID-NS`).
+///
+/// A pid is unique only within its namespace: every container's supervisor may be PID 1,
+/// and containers that share a cgroup hierarchy (`unshare --pid` without a cgroup
+/// namespace) would otherwise share `zdctl.SERVICE.1`, and one's `cgroup.kill` would end
+/// the other's generations.
+fn supervisor_tag() -> String {
+    let pid = std::process::id();
+    match pid_namespace() {
+        Some(ns) if ns != INITIAL_PID_NAMESPACE => format!("{pid}-{ns}"),
+        _ => pid.to_string(),
+    }
+}
+
+/// The inode of this process's pid namespace.
+fn pid_namespace() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
+}
+
+/// The supervisor a cgroup directory's tag names (`PID` or `PID-NS`), when it is one this
+/// process can check: in the initial pid namespace, or in this process's own.
+fn tagged_pid(tag: &str, own_namespace: Option<u64>) -> Option<i32> {
+    let (pid, ns) = match tag.split_once('-') {
+        Some((pid, ns)) => (pid, Some(ns.parse::<u64>().ok()?)),
+        None => (tag, None),
+    };
+    let ours = own_namespace.unwrap_or(INITIAL_PID_NAMESPACE);
+    if ns.unwrap_or(INITIAL_PID_NAMESPACE) != ours {
+        return None;
+    }
+    pid.parse().ok()
+}
+
 /// Removes the empty cgroups that supervisors of `service` which died without cleaning up
 /// left in `parent` (`zdctl.SERVICE.PID` whose PID is gone). Ones that still hold processes
-/// stay: those processes are not ours to end.
+/// stay: those processes are not ours to end. So do those of another pid namespace, whose
+/// pids mean nothing here.
 fn remove_stale(parent: &std::path::Path, service: &str) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
     let prefix = format!("zdctl.{service}.");
+    let own_namespace = pid_namespace();
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(pid) = name
             .to_str()
             .and_then(|n| n.strip_prefix(&prefix))
-            .and_then(|p| p.parse::<i32>().ok())
+            .and_then(|tag| tagged_pid(tag, own_namespace))
         else {
             continue;
         };
@@ -444,6 +485,21 @@ pub fn end_leftovers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cgroup_tag_names_a_supervisor_only_in_a_pid_namespace_we_can_check() {
+        let ns = 4_026_532_999;
+        assert_eq!(tagged_pid("812", None), Some(812));
+        assert_eq!(tagged_pid("812", Some(INITIAL_PID_NAMESPACE)), Some(812));
+        // A supervisor in another namespace: its pid is not ours to look up.
+        assert_eq!(tagged_pid("1-4026532999", None), None);
+        assert_eq!(tagged_pid("1-4026532999", Some(4_026_533_000)), None);
+        // From inside a namespace, untagged names belong to the initial one.
+        assert_eq!(tagged_pid("812", Some(ns)), None);
+        assert_eq!(tagged_pid("1-4026532999", Some(ns)), Some(1));
+        assert_eq!(tagged_pid("1-x", Some(ns)), None);
+        assert_eq!(tagged_pid("api.3", None), None);
+    }
 
     #[test]
     fn stat_tail_survives_parentheses_in_the_command() {

@@ -140,6 +140,20 @@ pub fn parent(pid: i32) -> Result<i32, ProcError> {
     Ok(stat(pid, "parent")?.ppid)
 }
 
+/// Whether process `pid` is in this process's pid namespace; `None` when that cannot be
+/// read (the process is gone, or its namespace is hidden from us).
+pub fn shares_pid_namespace(pid: i32) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let inode = |path: std::path::PathBuf| std::fs::metadata(path).ok().map(|m| m.ino());
+    match (
+        inode(pid_path(pid, "ns/pid")),
+        inode(std::path::PathBuf::from("/proc/self/ns/pid")),
+    ) {
+        (Some(theirs), Some(ours)) => Some(theirs == ours),
+        _ => None,
+    }
+}
+
 /// Whether the process exists and has not exited: a zombie is not alive.
 pub fn is_alive(pid: i32) -> bool {
     matches!(state(pid), Ok(state) if state != 'Z' && state != 'X')

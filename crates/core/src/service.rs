@@ -419,7 +419,8 @@ impl Service {
             .map_err(|e| self.client_error(e))?;
         let supervisor = match self.result(reply)? {
             ReplyResult::Status(status) => {
-                crate::proc::pidfd(status.supervisor_pid).map(|fd| (status.supervisor_pid, fd))
+                let pid = pid_here(status.supervisor_pid, client.supervisor_pid());
+                crate::proc::pidfd(pid).map(|fd| (pid, fd))
             }
             _ => None,
         };
@@ -603,6 +604,22 @@ impl Service {
     }
 }
 
+/// The pid to wait on for a supervisor that calls itself `reported`, given the pid the
+/// kernel reports for the control socket's peer (`SO_PEERCRED`, in our pid namespace).
+/// The two agree when the supervisor shares our pid namespace. One that is PID 1 of a
+/// container's calls itself 1, which here is our own init: there only the kernel's figure
+/// names it.
+fn pid_here(reported: i32, peer: Option<i32>) -> i32 {
+    match peer {
+        Some(peer)
+            if peer != reported && crate::proc::shares_pid_namespace(peer) == Some(false) =>
+        {
+            peer
+        }
+        _ => reported,
+    }
+}
+
 /// The listening sockets a foreign service's processes hold, as our supervisor lists its
 /// own: each with the fd it has in the first process holding it (the newest generation's
 /// first, then the supervisor's), and that process's name.
@@ -735,6 +752,16 @@ pub async fn statuses(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stop_waits_on_the_reported_pid_unless_the_supervisor_is_in_another_pid_namespace() {
+        let me = std::process::id() as i32;
+        assert_eq!(pid_here(4242, None), 4242);
+        assert_eq!(pid_here(me, Some(me)), me);
+        // A peer in our own namespace that reports another pid is believed: only a
+        // supervisor in another namespace is named by the kernel's figure instead.
+        assert_eq!(pid_here(1, Some(me)), 1);
+    }
 
     #[test]
     fn the_no_such_service_message_names_every_place_looked() {

@@ -68,12 +68,34 @@ pub enum SupervisorError {
     Intercept { reason: String },
     #[error("cannot start generation 1 of '{service}': {reason}")]
     FirstSpawn { service: String, reason: String },
+    #[error(
+        "'{service}' stopped, but not cleanly: {}; give it a longer 'drain_timeout', or make it exit on its 'stop_signal'",
+        describe_killed(.killed)
+    )]
+    UncleanStop {
+        service: String,
+        /// The generations (number, main pid) killed at their drain deadline.
+        killed: Vec<(u64, i32)>,
+    },
     #[error("cannot {about}")]
     Io {
         about: String,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// `generation 3 (pid 812) did not exit within its drain_timeout and was killed`.
+fn describe_killed(killed: &[(u64, i32)]) -> String {
+    let list: Vec<String> = killed
+        .iter()
+        .map(|(generation, pid)| format!("generation {generation} (pid {pid})"))
+        .collect();
+    let verb = if killed.len() == 1 { "was" } else { "were" };
+    format!(
+        "{} did not exit within its drain_timeout and {verb} killed",
+        list.join(", ")
+    )
 }
 
 impl SupervisorError {

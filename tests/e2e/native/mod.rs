@@ -13,6 +13,7 @@ mod lifecycle;
 mod limits;
 mod migrate_requests;
 mod node_server;
+mod pid1;
 mod priority;
 mod python_server;
 mod ready;

@@ -38,7 +38,8 @@ impl Prepared {
     }
 
     /// Runs the supervisor until it is stopped (TERM, INT or the `stop` op). Returns `Ok`
-    /// after a graceful stop in which every generation exited.
+    /// after a graceful stop in which every generation exited on its stop signal, and
+    /// [`SupervisorError::UncleanStop`] when one had to be killed at its drain deadline.
     pub async fn run(self) -> Result<(), SupervisorError> {
         run_prepared(self).await
     }
@@ -115,7 +116,7 @@ async fn run_prepared(prepared: Prepared) -> Result<(), SupervisorError> {
     let server_task = tokio::spawn(server.serve(PeerPolicy::current(), req_tx));
     info!(socket = %control_path.display(), "supervisor ready");
 
-    let (cx, stop_requesters) = owner.run(&mut req_rx, &mut signals).await;
+    let (cx, stop) = owner.run(&mut req_rx, &mut signals).await;
     // Every generation has ended; whatever escaped them ends before `stop` is answered, so
     // no listener stays open behind the supervisor.
     let _ = tokio::task::spawn_blocking(|| crate::contain::end_all_strays(STRAYS_LIMIT)).await;
@@ -124,8 +125,15 @@ async fn run_prepared(prepared: Prepared) -> Result<(), SupervisorError> {
     reaper.abort();
     server_task.abort();
     ControlServer::remove(&control_path);
-    answer_stop(stop_requesters).await;
-    Ok(())
+    answer_stop(stop.requesters).await;
+    if stop.killed.is_empty() {
+        Ok(())
+    } else {
+        Err(SupervisorError::UncleanStop {
+            service: config.name.clone(),
+            killed: stop.killed,
+        })
+    }
 }
 
 /// How long the processes that escaped every generation may take to die at the stop.
@@ -143,6 +151,16 @@ fn unix_listeners(listeners: &[Listener]) -> Vec<Listener> {
 
 /// A client waiting for the answer to its request: the request's id and its replies.
 pub(super) type Requester = (u64, Replies);
+
+/// How the stop ended.
+#[derive(Debug)]
+pub(super) struct StopOutcome {
+    /// The clients that asked for it, to be answered once the supervisor is done.
+    pub requesters: Vec<Requester>,
+    /// The generations (number, main pid) that outlived their drain deadline and were
+    /// killed.
+    pub killed: Vec<(u64, i32)>,
+}
 
 /// Tells the clients that asked for the stop that it is done.
 pub(super) async fn answer_stop(requesters: Vec<Requester>) {
@@ -194,7 +212,7 @@ impl Owner {
     }
 
     /// The owner's loop: until the stop is done, takes control requests, signals and
-    /// messages one at a time. Returns the context and the requesters of `stop`.
+    /// messages one at a time. Returns the context and how the stop went.
     ///
     /// Once stopping, it takes only messages: requests wait in the queue and signals in
     /// their channel, as they did before the owner existed.
@@ -202,7 +220,7 @@ impl Owner {
         mut self,
         requests: &mut RequestQueue,
         signals: &mut mpsc::UnboundedReceiver<Signal>,
-    ) -> (Arc<Context>, Vec<Requester>) {
+    ) -> (Arc<Context>, StopOutcome) {
         let mut stop_requesters = Vec::new();
         while !self.st.stopping {
             tokio::select! {
@@ -223,7 +241,11 @@ impl Owner {
             }
         }
         self.finish_stop();
-        (self.cx, stop_requesters)
+        let outcome = StopOutcome {
+            requesters: stop_requesters,
+            killed: std::mem::take(&mut self.st.killed_at_stop),
+        };
+        (self.cx, outcome)
     }
 
     fn on_signal(&mut self, sig: Signal) {
@@ -432,16 +454,35 @@ fn follow_restart(mut rx: broadcast::Receiver<Event>, restart: u64, id: u64, rep
     });
 }
 
-/// Reaps the orphans that generations leave to us, each time a child of ours exits.
+/// Reaps the orphans that come to us, each time a child of ours exits: those generations
+/// leave, and, as a container's PID 1, every orphan of the pid namespace.
+///
+/// Each round sweeps until a sweep reaps nothing: the kernel's list of our children
+/// (`/proc/PID/task/TID/children`) may skip an entry while it changes under the read, and
+/// a zombie missed after the last SIGCHLD would otherwise wait for the next one, which may
+/// never come. [`REAP_BACKSTOP`] bounds that wait even so.
 async fn reap_orphans_on_sigchld() {
-    let Ok(mut chld) = signal(SignalKind::child()) else {
-        warn!("cannot watch SIGCHLD; orphans of generations are reaped when a generation ends");
-        return;
-    };
-    while chld.recv().await.is_some() {
-        let _ = tokio::task::spawn_blocking(crate::contain::reap_orphans).await;
+    let mut chld = signal(SignalKind::child())
+        .inspect_err(
+            |e| warn!(error = %e, "cannot watch SIGCHLD; orphans are reaped every few seconds"),
+        )
+        .ok();
+    let mut backstop = tokio::time::interval(REAP_BACKSTOP);
+    backstop.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            Some(()) = async { chld.as_mut()?.recv().await } => {}
+            _ = backstop.tick() => {}
+        }
+        while let Ok(reaped @ 1..) = tokio::task::spawn_blocking(crate::contain::reap_orphans).await
+        {
+            tracing::trace!(reaped, "reaped orphans");
+        }
     }
 }
+
+/// How long a zombie the SIGCHLD-driven sweeps missed may wait at most.
+const REAP_BACKSTOP: Duration = Duration::from_secs(5);
 
 /// Routes every signal the supervisor handles or forwards into one channel.
 fn install_signals() -> Result<mpsc::UnboundedReceiver<Signal>, SupervisorError> {

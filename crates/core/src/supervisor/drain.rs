@@ -64,6 +64,7 @@ pub(super) async fn drain(
                 pid, "drain deadline passed; killing the process group"
             );
             child.kill();
+            cx.tell(Msg::Killed { generation, pid });
             cx.emit(restart, EventKind::Killed { generation, pid });
             exited.wait_for(|s| s.is_some()).await.ok().and_then(|s| *s)
         }

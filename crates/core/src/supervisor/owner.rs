@@ -55,6 +55,8 @@ pub(super) enum Msg {
         report: RestartReport,
         started: Instant,
     },
+    /// A drain's deadline passed and the generation was killed.
+    Killed { generation: u64, pid: i32 },
     /// Every generation was drained and has ended: the supervisor may exit.
     Stopped,
     /// No process of a generation is left to hold a file: the sockets it received may
@@ -147,6 +149,11 @@ impl Owner {
             Msg::RestartFinished { report, started } => self.restart_finished(report, started),
             // Taken by the loop in `run` while stopping, the only time it is sent.
             Msg::Stopped => {}
+            Msg::Killed { generation, pid } => {
+                if self.st.stopping {
+                    self.st.killed_at_stop.push((generation, pid));
+                }
+            }
             Msg::Released { seat } => self.st.release_seat(seat),
         }
     }

@@ -79,6 +79,9 @@ pub(super) struct State {
     pub counters: RestartCounters,
     pub last_restart: Option<RestartReport>,
     pub stopping: bool,
+    /// Generations (number, main pid) that outlived their drain deadline during the stop
+    /// and were killed: the stop was not clean.
+    pub killed_at_stop: Vec<(u64, i32)>,
     /// Crashes in a row of short-lived active generations, for the respawn backoff.
     pub crash_streak: u32,
     pub pidfile: Option<PathBuf>,
@@ -101,6 +104,7 @@ impl State {
             counters: RestartCounters::default(),
             last_restart: None,
             stopping: false,
+            killed_at_stop: Vec::new(),
             crash_streak: 0,
             pidfile,
             lost: None,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 
 use super::Context;
-use super::control::{Requester, answer_stop};
+use super::control::{StopOutcome, answer_stop};
 use super::owner::Owner;
 use crate::config::{RestartMode, ServiceConfig};
 use crate::proto::{
@@ -53,7 +53,7 @@ struct Harness {
     requests: crate::proto::RequestSender,
     signals: mpsc::UnboundedSender<Signal>,
     events: broadcast::Receiver<Event>,
-    owner: tokio::task::JoinHandle<(Arc<Context>, Vec<Requester>)>,
+    owner: tokio::task::JoinHandle<(Arc<Context>, StopOutcome)>,
     next_id: u64,
 }
 
@@ -174,13 +174,28 @@ impl Harness {
     }
 
     /// Stops with the `stop` op, as a client would; returns the events from the stop on.
-    async fn stop(mut self) -> (Vec<String>, FakeChildren) {
-        let stop = self.send(Op::Stop).await;
-        self.finish(Some(stop)).await
+    async fn stop(self) -> (Vec<String>, FakeChildren) {
+        let (events, fake, _) = self.stop_killing().await;
+        (events, fake)
     }
 
-    async fn finish(mut self, stop: Option<Pending>) -> (Vec<String>, FakeChildren) {
-        let (_cx, requesters) = within(&mut self.owner).await.expect("the owner ends");
+    /// [`Harness::stop`], also returning the generations the stop had to kill.
+    async fn stop_killing(mut self) -> (Vec<String>, FakeChildren, Vec<(u64, i32)>) {
+        let stop = self.send(Op::Stop).await;
+        self.finish_killing(Some(stop)).await
+    }
+
+    async fn finish(self, stop: Option<Pending>) -> (Vec<String>, FakeChildren) {
+        let (events, fake, _) = self.finish_killing(stop).await;
+        (events, fake)
+    }
+
+    async fn finish_killing(
+        mut self,
+        stop: Option<Pending>,
+    ) -> (Vec<String>, FakeChildren, Vec<(u64, i32)>) {
+        let (_cx, outcome) = within(&mut self.owner).await.expect("the owner ends");
+        let StopOutcome { requesters, killed } = outcome;
         assert_eq!(requesters.len(), usize::from(stop.is_some()));
         answer_stop(requesters).await;
         if let Some(stop) = stop {
@@ -193,7 +208,7 @@ impl Harness {
                 other => panic!("stop was not answered: {other:?}"),
             }
         }
-        (self.seen(), self.fake)
+        (self.seen(), self.fake, killed)
     }
 }
 

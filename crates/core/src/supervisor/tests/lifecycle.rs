@@ -299,3 +299,39 @@ async fn a_signal_without_an_active_generation_is_refused() {
     }
     h.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_that_must_kill_a_generation_at_its_deadline_reports_it() {
+    let fake = FakeChildren::scripted(
+        1,
+        Script {
+            on_term: None,
+            ..Script::default()
+        },
+    );
+    let mut h = Harness::start(&fake, config());
+    h.seen();
+    let (events, _, killed) = h.stop_killing().await;
+    assert_eq!(
+        events,
+        ["stopping", "draining 1 SIGTERM", "killed 1", "exited 1 137"]
+    );
+    assert_eq!(killed, [(1, pid_of(1))]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_kill_before_the_stop_does_not_make_the_stop_unclean() {
+    let fake = FakeChildren::scripted(
+        1,
+        Script {
+            on_term: None,
+            ..Script::default()
+        },
+    );
+    let mut h = Harness::start(&fake, config());
+    let (_, report) = h.restart().await.restart().await;
+    assert_eq!(report.outcome, RestartOutcome::Completed);
+    let (events, _, killed) = h.stop_killing().await;
+    assert!(events.contains(&"exited 2 0".to_owned()), "{events:?}");
+    assert_eq!(killed, []);
+}
