@@ -262,10 +262,18 @@ fn decide_bind(
         }
         _ => None,
     };
+    let addresses: Vec<_> = targets.iter().map(Listener::local_addr).collect();
+    // A bind that no listener could match, whatever its socket's type, continues before
+    // the socket is looked at (three /proc reads and a pidfd_getfd).
+    let could_match = [SocketKind::Stream, SocketKind::Datagram]
+        .into_iter()
+        .any(|kind| find_listener(&addresses, &asked, kind, cwd.as_deref()).is_some());
+    if !could_match {
+        return Answer::Continue;
+    }
     let Some(socket) = ProgramSocket::inspect(tid, fd) else {
         return Answer::Continue;
     };
-    let addresses: Vec<_> = targets.iter().map(Listener::local_addr).collect();
     let Some(index) = find_listener(&addresses, &asked, socket.kind, cwd.as_deref()) else {
         return Answer::Continue;
     };
