@@ -11,7 +11,7 @@ use serde_json::Value;
 use zd_load::load::ConnectionMode;
 
 use crate::support::{
-    TestEnv, assert_code, assert_no_failures, http_get, start_paced_load, stderr, stdout, wait_for,
+    TestEnv, assert_code, assert_no_failures, http_get, start_paced_load, stderr, stdout,
 };
 use crate::top::{Tmux, row, start_top};
 
@@ -357,12 +357,7 @@ fn top_restarts_and_shows_both_generations(env: &TestEnv, case: &Case) {
     tmux.wait_screen("the new generation's row", |s| {
         row(s, new_generation, new_pid).is_some()
     });
-    tmux.keys("q");
-    wait_for("top to exit", || {
-        std::fs::read_to_string(&exit_file)
-            .ok()
-            .filter(|s| s.contains("EXIT=0"))
-    });
+    crate::top::quit_top(&tmux, "q", &exit_file);
 }
 
 fn status_json(env: &TestEnv, name: &str) -> Value {

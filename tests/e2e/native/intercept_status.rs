@@ -308,18 +308,7 @@ fn top_says_the_service_intercepts_binds_and_counts_them_per_generation() {
         )),
         "{screen}"
     );
-    tmux.keys("q");
-    wait_for("top to exit", || {
-        std::fs::read_to_string(&exit_file)
-            .ok()
-            .filter(|s| !s.is_empty())
-    });
-    assert_eq!(
-        std::fs::read_to_string(&exit_file)
-            .expect("exit file")
-            .trim(),
-        "EXIT=0"
-    );
+    crate::top::quit_top(&tmux, "q", &exit_file);
 }
 
 /// Connects to `127.0.0.1:port` and reads the one line [`PROGRAM`] writes: `(0, line)`,

@@ -2,9 +2,9 @@
 
 use crate::support::*;
 
-/// Restarts `api` and returns the evidence the supervisor reported.
-fn restart_evidence(env: &TestEnv) -> String {
-    let out = env.run_zdctl(&["restart", "api", "--json"]);
+/// Restarts `name` and returns the evidence of readiness the supervisor reported.
+pub(super) fn restart_evidence_of(env: &TestEnv, name: &str) -> String {
+    let out = env.run_zdctl(&["restart", name, "--json"]);
     assert_code(&out, 0);
     stdout(&out)
         .lines()
@@ -19,7 +19,7 @@ fn accepting_is_the_default_and_names_the_waiting_thread() {
     let mut env = TestEnv::new();
     env.fixture_service("api", &[], "");
     env.start("api", &["run", "api"]);
-    let evidence = restart_evidence(&env);
+    let evidence = restart_evidence_of(&env, "api");
     assert!(evidence.contains("blocked in accept on fd 3"), "{evidence}");
 }
 
@@ -28,7 +28,7 @@ fn notify_waits_for_ready_from_the_app() {
     let mut env = TestEnv::new();
     env.fixture_service("api", &["--notify"], "ready: notify\n");
     env.start("api", &["run", "api"]);
-    assert_eq!(restart_evidence(&env), "READY=1");
+    assert_eq!(restart_evidence_of(&env, "api"), "READY=1");
 }
 
 #[test]
@@ -62,7 +62,7 @@ fn http_tcp_exec_and_alive_checks_all_pass_together() {
     );
     env.write_service("api", &yaml);
     env.start("api", &["run", "api"]);
-    let evidence = restart_evidence(&env);
+    let evidence = restart_evidence_of(&env, "api");
     for part in [
         "answered 2xx",
         "connected to",

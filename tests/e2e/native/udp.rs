@@ -306,18 +306,6 @@ fn the_status_shows_a_udp_listener_with_its_scheme_and_the_generation_gets_it_on
     assert!(stdout(&out).contains(&listener.address), "{}", stdout(&out));
 }
 
-/// The evidence of readiness the restart of `echo` reported.
-fn restart_evidence(env: &TestEnv) -> String {
-    let out = env.run_zdctl(&["restart", "echo", "--json"]);
-    assert_code(&out, 0);
-    stdout(&out)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|e| e["event"] == "ready")
-        .and_then(|e| e["evidence"].as_str().map(str::to_owned))
-        .expect("a ready event")
-}
-
 /// `accepting`, the default, takes a UDP-only service: a process waiting for datagrams
 /// on its socket, in poll (the echo) or blocked in recvfrom (Python), is the evidence.
 #[test]
@@ -328,7 +316,7 @@ fn a_udp_only_service_is_proven_ready_by_a_process_that_reads_its_socket() {
         &format!("command: ['{}']\nlisten: udp://127.0.0.1:0\n", echo_bin()),
     );
     env.start("echo", &["run", "echo"]);
-    let evidence = restart_evidence(&env);
+    let evidence = super::ready::restart_evidence_of(&env, "echo");
     assert!(evidence.contains("waiting in poll on fd 3"), "{evidence}");
 
     let Some(python) = crate::drivers::peer(
@@ -346,7 +334,7 @@ fn a_udp_only_service_is_proven_ready_by_a_process_that_reads_its_socket() {
             python.display().to_string()
         ),
     );
-    let evidence = restart_evidence(&env);
+    let evidence = super::ready::restart_evidence_of(&env, "echo");
     assert!(
         evidence.contains("blocked in recvfrom on fd 3"),
         "{evidence}"

@@ -71,6 +71,18 @@ impl Drop for Tmux {
     }
 }
 
+/// Sends `key` to top and waits until it has exited with status 0 (`start_top`'s
+/// `exit_file`).
+pub(crate) fn quit_top(tmux: &Tmux, key: &str, exit_file: &Path) {
+    tmux.keys(key);
+    let status = wait_for("top to exit", || {
+        std::fs::read_to_string(exit_file)
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    assert_eq!(status.trim(), "EXIT=0");
+}
+
 /// `zdctl top ARGS` in a 120×40 tmux pane, then the exit status in `exit_file`, then a
 /// marker line and a sleep so the pane outlives top for the last capture.
 pub(crate) fn start_top(env: &TestEnv, tmux: &Tmux, args: &str, exit_file: &Path) {
@@ -151,18 +163,7 @@ fn top_shows_generations_under_load_restarts_on_r_y_and_restores_the_terminal_on
         row(s, 2, new_pid).is_some_and(|cells| connections(&cells) > 0)
     });
 
-    tmux.keys("q");
-    wait_for("top to exit", || {
-        std::fs::read_to_string(&exit_file)
-            .ok()
-            .filter(|s| !s.is_empty())
-    });
-    assert_eq!(
-        std::fs::read_to_string(&exit_file)
-            .expect("exit file")
-            .trim(),
-        "EXIT=0"
-    );
+    crate::top::quit_top(&tmux, "q", &exit_file);
     // Back on the normal screen: the shell's line, none of top's frame.
     let screen = tmux.wait_screen("the shell", |s| s.contains("top-has-exited"));
     assert!(!screen.contains("generations of"), "{screen}");
@@ -176,10 +177,5 @@ fn top_with_no_service_running_says_how_to_start_one_and_quits_on_escape() {
     let exit_file = env.path("top.exit");
     start_top(&env, &tmux, "", &exit_file);
     tmux.wait_screen("the empty state", |s| s.contains("no service is running"));
-    tmux.keys("Escape");
-    wait_for("top to exit", || {
-        std::fs::read_to_string(&exit_file)
-            .ok()
-            .filter(|s| s.contains("EXIT=0"))
-    });
+    crate::top::quit_top(&tmux, "Escape", &exit_file);
 }

@@ -24,18 +24,7 @@ fn top_shows_a_stopped_supervisor_as_not_answering_and_quits_on_q_while_it_stays
             && text.contains(&format!("it is stopped: resume it with 'kill -CONT {pid}'"))
     });
     // A refresh is due every 200 ms: the next one waits on the stopped supervisor now.
-    tmux.keys("q");
-    wait_for("top to exit", || {
-        std::fs::read_to_string(&exit_file)
-            .ok()
-            .filter(|s| !s.is_empty())
-    });
-    assert_eq!(
-        std::fs::read_to_string(&exit_file)
-            .expect("exit file")
-            .trim(),
-        "EXIT=0"
-    );
+    crate::top::quit_top(&tmux, "q", &exit_file);
     let screen = tmux.wait_screen("the shell", |s| s.contains("top-has-exited"));
     assert!(!screen.contains("generations of"), "{screen}");
 }
