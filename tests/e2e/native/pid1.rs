@@ -295,7 +295,11 @@ fn as_pid1_a_stop_that_must_kill_the_service_exits_1() {
         &["--ignore-term", "--log", &app_log.display().to_string()],
         "drain_timeout: 1s\n",
     );
-    let (_, sup) = start_pid1(&mut env, "api", Containment::Cgroups);
+    let (status, sup) = start_pid1(&mut env, "api", Containment::Cgroups);
+    // The fixture ignores TERM once it serves: a TERM before that would end it at once,
+    // and the stop would be clean.
+    let addr = address_of(&status);
+    wait_for("the fixture to answer", || http_get(&addr, "/").ok());
     // SAFETY: kill(2) on the supervisor this test started, still running (it answered).
     unsafe { libc::kill(sup.pid, libc::SIGTERM) };
     assert_eq!(env.wait_exit("api"), Some(1));
