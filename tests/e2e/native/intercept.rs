@@ -587,7 +587,7 @@ fn a_program_that_binds_another_port_is_rolled_back_with_where_it_listens() {
         "api",
         &format!(
             "command: [{:?}, '-c', {script:?}]\nlisten: http=127.0.0.1:0\n\
-             intercept_binds: true\nready: {{checks: [accepting], timeout: 1s}}\n",
+             intercept_binds: true\nready: {{checks: [accepting], timeout: 3s}}\n",
             python.display().to_string(),
         ),
     );
