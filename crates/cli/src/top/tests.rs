@@ -85,6 +85,7 @@ fn api(at: u64) -> Snapshot {
             drops_delta: Some(2),
         },
         intercept_binds: false,
+        failing: None,
     }
 }
 
