@@ -9,9 +9,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::time::Instant as Clock;
-
 use tokio::sync::{mpsc, oneshot, watch};
+// Tokio's clock: the tests' paused time moves uptimes and `restart.limit`'s window.
+use tokio::time::Instant as Clock;
 use tracing::{error, info};
 
 use super::Context;
@@ -527,12 +527,18 @@ impl Owner {
             .new_generation
             .filter(|_| !report.outcome.is_success())
             .and_then(|g| st.generations.get(&g));
-        let failed = match new {
-            Some(g) => FailedStart {
-                reason: report.outcome.reason().map(str::to_owned),
+        let reason = report.outcome.reason().map(str::to_owned);
+        let failed = match (new, reason) {
+            (Some(g), reason) => FailedStart {
+                reason,
                 ..FailedStart::of(g)
             },
-            None => st
+            // It could not start a generation at all (or could not read the file).
+            (None, Some(reason)) => FailedStart {
+                reason: Some(reason),
+                ..FailedStart::default()
+            },
+            (None, None) => st
                 .generations
                 .values()
                 .rev()

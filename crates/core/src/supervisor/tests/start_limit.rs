@@ -161,6 +161,33 @@ async fn a_restart_that_fails_too_keeps_the_service_failing_with_its_exit() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_restart_that_cannot_spawn_keeps_the_service_failing_with_its_reason() {
+    let fake = scripted(1..=3, crashes());
+    fake.script(
+        4,
+        Script {
+            spawn: Err("no such program"),
+            ..Script::default()
+        },
+    );
+    let mut h = Harness::start(&fake, limited(3, Duration::from_secs(10)));
+    h.wait_for("failing after 3 (3 failed starts)").await;
+    let (_, report) = h.restart().await.restart().await;
+    assert!(!report.outcome.is_success(), "{report:?}");
+    let failing = h.status().await.failing.expect("still failing");
+    assert!(
+        failing
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("no such program"),
+        "{failing:?}"
+    );
+    assert_eq!(fake.spawned(), [1, 2, 3]);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn failed_starts_that_leave_the_window_no_longer_count() {
     // Each generation lives 6s: never three failures within 10s.
     let fake = scripted(1..=8, crashes_after(Duration::from_secs(6)));
