@@ -160,7 +160,19 @@ impl TestEnv {
     }
 
     /// Like [`TestEnv::start`] for a command that ends up exec'ing `zdctl run`.
-    pub fn start_command(&mut self, name: &str, mut cmd: Command) -> Status {
+    pub fn start_command(&mut self, name: &str, cmd: Command) -> Status {
+        self.spawn_command(name, cmd);
+        self.wait_active(name)
+    }
+
+    /// Starts `zdctl run ARGS` like [`TestEnv::start`], without waiting for anything.
+    pub fn spawn_supervisor(&mut self, name: &str, args: &[&str]) {
+        let mut cmd = self.zdctl();
+        cmd.arg("-v").args(args);
+        self.spawn_command(name, cmd);
+    }
+
+    fn spawn_command(&mut self, name: &str, mut cmd: Command) {
         let log = self.path(&format!("{name}.supervisor.log"));
         let file = std::fs::File::create(&log).expect("log file");
         cmd.stdout(file.try_clone().expect("dup")).stderr(file);
@@ -178,7 +190,6 @@ impl TestEnv {
             child,
             log,
         });
-        self.wait_active(name)
     }
 
     /// Takes charge of a supervisor the test started itself (with its own stdio): it is

@@ -33,6 +33,9 @@ pub struct ServiceEntry {
 pub enum ServiceState {
     /// A supervisor answers on the control socket.
     Running,
+    /// A supervisor answers, but the service's starts failed too often
+    /// (`restart.limit`): it respawns nothing until `zdctl restart`.
+    Failing,
     /// No control socket: only a service file.
     Stopped,
     /// A control socket that nothing answers on (a supervisor died without cleaning up).
@@ -65,7 +68,11 @@ pub async fn list(args: ListArgs) -> anyhow::Result<()> {
         };
         match statuses.remove(&f.name) {
             Some(Ok(status)) => {
-                entry.state = ServiceState::Running;
+                entry.state = if status.status.failing.is_some() {
+                    ServiceState::Failing
+                } else {
+                    ServiceState::Running
+                };
                 entry.supervisor_pid = Some(status.status.supervisor_pid);
                 entry.active_generation = status.status.active_generation;
                 if entry.source.is_none() {
@@ -137,6 +144,7 @@ pub fn render(entries: &[ServiceEntry]) -> String {
 fn state_name(state: ServiceState) -> &'static str {
     match state {
         ServiceState::Running => "running",
+        ServiceState::Failing => "failing",
         ServiceState::Stopped => "stopped",
         ServiceState::Stale => "stale",
     }

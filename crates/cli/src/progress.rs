@@ -69,6 +69,15 @@ pub fn phase_line(kind: &EventKind) -> Option<String> {
             signal,
         } => format!("sent {signal} to generation {generation} (pid {pid})"),
         EventKind::Stopping => "stopping every generation".to_owned(),
+        EventKind::Failing {
+            failed_starts,
+            window_ms,
+            ..
+        } => format!(
+            "{failed_starts} starts failed within {}: failing, nothing is respawned until \
+             the next restart",
+            millis(*window_ms)
+        ),
         _ => return None,
     })
 }

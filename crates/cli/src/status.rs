@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use zd_core::inspect::{InspectError, Inspector, Snapshot, SocketSource};
 use zd_core::paths;
-use zd_core::proto::{GenerationState, InterceptInfo, RestartOutcome};
+use zd_core::proto::{FailingInfo, GenerationState, InterceptInfo, RestartOutcome};
 use zd_core::service::{self, ServiceStatus};
 
 use crate::cli::StatusArgs;
@@ -120,7 +120,11 @@ pub fn render(service: &ServiceStatus, now: SystemTime) -> String {
     if let Some(restart) = status.restart_in_progress {
         let _ = write!(out, " (restart #{restart} in progress)");
     }
-    out.push_str("\n\n");
+    out.push('\n');
+    if let Some(failing) = &status.failing {
+        out.push_str(&failing_block(&status.service, failing, now));
+    }
+    out.push('\n');
 
     // Only a service whose binds are (or were, for a generation still listed) intercepted
     // has the column.
@@ -187,6 +191,38 @@ pub fn render(service: &ServiceStatus, now: SystemTime) -> String {
             last.restart,
             millis(last.elapsed_ms)
         );
+    }
+    out
+}
+
+/// Why a failing service fails: the limit it reached, the last start that failed and
+/// the last lines that start printed.
+fn failing_block(service: &str, failing: &FailingInfo, now: SystemTime) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "  state: failing for {}: {} starts failed within {}; nothing is respawned until \
+         'zdctl restart {service}', clients wait in the listeners' queues",
+        age(failing.since_unix_ms, now),
+        failing.failed_starts,
+        millis(failing.window_ms)
+    );
+    let which = match (failing.generation, failing.pid) {
+        (Some(generation), Some(pid)) => format!("generation {generation} (pid {pid})"),
+        (Some(generation), None) => format!("generation {generation}"),
+        _ => "a start".to_owned(),
+    };
+    let how = match (failing.exit, &failing.reason) {
+        (_, Some(reason)) => reason.clone(),
+        (Some(exit), None) => exit_status(exit),
+        (None, None) => "failed".to_owned(),
+    };
+    let _ = writeln!(out, "  last failure: {which}: {how}");
+    if !failing.output.is_empty() {
+        let _ = writeln!(out, "  its last output:");
+        for line in &failing.output {
+            let _ = writeln!(out, "    | {line}");
+        }
     }
     out
 }
@@ -330,7 +366,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
     use zd_core::proto::{
-        ExitInfo, GenerationInfo, InterceptedListener, ListenerInfo, RestartCounters,
+        ExitInfo, FailingInfo, GenerationInfo, InterceptedListener, ListenerInfo, RestartCounters,
         RestartReport, SocketInfo, Status,
     };
 
@@ -386,6 +422,7 @@ mod tests {
             }),
             containment: Some("cgroup:/zdctl.api.1200".into()),
             intercept_binds: false,
+            failing: None,
         }
     }
 
@@ -413,6 +450,47 @@ service 'api': supervisor pid 1200, up 2h13m
             driver: None,
         };
         assert_eq!(render(&status, now), expected);
+    }
+
+    #[test]
+    fn a_failing_service_says_why_with_its_last_exit_and_output() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(NOW_MS);
+        let mut status = fixed();
+        status.active_generation = None;
+        status.generations = vec![GenerationInfo {
+            generation: 9,
+            pid: 1300,
+            state: GenerationState::Exited,
+            started_unix_ms: NOW_MS - 40_000,
+            exit: Some(ExitInfo::Code { code: 1 }),
+            intercept: None,
+        }];
+        status.failing = Some(FailingInfo {
+            since_unix_ms: NOW_MS - 40_000,
+            failed_starts: 5,
+            window_ms: 60_000,
+            generation: Some(9),
+            pid: Some(1300),
+            exit: Some(ExitInfo::Code { code: 1 }),
+            reason: None,
+            output: vec!["error: cannot read /etc/api.conf".into()],
+        });
+        let text = render(
+            &ServiceStatus {
+                status,
+                driver: None,
+            },
+            now,
+        );
+        let want = "\
+  active: none
+  state: failing for 40s: 5 starts failed within 1m; nothing is respawned until 'zdctl restart api', clients wait in the listeners' queues
+  last failure: generation 9 (pid 1300): exit code 1
+  its last output:
+    | error: cannot read /etc/api.conf
+
+";
+        assert!(text.contains(want), "{text}");
     }
 
     #[test]

@@ -40,6 +40,15 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest delay between respawns.
 pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How many failed starts within how long make the supervisor stop respawning, unless
+/// `restart.limit` says otherwise.
+pub const DEFAULT_START_LIMIT: StartLimit = StartLimit {
+    starts: 5,
+    window: Duration::from_secs(60),
+};
+/// A generation that stayed up this long was healthy: the respawn backoff starts over and
+/// the failed starts counted against `restart.limit` are forgotten.
+pub const HEALTHY_UPTIME: Duration = Duration::from_secs(10);
 /// How long a promoted restart waits for the old generation to take what is queued on
 /// its own socket before it is asked to stop, unless `handoff_wait` says otherwise.
 pub const DEFAULT_HANDOFF_WAIT: Duration = Duration::from_secs(2);
@@ -169,6 +178,9 @@ pub struct RestartPolicy {
     pub backoff: Duration,
     /// The longest delay.
     pub backoff_max: Duration,
+    /// After this many failed starts, the supervisor stops respawning and the service is
+    /// `failing` until the next restart request; `None` (`limit: off`): respawn forever.
+    pub limit: Option<StartLimit>,
 }
 
 impl Default for RestartPolicy {
@@ -177,7 +189,59 @@ impl Default for RestartPolicy {
             mode: RestartMode::Always,
             backoff: DEFAULT_BACKOFF,
             backoff_max: DEFAULT_BACKOFF_MAX,
+            limit: Some(DEFAULT_START_LIMIT),
         }
+    }
+}
+
+/// `restart.limit`: `starts` failed starts within `window` (`5 in 60s`).
+///
+/// A failed start is the end of an active generation that the restart policy would
+/// respawn, and that lived less than [`HEALTHY_UPTIME`] (one that lived longer forgets
+/// the earlier ones), or a respawn that could not start at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartLimit {
+    /// At least 1.
+    pub starts: u32,
+    /// Above zero.
+    pub window: Duration,
+}
+
+impl StartLimit {
+    /// Parses `N in DURATION`, or `off` (`Ok(None)`).
+    pub fn parse(text: &str) -> Result<Option<StartLimit>, String> {
+        let text = text.trim();
+        if text == "off" {
+            return Ok(None);
+        }
+        let shape = || {
+            format!(
+                "restart.limit '{text}' is not 'N in DURATION'; write it like '5 in 60s', or \
+                 'off' to respawn forever"
+            )
+        };
+        let (count, window) = text.split_once(" in ").ok_or_else(shape)?;
+        let starts: u32 = count.trim().parse().map_err(|_| shape())?;
+        if starts == 0 {
+            return Err(format!(
+                "restart.limit '{text}' counts 0 starts; use at least 1, or 'off' to respawn \
+                 forever"
+            ));
+        }
+        let window = crate::duration::parse_positive_duration(window.trim())
+            .map_err(|e| format!("restart.limit '{text}': {e}"))?;
+        Ok(Some(StartLimit { starts, window }))
+    }
+}
+
+impl std::fmt::Display for StartLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} in {}",
+            self.starts,
+            crate::duration::format_duration(self.window)
+        )
     }
 }
 
@@ -402,6 +466,7 @@ fn parse_native(text: &str, source: &Path) -> Result<ServiceConfig, ConfigError>
                     .backoff_max
                     .max(restart.backoff.unwrap_or_default()),
             ),
+            limit: restart.limit.unwrap_or(defaults.limit),
         },
         pidfile: raw.pidfile.map(resolve),
         log_prefix: raw.log.and_then(|l| l.prefix).unwrap_or(false),

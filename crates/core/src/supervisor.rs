@@ -13,6 +13,7 @@
 mod child;
 mod control;
 mod drain;
+mod output;
 mod owner;
 pub mod priority;
 mod process;

@@ -77,6 +77,10 @@ fn a_file_with_every_key_loads_with_each_value() -> Result<(), ConfigError> {
             mode: RestartMode::OnFailure,
             backoff: Duration::from_millis(250),
             backoff_max: Duration::from_secs(10),
+            limit: Some(zd_core::config::StartLimit {
+                starts: 3,
+                window: Duration::from_secs(30),
+            }),
         },
         pidfile: Some(dir.join("run/api.pid")),
         log_prefix: true,
@@ -113,6 +117,14 @@ fn a_minimal_file_gets_every_default() {
     assert_eq!(config.restart.mode, RestartMode::Always);
     assert_eq!(config.restart.backoff, Duration::from_millis(100));
     assert_eq!(config.restart.backoff_max, Duration::from_secs(30));
+    assert_eq!(
+        config.restart.limit,
+        Some(zd_core::config::DEFAULT_START_LIMIT)
+    );
+    assert_eq!(
+        config.restart.limit.map(|l| l.to_string()).as_deref(),
+        Some("5 in 1m")
+    );
     assert!(!config.log_prefix && config.pidfile.is_none() && config.env.is_empty());
     assert!(!config.yield_cpu);
     assert_eq!(config.start_priority, StartPriority::Idle);
@@ -293,6 +305,24 @@ fn ready_takes_one_check_a_list_or_a_map() {
 }
 
 #[test]
+fn a_start_limit_reads_as_n_in_a_duration_or_off() {
+    let config = parsed("command: [x]\nrestart: { limit: 3 in 10s }\n");
+    assert_eq!(
+        config.restart.limit,
+        Some(zd_core::config::StartLimit {
+            starts: 3,
+            window: Duration::from_secs(10),
+        })
+    );
+    assert_eq!(
+        parsed("command: [x]\nrestart: { limit: off }\n")
+            .restart
+            .limit,
+        None
+    );
+}
+
+#[test]
 fn a_large_backoff_without_a_maximum_raises_the_maximum() {
     let config = parsed("command: [x]\nrestart: { backoff: 1m }\n");
     assert_eq!(config.restart.backoff_max, Duration::from_secs(60));
@@ -424,6 +454,21 @@ const ERRORS: &[(&str, &str, &str)] = &[
         "command: [x]\nrestart:\n  backoff: 10s\n  backoff_max: 1s\n",
         "3:3",
         "backoff_max is shorter than backoff",
+    ),
+    (
+        "command: [x]\nrestart:\n  limit: 5 per 60s\n",
+        "3:10",
+        "restart.limit '5 per 60s' is not 'N in DURATION'; write it like '5 in 60s'",
+    ),
+    (
+        "command: [x]\nrestart:\n  limit: 0 in 60s\n",
+        "3:10",
+        "restart.limit '0 in 60s' counts 0 starts; use at least 1",
+    ),
+    (
+        "command: [x]\nrestart:\n  limit: 5 in 0s\n",
+        "3:10",
+        "restart.limit '5 in 0s':",
     ),
     (
         "name: 'my api'\ncommand: [x]\n",

@@ -19,6 +19,7 @@ mod python_server;
 mod ready;
 mod rollback;
 mod service_file;
+mod start_limit;
 mod start_priority;
 mod trust;
 mod udp;

@@ -356,6 +356,7 @@ fn run_count(count: usize, options: &Options) -> Result<()> {
         last_restart: None,
         containment: None,
         intercept_binds: false,
+        failing: None,
     };
     for &kind in &options.series {
         series(count, &status, kind, options)?;

@@ -83,6 +83,7 @@ fn lies(request: &Request) -> Vec<serde_json::Value> {
             last_restart: None,
             containment: None,
             intercept_binds: false,
+            failing: None,
         })))],
         _ => vec![result(ReplyResult::Done {
             message: "stopped".into(),

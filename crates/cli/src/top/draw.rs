@@ -21,11 +21,12 @@ use ratatui::widgets::{
     Axis, Block, Cell, Chart, Dataset, GraphType, Paragraph, Row, Table, TableState, Wrap,
 };
 use zd_core::inspect::{GenerationView, ListenerView, Snapshot};
+use zd_core::proto::FailingInfo;
 
 use super::app::{App, Mode};
 use super::overlay;
 use super::theme::Theme;
-use crate::output::millis;
+use crate::output::{exit_status, millis};
 
 /// Draws the whole screen.
 pub fn draw(frame: &mut Frame<'_>, app: &App) {
@@ -125,6 +126,8 @@ fn draw_service(frame: &mut Frame<'_>, app: &App, snapshot: &Snapshot, theme: Th
 
     if app.restart.is_some() {
         overlay::draw_restart(frame, app, theme, bottom);
+    } else if let Some(failing) = &snapshot.failing {
+        draw_failing(frame, &snapshot.service, failing, theme, bottom);
     } else {
         overlay::draw_connections(frame, app, snapshot, theme, bottom);
     }
@@ -197,12 +200,56 @@ fn draw_generations(
             ""
         }
     );
+    let title = match &snapshot.failing {
+        Some(_) => Line::from(vec![
+            Span::raw(title),
+            Span::styled(" FAILING ", theme.bad()),
+        ]),
+        None => Line::from(title),
+    };
     let table = Table::new(rows, widths)
         .header(header)
         .row_highlight_style(theme.selected())
         .block(Block::bordered().title(title));
     let mut state = TableState::new().with_selected(app.generation_index());
     frame.render_stateful_widget(table, area, &mut state);
+}
+
+/// A failing service (`restart.limit` reached): why, in place of the connections.
+fn draw_failing(
+    frame: &mut Frame<'_>,
+    service: &str,
+    failing: &FailingInfo,
+    theme: Theme,
+    area: Rect,
+) {
+    let last = match (failing.generation, failing.exit, &failing.reason) {
+        (_, _, Some(reason)) => reason.clone(),
+        (Some(generation), Some(exit), None) => {
+            format!("generation {generation}: {}", exit_status(exit))
+        }
+        _ => "its last start failed".to_owned(),
+    };
+    let mut lines = vec![
+        Line::styled(
+            format!(
+                "{} starts failed within {}: nothing is respawned until 'zdctl restart {service}' \
+                 (r); clients wait in the listeners' queues",
+                failing.failed_starts,
+                millis(failing.window_ms)
+            ),
+            theme.bad(),
+        ),
+        Line::raw(format!("last failure: {last}")),
+    ];
+    if !failing.output.is_empty() {
+        lines.push(Line::styled("its last output:", theme.dim()));
+        lines.extend(failing.output.iter().map(|l| Line::raw(format!("  {l}"))));
+    }
+    let text = Paragraph::new(lines)
+        .wrap(Wrap { trim: false })
+        .block(Block::bordered().title(" failing "));
+    frame.render_widget(text, area);
 }
 
 fn draw_chart(frame: &mut Frame<'_>, app: &App, snapshot: &Snapshot, theme: Theme, area: Rect) {

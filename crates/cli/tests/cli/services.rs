@@ -35,6 +35,7 @@ fn status(name: &str) -> Status {
         last_restart: None,
         containment: None,
         intercept_binds: false,
+        failing: None,
     }
 }
 

@@ -18,7 +18,7 @@ mod listen;
 
 pub(super) use listen::ListenList;
 
-use super::{Handoff, RestartMode, StartPriority};
+use super::{Handoff, RestartMode, StartLimit, StartPriority};
 use crate::duration::serde_duration;
 use crate::ready::check::ReadyCheck;
 use crate::signal::Signal;
@@ -313,12 +313,27 @@ impl<'de> Deserialize<'de> for ReadySection {
     }
 }
 
-/// `restart`: a policy name, or a map with `policy`, `backoff` and `backoff_max`.
+/// `restart`: a policy name, or a map with `policy`, `backoff`, `backoff_max` and
+/// `limit`.
 #[derive(Debug, Default)]
 pub(super) struct RestartSection {
     pub(super) policy: Option<RestartMode>,
     pub(super) backoff: Option<Duration>,
     pub(super) backoff_max: Option<Duration>,
+    /// `Some(None)`: `limit: off`.
+    pub(super) limit: Option<Option<StartLimit>>,
+}
+
+/// `restart.limit`: `N in DURATION`, or `off`.
+#[derive(Debug)]
+struct Limit(Option<StartLimit>);
+
+impl<'de> Deserialize<'de> for Limit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Limit, D::Error> {
+        text_with(d, "a start limit like '5 in 60s', or 'off'", |text| {
+            StartLimit::parse(text).map(Limit)
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -327,6 +342,7 @@ struct RestartMap {
     policy: Option<RestartMode>,
     backoff: Option<Positive>,
     backoff_max: Option<Positive>,
+    limit: Option<Limit>,
 }
 
 impl<'de> Deserialize<'de> for RestartSection {
@@ -350,6 +366,7 @@ impl<'de> Deserialize<'de> for RestartSection {
                     policy: m.policy,
                     backoff: m.backoff.map(|b| b.0),
                     backoff_max: m.backoff_max.map(|b| b.0),
+                    limit: m.limit.map(|l| l.0),
                 };
                 if let (Some(first), Some(max)) = (section.backoff, section.backoff_max) {
                     if max < first {

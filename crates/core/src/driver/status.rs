@@ -176,6 +176,7 @@ pub fn status(config: &DriverConfig) -> Result<Status, DriverError> {
         last_restart: record.last_restart,
         containment: None,
         intercept_binds: false,
+        failing: None,
     })
 }
 

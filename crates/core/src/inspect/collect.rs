@@ -300,6 +300,7 @@ impl Inspector {
             listeners,
             kernel: kernel.0,
             intercept_binds: false,
+            failing: None,
         })
     }
 

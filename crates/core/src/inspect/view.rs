@@ -31,6 +31,10 @@ pub struct Snapshot {
     /// `intercept_binds`). False for a foreign tree.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub intercept_binds: bool,
+    /// Whether our supervisor gave up respawning the service (the status's `failing`):
+    /// `top` shows why. `None` for a foreign tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing: Option<crate::proto::FailingInfo>,
 }
 
 /// One generation: a process tree started together.

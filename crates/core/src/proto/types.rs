@@ -256,6 +256,16 @@ pub enum EventKind {
         pid: i32,
         signal: String,
     },
+    /// The active generation was lost once too often (`restart.limit`): the supervisor
+    /// respawns nothing until a restart request, and the listeners keep their clients
+    /// waiting.
+    Failing {
+        /// The generation whose end reached the limit; none when a respawn could not start.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        generation: Option<u64>,
+        failed_starts: u32,
+        window_ms: u64,
+    },
     /// The supervisor is stopping every generation.
     Stopping,
 }
@@ -453,6 +463,38 @@ pub struct Status {
     /// or an older zdctl.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub intercept_binds: bool,
+    /// Set while the service is failing: its starts failed `restart.limit` times, and the
+    /// supervisor respawns nothing until a restart request. Absent otherwise, from a
+    /// foreign supervisor or an older zdctl.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing: Option<FailingInfo>,
+}
+
+/// Why a service is failing (see [`Status::failing`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailingInfo {
+    /// Since when.
+    pub since_unix_ms: u64,
+    /// The failed starts counted within the window when the limit was reached.
+    pub failed_starts: u32,
+    /// `restart.limit`'s window.
+    pub window_ms: u64,
+    /// The last generation that failed, and its main pid; absent when its start failed
+    /// before there was a process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// How it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<ExitInfo>,
+    /// Why it could not start or did not become ready, when that is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The last lines it printed (stdout and stderr), oldest first: at most a few, each
+    /// cut to a bounded length. Empty when nothing was printed or kept.
+    #[serde(default)]
+    pub output: Vec<String>,
 }
 
 /// Milliseconds since the Unix epoch, for timestamps in messages.

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
+use super::output::OutputTail;
 use crate::config::ServiceConfig;
 use crate::handoff::intercept::InterceptCounts;
 use crate::listen::Listener;
@@ -32,6 +33,9 @@ pub(super) struct SpawnRequest<'a> {
     pub wait_exec: bool,
     /// Becomes `Some` once the owner has recorded the main process's exit.
     pub exited: watch::Receiver<Option<ExitInfo>>,
+    /// Whether to keep the last lines it prints ([`ChildProcess::output`]): its output
+    /// then goes through the supervisor, which copies it to its own.
+    pub keep_output: bool,
 }
 
 /// Starts generations.
@@ -88,6 +92,9 @@ pub(super) trait ChildProcess: Send + Sync + std::fmt::Debug + 'static {
     /// With `intercept_binds`: what the interception of its binds answered, counted. The
     /// counts stay after [`Self::release`]; `None` when its binds are not intercepted.
     fn intercept_counts(&self) -> Option<Arc<InterceptCounts>>;
+
+    /// The last lines it printed, when they are kept (see [`SpawnRequest::keep_output`]).
+    fn output(&self) -> Option<Arc<OutputTail>>;
 
     /// Whether a TCP connection on one of `ports` that the generation's processes hold
     /// has bytes they have not read: a request that is not seen yet.

@@ -420,6 +420,7 @@ impl Owner {
             last_restart: st.last_restart.clone(),
             containment: Some(self.children.containment()),
             intercept_binds: st.config.intercept_binds,
+            failing: st.failing.as_ref().map(|f| f.info()),
         }
     }
 }

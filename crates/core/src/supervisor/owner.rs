@@ -10,12 +10,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, watch};
+// Tokio's clock: the tests' paused time moves uptimes and `restart.limit`'s window.
+use tokio::time::Instant as Clock;
 use tracing::{error, info};
 
 use super::Context;
 use super::child::{ChildProcess, Children, SpawnRequest};
 use super::drain::drain;
-use super::state::{Generation, State};
+use super::state::{FailedStart, Failing, Generation, State};
 use crate::config::{RestartMode, ServiceConfig};
 use crate::listen::steer::Seat;
 use crate::proto::{EventKind, ExitInfo, GenerationState, RestartOutcome, RestartReport};
@@ -205,6 +207,7 @@ impl Owner {
             listeners: self.st.sockets.seat(seat),
             wait_exec,
             exited: exited.clone(),
+            keep_output: self.st.starts_failing(),
         })?;
         let pid = child.pid();
         let (ended_tx, ended) = watch::channel(false);
@@ -216,7 +219,7 @@ impl Owner {
                 pid,
                 state,
                 started: SystemTime::now(),
-                started_at: Instant::now(),
+                started_at: Clock::now(),
                 exit: None,
                 exited: exited_tx,
                 child: Some(child.clone()),
@@ -226,6 +229,7 @@ impl Owner {
                 released,
                 seat,
                 intercept: child.intercept_counts(),
+                output: child.output(),
             },
         );
         // The exit watcher: tells the owner, then ends what the generation left behind.
@@ -326,6 +330,7 @@ impl Owner {
             return;
         };
         let (pid, uptime) = (g.pid, g.started_at.elapsed());
+        let failed = FailedStart::of(g);
         error!(generation, pid, %status, "the active generation exited");
         self.cx.emit(
             None,
@@ -342,12 +347,15 @@ impl Owner {
         // While a restart runs, it replaces the lost generation, or asks for a respawn
         // when it rolls back.
         if self.st.restart.is_none() {
-            self.schedule_respawn(Some(uptime));
+            self.schedule_respawn(uptime, failed);
         }
     }
 
-    /// Applies the restart policy after the active generation was lost.
-    fn schedule_respawn(&mut self, uptime: Option<Duration>) {
+    /// Applies the restart policy after the active generation was lost: `failed` is the
+    /// start that failed (the lost generation, lived `uptime`, or a respawn or restart
+    /// that could not replace it). Respawns unless `restart.limit` is reached, or the
+    /// service is failing already.
+    fn schedule_respawn(&mut self, uptime: Duration, failed: FailedStart) {
         let Some(status) = self.st.lost else { return };
         let wanted = match self.st.config.restart.mode {
             RestartMode::Always => true,
@@ -358,7 +366,16 @@ impl Owner {
             info!(%status, "not respawning (restart policy)");
             return;
         }
-        let delay = self.st.next_backoff(uptime.unwrap_or_default());
+        if let Some(failing) = &mut self.st.failing {
+            // A restart that could not bring it back: still failing, for this reason now.
+            failing.last = failed;
+            return;
+        }
+        if self.st.count_failed_start(uptime, Clock::now()) {
+            self.begin_failing(failed);
+            return;
+        }
+        let delay = self.st.next_backoff(uptime);
         let generation = self.st.next_generation;
         let delay_ms = delay.as_millis() as u64;
         info!(generation, delay_ms, "respawning");
@@ -376,16 +393,49 @@ impl Owner {
         });
     }
 
+    /// `restart.limit` is reached: nothing is respawned until a restart request brings
+    /// the service back. The listeners stay open: clients wait in their queues.
+    fn begin_failing(&mut self, last: FailedStart) {
+        let Some(limit) = self.st.config.restart.limit else {
+            return;
+        };
+        let failed_starts = self.st.failed_starts.len() as u32;
+        error!(
+            failed_starts,
+            limit = %limit,
+            "the service is failing: not respawning until 'zdctl restart'"
+        );
+        self.cx.emit(
+            None,
+            EventKind::Failing {
+                generation: last.generation,
+                failed_starts,
+                window_ms: limit.window.as_millis() as u64,
+            },
+        );
+        self.st.failing = Some(Failing {
+            since: SystemTime::now(),
+            failed_starts,
+            window: limit.window,
+            last,
+        });
+    }
+
     fn respawn(&mut self) {
         if self.st.stopping
             || self.st.restart.is_some()
+            || self.st.failing.is_some()
             || self.st.active_generation().is_some_and(|g| g.is_live())
         {
             return;
         }
         if let Err(e) = self.start_active(true) {
             error!(error = %e, "respawn failed");
-            self.schedule_respawn(None);
+            let failed = FailedStart {
+                reason: Some(e),
+                ..FailedStart::default()
+            };
+            self.schedule_respawn(Duration::ZERO, failed);
         }
     }
 
@@ -419,6 +469,12 @@ impl Owner {
             st.release_seat(previous);
         }
         let old = st.active.replace(generation);
+        // A restart that completes starts the count of failed starts over, and ends a
+        // failing state.
+        if st.failing.take().is_some() {
+            info!(generation, "the service is no longer failing");
+        }
+        st.failed_starts.clear();
         st.pidfile = config.pidfile.clone();
         st.config = config;
         if let Some(g) = st.generations.get_mut(&generation) {
@@ -465,6 +521,31 @@ impl Owner {
         }
         st.last_restart = Some(report.clone());
         let restart = st.restart.take();
+        // What failed, if the service is still lost: the restart's new generation when it
+        // did not make it, else the generation that was lost.
+        let new = report
+            .new_generation
+            .filter(|_| !report.outcome.is_success())
+            .and_then(|g| st.generations.get(&g));
+        let reason = report.outcome.reason().map(str::to_owned);
+        let failed = match (new, reason) {
+            (Some(g), reason) => FailedStart {
+                reason,
+                ..FailedStart::of(g)
+            },
+            // It could not start a generation at all (or could not read the file).
+            (None, Some(reason)) => FailedStart {
+                reason: Some(reason),
+                ..FailedStart::default()
+            },
+            (None, None) => st
+                .generations
+                .values()
+                .rev()
+                .find(|g| !g.is_live())
+                .map(FailedStart::of)
+                .unwrap_or_default(),
+        };
         // The active generation may have died while this restart ran; if the restart did
         // not replace it, the crash policy applies now.
         let lost = st.active_generation().is_none_or(|g| !g.is_live());
@@ -475,7 +556,7 @@ impl Owner {
         if self.st.stopping {
             self.drain_all();
         } else if lost {
-            self.schedule_respawn(None);
+            self.schedule_respawn(Duration::ZERO, failed);
         }
     }
 

@@ -7,11 +7,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::io::BufReader;
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tracing::{debug, info, warn};
 
 use super::child::{BoxFuture, ChildProcess, Children, SpawnRequest};
+use super::output::OutputTail;
 use super::start_priority::IdleStart;
 use crate::config::StartPriority;
 use crate::contain::{GenerationCgroup, OwnChildren, ServiceCgroups};
@@ -59,6 +60,8 @@ struct Process {
     interception: Mutex<Option<Interception>>,
     /// What that thread answered, kept after it has ended.
     intercept_counts: Option<Arc<InterceptCounts>>,
+    /// The last lines it printed, when its output goes through us.
+    output: Option<Arc<OutputTail>>,
 }
 
 impl Children for Processes {
@@ -70,6 +73,7 @@ impl Children for Processes {
             listeners,
             wait_exec,
             exited,
+            keep_output,
         } = request;
         let cgroup = self.cgroups.as_ref().and_then(|c| match c.generation(generation) {
             Ok(cg) => Some(Arc::new(cg)),
@@ -95,7 +99,7 @@ impl Children for Processes {
             env: &config.env,
             listeners,
             notify_socket: notify.as_ref().map(|n| n.path()),
-            capture_output: config.log_prefix,
+            capture_output: config.log_prefix || keep_output,
             nice: super::priority::generation_nice(),
             idle_start: config.start_priority == StartPriority::Idle,
             intercept_binds: config.intercept_binds,
@@ -151,11 +155,17 @@ impl Children for Processes {
             None => None,
         };
         let intercept_counts = interception.as_ref().map(Interception::counts);
+        let output = spec.capture_output.then(Arc::<OutputTail>::default);
+        let prefix = if config.log_prefix {
+            format!("[{} gen {generation}] ", config.name)
+        } else {
+            String::new()
+        };
         if let Some(out) = spawned.stdout {
-            forward_output(out, format!("[{} gen {generation}] ", config.name), false);
+            forward_output(out, prefix.clone(), false, output.clone());
         }
         if let Some(err) = spawned.stderr {
-            forward_output(err, format!("[{} gen {generation}] ", config.name), true);
+            forward_output(err, prefix, true, output.clone());
         }
         let idle_start = if spec.idle_start {
             IdleStart::begin(pid, exited)
@@ -182,6 +192,7 @@ impl Children for Processes {
             ready,
             interception: Mutex::new(interception),
             intercept_counts,
+            output,
         }))
     }
 
@@ -271,6 +282,10 @@ impl ChildProcess for Process {
     fn release(&self) {
         lock(&self.notify).take();
         lock(&self.interception).take();
+    }
+
+    fn output(&self) -> Option<Arc<OutputTail>> {
+        self.output.clone()
     }
 
     fn intercept_counts(&self) -> Option<Arc<InterceptCounts>> {
@@ -482,14 +497,15 @@ fn kill_group(pgid: i32) {
     }
 }
 
-/// Copies a child's output to ours, a line at a time, with a prefix naming the generation.
-fn forward_output(fd: OwnedFd, prefix: String, stderr: bool) {
+/// Copies a child's output to ours, a line at a time, with a prefix naming the generation
+/// (or none), and keeps the last lines in `tail`.
+fn forward_output(fd: OwnedFd, prefix: String, stderr: bool, tail: Option<Arc<OutputTail>>) {
     let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
         warn!("cannot read a generation's output pipe");
         return;
     };
     tokio::spawn(async move {
-        use tokio::io::AsyncWriteExt;
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
         // Written asynchronously: when our own output blocks (its reader stalls), this
         // task stops reading the generation's pipe, so the app feels the back-pressure it
         // would feel without us, and the supervisor's threads never wait.
@@ -498,10 +514,38 @@ fn forward_output(fd: OwnedFd, prefix: String, stderr: bool) {
         } else {
             Box::pin(tokio::io::stdout())
         };
-        let mut lines = BufReader::new(pipe).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let text = format!("{prefix}{line}\n");
-            if out.write_all(text.as_bytes()).await.is_err() {
+        // Bytes, not text: output that is not UTF-8 passes through unchanged. A line is
+        // read at most FORWARD_LINE bytes at a time, so a program that never prints a
+        // newline costs a bounded buffer.
+        let mut reader = BufReader::new(pipe);
+        let mut line = Vec::new();
+        let mut at_start = true;
+        loop {
+            line.clear();
+            match (&mut reader)
+                .take(FORWARD_LINE)
+                .read_until(b'\n', &mut line)
+                .await
+            {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let mut text = Vec::with_capacity(prefix.len() + line.len() + 1);
+            if at_start {
+                // The tail keeps the start of each line only.
+                if let Some(tail) = &tail {
+                    tail.push(&line);
+                }
+                text.extend_from_slice(prefix.as_bytes());
+            }
+            text.extend_from_slice(&line);
+            at_start = line.ends_with(b"\n");
+            if !at_start && (line.len() as u64) < FORWARD_LINE {
+                // The last line, without its newline, at the end of the output.
+                text.push(b'\n');
+                at_start = true;
+            }
+            if out.write_all(&text).await.is_err() {
                 // Nobody can read our output any more; keep draining the pipe so the app
                 // does not block on a full one.
                 continue;
@@ -510,3 +554,6 @@ fn forward_output(fd: OwnedFd, prefix: String, stderr: bool) {
         }
     });
 }
+
+/// The longest piece of a line [`forward_output`] reads at once.
+const FORWARD_LINE: u64 = 64 * 1024;

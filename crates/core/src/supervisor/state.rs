@@ -1,19 +1,23 @@
 //! The supervisor's state: generations, the active one, the running restart, counters.
 //! Owned by the owner task ([`super::owner`]), the only code that reads or writes it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
+// Tokio's clock, so that the tests' paused time moves uptimes and windows.
+use tokio::time::Instant;
 
 use super::child::ChildProcess;
-use crate::config::ServiceConfig;
+use super::output::OutputTail;
+use crate::config::{HEALTHY_UPTIME, ServiceConfig};
 use crate::handoff::intercept::InterceptCounts;
 use crate::listen::steer::{Seat, Sockets};
 use crate::proto::{
-    ExitInfo, GenerationInfo, GenerationState, RestartCounters, RestartReport, SocketInfo, unix_ms,
+    ExitInfo, FailingInfo, GenerationInfo, GenerationState, RestartCounters, RestartReport,
+    SocketInfo, unix_ms,
 };
 use crate::signal::Signal;
 
@@ -48,6 +52,8 @@ pub(super) struct Generation {
     /// With `intercept_binds`: what the interception of its binds answered. Kept with
     /// the record after the exit (a few counters), so `status` still shows them.
     pub intercept: Option<Arc<InterceptCounts>>,
+    /// The last lines it printed, when they are kept (kept with the record too).
+    pub output: Option<Arc<OutputTail>>,
 }
 
 impl Generation {
@@ -89,6 +95,65 @@ pub(super) struct State {
     pub lost: Option<ExitInfo>,
     /// Every listener's sockets, by seat, and the seat new connections go to.
     pub sockets: Sockets,
+    /// When the recent failed starts happened, oldest first, for `restart.limit`.
+    pub failed_starts: VecDeque<Instant>,
+    /// Set once `restart.limit` is reached: nothing is respawned until a restart.
+    pub failing: Option<Failing>,
+}
+
+/// A start that failed: what `status` says of it.
+#[derive(Debug, Clone, Default)]
+pub(super) struct FailedStart {
+    pub generation: Option<u64>,
+    pub pid: Option<i32>,
+    pub exit: Option<ExitInfo>,
+    pub reason: Option<String>,
+    pub output: Option<Arc<OutputTail>>,
+}
+
+impl FailedStart {
+    /// Generation `generation`'s end, as its record tells.
+    pub fn of(g: &Generation) -> FailedStart {
+        FailedStart {
+            generation: Some(g.generation),
+            pid: Some(g.pid),
+            exit: g.exit,
+            reason: None,
+            output: g.output.clone(),
+        }
+    }
+}
+
+/// The service is failing (`restart.limit` reached).
+#[derive(Debug, Clone)]
+pub(super) struct Failing {
+    pub since: SystemTime,
+    pub failed_starts: u32,
+    pub window: Duration,
+    /// The last start that failed.
+    pub last: FailedStart,
+}
+
+impl Failing {
+    pub fn info(&self) -> FailingInfo {
+        FailingInfo {
+            since_unix_ms: unix_ms(self.since),
+            failed_starts: self.failed_starts,
+            window_ms: self.window.as_millis() as u64,
+            generation: self.last.generation,
+            pid: self.last.pid,
+            exit: self.last.exit,
+            reason: self.last.reason.clone(),
+            // Read now, not when the limit was reached: the generation's last lines
+            // reach us through its pipe after its exit was seen.
+            output: self
+                .last
+                .output
+                .as_ref()
+                .map(|o| o.lines())
+                .unwrap_or_default(),
+        }
+    }
 }
 
 impl State {
@@ -109,7 +174,38 @@ impl State {
             pidfile,
             lost: None,
             sockets,
+            failed_starts: VecDeque::new(),
+            failing: None,
         }
+    }
+
+    /// Counts a failed start at `now`, of a generation that lived `uptime`, against
+    /// `restart.limit`; returns whether the limit is reached.
+    pub fn count_failed_start(&mut self, uptime: Duration, now: Instant) -> bool {
+        // A generation that stayed up a while was healthy: what failed before it is over.
+        if uptime >= HEALTHY_UPTIME {
+            self.failed_starts.clear();
+        }
+        self.failed_starts.push_back(now);
+        let Some(limit) = self.config.restart.limit else {
+            // Only the last one matters to nobody; keep the list from growing.
+            self.failed_starts.pop_front();
+            return false;
+        };
+        while self
+            .failed_starts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= limit.window)
+        {
+            self.failed_starts.pop_front();
+        }
+        self.failed_starts.len() >= limit.starts as usize
+    }
+
+    /// Whether the starts of the service failed lately: its next generation's output is
+    /// kept, for `status` to show if it fails too.
+    pub fn starts_failing(&self) -> bool {
+        !self.failed_starts.is_empty() || self.failing.is_some()
     }
 
     pub fn active_generation(&self) -> Option<&Generation> {
@@ -221,7 +317,7 @@ impl State {
     /// The delay before respawning after a crash of a generation that lived `uptime`.
     pub fn next_backoff(&mut self, uptime: Duration) -> Duration {
         // A generation that stayed up a while was healthy: start the backoff over.
-        if uptime >= Duration::from_secs(10) {
+        if uptime >= HEALTHY_UPTIME {
             self.crash_streak = 0;
         }
         let policy = &self.config.restart;
@@ -254,5 +350,49 @@ mod tests {
             s.next_backoff(Duration::from_secs(11)),
             Duration::from_millis(100)
         );
+    }
+
+    fn limited(starts: u32, window: Duration) -> State {
+        let mut config = ServiceConfig::defaults_for("t", vec!["true".into()]);
+        config.restart.limit = Some(crate::config::StartLimit { starts, window });
+        State::new(config, Sockets::new(Vec::new()).expect("no sockets"))
+    }
+
+    #[test]
+    fn the_limit_counts_failed_starts_within_a_sliding_window() {
+        let mut s = limited(3, Duration::from_secs(10));
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let short = Duration::from_millis(5);
+        assert!(!s.count_failed_start(short, at(0)));
+        assert!(!s.count_failed_start(short, at(4)));
+        // The first has left the window: two within it.
+        assert!(!s.count_failed_start(short, at(11)));
+        assert!(!s.count_failed_start(short, at(15)));
+        // 11, 15 and 18 are within 10s.
+        assert!(s.count_failed_start(short, at(18)));
+    }
+
+    #[test]
+    fn a_generation_that_lived_long_enough_forgets_the_failed_starts_before_it() {
+        let mut s = limited(3, Duration::from_secs(60));
+        let t0 = Instant::now();
+        let short = Duration::from_millis(5);
+        assert!(!s.count_failed_start(short, t0));
+        assert!(!s.count_failed_start(short, t0));
+        assert!(!s.count_failed_start(HEALTHY_UPTIME, t0));
+        assert_eq!(s.failed_starts.len(), 1);
+        assert!(!s.count_failed_start(short, t0));
+        assert!(s.count_failed_start(short, t0));
+    }
+
+    #[test]
+    fn without_a_limit_nothing_is_ever_reached_and_nothing_piles_up() {
+        let mut s = limited(1, Duration::from_secs(60));
+        s.config.restart.limit = None;
+        for _ in 0..100 {
+            assert!(!s.count_failed_start(Duration::ZERO, Instant::now()));
+        }
+        assert!(s.failed_starts.is_empty());
     }
 }

@@ -6,6 +6,7 @@ mod fake;
 mod intercept;
 mod lifecycle;
 mod restart;
+mod start_limit;
 mod steer;
 
 use std::sync::Arc;
@@ -247,6 +248,14 @@ fn describe(kind: &EventKind) -> String {
             generation, signal, ..
         } => format!("signalled {generation} {signal}"),
         EventKind::Stopping => "stopping".into(),
+        EventKind::Failing {
+            generation,
+            failed_starts,
+            ..
+        } => match generation {
+            Some(g) => format!("failing after {g} ({failed_starts} failed starts)"),
+            None => format!("failing ({failed_starts} failed starts)"),
+        },
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::super::child::{BoxFuture, ChildProcess, Children, SpawnRequest};
+use super::super::output::OutputTail;
 use crate::handoff::intercept::InterceptCounts;
 use crate::proto::ExitInfo;
 use crate::ready::ReadyCheck;
@@ -37,6 +38,8 @@ pub struct Script {
     pub on_term: Option<ExitInfo>,
     /// A connection of it holds bytes it has not read, until [`FakeChild::read_all`].
     pub unread: bool,
+    /// The lines it prints (kept only when the spawn request asks for its output).
+    pub prints: &'static [&'static str],
 }
 
 impl Default for Script {
@@ -48,6 +51,7 @@ impl Default for Script {
             exec_failure: None,
             on_term: Some(ExitInfo::Code { code: 0 }),
             unread: false,
+            prints: &[],
         }
     }
 }
@@ -81,6 +85,8 @@ struct Inner {
     received: HashMap<u64, Vec<u64>>,
     /// The sockets each generation holds, as a real one holds its fds until it has ended.
     held: HashMap<u64, Vec<crate::listen::Listener>>,
+    /// Whether each generation's output was asked to be kept.
+    kept_output: HashMap<u64, bool>,
 }
 
 impl FakeChildren {
@@ -165,6 +171,11 @@ impl FakeChildren {
         }
     }
 
+    /// Whether generation `generation`'s output was asked to be kept.
+    pub fn kept_output(&self, generation: u64) -> bool {
+        self.lock().kept_output[&generation]
+    }
+
     pub fn spawned(&self) -> Vec<u64> {
         let mut g: Vec<u64> = self.lock().children.keys().copied().collect();
         g.sort();
@@ -198,7 +209,18 @@ impl Children for FakeChildren {
             .config
             .intercept_binds
             .then(|| Arc::new(InterceptCounts::new(request.listeners)));
+        let output = request.keep_output.then(|| {
+            let tail = Arc::new(OutputTail::default());
+            for line in script.prints {
+                tail.push(line.as_bytes());
+            }
+            tail
+        });
+        self.lock()
+            .kept_output
+            .insert(generation, request.keep_output);
         let child = Arc::new(FakeChild {
+            output,
             generation,
             intercept,
             unread: std::sync::atomic::AtomicBool::new(script.unread),
@@ -224,6 +246,7 @@ impl Children for FakeChildren {
 
 #[derive(Debug)]
 pub struct FakeChild {
+    output: Option<Arc<OutputTail>>,
     generation: u64,
     /// With `intercept_binds`: where the test counts the answers to its binds.
     intercept: Option<Arc<InterceptCounts>>,
@@ -337,6 +360,10 @@ impl ChildProcess for FakeChild {
     fn end_idle_start(&self) {}
 
     fn release(&self) {}
+
+    fn output(&self) -> Option<Arc<OutputTail>> {
+        self.output.clone()
+    }
 
     fn intercept_counts(&self) -> Option<Arc<InterceptCounts>> {
         self.intercept.clone()
