@@ -83,9 +83,38 @@ pub fn parse(content: &str) -> Option<i32> {
     t.parse::<i32>().ok().filter(|&p| p > 0)
 }
 
+/// The most of a pidfile that is read: a pid and some whitespace. A longer file is not a
+/// pidfile, and reading it whole would cost what its writer chose.
+const MAX_PIDFILE: u64 = 64;
+
+/// The text of the pidfile at `path`, read without blocking and within [`MAX_PIDFILE`]
+/// bytes: a FIFO or a device planted there is refused instead of waited on (drivers poll
+/// pidfiles in their loops), a huge file is cut.
+pub fn read_text(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_PIDFILE).read_to_end(&mut bytes)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The pid `path` names, if it holds one (not checked to be running).
+pub fn named(path: &Path) -> Option<i32> {
+    read_text(path).ok().as_deref().and_then(parse)
+}
+
 /// Reads `path` strictly: a positive integer naming a live process.
 pub fn read(path: &Path) -> Result<i32, PidfileError> {
-    let content = std::fs::read_to_string(path).map_err(|source| PidfileError::Io {
+    let content = read_text(path).map_err(|source| PidfileError::Io {
         about: "read",
         path: path.to_path_buf(),
         source,
@@ -105,12 +134,7 @@ pub fn read(path: &Path) -> Result<i32, PidfileError> {
 
 /// Removes `path` if it still names `pid` (another process may have taken it over).
 pub fn remove_if(path: &Path, pid: i32) {
-    if std::fs::read_to_string(path)
-        .ok()
-        .as_deref()
-        .and_then(parse)
-        == Some(pid)
-    {
+    if named(path) == Some(pid) {
         let _ = std::fs::remove_file(path);
     }
 }
@@ -118,6 +142,23 @@ pub fn remove_if(path: &Path, pid: i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fifo_or_a_huge_file_is_refused_without_waiting_or_reading_it_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.pid");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(read_text(&fifo).is_err());
+        assert_eq!(named(&fifo), None);
+        let huge = dir.path().join("huge.pid");
+        std::fs::write(
+            &huge,
+            format!("{}{}", std::process::id(), " ".repeat(1 << 20)),
+        )
+        .unwrap();
+        assert_eq!(read_text(&huge).unwrap().len(), MAX_PIDFILE as usize);
+        assert_eq!(named(&huge), Some(std::process::id() as i32));
+    }
 
     #[test]
     fn parse_accepts_trimmed_positive_integers_only() {

@@ -83,13 +83,7 @@ pub(super) async fn upgrade(
     let oldbin = beside(".oldbin");
     // gunicorn's new arbiter's pidfile while the old one lives.
     let second = (!is_nginx).then(|| beside(".2"));
-    let names = |file: &std::path::Path, pid: i32| {
-        std::fs::read_to_string(file)
-            .ok()
-            .as_deref()
-            .and_then(pidfile::parse)
-            == Some(pid)
-    };
+    let names = |file: &std::path::Path, pid: i32| pidfile::named(file) == Some(pid);
     // gunicorn forks its workers before they import the app: a worker that exists may be
     // about to die, and promoting on its existence would stop the old arbiter for a new
     // one that fails. Its workers waiting on one of the inherited listeners is the

@@ -164,11 +164,7 @@ pub(super) async fn pidfile_flip(
     let mut old_gone_at: Option<Instant> = None;
     loop {
         if candidate.is_none() {
-            let named = std::fs::read_to_string(path)
-                .ok()
-                .as_deref()
-                .and_then(pidfile::parse)
-                .filter(|pid| *pid != old.pid);
+            let named = pidfile::named(path).filter(|pid| *pid != old.pid);
             candidate = named.and_then(|pid| Candidate::spot(run, pid));
         }
         let kids = live_children(old.pid);
