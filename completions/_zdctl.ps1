@@ -33,6 +33,7 @@ Register-ArgumentCompleter -Native -CommandName 'zdctl' -ScriptBlock {
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List every known service: service files and running supervisors')
             [CompletionResult]::new('stop', 'stop', [CompletionResultType]::ParameterValue, 'Stop a service run by `zdctl run`: drain every generation, then end its supervisor')
             [CompletionResult]::new('signal', 'signal', [CompletionResultType]::ParameterValue, 'Send a signal to the active generation of a service')
+            [CompletionResult]::new('reexec', 'reexec', [CompletionResultType]::ParameterValue, 'Replace a service''s supervisor with the zdctl binary installed now, in place: same pid, same listeners, same generations')
             [CompletionResult]::new('top', 'top', [CompletionResultType]::ParameterValue, 'Watch services live: generations, listeners, connections; restart with `r`')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script to stdout')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the man page (roff) to stdout')
@@ -116,6 +117,18 @@ Register-ArgumentCompleter -Native -CommandName 'zdctl' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'zdctl;reexec' {
+            [CompletionResult]::new('--binary', '--binary', [CompletionResultType]::ParameterName, 'The zdctl binary to execute, instead of the one installed where the supervisor was started from')
+            [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'How long to wait while the supervisor is busy (a restart running) before giving up')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print the outcome as JSON')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'zdctl;top' {
             [CompletionResult]::new('--pid', '--pid', [CompletionResultType]::ParameterName, 'Also watch the process tree of PID (any supervisor): its children are generations')
             [CompletionResult]::new('--interval', '--interval', [CompletionResultType]::ParameterName, 'How often to take a new snapshot')
@@ -187,6 +200,7 @@ Register-ArgumentCompleter -Native -CommandName 'zdctl' -ScriptBlock {
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List every known service: service files and running supervisors')
             [CompletionResult]::new('stop', 'stop', [CompletionResultType]::ParameterValue, 'Stop a service run by `zdctl run`: drain every generation, then end its supervisor')
             [CompletionResult]::new('signal', 'signal', [CompletionResultType]::ParameterValue, 'Send a signal to the active generation of a service')
+            [CompletionResult]::new('reexec', 'reexec', [CompletionResultType]::ParameterValue, 'Replace a service''s supervisor with the zdctl binary installed now, in place: same pid, same listeners, same generations')
             [CompletionResult]::new('top', 'top', [CompletionResultType]::ParameterValue, 'Watch services live: generations, listeners, connections; restart with `r`')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script to stdout')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the man page (roff) to stdout')
@@ -211,6 +225,9 @@ Register-ArgumentCompleter -Native -CommandName 'zdctl' -ScriptBlock {
             break
         }
         'zdctl;help;signal' {
+            break
+        }
+        'zdctl;help;reexec' {
             break
         }
         'zdctl;help;top' {

@@ -31,6 +31,9 @@ _zdctl() {
             zdctl,man)
                 cmd="zdctl__subcmd__man"
                 ;;
+            zdctl,reexec)
+                cmd="zdctl__subcmd__reexec"
+                ;;
             zdctl,restart)
                 cmd="zdctl__subcmd__restart"
                 ;;
@@ -67,6 +70,9 @@ _zdctl() {
             zdctl__subcmd__help,man)
                 cmd="zdctl__subcmd__help__subcmd__man"
                 ;;
+            zdctl__subcmd__help,reexec)
+                cmd="zdctl__subcmd__help__subcmd__reexec"
+                ;;
             zdctl__subcmd__help,restart)
                 cmd="zdctl__subcmd__help__subcmd__restart"
                 ;;
@@ -95,7 +101,7 @@ _zdctl() {
 
     case "${cmd}" in
         zdctl)
-            opts="-v -h -V --verbose --help --version run restart status list stop signal top completions man verify demo help"
+            opts="-v -h -V --verbose --help --version run restart status list stop signal reexec top completions man verify demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -145,7 +151,7 @@ _zdctl() {
             return 0
             ;;
         zdctl__subcmd__help)
-            opts="run restart status list stop signal top completions man verify demo help"
+            opts="run restart status list stop signal reexec top completions man verify demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -215,6 +221,20 @@ _zdctl() {
             return 0
             ;;
         zdctl__subcmd__help__subcmd__man)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        zdctl__subcmd__help__subcmd__reexec)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -347,6 +367,28 @@ _zdctl() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        zdctl__subcmd__reexec)
+            opts="-v -h -V --binary --wait --json --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --binary)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

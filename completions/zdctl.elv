@@ -30,6 +30,7 @@ set edit:completion:arg-completer[zdctl] = {|@words|
             cand list 'List every known service: service files and running supervisors'
             cand stop 'Stop a service run by `zdctl run`: drain every generation, then end its supervisor'
             cand signal 'Send a signal to the active generation of a service'
+            cand reexec 'Replace a service''s supervisor with the zdctl binary installed now, in place: same pid, same listeners, same generations'
             cand top 'Watch services live: generations, listeners, connections; restart with `r`'
             cand completions 'Print a shell completion script to stdout'
             cand man 'Print the man page (roff) to stdout'
@@ -106,6 +107,17 @@ set edit:completion:arg-completer[zdctl] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'zdctl;reexec'= {
+            cand --binary 'The zdctl binary to execute, instead of the one installed where the supervisor was started from'
+            cand --wait 'How long to wait while the supervisor is busy (a restart running) before giving up'
+            cand --json 'Print the outcome as JSON'
+            cand -v 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand --verbose 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'zdctl;top'= {
             cand --pid 'Also watch the process tree of PID (any supervisor): its children are generations'
             cand --interval 'How often to take a new snapshot'
@@ -172,6 +184,7 @@ set edit:completion:arg-completer[zdctl] = {|@words|
             cand list 'List every known service: service files and running supervisors'
             cand stop 'Stop a service run by `zdctl run`: drain every generation, then end its supervisor'
             cand signal 'Send a signal to the active generation of a service'
+            cand reexec 'Replace a service''s supervisor with the zdctl binary installed now, in place: same pid, same listeners, same generations'
             cand top 'Watch services live: generations, listeners, connections; restart with `r`'
             cand completions 'Print a shell completion script to stdout'
             cand man 'Print the man page (roff) to stdout'
@@ -190,6 +203,8 @@ set edit:completion:arg-completer[zdctl] = {|@words|
         &'zdctl;help;stop'= {
         }
         &'zdctl;help;signal'= {
+        }
+        &'zdctl;help;reexec'= {
         }
         &'zdctl;help;top'= {
         }

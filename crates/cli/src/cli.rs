@@ -47,6 +47,9 @@ pub enum Command {
     Stop(StopArgs),
     /// Send a signal to the active generation of a service.
     Signal(SignalArgs),
+    /// Replace a service's supervisor with the zdctl binary installed now, in place: same
+    /// pid, same listeners, same generations.
+    Reexec(ReexecArgs),
     /// Watch services live: generations, listeners, connections; restart with `r`.
     Top(TopArgs),
     /// Print a shell completion script to stdout.
@@ -227,6 +230,34 @@ pub struct StopArgs {
     pub name: String,
 
     /// Print the supervisor's answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The supervisor first runs the new binary to check that it can read \
+    the service file and the state it is handed; a binary that cannot (it crashes, is not \
+    executable, is too old or too new) leaves the supervisor as it was, and reexec exits 1. \
+    SIGUSR2 to 'zdctl run' does the same with the installed binary.\n\n\
+    Examples:\n  \
+    zdctl reexec api\n  \
+    zdctl reexec api --binary ./target/release/zdctl"
+)]
+pub struct ReexecArgs {
+    /// The service whose supervisor is re-executed.
+    pub name: String,
+
+    /// The zdctl binary to execute, instead of the one installed where the supervisor was
+    /// started from.
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
+
+    /// How long to wait while the supervisor is busy (a restart running) before giving up.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
+    pub wait: std::time::Duration,
+
+    /// Print the outcome as JSON.
     #[arg(long)]
     pub json: bool,
 }

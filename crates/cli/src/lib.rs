@@ -9,6 +9,7 @@ mod list;
 mod logging;
 mod output;
 pub mod progress;
+mod reexec;
 mod restart;
 mod run;
 mod signal;
@@ -63,6 +64,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::List(args) => block_on(list::list(args)),
         Command::Stop(args) => block_on(stop::stop(args)),
         Command::Signal(args) => block_on(signal::signal(args)),
+        Command::Reexec(args) => block_on(reexec::reexec(args)),
         Command::Top(args) => top::run(args),
         Command::Completions(args) => completions::completions(args.shell),
         Command::Man => completions::man(),

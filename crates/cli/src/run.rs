@@ -22,6 +22,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         let code = if err.is_usage() { USAGE } else { FAILURE };
         ExitError::with_code(code, chain(&err))
     };
+    // Started by a supervisor that is about to re-execute itself into this binary: say
+    // whether this binary can take over, and touch nothing.
+    if supervisor::is_reexec_check() {
+        let line = supervisor::check_reexec(&options).map_err(to_exit)?;
+        println!("{line}");
+        return Ok(());
+    }
     // Listeners first, before the runtime opens any fd: under socket activation the sockets
     // passed at fds 3.. must be adopted while nothing else can have taken those numbers.
     let prepared = supervisor::prepare(options).map_err(to_exit)?;

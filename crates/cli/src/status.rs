@@ -423,6 +423,7 @@ mod tests {
             containment: Some("cgroup:/zdctl.api.1200".into()),
             intercept_binds: false,
             failing: None,
+            supervisor: None,
         }
     }
 

@@ -210,6 +210,7 @@ impl Inspector {
         // What the supervisor counted of each generation's binds: /proc does not show it.
         snapshot.intercept_binds = status.intercept_binds;
         snapshot.failing = status.failing.clone();
+        snapshot.supervisor = status.supervisor.clone();
         for view in &mut snapshot.generations {
             view.intercept = status
                 .generations

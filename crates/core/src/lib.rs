@@ -18,3 +18,4 @@ pub mod service;
 pub mod signal;
 mod stamp;
 pub mod supervisor;
+pub mod version;

@@ -19,7 +19,9 @@ use std::str::FromStr;
 pub use activation::{open_or_adopt_listeners, open_or_adopt_listeners_with};
 pub use error::{ListenError, ListenSpecError};
 pub(crate) use open::backlog_for;
-pub use open::{Listener, TcpSharing, open_listeners, open_listeners_with, remove_socket_files};
+pub use open::{
+    Listener, TcpSharing, open_listeners, open_listeners_with, remove_socket_files, resume_listener,
+};
 
 /// The name a listener gets when its spec names none: systemd passes `unknown` in
 /// `LISTEN_FDNAMES` for an fd without a name, and apps that look names up expect it.

@@ -19,13 +19,16 @@ use crate::driver::{self, DriverConfig, DriverError};
 use crate::inspect::{InspectError, Inspector, Snapshot};
 use crate::paths;
 use crate::proto::{
-    Client, ClientError, ErrorKind, ErrorReply, Event, EventKind, ListenerInfo, Op, Reply,
-    ReplyResult, RestartReport, Status,
+    Client, ClientError, ErrorKind, ErrorReply, Event, EventKind, ListenerInfo, Op, ReexecInfo,
+    Reply, ReplyResult, RestartReport, Status,
 };
 use crate::signal::Signal;
 
 /// How long reading a foreign service's status from /proc (or from `systemctl`) may take.
 pub const STATUS_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long the new binary of a `reexec` may take to answer `status`.
+pub const REEXEC_ANSWER: Duration = Duration::from_secs(30);
 
 /// A service, found by name or in the config directories and runtime directory.
 #[derive(Debug, Clone)]
@@ -159,6 +162,32 @@ pub enum ServiceError {
     },
     #[error("reading the status of '{name}' took longer than {}s", STATUS_DEADLINE.as_secs())]
     StatusDeadline { name: String },
+    #[error("the supervisor of '{name}' is busy: {reason}; run 'zdctl reexec {name}' again")]
+    ReexecBusy { name: String, reason: String },
+    #[error("reexec of '{name}' failed: {reason}; the supervisor runs on as before")]
+    ReexecFailed { name: String, reason: String },
+    #[error(
+        "the supervisor of '{name}' did not answer within {}s after its reexec; check its log \
+         and 'zdctl status {name}'",
+        waited.as_secs()
+    )]
+    ReexecSilent { name: String, waited: Duration },
+}
+
+/// How a `reexec` went (see [`Service::reexec`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reexecuted {
+    pub supervisor_pid: i32,
+    pub from_version: String,
+    pub to_version: String,
+    pub binary: String,
+    /// From the request to the new binary's first answer to `status`.
+    pub elapsed_ms: u64,
+    pub elapsed_us: u64,
+    /// The listeners' inodes, the same before and after.
+    pub listener_inodes: Vec<u64>,
+    /// The supervisor's reexecs so far.
+    pub reexecs: u64,
 }
 
 impl ServiceError {
@@ -447,6 +476,125 @@ impl Service {
             }
         }
         Ok(message)
+    }
+
+    /// Re-executes the supervisor in place with `binary` (its installed binary when
+    /// `None`): waits while the supervisor is busy (a restart running) up to `wait`, then
+    /// until the new binary answers `status`. Succeeds only when the supervisor that answers
+    /// is the same process, with one more reexec and the same listeners.
+    pub async fn reexec(
+        &self,
+        binary: Option<String>,
+        wait: Duration,
+    ) -> Result<Reexecuted, ServiceError> {
+        if let Runner::Driver(config) = &self.runner {
+            return Err(self.unsupported(
+                "reexec",
+                format!("upgrade {} with its own mechanism", config.kind.name()),
+            ));
+        }
+        let name = self.name.clone();
+        let before = self.status().await?.status;
+        let reexecs_before = before.supervisor.as_ref().map_or(0, |s| s.reexecs);
+        let inodes = |s: &Status| s.listeners.iter().map(|l| l.inode).collect::<Vec<_>>();
+        let busy_until = std::time::Instant::now() + wait;
+        let sent = std::time::Instant::now();
+        let sent_unix_ms = crate::proto::unix_ms(std::time::SystemTime::now());
+        loop {
+            let mut client = self.connect().await?;
+            let reply = client
+                .call(
+                    Op::Reexec {
+                        binary: binary.clone(),
+                    },
+                    |_| {},
+                )
+                .await
+                .map_err(|e| self.client_error(e))?;
+            match reply {
+                Reply::Result { .. } => break,
+                Reply::Error { error, .. } if error.kind == ErrorKind::Busy => {
+                    if std::time::Instant::now() >= busy_until {
+                        return Err(ServiceError::ReexecBusy {
+                            name,
+                            reason: error.message,
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Reply::Error { error, .. } => {
+                    return Err(ServiceError::ReexecFailed {
+                        name,
+                        reason: error.message,
+                    });
+                }
+                Reply::Event { .. } => {
+                    return Err(ServiceError::Unexpected {
+                        name,
+                        detail: "an event where a result was expected".to_owned(),
+                    });
+                }
+            }
+        }
+        // The old binary answered and is handing over: the next status comes from the new
+        // one, or from the old one if its execve failed.
+        let deadline = std::time::Instant::now() + REEXEC_ANSWER;
+        loop {
+            if let Ok(status) = self.status().await.map(|s| s.status) {
+                let me = status.supervisor.clone();
+                let reexecs = me.as_ref().map_or(0, |s| s.reexecs);
+                let failed = me
+                    .as_ref()
+                    .and_then(|s| s.last_reexec.as_ref())
+                    .filter(|r| r.unix_ms >= sent_unix_ms)
+                    .and_then(|r| r.error.clone());
+                if reexecs > reexecs_before {
+                    let elapsed = sent.elapsed();
+                    if status.supervisor_pid != before.supervisor_pid {
+                        return Err(ServiceError::ReexecFailed {
+                            name,
+                            reason: format!(
+                                "the supervisor now answers as pid {}, not {}",
+                                status.supervisor_pid, before.supervisor_pid
+                            ),
+                        });
+                    }
+                    if inodes(&status) != inodes(&before) {
+                        return Err(ServiceError::ReexecFailed {
+                            name,
+                            reason: "the listeners changed".to_owned(),
+                        });
+                    }
+                    let me = me.unwrap_or_else(|| unreachable!("reexecs counted above"));
+                    let last = me.last_reexec.unwrap_or_else(|| ReexecInfo {
+                        unix_ms: 0,
+                        from_version: String::new(),
+                        binary: String::new(),
+                        error: None,
+                    });
+                    return Ok(Reexecuted {
+                        supervisor_pid: status.supervisor_pid,
+                        from_version: last.from_version,
+                        to_version: me.version,
+                        binary: last.binary,
+                        elapsed_ms: elapsed.as_millis() as u64,
+                        elapsed_us: elapsed.as_micros() as u64,
+                        listener_inodes: inodes(&status),
+                        reexecs,
+                    });
+                }
+                if let Some(reason) = failed {
+                    return Err(ServiceError::ReexecFailed { name, reason });
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(ServiceError::ReexecSilent {
+                    name,
+                    waited: REEXEC_ANSWER,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     /// Sends `signal` to the active generation's main process.

@@ -73,12 +73,20 @@ pub enum SignalError {
 }
 
 /// Signals the supervisor acts on itself instead of forwarding: HUP restarts, TERM and INT
-/// stop everything gracefully.
-const SUPERVISOR_HANDLED: &[Signal] = &[Signal::Hangup, Signal::Terminate, Signal::Interrupt];
+/// stop everything gracefully, USR2 re-executes the supervisor's installed binary in place
+/// (`zdctl reexec`).
+const SUPERVISOR_HANDLED: &[Signal] = &[
+    Signal::Hangup,
+    Signal::Terminate,
+    Signal::Interrupt,
+    Signal::User2,
+];
 
 /// Every catchable signal forwarded to the active generation. Left out, and why:
 /// - CHLD: the supervisor's own child bookkeeping; KILL and STOP: cannot be caught.
-/// - HUP, TERM, INT: handled by the supervisor itself (see [`Signal::handled_by_supervisor`]).
+/// - HUP, TERM, INT, USR2: handled by the supervisor itself (see
+///   [`Signal::handled_by_supervisor`]); `zdctl signal NAME USR2` still sends USR2 to the
+///   active generation.
 /// - SEGV, BUS, FPE, ILL, TRAP, SYS, ABRT: they report a fault in the supervisor itself;
 ///   catching them would hide the fault instead of dumping core.
 /// - PIPE: a write to a closed pipe or socket in the supervisor, not a message for the app.
@@ -87,7 +95,6 @@ const SUPERVISOR_HANDLED: &[Signal] = &[Signal::Hangup, Signal::Terminate, Signa
 const FORWARDABLE: &[Signal] = &[
     Signal::Quit,
     Signal::User1,
-    Signal::User2,
     Signal::Alarm,
     Signal::Winch,
     Signal::Continue,
@@ -382,15 +389,21 @@ mod tests {
             Signal::Hangup,
             Signal::Terminate,
             Signal::Interrupt,
+            Signal::User2,
             Signal::Other(libc::SIGSEGV),
         ] {
             assert!(!list.contains(&never), "{never}");
         }
-        assert!(list.contains(&Signal::User2));
+        assert!(list.contains(&Signal::User1));
         assert!(list.iter().all(|s| s.is_catchable() && s.to_nix().is_ok()));
         assert_eq!(
             Signal::handled_by_supervisor(),
-            &[Signal::Hangup, Signal::Terminate, Signal::Interrupt]
+            &[
+                Signal::Hangup,
+                Signal::Terminate,
+                Signal::Interrupt,
+                Signal::User2
+            ]
         );
     }
 

@@ -17,7 +17,10 @@ mod output;
 mod owner;
 pub mod priority;
 mod process;
+mod reexec;
 mod restart;
+mod resumed;
+mod snapshot;
 pub mod start_priority;
 mod state;
 #[cfg(test)]
@@ -78,6 +81,8 @@ pub enum SupervisorError {
         /// The generations (number, main pid) killed at their drain deadline.
         killed: Vec<(u64, i32)>,
     },
+    #[error("cannot take over from the previous binary of the supervisor: {reason}")]
+    Reexec { reason: String },
     #[error("cannot {about}")]
     Io {
         about: String,
@@ -127,6 +132,16 @@ pub fn prepare(options: SupervisorOptions) -> Result<Prepared, SupervisorError> 
         crate::paths::ensure_runtime_dir(dir)?;
     }
     limit_malloc_arenas();
+    if let Some(mut resume) = control::take_reexec_state(&options.config)
+        .map_err(|reason| SupervisorError::Reexec { reason })?
+    {
+        let listeners = resume.listeners(&options.config)?;
+        return Ok(Prepared {
+            options,
+            listeners,
+            resume: Some(resume),
+        });
+    }
     // A running supervisor of the same service holds the same addresses: say that, rather
     // than the "address in use" that binding would report.
     if std::os::unix::net::UnixStream::connect(&options.control_socket).is_ok() {
@@ -157,7 +172,36 @@ pub fn prepare(options: SupervisorOptions) -> Result<Prepared, SupervisorError> 
             priority::GiveWay::AtLowest => {}
         }
     }
-    Ok(Prepared { options, listeners })
+    Ok(Prepared {
+        options,
+        listeners,
+        resume: None,
+    })
+}
+
+/// `zdctl run` started by a supervisor that wants to re-execute itself into this binary
+/// (`ZDCTL_REEXEC_CHECK`): checks that this binary reads the service file and the state
+/// it was given, and that they fit. Returns the line to print: the marker the supervisor
+/// waits for, and this binary's version.
+pub fn check_reexec(options: &SupervisorOptions) -> Result<String, SupervisorError> {
+    options.config.validate()?;
+    let reexec = |reason: String| SupervisorError::Reexec { reason };
+    let fd = std::env::var(snapshot::CHECK_FD_VAR)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+        .ok_or_else(|| reexec(format!("{} is not an fd number", snapshot::CHECK_FD_VAR)))?;
+    let state = snapshot::Snapshot::from_fd(fd).map_err(reexec)?;
+    state.check_fits(&options.config).map_err(reexec)?;
+    Ok(format!(
+        "{} {}",
+        snapshot::CHECKED,
+        crate::version::version()
+    ))
+}
+
+/// Whether this process was started to check a reexec's state ([`check_reexec`]).
+pub fn is_reexec_check() -> bool {
+    std::env::var_os(snapshot::CHECK_FD_VAR).is_some()
 }
 
 /// How the TCP and UDP listeners will reach generations: steered when the file asks for
@@ -219,7 +263,6 @@ struct Context {
     owner: mpsc::UnboundedSender<Msg>,
     /// Becomes true once when the supervisor starts stopping.
     stopping: watch::Sender<bool>,
-    started: std::time::SystemTime,
 }
 
 impl Context {

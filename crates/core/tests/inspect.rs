@@ -257,6 +257,7 @@ fn a_native_status_names_the_generations_and_their_states() {
         containment: None,
         intercept_binds: false,
         failing: None,
+        supervisor: None,
     };
     for source in BOTH {
         let snapshot = Inspector::new(source)
@@ -463,6 +464,7 @@ fn each_generations_udp_socket_shows_with_its_scheme_holder_and_queued_bytes() {
         containment: None,
         intercept_binds: false,
         failing: None,
+        supervisor: None,
     };
     for source in BOTH {
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -357,6 +357,7 @@ fn run_count(count: usize, options: &Options) -> Result<()> {
         containment: None,
         intercept_binds: false,
         failing: None,
+        supervisor: None,
     };
     for &kind in &options.series {
         series(count, &status, kind, options)?;

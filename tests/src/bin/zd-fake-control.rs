@@ -84,6 +84,7 @@ fn lies(request: &Request) -> Vec<serde_json::Value> {
             containment: None,
             intercept_binds: false,
             failing: None,
+            supervisor: None,
         })))],
         _ => vec![result(ReplyResult::Done {
             message: "stopped".into(),

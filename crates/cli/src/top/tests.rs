@@ -86,6 +86,7 @@ fn api(at: u64) -> Snapshot {
         },
         intercept_binds: false,
         failing: None,
+        supervisor: None,
     }
 }
 

@@ -36,6 +36,7 @@ fn status(name: &str) -> Status {
         containment: None,
         intercept_binds: false,
         failing: None,
+        supervisor: None,
     }
 }
 

@@ -177,6 +177,7 @@ pub fn status(config: &DriverConfig) -> Result<Status, DriverError> {
         containment: None,
         intercept_binds: false,
         failing: None,
+        supervisor: None,
     })
 }
 

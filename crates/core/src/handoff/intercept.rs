@@ -182,6 +182,9 @@ pub struct Interception {
     thread: Option<std::thread::JoinHandle<()>>,
     /// What the thread answered; they outlive it.
     counts: Arc<InterceptCounts>,
+    /// The seccomp listener's fd number once the thread has it (-1 before), for a
+    /// `reexec` to keep across `execve`. The thread owns the fd.
+    seccomp: Arc<std::sync::atomic::AtomicI32>,
 }
 
 impl Interception {
@@ -193,6 +196,36 @@ impl Interception {
         channel: OwnedFd,
         listeners: &[Listener],
     ) -> io::Result<Interception> {
+        let seccomp = Arc::new(std::sync::atomic::AtomicI32::new(-1));
+        let known = Arc::clone(&seccomp);
+        Interception::serve_on(generation, pid, listeners, seccomp, move |stop| {
+            let notify = receive_listener(&channel, stop)?;
+            drop(channel);
+            known.store(notify.as_raw_fd(), std::sync::atomic::Ordering::SeqCst);
+            Some(notify)
+        })
+    }
+
+    /// Goes on answering the binds of generation `generation` (main pid `pid`) on
+    /// `notify`, the seccomp listener a previous binary of this supervisor received and
+    /// kept open across `execve`.
+    pub fn resume(
+        generation: u64,
+        pid: i32,
+        notify: OwnedFd,
+        listeners: &[Listener],
+    ) -> io::Result<Interception> {
+        let seccomp = Arc::new(std::sync::atomic::AtomicI32::new(notify.as_raw_fd()));
+        Interception::serve_on(generation, pid, listeners, seccomp, move |_| Some(notify))
+    }
+
+    fn serve_on(
+        generation: u64,
+        pid: i32,
+        listeners: &[Listener],
+        seccomp: Arc<std::sync::atomic::AtomicI32>,
+        listener: impl FnOnce(&OwnedFd) -> Option<OwnedFd> + Send + 'static,
+    ) -> io::Result<Interception> {
         let targets = listeners
             .iter()
             .map(Listener::try_clone)
@@ -203,17 +236,22 @@ impl Interception {
         let thread = std::thread::Builder::new()
             .name(format!("intercept-{generation}"))
             .spawn(move || {
-                let Some(notify) = receive_listener(&channel, &stop_read) else {
+                let Some(notify) = listener(&stop_read) else {
                     return;
                 };
-                drop(channel);
                 notify::serve(generation, pid, &notify, &stop_read, &targets, &counted);
             })?;
         Ok(Interception {
             stop: Some(stop_write),
             thread: Some(thread),
             counts,
+            seccomp,
         })
+    }
+
+    /// The seccomp listener's fd, once received.
+    pub fn seccomp_fd(&self) -> Option<i32> {
+        Some(self.seccomp.load(std::sync::atomic::Ordering::SeqCst)).filter(|fd| *fd >= 0)
     }
 
     /// What the interception answered so far, counted; the counts stay readable once it

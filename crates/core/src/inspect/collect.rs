@@ -301,6 +301,7 @@ impl Inspector {
             kernel: kernel.0,
             intercept_binds: false,
             failing: None,
+            supervisor: None,
         })
     }
 

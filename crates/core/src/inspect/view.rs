@@ -35,6 +35,10 @@ pub struct Snapshot {
     /// `top` shows why. `None` for a foreign tree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failing: Option<crate::proto::FailingInfo>,
+    /// Our supervisor's version and re-executions (the status's `supervisor`). `None` for
+    /// a foreign tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervisor: Option<crate::proto::SupervisorInfo>,
 }
 
 /// One generation: a process tree started together.

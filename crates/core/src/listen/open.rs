@@ -477,3 +477,42 @@ impl Drop for SocketFile {
         self.remove();
     }
 }
+
+/// A listener this supervisor held before it re-executed itself, or that a dead
+/// supervisor's generation still holds: `fd` must be the socket whose inode was recorded
+/// (`inode`), so a recycled fd number or a swapped socket is refused. A unix listener's
+/// file is removed at the stop again, if it is still that socket's.
+pub fn resume_listener(
+    spec: &ListenerSpec,
+    fd: std::os::fd::OwnedFd,
+    inode: u64,
+) -> Result<Listener, ListenError> {
+    let mismatch = |source: io::Error| ListenError::Io {
+        about: "take back",
+        addr: spec.addr.to_string(),
+        source,
+    };
+    let stat = nix::sys::stat::fstat(&fd).map_err(|e| mismatch(e.into()))?;
+    if stat.st_ino != inode || stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(mismatch(io::Error::other(format!(
+            "the socket handed over is not the one recorded (inode {} instead of {inode})",
+            stat.st_ino
+        ))));
+    }
+    let socket = Socket::from(fd);
+    socket.set_cloexec(true).map_err(mismatch)?;
+    let file = match &spec.addr {
+        ListenAddr::Unix(path) if !path.as_os_str().as_encoded_bytes().starts_with(b"@") => {
+            fs::symlink_metadata(path).ok().map(|meta| {
+                Arc::new(SocketFile {
+                    path: path.clone(),
+                    dev: meta.dev(),
+                    ino: meta.ino(),
+                    removed: AtomicBool::new(false),
+                })
+            })
+        }
+        _ => None,
+    };
+    Listener::from_socket(socket, spec.clone(), file)
+}

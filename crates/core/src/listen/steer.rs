@@ -226,6 +226,40 @@ impl Sockets {
         Ok(sockets)
     }
 
+    /// The sockets of a supervisor that re-executed itself or adopted a dead one's
+    /// generation: one seat, numbered `seat` as before, with `steered` as recorded. The
+    /// caller makes sure they are alone in their groups (no other seat's socket is open),
+    /// so the program is attached again as `ret #0`.
+    pub fn resume(
+        listeners: Vec<Listener>,
+        steered: Vec<bool>,
+        seat: Seat,
+    ) -> Result<Sockets, ListenError> {
+        let sockets = Sockets {
+            steered,
+            seats: BTreeMap::from([(seat, listeners)]),
+            order: vec![seat],
+            target: seat,
+            next: seat + 1,
+            retired: BTreeSet::new(),
+        };
+        if sockets.any_steered() {
+            sockets.attach(seat)?;
+        }
+        Ok(sockets)
+    }
+
+    /// The steered flag of every listener, in config order.
+    pub fn steered_flags(&self) -> &[bool] {
+        &self.steered
+    }
+
+    /// How many seats are open (more than one only during a restart, or while a retired
+    /// seat waits until its close is safe).
+    pub fn open_count(&self) -> usize {
+        self.seats.len()
+    }
+
     /// Whether listener `index` (config order) is steered.
     pub fn is_steered(&self, index: usize) -> bool {
         self.steered.get(index).copied().unwrap_or(false)

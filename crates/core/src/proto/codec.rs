@@ -88,7 +88,7 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
 }
 
 /// The ops this supervisor knows, for the message about one it does not.
-const KNOWN_OPS: &[&str] = &["status", "restart", "stop", "signal", "watch"];
+const KNOWN_OPS: &[&str] = &["status", "restart", "stop", "signal", "watch", "reexec"];
 
 /// Parses one request line, or builds the error reply it deserves.
 ///

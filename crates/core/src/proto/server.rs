@@ -265,6 +265,31 @@ impl ControlServer {
         })
     }
 
+    /// The server of a supervisor that re-executed itself: the listening socket at `fd`,
+    /// kept open across `execve`, which must still be the socket file at `path`.
+    pub fn resume(path: &Path, fd: std::os::fd::OwnedFd) -> Result<Self, ServerError> {
+        let io = |about, source| ServerError::Io {
+            about,
+            path: path.to_path_buf(),
+            source,
+        };
+        let std = std::os::unix::net::UnixListener::from(fd);
+        std.set_nonblocking(true)
+            .map_err(|e| io("take back the control socket", e))?;
+        let listener =
+            UnixListener::from_std(std).map_err(|e| io("take back the control socket", e))?;
+        Ok(Self {
+            listener,
+            path: path.to_path_buf(),
+            limits: Limits::DEFAULT,
+        })
+    }
+
+    /// The listening socket's fd, for a `reexec` to keep open.
+    pub fn raw_fd(&self) -> i32 {
+        std::os::fd::AsRawFd::as_raw_fd(&self.listener)
+    }
+
     /// Serves within `limits` instead of [`Limits::DEFAULT`].
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;

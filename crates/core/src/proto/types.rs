@@ -25,6 +25,14 @@ pub enum Op {
     Signal { signal: String },
     /// Stream every event of the service until the client disconnects.
     Watch,
+    /// Replace the supervisor's program in place (same pid, same listeners, same
+    /// generations) with the zdctl binary at `binary`, or with the one installed where the
+    /// supervisor was started from. Answered once the new binary has proved it can take
+    /// over, just before it does; the client then waits for it to answer `status`.
+    Reexec {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        binary: Option<String>,
+    },
 }
 
 /// A request line: `{"v":1,"id":7,"op":"restart"}`.
@@ -468,6 +476,50 @@ pub struct Status {
     /// foreign supervisor or an older zdctl.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failing: Option<FailingInfo>,
+    /// The supervisor itself: its version, its binary, its re-executions and adoptions.
+    /// `None` from a foreign supervisor or an older zdctl.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervisor: Option<SupervisorInfo>,
+}
+
+/// The supervisor process of a service (see [`Status::supervisor`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SupervisorInfo {
+    /// The version of the zdctl binary that runs now (`0.4.0`, or `0.4.0+TAG`).
+    pub version: String,
+    /// The binary `zdctl reexec` executes unless told another.
+    pub binary: String,
+    /// How many times the supervisor replaced its program in place since it started.
+    #[serde(default)]
+    pub reexecs: u64,
+    /// The last `reexec`: done, or why it was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reexec: Option<ReexecInfo>,
+    /// Set when this supervisor adopted the generations of one that had died.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted: Option<AdoptedInfo>,
+}
+
+/// One `reexec` of the supervisor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReexecInfo {
+    pub unix_ms: u64,
+    /// The version that ran before, and the binary that was executed.
+    pub from_version: String,
+    pub binary: String,
+    /// Why it did not happen; absent when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What a supervisor adopted from one that had died.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdoptedInfo {
+    pub unix_ms: u64,
+    /// The pid of the supervisor that died.
+    pub from_pid: i32,
+    /// The generations it adopted (by number).
+    pub generations: Vec<u64>,
 }
 
 /// Why a service is failing (see [`Status::failing`]).

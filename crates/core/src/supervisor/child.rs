@@ -99,4 +99,25 @@ pub(super) trait ChildProcess: Send + Sync + std::fmt::Debug + 'static {
     /// Whether a TCP connection on one of `ports` that the generation's processes hold
     /// has bytes they have not read: a request that is not seen yet.
     fn unread_input(&self, ports: Vec<u16>) -> BoxFuture<'_, bool>;
+
+    /// What a `reexec` hands to the next binary so that it can go on watching the
+    /// generation (see [`Carried`]). Nothing, by default.
+    fn carried(&self) -> Carried {
+        Carried::default()
+    }
+}
+
+/// What the supervisor holds for a running generation besides its pid: its cgroup, and
+/// the fds a `reexec` keeps open across `execve` (the seccomp listener that answers its
+/// binds, the read ends of its output pipes).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Carried {
+    /// The cgroup, as `/proc/PID/cgroup` names it.
+    pub cgroup: Option<String>,
+    pub intercept: Option<i32>,
+    /// stdout's and stderr's pipes, when its output goes through the supervisor.
+    pub output: [Option<i32>; 2],
+    pub prefix: String,
+    /// Whether its last lines are kept.
+    pub keep_output: bool,
 }

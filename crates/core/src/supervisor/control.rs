@@ -3,17 +3,19 @@
 
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{broadcast, mpsc, watch};
 use tracing::{info, warn};
 
-use super::child::Children;
+use super::child::{ChildProcess, Children};
 use super::owner::{Msg, Owner};
 use super::process::Processes;
 use super::restart::RestartRun;
-use super::state::State;
+use super::resumed::Resumed;
+use super::snapshot::{LiveGeneration, STATE_FD_VAR, Snapshot, set_cloexec};
+use super::state::{Myself, State};
 use super::{Context, SupervisorError, SupervisorOptions};
 use crate::listen::Listener;
 use crate::listen::remove_socket_files;
@@ -29,6 +31,70 @@ use crate::signal::Signal;
 pub struct Prepared {
     pub(super) options: SupervisorOptions,
     pub(super) listeners: Vec<crate::listen::Listener>,
+    /// Set when this binary takes over from the previous one of the same supervisor.
+    pub(super) resume: Option<Resume>,
+}
+
+/// What the previous binary of this supervisor handed over (`reexec`).
+#[derive(Debug)]
+pub(super) struct Resume {
+    snapshot: Snapshot,
+    control: Option<std::os::fd::OwnedFd>,
+    listeners: Vec<Option<std::os::fd::OwnedFd>>,
+}
+
+/// Reads the state the previous binary left for this one (`ZDCTL_REEXEC_STATE`), if any,
+/// and takes its fds, made close-on-exec again so that no generation inherits them.
+/// Call it before anything opens an fd: they are at the numbers the state names.
+pub(super) fn take_reexec_state(
+    config: &crate::config::ServiceConfig,
+) -> Result<Option<Resume>, String> {
+    let Some(value) = std::env::var_os(STATE_FD_VAR) else {
+        return Ok(None);
+    };
+    // SAFETY: called before the runtime starts any thread (see `prepare`), so nothing
+    // reads the environment meanwhile; generations must not inherit the variable.
+    unsafe { std::env::remove_var(STATE_FD_VAR) };
+    let fd = value
+        .to_str()
+        .and_then(|v| v.parse::<i32>().ok())
+        .ok_or_else(|| format!("{STATE_FD_VAR} is not an fd number"))?;
+    let snapshot = Snapshot::from_fd(fd)?;
+    snapshot.check_fits(config)?;
+    for fd in snapshot.fds() {
+        set_cloexec(fd, true).map_err(|e| format!("fd {fd} was not handed over: {e}"))?;
+    }
+    use std::os::fd::FromRawFd;
+    // SAFETY: the previous binary kept these fds open for us, and nothing in this process
+    // has opened or taken them (checked above: they are open).
+    let own = |fd: i32| Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+    Ok(Some(Resume {
+        control: own(snapshot.control_fd),
+        listeners: snapshot.listeners.iter().map(|l| own(l.fd)).collect(),
+        snapshot,
+    }))
+}
+
+impl Resume {
+    /// The listeners handed over, each checked against the inode recorded.
+    pub(super) fn listeners(
+        &mut self,
+        config: &crate::config::ServiceConfig,
+    ) -> Result<Vec<Listener>, SupervisorError> {
+        let mut listeners = Vec::new();
+        for ((spec, record), fd) in config
+            .listeners
+            .iter()
+            .zip(&self.snapshot.listeners)
+            .zip(&mut self.listeners)
+        {
+            let fd = fd.take().ok_or_else(|| SupervisorError::Reexec {
+                reason: format!("listener '{}' was not handed over", record.name),
+            })?;
+            listeners.push(crate::listen::resume_listener(spec, fd, record.inode)?);
+        }
+        Ok(listeners)
+    }
 }
 
 impl Prepared {
@@ -46,7 +112,11 @@ impl Prepared {
 }
 
 async fn run_prepared(prepared: Prepared) -> Result<(), SupervisorError> {
-    let Prepared { options, listeners } = prepared;
+    let Prepared {
+        options,
+        listeners,
+        mut resume,
+    } = prepared;
     let config = options.config;
     // Signals first: a HUP or TERM that arrives while we start must not kill us.
     let mut signals = match install_signals() {
@@ -56,7 +126,11 @@ async fn run_prepared(prepared: Prepared) -> Result<(), SupervisorError> {
             return Err(e);
         }
     };
-    let server = match ControlServer::bind(&options.control_socket).await {
+    let server = match resume.as_mut().and_then(|r| r.control.take()) {
+        Some(fd) => ControlServer::resume(&options.control_socket, fd),
+        None => ControlServer::bind(&options.control_socket).await,
+    };
+    let server = match server {
         Ok(s) => s,
         Err(e) => {
             remove_socket_files(&listeners);
@@ -73,19 +147,51 @@ async fn run_prepared(prepared: Prepared) -> Result<(), SupervisorError> {
     if let Err(e) = crate::contain::become_subreaper() {
         warn!(error = %e, "cannot become a child subreaper; orphans of generations go to init");
     }
-    let reaper = tokio::spawn(reap_orphans_on_sigchld());
-    let children = Processes {
-        runtime_dir,
-        cgroups: crate::contain::ServiceCgroups::create(&config.name),
-    };
+    let cgroups = crate::contain::ServiceCgroups::create(&config.name);
     let socket_files = unix_listeners(&listeners);
-    let sockets = match Sockets::new(listeners) {
+    let sockets = match &resume {
+        Some(r) => Sockets::resume(
+            listeners,
+            r.snapshot.listeners.iter().map(|l| l.steered).collect(),
+            r.snapshot.seat,
+        ),
+        None => Sockets::new(listeners),
+    };
+    let sockets = match sockets {
         Ok(s) => s,
         Err(e) => {
             ControlServer::remove(server.path());
             remove_socket_files(&socket_files);
             return Err(e.into());
         }
+    };
+    // The generations the previous binary ran, listed as our own children before the
+    // orphan reaper starts.
+    let resumed: Vec<(LiveGeneration, Arc<dyn ChildProcess>)> = resume
+        .as_ref()
+        .map(|r| {
+            r.snapshot
+                .live
+                .iter()
+                .filter_map(|record| {
+                    Resumed::after_reexec(
+                        record,
+                        sockets.seat(record.seat),
+                        &config.name,
+                        &runtime_dir,
+                        cgroups.as_ref(),
+                    )
+                    .inspect_err(|e| warn!(generation = record.generation, error = %e, "cannot take the generation back"))
+                    .ok()
+                    .map(|c| (record.clone(), Arc::new(c) as Arc<dyn ChildProcess>))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let reaper = tokio::spawn(reap_orphans_on_sigchld());
+    let children = Processes {
+        runtime_dir,
+        cgroups,
     };
     for (i, l) in sockets.seat(sockets.steered_to()).iter().enumerate() {
         let handoff = if sockets.is_steered(i) {
@@ -101,8 +207,14 @@ async fn run_prepared(prepared: Prepared) -> Result<(), SupervisorError> {
         options.config_path,
         Arc::new(children),
     );
+    owner.st.me = Myself::current();
+    owner.st.me.control_fd = server.raw_fd();
 
-    if let Err(reason) = owner.start_active(false) {
+    let started = match resume {
+        Some(r) => owner.resume(r.snapshot, resumed),
+        None => owner.start_active(false),
+    };
+    if let Err(reason) = started {
         ControlServer::remove(server.path());
         remove_socket_files(&owner.cx.socket_files);
         return Err(SupervisorError::FirstSpawn {
@@ -201,7 +313,6 @@ impl Owner {
             events,
             owner: tx,
             stopping,
-            started: SystemTime::now(),
         });
         Owner {
             cx,
@@ -231,12 +342,16 @@ impl Owner {
                     }
                 }
                 Some(sig) = signals.recv() => self.on_signal(sig),
-                Some(msg) = self.inbox.recv() => self.on_msg(msg),
+                Some(msg) = self.inbox.recv() => match msg {
+                    Msg::ReexecChecked(checked) => self.finish_reexec(checked).await,
+                    msg => self.on_msg(msg),
+                },
             }
         }
         while let Some(msg) = self.inbox.recv().await {
             match msg {
                 Msg::Stopped => break,
+                Msg::ReexecChecked(checked) => self.finish_reexec(checked).await,
                 msg => self.on_msg(msg),
             }
         }
@@ -253,6 +368,13 @@ impl Owner {
             Signal::Terminate | Signal::Interrupt => {
                 info!(signal = %sig, "stopping");
                 self.begin_stop();
+            }
+            Signal::User2 => {
+                info!("SIGUSR2: re-executing the installed binary");
+                self.begin_reexec(None, None);
+            }
+            Signal::Hangup if self.st.me.reexecing => {
+                warn!("SIGHUP ignored: a reexec is being checked");
             }
             Signal::Hangup => {
                 if let Err(busy) = self.start_restart(Instant::now(), None, None) {
@@ -295,6 +417,11 @@ impl Owner {
                 ErrorKind::Invalid,
                 "ready_timeout_ms must be positive: a readiness timeout of 0 rolls every restart back",
             )),
+            Op::Restart { .. } if self.st.me.reexecing => reply(Reply::error(
+                id,
+                ErrorKind::Busy,
+                "the supervisor is re-executing itself; restart once 'zdctl reexec' is done",
+            )),
             Op::Restart {
                 ready_timeout_ms,
                 attach,
@@ -320,6 +447,7 @@ impl Owner {
                 }
             }
             Op::Stop => return Some((id, replies)),
+            Op::Reexec { binary } => self.begin_reexec(binary, Some((id, replies))),
             Op::Signal { signal } => match Signal::from_str(&signal) {
                 Ok(sig) => match self.forward_signal(sig) {
                     Some(pid) => reply(Reply::result(
@@ -394,7 +522,7 @@ impl Owner {
         Status {
             service: st.config.name.clone(),
             supervisor_pid: std::process::id() as i32,
-            started_unix_ms: unix_ms(self.cx.started),
+            started_unix_ms: unix_ms(st.me.started),
             config_path: self
                 .cx
                 .config_path
@@ -421,6 +549,7 @@ impl Owner {
             containment: Some(self.children.containment()),
             intercept_binds: st.config.intercept_binds,
             failing: st.failing.as_ref().map(|f| f.info()),
+            supervisor: Some(st.me.info()),
         }
     }
 }

@@ -17,6 +17,7 @@ use tracing::{error, info};
 use super::Context;
 use super::child::{ChildProcess, Children, SpawnRequest};
 use super::drain::drain;
+use super::snapshot::LiveGeneration;
 use super::state::{FailedStart, Failing, Generation, State};
 use crate::config::{RestartMode, ServiceConfig};
 use crate::listen::steer::Seat;
@@ -64,7 +65,14 @@ pub(super) enum Msg {
     /// No process of a generation is left to hold a file: the sockets it received may
     /// close.
     Released { seat: Seat },
+    /// The new binary of a `reexec` checked the snapshot (or could not).
+    ReexecChecked(ReexecCheck),
 }
+
+/// How the check of a `reexec`'s new binary ended: the binary, ready to take over, or the
+/// binary and why not, with the client that asked.
+pub(super) type ReexecCheck =
+    Result<Box<super::reexec::Checked>, (String, String, Option<(u64, crate::proto::Replies)>)>;
 
 /// A generation just started.
 #[derive(Debug)]
@@ -157,6 +165,8 @@ impl Owner {
                 }
             }
             Msg::Released { seat } => self.st.release_seat(seat),
+            // Taken by the loop in `run`, which waits while it hands over.
+            Msg::ReexecChecked(_) => {}
         }
     }
 
@@ -210,8 +220,7 @@ impl Owner {
             keep_output: self.st.starts_failing(),
         })?;
         let pid = child.pid();
-        let (ended_tx, ended) = watch::channel(false);
-        let (released_tx, released) = watch::channel(false);
+        let (ended, released) = self.watch_exit(generation, child.clone(), seat);
         self.st.generations.insert(
             generation,
             Generation {
@@ -232,8 +241,26 @@ impl Owner {
                 output: child.output(),
             },
         );
-        // The exit watcher: tells the owner, then ends what the generation left behind.
-        let watched = child.clone();
+        Ok(Started {
+            generation,
+            pid,
+            child,
+            exited,
+        })
+    }
+
+    /// Starts the task that waits for generation `generation`'s exit: it tells the owner,
+    /// then ends what the generation left behind. Returns the generation's `ended` and
+    /// `released` (see [`Generation`]).
+    fn watch_exit(
+        &self,
+        generation: u64,
+        watched: Arc<dyn ChildProcess>,
+        seat: Seat,
+    ) -> (watch::Receiver<bool>, watch::Receiver<bool>) {
+        let (ended_tx, ended) = watch::channel(false);
+        let (released_tx, released) = watch::channel(false);
+        let pid = watched.pid();
         let cx = self.cx.clone();
         tokio::spawn(async move {
             let status = watched.wait_exit().await;
@@ -255,12 +282,39 @@ impl Owner {
             watched.reap().await;
             let _ = ended_tx.send(true);
         });
-        Ok(Started {
+        (ended, released)
+    }
+
+    /// Takes back a generation that ran before this supervisor's program was replaced
+    /// (`reexec`), as the record says it was.
+    pub fn resume_generation(&mut self, record: &LiveGeneration, child: Arc<dyn ChildProcess>) {
+        let generation = record.generation;
+        let (exited_tx, _) = watch::channel(None);
+        let (ended, released) = self.watch_exit(generation, child.clone(), record.seat);
+        let started = SystemTime::UNIX_EPOCH + Duration::from_millis(record.started_unix_ms);
+        let age = SystemTime::now()
+            .duration_since(started)
+            .unwrap_or_default();
+        self.st.generations.insert(
             generation,
-            pid,
-            child,
-            exited,
-        })
+            Generation {
+                generation,
+                pid: record.pid,
+                state: record.state,
+                started,
+                started_at: Clock::now().checked_sub(age).unwrap_or_else(Clock::now),
+                exit: None,
+                exited: exited_tx,
+                child: Some(child.clone()),
+                stop_signal: record.stop_signal,
+                drain_timeout: Duration::from_millis(record.drain_timeout_ms),
+                ended,
+                released,
+                seat: record.seat,
+                intercept: child.intercept_counts(),
+                output: child.output(),
+            },
+        );
     }
 
     /// Starts a generation that becomes the service at once (the first, or a respawn).

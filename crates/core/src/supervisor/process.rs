@@ -11,7 +11,7 @@ use tokio::io::BufReader;
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, info, warn};
 
-use super::child::{BoxFuture, ChildProcess, Children, SpawnRequest};
+use super::child::{BoxFuture, Carried, ChildProcess, Children, SpawnRequest};
 use super::output::OutputTail;
 use super::start_priority::IdleStart;
 use crate::config::StartPriority;
@@ -62,6 +62,11 @@ struct Process {
     intercept_counts: Option<Arc<InterceptCounts>>,
     /// The last lines it printed, when its output goes through us.
     output: Option<Arc<OutputTail>>,
+    /// The read ends of its output pipes, while their forwarders run: a `reexec` hands
+    /// them to the next binary.
+    output_fds: [Option<i32>; 2],
+    /// The prefix of its forwarded lines.
+    prefix: String,
 }
 
 impl Children for Processes {
@@ -161,11 +166,15 @@ impl Children for Processes {
         } else {
             String::new()
         };
+        let output_fds = [
+            spawned.stdout.as_ref().map(AsRawFd::as_raw_fd),
+            spawned.stderr.as_ref().map(AsRawFd::as_raw_fd),
+        ];
         if let Some(out) = spawned.stdout {
             forward_output(out, prefix.clone(), false, output.clone());
         }
         if let Some(err) = spawned.stderr {
-            forward_output(err, prefix, true, output.clone());
+            forward_output(err, prefix.clone(), true, output.clone());
         }
         let idle_start = if spec.idle_start {
             IdleStart::begin(pid, exited)
@@ -193,6 +202,8 @@ impl Children for Processes {
             interception: Mutex::new(interception),
             intercept_counts,
             output,
+            output_fds,
+            prefix,
         }))
     }
 
@@ -293,13 +304,27 @@ impl ChildProcess for Process {
     }
 
     fn unread_input(&self, ports: Vec<u16>) -> BoxFuture<'_, bool> {
-        let pid = self.pid;
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || unread_input(pid, &ports))
-                .await
-                .unwrap_or(false)
-        })
+        Box::pin(unread_input_of(self.pid, ports))
     }
+
+    fn carried(&self) -> Carried {
+        Carried {
+            cgroup: lock(&self.cgroup).as_ref().map(|c| c.rel().to_owned()),
+            intercept: lock(&self.interception)
+                .as_ref()
+                .and_then(Interception::seccomp_fd),
+            output: self.output_fds,
+            prefix: self.prefix.clone(),
+            keep_output: self.output.is_some(),
+        }
+    }
+}
+
+/// [`unread_input`] off the runtime's threads.
+pub(super) async fn unread_input_of(pid: i32, ports: Vec<u16>) -> bool {
+    tokio::task::spawn_blocking(move || unread_input(pid, &ports))
+        .await
+        .unwrap_or(false)
 }
 
 /// Whether a TCP connection on one of `ports` that `root`'s process tree holds has unread
@@ -311,7 +336,7 @@ impl ChildProcess for Process {
 /// and state (cheap even with many connections); only when some wait are the tree's fds
 /// read, to see whether one is the generation's. A generation that is gone, or a kernel
 /// without sock_diag, has nothing we could wait for.
-fn unread_input(root: i32, ports: &[u16]) -> bool {
+pub(super) fn unread_input(root: i32, ports: &[u16]) -> bool {
     const ESTABLISHED: u8 = 1;
     const ESTABLISHED_OR_CLOSE_WAIT: u32 = (1 << ESTABLISHED) | (1 << 8);
     let Ok(mut diag) = crate::inspect::diag_socket() else {
@@ -344,7 +369,7 @@ fn unread_input(root: i32, ports: &[u16]) -> bool {
 }
 
 /// A panic while holding one of these locks leaves plain data behind: carry on with it.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -354,13 +379,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 const REAP_DELAY: Duration = Duration::from_millis(200);
 
 /// How long the processes a generation left behind may take to die once killed.
-const LEFTOVERS_LIMIT: Duration = Duration::from_secs(5);
+pub(super) const LEFTOVERS_LIMIT: Duration = Duration::from_secs(5);
 
 /// Ends a generation whose main process `pid` has exited and is not reaped yet: kills what
 /// it left behind (its process group, its cgroup, or the strays it re-parented to us), then
 /// reaps it. Only after that may its pid, and so its process group id, be reused: nothing
 /// here or later can signal a stranger's group. `live_groups` are the groups to spare.
-async fn reap_generation(pid: i32, pidfd: Arc<OwnedFd>, cgroup: Option<Arc<GenerationCgroup>>) {
+pub(super) async fn reap_generation(
+    pid: i32,
+    pidfd: Arc<OwnedFd>,
+    cgroup: Option<Arc<GenerationCgroup>>,
+) {
     let reaped = tokio::task::spawn_blocking(move || {
         // See wait_exit: the zombie goes last, after its threads' /proc entries.
         std::thread::sleep(REAP_DELAY);
@@ -384,7 +413,7 @@ async fn reap_generation(pid: i32, pidfd: Arc<OwnedFd>, cgroup: Option<Arc<Gener
 /// 0.9 to 25 s inside one `waitid` and up to 18 s of the supervisor's CPU over 150
 /// restarts; the restart waiting for it could not complete. A zombie costs nothing
 /// meanwhile, and keeps its pid and process group from being reused.
-async fn wait_exit(pidfd: &Arc<OwnedFd>) -> ExitInfo {
+pub(super) async fn wait_exit(pidfd: &Arc<OwnedFd>) -> ExitInfo {
     // SAFETY: `PidFd` holds an Arc of the OwnedFd, so the fd stays open and unreplaced for
     // as long as the AsyncFd is registered.
     let registered = unsafe {
@@ -468,7 +497,7 @@ impl AsRawFd for PidFd {
 }
 
 /// Sends `signal` through the pidfd, so it cannot reach a recycled pid.
-fn send_signal(pidfd: &OwnedFd, signal: Signal) -> std::io::Result<()> {
+pub(super) fn send_signal(pidfd: &OwnedFd, signal: Signal) -> std::io::Result<()> {
     // SAFETY: pidfd_send_signal takes our pidfd, a signal number, no siginfo and no flags.
     let rc = unsafe {
         libc::syscall(
@@ -488,7 +517,7 @@ fn send_signal(pidfd: &OwnedFd, signal: Signal) -> std::io::Result<()> {
 
 /// SIGKILLs the process group the generation leads (its workers included). Only for a
 /// generation whose main process is not reaped: until then its group id cannot be reused.
-fn kill_group(pgid: i32) {
+pub(super) fn kill_group(pgid: i32) {
     // SAFETY: killpg with the group id of an unreaped child of ours (the caller's promise),
     // which each generation leads.
     let rc = unsafe { libc::killpg(pgid, libc::SIGKILL) };
@@ -499,7 +528,12 @@ fn kill_group(pgid: i32) {
 
 /// Copies a child's output to ours, a line at a time, with a prefix naming the generation
 /// (or none), and keeps the last lines in `tail`.
-fn forward_output(fd: OwnedFd, prefix: String, stderr: bool, tail: Option<Arc<OutputTail>>) {
+pub(super) fn forward_output(
+    fd: OwnedFd,
+    prefix: String,
+    stderr: bool,
+    tail: Option<Arc<OutputTail>>,
+) {
     let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
         warn!("cannot read a generation's output pipe");
         return;

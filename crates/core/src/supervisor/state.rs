@@ -99,6 +99,72 @@ pub(super) struct State {
     pub failed_starts: VecDeque<Instant>,
     /// Set once `restart.limit` is reached: nothing is respawned until a restart.
     pub failing: Option<Failing>,
+    /// The supervisor's own program: what `reexec` runs and has done.
+    pub me: Myself,
+}
+
+/// The supervisor's own program.
+#[derive(Debug)]
+pub(super) struct Myself {
+    /// When the supervisor started (its first binary, before any reexec).
+    pub started: SystemTime,
+    /// The control socket's listening fd, which a reexec keeps open.
+    pub control_fd: i32,
+    /// The binary `reexec` executes unless told another: the one the supervisor was
+    /// started from.
+    pub binary: String,
+    /// The arguments it was started with, given again to the next binary.
+    pub args: Vec<std::ffi::OsString>,
+    pub reexecs: u64,
+    pub last_reexec: Option<crate::proto::ReexecInfo>,
+    pub adopted: Option<crate::proto::AdoptedInfo>,
+    /// A `reexec` is being checked: restarts wait.
+    pub reexecing: bool,
+}
+
+impl Myself {
+    /// This process, as started: its binary (the path it was executed from, which a
+    /// package upgrade replaces) and its arguments.
+    pub fn current() -> Myself {
+        let binary = std::env::current_exe()
+            .map(|p| {
+                let text = p.to_string_lossy().into_owned();
+                text.strip_suffix(" (deleted)")
+                    .map(str::to_owned)
+                    .unwrap_or(text)
+            })
+            .unwrap_or_else(|_| "zdctl".to_owned());
+        Myself {
+            binary,
+            args: std::env::args_os().skip(1).collect(),
+            ..Myself::default()
+        }
+    }
+
+    pub fn info(&self) -> crate::proto::SupervisorInfo {
+        crate::proto::SupervisorInfo {
+            version: crate::version::version(),
+            binary: self.binary.clone(),
+            reexecs: self.reexecs,
+            last_reexec: self.last_reexec.clone(),
+            adopted: self.adopted.clone(),
+        }
+    }
+}
+
+impl Default for Myself {
+    fn default() -> Myself {
+        Myself {
+            started: SystemTime::now(),
+            control_fd: -1,
+            binary: String::new(),
+            args: Vec::new(),
+            reexecs: 0,
+            last_reexec: None,
+            adopted: None,
+            reexecing: false,
+        }
+    }
 }
 
 /// A start that failed: what `status` says of it.
@@ -176,6 +242,7 @@ impl State {
             sockets,
             failed_starts: VecDeque::new(),
             failing: None,
+            me: Myself::default(),
         }
     }
 

@@ -1,0 +1,196 @@
+//! A generation this supervisor did not start in its current program: it was started
+//! before a `reexec`, so it is still our child, and what it needs (its pidfd, its cgroup,
+//! its notify socket, the interception of its binds, the forwarding of its output) is set
+//! up again from the [`LiveGeneration`] record and the fds kept across `execve`.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tracing::warn;
+
+use super::child::{BoxFuture, Carried, ChildProcess};
+use super::output::OutputTail;
+use super::process::{
+    LEFTOVERS_LIMIT, forward_output, kill_group, lock, reap_generation, send_signal,
+    unread_input_of, wait_exit,
+};
+use super::snapshot::LiveGeneration;
+use crate::contain::{GenerationCgroup, OwnChildren, ServiceCgroups};
+use crate::handoff::intercept::{InterceptCounts, Interception};
+use crate::listen::Listener;
+use crate::proto::ExitInfo;
+use crate::ready::{NotifySender, NotifySocket, ReadyCheck};
+use crate::signal::Signal;
+
+#[derive(Debug)]
+pub(super) struct Resumed {
+    pid: i32,
+    pidfd: Arc<OwnedFd>,
+    spawned_at: Instant,
+    cgroup: Mutex<Option<Arc<GenerationCgroup>>>,
+    notify: Mutex<Option<NotifySocket>>,
+    interception: Mutex<Option<Interception>>,
+    intercept_counts: Option<Arc<InterceptCounts>>,
+    output: Option<Arc<OutputTail>>,
+    output_fds: [Option<i32>; 2],
+    prefix: String,
+}
+
+impl Resumed {
+    /// Takes generation `record` back after a `reexec`: it is still our child, and its fds
+    /// are open in this process at the numbers recorded. Listed as our own child at once,
+    /// so the orphan reaper leaves it alone. Call it before the runtime starts any task
+    /// that reaps.
+    pub fn after_reexec(
+        record: &LiveGeneration,
+        listeners: &[Listener],
+        service: &str,
+        runtime_dir: &Path,
+        cgroups: Option<&ServiceCgroups>,
+    ) -> Result<Resumed, String> {
+        let generation = record.generation;
+        let pidfd = crate::proc::pidfd(record.pid)
+            .ok_or_else(|| format!("generation {generation} (pid {}) is gone", record.pid))?;
+        let same = crate::proc::start_time_ticks(record.pid).is_ok_and(|t| t == record.start_ticks);
+        if !same {
+            return Err(format!(
+                "pid {} is no longer generation {generation}",
+                record.pid
+            ));
+        }
+        OwnChildren::get().lock().insert(record.pid);
+        let cgroup = record.cgroup.as_ref().and(cgroups).and_then(|c| {
+            c.generation(generation)
+                .inspect_err(
+                    |e| warn!(generation, error = %e, "cannot open the generation's cgroup again"),
+                )
+                .ok()
+                .map(Arc::new)
+        });
+        let notify_path = crate::paths::notify_socket_in(runtime_dir, service, generation);
+        let notify = NotifySocket::bind(&notify_path)
+            .inspect_err(|e| warn!(generation, error = %e, "cannot bind the notify socket again"))
+            .ok();
+        if let Some(n) = &notify {
+            n.admit(NotifySender {
+                pid: record.pid,
+                cgroup: cgroup.as_ref().map(|c| c.rel().to_owned()),
+            });
+        }
+        let interception = record.intercept_fd.and_then(|fd| {
+            // SAFETY: the previous binary kept this fd open for us; nothing else owns it.
+            let notify = unsafe { OwnedFd::from_raw_fd(fd) };
+            Interception::resume(generation, record.pid, notify, listeners)
+                .inspect_err(
+                    |e| warn!(generation, error = %e, "cannot answer the generation's binds again"),
+                )
+                .ok()
+        });
+        let intercept_counts = interception.as_ref().map(Interception::counts);
+        let output = record.keep_output.then(Arc::<OutputTail>::default);
+        for (i, fd) in record.output_fds.iter().enumerate() {
+            if let Some(fd) = fd {
+                // SAFETY: as above, a pipe's read end kept open for us.
+                let pipe = unsafe { OwnedFd::from_raw_fd(*fd) };
+                forward_output(pipe, record.prefix.clone(), i == 1, output.clone());
+            }
+        }
+        Ok(Resumed {
+            pid: record.pid,
+            pidfd: Arc::new(pidfd),
+            spawned_at: Instant::now(),
+            cgroup: Mutex::new(cgroup),
+            notify: Mutex::new(notify),
+            interception: Mutex::new(interception),
+            intercept_counts,
+            output,
+            output_fds: record.output_fds,
+            prefix: record.prefix.clone(),
+        })
+    }
+}
+
+impl ChildProcess for Resumed {
+    fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    fn spawned_at(&self) -> Instant {
+        self.spawned_at
+    }
+
+    fn signal(&self, signal: Signal) -> std::io::Result<()> {
+        send_signal(&self.pidfd, signal)
+    }
+
+    fn kill(&self) {
+        kill_group(self.pid);
+        let _ = send_signal(&self.pidfd, Signal::Kill);
+    }
+
+    fn wait_exit(&self) -> BoxFuture<'_, ExitInfo> {
+        Box::pin(wait_exit(&self.pidfd))
+    }
+
+    fn end_leftovers(&self, live: Vec<i32>) -> BoxFuture<'_, ()> {
+        let cgroup = lock(&self.cgroup).clone();
+        let pid = self.pid;
+        Box::pin(async move {
+            let _ = tokio::task::spawn_blocking(move || {
+                crate::contain::end_leftovers(pid, cgroup.as_deref(), &live, LEFTOVERS_LIMIT);
+            })
+            .await;
+        })
+    }
+
+    fn reap(&self) -> BoxFuture<'_, ()> {
+        let cgroup = lock(&self.cgroup).take();
+        Box::pin(reap_generation(self.pid, self.pidfd.clone(), cgroup))
+    }
+
+    fn wait_ready<'a>(&'a self, _: &'a [ReadyCheck]) -> BoxFuture<'a, Result<String, String>> {
+        // Only generations that were ready before are taken over.
+        Box::pin(async { Ok("ready before the supervisor's reexec".to_owned()) })
+    }
+
+    fn not_ready_detail(&self, _: &[ReadyCheck]) -> String {
+        String::new()
+    }
+
+    fn exec_failure(&self) -> Option<String> {
+        None
+    }
+
+    fn end_idle_start(&self) {}
+
+    fn release(&self) {
+        lock(&self.notify).take();
+        lock(&self.interception).take();
+    }
+
+    fn intercept_counts(&self) -> Option<Arc<InterceptCounts>> {
+        self.intercept_counts.clone()
+    }
+
+    fn output(&self) -> Option<Arc<OutputTail>> {
+        self.output.clone()
+    }
+
+    fn unread_input(&self, ports: Vec<u16>) -> BoxFuture<'_, bool> {
+        Box::pin(unread_input_of(self.pid, ports))
+    }
+
+    fn carried(&self) -> Carried {
+        Carried {
+            cgroup: lock(&self.cgroup).as_ref().map(|c| c.rel().to_owned()),
+            intercept: lock(&self.interception)
+                .as_ref()
+                .and_then(Interception::seccomp_fd),
+            output: self.output_fds,
+            prefix: self.prefix.clone(),
+            keep_output: self.output.is_some(),
+        }
+    }
+}
