@@ -51,7 +51,7 @@ pub fn json_pretty<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
 /// `killed by SIGKILL (137)` (128 + the signal number).
 pub fn exit_status(exit: ExitInfo) -> String {
     match exit {
-        ExitInfo::Code { .. } => exit.to_string(),
+        ExitInfo::Code { .. } | ExitInfo::Unknown => exit.to_string(),
         ExitInfo::Signal { .. } => format!("{exit} ({})", exit.shell_code()),
     }
 }

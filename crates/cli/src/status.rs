@@ -96,6 +96,9 @@ pub fn render(service: &ServiceStatus, now: SystemTime) -> String {
     if let Some(driver) = &service.driver {
         let _ = writeln!(out, "  driver: {driver}");
     }
+    if let Some(me) = &status.supervisor {
+        out.push_str(&supervisor_line(me, now));
+    }
     if let Some(path) = &status.config_path {
         let _ = writeln!(out, "  config: {path}");
     }
@@ -190,6 +193,49 @@ pub fn render(service: &ServiceStatus, now: SystemTime) -> String {
             "  last restart: #{} {outcome}{generations} in {}",
             last.restart,
             millis(last.elapsed_ms)
+        );
+    }
+    out
+}
+
+/// `  zdctl: 0.4.0, re-executed 2 times (last 3s ago, from 0.3.9)`, and what it adopted.
+fn supervisor_line(me: &zd_core::proto::SupervisorInfo, now: SystemTime) -> String {
+    let mut out = format!("  zdctl: {}", me.version);
+    match (&me.last_reexec, me.reexecs) {
+        (Some(last), _) if last.error.is_some() => {
+            let _ = write!(
+                out,
+                ", re-executed {} times; the last reexec ({} ago, to {}) failed: {}",
+                me.reexecs,
+                age(last.unix_ms, now),
+                last.binary,
+                last.error.as_deref().unwrap_or_default()
+            );
+        }
+        (Some(last), n) if n > 0 => {
+            let times = if n == 1 {
+                "once".to_owned()
+            } else {
+                format!("{n} times")
+            };
+            let _ = write!(
+                out,
+                ", re-executed {times} (last {} ago, from {})",
+                age(last.unix_ms, now),
+                last.from_version
+            );
+        }
+        _ => {}
+    }
+    out.push('\n');
+    if let Some(adopted) = &me.adopted {
+        let list: Vec<String> = adopted.generations.iter().map(u64::to_string).collect();
+        let _ = writeln!(
+            out,
+            "  adopted: generation {} from supervisor pid {}, which died ({} ago)",
+            list.join(", "),
+            adopted.from_pid,
+            age(adopted.unix_ms, now)
         );
     }
     out

@@ -20,6 +20,7 @@
 use std::collections::HashSet;
 use std::io::Write;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -117,6 +118,35 @@ pub struct GenerationCgroup {
 }
 
 impl GenerationCgroup {
+    /// The cgroup of a generation another supervisor of `service` started (`rel`, as
+    /// `/proc/PID/cgroup` names it: `…/zdctl.SERVICE.TAG/gen-N`), to end what that
+    /// generation leaves when it exits. Anything else is refused.
+    pub fn open_existing(service: &str, rel: &str) -> std::io::Result<GenerationCgroup> {
+        let refuse = || std::io::Error::other(format!("'{rel}' is not a generation's cgroup"));
+        let (parent, name) = rel.rsplit_once('/').ok_or_else(refuse)?;
+        let supervisor = parent.rsplit('/').next().unwrap_or_default();
+        let ours = supervisor.starts_with(&format!("zdctl.{service}."))
+            && name
+                .strip_prefix("gen-")
+                .is_some_and(|n| n.parse::<u64>().is_ok())
+            && !rel.contains("..");
+        if !ours {
+            return Err(refuse());
+        }
+        let (mount, _) =
+            own_cgroup().ok_or_else(|| std::io::Error::other("no cgroup v2 hierarchy"))?;
+        let dir = mount.join(rel.trim_start_matches('/'));
+        let procs = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(dir.join("cgroup.procs"))?;
+        Ok(GenerationCgroup {
+            dir,
+            rel: rel.to_owned(),
+            procs: procs.into(),
+        })
+    }
+
     /// Moves the generation's main process `pid` into the cgroup, then whatever it started
     /// before that move took effect. Returns how many processes were moved.
     ///

@@ -201,6 +201,12 @@ pub fn notify_socket_in(dir: &Path, name: &str, generation: u64) -> PathBuf {
     dir.join(format!("{name}.{generation}.notify"))
 }
 
+/// The state file of service `name`'s supervisor in runtime directory `dir`: what a new
+/// supervisor adopts after this one died.
+pub fn state_file_in(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.state"))
+}
+
 /// Services that have a control socket in the runtime directory (running or stale).
 pub fn socket_services() -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(runtime_dir()) else {

@@ -10,6 +10,7 @@
 //! The owner sees processes only through a seam ([`child`]): the real ones
 //! ([`process`]) or, in the tests, a fake, so that every transition is tested in-process.
 
+mod adopt;
 mod child;
 mod control;
 mod drain;
@@ -83,6 +84,8 @@ pub enum SupervisorError {
     },
     #[error("cannot take over from the previous binary of the supervisor: {reason}")]
     Reexec { reason: String },
+    #[error("cannot adopt what the last supervisor of '{service}' left: {reason}")]
+    Adopt { service: String, reason: String },
     #[error("cannot {about}")]
     Io {
         about: String,
@@ -149,6 +152,19 @@ pub fn prepare(options: SupervisorOptions) -> Result<Prepared, SupervisorError> 
             path: options.control_socket,
         }
         .into());
+    }
+    let runtime_dir = options
+        .control_socket
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(crate::paths::runtime_dir);
+    if let Some(mut resume) = adopt::find(&options.config, &runtime_dir)? {
+        let listeners = resume.listeners(&options.config)?;
+        return Ok(Prepared {
+            options,
+            listeners,
+            resume: Some(resume),
+        });
     }
     if options.config.intercept_binds {
         crate::handoff::intercept::kernel_support()

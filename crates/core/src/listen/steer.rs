@@ -227,13 +227,15 @@ impl Sockets {
     }
 
     /// The sockets of a supervisor that re-executed itself or adopted a dead one's
-    /// generation: one seat, numbered `seat` as before, with `steered` as recorded. The
-    /// caller makes sure they are alone in their groups (no other seat's socket is open),
-    /// so the program is attached again as `ret #0`.
+    /// generation: one seat, numbered `seat` as before, with `steered` as recorded. With
+    /// `alone`, they are alone in their groups, so the program is attached again as
+    /// `ret #0`; otherwise sockets of other generations (of a dead supervisor) are still
+    /// in the groups, and the program that is there stays until [`Sockets::reattach`].
     pub fn resume(
         listeners: Vec<Listener>,
         steered: Vec<bool>,
         seat: Seat,
+        alone: bool,
     ) -> Result<Sockets, ListenError> {
         let sockets = Sockets {
             steered,
@@ -243,10 +245,24 @@ impl Sockets {
             next: seat + 1,
             retired: BTreeSet::new(),
         };
-        if sockets.any_steered() {
+        if alone && sockets.any_steered() {
             sockets.attach(seat)?;
         }
         Ok(sockets)
+    }
+
+    /// Attaches the program again for the seat new connections go to, once the sockets no
+    /// seat of ours holds have left the groups (see [`Sockets::resume`]).
+    pub fn reattach(&self) -> Result<(), ListenError> {
+        if self.any_steered() {
+            self.attach(self.target)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `seat` is one of ours.
+    pub fn has_seat(&self, seat: Seat) -> bool {
+        self.seats.contains_key(&seat)
     }
 
     /// The steered flag of every listener, in config order.

@@ -282,8 +282,15 @@ pub enum EventKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "how", rename_all = "snake_case")]
 pub enum ExitInfo {
-    Code { code: i32 },
-    Signal { signal: i32 },
+    Code {
+        code: i32,
+    },
+    Signal {
+        signal: i32,
+    },
+    /// The process exited, and its status went to another parent: a generation this
+    /// supervisor adopted from one that died is not its child.
+    Unknown,
 }
 
 impl ExitInfo {
@@ -292,6 +299,7 @@ impl ExitInfo {
         match self {
             ExitInfo::Code { code } => code,
             ExitInfo::Signal { signal } => 128 + signal,
+            ExitInfo::Unknown => -1,
         }
     }
     pub fn success(self) -> bool {
@@ -307,6 +315,7 @@ impl std::fmt::Display for ExitInfo {
                 Ok(s) => write!(f, "killed by {}", s.as_str()),
                 Err(_) => write!(f, "killed by signal {signal}"),
             },
+            ExitInfo::Unknown => write!(f, "exit status unknown (adopted, not a child)"),
         }
     }
 }

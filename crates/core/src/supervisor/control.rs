@@ -13,7 +13,7 @@ use super::child::{ChildProcess, Children};
 use super::owner::{Msg, Owner};
 use super::process::Processes;
 use super::restart::RestartRun;
-use super::resumed::Resumed;
+use super::resumed::{Resumed, Taken};
 use super::snapshot::{LiveGeneration, STATE_FD_VAR, Snapshot, set_cloexec};
 use super::state::{Myself, State};
 use super::{Context, SupervisorError, SupervisorOptions};
@@ -38,9 +38,12 @@ pub struct Prepared {
 /// What the previous binary of this supervisor handed over (`reexec`).
 #[derive(Debug)]
 pub(super) struct Resume {
-    snapshot: Snapshot,
-    control: Option<std::os::fd::OwnedFd>,
-    listeners: Vec<Option<std::os::fd::OwnedFd>>,
+    pub taken: Taken,
+    pub snapshot: Snapshot,
+    /// The control socket (a reexec keeps it; after a crash it is bound anew).
+    pub control: Option<std::os::fd::OwnedFd>,
+    /// The listeners' sockets, in the order of the snapshot's.
+    pub listeners: Vec<Option<std::os::fd::OwnedFd>>,
 }
 
 /// Reads the state the previous binary left for this one (`ZDCTL_REEXEC_STATE`), if any,
@@ -69,6 +72,7 @@ pub(super) fn take_reexec_state(
     // has opened or taken them (checked above: they are open).
     let own = |fd: i32| Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
     Ok(Some(Resume {
+        taken: Taken::Reexec,
         control: own(snapshot.control_fd),
         listeners: snapshot.listeners.iter().map(|l| own(l.fd)).collect(),
         snapshot,
@@ -154,6 +158,7 @@ async fn run_prepared(prepared: Prepared) -> Result<(), SupervisorError> {
             listeners,
             r.snapshot.listeners.iter().map(|l| l.steered).collect(),
             r.snapshot.seat,
+            r.snapshot.live.iter().all(|g| g.seat == r.snapshot.seat),
         ),
         None => Sockets::new(listeners),
     };
@@ -174,8 +179,9 @@ async fn run_prepared(prepared: Prepared) -> Result<(), SupervisorError> {
                 .live
                 .iter()
                 .filter_map(|record| {
-                    Resumed::after_reexec(
+                    Resumed::take(
                         record,
+                        r.taken,
                         sockets.seat(record.seat),
                         &config.name,
                         &runtime_dir,
@@ -189,6 +195,7 @@ async fn run_prepared(prepared: Prepared) -> Result<(), SupervisorError> {
         })
         .unwrap_or_default();
     let reaper = tokio::spawn(reap_orphans_on_sigchld());
+    let state_file = crate::paths::state_file_in(&runtime_dir, &config.name);
     let children = Processes {
         runtime_dir,
         cgroups,
@@ -209,9 +216,10 @@ async fn run_prepared(prepared: Prepared) -> Result<(), SupervisorError> {
     );
     owner.st.me = Myself::current();
     owner.st.me.control_fd = server.raw_fd();
+    owner.st.me.state_file = Some(state_file);
 
     let started = match resume {
-        Some(r) => owner.resume(r.snapshot, resumed),
+        Some(r) => owner.resume(r.taken, r.snapshot, resumed),
         None => owner.start_active(false),
     };
     if let Err(reason) = started {
@@ -333,6 +341,7 @@ impl Owner {
         signals: &mut mpsc::UnboundedReceiver<Signal>,
     ) -> (Arc<Context>, StopOutcome) {
         let mut stop_requesters = Vec::new();
+        self.persist();
         while !self.st.stopping {
             tokio::select! {
                 Some(req) = requests.recv() => {
@@ -347,6 +356,7 @@ impl Owner {
                     msg => self.on_msg(msg),
                 },
             }
+            self.persist();
         }
         while let Some(msg) = self.inbox.recv().await {
             match msg {
@@ -356,6 +366,7 @@ impl Owner {
             }
         }
         self.finish_stop();
+        self.remove_state_file();
         let outcome = StopOutcome {
             requesters: stop_requesters,
             killed: std::mem::take(&mut self.st.killed_at_stop),
@@ -373,8 +384,9 @@ impl Owner {
                 info!("SIGUSR2: re-executing the installed binary");
                 self.begin_reexec(None, None);
             }
-            Signal::Hangup if self.st.me.reexecing => {
-                warn!("SIGHUP ignored: a reexec is being checked");
+            Signal::Hangup if self.restart_blocked().is_some() => {
+                let reason = self.restart_blocked().unwrap_or_default();
+                warn!(%reason, "SIGHUP ignored");
             }
             Signal::Hangup => {
                 if let Err(busy) = self.start_restart(Instant::now(), None, None) {
@@ -417,10 +429,10 @@ impl Owner {
                 ErrorKind::Invalid,
                 "ready_timeout_ms must be positive: a readiness timeout of 0 rolls every restart back",
             )),
-            Op::Restart { .. } if self.st.me.reexecing => reply(Reply::error(
+            Op::Restart { .. } if self.restart_blocked().is_some() => reply(Reply::error(
                 id,
                 ErrorKind::Busy,
-                "the supervisor is re-executing itself; restart once 'zdctl reexec' is done",
+                self.restart_blocked().unwrap_or_default(),
             )),
             Op::Restart {
                 ready_timeout_ms,
@@ -479,6 +491,33 @@ impl Owner {
                         }
                     }
                 });
+            }
+        }
+        None
+    }
+
+    /// Why a restart cannot begin now, apart from one running: a reexec being checked, or
+    /// a generation adopted from a dead supervisor that is still draining.
+    fn restart_blocked(&self) -> Option<String> {
+        if self.st.me.reexecing {
+            return Some(
+                "the supervisor is re-executing itself; restart once 'zdctl reexec' is done"
+                    .to_owned(),
+            );
+        }
+        if self.st.restart.is_none() {
+            let active = self.st.active;
+            if let Some(g) = self
+                .st
+                .generations
+                .values()
+                .find(|g| g.is_live() && Some(g.generation) != active)
+            {
+                return Some(format!(
+                    "generation {} (pid {}), left by the supervisor that died, is still draining; \
+                     restart once it has exited",
+                    g.generation, g.pid
+                ));
             }
         }
         None

@@ -164,9 +164,30 @@ impl Owner {
                     self.st.killed_at_stop.push((generation, pid));
                 }
             }
-            Msg::Released { seat } => self.st.release_seat(seat),
+            Msg::Released { seat } => {
+                if !self.st.sockets.has_seat(seat) {
+                    // A dead supervisor's generation held it: once none is left, the
+                    // groups hold our sockets alone.
+                    self.reattach_when_alone();
+                }
+                self.st.release_seat(seat);
+            }
             // Taken by the loop in `run`, which waits while it hands over.
             Msg::ReexecChecked(_) => {}
+        }
+    }
+
+    /// Steers again once no live generation holds sockets outside our seats.
+    fn reattach_when_alone(&self) {
+        let foreign = self
+            .st
+            .generations
+            .values()
+            .any(|g| g.is_live() && !self.st.sockets.has_seat(g.seat));
+        if !foreign {
+            if let Err(e) = self.st.sockets.reattach() {
+                error!(error = %e, "cannot steer new connections again");
+            }
         }
     }
 

@@ -443,6 +443,28 @@ pub(super) async fn wait_exit(pidfd: &Arc<OwnedFd>) -> ExitInfo {
     }
 }
 
+/// Waits until the process behind `pidfd` (not necessarily our child) has exited: its
+/// pidfd becomes readable.
+pub(super) async fn wait_gone(pidfd: &Arc<OwnedFd>) {
+    // SAFETY: as in `wait_exit`, the Arc keeps the fd open while it is registered.
+    let registered = unsafe {
+        AsyncFd::register_with_interest(PidFd(pidfd.clone()), tokio::io::Interest::READABLE)
+    };
+    match registered {
+        Ok(afd) => {
+            let _ = afd.readable().await;
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot register a pidfd; polling it on a blocking thread");
+            let fd = pidfd.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                while !crate::proc::wait_gone(&fd, Duration::from_secs(60)) {}
+            })
+            .await;
+        }
+    }
+}
+
 /// What [`wait_for_exit`] does with the child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wait {

@@ -29,12 +29,15 @@ use tracing::{error, info, warn};
 use super::child::ChildProcess;
 use super::output::OutputTail;
 use super::owner::{Msg, Owner, ReexecCheck};
+use super::resumed::Taken;
 use super::snapshot::{
     CHECK_FD_VAR, CHECKED, Identity, LiveGeneration, STATE_FD_VAR, Snapshot, not_quiescent,
     set_cloexec,
 };
 use super::state::{FailedStart, Failing};
-use crate::proto::{ErrorKind, FailingInfo, ReexecInfo, Replies, Reply, ReplyResult, unix_ms};
+use crate::proto::{
+    AdoptedInfo, ErrorKind, FailingInfo, ReexecInfo, Replies, Reply, ReplyResult, unix_ms,
+};
 
 /// How long the new binary may take to check the snapshot.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
@@ -157,10 +160,13 @@ impl Owner {
         self.record_reexec(&binary, Some(reason));
     }
 
-    /// Carries on from the state the previous binary handed over, with the generations
-    /// taken back (`resumed`). A service whose generation was lost meanwhile is respawned.
+    /// Carries on from the state the previous binary of this supervisor handed over
+    /// (`Taken::Reexec`), or that a supervisor that died left (`Taken::Adopted`), with the
+    /// generations taken over (`resumed`). Adopted generations that were not the active
+    /// one are drained; a service whose active generation was lost is respawned.
     pub(super) fn resume(
         &mut self,
+        taken: Taken,
         snapshot: Snapshot,
         resumed: Vec<(LiveGeneration, Arc<dyn ChildProcess>)>,
     ) -> Result<(), String> {
@@ -171,30 +177,56 @@ impl Owner {
         st.last_restart = snapshot.last_restart;
         st.crash_streak = snapshot.crash_streak;
         st.failing = snapshot.failing.map(failing_from);
-        st.me.started = SystemTime::UNIX_EPOCH + Duration::from_millis(snapshot.started_unix_ms);
-        st.me.binary = snapshot.binary;
-        st.me.reexecs = snapshot.reexecs + 1;
+        st.me.reexecs = snapshot.reexecs;
+        st.me.last_reexec = snapshot.last_reexec;
         st.me.adopted = snapshot.adopted;
-        st.me.last_reexec = Some(ReexecInfo {
-            unix_ms: unix_ms(SystemTime::now()),
-            from_version: snapshot.version.clone(),
-            binary: std::env::current_exe()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            error: None,
-        });
-        let taken: Vec<u64> = resumed.iter().map(|(r, _)| r.generation).collect();
+        let ids: Vec<u64> = resumed.iter().map(|(r, _)| r.generation).collect();
+        match taken {
+            Taken::Reexec => {
+                st.me.started =
+                    SystemTime::UNIX_EPOCH + Duration::from_millis(snapshot.started_unix_ms);
+                st.me.binary = snapshot.binary;
+                st.me.reexecs += 1;
+                st.me.last_reexec = Some(ReexecInfo {
+                    unix_ms: unix_ms(SystemTime::now()),
+                    from_version: snapshot.version.clone(),
+                    binary: st.me.binary_now(),
+                    error: None,
+                });
+                info!(
+                    from = %snapshot.version,
+                    to = %crate::version::version(),
+                    generations = ?ids,
+                    "reexec: this binary took over"
+                );
+            }
+            Taken::Adopted => {
+                st.me.adopted = Some(AdoptedInfo {
+                    unix_ms: unix_ms(SystemTime::now()),
+                    from_pid: snapshot.supervisor_pid,
+                    generations: ids.clone(),
+                });
+                info!(
+                    dead_supervisor = snapshot.supervisor_pid,
+                    generations = ?ids,
+                    "adopted the generations of the supervisor that died"
+                );
+            }
+        }
         for (record, child) in resumed {
             self.resume_generation(&record, child);
         }
-        let active = snapshot.active.filter(|g| taken.contains(g));
+        let active = snapshot.active.filter(|g| ids.contains(g));
         self.st.active = active;
-        info!(
-            from = %snapshot.version,
-            to = %crate::version::version(),
-            generations = ?taken,
-            "reexec: this binary took over"
-        );
+        if let Some(pid) = self.st.active_generation().map(|g| g.pid) {
+            self.write_pidfile(pid);
+        }
+        // What was starting or draining when the supervisor died is not the service.
+        let leftovers: Vec<u64> = ids.into_iter().filter(|g| Some(*g) != active).collect();
+        for generation in leftovers {
+            let cx = self.cx.clone();
+            tokio::spawn(async move { super::drain::drain(&cx, generation, None).await });
+        }
         if active.is_none() && self.st.failing.is_none() {
             return self.start_active(true);
         }

@@ -1,7 +1,16 @@
-//! A generation this supervisor did not start in its current program: it was started
-//! before a `reexec`, so it is still our child, and what it needs (its pidfd, its cgroup,
-//! its notify socket, the interception of its binds, the forwarding of its output) is set
-//! up again from the [`LiveGeneration`] record and the fds kept across `execve`.
+//! A generation this supervisor did not start in its current program:
+//!
+//! - started before a `reexec`: it is still our child, and what it needs (its pidfd, its
+//!   cgroup, its notify socket, the interception of its binds, the forwarding of its
+//!   output) is set up again from the [`LiveGeneration`] record and the fds kept across
+//!   `execve`;
+//! - adopted from a supervisor that died: it is not our child, so its exit status goes to
+//!   its new parent (we see only that it exited, through its pidfd) and we never reap it;
+//!   what it leaves behind is ended through its cgroup, where there is one (without one,
+//!   its process group is not ours to signal: its pid may be reused once another parent
+//!   reaped it). The interception of its binds and its output pipe died with the old
+//!   supervisor: a bind it makes from now on fails (ENOSYS), and with `log_prefix` its
+//!   writes to stdout or stderr fail (EPIPE).
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
@@ -14,7 +23,7 @@ use super::child::{BoxFuture, Carried, ChildProcess};
 use super::output::OutputTail;
 use super::process::{
     LEFTOVERS_LIMIT, forward_output, kill_group, lock, reap_generation, send_signal,
-    unread_input_of, wait_exit,
+    unread_input_of, wait_exit, wait_gone,
 };
 use super::snapshot::LiveGeneration;
 use crate::contain::{GenerationCgroup, OwnChildren, ServiceCgroups};
@@ -24,9 +33,19 @@ use crate::proto::ExitInfo;
 use crate::ready::{NotifySender, NotifySocket, ReadyCheck};
 use crate::signal::Signal;
 
+/// How a generation came to this supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Taken {
+    /// Across this supervisor's own `reexec`: still our child.
+    Reexec,
+    /// From a supervisor that died: not our child.
+    Adopted,
+}
+
 #[derive(Debug)]
 pub(super) struct Resumed {
     pid: i32,
+    taken: Taken,
     pidfd: Arc<OwnedFd>,
     spawned_at: Instant,
     cgroup: Mutex<Option<Arc<GenerationCgroup>>>,
@@ -39,12 +58,12 @@ pub(super) struct Resumed {
 }
 
 impl Resumed {
-    /// Takes generation `record` back after a `reexec`: it is still our child, and its fds
-    /// are open in this process at the numbers recorded. Listed as our own child at once,
-    /// so the orphan reaper leaves it alone. Call it before the runtime starts any task
-    /// that reaps.
-    pub fn after_reexec(
+    /// Takes generation `record` over. After a `reexec` it is still our child, and its fds
+    /// are open in this process at the numbers recorded; it is listed as our own child at
+    /// once, so the orphan reaper leaves it alone (call this before any task reaps).
+    pub fn take(
         record: &LiveGeneration,
+        taken: Taken,
         listeners: &[Listener],
         service: &str,
         runtime_dir: &Path,
@@ -60,14 +79,21 @@ impl Resumed {
                 record.pid
             ));
         }
-        OwnChildren::get().lock().insert(record.pid);
-        let cgroup = record.cgroup.as_ref().and(cgroups).and_then(|c| {
-            c.generation(generation)
-                .inspect_err(
-                    |e| warn!(generation, error = %e, "cannot open the generation's cgroup again"),
-                )
-                .ok()
-                .map(Arc::new)
+        let ours = taken == Taken::Reexec;
+        if ours {
+            OwnChildren::get().lock().insert(record.pid);
+        }
+        let cgroup = match (&record.cgroup, taken) {
+            (Some(_), Taken::Reexec) => cgroups.map(|c| c.generation(generation)),
+            (Some(rel), Taken::Adopted) => Some(GenerationCgroup::open_existing(service, rel)),
+            (None, _) => None,
+        };
+        let cgroup = cgroup.and_then(|c| {
+            c.inspect_err(
+                |e| warn!(generation, error = %e, "cannot open the generation's cgroup again"),
+            )
+            .ok()
+            .map(Arc::new)
         });
         let notify_path = crate::paths::notify_socket_in(runtime_dir, service, generation);
         let notify = NotifySocket::bind(&notify_path)
@@ -79,7 +105,9 @@ impl Resumed {
                 cgroup: cgroup.as_ref().map(|c| c.rel().to_owned()),
             });
         }
-        let interception = record.intercept_fd.and_then(|fd| {
+        // An adopted generation's fds were the dead supervisor's: none is ours.
+        let kept = |fd: Option<i32>| fd.filter(|_| ours);
+        let interception = kept(record.intercept_fd).and_then(|fd| {
             // SAFETY: the previous binary kept this fd open for us; nothing else owns it.
             let notify = unsafe { OwnedFd::from_raw_fd(fd) };
             Interception::resume(generation, record.pid, notify, listeners)
@@ -89,8 +117,9 @@ impl Resumed {
                 .ok()
         });
         let intercept_counts = interception.as_ref().map(Interception::counts);
-        let output = record.keep_output.then(Arc::<OutputTail>::default);
-        for (i, fd) in record.output_fds.iter().enumerate() {
+        let output = (record.keep_output && ours).then(Arc::<OutputTail>::default);
+        let output_fds = record.output_fds.map(kept);
+        for (i, fd) in output_fds.iter().enumerate() {
             if let Some(fd) = fd {
                 // SAFETY: as above, a pipe's read end kept open for us.
                 let pipe = unsafe { OwnedFd::from_raw_fd(*fd) };
@@ -99,6 +128,7 @@ impl Resumed {
         }
         Ok(Resumed {
             pid: record.pid,
+            taken,
             pidfd: Arc::new(pidfd),
             spawned_at: Instant::now(),
             cgroup: Mutex::new(cgroup),
@@ -106,7 +136,7 @@ impl Resumed {
             interception: Mutex::new(interception),
             intercept_counts,
             output,
-            output_fds: record.output_fds,
+            output_fds,
             prefix: record.prefix.clone(),
         })
     }
@@ -126,20 +156,41 @@ impl ChildProcess for Resumed {
     }
 
     fn kill(&self) {
-        kill_group(self.pid);
+        if self.taken == Taken::Reexec {
+            // Our unreaped child: its group id cannot have been reused.
+            kill_group(self.pid);
+        }
         let _ = send_signal(&self.pidfd, Signal::Kill);
     }
 
     fn wait_exit(&self) -> BoxFuture<'_, ExitInfo> {
-        Box::pin(wait_exit(&self.pidfd))
+        match self.taken {
+            Taken::Reexec => Box::pin(wait_exit(&self.pidfd)),
+            Taken::Adopted => {
+                let pidfd = self.pidfd.clone();
+                Box::pin(async move {
+                    // Not our child: its status goes to its parent.
+                    wait_gone(&pidfd).await;
+                    ExitInfo::Unknown
+                })
+            }
+        }
     }
 
     fn end_leftovers(&self, live: Vec<i32>) -> BoxFuture<'_, ()> {
         let cgroup = lock(&self.cgroup).clone();
         let pid = self.pid;
+        let taken = self.taken;
         Box::pin(async move {
-            let _ = tokio::task::spawn_blocking(move || {
-                crate::contain::end_leftovers(pid, cgroup.as_deref(), &live, LEFTOVERS_LIMIT);
+            let _ = tokio::task::spawn_blocking(move || match taken {
+                Taken::Reexec => {
+                    crate::contain::end_leftovers(pid, cgroup.as_deref(), &live, LEFTOVERS_LIMIT);
+                }
+                Taken::Adopted => {
+                    if let Some(cg) = cgroup {
+                        cg.kill_all(LEFTOVERS_LIMIT);
+                    }
+                }
             })
             .await;
         })
@@ -147,12 +198,16 @@ impl ChildProcess for Resumed {
 
     fn reap(&self) -> BoxFuture<'_, ()> {
         let cgroup = lock(&self.cgroup).take();
-        Box::pin(reap_generation(self.pid, self.pidfd.clone(), cgroup))
+        match self.taken {
+            Taken::Reexec => Box::pin(reap_generation(self.pid, self.pidfd.clone(), cgroup)),
+            // Its parent reaps it; its cgroup goes now that it is empty.
+            Taken::Adopted => Box::pin(async move { drop(cgroup) }),
+        }
     }
 
     fn wait_ready<'a>(&'a self, _: &'a [ReadyCheck]) -> BoxFuture<'a, Result<String, String>> {
-        // Only generations that were ready before are taken over.
-        Box::pin(async { Ok("ready before the supervisor's reexec".to_owned()) })
+        // Only generations that were serving are taken over.
+        Box::pin(async { Ok("served before this supervisor took it over".to_owned()) })
     }
 
     fn not_ready_detail(&self, _: &[ReadyCheck]) -> String {

@@ -38,6 +38,10 @@ pub(super) struct Snapshot {
     /// The version of the binary that wrote it.
     pub version: String,
     pub supervisor_pid: i32,
+    /// The supervisor's start time (`/proc/PID/stat`): a live process with the same pid
+    /// and start time is this supervisor, whose state file must not be touched.
+    #[serde(default)]
+    pub supervisor_start_ticks: u64,
     pub started_unix_ms: u64,
     /// The binary `reexec` executes by default: the one the supervisor was started from.
     pub binary: String,
@@ -171,6 +175,8 @@ impl Snapshot {
             service: st.config.name.clone(),
             version: crate::version::version(),
             supervisor_pid: std::process::id() as i32,
+            supervisor_start_ticks: crate::proc::start_time_ticks(std::process::id() as i32)
+                .unwrap_or(0),
             started_unix_ms: unix_ms(me.started),
             binary: me.binary.to_owned(),
             next_generation: st.next_generation,
@@ -261,6 +267,66 @@ impl Snapshot {
     }
 }
 
+/// Writes `snapshot` to the state file at `path` (in the private runtime directory):
+/// a temporary file renamed into place, so a reader sees the old state or the new.
+pub(super) fn write_state_file(path: &std::path::Path, snapshot: &Snapshot) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let json = serde_json::to_vec(snapshot).map_err(std::io::Error::other)?;
+    let tmp = path.with_extension(format!("state.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)?;
+    let written = file
+        .write_all(&json)
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Reads the state file at `path`: `None` when there is none. Only a regular file of ours
+/// (not a link, a FIFO or another user's) of bounded size is read.
+pub(super) fn read_state_file(path: &std::path::Path) -> Result<Option<Snapshot>, String> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let shown = path.display();
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read the state file '{shown}': {e}")),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read the state file '{shown}': {e}"))?;
+    if !meta.is_file() || meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(format!(
+            "'{shown}' is not a state file this user wrote; remove it if nothing runs the service"
+        ));
+    }
+    let mut text = String::new();
+    file.take(MAX_SNAPSHOT)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read the state file '{shown}': {e}"))?;
+    let snapshot: Snapshot = serde_json::from_str(&text).map_err(|e| {
+        format!("the state file '{shown}' is damaged ({e}); remove it if nothing runs the service")
+    })?;
+    if snapshot.format != FORMAT {
+        return Err(format!(
+            "the state file '{shown}' is of form {}, this binary reads form {FORMAT}",
+            snapshot.format
+        ));
+    }
+    Ok(Some(snapshot))
+}
+
 /// The largest snapshot read; a few generations and listeners take a few kilobytes.
 const MAX_SNAPSHOT: u64 = 1 << 20;
 
@@ -318,6 +384,7 @@ mod tests {
             service: "web".into(),
             version: "0.1.0".into(),
             supervisor_pid: 10,
+            supervisor_start_ticks: 5,
             started_unix_ms: 1,
             binary: "zdctl".into(),
             next_generation: 4,

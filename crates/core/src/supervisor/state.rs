@@ -120,6 +120,10 @@ pub(super) struct Myself {
     pub adopted: Option<crate::proto::AdoptedInfo>,
     /// A `reexec` is being checked: restarts wait.
     pub reexecing: bool,
+    /// Where the state a new supervisor adopts after a crash of this one is kept, and
+    /// what was written there last.
+    pub state_file: Option<PathBuf>,
+    pub written: Option<super::snapshot::Snapshot>,
 }
 
 impl Myself {
@@ -139,6 +143,13 @@ impl Myself {
             args: std::env::args_os().skip(1).collect(),
             ..Myself::default()
         }
+    }
+
+    /// The binary this process runs now.
+    pub fn binary_now(&self) -> String {
+        std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| self.binary.clone())
     }
 
     pub fn info(&self) -> crate::proto::SupervisorInfo {
@@ -163,6 +174,8 @@ impl Default for Myself {
             last_reexec: None,
             adopted: None,
             reexecing: false,
+            state_file: None,
+            written: None,
         }
     }
 }
