@@ -101,6 +101,8 @@ async fn run_prepared(prepared: Prepared) -> Result<(), SupervisorError> {
         options.config_path,
         Arc::new(children),
     );
+    // Under systemd: it hears of readiness, restarts and the stop, and keeps the listeners.
+    super::systemd::start(&owner.cx, &owner.st.sockets);
 
     if let Err(reason) = owner.start_active(false) {
         ControlServer::remove(server.path());

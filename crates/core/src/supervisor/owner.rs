@@ -300,7 +300,13 @@ impl Owner {
             match tokio::time::timeout(timeout, child.wait_ready(&checks)).await {
                 Ok(Ok(evidence)) => {
                     info!(generation, pid, %evidence, "ready");
-                    cx.emit(None, EventKind::Ready { generation, evidence });
+                    cx.emit(
+                        None,
+                        EventKind::Ready {
+                            generation,
+                            evidence,
+                        },
+                    );
                 }
                 Ok(Err(e)) => tracing::warn!(generation, pid, error = %e, "not ready"),
                 Err(_) => tracing::warn!(generation, pid, "not ready within the readiness timeout"),
