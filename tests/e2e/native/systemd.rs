@@ -101,16 +101,34 @@ fn monotonic_usec() -> u64 {
     t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000
 }
 
+/// Whether every thread of process `pid` has finished exiting. The state of the process
+/// alone does not tell: its main thread is a zombie while the others still run their exit,
+/// holding its fds, and one woken in `accept` by the client's connection can take it and
+/// close it (a reset). A thread that has finished leaves `/proc/PID/task`.
+fn all_threads_gone(pid: i32) -> bool {
+    match std::fs::read_dir(format!("/proc/{pid}/task")) {
+        Ok(tasks) => tasks.count() <= 1 && !is_alive(pid),
+        Err(_) => true,
+    }
+}
+
 fn inode(fd: BorrowedFd<'_>) -> u64 {
     nix::sys::stat::fstat(fd).expect("fstat").st_ino
 }
 
 #[test]
-fn under_notify_socket_the_supervisor_reports_ready_reloading_status_and_stopping() {
+fn under_notify_socket_the_supervisor_reports_ready_reloads_completed_or_rolled_back_and_the_stop()
+{
     let mut env = TestEnv::new();
     // The app reports its own readiness to the NOTIFY_SOCKET each generation gets from
     // zdctl: none of its messages may reach the service manager.
-    env.fixture_service("api", &["--notify"], "ready:\n  checks: [notify]\n");
+    let marker = env.path("crash");
+    let marker_arg = marker.to_str().expect("utf-8 path");
+    env.fixture_service(
+        "api",
+        &["--notify", "--crash-if-exists", marker_arg],
+        "ready:\n  checks: [notify]\n",
+    );
     let manager = FakeManager::new(&env);
     let mut cmd = env.zdctl();
     cmd.env("NOTIFY_SOCKET", &manager.path)
@@ -176,6 +194,24 @@ fn under_notify_socket_the_supervisor_reports_ready_reloading_status_and_stoppin
         Some(supervisor.to_string().as_str())
     );
 
+    // A restart that rolls back leaves the service up: READY=1 again, and the status says
+    // what happened.
+    std::fs::write(&marker, "").expect("marker");
+    let out = env.run_zdctl(&["restart", "api"]);
+    assert_code(&out, 1);
+    let rollback = manager.until("READY=1");
+    assert!(
+        rollback.iter().any(|m| has_line(&m.text, "RELOADING=1")),
+        "{:?}",
+        texts(&rollback)
+    );
+    let status = value(&rollback.last().expect("READY=1").text, "STATUS").unwrap_or_default();
+    let prefix = format!(
+        "generation 2 (pid {}) active; last restart rolled back: ",
+        active_pid(&after)
+    );
+    assert!(status.starts_with(&prefix), "{status}");
+
     let out = env.run_zdctl(&["stop", "api"]);
     assert_code(&out, 0);
     let stop = manager.until("STOPPING=1");
@@ -227,8 +263,8 @@ fn the_fd_store_keeps_the_listener_across_a_crash_of_everything_and_a_new_superv
         // SAFETY: as above; they have not been reaped by us, and the dead supervisor
         // cannot start new ones.
         unsafe { libc::kill(p, libc::SIGKILL) };
-        wait_for("a generation's process to be gone", || {
-            (!is_alive(p)).then_some(())
+        wait_for("every thread of a generation's process to be gone", || {
+            all_threads_gone(p).then_some(())
         });
     }
 
