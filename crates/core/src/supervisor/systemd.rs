@@ -28,7 +28,9 @@
 //! `SO_REUSEPORT` group, and a copy in systemd would keep a socket in the group after the
 //! supervisor closed its own, where new connections could land with nobody to accept
 //! them. That is why, when the fd store is on and the service file names no `handoff`,
-//! the supervisor chooses `shared` ([`fd_store_offered`]).
+//! the supervisor chooses `shared` ([`fd_store_offered`]). The listeners are stored all or
+//! none (see [`store_listeners`]), so a service with a steered listener, or with several
+//! unnamed ones, stores none.
 
 use std::ffi::OsString;
 use std::io::IoSlice;
@@ -79,34 +81,21 @@ fn fd_store_max(value: Option<OsString>) -> u32 {
         .unwrap_or(0)
 }
 
-/// Sends every listener that systemd does not hold yet to its fd store, one message each.
+/// Sends every listener to systemd's fd store, one message each, unless systemd holds
+/// them already or one of them cannot be stored. All or none: after a crash, the new
+/// supervisor adopts what systemd passes only if it covers every listener, so storing some
+/// would turn a crash into a start that fails.
 fn store_listeners(manager: &Manager, sockets: &Sockets) {
     if crate::listen::adopted_from_systemd() {
         info!("the listeners came from systemd, which holds them: not storing them again");
         return;
     }
-    let seat = sockets.seat(sockets.steered_to());
-    let unnamed = seat.iter().filter(|l| l.spec().name.is_none()).count();
-    for (i, listener) in seat.iter().enumerate() {
+    if let Some(reason) = why_not_storable(sockets) {
+        warn!(reason, "no listener is put in systemd's fd store");
+        return;
+    }
+    for listener in sockets.seat(sockets.steered_to()) {
         let name = listener.name();
-        if sockets.is_steered(i) {
-            warn!(
-                name,
-                "a steered listener is not put in systemd's fd store; give the service \
-                 'handoff: shared' to keep its socket open across a crash of the supervisor"
-            );
-            continue;
-        }
-        // systemd hands stored fds back in an order of its own: only a name tells two
-        // listeners apart.
-        if listener.spec().name.is_none() && unnamed > 1 {
-            warn!(
-                address = %listener.local_display(),
-                "an unnamed listener is not put in systemd's fd store while others are unnamed \
-                 too; name each one ('NAME=ADDRESS')"
-            );
-            continue;
-        }
         match manager.send_fd(&fd_store_message(name), listener.fd().as_raw_fd()) {
             Ok(()) => info!(
                 name,
@@ -115,6 +104,24 @@ fn store_listeners(manager: &Manager, sockets: &Sockets) {
             ),
             Err(e) => warn!(name, error = %e, "cannot put the listener in systemd's fd store"),
         }
+    }
+}
+
+/// Why the listeners cannot go to the fd store, if they cannot.
+fn why_not_storable(sockets: &Sockets) -> Option<&'static str> {
+    let seat = sockets.seat(sockets.steered_to());
+    let steered = (0..seat.len()).any(|i| sockets.is_steered(i));
+    let unnamed = seat.iter().filter(|l| l.spec().name.is_none()).count();
+    if steered {
+        Some(
+            "a steered listener cannot be stored; give the service 'handoff: shared' to keep \
+             its sockets open across a crash of the supervisor",
+        )
+    } else if unnamed > 1 {
+        // systemd hands stored fds back in an order of its own: only names tell them apart.
+        Some("several listeners have no name; name each one ('NAME=ADDRESS')")
+    } else {
+        None
     }
 }
 

@@ -350,3 +350,45 @@ fn a_stored_fd_arrives_as_the_same_socket() {
     let inode = |fd: std::os::fd::BorrowedFd<'_>| nix::sys::stat::fstat(fd).expect("fstat").st_ino;
     assert_eq!(inode(fds[0].as_fd()), inode(listener.as_fd()));
 }
+
+fn sockets(specs: &[&str], sharing: crate::listen::TcpSharing) -> Sockets {
+    let specs: Vec<crate::listen::ListenerSpec> =
+        specs.iter().map(|s| s.parse().expect("spec")).collect();
+    let listeners = crate::listen::open_listeners_with(&specs, sharing).expect("listen");
+    Sockets::new(listeners).expect("sockets")
+}
+
+#[test]
+fn shared_listeners_are_stored_when_at_most_one_is_unnamed() {
+    use crate::listen::TcpSharing::Alone;
+    assert_eq!(why_not_storable(&sockets(&["127.0.0.1:0"], Alone)), None);
+    assert_eq!(
+        why_not_storable(&sockets(
+            &["a=127.0.0.1:0", "b=127.0.0.1:0", "127.0.0.1:0"],
+            Alone
+        )),
+        None
+    );
+}
+
+#[test]
+fn no_listener_is_stored_when_two_are_unnamed_or_one_is_steered() {
+    use crate::listen::TcpSharing::{Alone, ReusePort};
+    let unnamed = why_not_storable(&sockets(
+        &["127.0.0.1:0", "a=127.0.0.1:0", "127.0.0.1:0"],
+        Alone,
+    ));
+    assert!(
+        unnamed.is_some_and(|r| r.contains("name each one")),
+        "{unnamed:?}"
+    );
+    if crate::listen::steer::kernel_support().is_err() {
+        eprintln!("SKIPPED: this kernel refuses steered groups");
+        return;
+    }
+    let steered = why_not_storable(&sockets(&["a=127.0.0.1:0"], ReusePort));
+    assert!(
+        steered.is_some_and(|r| r.contains("handoff: shared")),
+        "{steered:?}"
+    );
+}
