@@ -222,6 +222,12 @@ impl ServiceView {
                     RestartOutcome::RolledBack { reason } => format!("rolled back: {reason}"),
                     RestartOutcome::Failed { reason } => format!("failed: {reason}"),
                 });
+                // A restart that did not complete leaves the service as it was: up (the
+                // end of its RELOADING=1), or, while the first generation has not been
+                // ready yet, still starting.
+                if !self.ready && !report.outcome.is_success() {
+                    return Some(status_message(&self.status_line()));
+                }
                 Some(self.ready_message())
             }
             EventKind::Exited {

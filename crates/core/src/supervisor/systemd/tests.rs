@@ -165,6 +165,34 @@ fn a_rolled_back_restart_is_ready_too_and_its_reason_stays_on_the_status_line() 
 }
 
 #[test]
+fn a_restart_that_rolls_back_before_the_service_was_ever_ready_does_not_say_ready() {
+    let mut view = ServiceView::new(42);
+    view.active = Some((1, 100));
+    let got = messages(
+        &mut view,
+        &[
+            event(Some(1), EventKind::RestartRequested),
+            finished(
+                1,
+                RestartOutcome::RolledBack {
+                    reason: "not ready".into(),
+                },
+            ),
+            event(Some(2), EventKind::RestartRequested),
+            finished(2, RestartOutcome::Completed),
+        ],
+    );
+    assert_eq!(
+        got[1],
+        some("STATUS=generation 1 (pid 100) active; last restart rolled back: not ready")
+    );
+    assert_eq!(
+        got[3],
+        some("READY=1\nMAINPID=42\nSTATUS=generation 1 (pid 100) active; last restart completed")
+    );
+}
+
+#[test]
 fn a_respawn_changes_the_status_and_does_not_say_ready_again() {
     let mut view = ServiceView::new(42);
     view.active = Some((1, 100));
