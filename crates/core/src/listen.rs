@@ -16,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 
-pub use activation::{open_or_adopt_listeners, open_or_adopt_listeners_with};
+pub use activation::{adopted_from_systemd, open_or_adopt_listeners, open_or_adopt_listeners_with};
 pub use error::{ListenError, ListenSpecError};
 pub(crate) use open::backlog_for;
 pub use open::{

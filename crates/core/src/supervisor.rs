@@ -24,6 +24,7 @@ mod resumed;
 mod snapshot;
 pub mod start_priority;
 mod state;
+mod systemd;
 #[cfg(test)]
 mod tests;
 
@@ -225,11 +226,19 @@ pub fn is_reexec_check() -> bool {
 /// sockets of each protocol the service listens on). A kernel or sandbox that refuses
 /// falls back to shared, with one log line that says why, unless the file asked for
 /// `steered`. Steered with a TCP listener, `tcp_migrate_req` is turned on where
-/// permitted, unless `migrate_requests: false`.
+/// permitted, unless `migrate_requests: false`. Under systemd with an fd store, a file that
+/// says nothing gets shared: a steered socket cannot be stored (see [`systemd`]).
 fn choose_handoff(config: &ServiceConfig) -> Result<TcpSharing, SupervisorError> {
     let tcp = config.listeners.iter().any(|l| l.addr.is_tcp());
     let udp = config.listeners.iter().any(|l| l.addr.is_udp());
     if !(tcp || udp) || config.handoff == Some(Handoff::Shared) {
+        return Ok(TcpSharing::Alone);
+    }
+    if config.handoff.is_none() && systemd::fd_store_offered() {
+        info!(
+            "handoff: shared, so that systemd's fd store keeps each listener's socket open \
+             across a crash of the supervisor (the service file may ask for 'handoff: steered')"
+        );
         return Ok(TcpSharing::Alone);
     }
     let support = if tcp {

@@ -21,5 +21,6 @@ mod rollback;
 mod service_file;
 mod start_limit;
 mod start_priority;
+mod systemd;
 mod trust;
 mod udp;

@@ -7,7 +7,9 @@ use crate::listen::{ListenAddr, Listener};
 /// Variables from other supervisors' dialects that must never leak from the supervisor's own
 /// environment into a generation: stale values would point the app at the wrong fds.
 const DIALECT_PREFIXES: &[&str] = &["LISTEN_", "EINHORN_", "SERVER_STARTER_", "ZD_"];
-const DIALECT_NAMES: &[&str] = &["NOTIFY_SOCKET"];
+/// `NOTIFY_SOCKET` and `FDSTORE` are systemd's for the supervisor: a generation gets a
+/// notify socket of ours, which keeps no fds.
+const DIALECT_NAMES: &[&str] = &["NOTIFY_SOCKET", "FDSTORE"];
 
 /// The handoff variables for one generation, in every dialect at once. `LISTEN_PID` is not
 /// among them: only the child knows its pid, and writes it itself.
@@ -97,6 +99,7 @@ mod tests {
             ("LISTEN_FDS", "9"),
             ("EINHORN_FD_COUNT", "2"),
             ("NOTIFY_SOCKET", "/old"),
+            ("FDSTORE", "16"),
             ("ZD_GENERATION", "77"),
         ]
         .into_iter()
@@ -115,6 +118,7 @@ mod tests {
         );
         assert!(!env.contains_key("EINHORN_FD_COUNT"));
         assert!(!env.contains_key("NOTIFY_SOCKET"));
+        assert!(!env.contains_key("FDSTORE"));
     }
 
     #[test]

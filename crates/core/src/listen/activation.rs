@@ -63,6 +63,12 @@ pub fn open_or_adopt_listeners_with(
     adopt(specs, passed)
 }
 
+/// Whether the listeners were adopted from fds systemd passed (a socket unit's, or its fd
+/// store's), which it then holds too.
+pub fn adopted_from_systemd() -> bool {
+    ADOPTED.load(Ordering::SeqCst)
+}
+
 /// The fds systemd passed to this process, or `None` when it passed none to us.
 fn passed_fds() -> Result<Option<Vec<PassedFd>>, ListenError> {
     let Some(pid) = std::env::var_os("LISTEN_PID") else {

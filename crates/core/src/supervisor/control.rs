@@ -217,6 +217,10 @@ async fn run_prepared(prepared: Prepared) -> Result<(), SupervisorError> {
     owner.st.me = Myself::current();
     owner.st.me.control_fd = server.raw_fd();
     owner.st.me.state_file = Some(state_file);
+    // Under systemd: it hears of readiness, restarts and the stop, and keeps the listeners
+    // (stored once, by the supervisor that opened them: a reexec's or an adopter's were
+    // stored before).
+    super::systemd::start(&owner.cx, &owner.st.sockets, resume.is_none());
 
     let started = match resume {
         Some(r) => owner.resume(r.taken, r.snapshot, resumed),

@@ -362,16 +362,27 @@ impl Owner {
         Ok(())
     }
 
-    /// Logs when a generation that is the service from its start becomes ready. Nothing
-    /// waits on it: there is no older generation to protect, and the listener queues
-    /// clients until the app accepts.
+    /// Logs when a generation that is the service from its start becomes ready, and
+    /// publishes it (no restart's event: systemd's `READY=1` waits for it). Nothing in the
+    /// supervisor waits on it: there is no older generation to protect, and the listener
+    /// queues clients until the app accepts.
     fn log_first_readiness(&self, generation: u64, child: Arc<dyn ChildProcess>) {
         let checks = self.st.config.ready.checks.clone();
         let timeout = self.st.config.ready.timeout;
+        let cx = self.cx.clone();
         tokio::spawn(async move {
             let pid = child.pid();
             match tokio::time::timeout(timeout, child.wait_ready(&checks)).await {
-                Ok(Ok(evidence)) => info!(generation, pid, %evidence, "ready"),
+                Ok(Ok(evidence)) => {
+                    info!(generation, pid, %evidence, "ready");
+                    cx.emit(
+                        None,
+                        EventKind::Ready {
+                            generation,
+                            evidence,
+                        },
+                    );
+                }
                 Ok(Err(e)) => tracing::warn!(generation, pid, error = %e, "not ready"),
                 Err(_) => tracing::warn!(generation, pid, "not ready within the readiness timeout"),
             }

@@ -7,7 +7,7 @@ use GenerationState::{Active, Exited};
 async fn a_crashed_active_generation_is_respawned_with_a_growing_backoff() {
     let fake = FakeChildren::default();
     let mut h = Harness::start(&fake, config());
-    h.seen();
+    h.wait_for("ready 1").await;
     fake.child(1).exit(ExitInfo::Signal { signal: 11 });
     assert_eq!(
         h.wait_for("promoted 2").await,
@@ -18,6 +18,7 @@ async fn a_crashed_active_generation_is_respawned_with_a_growing_backoff() {
             "promoted 2"
         ]
     );
+    h.wait_for("ready 2").await;
     fake.child(2).exit(ExitInfo::Code { code: 1 });
     assert_eq!(
         h.wait_for("promoted 3").await,
@@ -45,7 +46,7 @@ async fn a_respawn_that_cannot_spawn_is_tried_again() {
         },
     );
     let mut h = Harness::start(&fake, config());
-    h.seen();
+    h.wait_for("ready 1").await;
     fake.child(1).exit(ExitInfo::Code { code: 1 });
     assert_eq!(
         h.wait_for("promoted 3").await,
@@ -66,7 +67,7 @@ async fn a_clean_exit_is_not_respawned_under_on_failure() {
     let mut c = config();
     c.restart.mode = RestartMode::OnFailure;
     let mut h = Harness::start(&fake, c);
-    h.seen();
+    h.wait_for("ready 1").await;
     fake.child(1).exit(CODE_0);
     assert_eq!(h.wait_for("exited 1 0").await, ["exited 1 0"]);
     // Long past any backoff: still nothing.
@@ -238,7 +239,7 @@ async fn stop_waits_for_a_draining_generation_and_drains_the_active_one() {
 async fn sigterm_stops_and_other_signals_reach_the_active_generation() {
     let fake = FakeChildren::default();
     let mut h = Harness::start(&fake, config());
-    h.seen();
+    h.wait_for("ready 1").await;
     h.signals.send(Signal::User1).unwrap();
     assert_eq!(h.wait_for("signalled 1 SIGUSR1").await.len(), 1);
     match h
@@ -310,7 +311,7 @@ async fn a_stop_that_must_kill_a_generation_at_its_deadline_reports_it() {
         },
     );
     let mut h = Harness::start(&fake, config());
-    h.seen();
+    h.wait_for("ready 1").await;
     let (events, _, killed) = h.stop_killing().await;
     assert_eq!(
         events,

@@ -11,7 +11,9 @@ async fn the_first_generation_is_spawned_active() {
     assert_eq!(status.active_generation, Some(1));
     assert_eq!(states(&status), [(1, Active)]);
     assert_eq!(status.containment.as_deref(), Some("fake"));
-    assert_eq!(h.seen(), ["spawned 1"]);
+    // Its readiness is published too, with no restart's number: systemd's READY=1 waits
+    // for it.
+    assert_eq!(h.wait_for("ready 1").await, ["spawned 1", "ready 1"]);
     let (events, fake) = h.stop().await;
     assert_eq!(events, ["stopping", "draining 1 SIGTERM", "exited 1 0"]);
     assert_eq!(
@@ -305,7 +307,7 @@ async fn a_second_restart_while_one_runs_is_busy_or_follows_it() {
 async fn sighup_restarts() {
     let fake = FakeChildren::default();
     let mut h = Harness::start(&fake, config());
-    h.seen();
+    h.wait_for("ready 1").await;
     h.signals.send(Signal::Hangup).unwrap();
     let events = h.wait_for("completed").await;
     assert_eq!(events.first().map(String::as_str), Some("requested"));

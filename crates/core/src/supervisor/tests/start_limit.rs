@@ -43,14 +43,17 @@ async fn a_service_whose_starts_fail_is_failing_at_the_limit_and_respawns_nothin
         h.wait_for("failing after 3 (3 failed starts)").await,
         [
             "spawned 1",
+            "ready 1",
             "exited 1 1",
             "respawning 2 in 100ms",
             "spawned 2",
             "promoted 2",
+            "ready 2",
             "exited 2 1",
             "respawning 3 in 200ms",
             "spawned 3",
             "promoted 3",
+            "ready 3",
             "exited 3 1",
             "failing after 3 (3 failed starts)",
         ]
