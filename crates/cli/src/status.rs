@@ -500,6 +500,62 @@ service 'api': supervisor pid 1200, up 2h13m
     }
 
     #[test]
+    fn the_supervisor_line_says_what_runs_it_what_was_reexecuted_and_adopted() {
+        use zd_core::proto::{AdoptedInfo, ReexecInfo, SupervisorInfo};
+        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(NOW_MS);
+        let mut status = fixed();
+        status.supervisor = Some(SupervisorInfo {
+            version: "0.2.0".into(),
+            binary: "/usr/bin/zdctl".into(),
+            reexecs: 2,
+            last_reexec: Some(ReexecInfo {
+                unix_ms: NOW_MS - 3_000,
+                from_version: "0.1.0".into(),
+                binary: "/usr/bin/zdctl".into(),
+                error: None,
+            }),
+            adopted: Some(AdoptedInfo {
+                unix_ms: NOW_MS - 60_000,
+                from_pid: 812,
+                generations: vec![7],
+            }),
+        });
+        let text = render(
+            &ServiceStatus {
+                status: status.clone(),
+                driver: None,
+            },
+            now,
+        );
+        assert!(
+            text.contains("  zdctl: 0.2.0, re-executed 2 times (last 3s ago, from 0.1.0)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  adopted: generation 7 from supervisor pid 812, which died (1m ago)\n"),
+            "{text}"
+        );
+        if let Some(me) = &mut status.supervisor {
+            me.adopted = None;
+            if let Some(last) = &mut me.last_reexec {
+                last.error = Some("/tmp/x is not an executable file".into());
+            }
+        }
+        let text = render(
+            &ServiceStatus {
+                status,
+                driver: None,
+            },
+            now,
+        );
+        assert!(
+            text.contains("the last reexec (3s ago, to /usr/bin/zdctl) failed: /tmp/x is not an executable file"),
+            "{text}"
+        );
+        assert!(!text.contains("adopted"), "{text}");
+    }
+
+    #[test]
     fn a_failing_service_says_why_with_its_last_exit_and_output() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_millis(NOW_MS);
         let mut status = fixed();

@@ -1,5 +1,6 @@
 //! `zdctl run` and the commands that drive it, against the fixture service.
 
+mod adopt;
 mod control;
 mod deadlines;
 mod errors;

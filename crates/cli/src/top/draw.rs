@@ -190,7 +190,7 @@ fn draw_generations(
         widths.push(Constraint::Length(6));
     }
     let title = format!(
-        " generations of '{}' ({} via {}){} ",
+        " generations of '{}' ({} via {}){}{} ",
         snapshot.service,
         generations_word(snapshot.generations.len()),
         snapshot.source,
@@ -198,7 +198,8 @@ fn draw_generations(
             " · binds intercepted"
         } else {
             ""
-        }
+        },
+        supervisor_note(snapshot.supervisor.as_ref())
     );
     let title = match &snapshot.failing {
         Some(_) => Line::from(vec![
@@ -213,6 +214,22 @@ fn draw_generations(
         .block(Block::bordered().title(title));
     let mut state = TableState::new().with_selected(app.generation_index());
     frame.render_stateful_widget(table, area, &mut state);
+}
+
+/// ` · zdctl 0.4.0, reexec'd 2×, adopted from pid 812`: what runs the service, when it
+/// is worth a look (it was re-executed or adopted something).
+fn supervisor_note(me: Option<&zd_core::proto::SupervisorInfo>) -> String {
+    let Some(me) = me else {
+        return String::new();
+    };
+    let mut note = String::new();
+    if me.reexecs > 0 {
+        note.push_str(&format!(" · zdctl {}, reexec'd {}×", me.version, me.reexecs));
+    }
+    if let Some(adopted) = &me.adopted {
+        note.push_str(&format!(" · adopted from pid {}", adopted.from_pid));
+    }
+    note
 }
 
 /// A failing service (`restart.limit` reached): why, in place of the connections.
