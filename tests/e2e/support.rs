@@ -514,3 +514,22 @@ pub fn assert_no_failures(report: &zd_load::load::LoadReport) {
         report.failures_by_kind()
     );
 }
+
+/// Says loudly that a test skipped part or all of what it checks, on the test process's
+/// real stderr: libtest hides what `eprintln!` prints in a test that passes, so a skipped
+/// test would look like a pass. Every skip also lands in `ZD_SKIPPED_LOG` when set.
+pub fn say_skipped(message: &str) {
+    use std::io::Write;
+    let line = format!("SKIPPED: {message}\n");
+    // A direct write, not `eprint!`: the test harness captures only the macros.
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    if let Some(path) = std::env::var_os("ZD_SKIPPED_LOG") {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+}

@@ -183,8 +183,11 @@ pub fn render(service: &ServiceStatus, now: SystemTime) -> String {
             RestartOutcome::RolledBack { reason } => format!("rolled back: {reason}"),
             RestartOutcome::Failed { reason } => format!("failed: {reason}"),
         };
+        let completed = matches!(last.outcome, RestartOutcome::Completed);
         let generations = match (last.old_generation, last.new_generation) {
-            (Some(old), Some(new)) => format!(", generation {old} → {new}"),
+            (Some(old), Some(new)) if completed => format!(", generation {old} → {new}"),
+            // Nothing changed: say which generation stayed, not an arrow.
+            (Some(old), Some(new)) => format!(" (generation {new} stopped, {old} kept)"),
             (None, Some(new)) => format!(", generation {new}"),
             _ => String::new(),
         };
@@ -201,23 +204,22 @@ pub fn render(service: &ServiceStatus, now: SystemTime) -> String {
 /// `  zdctl: 0.4.0, re-executed 2 times (last 3s ago, from 0.3.9)`, and what it adopted.
 fn supervisor_line(me: &zd_core::proto::SupervisorInfo, now: SystemTime) -> String {
     let mut out = format!("  zdctl: {}", me.version);
-    match (&me.last_reexec, me.reexecs) {
-        (Some(last), _) if last.error.is_some() => {
+    let times = match me.reexecs {
+        0 => "never".to_owned(),
+        1 => "once".to_owned(),
+        n => format!("{n} times"),
+    };
+    match &me.last_reexec {
+        Some(last) if last.error.is_some() => {
             let _ = write!(
                 out,
-                ", re-executed {} times; the last reexec ({} ago, to {}) failed: {}",
-                me.reexecs,
+                ", re-executed {times}; the last reexec ({} ago, to {}) failed: {}",
                 age(last.unix_ms, now),
                 last.binary,
                 last.error.as_deref().unwrap_or_default()
             );
         }
-        (Some(last), n) if n > 0 => {
-            let times = if n == 1 {
-                "once".to_owned()
-            } else {
-                format!("{n} times")
-            };
+        Some(last) if me.reexecs > 0 => {
             let _ = write!(
                 out,
                 ", re-executed {times} (last {} ago, from {})",

@@ -152,7 +152,9 @@ fn signal_reaches_the_active_generation() {
     let log = env.path("fixture.log");
     let log_s = log.display().to_string();
     env.fixture_service("api", &["--log", &log_s], "");
-    env.start("api", &["run", "api"]);
+    let status = env.start("api", &["run", "api"]);
+    // Once it answers, its handlers are installed: a USR1 before that would kill it.
+    http_get(&address_of(&status), "/").expect("the fixture answers");
     let out = env.run_zdctl(&["signal", "api", "usr1"]);
     assert_code(&out, 0);
     assert!(

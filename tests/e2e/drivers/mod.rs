@@ -132,7 +132,7 @@ pub fn skip(test: &str, why: &str) {
         std::env::var_os("ZD_REQUIRE_PEERS").is_none_or(|v| v != "1"),
         "ZD_REQUIRE_PEERS=1 but {why}"
     );
-    eprintln!("SKIPPED: {test}: {why}");
+    crate::support::say_skipped(&format!("{test}: {why}"));
 }
 
 /// A worker command: zd-fixture, or, once `marker` exists, zd-fixture with `later`

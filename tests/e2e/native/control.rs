@@ -125,7 +125,7 @@ fn connection_from_another_uid_is_refused() {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
     if nix::unistd::geteuid().as_raw() != 0 {
-        eprintln!("SKIPPED: connection_from_another_uid_is_refused needs root to switch uid");
+        say_skipped("connection_from_another_uid_is_refused needs root to switch uid");
         return;
     }
     use std::os::unix::process::CommandExt;

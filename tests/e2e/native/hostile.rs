@@ -52,7 +52,7 @@ fn a_runtime_dir_another_user_created_is_refused_with_what_to_do() {
     );
 
     if !is_root() {
-        eprintln!("SKIPPED: the other-owner half of this test needs root to chown");
+        say_skipped("the other-owner half of this test needs root to chown");
         return;
     }
     std::fs::set_permissions(&env.runtime_dir, std::fs::Permissions::from_mode(0o700))
@@ -97,7 +97,7 @@ while time.time() < end:
 #[test]
 fn another_user_cannot_fake_readiness_or_fail_a_restart_through_the_notify_socket() {
     if !is_root() {
-        eprintln!("SKIPPED: needs root to run the attacker as another uid");
+        say_skipped("needs root to run the attacker as another uid");
         return;
     }
     let mut env = TestEnv::new();
@@ -128,7 +128,7 @@ fn another_user_cannot_fake_readiness_or_fail_a_restart_through_the_notify_socke
 #[test]
 fn another_users_errno_does_not_roll_back_a_generation_that_is_ready() {
     if !is_root() {
-        eprintln!("SKIPPED: needs root to run the attacker as another uid");
+        say_skipped("needs root to run the attacker as another uid");
         return;
     }
     let mut env = TestEnv::new();
@@ -218,7 +218,7 @@ fn leftovers_end_with_their_generation(cgroups: bool) {
 #[test]
 fn processes_a_generation_left_behind_end_with_it_in_its_cgroup() {
     if !is_root() {
-        eprintln!("SKIPPED: cgroups are writable only for root here");
+        say_skipped("cgroups are writable only for root here");
         return;
     }
     leftovers_end_with_their_generation(true);
@@ -300,7 +300,7 @@ fn stranger_with_pid(want: i32) -> Option<Killed> {
 #[test]
 fn stop_never_signals_a_process_that_reused_an_exited_generations_pid() {
     if !is_root() {
-        eprintln!("SKIPPED: needs root to choose the next pid");
+        say_skipped("needs root to choose the next pid");
         return;
     }
     let mut env = TestEnv::new();
@@ -312,7 +312,9 @@ fn stop_never_signals_a_process_that_reused_an_exited_generations_pid() {
         (!std::path::Path::new(&format!("/proc/{old}")).exists()).then_some(())
     });
     let Some(mut stranger) = stranger_with_pid(old) else {
-        eprintln!("SKIPPED: could not start a process with pid {old} (the machine forks too fast)");
+        say_skipped(&format!(
+            "could not start a process with pid {old} (the machine forks too fast)"
+        ));
         return;
     };
     // It leads a session and group of its own whose id is the exited generation's pid.

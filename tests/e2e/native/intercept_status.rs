@@ -52,7 +52,9 @@ fn python(test: &str) -> Option<PathBuf> {
             std::env::var_os("ZD_REQUIRE_PEERS").is_none_or(|v| v != "1"),
             "ZD_REQUIRE_PEERS=1 but there is no python3 on PATH (Debian package: python3)"
         );
-        eprintln!("SKIPPED: {test}: no python3 on PATH (Debian package: python3)");
+        say_skipped(&format!(
+            "{test}: no python3 on PATH (Debian package: python3)"
+        ));
     }
     found
 }

@@ -45,7 +45,7 @@ fn sysctl_of(pid: i32) -> String {
 #[test]
 fn a_steered_supervisor_turns_tcp_migrate_req_on_unless_told_not_to() {
     if !is_root() {
-        eprintln!("SKIPPED: a private network namespace (unshare --net) needs root");
+        say_skipped("a private network namespace (unshare --net) needs root");
         return;
     }
     let mut env = TestEnv::new();

@@ -105,7 +105,7 @@ fn the_supervisor_runs_below_its_generations_which_start_at_its_original_priorit
 #[test]
 fn without_cap_sys_nice_the_supervisor_keeps_the_service_priority() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: without_cap_sys_nice… needs root to drop the capability");
+        say_skipped("without_cap_sys_nice… needs root to drop the capability");
         return;
     }
     let mut env = TestEnv::new();

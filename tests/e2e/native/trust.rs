@@ -15,7 +15,9 @@ const NOBODY: u32 = 65534;
 fn running_as_root(test: &str) -> bool {
     let root = nix::unistd::geteuid().is_root();
     if !root {
-        eprintln!("SKIPPED: {test} needs root to run processes as another user");
+        say_skipped(&format!(
+            "{test} needs root to run processes as another user"
+        ));
     }
     root
 }

@@ -55,7 +55,7 @@ pub fn peers_available(test: &str, programs: &[&str]) -> bool {
         std::env::var_os("ZD_REQUIRE_PEERS").is_none_or(|v| v != "1"),
         "ZD_REQUIRE_PEERS=1 but {message}"
     );
-    eprintln!("SKIPPED: {message}");
+    crate::support::say_skipped(&message);
     false
 }
 

@@ -65,6 +65,15 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
     let interval_ms = u64::try_from(args.interval.as_millis()).unwrap_or(u64::MAX);
     let mut app = App::new(interval_ms, color);
     let refresher = Refresher::new(args.names, args.pid)?;
+    // Without a terminal, raw mode fails with a bare "No such device or address".
+    if !std::io::IsTerminal::is_terminal(&std::io::stdout())
+        || !std::io::IsTerminal::is_terminal(&std::io::stdin())
+    {
+        return Err(ExitError::usage(
+            "zdctl top draws on a terminal, and this is not one (stdin and stdout must be \
+             a tty); for a snapshot a script can read, use 'zdctl status NAME --json'",
+        ));
+    }
     let (updates, received) = mpsc::channel();
     refresh::spawn_collector(refresher, args.interval, updates.clone());
 

@@ -130,3 +130,14 @@ fn a_zero_restart_timeout_exits_2_instead_of_rolling_back_every_time() {
         );
     }
 }
+
+#[test]
+fn top_without_a_terminal_says_it_needs_one_and_what_to_use_instead() {
+    let out = TestEnv::new().zdctl(&["top"]);
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("draws on a terminal") && stderr(&out).contains("--json"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -325,7 +325,10 @@ mod tests {
     #[test]
     fn a_bind_to_the_listener_gets_its_socket_and_other_binds_continue() {
         if let Err(reason) = kernel_support() {
-            eprintln!("SKIPPED: {reason}");
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("SKIPPED: {reason}\n").as_bytes(),
+            );
             return;
         }
         let spec = ListenerSpec::new(ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()));

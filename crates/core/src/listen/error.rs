@@ -84,6 +84,15 @@ pub enum ListenError {
         /// The socket path.
         path: PathBuf,
     },
+    /// A unix socket's directory does not exist.
+    #[error(
+        "cannot bind '{addr}': its directory does not exist; create it first (mkdir -p), or \
+         choose a path in an existing directory"
+    )]
+    NoDirectory {
+        /// The address.
+        addr: String,
+    },
     /// Any other system call failure.
     #[error("cannot {about} '{addr}': {source}")]
     Io {
@@ -158,6 +167,7 @@ impl ListenError {
                 addr,
                 hint: "check that this user may write to the socket's directory",
             },
+            (io::ErrorKind::NotFound, None) => ListenError::NoDirectory { addr },
             _ => ListenError::Io {
                 about: "bind",
                 addr,

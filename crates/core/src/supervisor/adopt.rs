@@ -17,7 +17,7 @@ use super::SupervisorError;
 use super::control::Resume;
 use super::owner::Owner;
 use super::resumed::Taken;
-use super::snapshot::{Identity, LiveGeneration, Snapshot, read_state_file, write_state_file};
+use super::snapshot::{LiveGeneration, Snapshot, read_state_file, write_state_file};
 use crate::config::ServiceConfig;
 
 /// Looks for a dead supervisor's generation to adopt. `None`: start afresh (no state
@@ -124,16 +124,7 @@ fn end_unadoptable(live: &[LiveGeneration]) {
             pid = g.pid,
             "ending a generation of the dead supervisor that was not serving"
         );
-        // SAFETY: pidfd_send_signal on a pidfd we own, SIGKILL, no siginfo, no flags.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                std::os::fd::AsRawFd::as_raw_fd(&pidfd),
-                libc::SIGKILL,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            );
-        }
+        let _ = super::process::send_signal(&pidfd, crate::signal::Signal::Kill);
         crate::proc::wait_gone(&pidfd, Duration::from_secs(5));
     }
 }
@@ -148,18 +139,7 @@ impl Owner {
         if self.st.stopping {
             return;
         }
-        let me = &self.st.me;
-        let Ok(snapshot) = Snapshot::of(
-            &self.st,
-            Identity {
-                started: me.started,
-                binary: &me.binary,
-                control_fd: me.control_fd,
-                reexecs: me.reexecs,
-                last_reexec: me.last_reexec.clone(),
-                adopted: me.adopted.clone(),
-            },
-        ) else {
+        let Ok(snapshot) = self.snapshot() else {
             // A generation is exiting right now: the next change writes it.
             return;
         };

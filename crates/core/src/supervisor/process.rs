@@ -308,15 +308,32 @@ impl ChildProcess for Process {
     }
 
     fn carried(&self) -> Carried {
-        Carried {
-            cgroup: lock(&self.cgroup).as_ref().map(|c| c.rel().to_owned()),
-            intercept: lock(&self.interception)
-                .as_ref()
-                .and_then(Interception::seccomp_fd),
-            output: self.output_fds,
-            prefix: self.prefix.clone(),
-            keep_output: self.output.is_some(),
-        }
+        carried(
+            &self.cgroup,
+            &self.interception,
+            self.output_fds,
+            &self.prefix,
+            &self.output,
+        )
+    }
+}
+
+/// What a generation's supervisor holds for it, for a `reexec` to hand over.
+pub(super) fn carried(
+    cgroup: &Mutex<Option<Arc<GenerationCgroup>>>,
+    interception: &Mutex<Option<Interception>>,
+    output_fds: [Option<i32>; 2],
+    prefix: &str,
+    output: &Option<Arc<OutputTail>>,
+) -> Carried {
+    Carried {
+        cgroup: lock(cgroup).as_ref().map(|c| c.rel().to_owned()),
+        intercept: lock(interception)
+            .as_ref()
+            .and_then(Interception::seccomp_fd),
+        output: output_fds,
+        prefix: prefix.to_owned(),
+        keep_output: output.is_some(),
     }
 }
 

@@ -234,7 +234,7 @@ impl Owner {
     }
 
     /// A snapshot of the service as it is now, with this process's fds.
-    fn snapshot(&self) -> Result<Snapshot, String> {
+    pub(super) fn snapshot(&self) -> Result<Snapshot, String> {
         let me = &self.st.me;
         Snapshot::of(
             &self.st,

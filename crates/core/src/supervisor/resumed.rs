@@ -22,7 +22,7 @@ use tracing::warn;
 use super::child::{BoxFuture, Carried, ChildProcess};
 use super::output::OutputTail;
 use super::process::{
-    LEFTOVERS_LIMIT, forward_output, kill_group, lock, reap_generation, send_signal,
+    LEFTOVERS_LIMIT, carried, forward_output, kill_group, lock, reap_generation, send_signal,
     unread_input_of, wait_exit, wait_gone,
 };
 use super::snapshot::LiveGeneration;
@@ -238,14 +238,12 @@ impl ChildProcess for Resumed {
     }
 
     fn carried(&self) -> Carried {
-        Carried {
-            cgroup: lock(&self.cgroup).as_ref().map(|c| c.rel().to_owned()),
-            intercept: lock(&self.interception)
-                .as_ref()
-                .and_then(Interception::seccomp_fd),
-            output: self.output_fds,
-            prefix: self.prefix.clone(),
-            keep_output: self.output.is_some(),
-        }
+        carried(
+            &self.cgroup,
+            &self.interception,
+            self.output_fds,
+            &self.prefix,
+            &self.output,
+        )
     }
 }

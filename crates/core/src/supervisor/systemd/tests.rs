@@ -411,7 +411,10 @@ fn no_listener_is_stored_when_two_are_unnamed_or_one_is_steered() {
         "{unnamed:?}"
     );
     if crate::listen::steer::kernel_support().is_err() {
-        eprintln!("SKIPPED: this kernel refuses steered groups");
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            b"SKIPPED: this kernel refuses steered groups\n",
+        );
         return;
     }
     let steered = why_not_storable(&sockets(&["a=127.0.0.1:0"], ReusePort));
