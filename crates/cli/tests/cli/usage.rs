@@ -141,3 +141,22 @@ fn top_without_a_terminal_says_it_needs_one_and_what_to_use_instead() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_unix_listener_in_a_missing_directory_says_to_create_it() {
+    let out = TestEnv::new().zdctl(&[
+        "run",
+        "--name",
+        "api",
+        "--listen",
+        "unix:/nonexistent/zdctl-test/x.sock",
+        "--",
+        "true",
+    ]);
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("its directory does not exist; create it first"),
+        "{}",
+        stderr(&out)
+    );
+}
