@@ -24,10 +24,38 @@ pub fn check_name(name: &str) -> anyhow::Result<()> {
 /// A service error as the exit error it deserves; the message carries its causes.
 pub fn service_error(err: ServiceError) -> anyhow::Error {
     let class = err.class();
+    let kind = kind_of(&err);
     let message = format!("{:#}", anyhow::Error::from(err));
-    match class {
-        ErrorClass::Usage => ExitError::usage(message),
-        ErrorClass::NotRunning => ExitError::not_running(message),
-        ErrorClass::Failure => ExitError::failure(message),
+    let code = match class {
+        ErrorClass::Usage => crate::exit::USAGE,
+        ErrorClass::NotRunning => crate::exit::NOT_RUNNING,
+        ErrorClass::Failure => crate::exit::FAILURE,
+    };
+    ExitError::of_kind(code, kind, message)
+}
+
+/// The `--json` error kind of a service error (see `exit::report`).
+fn kind_of(err: &ServiceError) -> &'static str {
+    match err {
+        ServiceError::InvalidName { .. } => "invalid_name",
+        ServiceError::Config(_) => "invalid_config",
+        ServiceError::NoSuchService { .. } => "no_such_service",
+        ServiceError::NotRunning { .. } => "not_running",
+        ServiceError::Busy { .. } | ServiceError::ReexecBusy { .. } => "busy",
+        ServiceError::Unsupported { .. } => "unsupported",
+        ServiceError::Refused { .. } => "refused",
+        ServiceError::ReexecFailed { .. } | ServiceError::ReexecSilent { .. } => "reexec_failed",
+        ServiceError::Driver { error, .. } if error.is_not_running() => "not_running",
+        ServiceError::Driver { .. } => "driver",
+        ServiceError::Closed { .. }
+        | ServiceError::Unreachable { .. }
+        | ServiceError::Client { .. }
+        | ServiceError::StatusDeadline { .. } => "unreachable",
+        ServiceError::StillRunning { .. } => "still_running",
+        _ => match err.class() {
+            ErrorClass::Usage => "usage",
+            ErrorClass::NotRunning => "not_running",
+            ErrorClass::Failure => "failed",
+        },
     }
 }

@@ -23,13 +23,36 @@ pub const NOT_RUNNING: u8 = 3;
 pub struct ExitError {
     pub code: u8,
     pub message: String,
+    /// What went wrong, for `--json` (`{"error":{"kind":…}}`): stable words a script can
+    /// match, like `usage`, `not_running`, `busy`, `rolled_back`.
+    pub kind: &'static str,
+    /// Whether the `--json` output already says it (a restart's report does): then no
+    /// error object follows.
+    pub reported: bool,
 }
 
 impl ExitError {
     pub fn with_code(code: u8, message: impl Into<String>) -> anyhow::Error {
+        Self::of_kind(code, default_kind(code), message)
+    }
+
+    /// An error of a kind more precise than its exit code says.
+    pub fn of_kind(code: u8, kind: &'static str, message: impl Into<String>) -> anyhow::Error {
         anyhow::Error::new(ExitError {
             code,
             message: message.into(),
+            kind,
+            reported: false,
+        })
+    }
+
+    /// An error the `--json` output has already reported (see [`ExitError::reported`]).
+    pub fn reported(code: u8, kind: &'static str, message: impl Into<String>) -> anyhow::Error {
+        anyhow::Error::new(ExitError {
+            code,
+            message: message.into(),
+            kind,
+            reported: true,
         })
     }
 
@@ -54,21 +77,40 @@ impl fmt::Display for ExitError {
 
 impl std::error::Error for ExitError {}
 
+/// The kind of an error that says no more than its exit code.
+fn default_kind(code: u8) -> &'static str {
+    match code {
+        USAGE => "usage",
+        NOT_RUNNING => "not_running",
+        _ => "failed",
+    }
+}
+
 /// The exit code and message (empty: print nothing) for a command's result.
 pub fn classify(result: &anyhow::Result<()>) -> (u8, String) {
+    let (code, message, _) = classify_kind(result);
+    (code, message)
+}
+
+/// [`classify`], with the error's kind and whether `--json` output reported it already.
+fn classify_kind(result: &anyhow::Result<()>) -> (u8, String, Option<(&'static str, bool)>) {
     let Err(err) = result else {
-        return (SUCCESS, String::new());
+        return (SUCCESS, String::new(), None);
     };
     // `zdctl status | head -1`: the reader went away, which is not our failure.
     if is_broken_pipe(err) {
-        return (SUCCESS, String::new());
+        return (SUCCESS, String::new(), None);
     }
     for cause in err.chain() {
         if let Some(exit) = cause.downcast_ref::<ExitError>() {
-            return (exit.code, exit.message.clone());
+            return (
+                exit.code,
+                exit.message.clone(),
+                Some((exit.kind, exit.reported)),
+            );
         }
     }
-    (FAILURE, format!("{err:#}"))
+    (FAILURE, format!("{err:#}"), Some(("failed", false)))
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
@@ -88,13 +130,29 @@ impl std::fmt::Display for StdoutClosed {
 
 impl std::error::Error for StdoutClosed {}
 
-/// Prints the error line, if any, and returns the exit code.
-pub fn report(result: anyhow::Result<()>) -> ExitCode {
-    let (code, message) = classify(&result);
+/// Prints the error line, if any, and returns the exit code. With `json` (the command was
+/// asked for `--json`), the error is also one JSON object on stdout,
+/// `{"error":{"kind":"not_running","message":"…","exit_code":3}}`, unless the command's
+/// own output already reported it.
+pub fn report(result: anyhow::Result<()>, json: bool) -> ExitCode {
+    let (code, message, kind) = classify_kind(&result);
     if !message.is_empty() {
         let _ = writeln!(std::io::stderr().lock(), "error: {message}");
+        if let Some((kind, false)) = kind.filter(|_| json) {
+            let _ = writeln!(
+                std::io::stdout().lock(),
+                "{}",
+                json_error(kind, &message, code)
+            );
+        }
     }
     ExitCode::from(code)
+}
+
+/// The JSON object of an error.
+pub fn json_error(kind: &str, message: &str, code: u8) -> String {
+    serde_json::json!({ "error": { "kind": kind, "message": message, "exit_code": code } })
+        .to_string()
 }
 
 #[cfg(test)]

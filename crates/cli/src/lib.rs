@@ -33,7 +33,7 @@ pub fn main_exit() -> ExitCode {
     // command line parser (about a tenth of its start) when it is asked for directly.
     let mut args = std::env::args_os();
     if args.nth(1).is_some_and(|first| first == "demo-server") {
-        return exit::report(demo::server(args.collect()));
+        return exit::report(demo::server(args.collect()), false);
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -51,9 +51,24 @@ pub fn main_exit() -> ExitCode {
         let lossy = matches!(cli.command, Command::Run(_));
         logging::init(base, cli.verbose, lossy);
     }
-    let code = exit::report(dispatch(cli));
+    let json = wants_json(&cli.command);
+    let code = exit::report(dispatch(cli), json);
     logging::flush();
     code
+}
+
+/// Whether the command was asked for `--json`: its errors are then JSON too.
+fn wants_json(command: &Command) -> bool {
+    match command {
+        Command::Restart(a) => a.json,
+        Command::Status(a) => a.json,
+        Command::List(a) => a.json,
+        Command::Stop(a) => a.json,
+        Command::Signal(a) => a.json,
+        Command::Reexec(a) => a.json,
+        Command::Verify(a) => a.json,
+        _ => false,
+    }
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {

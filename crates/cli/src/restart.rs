@@ -6,7 +6,7 @@ use zd_core::service::{RestartOptions, Restarted};
 
 use crate::cli::{RestartArgs, Wait};
 use crate::control;
-use crate::exit::ExitError;
+use crate::exit::{ExitError, FAILURE};
 use crate::output;
 use crate::progress::Progress;
 
@@ -39,12 +39,8 @@ pub async fn restart(args: RestartArgs) -> anyhow::Result<()> {
     match result {
         Ok(Restarted::Finished(report)) => finished(name, &report, args.json),
         Ok(Restarted::Promoted(event)) => promoted(name, &event, args.json),
-        Err(err) => {
-            if args.json {
-                output::json_line(&serde_json::json!({ "error": err.to_string() }))?;
-            }
-            Err(control::service_error(err))
-        }
+        // With --json, the error object is printed where every command's is (exit.rs).
+        Err(err) => Err(control::service_error(err)),
     }
 }
 
@@ -80,12 +76,17 @@ pub(crate) fn finished(name: &str, report: &RestartReport, json: bool) -> anyhow
             }
             Ok(())
         }
-        RestartOutcome::RolledBack { reason } => Err(ExitError::failure(format!(
-            "restart of '{name}' rolled back: {reason}"
-        ))),
-        RestartOutcome::Failed { reason } => Err(ExitError::failure(format!(
-            "restart of '{name}' failed: {reason}"
-        ))),
+        // The report line said it all in JSON.
+        RestartOutcome::RolledBack { reason } => Err(ExitError::reported(
+            FAILURE,
+            "rolled_back",
+            format!("restart of '{name}' rolled back: {reason}"),
+        )),
+        RestartOutcome::Failed { reason } => Err(ExitError::reported(
+            FAILURE,
+            "failed",
+            format!("restart of '{name}' failed: {reason}"),
+        )),
     }
 }
 

@@ -228,8 +228,13 @@ pub fn verdict(report: &verify::VerifyReport) -> anyhow::Result<()> {
     if missing > 0 {
         problems.push(format!("{missing} restarts did not complete"));
     }
-    Err(ExitError::failure(format!(
-        "downtime seen: {}; see the report above",
-        problems.join(", ")
-    )))
+    // The report (JSON too) says it: no error object follows it.
+    Err(ExitError::reported(
+        crate::exit::FAILURE,
+        "downtime",
+        format!(
+            "downtime seen: {}; see the report above",
+            problems.join(", ")
+        ),
+    ))
 }

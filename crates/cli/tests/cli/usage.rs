@@ -160,3 +160,37 @@ fn a_unix_listener_in_a_missing_directory_says_to_create_it() {
         stderr(&out)
     );
 }
+
+#[test]
+fn every_json_command_reports_its_error_as_one_json_object_on_stdout() {
+    let env = TestEnv::new();
+    for args in [
+        &["status", "nosuch", "--json"][..],
+        &["restart", "nosuch", "--json"][..],
+        &["stop", "nosuch", "--json"][..],
+        &["signal", "nosuch", "USR1", "--json"][..],
+        &["reexec", "nosuch", "--json"][..],
+    ] {
+        let out = env.zdctl(args);
+        assert_code(&out, 3);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {stdout}");
+        let v: serde_json::Value = serde_json::from_str(lines[0]).expect("JSON");
+        assert_eq!(v["error"]["kind"], "no_such_service", "{args:?}: {v}");
+        assert_eq!(v["error"]["exit_code"], 3, "{args:?}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("no service named 'nosuch'")),
+            "{v}"
+        );
+        // People still read stderr.
+        assert!(stderr(&out).starts_with("error: "), "{}", stderr(&out));
+    }
+    let out = env.zdctl(&["status", "bad/name", "--json"]);
+    assert_code(&out, 2);
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("JSON");
+    assert_eq!(v["error"]["kind"], "invalid_name", "{v}");
+}
