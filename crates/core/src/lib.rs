@@ -17,5 +17,6 @@ mod sched;
 pub mod service;
 pub mod signal;
 mod stamp;
+mod suggest;
 pub mod supervisor;
 pub mod version;

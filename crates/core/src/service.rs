@@ -108,10 +108,12 @@ pub enum ServiceError {
     InvalidName { name: String },
     #[error(transparent)]
     Config(ConfigError),
-    #[error("{}", no_such_service(name, searched, &paths::runtime_dir()))]
+    #[error("{}{}", no_such_service(name, searched, &paths::runtime_dir()), crate::suggest::did_you_mean(suggestion.as_deref()))]
     NoSuchService {
         name: String,
         searched: Vec<PathBuf>,
+        /// The known service whose name is closest, when one is close.
+        suggestion: Option<String>,
     },
     #[error(
         "service '{name}' is not running: no supervisor answers on '{}'; start it with \
@@ -208,6 +210,19 @@ impl ServiceError {
     pub fn is_not_running(&self) -> bool {
         self.class() == ErrorClass::NotRunning
     }
+}
+
+/// The known service (a file or a running supervisor) whose name is closest to `name`,
+/// when one is close enough to be a typo of it.
+pub fn closest_service(name: &str) -> Option<String> {
+    let mut known: Vec<String> = config::discover().into_iter().map(|f| f.name).collect();
+    known.extend(paths::socket_services());
+    closest(name, &known)
+}
+
+/// The name of `known` closest to `name`, never `name`.
+fn closest(name: &str, known: &[String]) -> Option<String> {
+    crate::suggest::closest(name, known.iter().map(String::as_str)).map(str::to_owned)
 }
 
 /// The message for a name that has neither a service file nor a supervisor.
@@ -670,6 +685,7 @@ impl Service {
             Ok(client) => Ok(client),
             Err(ClientError::NotRunning { .. }) => Err(match &self.searched {
                 Some(searched) => ServiceError::NoSuchService {
+                    suggestion: closest_service(&self.name),
                     name: self.name.clone(),
                     searched: searched.clone(),
                 },
@@ -923,6 +939,15 @@ mod tests {
             "no service named 'nosuch': looked in '/etc/zdctl/services.d' and '/run/zdctl'; \
              check the name with 'zdctl list', or start it with 'zdctl run'"
         );
+    }
+
+    #[test]
+    fn a_name_one_typo_away_from_a_known_service_is_suggested() {
+        let known = vec!["pyapp".to_owned(), "api".to_owned(), "worker".to_owned()];
+        assert_eq!(closest("pyap", &known), Some("pyapp".to_owned()));
+        assert_eq!(closest("wroker", &known), Some("worker".to_owned()));
+        assert_eq!(closest("zzz", &known), None);
+        assert_eq!(closest("api", &known), None, "never the name itself");
     }
 
     #[test]

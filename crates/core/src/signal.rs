@@ -50,11 +50,14 @@ pub enum Signal {
 pub enum SignalError {
     /// The text names no signal.
     #[error(
-        "unknown signal '{input}'; use a name like 'TERM', 'SIGHUP' or 'usr2', or a number like '15'"
+        "unknown signal '{input}'{}; use a name like 'TERM', 'SIGHUP' or 'usr2', or a number like '15'",
+        crate::suggest::did_you_mean(suggestion.as_deref())
     )]
     Unknown {
         /// The text as given.
         input: String,
+        /// The signal name closest to it, when one is close.
+        suggestion: Option<String>,
     },
     /// The number is out of the range of signals on this system.
     #[error("'{number}' is not a signal number on this system (1 to {max})")]
@@ -212,6 +215,16 @@ impl fmt::Display for Signal {
     }
 }
 
+/// The signal name (without `SIG`) closest to a misspelled one.
+fn closest_name(text: &str) -> Option<String> {
+    let upper = text.to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper).to_owned();
+    let names: Vec<&str> = NixSignal::iterator()
+        .map(|s| s.as_str().trim_start_matches("SIG"))
+        .collect();
+    crate::suggest::closest(&bare, names).map(str::to_owned)
+}
+
 impl FromStr for Signal {
     type Err = SignalError;
 
@@ -220,6 +233,7 @@ impl FromStr for Signal {
         let text = s.trim();
         let unknown = || SignalError::Unknown {
             input: text.to_owned(),
+            suggestion: closest_name(text),
         };
         let max = libc::SIGRTMAX();
         if let Ok(number) = text.parse::<i32>() {
@@ -335,14 +349,19 @@ mod tests {
             &format!("RTMIN+{past}"),
             &overflow,
         ] {
-            assert_eq!(
-                text.parse::<Signal>(),
-                Err(SignalError::Unknown {
-                    input: text.to_owned()
-                }),
+            assert!(
+                matches!(text.parse::<Signal>(), Err(SignalError::Unknown { input, .. }) if input == text),
                 "{text}"
             );
         }
+        assert_eq!(
+            "TREM".parse::<Signal>().map_err(|e| e.to_string()),
+            Err(
+                "unknown signal 'TREM' (did you mean 'TERM'?); use a name like 'TERM', \
+                 'SIGHUP' or 'usr2', or a number like '15'"
+                    .to_owned()
+            )
+        );
         assert_eq!(
             "RTMIN+0".parse::<Signal>(),
             Ok(Signal::Other(libc::SIGRTMIN()))

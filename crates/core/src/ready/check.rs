@@ -88,8 +88,15 @@ impl FromStr for ReadyCheck {
         if text.starts_with("http://") || text.starts_with("https://") {
             return parse_http(text).map_err(|p| fail(&p));
         }
+        let unknown = |word: &str| {
+            let known = ["accepting", "notify", "http", "tcp", "exec", "alive"];
+            fail(&format!(
+                "unknown check{}",
+                crate::suggest::did_you_mean(crate::suggest::closest(word, known))
+            ))
+        };
         let Some((kind, rest)) = text.split_once(':') else {
-            return Err(fail("unknown check"));
+            return Err(unknown(text));
         };
         let rest = rest.trim();
         match kind.trim() {
@@ -107,7 +114,7 @@ impl FromStr for ReadyCheck {
             "alive" => parse_duration(rest)
                 .map(ReadyCheck::Alive)
                 .map_err(|e| fail(&e.to_string())),
-            _ => Err(fail("unknown check")),
+            other => Err(unknown(other)),
         }
     }
 }

@@ -1,0 +1,38 @@
+//! "Did you mean …?": the known word closest to a misspelled one.
+
+/// The word of `choices` closest to `wrong` (Jaro-Winkler similarity of at least 0.8, so a
+/// typo or two in a short word), never `wrong` itself; case is ignored.
+pub(crate) fn closest<'a>(
+    wrong: &str,
+    choices: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let wrong = wrong.to_ascii_lowercase();
+    choices
+        .into_iter()
+        .filter(|c| c.to_ascii_lowercase() != wrong)
+        .map(|c| (strsim::jaro_winkler(&wrong, &c.to_ascii_lowercase()), c))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+/// ` (did you mean 'x'?)`, or nothing.
+pub(crate) fn did_you_mean(suggestion: Option<&str>) -> String {
+    suggestion
+        .map(|s| format!(" (did you mean '{s}'?)"))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_typo_finds_the_word_and_a_stranger_finds_none() {
+        let words = ["accepting", "notify", "http", "tcp", "exec", "alive"];
+        assert_eq!(closest("acepting", words), Some("accepting"));
+        assert_eq!(closest("notfy", words), Some("notify"));
+        assert_eq!(closest("banana", words), None);
+        assert_eq!(closest("HTTP", words), None, "never the word itself");
+    }
+}
