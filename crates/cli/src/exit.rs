@@ -137,7 +137,8 @@ impl std::error::Error for StdoutClosed {}
 pub fn report(result: anyhow::Result<()>, json: bool) -> ExitCode {
     let (code, message, kind) = classify_kind(&result);
     if !message.is_empty() {
-        let _ = writeln!(std::io::stderr().lock(), "error: {message}");
+        let prefix = crate::color::bad("error:", crate::color::Stream::Stderr);
+        let _ = writeln!(std::io::stderr().lock(), "{prefix} {message}");
         if let Some((kind, false)) = kind.filter(|_| json) {
             let _ = writeln!(
                 std::io::stdout().lock(),

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod cli;
+mod color;
 pub mod completions;
 mod control;
 pub mod demo;

@@ -180,8 +180,14 @@ pub fn render(service: &ServiceStatus, now: SystemTime) -> String {
     if let Some(last) = &status.last_restart {
         let outcome = match &last.outcome {
             RestartOutcome::Completed => "completed".to_owned(),
-            RestartOutcome::RolledBack { reason } => format!("rolled back: {reason}"),
-            RestartOutcome::Failed { reason } => format!("failed: {reason}"),
+            RestartOutcome::RolledBack { reason } => format!(
+                "{}: {reason}",
+                crate::color::bad("rolled back", crate::color::Stream::Stdout)
+            ),
+            RestartOutcome::Failed { reason } => format!(
+                "{}: {reason}",
+                crate::color::bad("failed", crate::color::Stream::Stdout)
+            ),
         };
         let completed = matches!(last.outcome, RestartOutcome::Completed);
         let generations = match (last.old_generation, last.new_generation) {

@@ -40,7 +40,12 @@ pub fn print_report(report: &VerifyReport, json: bool) -> anyhow::Result<()> {
 
 /// The report as a few aligned lines.
 pub fn human_report(r: &VerifyReport) -> String {
-    let verdict = if r.passed { "PASS" } else { "FAIL" };
+    let stream = crate::color::Stream::Stdout;
+    let verdict = if r.passed {
+        crate::color::good("PASS", stream)
+    } else {
+        crate::color::bad("FAIL", stream)
+    };
     let rate = if r.duration_ms > 0.0 {
         r.requests as f64 * 1000.0 / r.duration_ms
     } else {
