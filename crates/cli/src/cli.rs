@@ -54,8 +54,8 @@ pub enum Command {
     Top(TopArgs),
     /// Print a shell completion script to stdout.
     Completions(CompletionsArgs),
-    /// Print the man page (roff) to stdout.
-    Man,
+    /// Print a man page (roff) to stdout: zdctl(1), or a command's (`zdctl man restart`).
+    Man(ManArgs),
     /// Restart a service N times under load and count every request that suffered.
     Verify(crate::verify::VerifyArgs),
     /// Try it: restart a built-in demo service ten times under load, then clean up.
@@ -260,6 +260,12 @@ pub struct ReexecArgs {
     /// Print the outcome as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The command whose page to print (`restart`, `run`, …); zdctl(1) without one.
+    pub command: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -83,7 +83,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Reexec(args) => block_on(reexec::reexec(args)),
         Command::Top(args) => top::run(args),
         Command::Completions(args) => completions::completions(args.shell),
-        Command::Man => completions::man(),
+        Command::Man(args) => completions::man(args.command.as_deref()),
         Command::Verify(args) => verify::verify(args),
         Command::Demo(args) => demo::demo(args),
         Command::DemoServer { args } => demo::server(args),

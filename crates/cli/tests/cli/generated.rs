@@ -30,8 +30,23 @@ fn every_committed_completion_script_matches_the_generated_one() {
 }
 
 #[test]
-fn the_committed_man_page_matches_the_generated_one() {
-    assert_same(&["man"], zdctl::completions::MAN_FILE);
+fn every_committed_man_page_matches_the_generated_one() {
+    let pages = zdctl::completions::render_man_pages().expect("man pages");
+    assert!(pages.len() > 5, "one per command");
+    for (file, _) in &pages {
+        let page = file.trim_end_matches(".1");
+        assert_same(&["man", page], file);
+    }
+}
+
+#[test]
+fn the_man_pages_have_exit_status_and_no_markdown() {
+    for (file, roff) in zdctl::completions::render_man_pages().expect("man pages") {
+        let text = String::from_utf8_lossy(&roff);
+        assert!(text.contains(".SH \"EXIT STATUS\""), "{file}");
+        assert!(text.contains(".SH \"SEE ALSO\""), "{file}");
+        assert!(!text.contains('`'), "{file} shows Markdown backticks");
+    }
 }
 
 #[test]
