@@ -7,3 +7,4 @@ pub mod compare;
 pub mod flipbench;
 pub mod go;
 pub mod hostilebench;
+pub mod reexecbench;

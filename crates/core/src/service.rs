@@ -509,13 +509,15 @@ impl Service {
             ));
         }
         let name = self.name.clone();
-        let before = self.status().await?.status;
-        let reexecs_before = before.supervisor.as_ref().map_or(0, |s| s.reexecs);
         let inodes = |s: &Status| s.listeners.iter().map(|l| l.inode).collect::<Vec<_>>();
         let busy_until = std::time::Instant::now() + wait;
-        let sent = std::time::Instant::now();
-        let sent_unix_ms = crate::proto::unix_ms(std::time::SystemTime::now());
-        loop {
+        let (before, sent, sent_unix_ms) = loop {
+            // Read before each attempt, not once: a restart that kept the supervisor busy
+            // changes the listeners' inodes (steered handoff) and the reexec count that
+            // the answer is compared with.
+            let before = self.status().await?.status;
+            let sent = std::time::Instant::now();
+            let sent_unix_ms = crate::proto::unix_ms(std::time::SystemTime::now());
             let mut client = self.connect().await?;
             let reply = client
                 .call(
@@ -527,7 +529,7 @@ impl Service {
                 .await
                 .map_err(|e| self.client_error(e))?;
             match reply {
-                Reply::Result { .. } => break,
+                Reply::Result { .. } => break (before, sent, sent_unix_ms),
                 Reply::Error { error, .. } if error.kind == ErrorKind::Busy => {
                     if std::time::Instant::now() >= busy_until {
                         return Err(ServiceError::ReexecBusy {
@@ -550,7 +552,8 @@ impl Service {
                     });
                 }
             }
-        }
+        };
+        let reexecs_before = before.supervisor.as_ref().map_or(0, |s| s.reexecs);
         // The old binary answered and is handing over: the next status comes from the new
         // one, or from the old one if its execve failed.
         let deadline = std::time::Instant::now() + REEXEC_ANSWER;

@@ -18,6 +18,7 @@ mod pid1;
 mod priority;
 mod python_server;
 mod ready;
+mod reexec;
 mod rollback;
 mod service_file;
 mod start_limit;

@@ -16,9 +16,9 @@
 
 mod bench;
 mod flips;
-mod load;
+pub(crate) mod load;
 mod procfs;
-mod report;
+pub(crate) mod report;
 pub mod service;
 
 use std::time::Duration;

@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use zd_core::proto::{Client, Op, Reply, ReplyResult, Status};
 
 /// The service's name: its file is `services.d/bench.yaml`, its socket `run/bench.sock`.
-const NAME: &str = "bench";
+pub const NAME: &str = "bench";
 
 /// How long the supervisor may take to answer with an active generation.
 const START_DEADLINE: Duration = Duration::from_secs(30);
