@@ -513,8 +513,7 @@ impl Service {
         let busy_until = std::time::Instant::now() + wait;
         let (before, sent, sent_unix_ms) = loop {
             // Read before each attempt, not once: a restart that kept the supervisor busy
-            // changes the listeners' inodes (steered handoff) and the reexec count that
-            // the answer is compared with.
+            // may have ended in between (and another reexec too).
             let before = self.status().await?.status;
             let sent = std::time::Instant::now();
             let sent_unix_ms = crate::proto::unix_ms(std::time::SystemTime::now());
@@ -577,12 +576,8 @@ impl Service {
                             ),
                         });
                     }
-                    if inodes(&status) != inodes(&before) {
-                        return Err(ServiceError::ReexecFailed {
-                            name,
-                            reason: "the listeners changed".to_owned(),
-                        });
-                    }
+                    // The listeners are the same sockets: the new binary took each back
+                    // only if its inode was the recorded one, and failed otherwise.
                     let me = me.unwrap_or_else(|| unreachable!("reexecs counted above"));
                     let last = me.last_reexec.unwrap_or_else(|| ReexecInfo {
                         unix_ms: 0,
