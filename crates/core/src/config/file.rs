@@ -351,7 +351,9 @@ impl<'de> Deserialize<'de> for RefuseAfter {
             }
             crate::duration::parse_positive_duration(text)
                 .map(|d| RefuseAfter(Some(d)))
-                .map_err(|e| format!("restart.refuse_after '{text}': {e}, or 'off' to keep accepting"))
+                .map_err(|e| {
+                    format!("restart.refuse_after '{text}': {e}, or 'off' to keep accepting")
+                })
         })
     }
 }

@@ -115,10 +115,7 @@ mod tests {
             Stopped::Refusing { backlog } => backlog,
             other => panic!("{other:?}"),
         };
-        assert_eq!(
-            stop_accepting(&l).expect("again"),
-            Stopped::AlreadyRefusing
-        );
+        assert_eq!(stop_accepting(&l).expect("again"), Stopped::AlreadyRefusing);
         assert!(refused(port), "a new connection is refused");
         let mut buf = [0u8; 1];
         assert_eq!(

@@ -540,6 +540,10 @@ pub struct FailingInfo {
     pub failed_starts: u32,
     /// `restart.limit`'s window.
     pub window_ms: u64,
+    /// Since when the TCP listeners refuse new connections (`restart.refuse_after`
+    /// passed); absent while they accept and clients wait in their queues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusing_since_unix_ms: Option<u64>,
     /// The last generation that failed, and its main pid; absent when its start failed
     /// before there was a process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
