@@ -312,7 +312,14 @@ fn listeners_table(status: &zd_core::proto::Status) -> String {
                         (None, Some(bytes)) => format!("{bytes} B"),
                         (None, None) => "-".to_owned(),
                     },
-                    if s.steered_to { "yes" } else { "no" }.to_owned(),
+                    if s.refusing {
+                        "refused"
+                    } else if s.steered_to {
+                        "yes"
+                    } else {
+                        "no"
+                    }
+                    .to_owned(),
                 ]
             })
             .collect();
@@ -753,6 +760,7 @@ service 'api': supervisor pid 1200, up 2h13m
             fd: 3,
             generations: generations.to_vec(),
             steered_to,
+            refusing: false,
             queue,
             queued_bytes: None,
         };

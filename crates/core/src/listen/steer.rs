@@ -456,6 +456,11 @@ impl Sockets {
         !self.refused.is_empty()
     }
 
+    /// Whether the socket with this inode refuses new connections.
+    pub fn is_refused(&self, inode: u64) -> bool {
+        self.refused.contains_key(&inode)
+    }
+
     /// Puts every refusing listener back in LISTEN, on the same sockets, and steers again.
     ///
     /// The kernel puts a socket in its group's array when it starts listening, so the

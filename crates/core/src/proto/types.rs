@@ -427,6 +427,10 @@ pub struct SocketInfo {
     pub generations: Vec<u64>,
     /// Whether new connections go to it.
     pub steered_to: bool,
+    /// Whether it refuses new connections (`restart.refuse_after`): it is open but does
+    /// not listen.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refusing: bool,
     /// Connections waiting in its accept queue (TCP only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<u32>,

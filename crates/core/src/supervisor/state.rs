@@ -343,6 +343,7 @@ impl State {
                     fd: 3 + i as i32,
                     generations: generations.clone(),
                     steered_to: seat == target,
+                    refusing: self.sockets.is_refused(inode),
                     queue: (!l.is_udp())
                         .then(|| crate::listen::steer::accept_queue(l).ok())
                         .flatten(),

@@ -288,6 +288,7 @@ mod refuse_after {
         assert!(failing.refusing_since_unix_ms.is_some(), "{failing:?}");
         assert_eq!(status.sockets.len(), 1);
         assert_eq!(status.sockets[0].inode, inode, "the same socket");
+        assert!(status.sockets[0].refusing);
         assert!(refused(port));
 
         let (_, report) = h.restart().await.restart().await;
@@ -295,6 +296,7 @@ mod refuse_after {
         let status = h.status().await;
         assert_eq!(status.failing, None);
         assert_eq!(status.sockets[0].inode, inode, "the same socket");
+        assert!(!status.sockets[0].refusing);
         let _served = TcpStream::connect(("127.0.0.1", port)).expect("accepts again");
         assert_eq!(h.status().await.sockets[0].queue, Some(1), "steered to it");
         h.stop().await;
