@@ -247,6 +247,14 @@ impl Sockets {
         seat: Seat,
         alone: bool,
     ) -> Result<Sockets, ListenError> {
+        // The previous binary may have left TCP sockets refusing (`restart.refuse_after`):
+        // they listen again at the next restart, with the backlog of their spec (a socket
+        // that does not listen no longer tells its own).
+        let refused = listeners
+            .iter()
+            .filter(|l| l.local_addr().is_tcp() && !l.socket().is_listener().unwrap_or(true))
+            .map(|l| (l.inode(), backlog_for(l.spec())))
+            .collect();
         let sockets = Sockets {
             steered,
             seats: BTreeMap::from([(seat, listeners)]),
@@ -254,6 +262,7 @@ impl Sockets {
             target: seat,
             next: seat + 1,
             retired: BTreeSet::new(),
+            refused,
         };
         if alone && sockets.any_steered() {
             sockets.attach(seat)?;

@@ -513,13 +513,22 @@ impl Owner {
             window: limit.window,
             last,
         });
-        if let Some(after) = self.st.config.restart.refuse_after {
-            let owner = self.cx.owner.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(after).await;
-                let _ = owner.send(Msg::RefuseDue);
-            });
-        }
+        self.arm_refuse_timer();
+    }
+
+    /// Sends [`Msg::RefuseDue`] once the service has been failing for
+    /// `restart.refuse_after`.
+    pub(super) fn arm_refuse_timer(&self) {
+        let (Some(after), Some(failing)) = (self.st.config.restart.refuse_after, &self.st.failing)
+        else {
+            return;
+        };
+        let left = after.saturating_sub(failing.began.elapsed());
+        let owner = self.cx.owner.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(left).await;
+            let _ = owner.send(Msg::RefuseDue);
+        });
     }
 
     /// `restart.refuse_after`: once the service has been failing that long, and no
