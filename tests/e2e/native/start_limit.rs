@@ -202,6 +202,19 @@ fn past_refuse_after_a_failing_service_refuses_new_connections_on_the_same_socke
     assert!(json["failing"]["refusing_since_unix_ms"].is_u64(), "{json}");
     assert_eq!(json["sockets"][0]["refusing"], true, "{json}");
 
+    // A supervisor that re-executes itself meanwhile finds its sockets refusing and keeps
+    // them so.
+    assert_code(&env.run_zdctl(&["reexec", "api"]), 0);
+    let status = env.status("api").expect("status after reexec");
+    assert!(status.sockets[0].refusing, "{:?}", status.sockets);
+    assert_eq!(inodes(&status), before, "the same socket");
+    let refused = std::net::TcpStream::connect(&addr);
+    assert_eq!(
+        refused.as_ref().map_err(std::io::Error::kind).err(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "{refused:?}"
+    );
+
     // A fixed program and a restart: the same socket accepts again and serves.
     env.fixture_service("api", &[], policy);
     let restart = env.run_zdctl(&["restart", "api"]);

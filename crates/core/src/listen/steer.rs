@@ -669,6 +669,27 @@ mod tests {
     }
 
     #[test]
+    fn resumed_sockets_that_refuse_are_known_as_refusing_and_accept_again() {
+        if kernel_support().is_err() {
+            eprintln!("skipped: no steered groups here");
+            return;
+        }
+        let mut s = group();
+        s.refuse();
+        // What a re-executed supervisor gets: the same sockets, and nothing else.
+        let kept: Vec<Listener> = s
+            .seat(1)
+            .iter()
+            .map(|l| l.try_clone().expect("dup"))
+            .collect();
+        let mut resumed = Sockets::resume(kept, vec![true], 1, true).expect("resume");
+        assert!(resumed.is_refusing());
+        drop(s);
+        resumed.accept_again().expect("accept again");
+        assert_eq!(lands_on(&resumed), 1);
+    }
+
+    #[test]
     fn the_steered_seat_is_never_closed() {
         if kernel_support().is_err() {
             eprintln!("skipped: no steered groups here");
