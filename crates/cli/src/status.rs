@@ -253,10 +253,17 @@ fn supervisor_line(me: &zd_core::proto::SupervisorInfo, now: SystemTime) -> Stri
 /// the last lines that start printed.
 fn failing_block(service: &str, failing: &FailingInfo, now: SystemTime) -> String {
     let mut out = String::new();
+    let clients = match failing.refusing_since_unix_ms {
+        Some(since) => format!(
+            "its TCP listeners refuse new connections (for {}: restart.refuse_after)",
+            age(since, now)
+        ),
+        None => "clients wait in the listeners' queues".to_owned(),
+    };
     let _ = writeln!(
         out,
         "  state: failing for {}: {} starts failed within {}; nothing is respawned until \
-         'zdctl restart {service}', clients wait in the listeners' queues",
+         'zdctl restart {service}', {clients}",
         age(failing.since_unix_ms, now),
         failing.failed_starts,
         millis(failing.window_ms)
@@ -305,7 +312,14 @@ fn listeners_table(status: &zd_core::proto::Status) -> String {
                         (None, Some(bytes)) => format!("{bytes} B"),
                         (None, None) => "-".to_owned(),
                     },
-                    if s.steered_to { "yes" } else { "no" }.to_owned(),
+                    if s.refusing {
+                        "refused"
+                    } else if s.steered_to {
+                        "yes"
+                    } else {
+                        "no"
+                    }
+                    .to_owned(),
                 ]
             })
             .collect();
@@ -580,6 +594,7 @@ service 'api': supervisor pid 1200, up 2h13m
             since_unix_ms: NOW_MS - 40_000,
             failed_starts: 5,
             window_ms: 60_000,
+            refusing_since_unix_ms: None,
             generation: Some(9),
             pid: Some(1300),
             exit: Some(ExitInfo::Code { code: 1 }),
@@ -601,6 +616,35 @@ service 'api': supervisor pid 1200, up 2h13m
     | error: cannot read /etc/api.conf
 
 ";
+        assert!(text.contains(want), "{text}");
+    }
+
+    #[test]
+    fn a_failing_service_past_refuse_after_says_its_listeners_refuse() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(NOW_MS);
+        let mut status = fixed();
+        status.active_generation = None;
+        status.failing = Some(FailingInfo {
+            since_unix_ms: NOW_MS - 40_000,
+            failed_starts: 5,
+            window_ms: 60_000,
+            refusing_since_unix_ms: Some(NOW_MS - 10_000),
+            generation: None,
+            pid: None,
+            exit: None,
+            reason: Some("cannot start the new generation: no such file".into()),
+            output: Vec::new(),
+        });
+        let text = render(
+            &ServiceStatus {
+                status,
+                driver: None,
+            },
+            now,
+        );
+        let want = "  state: failing for 40s: 5 starts failed within 1m; nothing is respawned \
+                    until 'zdctl restart api', its TCP listeners refuse new connections (for \
+                    10s: restart.refuse_after)\n";
         assert!(text.contains(want), "{text}");
     }
 
@@ -716,6 +760,7 @@ service 'api': supervisor pid 1200, up 2h13m
             fd: 3,
             generations: generations.to_vec(),
             steered_to,
+            refusing: false,
             queue,
             queued_bytes: None,
         };

@@ -181,6 +181,10 @@ pub struct RestartPolicy {
     /// After this many failed starts, the supervisor stops respawning and the service is
     /// `failing` until the next restart request; `None` (`limit: off`): respawn forever.
     pub limit: Option<StartLimit>,
+    /// How long a failing service keeps its listeners accepting into their queues before
+    /// they refuse new connections (until a restart brings it back); `None` (`off`, the
+    /// default): they accept, and clients wait, as long as the supervisor lives.
+    pub refuse_after: Option<Duration>,
 }
 
 impl Default for RestartPolicy {
@@ -190,6 +194,7 @@ impl Default for RestartPolicy {
             backoff: DEFAULT_BACKOFF,
             backoff_max: DEFAULT_BACKOFF_MAX,
             limit: Some(DEFAULT_START_LIMIT),
+            refuse_after: None,
         }
     }
 }
@@ -467,6 +472,7 @@ fn parse_native(text: &str, source: &Path) -> Result<ServiceConfig, ConfigError>
                     .max(restart.backoff.unwrap_or_default()),
             ),
             limit: restart.limit.unwrap_or(defaults.limit),
+            refuse_after: restart.refuse_after.unwrap_or(defaults.refuse_after),
         },
         pidfile: raw.pidfile.map(resolve),
         log_prefix: raw.log.and_then(|l| l.prefix).unwrap_or(false),

@@ -9,6 +9,7 @@ mod activation;
 mod error;
 pub(crate) mod migrate;
 mod open;
+pub(crate) mod refuse;
 pub(crate) mod steer;
 
 use std::fmt;

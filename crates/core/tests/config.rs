@@ -81,6 +81,7 @@ fn a_file_with_every_key_loads_with_each_value() -> Result<(), ConfigError> {
                 starts: 3,
                 window: Duration::from_secs(30),
             }),
+            refuse_after: Some(Duration::from_secs(120)),
         },
         pidfile: Some(dir.join("run/api.pid")),
         log_prefix: true,
@@ -125,6 +126,7 @@ fn a_minimal_file_gets_every_default() {
         config.restart.limit.map(|l| l.to_string()).as_deref(),
         Some("5 in 1m")
     );
+    assert_eq!(config.restart.refuse_after, None, "accepting while failing");
     assert!(!config.log_prefix && config.pidfile.is_none() && config.env.is_empty());
     assert!(!config.yield_cpu);
     assert_eq!(config.start_priority, StartPriority::Idle);
@@ -323,6 +325,26 @@ fn a_start_limit_reads_as_n_in_a_duration_or_off() {
 }
 
 #[test]
+fn refuse_after_reads_as_a_duration_or_off_and_needs_a_limit() -> std::io::Result<()> {
+    let config = parsed("command: [x]\nrestart: { refuse_after: 30s }\n");
+    assert_eq!(config.restart.refuse_after, Some(Duration::from_secs(30)));
+    let off = parsed("command: [x]\nrestart: { refuse_after: off }\n");
+    assert_eq!(off.restart.refuse_after, None);
+    let dir = tempfile::tempdir()?;
+    let path = write_service(
+        dir.path(),
+        "command: [sh]\nrestart:\n  limit: off\n  refuse_after: 30s\n",
+    );
+    let err = load_file(&path).expect_err("no limit").to_string();
+    assert!(
+        err.starts_with(&format!("{}:4:3: ", path.display())),
+        "{err}"
+    );
+    assert!(err.contains("set a limit or remove refuse_after"), "{err}");
+    Ok(())
+}
+
+#[test]
 fn a_large_backoff_without_a_maximum_raises_the_maximum() {
     let config = parsed("command: [x]\nrestart: { backoff: 1m }\n");
     assert_eq!(config.restart.backoff_max, Duration::from_secs(60));
@@ -469,6 +491,16 @@ const ERRORS: &[(&str, &str, &str)] = &[
         "command: [x]\nrestart:\n  limit: 5 in 0s\n",
         "3:10",
         "restart.limit '5 in 0s':",
+    ),
+    (
+        "command: [x]\nrestart:\n  refuse_after: 0s\n",
+        "3:17",
+        "restart.refuse_after '0s': a duration of zero",
+    ),
+    (
+        "command: [x]\nrestart:\n  refuse_after: soon\n",
+        "3:17",
+        "restart.refuse_after 'soon':",
     ),
     (
         "name: 'my api'\ncommand: [x]\n",

@@ -202,9 +202,16 @@ fn draw_generations(
         supervisor_note(snapshot.supervisor.as_ref())
     );
     let title = match &snapshot.failing {
-        Some(_) => Line::from(vec![
+        Some(failing) => Line::from(vec![
             Span::raw(title),
-            Span::styled(" FAILING ", theme.bad()),
+            Span::styled(
+                if failing.refusing_since_unix_ms.is_some() {
+                    " FAILING, refusing "
+                } else {
+                    " FAILING "
+                },
+                theme.bad(),
+            ),
         ]),
         None => Line::from(title),
     };
@@ -250,11 +257,16 @@ fn draw_failing(
         }
         _ => "its last start failed".to_owned(),
     };
+    let clients = if failing.refusing_since_unix_ms.is_some() {
+        "its TCP listeners refuse new connections (restart.refuse_after)"
+    } else {
+        "clients wait in the listeners' queues"
+    };
     let mut lines = vec![
         Line::styled(
             format!(
                 "{} starts failed within {}: nothing is respawned until 'zdctl restart {service}' \
-                 (r); clients wait in the listeners' queues",
+                 (r); {clients}",
                 failing.failed_starts,
                 millis(failing.window_ms)
             ),

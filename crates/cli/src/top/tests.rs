@@ -534,6 +534,32 @@ fn a_failing_service_shows_why_in_place_of_the_connections() {
         since_unix_ms: T0 + 38_000,
         failed_starts: 5,
         window_ms: 60_000,
+        refusing_since_unix_ms: None,
+        generation: Some(7),
+        pid: Some(1400),
+        exit: Some(zd_core::proto::ExitInfo::Code { code: 1 }),
+        reason: None,
+        output: vec!["error: cannot read /etc/api.conf".into()],
+    });
+    let mut app = App::new(1000, false);
+    app.on_snapshot(vec![ServiceState {
+        name: "api".into(),
+        restartable: true,
+        snapshot: Ok(snapshot),
+    }]);
+    insta::assert_snapshot!(text(&app, 80, 24));
+}
+
+#[test]
+fn a_failing_service_past_refuse_after_says_its_listeners_refuse() {
+    let mut snapshot = api(40);
+    snapshot.generations.clear();
+    snapshot.listeners[0].held_by.clear();
+    snapshot.failing = Some(zd_core::proto::FailingInfo {
+        since_unix_ms: T0 + 38_000,
+        failed_starts: 5,
+        window_ms: 60_000,
+        refusing_since_unix_ms: Some(T0 + 39_000),
         generation: Some(7),
         pid: Some(1400),
         exit: Some(zd_core::proto::ExitInfo::Code { code: 1 }),

@@ -313,8 +313,8 @@ impl<'de> Deserialize<'de> for ReadySection {
     }
 }
 
-/// `restart`: a policy name, or a map with `policy`, `backoff`, `backoff_max` and
-/// `limit`.
+/// `restart`: a policy name, or a map with `policy`, `backoff`, `backoff_max`, `limit`
+/// and `refuse_after`.
 #[derive(Debug, Default)]
 pub(super) struct RestartSection {
     pub(super) policy: Option<RestartMode>,
@@ -322,6 +322,8 @@ pub(super) struct RestartSection {
     pub(super) backoff_max: Option<Duration>,
     /// `Some(None)`: `limit: off`.
     pub(super) limit: Option<Option<StartLimit>>,
+    /// `Some(None)`: `refuse_after: off`.
+    pub(super) refuse_after: Option<Option<Duration>>,
 }
 
 /// `restart.limit`: `N in DURATION`, or `off`.
@@ -336,6 +338,26 @@ impl<'de> Deserialize<'de> for Limit {
     }
 }
 
+/// `restart.refuse_after`: a duration above zero, or `off`.
+#[derive(Debug)]
+struct RefuseAfter(Option<Duration>);
+
+impl<'de> Deserialize<'de> for RefuseAfter {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RefuseAfter, D::Error> {
+        text_with(d, "a duration like '30s', or 'off'", |text| {
+            let text = text.trim();
+            if text == "off" {
+                return Ok(RefuseAfter(None));
+            }
+            crate::duration::parse_positive_duration(text)
+                .map(|d| RefuseAfter(Some(d)))
+                .map_err(|e| {
+                    format!("restart.refuse_after '{text}': {e}, or 'off' to keep accepting")
+                })
+        })
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RestartMap {
@@ -343,6 +365,7 @@ struct RestartMap {
     backoff: Option<Positive>,
     backoff_max: Option<Positive>,
     limit: Option<Limit>,
+    refuse_after: Option<RefuseAfter>,
 }
 
 impl<'de> Deserialize<'de> for RestartSection {
@@ -367,6 +390,7 @@ impl<'de> Deserialize<'de> for RestartSection {
                     backoff: m.backoff.map(|b| b.0),
                     backoff_max: m.backoff_max.map(|b| b.0),
                     limit: m.limit.map(|l| l.0),
+                    refuse_after: m.refuse_after.map(|r| r.0),
                 };
                 if let (Some(first), Some(max)) = (section.backoff, section.backoff_max) {
                     if max < first {

@@ -122,6 +122,14 @@ pub(super) fn validate(config: &ServiceConfig, text: Option<&str>) -> Result<(),
                 .to_owned(),
         ));
     }
+    if config.restart.refuse_after.is_some() && config.restart.limit.is_none() {
+        return Err(invalid(
+            &["restart", "refuse_after"],
+            "restart.refuse_after applies once restart.limit makes the service failing, and \
+             'limit: off' never does; set a limit or remove refuse_after"
+                .to_owned(),
+        ));
+    }
     let inet = |spec: &crate::listen::ListenerSpec| !spec.addr.is_unix();
     if config.handoff == Some(Handoff::Steered) && !config.listeners.iter().any(inet) {
         return Err(invalid(

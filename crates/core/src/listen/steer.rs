@@ -34,6 +34,7 @@ use std::os::fd::AsRawFd;
 use socket2::{Domain, Socket, Type};
 
 use super::open::{Listener, backlog_for, bind_inet, bind_tcp, listen};
+use super::refuse;
 use super::{ListenAddr, ListenError};
 
 /// A set of sockets, one per listener in config order, that generations receive; the
@@ -155,6 +156,11 @@ pub(crate) fn datagram_queue(listener: &Listener) -> io::Result<u32> {
 /// Connections waiting in a TCP listener's accept queue, read from the socket itself
 /// (`TCP_INFO`: for a listener, `tcpi_unacked` is the queue's length).
 pub(crate) fn accept_queue(listener: &Listener) -> io::Result<u32> {
+    Ok(tcp_info(listener)?.tcpi_unacked)
+}
+
+/// A TCP socket's `TCP_INFO`.
+pub(crate) fn tcp_info(listener: &Listener) -> io::Result<libc::tcp_info> {
     // SAFETY: tcp_info is plain integers; all zeroes is a valid value.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
@@ -169,7 +175,7 @@ pub(crate) fn accept_queue(listener: &Listener) -> io::Result<u32> {
         )
     };
     if rc == 0 {
-        Ok(info.tcpi_unacked)
+        Ok(info)
     } else {
         Err(io::Error::last_os_error())
     }
@@ -198,6 +204,9 @@ pub(crate) struct Sockets {
     next: Seat,
     /// Seats no generation uses any more, closed as soon as that is safe.
     retired: BTreeSet<Seat>,
+    /// While the TCP listeners refuse new connections (`restart.refuse_after`): the
+    /// sockets that stopped listening, by inode, with the backlog to listen with again.
+    refused: BTreeMap<u64, i32>,
 }
 
 impl Sockets {
@@ -219,6 +228,7 @@ impl Sockets {
             target: 1,
             next: 2,
             retired: BTreeSet::new(),
+            refused: BTreeMap::new(),
         };
         if sockets.any_steered() {
             sockets.attach(1)?;
@@ -237,6 +247,14 @@ impl Sockets {
         seat: Seat,
         alone: bool,
     ) -> Result<Sockets, ListenError> {
+        // The previous binary may have left TCP sockets refusing (`restart.refuse_after`):
+        // they listen again at the next restart, with the backlog of their spec (a socket
+        // that does not listen no longer tells its own).
+        let refused = listeners
+            .iter()
+            .filter(|l| l.local_addr().is_tcp() && !l.socket().is_listener().unwrap_or(true))
+            .map(|l| (l.inode(), backlog_for(l.spec())))
+            .collect();
         let sockets = Sockets {
             steered,
             seats: BTreeMap::from([(seat, listeners)]),
@@ -244,6 +262,7 @@ impl Sockets {
             target: seat,
             next: seat + 1,
             retired: BTreeSet::new(),
+            refused,
         };
         if alone && sockets.any_steered() {
             sockets.attach(seat)?;
@@ -344,7 +363,9 @@ impl Sockets {
             source: io::Error::from(io::ErrorKind::NotFound),
         })?;
         for (i, l) in self.seat(seat).iter().enumerate() {
-            if self.steered[i] {
+            // A socket that does not listen is in no group: it gets the program when it
+            // listens again (`accept_again`).
+            if self.steered[i] && !self.refused.contains_key(&l.inode()) {
                 steer_group(l.socket(), index).map_err(|source| ListenError::Io {
                     about: "steer",
                     addr: l.local_display(),
@@ -383,6 +404,9 @@ impl Sockets {
             let Some(seat) = closable else { return };
             self.retired.remove(&seat);
             self.seats.remove(&seat);
+            let seats = &self.seats;
+            self.refused
+                .retain(|inode, _| seats.values().flatten().any(|l| l.inode() == *inode));
             let target_moves = self.order.last() == Some(&self.target);
             if let Some(i) = self.index(seat) {
                 self.order.swap_remove(i);
@@ -402,6 +426,85 @@ impl Sockets {
             || last == Some(seat)
             || last != Some(self.target)
             || self.order.len() == 2
+    }
+
+    /// Stops every TCP listener accepting (see [`super::refuse`]): in every open seat,
+    /// since a socket of a steered group that still listened would take the connections
+    /// the others refuse. Unix and UDP listeners are left as they are. Returns the names
+    /// of the unix listeners that keep accepting, and the sockets that could not stop.
+    pub fn refuse(&mut self) -> (Vec<String>, Vec<ListenError>) {
+        let (mut unix, mut errors) = (Vec::new(), Vec::new());
+        for seat in self.order.clone() {
+            for l in self.seats.get(&seat).into_iter().flatten() {
+                if self.refused.contains_key(&l.inode()) {
+                    continue;
+                }
+                match refuse::stop_accepting(l) {
+                    Ok(refuse::Stopped::Refusing { backlog }) => {
+                        self.refused.insert(l.inode(), backlog);
+                    }
+                    Ok(refuse::Stopped::AlreadyRefusing) => {}
+                    Ok(refuse::Stopped::NotRefusable) => {
+                        if l.unix_path().is_some() && !unix.contains(&l.local_display()) {
+                            unix.push(l.local_display());
+                        }
+                    }
+                    Err(source) => errors.push(ListenError::Io {
+                        about: "stop accepting on",
+                        addr: l.local_display(),
+                        source,
+                    }),
+                }
+            }
+        }
+        (unix, errors)
+    }
+
+    /// Whether the TCP listeners refuse new connections ([`Sockets::refuse`]).
+    pub fn is_refusing(&self) -> bool {
+        !self.refused.is_empty()
+    }
+
+    /// Whether the socket with this inode refuses new connections.
+    pub fn is_refused(&self, inode: u64) -> bool {
+        self.refused.contains_key(&inode)
+    }
+
+    /// Puts every refusing listener back in LISTEN, on the same sockets, and steers again.
+    ///
+    /// The kernel puts a socket in its group's array when it starts listening, so the
+    /// seats listen again in the order of `order`, which then still mirrors the array; the
+    /// program is attached after, since the group may have been freed with its program
+    /// once no socket of it listened. Until then the kernel picks by hash: with one seat
+    /// open, as when no generation runs, that is the steered-to one.
+    pub fn accept_again(&mut self) -> Result<(), ListenError> {
+        if self.refused.is_empty() {
+            return Ok(());
+        }
+        let mut first_error = None;
+        for seat in self.order.clone() {
+            for l in self.seats.get(&seat).into_iter().flatten() {
+                let Some(backlog) = self.refused.get(&l.inode()).copied() else {
+                    continue;
+                };
+                match refuse::accept_again(l, backlog) {
+                    Ok(()) => {
+                        self.refused.remove(&l.inode());
+                    }
+                    Err(source) => {
+                        first_error.get_or_insert(ListenError::Io {
+                            about: "listen again on",
+                            addr: l.local_display(),
+                            source,
+                        });
+                    }
+                }
+            }
+        }
+        if self.any_steered() {
+            self.attach(self.target)?;
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Duplicates of a seat's steered sockets, for a task that watches their queues.
@@ -533,6 +636,57 @@ mod tests {
             [d]
         );
         assert_eq!(lands_on(&s), d);
+    }
+
+    #[test]
+    fn a_refusing_group_accepts_again_on_the_same_sockets_and_stays_steered() {
+        if kernel_support().is_err() {
+            eprintln!("skipped: no steered groups here");
+            return;
+        }
+        let mut s = group();
+        let a = s.open_seat().expect("seat");
+        let b = s.open_seat().expect("seat");
+        s.steer(a).expect("steer");
+        let inodes: Vec<u64> = s.open_seats().map(|(_, l)| l[0].inode()).collect();
+        let (unix, errors) = s.refuse();
+        assert!(unix.is_empty() && errors.is_empty(), "{errors:?}");
+        assert!(s.is_refusing());
+        let refused = TcpStream::connect(("127.0.0.1", port(&s)))
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused);
+        assert!(refused, "no socket of the group takes it");
+        // A seat closed meanwhile: [1, a, b] becomes [b, a]; the index of `a` is kept.
+        s.retire(1);
+        s.accept_again().expect("accept again");
+        assert!(!s.is_refusing());
+        let now: Vec<u64> = s.open_seats().map(|(_, l)| l[0].inode()).collect();
+        assert!(now.iter().all(|i| inodes.contains(i)), "the same sockets");
+        for _ in 0..5 {
+            assert_eq!(lands_on(&s), a);
+        }
+        s.steer(b).expect("steer");
+        assert_eq!(lands_on(&s), b);
+    }
+
+    #[test]
+    fn resumed_sockets_that_refuse_are_known_as_refusing_and_accept_again() {
+        if kernel_support().is_err() {
+            eprintln!("skipped: no steered groups here");
+            return;
+        }
+        let mut s = group();
+        s.refuse();
+        // What a re-executed supervisor gets: the same sockets, and nothing else.
+        let kept: Vec<Listener> = s
+            .seat(1)
+            .iter()
+            .map(|l| l.try_clone().expect("dup"))
+            .collect();
+        let mut resumed = Sockets::resume(kept, vec![true], 1, true).expect("resume");
+        assert!(resumed.is_refusing());
+        drop(s);
+        resumed.accept_again().expect("accept again");
+        assert_eq!(lands_on(&resumed), 1);
     }
 
     #[test]

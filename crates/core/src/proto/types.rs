@@ -427,6 +427,10 @@ pub struct SocketInfo {
     pub generations: Vec<u64>,
     /// Whether new connections go to it.
     pub steered_to: bool,
+    /// Whether it refuses new connections (`restart.refuse_after`): it is open but does
+    /// not listen.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refusing: bool,
     /// Connections waiting in its accept queue (TCP only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<u32>,
@@ -540,6 +544,10 @@ pub struct FailingInfo {
     pub failed_starts: u32,
     /// `restart.limit`'s window.
     pub window_ms: u64,
+    /// Since when the TCP listeners refuse new connections (`restart.refuse_after`
+    /// passed); absent while they accept and clients wait in their queues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusing_since_unix_ms: Option<u64>,
     /// The last generation that failed, and its main pid; absent when its start failed
     /// before there was a process.
     #[serde(default, skip_serializing_if = "Option::is_none")]

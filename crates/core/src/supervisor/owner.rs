@@ -36,6 +36,8 @@ pub(super) enum Msg {
     },
     /// The respawn backoff elapsed.
     RespawnDue,
+    /// `restart.refuse_after` elapsed since the service began failing.
+    RefuseDue,
     /// The running restart read the service file: start the new generation with it.
     Spawn {
         config: Box<ServiceConfig>,
@@ -143,6 +145,7 @@ impl Owner {
                 self.on_exit(generation, status);
             }
             Msg::RespawnDue => self.respawn(),
+            Msg::RefuseDue => self.refuse_if_due(),
             Msg::Spawn { config, reply } => {
                 let _ = reply.send(self.start_new(&config));
             }
@@ -196,6 +199,7 @@ impl Owner {
     /// generation there is nothing to protect, and the clients that wait in the queue of
     /// the steered-to sockets are served sooner by the new generation on those.
     pub fn start_new(&mut self, config: &ServiceConfig) -> Result<Started, String> {
+        self.accept_again()?;
         let active_live = self.st.active_generation().is_some_and(|g| g.is_live());
         let seat = if active_live {
             self.st
@@ -453,8 +457,10 @@ impl Owner {
             return;
         }
         if let Some(failing) = &mut self.st.failing {
-            // A restart that could not bring it back: still failing, for this reason now.
+            // A restart that could not bring it back: still failing, for this reason now,
+            // and refusing again if it was already due.
             failing.last = failed;
+            self.refuse_if_due();
             return;
         }
         if self.st.count_failed_start(uptime, Clock::now()) {
@@ -501,10 +507,85 @@ impl Owner {
         );
         self.st.failing = Some(Failing {
             since: SystemTime::now(),
+            began: Clock::now(),
+            refusing_since: None,
             failed_starts,
             window: limit.window,
             last,
         });
+        self.arm_refuse_timer();
+    }
+
+    /// Sends [`Msg::RefuseDue`] once the service has been failing for
+    /// `restart.refuse_after`.
+    pub(super) fn arm_refuse_timer(&self) {
+        let (Some(after), Some(failing)) = (self.st.config.restart.refuse_after, &self.st.failing)
+        else {
+            return;
+        };
+        let left = after.saturating_sub(failing.began.elapsed());
+        let owner = self.cx.owner.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(left).await;
+            let _ = owner.send(Msg::RefuseDue);
+        });
+    }
+
+    /// `restart.refuse_after`: once the service has been failing that long, and no
+    /// restart is trying to bring it back, the TCP listeners refuse new connections
+    /// instead of queueing clients nobody will serve. The sockets stay open (see
+    /// [`crate::listen::refuse`]). A timer of an earlier failing state that ended finds
+    /// this one too young, and does nothing.
+    fn refuse_if_due(&mut self) {
+        let st = &mut self.st;
+        let (Some(after), Some(failing)) = (st.config.restart.refuse_after, &mut st.failing) else {
+            return;
+        };
+        if st.stopping
+            || st.restart.is_some()
+            || st.sockets.is_refusing()
+            || failing.began.elapsed() < after
+        {
+            return;
+        }
+        let (unix, errors) = st.sockets.refuse();
+        for e in &errors {
+            error!(error = %e, "cannot stop accepting; clients still wait in its queue");
+        }
+        if !unix.is_empty() {
+            info!(
+                listeners = %unix.join(", "),
+                "unix listeners keep accepting: the kernel cannot make them accept again"
+            );
+        }
+        if st.sockets.is_refusing() {
+            failing.refusing_since = Some(SystemTime::now());
+            let after = crate::duration::format_duration(after);
+            error!(
+                refuse_after = %after,
+                "failing for restart.refuse_after: the TCP listeners refuse new connections \
+                 until 'zdctl restart'"
+            );
+        }
+    }
+
+    /// Before a generation starts: listeners that refuse (`restart.refuse_after`) accept
+    /// again, so that the new generation gets listening sockets.
+    fn accept_again(&mut self) -> Result<(), String> {
+        if !self.st.sockets.is_refusing() {
+            return Ok(());
+        }
+        self.st.sockets.accept_again().map_err(|e| {
+            format!(
+                "the listeners refused new connections (restart.refuse_after) and {e}; \
+                     if another program took the address meanwhile, stop it and restart again"
+            )
+        })?;
+        if let Some(failing) = &mut self.st.failing {
+            failing.refusing_since = None;
+        }
+        info!("the listeners accept new connections again");
+        Ok(())
     }
 
     fn respawn(&mut self) {

@@ -230,6 +230,8 @@ impl Owner {
         if active.is_none() && self.st.failing.is_none() {
             return self.start_active(true);
         }
+        // The previous binary's `restart.refuse_after` timer did not come along.
+        self.arm_refuse_timer();
         Ok(())
     }
 
@@ -265,8 +267,15 @@ fn failing_from(info: FailingInfo) -> Failing {
     for line in &info.output {
         output.push(line.as_bytes());
     }
+    let since = SystemTime::UNIX_EPOCH + Duration::from_millis(info.since_unix_ms);
+    let failing_for = SystemTime::now().duration_since(since).unwrap_or_default();
+    let now = tokio::time::Instant::now();
     Failing {
-        since: SystemTime::UNIX_EPOCH + Duration::from_millis(info.since_unix_ms),
+        since,
+        began: now.checked_sub(failing_for).unwrap_or(now),
+        refusing_since: info
+            .refusing_since_unix_ms
+            .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
         failed_starts: info.failed_starts,
         window: Duration::from_millis(info.window_ms),
         last: FailedStart {

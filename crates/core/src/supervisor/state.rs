@@ -207,6 +207,10 @@ impl FailedStart {
 #[derive(Debug, Clone)]
 pub(super) struct Failing {
     pub since: SystemTime,
+    /// The same moment on tokio's clock, for `restart.refuse_after`.
+    pub began: Instant,
+    /// Since when the listeners refuse new connections (`restart.refuse_after`).
+    pub refusing_since: Option<SystemTime>,
     pub failed_starts: u32,
     pub window: Duration,
     /// The last start that failed.
@@ -219,6 +223,7 @@ impl Failing {
             since_unix_ms: unix_ms(self.since),
             failed_starts: self.failed_starts,
             window_ms: self.window.as_millis() as u64,
+            refusing_since_unix_ms: self.refusing_since.map(unix_ms),
             generation: self.last.generation,
             pid: self.last.pid,
             exit: self.last.exit,
@@ -338,6 +343,7 @@ impl State {
                     fd: 3 + i as i32,
                     generations: generations.clone(),
                     steered_to: seat == target,
+                    refusing: self.sockets.is_refused(inode),
                     queue: (!l.is_udp())
                         .then(|| crate::listen::steer::accept_queue(l).ok())
                         .flatten(),

@@ -245,3 +245,105 @@ async fn without_a_limit_a_crashing_service_is_respawned_forever() {
     assert_eq!(h.status().await.failing, None);
     h.stop().await;
 }
+
+/// `restart.refuse_after`, on a real loopback listener (steered: the hardest case, a
+/// `SO_REUSEPORT` group whose program must steer again once it accepts again).
+mod refuse_after {
+    use std::io::ErrorKind;
+    use std::net::TcpStream;
+
+    use super::*;
+    use crate::supervisor::tests::steer::steered;
+
+    fn refused(port: u16) -> bool {
+        TcpStream::connect(("127.0.0.1", port))
+            .is_err_and(|e| e.kind() == ErrorKind::ConnectionRefused)
+    }
+
+    fn refusing(after: Duration) -> ServiceConfig {
+        let mut c = limited(2, Duration::from_secs(10));
+        c.restart.refuse_after = Some(after);
+        c
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_refuse_after_the_listeners_refuse_until_a_restart_brings_the_service_back() {
+        let Some((sockets, port)) = steered() else {
+            return;
+        };
+        let fake = scripted(1..=2, crashes());
+        let mut h = Harness::start_on(&fake, refusing(Duration::from_secs(30)), sockets);
+        h.wait_for("failing after 2 (2 failed starts)").await;
+        let _waits = TcpStream::connect(("127.0.0.1", port)).expect("queued meanwhile");
+        let status = h.status().await;
+        let inode = status.sockets[0].inode;
+        assert_eq!(
+            status.failing.expect("failing").refusing_since_unix_ms,
+            None
+        );
+
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        let status = h.status().await;
+        let failing = status.failing.expect("failing");
+        assert!(failing.refusing_since_unix_ms.is_some(), "{failing:?}");
+        assert_eq!(status.sockets.len(), 1);
+        assert_eq!(status.sockets[0].inode, inode, "the same socket");
+        assert!(status.sockets[0].refusing);
+        assert!(refused(port));
+
+        let (_, report) = h.restart().await.restart().await;
+        assert_eq!(report.outcome, RestartOutcome::Completed);
+        let status = h.status().await;
+        assert_eq!(status.failing, None);
+        assert_eq!(status.sockets[0].inode, inode, "the same socket");
+        assert!(!status.sockets[0].refusing);
+        let _served = TcpStream::connect(("127.0.0.1", port)).expect("accepts again");
+        assert_eq!(h.status().await.sockets[0].queue, Some(1), "steered to it");
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restart_that_fails_while_refusing_leaves_the_listeners_refusing() {
+        let Some((sockets, port)) = steered() else {
+            return;
+        };
+        let fake = scripted(1..=2, crashes());
+        fake.script(
+            3,
+            Script {
+                readiness: Readiness::Never,
+                ..crashes()
+            },
+        );
+        let mut h = Harness::start_on(&fake, refusing(Duration::from_secs(5)), sockets);
+        h.wait_for("failing after 2 (2 failed starts)").await;
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert!(refused(port));
+        let (_, report) = h.restart().await.restart().await;
+        assert!(
+            matches!(report.outcome, RestartOutcome::RolledBack { .. }),
+            "{report:?}"
+        );
+        let failing = h.status().await.failing.expect("still failing");
+        assert!(failing.refusing_since_unix_ms.is_some(), "{failing:?}");
+        assert!(refused(port));
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_service_brought_back_before_refuse_after_never_refuses() {
+        let Some((sockets, port)) = steered() else {
+            return;
+        };
+        let fake = scripted(1..=2, crashes());
+        let mut h = Harness::start_on(&fake, refusing(Duration::from_secs(30)), sockets);
+        h.wait_for("failing after 2 (2 failed starts)").await;
+        let (_, report) = h.restart().await.restart().await;
+        assert_eq!(report.outcome, RestartOutcome::Completed);
+        // The first failing state's timer finds no failing service.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let _c = TcpStream::connect(("127.0.0.1", port)).expect("accepting");
+        assert_eq!(h.status().await.failing, None);
+        h.stop().await;
+    }
+}

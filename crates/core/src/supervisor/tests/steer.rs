@@ -11,7 +11,7 @@ use crate::listen::{ListenerSpec, TcpSharing, open_listeners_with};
 
 /// A steered group on a loopback port, and the port; `None` (and a note) where the kernel
 /// refuses steered groups.
-fn steered() -> Option<(Sockets, u16)> {
+pub(super) fn steered() -> Option<(Sockets, u16)> {
     if let Err(e) = kernel_support() {
         eprintln!("skipped: {e}");
         return None;
