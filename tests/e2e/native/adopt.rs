@@ -52,7 +52,11 @@ fn crash_then_adopt_under_load(mode: ConnectionMode) {
 
     let adopted = env.start("api", &["run", "api"]);
     assert_ne!(adopted.supervisor_pid, first.supervisor_pid);
-    assert_eq!(active_pid(&adopted), serving, "the generation that was serving");
+    assert_eq!(
+        active_pid(&adopted),
+        serving,
+        "the generation that was serving"
+    );
     assert_eq!(adopted.active_generation, first.active_generation);
     let got: Vec<u64> = adopted.listeners.iter().map(|l| l.inode).collect();
     assert_eq!(got, inodes, "the same listening sockets");
@@ -137,13 +141,16 @@ fn without_a_live_generation_a_new_run_starts_afresh() {
     kill9(serving);
     assert_eq!(env.wait_exit("api"), None);
     wait_for("the generation to be gone", || {
-        (!is_alive(serving) || zd_core::proc::state(serving).is_ok_and(|s| s == 'Z'))
-            .then_some(())
+        (!is_alive(serving) || zd_core::proc::state(serving).is_ok_and(|s| s == 'Z')).then_some(())
     });
     let second = env.start("api", &["run", "api"]);
     assert_ne!(active_pid(&second), serving);
     assert!(
-        second.supervisor.as_ref().and_then(|s| s.adopted.as_ref()).is_none(),
+        second
+            .supervisor
+            .as_ref()
+            .and_then(|s| s.adopted.as_ref())
+            .is_none(),
         "nothing to adopt"
     );
     let (code, _) = http_get(&address_of(&second), "/").expect("served");

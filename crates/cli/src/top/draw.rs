@@ -224,7 +224,10 @@ fn supervisor_note(me: Option<&zd_core::proto::SupervisorInfo>) -> String {
     };
     let mut note = String::new();
     if me.reexecs > 0 {
-        note.push_str(&format!(" · zdctl {}, reexec'd {}×", me.version, me.reexecs));
+        note.push_str(&format!(
+            " · zdctl {}, reexec'd {}×",
+            me.version, me.reexecs
+        ));
     }
     if let Some(adopted) = &me.adopted {
         note.push_str(&format!(" · adopted from pid {}", adopted.from_pid));
