@@ -1,0 +1,570 @@
+//! `zdctl run` under runit's `runsv` and daemontools' `supervise`, from the run scripts
+//! shipped in `contrib/`: restarts through `zdctl restart` and through the init system's
+//! own reload (a HUP) under load, the init system's own stop, and a `kill -9` of the
+//! supervisor that the init system answers with a new `zdctl run`, which adopts the
+//! generation that was serving.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use zd_core::proto::Status;
+use zd_load::load::ConnectionMode;
+
+use crate::pidwatch::supervisors::{self as tools, Status as InitStatus};
+use crate::support::*;
+
+/// The service every test runs: `services.d/api.yaml`, in the service directory
+/// `zdctl-api`, whose name the shipped run script turns into `zdctl run api`.
+const NAME: &str = "api";
+
+#[derive(Debug, Clone, Copy)]
+enum Init {
+    Runit,
+    Daemontools,
+}
+
+impl Init {
+    /// The process that supervises one service directory.
+    fn supervisor(self) -> &'static str {
+        match self {
+            Init::Runit => "runsv",
+            Init::Daemontools => "supervise",
+        }
+    }
+
+    /// Every program a test runs, and the Debian package that has them.
+    fn programs(self) -> (&'static [&'static str], &'static str) {
+        match self {
+            Init::Runit => (&["runsv", "sv"], "runit"),
+            Init::Daemontools => (&["supervise", "svc", "svstat"], "daemontools"),
+        }
+    }
+
+    /// The shipped run script.
+    fn run_script(self) -> PathBuf {
+        let dir = match self {
+            Init::Runit => "runit",
+            Init::Daemontools => "daemontools",
+        };
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("the workspace root")
+            .join("contrib")
+            .join(dir)
+            .join("run")
+    }
+
+    /// The init system's own reload: a HUP to the supervised process.
+    fn reload(self) -> &'static [&'static str] {
+        match self {
+            Init::Runit => &["sv", "hup"],
+            Init::Daemontools => &["svc", "-h"],
+        }
+    }
+
+    /// The init system's own stop: TERM, then CONT, and no restart.
+    fn down(self) -> &'static [&'static str] {
+        match self {
+            Init::Runit => &["sv", "down"],
+            Init::Daemontools => &["svc", "-d"],
+        }
+    }
+
+    /// Down, and the init system's process exits once the service is.
+    fn exit(self) -> &'static [&'static str] {
+        match self {
+            Init::Runit => &["sv", "exit"],
+            Init::Daemontools => &["svc", "-dx"],
+        }
+    }
+
+    fn status(self, dir: &Path) -> Option<InitStatus> {
+        match self {
+            Init::Runit => tools::sv_status(dir),
+            Init::Daemontools => tools::svstat(dir),
+        }
+    }
+}
+
+/// runsv or supervise over the service directory, started by the test in its own process
+/// group with its output (and so the supervisor's) in a file. On drop, the whole tree is
+/// frozen and killed, and so is every process the test named with [`Supervised::track`]
+/// (a generation that outlived the supervisor that started it).
+struct Supervised {
+    init: Init,
+    dir: PathBuf,
+    child: Child,
+    log: PathBuf,
+    tracked: Vec<std::os::fd::OwnedFd>,
+}
+
+impl Supervised {
+    /// Writes the service directory from the shipped run script (plus `finish`, when
+    /// given: runsv runs it after each exit of `./run`) and starts the init system's
+    /// supervisor over it; `None`, loudly, when the init system is not installed.
+    fn start(env: &TestEnv, init: Init, test: &str, finish: Option<&str>) -> Option<Supervised> {
+        let (programs, package) = init.programs();
+        let mut found = Vec::new();
+        for program in programs {
+            found.push(crate::drivers::peer(test, program, package)?);
+        }
+        let dir = env.path("zdctl-api");
+        std::fs::create_dir_all(&dir).expect("service directory");
+        // fs::copy keeps the mode: the script is executable in the repository.
+        std::fs::copy(init.run_script(), dir.join("run")).expect("copy the run script");
+        if let Some(finish) = finish {
+            use std::os::unix::fs::PermissionsExt;
+            let path = dir.join("finish");
+            std::fs::write(&path, finish).expect("finish script");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod finish");
+        }
+        let log = env.path(&format!("{}.log", init.supervisor()));
+        let out = std::fs::File::create(&log).expect("log file");
+        // The run script finds `zdctl` on PATH, as an installed one would be.
+        let bin_dir = zdctl_bin().parent().expect("target dir").to_owned();
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let path =
+            std::env::join_paths(std::iter::once(bin_dir).chain(std::env::split_paths(&path)))
+                .expect("PATH");
+        let mut cmd = Command::new(&found[0]);
+        cmd.arg(&dir)
+            .env("PATH", path)
+            .env("ZDCTL_RUNTIME_DIR", &env.runtime_dir)
+            .env("ZDCTL_CONFIG_DIR", &env.config_dir)
+            .env_remove("ZD_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID")
+            .env_remove("FDSTORE")
+            .current_dir(env.dir.path())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(out);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", init.supervisor()));
+        Some(Supervised {
+            init,
+            dir,
+            child,
+            log,
+            tracked: Vec::new(),
+        })
+    }
+
+    /// Runs one of the init system's control commands (`sv hup`, `svc -d`…) on the
+    /// service directory.
+    fn control(&self, command: &[&str]) {
+        let out = Command::new(command[0])
+            .args(&command[1..])
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+        assert_code(&out, 0);
+    }
+
+    /// The pid the init system runs the service as, once it says it is up.
+    fn service_pid(&self) -> Option<i32> {
+        match self.init.status(&self.dir)? {
+            InitStatus::Up { pid, .. } => Some(pid.as_raw()),
+            InitStatus::Down => None,
+        }
+    }
+
+    /// Waits until `zdctl run` answers with an active generation, as the very process the
+    /// init system supervises (the run script exec'd it), and is not `not`.
+    fn wait_serving(&mut self, env: &TestEnv, not: Option<i32>) -> Status {
+        wait_for("zdctl run, supervised, to serve", || {
+            if let Ok(Some(exit)) = self.child.try_wait() {
+                panic!("{} exited with {exit}", self.init.supervisor());
+            }
+            let pid = self.service_pid()?;
+            let status = env.status(NAME)?;
+            (status.active_generation.is_some() && status.supervisor_pid == pid && Some(pid) != not)
+                .then_some(status)
+        })
+    }
+
+    fn wait_down(&self) {
+        wait_for("the init system to report the service down", || {
+            matches!(self.init.status(&self.dir), Some(InitStatus::Down)).then_some(())
+        });
+    }
+
+    /// Stops the service through the init system and waits for its supervisor to exit.
+    fn exit(&mut self) {
+        self.control(self.init.exit());
+        let child = &mut self.child;
+        wait_for("the init system's supervisor to exit", || {
+            child.try_wait().expect("try_wait")
+        });
+    }
+
+    /// Kills `pid` too when the test ends, through a pidfd taken now.
+    fn track(&mut self, pid: i32) {
+        self.tracked
+            .push(zd_core::proc::pidfd(pid).expect("a pidfd of a live process"));
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        let root = i32::try_from(self.child.id()).expect("pid");
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // Freeze the tree before killing any of it: a dead zdctl run would be started
+            // again by the init system, a live one could start a generation meanwhile.
+            let mut frozen: Vec<i32> = Vec::new();
+            for _ in 0..10 {
+                let new: Vec<i32> = descendants(root)
+                    .into_iter()
+                    .filter(|p| !frozen.contains(p))
+                    .collect();
+                if new.is_empty() {
+                    break;
+                }
+                for pid in new {
+                    // SAFETY: kill(2) on a process of the tree this test started, not
+                    // reaped (its parent is frozen or is the test itself).
+                    unsafe { libc::kill(pid, libc::SIGSTOP) };
+                    frozen.push(pid);
+                }
+            }
+            for pid in frozen {
+                // SAFETY: as above; a frozen process keeps its pid and its group, and every
+                // generation leads its own group.
+                unsafe {
+                    libc::kill(-pid, libc::SIGKILL);
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+        for pidfd in &self.tracked {
+            // SAFETY: a signal through a pidfd cannot reach a recycled pid.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    std::os::fd::AsRawFd::as_raw_fd(pidfd),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                );
+            }
+        }
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- {} (zdctl run's output) ----\n{}",
+                self.init.supervisor(),
+                self.log()
+            );
+        }
+    }
+}
+
+/// Waits until the `count`th restart has ended, and returns the status then.
+fn wait_restart_ended(env: &TestEnv, count: u64) -> Status {
+    wait_for(&format!("restart {count} to end"), || {
+        env.status(NAME).filter(|s| {
+            let r = &s.restarts;
+            s.restart_in_progress.is_none() && r.completed + r.rolled_back + r.failed == count
+        })
+    })
+}
+
+/// Restart `count` (from 1) through `zdctl restart` when odd, through the init system's
+/// own reload when even; asserts that it completed and that only the new generation
+/// answers.
+fn restart(env: &TestEnv, supervised: &Supervised, count: u64, addr: &str) -> Status {
+    if count % 2 == 1 {
+        assert_code(&env.run_zdctl(&["restart", NAME]), 0);
+    } else {
+        supervised.control(supervised.init.reload());
+    }
+    let status = wait_restart_ended(env, count);
+    assert_eq!(
+        status.restarts.completed, count,
+        "{:?}",
+        status.last_restart
+    );
+    let generation = status.active_generation.expect("an active generation");
+    let (code, body) = http_get(addr, "/").expect("GET /");
+    assert_eq!(code, 200);
+    assert!(body.contains(&format!("generation={generation}")), "{body}");
+    status
+}
+
+/// Ten restarts under 32 clients, every other one through the init system's reload: each
+/// completes in the same supervisor, the init system never sees an exit, and not one
+/// request fails.
+fn restarts_under_load(init: Init, mode: ConnectionMode, test: &str) {
+    let env = TestEnv::new();
+    env.fixture_service(NAME, &[], "drain_timeout: 10s\n");
+    let Some(mut supervised) = Supervised::start(&env, init, test, None) else {
+        return;
+    };
+    let first = supervised.wait_serving(&env, None);
+    let addr = address_of(&first);
+    let load = start_load(&addr, 32, mode);
+    for count in 1..=10u64 {
+        let status = restart(&env, &supervised, count, &addr);
+        assert_eq!(status.active_generation, Some(count + 1));
+        assert_eq!(
+            status.supervisor_pid, first.supervisor_pid,
+            "the same zdctl run"
+        );
+    }
+    let report = load.finish();
+    assert_no_failures(&report);
+    assert_eq!(
+        supervised.service_pid(),
+        Some(first.supervisor_pid),
+        "the init system saw no exit"
+    );
+    supervised.exit();
+}
+
+/// Writes `./run`'s exit code and status byte, as runsv gives them to `./finish`.
+fn finish_script(env: &TestEnv) -> String {
+    format!(
+        "#!/bin/sh\necho \"$1 $2\" >> '{}'\n",
+        env.path("finish.log").display()
+    )
+}
+
+/// The init system's stop sends TERM: zdctl run drains the generation, which answers the
+/// request it was serving, and exits with nothing left behind; with 0, as runsv's
+/// `./finish` sees.
+fn stop_drains(init: Init, test: &str) {
+    let env = TestEnv::new();
+    env.fixture_service(NAME, &[], "drain_timeout: 10s\n");
+    // daemontools 0.76 runs no finish script.
+    let finish = matches!(init, Init::Runit).then(|| finish_script(&env));
+    let Some(mut supervised) = Supervised::start(&env, init, test, finish.as_deref()) else {
+        return;
+    };
+    let first = supervised.wait_serving(&env, None);
+    let serving = active_pid(&first);
+    // A keep-alive connection the generation has accepted (it answered once), then a
+    // request that takes a while, in flight when the stop comes.
+    let mut conn = std::net::TcpStream::connect(address_of(&first)).expect("connect");
+    conn.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        .expect("send");
+    let mut first_answer = [0u8; 12];
+    conn.read_exact(&mut first_answer).expect("first answer");
+    assert_eq!(&first_answer[9..12], b"200");
+    conn.write_all(b"GET /slow?ms=1500 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send the slow request");
+    supervised.control(init.down());
+    let mut rest = String::new();
+    conn.read_to_string(&mut rest)
+        .expect("the slow request's answer");
+    assert!(rest.contains("slept ms=1500"), "{rest}");
+    supervised.wait_down();
+    assert!(!is_alive(serving), "the generation still runs");
+    assert!(!env.socket(NAME).exists(), "the control socket is left");
+    assert!(
+        !env.runtime_dir.join(format!("{NAME}.state")).exists(),
+        "a clean stop leaves no state file"
+    );
+    let log = supervised.log();
+    assert!(log.contains("stopping signal=SIGTERM"), "{log}");
+    assert!(log.contains(" stopped"), "{log}");
+    if finish.is_some() {
+        let finished = wait_for("runsv to run ./finish", || {
+            Some(std::fs::read_to_string(env.path("finish.log")).unwrap_or_default())
+                .filter(|f| !f.is_empty())
+        });
+        assert_eq!(finished, "0 0\n", "./run's exit code and status byte");
+    }
+    supervised.exit();
+}
+
+/// `kill -9` of zdctl run under load: the init system starts the run script again, the
+/// new zdctl run adopts the generation that was serving, restarts go on through both
+/// paths, and not one request fails.
+fn kill_9_under(init: Init, mode: ConnectionMode, test: &str) {
+    let env = TestEnv::new();
+    env.fixture_service(NAME, &[], "drain_timeout: 10s\n");
+    // daemontools 0.76 runs no finish script.
+    let finish = matches!(init, Init::Runit).then(|| finish_script(&env));
+    let Some(mut supervised) = Supervised::start(&env, init, test, finish.as_deref()) else {
+        return;
+    };
+    let first = supervised.wait_serving(&env, None);
+    let addr = address_of(&first);
+    let serving = active_pid(&first);
+    // Once its supervisor is dead, the generation is no longer in the init system's tree.
+    supervised.track(serving);
+    let inodes: Vec<u64> = first.listeners.iter().map(|l| l.inode).collect();
+    let load = start_load(&addr, 32, mode);
+
+    // SAFETY: kill(2) of the zdctl run this test's init system started, which is alive.
+    unsafe { libc::kill(first.supervisor_pid, libc::SIGKILL) };
+    let adopted = supervised.wait_serving(&env, Some(first.supervisor_pid));
+    assert_eq!(
+        active_pid(&adopted),
+        serving,
+        "the generation that was serving"
+    );
+    assert_eq!(adopted.active_generation, first.active_generation);
+    let got: Vec<u64> = adopted.listeners.iter().map(|l| l.inode).collect();
+    assert_eq!(got, inodes, "the same listening sockets");
+    let out = env.run_zdctl(&["status", NAME, "--json"]);
+    assert_code(&out, 0);
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("status json");
+    let info = &json["supervisor"]["adopted"];
+    assert_eq!(
+        info["from_pid"].as_i64(),
+        Some(i64::from(first.supervisor_pid)),
+        "{json}"
+    );
+    assert_eq!(info["generations"], serde_json::json!([1]), "{json}");
+
+    for count in 1..=2u64 {
+        let status = restart(&env, &supervised, count, &addr);
+        assert_eq!(status.active_generation, Some(count + 1));
+        assert_eq!(status.supervisor_pid, adopted.supervisor_pid);
+    }
+    // The adopted generation was drained by the first restart.
+    assert!(!is_alive(serving), "pid {serving} still runs");
+    let report = load.finish();
+    assert_no_failures(&report);
+
+    supervised.control(init.down());
+    supervised.wait_down();
+    if finish.is_some() {
+        let finished = wait_for("runsv to run ./finish after the stop", || {
+            Some(std::fs::read_to_string(env.path("finish.log")).unwrap_or_default())
+                .filter(|f| f.lines().count() == 2)
+        });
+        assert_eq!(
+            finished, "-1 9\n0 0\n",
+            "killed by SIGKILL, then a clean stop"
+        );
+    }
+    supervised.exit();
+}
+
+#[test]
+fn runsv_restarts_through_zdctl_restart_and_sv_hup_fail_no_request_with_a_new_connection_per_request()
+ {
+    restarts_under_load(
+        Init::Runit,
+        ConnectionMode::Close,
+        "runsv_restarts_through_zdctl_restart_and_sv_hup_fail_no_request_with_a_new_connection_per_request",
+    );
+}
+
+#[test]
+fn runsv_restarts_through_zdctl_restart_and_sv_hup_fail_no_request_with_keepalive() {
+    restarts_under_load(
+        Init::Runit,
+        ConnectionMode::KeepAlive,
+        "runsv_restarts_through_zdctl_restart_and_sv_hup_fail_no_request_with_keepalive",
+    );
+}
+
+#[test]
+fn supervise_restarts_through_zdctl_restart_and_svc_h_fail_no_request_with_a_new_connection_per_request()
+ {
+    restarts_under_load(
+        Init::Daemontools,
+        ConnectionMode::Close,
+        "supervise_restarts_through_zdctl_restart_and_svc_h_fail_no_request_with_a_new_connection_per_request",
+    );
+}
+
+#[test]
+fn supervise_restarts_through_zdctl_restart_and_svc_h_fail_no_request_with_keepalive() {
+    restarts_under_load(
+        Init::Daemontools,
+        ConnectionMode::KeepAlive,
+        "supervise_restarts_through_zdctl_restart_and_svc_h_fail_no_request_with_keepalive",
+    );
+}
+
+#[test]
+fn sv_down_drains_the_request_in_flight_and_the_run_script_exits_0() {
+    stop_drains(
+        Init::Runit,
+        "sv_down_drains_the_request_in_flight_and_the_run_script_exits_0",
+    );
+}
+
+#[test]
+fn svc_d_drains_the_request_in_flight_and_leaves_nothing_behind() {
+    stop_drains(
+        Init::Daemontools,
+        "svc_d_drains_the_request_in_flight_and_leaves_nothing_behind",
+    );
+}
+
+#[test]
+fn after_kill_9_of_zdctl_run_runsv_starts_it_again_and_it_adopts_the_serving_generation_with_a_new_connection_per_request()
+ {
+    kill_9_under(
+        Init::Runit,
+        ConnectionMode::Close,
+        "after_kill_9_of_zdctl_run_runsv_starts_it_again_and_it_adopts_the_serving_generation_with_a_new_connection_per_request",
+    );
+}
+
+#[test]
+fn after_kill_9_of_zdctl_run_runsv_starts_it_again_and_it_adopts_the_serving_generation_with_keepalive()
+ {
+    kill_9_under(
+        Init::Runit,
+        ConnectionMode::KeepAlive,
+        "after_kill_9_of_zdctl_run_runsv_starts_it_again_and_it_adopts_the_serving_generation_with_keepalive",
+    );
+}
+
+#[test]
+fn after_kill_9_of_zdctl_run_supervise_starts_it_again_and_it_adopts_the_serving_generation() {
+    kill_9_under(
+        Init::Daemontools,
+        ConnectionMode::Close,
+        "after_kill_9_of_zdctl_run_supervise_starts_it_again_and_it_adopts_the_serving_generation",
+    );
+}
+
+/// Every shell script in `contrib/` for runit, daemontools and OpenRC is executable and
+/// parses as POSIX sh (`sh -n`; OpenRC's own `openrc-run` cannot run here, see
+/// `contrib/openrc/README.md`).
+#[test]
+fn the_shipped_init_scripts_are_executable_and_parse_as_posix_sh() {
+    use std::os::unix::fs::PermissionsExt;
+    let contrib = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root")
+        .join("contrib");
+    for script in [
+        "runit/run",
+        "runit/log-run",
+        "daemontools/run",
+        "daemontools/log-run",
+        "openrc/zdctl",
+    ] {
+        let path = contrib.join(script);
+        let mode = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o111, 0o111, "{script} is not executable: {mode:o}");
+        let out = Command::new("sh")
+            .arg("-n")
+            .arg(&path)
+            .output()
+            .expect("run sh -n");
+        assert_code(&out, 0);
+    }
+}
