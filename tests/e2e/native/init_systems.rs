@@ -269,14 +269,32 @@ impl Drop for Supervised {
     }
 }
 
+/// How long a restart begun by a HUP may take before the test fails. The supervisor bounds
+/// every phase itself (readiness timeout, the queue wait, `drain_timeout` of 10 s here) and
+/// always ends the restart, but on a starved 2-core machine the sum can pass the 30 s of
+/// [`DEADLINE`]; `zdctl restart` waits for as long, while the supervisor runs.
+const RESTART_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Waits until the `count`th restart has ended, and returns the status then.
 fn wait_restart_ended(env: &TestEnv, count: u64) -> Status {
-    wait_for(&format!("restart {count} to end"), || {
-        env.status(NAME).filter(|s| {
-            let r = &s.restarts;
-            s.restart_in_progress.is_none() && r.completed + r.rolled_back + r.failed == count
-        })
-    })
+    let start = std::time::Instant::now();
+    let mut last = None;
+    loop {
+        if let Some(status) = env.status(NAME) {
+            let r = &status.restarts;
+            if status.restart_in_progress.is_none()
+                && r.completed + r.rolled_back + r.failed == count
+            {
+                return status;
+            }
+            last = Some(status);
+        }
+        assert!(
+            start.elapsed() < RESTART_DEADLINE,
+            "restart {count} did not end; last status: {last:#?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Restart `count` (from 1) through `zdctl restart` when odd, through the init system's
@@ -321,6 +339,48 @@ fn restarts_under_load(init: Init, mode: ConnectionMode, test: &str) {
             "the same zdctl run"
         );
     }
+    let report = load.finish();
+    assert_no_failures(&report);
+    assert_eq!(
+        supervised.service_pid(),
+        Some(first.supervisor_pid),
+        "the init system saw no exit"
+    );
+    supervised.exit();
+}
+
+/// After an upgrade of zdctl: `sv 2` (USR2) under runsv, `zdctl reexec` under supervise
+/// (daemontools' `svc` cannot send USR2). The supervisor re-executes in place under load:
+/// the same pid for the init system, the same generation, no failed request.
+fn reexec_under(init: Init, mode: ConnectionMode, test: &str) {
+    let env = TestEnv::new();
+    env.fixture_service(NAME, &[], "drain_timeout: 10s\n");
+    let Some(mut supervised) = Supervised::start(&env, init, test, None) else {
+        return;
+    };
+    let first = supervised.wait_serving(&env, None);
+    let addr = address_of(&first);
+    let load = start_load(&addr, 32, mode);
+    match init {
+        Init::Runit => supervised.control(&["sv", "2"]),
+        Init::Daemontools => assert_code(&env.run_zdctl(&["reexec", NAME]), 0),
+    }
+    let status = wait_for("the supervisor to re-execute", || {
+        env.status(NAME)
+            .filter(|s| s.supervisor.as_ref().is_some_and(|me| me.reexecs == 1))
+    });
+    let me = status.supervisor.as_ref().expect("supervisor info");
+    let last = me.last_reexec.as_ref().expect("the last reexec");
+    assert_eq!(last.error, None, "{last:?}");
+    assert_eq!(status.supervisor_pid, first.supervisor_pid, "in place");
+    assert_eq!(
+        active_pid(&status),
+        active_pid(&first),
+        "the same generation"
+    );
+    // It restarts as before.
+    let status = restart(&env, &supervised, 1, &addr);
+    assert_eq!(status.active_generation, Some(2));
     let report = load.finish();
     assert_no_failures(&report);
     assert_eq!(
@@ -534,6 +594,24 @@ fn after_kill_9_of_zdctl_run_supervise_starts_it_again_and_it_adopts_the_serving
         Init::Daemontools,
         ConnectionMode::Close,
         "after_kill_9_of_zdctl_run_supervise_starts_it_again_and_it_adopts_the_serving_generation",
+    );
+}
+
+#[test]
+fn sv_2_reexecs_zdctl_run_in_place_under_load_without_a_failed_request() {
+    reexec_under(
+        Init::Runit,
+        ConnectionMode::Close,
+        "sv_2_reexecs_zdctl_run_in_place_under_load_without_a_failed_request",
+    );
+}
+
+#[test]
+fn zdctl_reexec_under_supervise_keeps_the_supervised_pid_without_a_failed_request() {
+    reexec_under(
+        Init::Daemontools,
+        ConnectionMode::KeepAlive,
+        "zdctl_reexec_under_supervise_keeps_the_supervised_pid_without_a_failed_request",
     );
 }
 
