@@ -8,6 +8,7 @@ mod flips;
 mod go_server;
 mod handoff;
 mod hostile;
+mod init_systems;
 mod intercept;
 mod intercept_status;
 mod lifecycle;

@@ -10,7 +10,7 @@ mod nginx;
 mod orphans;
 mod pidfile;
 mod status;
-mod supervisors;
+pub(crate) mod supervisors;
 
 use std::process::Command;
 

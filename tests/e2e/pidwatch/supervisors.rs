@@ -16,7 +16,7 @@ const FLIPS: usize = 20;
 
 /// What a supervisor reports about its service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Status {
+pub(crate) enum Status {
     Up { pid: Pid, seconds: u64 },
     Down,
 }
@@ -57,7 +57,7 @@ fn run_tool(program: &str, args: &[&str], dir: &Path) -> String {
 }
 
 /// `DIR: up (pid 123) 4 seconds` / `DIR: down 2 seconds`
-pub(super) fn svstat(dir: &Path) -> Option<Status> {
+pub(crate) fn svstat(dir: &Path) -> Option<Status> {
     let out = run_tool("svstat", &[], dir);
     let rest = out.split_once(": ")?.1;
     if rest.starts_with("down") {
@@ -84,7 +84,7 @@ pub(super) fn svstat(dir: &Path) -> Option<Status> {
 }
 
 /// `run: DIR: (pid 123) 5s; ...` / `down: DIR: 1s, normally up`
-fn sv_status(dir: &Path) -> Option<Status> {
+pub(crate) fn sv_status(dir: &Path) -> Option<Status> {
     let out = run_tool("sv", &["status"], dir);
     if out.starts_with("down:") {
         return Some(Status::Down);
