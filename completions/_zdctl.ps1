@@ -89,6 +89,7 @@ Register-ArgumentCompleter -Native -CommandName 'zdctl' -ScriptBlock {
         }
         'zdctl;list' {
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print the list as a JSON array')
+            [CompletionResult]::new('--names', '--names', [CompletionResultType]::ParameterName, 'Print only the names, one per line, without asking any supervisor (what the shell completions call)')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')

@@ -347,7 +347,7 @@ _zdctl() {
             return 0
             ;;
         zdctl__subcmd__list)
-            opts="-v -h -V --json --verbose --help --version"
+            opts="-v -h -V --json --names --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -593,8 +593,21 @@ _zdctl() {
     esac
 }
 
+
+# Service names where a command takes one (`zdctl list --names`), else the options.
+_zdctl_with_services() {
+    local cur="${COMP_WORDS[COMP_CWORD]}"
+    if [[ $COMP_CWORD -ge 2 && "$cur" != -* && " run restart status stop signal reexec top verify " == *" ${COMP_WORDS[1]} "* ]]; then
+        local prev="${COMP_WORDS[COMP_CWORD-1]}"
+        if [[ $COMP_CWORD -eq 2 || ( "${COMP_WORDS[1]}" == top && "$prev" != -* ) ]]; then
+            COMPREPLY=( $(compgen -W "$(zdctl list --names 2>/dev/null)" -- "$cur") )
+            return 0
+        fi
+    fi
+    _zdctl "$@"
+}
 if [[ "${BASH_VERSINFO[0]}" -eq 4 && "${BASH_VERSINFO[1]}" -ge 4 || "${BASH_VERSINFO[0]}" -gt 4 ]]; then
-    complete -F _zdctl -o nosort -o bashdefault -o default zdctl
+    complete -F _zdctl_with_services -o nosort -o bashdefault -o default zdctl
 else
-    complete -F _zdctl -o bashdefault -o default zdctl
+    complete -F _zdctl_with_services -o bashdefault -o default zdctl
 fi

@@ -82,6 +82,7 @@ set edit:completion:arg-completer[zdctl] = {|@words|
         }
         &'zdctl;list'= {
             cand --json 'Print the list as a JSON array'
+            cand --names 'Print only the names, one per line, without asking any supervisor (what the shell completions call)'
             cand -v 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
             cand --verbose 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
             cand -h 'Print help'

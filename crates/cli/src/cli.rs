@@ -222,6 +222,11 @@ pub struct ListArgs {
     /// Print the list as a JSON array.
     #[arg(long)]
     pub json: bool,
+
+    /// Print only the names, one per line, without asking any supervisor (what the shell
+    /// completions call).
+    #[arg(long, conflicts_with = "json")]
+    pub names: bool,
 }
 
 #[derive(Debug, Args)]

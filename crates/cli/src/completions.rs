@@ -21,7 +21,76 @@ pub const SHELLS: [(Shell, &str); 5] = [
 pub fn render_completions(shell: Shell) -> Vec<u8> {
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut visible_command(), "zdctl", &mut out);
-    out
+    complete_service_names(shell, &String::from_utf8_lossy(&out)).into_bytes()
+}
+
+/// The commands whose NAME arguments are services.
+const TAKES_SERVICES: &str = "run restart status stop signal reexec top verify";
+
+/// Teaches the bash, zsh and fish scripts to offer service names where a command takes
+/// one: clap_complete's scripts are static, so the names come from `zdctl list --names`
+/// (files and running supervisors, no supervisor asked) when the user presses TAB.
+fn complete_service_names(shell: Shell, script: &str) -> String {
+    match shell {
+        Shell::Bash => {
+            let wrapper = format!(
+                r#"
+# Service names where a command takes one (`zdctl list --names`), else the options.
+_zdctl_with_services() {{
+    local cur="${{COMP_WORDS[COMP_CWORD]}}"
+    if [[ $COMP_CWORD -ge 2 && "$cur" != -* && " {TAKES_SERVICES} " == *" ${{COMP_WORDS[1]}} "* ]]; then
+        local prev="${{COMP_WORDS[COMP_CWORD-1]}}"
+        if [[ $COMP_CWORD -eq 2 || ( "${{COMP_WORDS[1]}}" == top && "$prev" != -* ) ]]; then
+            COMPREPLY=( $(compgen -W "$(zdctl list --names 2>/dev/null)" -- "$cur") )
+            return 0
+        fi
+    fi
+    _zdctl "$@"
+}}
+"#
+            );
+            let script = script.replace("complete -F _zdctl ", "complete -F _zdctl_with_services ");
+            match script.rfind("\nif [[ \"${BASH_VERSINFO") {
+                Some(at) => format!("{}{wrapper}{}", &script[..at + 1], &script[at + 1..]),
+                None => script + &wrapper,
+            }
+        }
+        Shell::Zsh => {
+            let mut out = String::with_capacity(script.len() + 256);
+            for line in script.split_inclusive('\n') {
+                let is_service = [
+                    ":name -- ",
+                    "::name -- ",
+                    "*::names -- ",
+                    ":service -- ",
+                    "::service -- ",
+                ]
+                .iter()
+                .any(|p| line.starts_with(&format!("'{p}")));
+                if is_service {
+                    out.push_str(&line.replacen(":_default'", ":_zdctl_services'", 1));
+                } else {
+                    out.push_str(line);
+                }
+            }
+            let function = r#"(( $+functions[_zdctl_services] )) ||
+_zdctl_services() {
+    local -a services
+    services=(${(f)"$(zdctl list --names 2>/dev/null)"})
+    _describe -t services 'service' services
+}
+
+"#;
+            match out.rfind("if [ \"$funcstack[1]\" = \"_zdctl\" ]") {
+                Some(at) => format!("{}{function}{}", &out[..at], &out[at..]),
+                None => out + function,
+            }
+        }
+        Shell::Fish => format!(
+            "{script}complete -c zdctl -n \"__fish_seen_subcommand_from {TAKES_SERVICES}\" -f -a \"(zdctl list --names 2>/dev/null)\" -d 'service'\n"
+        ),
+        _ => script.to_owned(),
+    }
 }
 
 /// The command line without its hidden subcommands, for the completion scripts.

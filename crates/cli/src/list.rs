@@ -44,6 +44,10 @@ pub enum ServiceState {
 
 pub async fn list(args: ListArgs) -> anyhow::Result<()> {
     let found = service::discover();
+    if args.names {
+        let names: Vec<&str> = found.iter().map(|f| f.name.as_str()).collect();
+        return output::text(&names.iter().map(|n| format!("{n}\n")).collect::<String>());
+    }
     let services: Vec<Service> = found.iter().filter_map(|f| f.service.clone()).collect();
     let mut statuses: BTreeMap<String, Result<ServiceStatus, ServiceError>> =
         service::statuses(services)

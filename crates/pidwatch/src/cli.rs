@@ -78,20 +78,25 @@ pub fn command() -> clap::Command {
     Cli::command()
 }
 
-/// Writes `pidwatch.{bash,zsh,fish,elvish,ps1}` and the man page `pidwatch.1` into `dir`.
+/// The completion scripts' file names, the same scheme as zdctl's: what each shell looks
+/// for when the file is installed as is (zsh autoloads `_pidwatch`).
+pub const COMPLETION_FILES: [(Shell, &str); 5] = [
+    (Shell::Bash, "pidwatch.bash"),
+    (Shell::Zsh, "_pidwatch"),
+    (Shell::Fish, "pidwatch.fish"),
+    (Shell::Elvish, "pidwatch.elv"),
+    (Shell::PowerShell, "_pidwatch.ps1"),
+];
+
+/// Writes the completion scripts ([`COMPLETION_FILES`]) and the man page `pidwatch.1`
+/// into `dir`.
 pub fn generate(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut cmd = command();
-    for (shell, ext) in [
-        (Shell::Bash, "bash"),
-        (Shell::Zsh, "zsh"),
-        (Shell::Fish, "fish"),
-        (Shell::Elvish, "elvish"),
-        (Shell::PowerShell, "ps1"),
-    ] {
+    for (shell, file) in COMPLETION_FILES {
         let mut out = Vec::new();
         clap_complete::generate(shell, &mut cmd, "pidwatch", &mut out);
-        std::fs::write(dir.join(format!("pidwatch.{ext}")), out)?;
+        std::fs::write(dir.join(file), out)?;
     }
     let mut man = Vec::new();
     clap_mangen::Man::new(command()).render(&mut man)?;

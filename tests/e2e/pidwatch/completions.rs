@@ -7,10 +7,10 @@ use super::harness::{TestEnv, pidwatch_bin};
 
 const FILES: [&str; 6] = [
     "pidwatch.bash",
-    "pidwatch.zsh",
+    "_pidwatch",
     "pidwatch.fish",
-    "pidwatch.elvish",
-    "pidwatch.ps1",
+    "pidwatch.elv",
+    "_pidwatch.ps1",
     "pidwatch.1",
 ];
 

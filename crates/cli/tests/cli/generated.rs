@@ -59,3 +59,102 @@ fn completions_do_not_offer_the_hidden_demo_server() {
         );
     }
 }
+
+/// Runs `script` in `shell` with this environment's directories and `zdctl` on PATH.
+fn in_shell(env: &TestEnv, shell: &str, script: &str) -> Option<std::process::Output> {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_zdctl"));
+    let dir = bin.parent().expect("the binary's directory");
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    std::process::Command::new(shell)
+        .arg("-c")
+        .arg(script)
+        .env("PATH", path)
+        .env("ZDCTL_RUNTIME_DIR", env.runtime_dir())
+        .env("ZDCTL_CONFIG_DIR", env.config_dir())
+        .output()
+        .ok()
+}
+
+#[test]
+fn bash_offers_service_names_where_a_command_takes_one() {
+    let env = TestEnv::new();
+    env.service_file("pyapp", "command: [true]\n");
+    env.service_file("api", "command: [true]\n");
+    let script = committed("zdctl.bash");
+    let complete = |words: &str, cword: usize| {
+        let out = in_shell(
+            &env,
+            "bash",
+            &format!(
+                "source {}; COMP_WORDS=({words}); COMP_CWORD={cword}; \
+                 _zdctl_with_services zdctl \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"; \
+                 echo \"${{COMPREPLY[*]}}\"",
+                script.display()
+            ),
+        )
+        .expect("bash runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(complete("zdctl restart py", 2), "pyapp");
+    assert_eq!(complete("zdctl status ''", 2), "api pyapp");
+    assert_eq!(complete("zdctl top api ''", 3), "api pyapp");
+    // Options still complete as before.
+    assert!(complete("zdctl restart --tim", 2).contains("--timeout"));
+    // Not where the argument is no service.
+    assert!(!complete("zdctl signal api ''", 3).contains("pyapp"));
+}
+
+#[test]
+fn the_zsh_and_fish_scripts_parse_and_offer_service_names() {
+    let zsh = std::fs::read_to_string(committed("_zdctl")).expect("zsh script");
+    assert!(zsh.contains(":name -- The service to restart:_zdctl_services'"));
+    assert!(zsh.contains("_zdctl_services() {"));
+    let fish = std::fs::read_to_string(committed("zdctl.fish")).expect("fish script");
+    assert!(fish.contains("-a \"(zdctl list --names 2>/dev/null)\""));
+    let env = TestEnv::new();
+    for (shell, check) in [
+        ("zsh", format!("zsh -n {}", committed("_zdctl").display())),
+        (
+            "fish",
+            format!("fish --no-execute {}", committed("zdctl.fish").display()),
+        ),
+    ] {
+        match in_shell(
+            &env,
+            "sh",
+            &format!("command -v {shell} >/dev/null || exit 77; {check}"),
+        ) {
+            Some(out) if out.status.code() == Some(77) => {
+                assert!(
+                    std::env::var_os("ZD_REQUIRE_PEERS").is_none_or(|v| v != "1"),
+                    "ZD_REQUIRE_PEERS=1 but {shell} is not installed (Debian package: {shell})"
+                );
+                let _ = std::io::Write::write_all(
+                    &mut std::io::stderr(),
+                    format!("SKIPPED: {shell} is not installed (Debian package: {shell})\n")
+                        .as_bytes(),
+                );
+            }
+            Some(out) => assert!(
+                out.status.success(),
+                "{shell} refuses the script: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            None => panic!("cannot run sh"),
+        }
+    }
+}
+
+#[test]
+fn list_names_prints_only_the_names() {
+    let env = TestEnv::new();
+    env.service_file("pyapp", "command: [true]\n");
+    env.stale_socket("flags");
+    let out = env.zdctl(&["list", "--names"]);
+    assert_code(&out, 0);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "flags\npyapp\n", "sorted by name");
+}
