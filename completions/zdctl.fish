@@ -134,4 +134,5 @@ complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_su
 complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal reexec top completions man verify demo help" -f -a "verify" -d 'Restart a service N times under load and count every request that suffered'
 complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal reexec top completions man verify demo help" -f -a "demo" -d 'Try it: restart a built-in demo service ten times under load, then clean up'
 complete -c zdctl -n "__fish_zdctl_using_subcommand help; and not __fish_seen_subcommand_from run restart status list stop signal reexec top completions man verify demo help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c zdctl -n "__fish_seen_subcommand_from run restart status stop signal reexec top verify" -f -a "(zdctl list --names 2>/dev/null)" -d 'service'
+complete -c zdctl -n "__fish_seen_subcommand_from run restart status stop signal reexec verify; and test (count (commandline -opc)) -eq 2" -f -a "(zdctl list --names 2>/dev/null)" -d 'service'
+complete -c zdctl -n "__fish_seen_subcommand_from top" -f -a "(zdctl list --names 2>/dev/null)" -d 'service'

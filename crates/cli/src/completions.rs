@@ -86,9 +86,13 @@ _zdctl_services() {
                 None => out + function,
             }
         }
-        Shell::Fish => format!(
-            "{script}complete -c zdctl -n \"__fish_seen_subcommand_from {TAKES_SERVICES}\" -f -a \"(zdctl list --names 2>/dev/null)\" -d 'service'\n"
-        ),
+        Shell::Fish => {
+            let single = TAKES_SERVICES.replace(" top", "");
+            format!(
+                "{script}complete -c zdctl -n \"__fish_seen_subcommand_from {single}; and test (count (commandline -opc)) -eq 2\" -f -a \"(zdctl list --names 2>/dev/null)\" -d 'service'\n\
+                 complete -c zdctl -n \"__fish_seen_subcommand_from top\" -f -a \"(zdctl list --names 2>/dev/null)\" -d 'service'\n"
+            )
+        }
         _ => script.to_owned(),
     }
 }

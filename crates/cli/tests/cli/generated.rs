@@ -116,11 +116,19 @@ fn the_zsh_and_fish_scripts_parse_and_offer_service_names() {
     let fish = std::fs::read_to_string(committed("zdctl.fish")).expect("fish script");
     assert!(fish.contains("-a \"(zdctl list --names 2>/dev/null)\""));
     let env = TestEnv::new();
+    env.service_file("pyapp", "command: [true]\n");
+    let script = committed("zdctl.fish").display().to_string();
     for (shell, check) in [
         ("zsh", format!("zsh -n {}", committed("_zdctl").display())),
         (
             "fish",
-            format!("fish --no-execute {}", committed("zdctl.fish").display()),
+            format!(
+                "fish --no-execute {script} && fish -c \"source {script}; \
+                 complete -C 'zdctl restart py'; complete -C 'zdctl signal pyapp '\" \
+                 | grep -qx 'pyapp.service' && \
+                 test $(fish -c \"source {script}; complete -C 'zdctl signal pyapp '\" \
+                 | grep -c pyapp) = 0"
+            ),
         ),
     ] {
         match in_shell(
@@ -156,5 +164,9 @@ fn list_names_prints_only_the_names() {
     env.stale_socket("flags");
     let out = env.zdctl(&["list", "--names"]);
     assert_code(&out, 0);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "flags\npyapp\n", "sorted by name");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "flags\npyapp\n",
+        "sorted by name"
+    );
 }
