@@ -134,3 +134,68 @@ fn supervisor_started_by_socket_activation_adopts_the_passed_socket() {
         Some(v["pid"].to_string())
     );
 }
+
+/// A socket unit with `ReusePort=yes` passes a socket with SO_REUSEPORT set, and systemd
+/// keeps its own copy. Steering would count on the supervisor's close of that socket to
+/// take it out of its SO_REUSEPORT group, but systemd's copy keeps it there, listening
+/// with nobody accepting: after the first restart, new connections would go to it. So an
+/// adopted socket is always shared.
+#[test]
+fn an_activated_socket_with_so_reuseport_is_shared_so_restarts_never_strand_connections() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let mut env = TestEnv::new();
+    env.fixture_service("api", &[], "");
+    // What systemd does with ReusePort=yes; this test plays systemd and keeps its copy.
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_reuse_port(true).expect("SO_REUSEPORT");
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    socket.bind(&any.into()).expect("bind");
+    socket.listen(128).expect("listen");
+    let addr = socket
+        .local_addr()
+        .expect("addr")
+        .as_socket()
+        .expect("inet")
+        .to_string();
+    let fd = socket.as_raw_fd();
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", "LISTEN_PID=$$ exec \"$0\" -v run api"])
+        .arg(zdctl_bin())
+        .env("ZDCTL_RUNTIME_DIR", &env.runtime_dir)
+        .env("ZDCTL_CONFIG_DIR", &env.config_dir)
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_FDNAMES", "http");
+    // SAFETY: as in the test above: dup2 (or clearing close-on-exec) and setpgid only.
+    unsafe {
+        cmd.pre_exec(move || {
+            let rc = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::setpgid(0, 0);
+            Ok(())
+        });
+    }
+    env.start_command("api", cmd);
+    for round in 0..3 {
+        assert_code(&env.run_zdctl(&["restart", "api"]), 0);
+        for i in 0..20 {
+            let (code, _) = http_get(&addr, "/")
+                .unwrap_or_else(|e| panic!("request {i} after restart {round}: {e}"));
+            assert_eq!(code, 200);
+        }
+    }
+    let status = env.status("api").expect("status");
+    assert!(
+        status.sockets.iter().all(|s| s.generations.len() <= 1),
+        "one shared socket: {:?}",
+        status.sockets
+    );
+    drop(socket);
+}

@@ -212,12 +212,17 @@ pub(crate) struct Sockets {
 impl Sockets {
     /// The listeners as opened at start become the first seat. A TCP or UDP listener
     /// opened with `SO_REUSEPORT` is steered (the program is attached now); every other one
-    /// is shared.
+    /// is shared. So is one adopted from systemd, even with `SO_REUSEPORT` (a socket unit's
+    /// `ReusePort=yes`): systemd keeps its own copy, so our close of it at the end of a
+    /// flip would not take it out of its group, and it would stay there listening with
+    /// nobody accepting, where steering sends new connections.
     pub fn new(listeners: Vec<Listener>) -> Result<Sockets, ListenError> {
+        let adopted = super::activation::adopted_from_systemd();
         let steered: Vec<bool> = listeners
             .iter()
             .map(|l| {
-                !matches!(l.local_addr(), ListenAddr::Unix(_))
+                !adopted
+                    && !matches!(l.local_addr(), ListenAddr::Unix(_))
                     && l.socket().reuse_port().unwrap_or(false)
             })
             .collect();
