@@ -22,7 +22,6 @@ pub mod verify;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 
 use crate::cli::{Cli, Command};
 
@@ -36,7 +35,7 @@ pub fn main_exit() -> ExitCode {
     if args.nth(1).is_some_and(|first| first == "demo-server") {
         return exit::report(demo::server(args.collect()), false);
     }
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
         Err(err) => {
             // Help and version go to stdout with 0; real usage errors to stderr with 2.
@@ -56,6 +55,15 @@ pub fn main_exit() -> ExitCode {
     let code = exit::report(dispatch(cli), json);
     logging::flush();
     code
+}
+
+/// The command line, with `--version` saying the version this binary reports everywhere
+/// (`zd_core::version`: a build tag stamped into the binary shows there too).
+fn parse() -> Result<Cli, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let version: &'static str = Box::leak(zd_core::version::version().into_boxed_str());
+    let matches = Cli::command().version(version).try_get_matches()?;
+    Cli::from_arg_matches(&matches)
 }
 
 /// Whether the command was asked for `--json`: its errors are then JSON too.
