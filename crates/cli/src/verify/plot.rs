@@ -157,6 +157,8 @@ fn render(svg: &mut String, v: &Verification) -> Result<(), Box<dyn std::error::
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(60)
+        // As wide as the throughput chart's right axis, so the two time axes line up.
+        .right_y_label_area_size(60)
         .build_cartesian_2d(0.0..end, 0.0..max_ms)?;
     latency.configure_mesh().x_desc("seconds").draw()?;
     latency.draw_series(
@@ -183,22 +185,34 @@ fn render(svg: &mut String, v: &Verification) -> Result<(), Box<dyn std::error::
         .background_style(WHITE)
         .draw()?;
 
+    // Failures get their own scale, on the right: a few hundred refusals a second next to
+    // tens of thousands of successes would be bars one pixel high.
     let failed: u64 = points.iter().map(|p| p.failed).sum();
-    let max_rate = points
+    let max_rate = points.iter().map(|p| per_second(p.ok)).fold(1.0, f64::max) * 1.15;
+    let max_failed = points
         .iter()
-        .map(|p| per_second(p.ok.max(p.failed)))
+        .map(|p| per_second(p.failed))
         .fold(1.0, f64::max)
         * 1.15;
     let mut rate = ChartBuilder::on(&bottom)
         .caption(
-            format!("throughput (requests/s): successful, and failed in red ({failed} failed)"),
+            format!(
+                "throughput: successful requests/s (left), failed requests/s in red (right); \
+                 {failed} failed"
+            ),
             ("sans-serif", 18),
         )
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(60)
-        .build_cartesian_2d(0.0..end, 0.0..max_rate)?;
+        .right_y_label_area_size(60)
+        .build_cartesian_2d(0.0..end, 0.0..max_rate)?
+        .set_secondary_coord(0.0..end, 0.0..max_failed);
     rate.configure_mesh().x_desc("seconds").draw()?;
+    rate.configure_secondary_axes()
+        .axis_style(RED)
+        .label_style(("sans-serif", 12).into_font().color(&RED))
+        .draw()?;
     rate.draw_series(
         flips
             .iter()
@@ -212,7 +226,7 @@ fn render(svg: &mut String, v: &Verification) -> Result<(), Box<dyn std::error::
     .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK));
     // Bars from zero, so a bucket whose every request failed still shows.
     let bar = end / 400.0;
-    rate.draw_series(points.iter().filter(|p| p.failed > 0).map(|p| {
+    rate.draw_secondary_series(points.iter().filter(|p| p.failed > 0).map(|p| {
         Rectangle::new(
             [(p.at, 0.0), (p.at + bar.max(1e-6), per_second(p.failed))],
             RED.filled(),
@@ -220,13 +234,13 @@ fn render(svg: &mut String, v: &Verification) -> Result<(), Box<dyn std::error::
     }))?
     .label(format!("failed: {failed} in total"))
     .legend(|(x, y)| Rectangle::new([(x, y - 4), (x + 20, y + 4)], RED.filled()));
-    rate.draw_series(
+    rate.draw_secondary_series(
         failure_episodes(&points)
             .into_iter()
             .map(|(at, worst, total)| {
                 Text::new(
                     format!("{total} failed"),
-                    (at, per_second(worst) + max_rate * 0.03),
+                    (at, per_second(worst) + max_failed * 0.03),
                     ("sans-serif", 13).into_font().color(&RED),
                 )
             }),
