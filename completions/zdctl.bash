@@ -537,7 +537,7 @@ _zdctl() {
             return 0
             ;;
         zdctl__subcmd__verify)
-            opts="-v -h -V --url --restarts --interval --concurrency --threads --rate --keepalive --close --retry-idle-close --duration --timeout --restart-cmd --plot --json --verbose --help --version"
+            opts="-v -h -V --url --restarts --interval --concurrency --threads --rate --keepalive --close --retry-idle-close --duration --timeout --restart-cmd --plot --report --json --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -580,6 +580,10 @@ _zdctl() {
                     return 0
                     ;;
                 --plot)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --report)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

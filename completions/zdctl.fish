@@ -107,7 +107,8 @@ complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l rate -d 'Open loo
 complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l duration -d 'Run the load at least this long, even when the restarts are done sooner' -r
 complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l timeout -d 'Bound on one request, connect included; slower requests count as timeouts' -r
 complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l restart-cmd -d 'Restart by running this shell command instead of asking the supervisor; exit status 0 means the flip is done. Measures other tools and naive restarts' -r
-complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l plot -d 'Draw latency and throughput over time, each flip marked, into this SVG file' -r -F
+complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l plot -d 'Draw latency and throughput over time, each flip marked, into this SVG file. Successful and failed requests are drawn apart, with the failures counted; a moment when no request finished is a gap in the latency lines' -r -F
+complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l report -d 'Write one self-contained HTML page that any browser opens: the plot, the report\'s table, each restart, the failures by kind and the kernel\'s counters' -r -F
 complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l keepalive -d 'Reuse each connection (the default)'
 complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l close -d 'A new connection per request (`Connection: close`)'
 complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l retry-idle-close -d 'Send a request once more, on a new connection, when the kept-alive connection it went out on closed before any byte of the answer, as HTTP clients do (RFC 9112 9.3.1.1): a server may close an idle connection as a request crosses it. Such requests are counted and shown as retried, not failed. Off: every such close is a failure'

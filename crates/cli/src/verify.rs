@@ -2,6 +2,7 @@
 //! request that suffered. The work is done by `zd_load::verify`; this module parses flags,
 //! shows progress and prints.
 
+pub mod html;
 pub mod plot;
 mod print;
 
@@ -87,8 +88,15 @@ pub struct VerifyArgs {
     pub restart_cmd: Option<String>,
 
     /// Draw latency and throughput over time, each flip marked, into this SVG file.
+    /// Successful and failed requests are drawn apart, with the failures counted; a moment
+    /// when no request finished is a gap in the latency lines.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+
+    /// Write one self-contained HTML page that any browser opens: the plot, the report's
+    /// table, each restart, the failures by kind and the kernel's counters.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
 
     /// Print the report as one JSON object; no progress bar.
     #[arg(long)]
@@ -111,6 +119,9 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     let verification = runtime.block_on(run(config, &label, args.json))?;
     if let Some(file) = &args.plot {
         plot::draw(file, &verification)?;
+    }
+    if let Some(file) = &args.report {
+        html::write(file, &verification)?;
     }
     print_report(&verification.report, args.json)?;
     verdict(&verification.report)

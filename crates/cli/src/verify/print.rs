@@ -93,18 +93,23 @@ pub fn human_report(r: &VerifyReport) -> String {
             out += &format!("  flip {}: {problem}\n", i + 1);
         }
     }
+    out += &format!("kernel     {}\n", kernel_line(r));
+    out
+}
+
+/// The kernel's counters and the accept queue's peak, on one line.
+pub(super) fn kernel_line(r: &VerifyReport) -> String {
     let queue = r
         .accept_queue_max
         .map(|q| format!("; accept queue peak {q}"))
         .unwrap_or_default();
-    out += &format!(
-        "kernel     ListenOverflows +{}, ListenDrops +{}, resets sent +{}{queue}\n",
+    format!(
+        "ListenOverflows +{}, ListenDrops +{}, resets sent +{}{queue}",
         r.kernel.listen_overflows, r.kernel.listen_drops, r.kernel.out_rsts
-    );
-    out
+    )
 }
 
-fn failures_line(f: &FailureCounts) -> String {
+pub(super) fn failures_line(f: &FailureCounts) -> String {
     let kinds = [
         ("refused", f.refused),
         ("reset", f.reset),
@@ -137,7 +142,7 @@ fn latency_line(label: &str, l: &Latency) -> String {
 }
 
 /// `0.42ms`, `12.3ms`, `1.52s`.
-fn ms(value: f64) -> String {
+pub(super) fn ms(value: f64) -> String {
     if value >= 1000.0 {
         format!("{:.2}s", value / 1000.0)
     } else if value >= 10.0 {
