@@ -79,17 +79,11 @@ fn flags_form_runs_a_service_without_a_file() {
     assert!(body.contains("generation=2"), "{body}");
 }
 
-#[test]
-fn supervisor_started_by_socket_activation_adopts_the_passed_socket() {
-    use std::os::fd::AsRawFd;
+/// `zdctl run api` started as systemd starts it: the socket at `fd` passed as fd 3 with
+/// LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID naming the process that execs zdctl (the
+/// shell's $$ survives its exec).
+fn activated_run(env: &TestEnv, fd: i32) -> Command {
     use std::os::unix::process::CommandExt;
-    let mut env = TestEnv::new();
-    env.fixture_service("api", &[], "");
-    // What systemd does: bind, pass the socket as fd 3 with LISTEN_FDS, LISTEN_FDNAMES and
-    // LISTEN_PID naming the process that execs zdctl (the shell's $$ survives its exec).
-    let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = socket.local_addr().expect("addr").to_string();
-    let fd = socket.as_raw_fd();
     let mut cmd = Command::new("/bin/sh");
     cmd.args(["-c", "LISTEN_PID=$$ exec \"$0\" -v run api"])
         .arg(zdctl_bin())
@@ -114,6 +108,19 @@ fn supervisor_started_by_socket_activation_adopts_the_passed_socket() {
             Ok(())
         });
     }
+    cmd
+}
+
+#[test]
+fn supervisor_started_by_socket_activation_adopts_the_passed_socket() {
+    use std::os::fd::AsRawFd;
+    let mut env = TestEnv::new();
+    env.fixture_service("api", &[], "");
+    // What systemd does: bind, and pass the socket (see `activated_run`).
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = socket.local_addr().expect("addr").to_string();
+    let fd = socket.as_raw_fd();
+    let cmd = activated_run(&env, fd);
     let status = env.start_command("api", cmd);
     assert_eq!(
         address_of(&status),
@@ -143,7 +150,6 @@ fn supervisor_started_by_socket_activation_adopts_the_passed_socket() {
 #[test]
 fn an_activated_socket_with_so_reuseport_is_shared_so_restarts_never_strand_connections() {
     use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
     let mut env = TestEnv::new();
     env.fixture_service("api", &[], "");
     // What systemd does with ReusePort=yes; this test plays systemd and keeps its copy.
@@ -159,29 +165,7 @@ fn an_activated_socket_with_so_reuseport_is_shared_so_restarts_never_strand_conn
         .as_socket()
         .expect("inet")
         .to_string();
-    let fd = socket.as_raw_fd();
-    let mut cmd = Command::new("/bin/sh");
-    cmd.args(["-c", "LISTEN_PID=$$ exec \"$0\" -v run api"])
-        .arg(zdctl_bin())
-        .env("ZDCTL_RUNTIME_DIR", &env.runtime_dir)
-        .env("ZDCTL_CONFIG_DIR", &env.config_dir)
-        .env("LISTEN_FDS", "1")
-        .env("LISTEN_FDNAMES", "http");
-    // SAFETY: as in the test above: dup2 (or clearing close-on-exec) and setpgid only.
-    unsafe {
-        cmd.pre_exec(move || {
-            let rc = if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, 3)
-            };
-            if rc < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::setpgid(0, 0);
-            Ok(())
-        });
-    }
+    let cmd = activated_run(&env, socket.as_raw_fd());
     env.start_command("api", cmd);
     for round in 0..3 {
         assert_code(&env.run_zdctl(&["restart", "api"]), 0);
