@@ -119,6 +119,11 @@ fn end_unadoptable(live: &[LiveGeneration]) {
         let Some(pidfd) = crate::proc::pidfd(g.pid) else {
             continue;
         };
+        // The pidfd pins the process: if it is still the recorded one, the signal below
+        // reaches nothing else, even if its pid was reused since it was checked.
+        if crate::proc::start_time_ticks(g.pid).ok() != Some(g.start_ticks) {
+            continue;
+        }
         warn!(
             generation = g.generation,
             pid = g.pid,

@@ -349,9 +349,14 @@ impl Owner {
         while !self.st.stopping {
             tokio::select! {
                 Some(req) = requests.recv() => {
+                    // Reading the status or watching changes nothing worth writing down.
+                    let reads = matches!(req.op, Op::Status | Op::Watch);
                     if let Some(requester) = self.on_request(req) {
                         stop_requesters.push(requester);
                         self.begin_stop();
+                    }
+                    if reads {
+                        continue;
                     }
                 }
                 Some(sig) = signals.recv() => self.on_signal(sig),

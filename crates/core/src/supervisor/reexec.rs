@@ -39,6 +39,9 @@ use crate::proto::{
     AdoptedInfo, ErrorKind, FailingInfo, ReexecInfo, Replies, Reply, ReplyResult, unix_ms,
 };
 
+/// How much of each of the check's output streams is read.
+const CHECK_OUTPUT: u64 = 64 * 1024;
+
 /// How long the new binary may take to check the snapshot.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -346,14 +349,9 @@ async fn check(binary: &str, args: &[OsString], memfd: &OwnedFd) -> Result<Strin
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
     let outcome = tokio::time::timeout(CHECK_TIMEOUT, async {
-        let mut out = Vec::new();
-        let mut err = Vec::new();
-        if let Some(s) = stdout.as_mut() {
-            let _ = s.take(64 * 1024).read_to_end(&mut out).await;
-        }
-        if let Some(s) = stderr.as_mut() {
-            let _ = s.take(64 * 1024).read_to_end(&mut err).await;
-        }
+        // Both at once: a binary that fills one pipe while we wait on the other would
+        // otherwise hang until the timeout.
+        let (out, err) = tokio::join!(read_some(stdout.as_mut()), read_some(stderr.as_mut()));
         let status = child.wait().await;
         (status, out, err)
     })
@@ -389,6 +387,15 @@ async fn check(binary: &str, args: &[OsString], memfd: &OwnedFd) -> Result<Strin
             ))
         }
     }
+}
+
+/// At most [`CHECK_OUTPUT`] bytes of a check's output stream.
+async fn read_some(pipe: Option<&mut (impl tokio::io::AsyncRead + Unpin)>) -> Vec<u8> {
+    let mut text = Vec::new();
+    if let Some(pipe) = pipe {
+        let _ = pipe.take(CHECK_OUTPUT).read_to_end(&mut text).await;
+    }
+    text
 }
 
 /// Replaces this process's program with `binary`, handing it the fds of `snapshot` and the
