@@ -33,6 +33,7 @@ Register-ArgumentCompleter -Native -CommandName 'zdctl' -ScriptBlock {
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List every known service: service files and running supervisors')
             [CompletionResult]::new('stop', 'stop', [CompletionResultType]::ParameterValue, 'Stop a service run by `zdctl run`: drain every generation, then end its supervisor')
             [CompletionResult]::new('signal', 'signal', [CompletionResultType]::ParameterValue, 'Send a signal to the active generation of a service')
+            [CompletionResult]::new('logs', 'logs', [CompletionResultType]::ParameterValue, 'Show the last lines a service''s generations printed, or follow them')
             [CompletionResult]::new('reexec', 'reexec', [CompletionResultType]::ParameterValue, 'Replace a service''s supervisor with the zdctl binary installed now, in place: same pid, same listeners, same generations')
             [CompletionResult]::new('top', 'top', [CompletionResultType]::ParameterValue, 'Watch services live: generations, listeners, connections; restart with `r`')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script to stdout')
@@ -110,6 +111,22 @@ Register-ArgumentCompleter -Native -CommandName 'zdctl' -ScriptBlock {
         }
         'zdctl;signal' {
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print the supervisor''s answer as JSON')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'zdctl;logs' {
+            [CompletionResult]::new('-g', '-g', [CompletionResultType]::ParameterName, 'Only this generation''s lines (see ''zdctl status'' for the numbers)')
+            [CompletionResult]::new('--generation', '--generation', [CompletionResultType]::ParameterName, 'Only this generation''s lines (see ''zdctl status'' for the numbers)')
+            [CompletionResult]::new('-n', '-n', [CompletionResultType]::ParameterName, 'How many of the last lines to show first')
+            [CompletionResult]::new('--lines', '--lines', [CompletionResultType]::ParameterName, 'How many of the last lines to show first')
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Keep printing new lines as the generations print them, including those of generations that start later, until the supervisor stops or Ctrl-C')
+            [CompletionResult]::new('--follow', '--follow', [CompletionResultType]::ParameterName, 'Keep printing new lines as the generations print them, including those of generations that start later, until the supervisor stops or Ctrl-C')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'One JSON object per line: generation, seq, unix_ms, stream, text')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
@@ -202,6 +219,7 @@ Register-ArgumentCompleter -Native -CommandName 'zdctl' -ScriptBlock {
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List every known service: service files and running supervisors')
             [CompletionResult]::new('stop', 'stop', [CompletionResultType]::ParameterValue, 'Stop a service run by `zdctl run`: drain every generation, then end its supervisor')
             [CompletionResult]::new('signal', 'signal', [CompletionResultType]::ParameterValue, 'Send a signal to the active generation of a service')
+            [CompletionResult]::new('logs', 'logs', [CompletionResultType]::ParameterValue, 'Show the last lines a service''s generations printed, or follow them')
             [CompletionResult]::new('reexec', 'reexec', [CompletionResultType]::ParameterValue, 'Replace a service''s supervisor with the zdctl binary installed now, in place: same pid, same listeners, same generations')
             [CompletionResult]::new('top', 'top', [CompletionResultType]::ParameterValue, 'Watch services live: generations, listeners, connections; restart with `r`')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script to stdout')
@@ -227,6 +245,9 @@ Register-ArgumentCompleter -Native -CommandName 'zdctl' -ScriptBlock {
             break
         }
         'zdctl;help;signal' {
+            break
+        }
+        'zdctl;help;logs' {
             break
         }
         'zdctl;help;reexec' {

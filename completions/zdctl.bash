@@ -28,6 +28,9 @@ _zdctl() {
             zdctl,list)
                 cmd="zdctl__subcmd__list"
                 ;;
+            zdctl,logs)
+                cmd="zdctl__subcmd__logs"
+                ;;
             zdctl,man)
                 cmd="zdctl__subcmd__man"
                 ;;
@@ -67,6 +70,9 @@ _zdctl() {
             zdctl__subcmd__help,list)
                 cmd="zdctl__subcmd__help__subcmd__list"
                 ;;
+            zdctl__subcmd__help,logs)
+                cmd="zdctl__subcmd__help__subcmd__logs"
+                ;;
             zdctl__subcmd__help,man)
                 cmd="zdctl__subcmd__help__subcmd__man"
                 ;;
@@ -101,7 +107,7 @@ _zdctl() {
 
     case "${cmd}" in
         zdctl)
-            opts="-v -h -V --verbose --help --version run restart status list stop signal reexec top completions man verify demo help"
+            opts="-v -h -V --verbose --help --version run restart status list stop signal logs reexec top completions man verify demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -151,7 +157,7 @@ _zdctl() {
             return 0
             ;;
         zdctl__subcmd__help)
-            opts="run restart status list stop signal reexec top completions man verify demo help"
+            opts="run restart status list stop signal logs reexec top completions man verify demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -207,6 +213,20 @@ _zdctl() {
             return 0
             ;;
         zdctl__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        zdctl__subcmd__help__subcmd__logs)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -353,6 +373,36 @@ _zdctl() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        zdctl__subcmd__logs)
+            opts="-g -n -f -v -h -V --generation --lines --follow --json --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --generation)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -g)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --lines)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -601,7 +651,7 @@ _zdctl() {
 # Service names where a command takes one (`zdctl list --names`), else the options.
 _zdctl_with_services() {
     local cur="${COMP_WORDS[COMP_CWORD]}"
-    if [[ $COMP_CWORD -ge 2 && "$cur" != -* && " run restart status stop signal reexec top verify " == *" ${COMP_WORDS[1]} "* ]]; then
+    if [[ $COMP_CWORD -ge 2 && "$cur" != -* && " run restart status stop signal logs reexec top verify " == *" ${COMP_WORDS[1]} "* ]]; then
         local prev="${COMP_WORDS[COMP_CWORD-1]}"
         if [[ $COMP_CWORD -eq 2 || ( "${COMP_WORDS[1]}" == top && "$prev" != -* ) ]]; then
             COMPREPLY=( $(compgen -W "$(zdctl list --names 2>/dev/null)" -- "$cur") )

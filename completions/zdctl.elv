@@ -30,6 +30,7 @@ set edit:completion:arg-completer[zdctl] = {|@words|
             cand list 'List every known service: service files and running supervisors'
             cand stop 'Stop a service run by `zdctl run`: drain every generation, then end its supervisor'
             cand signal 'Send a signal to the active generation of a service'
+            cand logs 'Show the last lines a service''s generations printed, or follow them'
             cand reexec 'Replace a service''s supervisor with the zdctl binary installed now, in place: same pid, same listeners, same generations'
             cand top 'Watch services live: generations, listeners, connections; restart with `r`'
             cand completions 'Print a shell completion script to stdout'
@@ -101,6 +102,21 @@ set edit:completion:arg-completer[zdctl] = {|@words|
         }
         &'zdctl;signal'= {
             cand --json 'Print the supervisor''s answer as JSON'
+            cand -v 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand --verbose 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'zdctl;logs'= {
+            cand -g 'Only this generation''s lines (see ''zdctl status'' for the numbers)'
+            cand --generation 'Only this generation''s lines (see ''zdctl status'' for the numbers)'
+            cand -n 'How many of the last lines to show first'
+            cand --lines 'How many of the last lines to show first'
+            cand -f 'Keep printing new lines as the generations print them, including those of generations that start later, until the supervisor stops or Ctrl-C'
+            cand --follow 'Keep printing new lines as the generations print them, including those of generations that start later, until the supervisor stops or Ctrl-C'
+            cand --json 'One JSON object per line: generation, seq, unix_ms, stream, text'
             cand -v 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
             cand --verbose 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
             cand -h 'Print help'
@@ -186,6 +202,7 @@ set edit:completion:arg-completer[zdctl] = {|@words|
             cand list 'List every known service: service files and running supervisors'
             cand stop 'Stop a service run by `zdctl run`: drain every generation, then end its supervisor'
             cand signal 'Send a signal to the active generation of a service'
+            cand logs 'Show the last lines a service''s generations printed, or follow them'
             cand reexec 'Replace a service''s supervisor with the zdctl binary installed now, in place: same pid, same listeners, same generations'
             cand top 'Watch services live: generations, listeners, connections; restart with `r`'
             cand completions 'Print a shell completion script to stdout'
@@ -205,6 +222,8 @@ set edit:completion:arg-completer[zdctl] = {|@words|
         &'zdctl;help;stop'= {
         }
         &'zdctl;help;signal'= {
+        }
+        &'zdctl;help;logs'= {
         }
         &'zdctl;help;reexec'= {
         }

@@ -47,6 +47,8 @@ pub enum Command {
     Stop(StopArgs),
     /// Send a signal to the active generation of a service.
     Signal(SignalArgs),
+    /// Show the last lines a service's generations printed, or follow them.
+    Logs(LogsArgs),
     /// Replace a service's supervisor with the zdctl binary installed now, in place: same
     /// pid, same listeners, same generations.
     Reexec(ReexecArgs),
@@ -263,6 +265,45 @@ pub struct ReexecArgs {
     pub wait: std::time::Duration,
 
     /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Show the last lines a service's generations printed on stdout and stderr, \
+    oldest first, each with when the supervisor read it, its generation and its stream.\n\n\
+    The supervisor of 'zdctl run' reads every generation's output (and still copies it to \
+    its own stdout and stderr) and keeps the last lines of each, as many as the service's \
+    log.lines (1000 by default), for the running generations and the last five that \
+    exited. A generation's output is kept across 'zdctl reexec' only from then on, and a \
+    supervisor that adopts generations after a crash reads on from where the dead one \
+    stopped (what was printed in between waits in the pipe). Services run by another \
+    supervisor (nginx, psflip, ...) print to that supervisor's output instead.",
+    after_help = "Examples:\n  \
+    zdctl logs api\n  \
+    zdctl logs api -n 20 --generation 7\n  \
+    zdctl logs api -f\n  \
+    zdctl logs api --json | jq -r 'select(.stream == \"stderr\") | .text'"
+)]
+pub struct LogsArgs {
+    /// The service whose output to show.
+    pub name: String,
+
+    /// Only this generation's lines (see 'zdctl status' for the numbers).
+    #[arg(short, long, value_name = "N")]
+    pub generation: Option<u64>,
+
+    /// How many of the last lines to show first.
+    #[arg(short = 'n', long, value_name = "LINES", default_value_t = zd_core::supervisor::logs::DEFAULT_LINES)]
+    pub lines: u32,
+
+    /// Keep printing new lines as the generations print them, including those of
+    /// generations that start later, until the supervisor stops or Ctrl-C.
+    #[arg(short, long)]
+    pub follow: bool,
+
+    /// One JSON object per line: generation, seq, unix_ms, stream, text.
     #[arg(long)]
     pub json: bool,
 }

@@ -25,7 +25,7 @@ pub fn render_completions(shell: Shell) -> Vec<u8> {
 }
 
 /// The commands whose NAME arguments are services.
-const TAKES_SERVICES: &str = "run restart status stop signal reexec top verify";
+const TAKES_SERVICES: &str = "run restart status stop signal logs reexec top verify";
 
 /// Teaches the bash, zsh and fish scripts to offer service names where a command takes
 /// one: clap_complete's scripts are static, so the names come from `zdctl list --names`

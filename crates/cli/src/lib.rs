@@ -8,6 +8,7 @@ pub mod demo;
 pub mod exit;
 mod list;
 mod logging;
+mod logs;
 mod output;
 pub mod progress;
 mod reexec;
@@ -74,6 +75,7 @@ fn wants_json(command: &Command) -> bool {
         Command::List(a) => a.json,
         Command::Stop(a) => a.json,
         Command::Signal(a) => a.json,
+        Command::Logs(a) => a.json,
         Command::Reexec(a) => a.json,
         Command::Verify(a) => a.json,
         _ => false,
@@ -88,6 +90,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::List(args) => block_on(list::list(args)),
         Command::Stop(args) => block_on(stop::stop(args)),
         Command::Signal(args) => block_on(signal::signal(args)),
+        Command::Logs(args) => block_on(logs::logs(args)),
         Command::Reexec(args) => block_on(reexec::reexec(args)),
         Command::Top(args) => top::run(args),
         Command::Completions(args) => completions::completions(args.shell),

@@ -80,14 +80,40 @@ pub(crate) fn finished(name: &str, report: &RestartReport, json: bool) -> anyhow
         RestartOutcome::RolledBack { reason } => Err(ExitError::reported(
             FAILURE,
             "rolled_back",
-            format!("restart of '{name}' rolled back: {reason}"),
+            format!(
+                "restart of '{name}' rolled back: {reason}{}",
+                last_words(name, report)
+            ),
         )),
         RestartOutcome::Failed { reason } => Err(ExitError::reported(
             FAILURE,
             "failed",
-            format!("restart of '{name}' failed: {reason}"),
+            format!(
+                "restart of '{name}' failed: {reason}{}",
+                last_words(name, report)
+            ),
         )),
     }
+}
+
+/// The last lines the failed generation printed, indented under the error, and where to
+/// read more; empty when it printed nothing (or its output is not kept).
+fn last_words(name: &str, report: &RestartReport) -> String {
+    let Some(generation) = report.output.first().map(|l| l.generation) else {
+        return String::new();
+    };
+    let mut text = format!("\nthe last lines generation {generation} printed:");
+    for line in &report.output {
+        text.push_str(&format!(
+            "\n  {} | {}",
+            line.stream.short(),
+            crate::logs::visible(&line.text)
+        ));
+    }
+    text.push_str(&format!(
+        "\n(all of it: zdctl logs {name} --generation {generation})"
+    ));
+    text
 }
 
 /// `restarted 'api': generation 7 → 8 (pid 1234) in 412ms`.
@@ -120,6 +146,7 @@ mod tests {
             new_generation: Some(8),
             new_pid: Some(1234),
             elapsed_ms: 412,
+            output: Vec::new(),
         };
         assert_eq!(
             completed_line("api", &report),

@@ -204,6 +204,17 @@ pub fn render(service: &ServiceStatus, now: SystemTime) -> String {
             millis(last.elapsed_ms)
         );
     }
+    match status.log_lines {
+        Some(0) => out.push_str("  output: not kept (log.lines: 0)\n"),
+        Some(n) => {
+            let _ = writeln!(
+                out,
+                "  output: the last {n} lines of each generation; 'zdctl logs {}' shows them",
+                status.service
+            );
+        }
+        None => {}
+    }
     out
 }
 
@@ -456,6 +467,7 @@ mod tests {
                     started_unix_ms: NOW_MS - 300_000,
                     exit: None,
                     intercept: None,
+                    output_lines: None,
                 },
                 GenerationInfo {
                     generation: 7,
@@ -464,6 +476,7 @@ mod tests {
                     started_unix_ms: NOW_MS - 7_900_000,
                     exit: Some(ExitInfo::Signal { signal: 9 }),
                     intercept: None,
+                    output_lines: None,
                 },
             ],
             listeners: vec![ListenerInfo {
@@ -487,11 +500,13 @@ mod tests {
                 new_generation: Some(8),
                 new_pid: Some(1234),
                 elapsed_ms: 412,
+                output: Vec::new(),
             }),
             containment: Some("cgroup:/zdctl.api.1200".into()),
             intercept_binds: false,
             failing: None,
             supervisor: None,
+            log_lines: None,
         }
     }
 
@@ -589,6 +604,7 @@ service 'api': supervisor pid 1200, up 2h13m
             started_unix_ms: NOW_MS - 40_000,
             exit: Some(ExitInfo::Code { code: 1 }),
             intercept: None,
+            output_lines: None,
         }];
         status.failing = Some(FailingInfo {
             since_unix_ms: NOW_MS - 40_000,

@@ -53,6 +53,11 @@ pub const HEALTHY_UPTIME: Duration = Duration::from_secs(10);
 /// its own socket before it is asked to stop, unless `handoff_wait` says otherwise.
 pub const DEFAULT_HANDOFF_WAIT: Duration = Duration::from_secs(2);
 /// The `alive` check used when a service has no listeners and names no check.
+/// How many output lines each generation's log keeps by default (`log.lines`). With
+/// `log.lines: 0`, output is kept only after a failed start, the last ten lines.
+pub const DEFAULT_LOG_LINES: u32 = 1000;
+/// The most `log.lines` may be: with lines of up to 2 KiB, 64 MiB per generation.
+pub const MAX_LOG_LINES: u32 = 32_768;
 pub const DEFAULT_ALIVE: Duration = Duration::from_secs(1);
 
 /// One service, ready for the supervisor.
@@ -83,6 +88,10 @@ pub struct ServiceConfig {
     pub pidfile: Option<PathBuf>,
     /// Prefix each line of the child's output with `[name gen N] `.
     pub log_prefix: bool,
+    /// How many of its last output lines each generation's log keeps (`log.lines`); 0:
+    /// generations write to the supervisor's stdout and stderr directly and nothing is
+    /// kept (but after a failed start, see [`DEFAULT_LOG_LINES`]).
+    pub log_lines: u32,
     /// Run the supervisor's threads below the service's CPU priority (read at start only).
     pub yield_cpu: bool,
     /// The CPU priority a generation starts at, until it is ready.
@@ -284,6 +293,7 @@ impl ServiceConfig {
             restart: RestartPolicy::default(),
             pidfile: None,
             log_prefix: false,
+            log_lines: DEFAULT_LOG_LINES,
             yield_cpu: false,
             start_priority: StartPriority::Idle,
             handoff: None,
@@ -475,7 +485,8 @@ fn parse_native(text: &str, source: &Path) -> Result<ServiceConfig, ConfigError>
             refuse_after: restart.refuse_after.unwrap_or(defaults.refuse_after),
         },
         pidfile: raw.pidfile.map(resolve),
-        log_prefix: raw.log.and_then(|l| l.prefix).unwrap_or(false),
+        log_prefix: raw.log.as_ref().and_then(|l| l.prefix).unwrap_or(false),
+        log_lines: raw.log.and_then(|l| l.lines).unwrap_or(DEFAULT_LOG_LINES),
         yield_cpu: raw.yield_cpu.unwrap_or(false),
         start_priority: raw.start_priority.unwrap_or_default(),
         handoff: raw.handoff,

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 pub use epoll::{EpollTarget, epoll_targets, parse_epoll_fdinfo};
-pub use fd::{FdTarget, fds, parse_fd_link, socket_fds};
+pub use fd::{FdTarget, fds, parse_fd_link, pipe_read_end, socket_fds};
 pub use memory::read_memory;
 pub use net::{TcpSocket, TcpState, net_counter, parse_tcp_table, tcp_sockets, udp_sockets};
 pub use syscall::{Arch, TaskSyscall, WaitCall, parse_syscall, task_syscall};

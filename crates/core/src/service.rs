@@ -19,8 +19,8 @@ use crate::driver::{self, DriverConfig, DriverError};
 use crate::inspect::{InspectError, Inspector, Snapshot};
 use crate::paths;
 use crate::proto::{
-    Client, ClientError, ErrorKind, ErrorReply, Event, EventKind, ListenerInfo, Op, ReexecInfo,
-    Reply, ReplyResult, RestartReport, Status,
+    Client, ClientError, ErrorKind, ErrorReply, Event, EventKind, ListenerInfo, LogsReport, Op,
+    ReexecInfo, Reply, ReplyResult, RestartReport, Status,
 };
 use crate::signal::Signal;
 
@@ -607,6 +607,40 @@ impl Service {
                 });
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// The lines the generations printed, as the supervisor keeps them (see
+    /// [`Op::Logs`]). A driven service's programs print to their own supervisor's output,
+    /// which zdctl does not read.
+    pub async fn logs(
+        &self,
+        generation: Option<u64>,
+        after: Option<u64>,
+        lines: Option<u32>,
+    ) -> Result<LogsReport, ServiceError> {
+        if let Runner::Driver(config) = &self.runner {
+            return Err(self.unsupported(
+                "read the output of",
+                format!(
+                    "its programs print to {}'s own output or log files",
+                    config.kind.name()
+                ),
+            ));
+        }
+        let mut client = self.connect().await?;
+        let op = Op::Logs {
+            generation,
+            after,
+            lines,
+        };
+        let reply = client
+            .call(op, |_| {})
+            .await
+            .map_err(|e| self.client_error(e))?;
+        match self.result(reply)? {
+            ReplyResult::Logs(report) => Ok(report),
+            other => Err(self.unexpected(&other)),
         }
     }
 

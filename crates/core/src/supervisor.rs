@@ -14,6 +14,7 @@ mod adopt;
 mod child;
 mod control;
 mod drain;
+pub mod logs;
 mod output;
 mod owner;
 pub mod priority;

@@ -85,6 +85,7 @@ fn a_file_with_every_key_loads_with_each_value() -> Result<(), ConfigError> {
         },
         pidfile: Some(dir.join("run/api.pid")),
         log_prefix: true,
+        log_lines: zd_core::config::DEFAULT_LOG_LINES,
         yield_cpu: true,
         start_priority: StartPriority::Normal,
         handoff: Some(Handoff::Shared),

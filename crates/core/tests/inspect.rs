@@ -233,6 +233,7 @@ fn a_native_status_names_the_generations_and_their_states() {
         started_unix_ms: started,
         exit: None,
         intercept: None,
+        output_lines: None,
     };
     let status = Status {
         service: "api".to_owned(),
@@ -258,6 +259,7 @@ fn a_native_status_names_the_generations_and_their_states() {
         intercept_binds: false,
         failing: None,
         supervisor: None,
+        log_lines: None,
     };
     for source in BOTH {
         let snapshot = Inspector::new(source)
@@ -440,6 +442,7 @@ fn each_generations_udp_socket_shows_with_its_scheme_holder_and_queued_bytes() {
         started_unix_ms: started,
         exit: None,
         intercept: None,
+        output_lines: None,
     };
     let status = Status {
         service: "dns".to_owned(),
@@ -465,6 +468,7 @@ fn each_generations_udp_socket_shows_with_its_scheme_holder_and_queued_bytes() {
         intercept_binds: false,
         failing: None,
         supervisor: None,
+        log_lines: None,
     };
     for source in BOTH {
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -13,6 +13,7 @@ mod intercept;
 mod intercept_status;
 mod lifecycle;
 mod limits;
+mod logs;
 mod migrate_requests;
 mod node_server;
 mod pid1;

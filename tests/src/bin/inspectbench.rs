@@ -344,6 +344,7 @@ fn run_count(count: usize, options: &Options) -> Result<()> {
             started_unix_ms: started,
             exit: None,
             intercept: None,
+            output_lines: None,
         }],
         listeners: vec![ListenerInfo {
             name: "http".to_owned(),
@@ -358,6 +359,7 @@ fn run_count(count: usize, options: &Options) -> Result<()> {
         intercept_binds: false,
         failing: None,
         supervisor: None,
+        log_lines: None,
     };
     for &kind in &options.series {
         series(count, &status, kind, options)?;

@@ -62,6 +62,7 @@ fn lies(request: &Request) -> Vec<serde_json::Value> {
                 new_generation: Some(2),
                 new_pid: Some(std::process::id() as i32),
                 elapsed_ms: 1,
+                output: Vec::new(),
             };
             let finished = serde_json::json!({
                 "v": VERSION, "id": id,
@@ -85,6 +86,7 @@ fn lies(request: &Request) -> Vec<serde_json::Value> {
             intercept_binds: false,
             failing: None,
             supervisor: None,
+            log_lines: None,
         })))],
         _ => vec![result(ReplyResult::Done {
             message: "stopped".into(),

@@ -269,6 +269,7 @@ fn a_restart_shows_its_phases_as_the_events_arrive() {
         new_generation: Some(2),
         new_pid: Some(1300),
         elapsed_ms: 351,
+        output: Vec::new(),
     })));
     assert!(!app.restart_running());
     insta::assert_snapshot!("restart_done", text(&app, 80, 24));

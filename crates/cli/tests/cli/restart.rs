@@ -17,6 +17,7 @@ fn report(outcome: RestartOutcome) -> RestartReport {
         new_generation: Some(8),
         new_pid: Some(1234),
         elapsed_ms: 412,
+        output: Vec::new(),
     }
 }
 

@@ -23,6 +23,7 @@ fn status(name: &str) -> Status {
             started_unix_ms: 1_800_000_000_000,
             exit: None,
             intercept: None,
+            output_lines: None,
         }],
         listeners: vec![ListenerInfo {
             name: "unknown".into(),
@@ -37,6 +38,7 @@ fn status(name: &str) -> Status {
         intercept_binds: false,
         failing: None,
         supervisor: None,
+        log_lines: None,
     }
 }
 

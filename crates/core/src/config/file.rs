@@ -411,4 +411,5 @@ impl<'de> Deserialize<'de> for RestartSection {
 #[serde(deny_unknown_fields)]
 pub(super) struct LogSection {
     pub(super) prefix: Option<bool>,
+    pub(super) lines: Option<u32>,
 }

@@ -130,6 +130,17 @@ pub(super) fn validate(config: &ServiceConfig, text: Option<&str>) -> Result<(),
                 .to_owned(),
         ));
     }
+    if config.log_lines > super::MAX_LOG_LINES {
+        return Err(invalid(
+            &["log", "lines"],
+            format!(
+                "log.lines is {}, more than the {} lines a generation's log may keep; \
+                 lower it (0 keeps none)",
+                config.log_lines,
+                super::MAX_LOG_LINES
+            ),
+        ));
+    }
     let inet = |spec: &crate::listen::ListenerSpec| !spec.addr.is_unix();
     if config.handoff == Some(Handoff::Steered) && !config.listeners.iter().any(inet) {
         return Err(invalid(

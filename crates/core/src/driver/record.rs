@@ -146,6 +146,7 @@ impl Record {
             new_generation: None,
             new_pid: None,
             elapsed_ms: 0,
+            output: Vec::new(),
         });
         true
     }
@@ -260,6 +261,7 @@ mod tests {
             new_generation: Some(5),
             new_pid: Some(77),
             elapsed_ms: 12,
+            output: Vec::new(),
         });
         write_in(dir.path(), "api", &record).expect("written");
         let read = read_in(dir.path(), "api").expect("a record");

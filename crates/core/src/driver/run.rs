@@ -195,6 +195,7 @@ impl<'a> Run<'a> {
             new_generation: self.new_generation.filter(|_| self.new_pid.is_some()),
             new_pid: self.new_pid,
             elapsed_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            output: Vec::new(),
         };
         self.record.finished(&report);
         self.lock.write(&self.record);

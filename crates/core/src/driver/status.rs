@@ -178,6 +178,7 @@ pub fn status(config: &DriverConfig) -> Result<Status, DriverError> {
         intercept_binds: false,
         failing: None,
         supervisor: None,
+        log_lines: None,
     })
 }
 
@@ -211,6 +212,7 @@ fn info(generation: u64, pid: i32, state: GenerationState) -> GenerationInfo {
         started_unix_ms: started_unix_ms(pid).unwrap_or(0),
         exit: None,
         intercept: None,
+        output_lines: None,
     }
 }
 

@@ -30,6 +30,9 @@ pub(super) struct ChildContext {
     pub err_pipe: RawFd,
     pub stdout: RawFd,
     pub stderr: RawFd,
+    /// The read ends of the stdout and stderr pipes (-1 without): the program holds them
+    /// too, so that its output pipes never break while it lives (see [`KEEP_READ_ENDS`]).
+    pub read_ends: [RawFd; 2],
     pub nice: Option<i32>,
     pub idle_start: bool,
     /// Room for `sched_getattr`'s answer, in the parent's `ChildMemory`.
@@ -40,6 +43,13 @@ pub(super) struct ChildContext {
     /// With `intercept_binds` and a unix listener: intercept `unlink` too.
     pub intercept_unlink: bool,
 }
+
+/// The lowest fd number at which a generation holds the read ends of its own output pipes.
+/// Held there, a pipe keeps a reader while the generation lives: when the supervisor dies
+/// (`kill -9`), the program's writes to stdout and stderr go on filling the pipe instead of
+/// failing with EPIPE (or killing it with SIGPIPE), and the supervisor that adopts it
+/// takes the read end from it (`pidfd_getfd`) and reads on. The program never reads it.
+pub(super) const KEEP_READ_ENDS: usize = 64;
 
 /// The kernel's `struct sigaction` for rt_sigaction on x86_64 and aarch64 (both define
 /// SA_RESTORER): handler, flags, restorer, then a 64-bit mask.
@@ -194,6 +204,14 @@ pub(super) unsafe fn exec_child(ctx: &ChildContext) -> ! {
             }
             channel = lifted as RawFd;
         }
+        let mut read_ends = [-1; 2];
+        for (slot, fd) in read_ends.iter_mut().zip(ctx.read_ends) {
+            if fd >= 0 {
+                // Best effort: without them the program still runs, as it did before.
+                let lifted = dup_above(fd);
+                *slot = if lifted < 0 { -1 } else { lifted as RawFd };
+            }
+        }
         for i in 0..n {
             let lifted = dup_above(*ctx.listener_fds.add(i));
             if lifted < 0 {
@@ -232,6 +250,18 @@ pub(super) unsafe fn exec_child(ctx: &ChildContext) -> ! {
                 0,
             ],
         );
+        // Except the read ends of its output pipes, on purpose, high up where no program
+        // looks for its listeners (lower if its fd limit is lower).
+        for fd in read_ends {
+            if fd >= 0 {
+                let dup = |floor: usize| {
+                    call(Sys::Fcntl, [fd as usize, libc::F_DUPFD as usize, floor, 0])
+                };
+                if dup(KEEP_READ_ENDS) < 0 {
+                    dup(floor);
+                }
+            }
+        }
 
         // Last, so that nothing of ours runs under the filter but the exec.
         if channel >= 0 {

@@ -198,7 +198,7 @@ pub fn start_child(spec: &SpawnSpec<'_>) -> Result<Spawned, HandoffError> {
 
     let (err_read, err_write) = pipe_cloexec()?;
     let (out_pipes, err_pipes) = if spec.capture_output {
-        (Some(pipe_cloexec()?), Some(pipe_cloexec()?))
+        (Some(output_pipe()?), Some(output_pipe()?))
     } else {
         (None, None)
     };
@@ -229,6 +229,10 @@ pub fn start_child(spec: &SpawnSpec<'_>) -> Result<Spawned, HandoffError> {
         err_pipe: err_write.as_raw_fd(),
         stdout: child_out,
         stderr: child_err,
+        read_ends: [
+            out_pipes.as_ref().map_or(-1, |(r, _)| r.as_raw_fd()),
+            err_pipes.as_ref().map_or(-1, |(r, _)| r.as_raw_fd()),
+        ],
         nice: spec.nice,
         idle_start: spec.idle_start,
         sched_attr: &mut *sched_attr,
@@ -423,6 +427,20 @@ fn pipe_cloexec() -> Result<(OwnedFd, OwnedFd), HandoffError> {
         about: "create a pipe for the child",
         error: e.into(),
     })
+}
+
+/// How many bytes an output pipe holds unread, where the kernel allows it: what the
+/// program may print while no supervisor reads (between a crash and the adoption) before
+/// its writes wait.
+const OUTPUT_PIPE_SIZE: i32 = 1 << 20;
+
+/// A pipe for the child's stdout or stderr, as large as [`OUTPUT_PIPE_SIZE`] when it may be.
+fn output_pipe() -> Result<(OwnedFd, OwnedFd), HandoffError> {
+    let (read, write) = pipe_cloexec()?;
+    // SAFETY: plain fcntl on a pipe we own; a refusal (an unprivileged user over
+    // fs.pipe-max-size or its pipe page quota) leaves the default size.
+    unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, OUTPUT_PIPE_SIZE) };
+    Ok((read, write))
 }
 
 fn cstring(bytes: &[u8]) -> Result<CString, HandoffError> {

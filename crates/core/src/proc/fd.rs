@@ -77,8 +77,39 @@ pub fn socket_fds(pid: i32) -> Result<Vec<(i32, u64)>, ProcError> {
         .collect())
 }
 
+/// The fd of process `pid` that is the read end of the pipe `inode`: both ends of a pipe
+/// show the same inode, so the open mode in `/proc/PID/fdinfo/FD` tells them apart.
+pub fn pipe_read_end(pid: i32, inode: u64) -> Option<i32> {
+    fds(pid).ok()?.into_iter().find_map(|(fd, target)| {
+        let FdTarget::Pipe { inode: found } = target else {
+            return None;
+        };
+        let info = std::fs::read_to_string(pid_path(pid, &format!("fdinfo/{fd}"))).ok()?;
+        (found == inode && parse_fdinfo_flags(&info)? & libc::O_ACCMODE == libc::O_RDONLY)
+            .then_some(fd)
+    })
+}
+
+/// The `flags:` line of an fdinfo file (octal), the fd's open flags.
+fn parse_fdinfo_flags(info: &str) -> Option<i32> {
+    info.lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|v| i32::from_str_radix(v.trim(), 8).ok())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_pipes_read_end_is_told_from_its_write_end() {
+        let (read, write) = nix::unistd::pipe().expect("pipe");
+        use std::os::fd::AsRawFd;
+        let inode = nix::sys::stat::fstat(&read).expect("fstat").st_ino;
+        let me = std::process::id() as i32;
+        assert_eq!(pipe_read_end(me, inode), Some(read.as_raw_fd()));
+        drop(read);
+        assert_eq!(pipe_read_end(me, inode), None, "{write:?} is the write end");
+    }
+
     use super::*;
 
     #[test]

@@ -33,6 +33,18 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         binary: Option<String>,
     },
+    /// The last lines the generations printed, oldest first: those with a sequence number
+    /// above `after` (all kept ones without it), of `generation` only when given, at most
+    /// the last `lines` of them. An answer that would be too long holds the oldest part
+    /// and says `more`: ask again after its `last_seq`.
+    Logs {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        generation: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lines: Option<u32>,
+    },
 }
 
 /// A request line: `{"v":1,"id":7,"op":"restart"}`.
@@ -109,6 +121,56 @@ pub enum ReplyResult {
     Done {
         message: String,
     },
+    Logs(LogsReport),
+}
+
+/// The answer to `logs`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsReport {
+    /// The lines asked for, in the order they were printed.
+    pub lines: Vec<LogLine>,
+    /// The sequence number to ask `after` next: that of the last line returned, else the
+    /// newest one kept, so that a follower sees only what comes later.
+    pub last_seq: u64,
+    /// The answer was cut at its size limit: more lines follow `last_seq` already.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub more: bool,
+    /// The generations whose output is kept, oldest first.
+    pub generations: Vec<u64>,
+    /// How many lines are kept per generation (`log.lines`); 0: output is not kept.
+    pub keep_lines: u32,
+}
+
+/// One line a generation printed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub generation: u64,
+    /// Increases with every line the supervisor keeps, over all generations.
+    pub seq: u64,
+    /// When the supervisor read it.
+    pub unix_ms: u64,
+    pub stream: LogStream,
+    /// The line without its newline; invalid UTF-8 replaced, cut at a bound and marked
+    /// with `…`.
+    pub text: String,
+}
+
+/// Which of a generation's outputs a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+impl LogStream {
+    /// `out` or `err`.
+    pub fn short(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "out",
+            LogStream::Stderr => "err",
+        }
+    }
 }
 
 /// Why a request failed before it could do anything.
@@ -196,6 +258,9 @@ pub struct RestartReport {
     pub new_pid: Option<i32>,
     /// Milliseconds from the request to the outcome.
     pub elapsed_ms: u64,
+    /// When the new generation failed: the last lines it printed (when its output is kept).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output: Vec<LogLine>,
 }
 
 /// A step of a restart or of a generation's life, as it happens.
@@ -347,6 +412,10 @@ pub struct GenerationInfo {
     /// `intercept_binds`. Absent otherwise, from a foreign supervisor or an older zdctl.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intercept: Option<InterceptInfo>,
+    /// How many of its output lines the supervisor keeps now (see `logs`). Absent when
+    /// its output is not kept, from a foreign supervisor or an older zdctl.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_lines: Option<u64>,
 }
 
 /// What the interception of one generation's binds (`intercept_binds`) answered since the
@@ -493,6 +562,10 @@ pub struct Status {
     /// `None` from a foreign supervisor or an older zdctl.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supervisor: Option<SupervisorInfo>,
+    /// How many output lines the supervisor keeps of each generation (`log.lines`; 0:
+    /// none), for `logs`. `None` from a foreign supervisor or an older zdctl.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_lines: Option<u32>,
 }
 
 /// The supervisor process of a service (see [`Status::supervisor`]).

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
-use super::output::OutputTail;
+use super::output::OutputLog;
 use crate::config::ServiceConfig;
 use crate::handoff::intercept::InterceptCounts;
 use crate::listen::Listener;
@@ -94,7 +94,7 @@ pub(super) trait ChildProcess: Send + Sync + std::fmt::Debug + 'static {
     fn intercept_counts(&self) -> Option<Arc<InterceptCounts>>;
 
     /// The last lines it printed, when they are kept (see [`SpawnRequest::keep_output`]).
-    fn output(&self) -> Option<Arc<OutputTail>>;
+    fn output(&self) -> Option<Arc<OutputLog>>;
 
     /// Whether a TCP connection on one of `ports` that the generation's processes hold
     /// has bytes they have not read: a request that is not seen yet.
@@ -117,7 +117,11 @@ pub(super) struct Carried {
     pub intercept: Option<i32>,
     /// stdout's and stderr's pipes, when its output goes through the supervisor.
     pub output: [Option<i32>; 2],
+    /// Those pipes' inodes.
+    pub output_inodes: [Option<u64>; 2],
     pub prefix: String,
     /// Whether its last lines are kept.
     pub keep_output: bool,
+    /// How many.
+    pub log_lines: u32,
 }

@@ -350,7 +350,7 @@ impl Owner {
             tokio::select! {
                 Some(req) = requests.recv() => {
                     // Reading the status or watching changes nothing worth writing down.
-                    let reads = matches!(req.op, Op::Status | Op::Watch);
+                    let reads = matches!(req.op, Op::Status | Op::Watch | Op::Logs { .. });
                     if let Some(requester) = self.on_request(req) {
                         stop_requesters.push(requester);
                         self.begin_stop();
@@ -467,6 +467,11 @@ impl Owner {
                     }
                 }
             }
+            Op::Logs {
+                generation,
+                after,
+                lines,
+            } => reply(self.logs(id, generation, after, lines)),
             Op::Stop => return Some((id, replies)),
             Op::Reexec { binary } => self.begin_reexec(binary, Some((id, replies))),
             Op::Signal { signal } => match Signal::from_str(&signal) {
@@ -598,6 +603,7 @@ impl Owner {
             intercept_binds: st.config.intercept_binds,
             failing: st.failing.as_ref().map(|f| f.info()),
             supervisor: Some(st.me.info()),
+            log_lines: Some(st.config.log_lines),
         }
     }
 }

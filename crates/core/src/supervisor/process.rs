@@ -12,13 +12,13 @@ use tokio::io::unix::AsyncFd;
 use tracing::{debug, info, warn};
 
 use super::child::{BoxFuture, Carried, ChildProcess, Children, SpawnRequest};
-use super::output::OutputTail;
+use super::output::{OutputLog, Pipes};
 use super::start_priority::IdleStart;
 use crate::config::StartPriority;
 use crate::contain::{GenerationCgroup, OwnChildren, ServiceCgroups};
 use crate::handoff::intercept::{InterceptCounts, Interception};
 use crate::handoff::{ExecReport, SpawnSpec, spawn_generation, start_child};
-use crate::proto::ExitInfo;
+use crate::proto::{ExitInfo, LogStream};
 use crate::ready::{NotifySender, NotifySocket, ReadyCheck, ReadyContext, wait_ready};
 use crate::signal::Signal;
 
@@ -61,12 +61,10 @@ struct Process {
     /// What that thread answered, kept after it has ended.
     intercept_counts: Option<Arc<InterceptCounts>>,
     /// The last lines it printed, when its output goes through us.
-    output: Option<Arc<OutputTail>>,
-    /// The read ends of its output pipes, while their forwarders run: a `reexec` hands
-    /// them to the next binary.
-    output_fds: [Option<i32>; 2],
-    /// The prefix of its forwarded lines.
-    prefix: String,
+    output: Option<Arc<OutputLog>>,
+    /// Its output pipes, while their forwarders run: a `reexec` hands them to the next
+    /// binary.
+    pipes: Pipes,
 }
 
 impl Children for Processes {
@@ -104,7 +102,7 @@ impl Children for Processes {
             env: &config.env,
             listeners,
             notify_socket: notify.as_ref().map(|n| n.path()),
-            capture_output: config.log_prefix || keep_output,
+            capture_output: config.log_lines > 0 || config.log_prefix || keep_output,
             nice: super::priority::generation_nice(),
             idle_start: config.start_priority == StartPriority::Idle,
             intercept_binds: config.intercept_binds,
@@ -160,22 +158,20 @@ impl Children for Processes {
             None => None,
         };
         let intercept_counts = interception.as_ref().map(Interception::counts);
-        let output = spec.capture_output.then(Arc::<OutputTail>::default);
+        let output = spec
+            .capture_output
+            .then(|| Arc::new(OutputLog::new(generation, config.log_lines as usize)));
         let prefix = if config.log_prefix {
             format!("[{} gen {generation}] ", config.name)
         } else {
             String::new()
         };
-        let output_fds = [
-            spawned.stdout.as_ref().map(AsRawFd::as_raw_fd),
-            spawned.stderr.as_ref().map(AsRawFd::as_raw_fd),
-        ];
-        if let Some(out) = spawned.stdout {
-            forward_output(out, prefix.clone(), false, output.clone());
-        }
-        if let Some(err) = spawned.stderr {
-            forward_output(err, prefix.clone(), true, output.clone());
-        }
+        let pipes = Pipes::read(
+            [spawned.stdout, spawned.stderr],
+            prefix,
+            config.log_lines,
+            output.as_ref(),
+        );
         let idle_start = if spec.idle_start {
             IdleStart::begin(pid, exited)
         } else {
@@ -202,8 +198,7 @@ impl Children for Processes {
             interception: Mutex::new(interception),
             intercept_counts,
             output,
-            output_fds,
-            prefix,
+            pipes,
         }))
     }
 
@@ -295,7 +290,7 @@ impl ChildProcess for Process {
         lock(&self.interception).take();
     }
 
-    fn output(&self) -> Option<Arc<OutputTail>> {
+    fn output(&self) -> Option<Arc<OutputLog>> {
         self.output.clone()
     }
 
@@ -308,13 +303,7 @@ impl ChildProcess for Process {
     }
 
     fn carried(&self) -> Carried {
-        carried(
-            &self.cgroup,
-            &self.interception,
-            self.output_fds,
-            &self.prefix,
-            &self.output,
-        )
+        carried(&self.cgroup, &self.interception, &self.pipes, &self.output)
     }
 }
 
@@ -322,18 +311,19 @@ impl ChildProcess for Process {
 pub(super) fn carried(
     cgroup: &Mutex<Option<Arc<GenerationCgroup>>>,
     interception: &Mutex<Option<Interception>>,
-    output_fds: [Option<i32>; 2],
-    prefix: &str,
-    output: &Option<Arc<OutputTail>>,
+    pipes: &Pipes,
+    output: &Option<Arc<OutputLog>>,
 ) -> Carried {
     Carried {
         cgroup: lock(cgroup).as_ref().map(|c| c.rel().to_owned()),
         intercept: lock(interception)
             .as_ref()
             .and_then(Interception::seccomp_fd),
-        output: output_fds,
-        prefix: prefix.to_owned(),
+        output: pipes.fds,
+        output_inodes: pipes.inodes,
+        prefix: pipes.prefix.clone(),
         keep_output: output.is_some(),
+        log_lines: pipes.log_lines,
     }
 }
 
@@ -570,13 +560,15 @@ pub(super) fn kill_group(pgid: i32) {
 pub(super) fn forward_output(
     fd: OwnedFd,
     prefix: String,
-    stderr: bool,
-    tail: Option<Arc<OutputTail>>,
+    stream: LogStream,
+    log: Option<&Arc<OutputLog>>,
 ) {
     let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
         warn!("cannot read a generation's output pipe");
         return;
     };
+    let stderr = stream == LogStream::Stderr;
+    let tail = log.map(OutputLog::reading);
     tokio::spawn(async move {
         use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
         // Written asynchronously: when our own output blocks (its reader stalls), this
@@ -607,7 +599,7 @@ pub(super) fn forward_output(
             if at_start {
                 // The tail keeps the start of each line only.
                 if let Some(tail) = &tail {
-                    tail.push(&line);
+                    tail.push(stream, &line);
                 }
                 text.extend_from_slice(prefix.as_bytes());
             }

@@ -27,7 +27,7 @@ use tokio::io::AsyncReadExt;
 use tracing::{error, info, warn};
 
 use super::child::ChildProcess;
-use super::output::OutputTail;
+use super::output::OutputLog;
 use super::owner::{Msg, Owner, ReexecCheck};
 use super::resumed::Taken;
 use super::snapshot::{
@@ -36,7 +36,8 @@ use super::snapshot::{
 };
 use super::state::{FailedStart, Failing};
 use crate::proto::{
-    AdoptedInfo, ErrorKind, FailingInfo, ReexecInfo, Replies, Reply, ReplyResult, unix_ms,
+    AdoptedInfo, ErrorKind, FailingInfo, LogStream, ReexecInfo, Replies, Reply, ReplyResult,
+    unix_ms,
 };
 
 /// How much of each of the check's output streams is read.
@@ -266,9 +267,9 @@ impl Owner {
 
 /// The failing state as the previous binary recorded it.
 fn failing_from(info: FailingInfo) -> Failing {
-    let output = Arc::new(OutputTail::default());
+    let output = Arc::new(OutputLog::new(info.generation.unwrap_or(0), 0));
     for line in &info.output {
-        output.push(line.as_bytes());
+        output.push(LogStream::Stderr, line.as_bytes());
     }
     let since = SystemTime::UNIX_EPOCH + Duration::from_millis(info.since_unix_ms);
     let failing_for = SystemTime::now().duration_since(since).unwrap_or_default();

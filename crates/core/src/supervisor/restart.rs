@@ -21,10 +21,15 @@ use tracing::{info, warn};
 
 use super::Context;
 use super::drain::drain;
+use super::output::KEEP_LINES;
 use super::owner::{Msg, Promotion, Started};
 use crate::config::{FileCache, ServiceConfig};
 use crate::duration::format_duration;
 use crate::proto::{EventKind, RestartOutcome, RestartReport};
+
+/// How long a failed restart's report waits for the last lines of the generation that
+/// failed, after it exited: what a process it started still holds its pipes open.
+const LAST_WORDS: Duration = Duration::from_millis(500);
 
 /// How [`RestartRun::begin`] ended: the new generation and the config it runs, or the
 /// outcome of a restart that could not start one; `None` when the service file changed and
@@ -113,12 +118,23 @@ impl RestartRun {
             Some(spawned) => spawned,
             None => self.read_and_spawn().await,
         };
-        let (outcome, new) = match spawned {
+        let (outcome, new, log) = match spawned {
             Ok((config, started)) => {
                 let new = Some((started.generation, started.pid));
-                (self.attempt(config, started).await, new)
+                let log = started.child.output();
+                (self.attempt(config, started).await, new, log)
             }
-            Err(outcome) => (outcome, None),
+            Err(outcome) => (outcome, None, None),
+        };
+        let elapsed_ms = self.started.elapsed().as_millis() as u64;
+        // Why it failed, in its own words: its last lines, once its pipes have ended (it
+        // was stopped before we get here, but what it printed last may still be in them).
+        let output = match log {
+            Some(log) if !outcome.is_success() => {
+                log.wait_closed(LAST_WORDS).await;
+                log.last(KEEP_LINES)
+            }
+            _ => Vec::new(),
         };
         let report = RestartReport {
             restart: self.restart,
@@ -126,7 +142,8 @@ impl RestartRun {
             old_generation,
             new_generation: new.map(|(g, _)| g),
             new_pid: new.map(|(_, p)| p),
-            elapsed_ms: self.started.elapsed().as_millis() as u64,
+            elapsed_ms,
+            output,
         };
         match &report.outcome {
             RestartOutcome::Completed => info!(restart = self.restart, "restart completed"),

@@ -20,10 +20,10 @@ use std::time::Instant;
 use tracing::warn;
 
 use super::child::{BoxFuture, Carried, ChildProcess};
-use super::output::OutputTail;
+use super::output::{OutputLog, Pipes};
 use super::process::{
-    LEFTOVERS_LIMIT, carried, forward_output, kill_group, lock, reap_generation, send_signal,
-    unread_input_of, wait_exit, wait_gone,
+    LEFTOVERS_LIMIT, carried, kill_group, lock, reap_generation, send_signal, unread_input_of,
+    wait_exit, wait_gone,
 };
 use super::snapshot::LiveGeneration;
 use crate::contain::{GenerationCgroup, OwnChildren, ServiceCgroups};
@@ -52,9 +52,8 @@ pub(super) struct Resumed {
     notify: Mutex<Option<NotifySocket>>,
     interception: Mutex<Option<Interception>>,
     intercept_counts: Option<Arc<InterceptCounts>>,
-    output: Option<Arc<OutputTail>>,
-    output_fds: [Option<i32>; 2],
-    prefix: String,
+    output: Option<Arc<OutputLog>>,
+    pipes: Pipes,
 }
 
 impl Resumed {
@@ -117,15 +116,26 @@ impl Resumed {
                 .ok()
         });
         let intercept_counts = interception.as_ref().map(Interception::counts);
-        let output = (record.keep_output && ours).then(Arc::<OutputTail>::default);
-        let output_fds = record.output_fds.map(kept);
-        for (i, fd) in output_fds.iter().enumerate() {
-            if let Some(fd) = fd {
-                // SAFETY: as above, a pipe's read end kept open for us.
-                let pipe = unsafe { OwnedFd::from_raw_fd(*fd) };
-                forward_output(pipe, record.prefix.clone(), i == 1, output.clone());
-            }
-        }
+        let output = record
+            .keep_output
+            .then(|| Arc::new(OutputLog::new(generation, record.log_lines as usize)));
+        let read_ends = if ours {
+            // SAFETY: as above, pipes' read ends kept open for us.
+            record
+                .output_fds
+                .map(|fd| fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }))
+        } else {
+            // The dead supervisor's were closed with it; the generation holds its own.
+            record
+                .output_inodes
+                .map(|inode| take_read_end(record.pid, inode?))
+        };
+        let pipes = Pipes::read(
+            read_ends,
+            record.prefix.clone(),
+            record.log_lines,
+            output.as_ref(),
+        );
         Ok(Resumed {
             pid: record.pid,
             taken,
@@ -136,10 +146,27 @@ impl Resumed {
             interception: Mutex::new(interception),
             intercept_counts,
             output,
-            output_fds,
-            prefix: record.prefix.clone(),
+            pipes,
         })
     }
+}
+
+/// Duplicates the read end of output pipe `inode` from generation `pid`'s process tree,
+/// where the generation keeps it (see `handoff::child::KEEP_READ_ENDS`).
+fn take_read_end(pid: i32, inode: u64) -> Option<OwnedFd> {
+    let taken = std::iter::once(pid)
+        .chain(crate::proc::descendants(pid))
+        .find_map(|p| {
+            let fd = crate::proc::pipe_read_end(p, inode)?;
+            crate::proc::duplicate_fd(p, fd)
+        });
+    if taken.is_none() {
+        warn!(
+            pid,
+            inode, "cannot take the read end of the generation's output pipe; its output is lost"
+        );
+    }
+    taken
 }
 
 impl ChildProcess for Resumed {
@@ -229,7 +256,7 @@ impl ChildProcess for Resumed {
         self.intercept_counts.clone()
     }
 
-    fn output(&self) -> Option<Arc<OutputTail>> {
+    fn output(&self) -> Option<Arc<OutputLog>> {
         self.output.clone()
     }
 
@@ -238,12 +265,6 @@ impl ChildProcess for Resumed {
     }
 
     fn carried(&self) -> Carried {
-        carried(
-            &self.cgroup,
-            &self.interception,
-            self.output_fds,
-            &self.prefix,
-            &self.output,
-        )
+        carried(&self.cgroup, &self.interception, &self.pipes, &self.output)
     }
 }

@@ -80,8 +80,15 @@ pub(super) struct LiveGeneration {
     /// The fds kept open for it (see [`Carried`]).
     pub intercept_fd: Option<i32>,
     pub output_fds: [Option<i32>; 2],
+    /// The inodes of its output pipes: an adopting supervisor takes their read ends from
+    /// the generation, which holds them too (see `handoff::child::KEEP_READ_ENDS`).
+    #[serde(default)]
+    pub output_inodes: [Option<u64>; 2],
     pub prefix: String,
     pub keep_output: bool,
+    /// How many lines its log keeps (`log.lines` when it started).
+    #[serde(default)]
+    pub log_lines: u32,
 }
 
 /// One listener of the seat new connections go to.
@@ -337,8 +344,10 @@ impl LiveGeneration {
             cgroup,
             intercept,
             output,
+            output_inodes,
             prefix,
             keep_output,
+            log_lines,
         } = carried;
         let start_ticks = crate::proc::start_time_ticks(g.pid)
             .map_err(|e| format!("cannot read generation {}'s start time: {e}", g.generation))?;
@@ -354,8 +363,10 @@ impl LiveGeneration {
             cgroup,
             intercept_fd: intercept,
             output_fds: output,
+            output_inodes,
             prefix,
             keep_output,
+            log_lines,
         })
     }
 }

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::child::ChildProcess;
-use super::output::OutputTail;
+use super::output::OutputLog;
 use crate::config::{HEALTHY_UPTIME, ServiceConfig};
 use crate::handoff::intercept::InterceptCounts;
 use crate::listen::steer::{Seat, Sockets};
@@ -53,7 +53,7 @@ pub(super) struct Generation {
     /// the record after the exit (a few counters), so `status` still shows them.
     pub intercept: Option<Arc<InterceptCounts>>,
     /// The last lines it printed, when they are kept (kept with the record too).
-    pub output: Option<Arc<OutputTail>>,
+    pub output: Option<Arc<OutputLog>>,
 }
 
 impl Generation {
@@ -65,6 +65,7 @@ impl Generation {
             started_unix_ms: unix_ms(self.started),
             exit: self.exit,
             intercept: self.intercept.as_ref().map(|c| c.info()),
+            output_lines: self.output.as_ref().map(|o| o.len() as u64),
         }
     }
 
@@ -187,7 +188,7 @@ pub(super) struct FailedStart {
     pub pid: Option<i32>,
     pub exit: Option<ExitInfo>,
     pub reason: Option<String>,
-    pub output: Option<Arc<OutputTail>>,
+    pub output: Option<Arc<OutputLog>>,
 }
 
 impl FailedStart {

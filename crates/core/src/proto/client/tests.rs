@@ -61,6 +61,7 @@ fn restarted() -> Reply {
             new_generation: Some(2),
             new_pid: Some(1234),
             elapsed_ms: 5,
+            output: Vec::new(),
         }),
     )
 }

@@ -28,6 +28,7 @@ fn finished(restart: u64, outcome: RestartOutcome) -> Event {
                 new_generation: None,
                 new_pid: None,
                 elapsed_ms: 0,
+                output: Vec::new(),
             },
         },
     )

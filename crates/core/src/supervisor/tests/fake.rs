@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::super::child::{BoxFuture, ChildProcess, Children, SpawnRequest};
-use super::super::output::OutputTail;
+use super::super::output::OutputLog;
 use crate::handoff::intercept::InterceptCounts;
 use crate::proto::ExitInfo;
 use crate::ready::ReadyCheck;
@@ -210,9 +210,9 @@ impl Children for FakeChildren {
             .intercept_binds
             .then(|| Arc::new(InterceptCounts::new(request.listeners)));
         let output = request.keep_output.then(|| {
-            let tail = Arc::new(OutputTail::default());
+            let tail = Arc::new(OutputLog::new(generation, 0));
             for line in script.prints {
-                tail.push(line.as_bytes());
+                tail.push(crate::proto::LogStream::Stdout, line.as_bytes());
             }
             tail
         });
@@ -246,7 +246,7 @@ impl Children for FakeChildren {
 
 #[derive(Debug)]
 pub struct FakeChild {
-    output: Option<Arc<OutputTail>>,
+    output: Option<Arc<OutputLog>>,
     generation: u64,
     /// With `intercept_binds`: where the test counts the answers to its binds.
     intercept: Option<Arc<InterceptCounts>>,
@@ -361,7 +361,7 @@ impl ChildProcess for FakeChild {
 
     fn release(&self) {}
 
-    fn output(&self) -> Option<Arc<OutputTail>> {
+    fn output(&self) -> Option<Arc<OutputLog>> {
         self.output.clone()
     }
 

@@ -1,0 +1,136 @@
+//! `zdctl logs NAME [-g N] [-n LINES] [-f] [--json]`: the lines a service's generations
+//! printed, as its supervisor keeps them.
+
+use std::time::{Duration, SystemTime};
+
+use zd_core::proto::{LogLine, LogsReport};
+use zd_core::service::Service;
+
+use crate::cli::LogsArgs;
+use crate::control;
+use crate::output;
+
+/// How often `--follow` asks for new lines.
+const POLL: Duration = Duration::from_millis(250);
+
+/// How long `--follow` tries again when the supervisor does not answer, before it says
+/// the service stopped: a `reexec` takes a moment.
+const GONE_AFTER: Duration = Duration::from_secs(5);
+
+pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
+    let service = control::open(&args.name)?;
+    let first = service
+        .logs(args.generation, None, Some(args.lines))
+        .await
+        .map_err(control::service_error)?;
+    if first.keep_lines == 0 && first.generations.is_empty() && !args.json {
+        eprintln!(
+            "note: '{}' keeps no output (log.lines: 0): its generations write to its \
+             supervisor's stdout and stderr directly",
+            args.name
+        );
+    }
+    let mut after = print(&first, args.json)?;
+    let mut more = first.more;
+    let mut silent_since: Option<std::time::Instant> = None;
+    loop {
+        if !more {
+            if !args.follow {
+                return Ok(());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        // The rest of a long answer, or what was printed since.
+        match next(&service, &args, after).await {
+            Ok(report) => {
+                silent_since = None;
+                after = print(&report, args.json)?;
+                more = report.more;
+            }
+            Err(e) if args.follow && e.is_not_running() => {
+                let since = *silent_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= GONE_AFTER {
+                    eprintln!("'{}' stopped: its supervisor is gone", args.name);
+                    return Ok(());
+                }
+                more = false;
+            }
+            Err(e) => return Err(control::service_error(e)),
+        }
+    }
+}
+
+async fn next(
+    service: &Service,
+    args: &LogsArgs,
+    after: u64,
+) -> Result<LogsReport, zd_core::service::ServiceError> {
+    // Everything after the last line shown: no line is skipped however many came.
+    service
+        .logs(args.generation, Some(after), Some(u32::MAX))
+        .await
+}
+
+/// Prints the report's lines; returns the number to ask after next.
+fn print(report: &LogsReport, json: bool) -> anyhow::Result<u64> {
+    let mut text = String::new();
+    for line in &report.lines {
+        if json {
+            text.push_str(&serde_json::to_string(line)?);
+        } else {
+            text.push_str(&render(line));
+        }
+        text.push('\n');
+    }
+    if !text.is_empty() {
+        output::text(&text)?;
+    }
+    Ok(report.last_seq)
+}
+
+/// `2026-12-07T17:05:01.123Z gen 3 err DATABASE_URL not set`.
+pub fn render(line: &LogLine) -> String {
+    let at = SystemTime::UNIX_EPOCH + Duration::from_millis(line.unix_ms);
+    format!(
+        "{} gen {} {} {}",
+        humantime::format_rfc3339_millis(at),
+        line.generation,
+        line.stream.short(),
+        visible(&line.text)
+    )
+}
+
+/// `text` with its control characters (an escape sequence a client smuggled into a
+/// logged request, say) shown as `\x1b` instead of reaching the terminal.
+pub fn visible(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\t' {
+            shown.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zd_core::proto::LogStream;
+
+    #[test]
+    fn a_line_shows_when_which_generation_and_stream_with_control_characters_escaped() {
+        let line = LogLine {
+            generation: 3,
+            seq: 9,
+            unix_ms: 1_796_666_301_123,
+            stream: LogStream::Stderr,
+            text: "GET /\u{1b}[2J\tdone".to_owned(),
+        };
+        assert_eq!(
+            render(&line),
+            "2026-12-07T17:58:21.123Z gen 3 err GET /\\x1b[2J\tdone"
+        );
+    }
+}
