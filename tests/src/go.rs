@@ -14,27 +14,15 @@ use anyhow::{Context as _, bail};
 const SOURCE: &str = include_str!("go/shutdown.go");
 const LISTEN_AND_SERVE: &str = include_str!("go/listen_and_serve.go");
 
-/// Where `build.sh` put the peers: `ZD_PEERS_DIR` (relative to the workspace root, or
-/// absolute), else `target/peers`.
-pub fn peers_dir() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace root");
-    root.join(std::env::var_os("ZD_PEERS_DIR").unwrap_or_else(|| "target/peers".into()))
-}
-
 /// A Go toolchain recent enough to show the drop, or why there is none.
 pub fn toolchain() -> Result<PathBuf, String> {
-    let venv = peers_dir().join(".build/venv/bin/go");
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let Some(go) = std::iter::once(venv)
-        .chain(std::env::split_paths(&path).map(|d| d.join("go")))
-        .find(|p| p.is_file())
-    else {
+    let dirs = crate::peers::built_dirs(&path, &crate::peers::dir(), ".build/venv/bin");
+    let Some(go) = crate::peers::find_in(&dirs, "go", &[]) else {
         return Err(format!(
             "no Go toolchain in '{}' nor on PATH (run `../shared/peers/build.sh \
              target/peers` from the workspace root, or set ZD_PEERS_DIR)",
-            peers_dir().join(".build/venv/bin").display()
+            crate::peers::dir().join(".build/venv/bin").display()
         ));
     };
     let out = Command::new(&go)
@@ -75,7 +63,7 @@ pub fn build_listen_and_serve_server(go: &Path, dir: &Path) -> anyhow::Result<Pa
 fn build(go: &Path, dir: &Path, name: &str, source: &str) -> anyhow::Result<PathBuf> {
     let src = dir.join(format!("{name}.go"));
     std::fs::write(&src, source).context("write the Go source")?;
-    let cache = peers_dir().join(".build/gocache");
+    let cache = crate::peers::dir().join(".build/gocache");
     let cache = if cache.is_dir() {
         cache
     } else {

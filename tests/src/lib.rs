@@ -1,4 +1,5 @@
-//! Shared pieces of the end-to-end tests and benchmarks: the fixture service.
+//! Shared pieces of the end-to-end tests and benchmarks: the fixture service, and the peers
+//! the tests drive.
 
 /// The fixture service lives in the `zd-demo` crate, which ships inside zdctl.
 pub use zd_demo as fixture;
@@ -7,4 +8,5 @@ pub mod compare;
 pub mod flipbench;
 pub mod go;
 pub mod hostilebench;
+pub mod peers;
 pub mod reexecbench;

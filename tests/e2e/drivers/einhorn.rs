@@ -75,6 +75,14 @@ fn service(env: &TestEnv, socket: &std::path::Path, pidfile: &std::path::Path, t
 }
 
 #[test]
+#[cfg_attr(
+    not(has_einhorn),
+    ignore = "einhorn not built; run ../shared/peers/build.sh target/peers"
+)]
+#[cfg_attr(
+    all(has_einhorn, not(has_tmux)),
+    ignore = "tmux not installed (Debian package tmux)"
+)]
 fn einhorn_passes_the_driver_script() {
     let env = TestEnv::new();
     let (worker, marker) = super::script::worker(&env);
@@ -96,6 +104,10 @@ fn einhorn_passes_the_driver_script() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_einhorn),
+    ignore = "einhorn not built; run ../shared/peers/build.sh target/peers"
+)]
 fn einhorn_upgrades_ten_times_under_load_without_a_failed_request() {
     let env = TestEnv::new();
     let test = "einhorn_upgrades_ten_times_under_load_without_a_failed_request";
@@ -117,6 +129,10 @@ fn einhorn_upgrades_ten_times_under_load_without_a_failed_request() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_einhorn),
+    ignore = "einhorn not built; run ../shared/peers/build.sh target/peers"
+)]
 fn einhorn_whose_new_workers_die_before_they_ack_rolls_back_and_keeps_the_old_ones() {
     let env = TestEnv::new();
     let test = "einhorn_whose_new_workers_die_before_they_ack_rolls_back_and_keeps_the_old_ones";
@@ -142,6 +158,10 @@ fn einhorn_whose_new_workers_die_before_they_ack_rolls_back_and_keeps_the_old_on
 }
 
 #[test]
+#[cfg_attr(
+    not(has_einhorn),
+    ignore = "einhorn not built; run ../shared/peers/build.sh target/peers"
+)]
 fn einhorn_rolls_back_at_once_when_its_new_workers_die_at_start() {
     let env = TestEnv::new();
     let test = "einhorn_rolls_back_at_once_when_its_new_workers_die_at_start";
@@ -176,6 +196,10 @@ fn einhorn_rolls_back_at_once_when_its_new_workers_die_at_start() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_einhorn),
+    ignore = "einhorn not built; run ../shared/peers/build.sh target/peers"
+)]
 fn einhorn_that_refuses_to_upgrade_fails_the_restart_at_once_with_its_reason() {
     let env = TestEnv::new();
     let test = "einhorn_that_refuses_to_upgrade_fails_the_restart_at_once_with_its_reason";

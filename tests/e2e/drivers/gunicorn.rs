@@ -101,6 +101,14 @@ fn start(env: &TestEnv, program: &Path, mode: &str, app: &str) -> Gunicorn {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_gunicorn),
+    ignore = "gunicorn not installed (Debian package gunicorn)"
+)]
+#[cfg_attr(
+    all(has_gunicorn, not(has_tmux)),
+    ignore = "tmux not installed (Debian package tmux)"
+)]
 fn gunicorn_passes_the_driver_script() {
     let Some(program) = peer("gunicorn_passes_the_driver_script", "gunicorn", "gunicorn") else {
         return;
@@ -139,6 +147,10 @@ fn gunicorn_passes_the_driver_script() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_gunicorn),
+    ignore = "gunicorn not installed (Debian package gunicorn)"
+)]
 fn gunicorn_replaces_its_workers_ten_times_under_load_without_a_failed_request() {
     let Some(program) = peer("gunicorn hup", "gunicorn", "gunicorn") else {
         return;
@@ -151,6 +163,10 @@ fn gunicorn_replaces_its_workers_ten_times_under_load_without_a_failed_request()
 }
 
 #[test]
+#[cfg_attr(
+    not(has_gunicorn),
+    ignore = "gunicorn not installed (Debian package gunicorn)"
+)]
 fn gunicorn_upgrades_its_arbiter_ten_times_under_load_without_a_failed_request() {
     let Some(program) = peer("gunicorn upgrade", "gunicorn", "gunicorn") else {
         return;
@@ -168,6 +184,10 @@ fn gunicorn_upgrades_its_arbiter_ten_times_under_load_without_a_failed_request()
 }
 
 #[test]
+#[cfg_attr(
+    not(has_gunicorn),
+    ignore = "gunicorn not installed (Debian package gunicorn)"
+)]
 fn gunicorn_whose_new_arbiter_cannot_load_the_app_rolls_back_to_the_old_one() {
     let Some(program) = peer("gunicorn upgrade rollback", "gunicorn", "gunicorn") else {
         return;
@@ -186,6 +206,10 @@ fn gunicorn_whose_new_arbiter_cannot_load_the_app_rolls_back_to_the_old_one() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_gunicorn),
+    ignore = "gunicorn not installed (Debian package gunicorn)"
+)]
 fn gunicorn_whose_new_arbiter_cannot_be_executed_rolls_back_at_once() {
     let Some(program) = peer("gunicorn upgrade exec", "gunicorn", "gunicorn") else {
         return;

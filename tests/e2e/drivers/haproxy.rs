@@ -122,6 +122,14 @@ fn hold_one(addr: &str) -> std::io::Result<()> {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_haproxy),
+    ignore = "haproxy not installed (Debian package haproxy)"
+)]
+#[cfg_attr(
+    all(has_haproxy, not(has_tmux)),
+    ignore = "tmux not installed (Debian package tmux)"
+)]
 fn haproxy_passes_the_driver_script() {
     let Some(program) = peer("haproxy_passes_the_driver_script", "haproxy", "haproxy") else {
         return;
@@ -149,6 +157,10 @@ fn haproxy_passes_the_driver_script() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_haproxy),
+    ignore = "haproxy not installed (Debian package haproxy)"
+)]
 fn haproxy_reloads_ten_times_under_load_without_a_failed_request() {
     let Some(program) = peer("haproxy reload", "haproxy", "haproxy") else {
         return;

@@ -61,6 +61,14 @@ fn start(env: &TestEnv, test: &str, flags: &[&str]) -> Option<(Peer, String, Pat
 }
 
 #[test]
+#[cfg_attr(
+    not(has_huptime),
+    ignore = "huptime not built; run ../shared/peers/build.sh target/peers"
+)]
+#[cfg_attr(
+    all(has_huptime, not(has_tmux)),
+    ignore = "tmux not installed (Debian package tmux)"
+)]
 fn huptime_passes_the_driver_script_up_to_a_failure_which_takes_the_service_down() {
     let env = TestEnv::new();
     let marker = env.path("broken");
@@ -89,6 +97,10 @@ fn huptime_passes_the_driver_script_up_to_a_failure_which_takes_the_service_down
 }
 
 #[test]
+#[cfg_attr(
+    not(has_huptime),
+    ignore = "huptime not built; run ../shared/peers/build.sh target/peers"
+)]
 fn huptime_restarts_ten_times_under_load_without_a_failed_request() {
     let env = TestEnv::new();
     let test = "huptime_restarts_ten_times_under_load_without_a_failed_request";
@@ -104,6 +116,10 @@ fn huptime_restarts_ten_times_under_load_without_a_failed_request() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_huptime),
+    ignore = "huptime not built; run ../shared/peers/build.sh target/peers"
+)]
 fn huptime_whose_new_copy_dies_fails_and_the_service_goes_down() {
     let env = TestEnv::new();
     let test = "huptime_whose_new_copy_dies_fails_and_the_service_goes_down";

@@ -54,6 +54,10 @@ fn status_json(env: &TestEnv) -> serde_json::Value {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_start_server),
+    ignore = "start_server not installed (Debian package libserver-starter-perl)"
+)]
 fn two_concurrent_restarts_of_a_driver_service_give_one_success_and_one_busy() {
     let env = TestEnv::new();
     let Some(_server) = start_server(&env) else {
@@ -78,6 +82,10 @@ fn two_concurrent_restarts_of_a_driver_service_give_one_success_and_one_busy() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_start_server),
+    ignore = "start_server not installed (Debian package libserver-starter-perl)"
+)]
 fn status_of_a_driver_service_counts_the_restarts_zdctl_made() {
     let env = TestEnv::new();
     let Some(_server) = start_server(&env) else {
@@ -117,6 +125,10 @@ fn status_of_a_driver_service_counts_the_restarts_zdctl_made() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_start_server),
+    ignore = "start_server not installed (Debian package libserver-starter-perl)"
+)]
 fn restart_attach_follows_the_running_driver_restart_and_reports_its_outcome() {
     let env = TestEnv::new();
     let Some(_server) = start_server(&env) else {

@@ -22,6 +22,8 @@ use std::process::{Child, Command, Stdio};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
+use zd_tests::peers;
+
 use crate::support::{TestEnv, assert_code, fixture_bin, stdout};
 
 /// A foreign supervisor started by a test, in its own process group.
@@ -62,14 +64,13 @@ impl Drop for Peer {
     }
 }
 
-/// A program on PATH (or in /usr/sbin), or `None` with a loud SKIPPED line; with
-/// `ZD_REQUIRE_PEERS=1` a missing peer fails the test.
+/// A program on PATH (or in /usr/sbin or /sbin), or `None` with a loud SKIPPED line; with
+/// `ZD_REQUIRE_PEERS=1` a missing peer fails the test. The build script looks with the
+/// same rules (`zd_tests::peers`), so this finds nothing only in a test that should have
+/// been ignored, or when the program went away after the build.
 pub fn peer(test: &str, program: &str, package: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file());
+    let found = peers::find_in(&peers::debian_dirs(&path), program, &[]);
     if found.is_none() {
         missing(
             test,
@@ -80,32 +81,13 @@ pub fn peer(test: &str, program: &str, package: &str) -> Option<PathBuf> {
     found
 }
 
-/// Where `build.sh` put the peers Debian does not package (psflip, socketmaster, huptime,
-/// einhorn): `ZD_PEERS_DIR`, else `target/peers`, both relative to the workspace root.
-pub fn peers_dir() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace root");
-    match std::env::var_os("ZD_PEERS_DIR") {
-        Some(dir) => root.join(dir),
-        None => root.join("target/peers"),
-    }
-}
-
-/// A real peer that Debian does not package, from [`peers_dir`] or else PATH, with every
+/// A real peer that Debian does not package, from the peers directory (`ZD_PEERS_DIR`,
+/// else `target/peers`, relative to the workspace root) or else PATH, with every
 /// file in `also` beside it (huptime's preload library), or `None` with a loud SKIPPED
 /// line; with `ZD_REQUIRE_PEERS=1` a missing peer fails the test.
 pub fn built_peer(test: &str, program: &str, also: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::iter::once(peers_dir())
-        .chain(std::env::split_paths(&path))
-        .map(|dir| dir.join(program))
-        .find(|p| {
-            p.is_file()
-                && also
-                    .iter()
-                    .all(|f| p.parent().is_some_and(|d| d.join(f).is_file()))
-        });
+    let found = peers::find_in(&peers::built_dirs(&path, &peers::dir(), ""), program, also);
     if found.is_none() {
         missing(
             test,
@@ -113,7 +95,7 @@ pub fn built_peer(test: &str, program: &str, also: &[&str]) -> Option<PathBuf> {
             &format!(
                 "is not built in '{}' nor on PATH (build it with `../shared/peers/build.sh \
                  target/peers` from the workspace root, or set ZD_PEERS_DIR)",
-                peers_dir().display()
+                peers::dir().display()
             ),
         );
     }

@@ -125,6 +125,14 @@ fn master(nginx: &Nginx) -> i32 {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_nginx),
+    ignore = "nginx not installed (Debian package nginx-light)"
+)]
+#[cfg_attr(
+    all(has_nginx, not(has_tmux)),
+    ignore = "tmux not installed (Debian package tmux)"
+)]
 fn nginx_passes_the_driver_script() {
     let Some(program) = peer("nginx_passes_the_driver_script", "nginx", "nginx-light") else {
         return;
@@ -161,6 +169,10 @@ fn nginx_passes_the_driver_script() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_nginx),
+    ignore = "nginx not installed (Debian package nginx-light)"
+)]
 fn nginx_upgrades_ten_times_under_load_without_a_failed_request() {
     let Some(program) = peer("nginx upgrade", "nginx", "nginx-light") else {
         return;
@@ -174,6 +186,10 @@ fn nginx_upgrades_ten_times_under_load_without_a_failed_request() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_nginx),
+    ignore = "nginx not installed (Debian package nginx-light)"
+)]
 fn nginx_with_a_broken_new_configuration_rolls_back_to_the_old_master() {
     let Some(program) = peer("nginx rollback", "nginx", "nginx-light") else {
         return;
@@ -197,6 +213,10 @@ fn nginx_with_a_broken_new_configuration_rolls_back_to_the_old_master() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_nginx),
+    ignore = "nginx not installed (Debian package nginx-light)"
+)]
 fn nginx_started_by_a_relative_name_is_left_serving_when_it_cannot_exec_itself() {
     let Some(program) = peer("nginx relative argv0", "nginx", "nginx-light") else {
         return;
@@ -242,6 +262,10 @@ fn start_reloading(env: &TestEnv, program: &Path, timeout: &str) -> (Nginx, i32,
 }
 
 #[test]
+#[cfg_attr(
+    not(has_nginx),
+    ignore = "nginx not installed (Debian package nginx-light)"
+)]
 fn nginx_reloads_ten_times_under_load_without_a_failed_request() {
     let Some(program) = peer("nginx reload", "nginx", "nginx-light") else {
         return;
@@ -260,6 +284,10 @@ fn nginx_reloads_ten_times_under_load_without_a_failed_request() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_nginx),
+    ignore = "nginx not installed (Debian package nginx-light)"
+)]
 fn nginx_reload_with_a_broken_configuration_rolls_back_and_the_old_workers_keep_serving() {
     let Some(program) = peer("nginx reload rollback", "nginx", "nginx-light") else {
         return;

@@ -78,6 +78,14 @@ fn start(
 }
 
 #[test]
+#[cfg_attr(
+    not(has_psflip),
+    ignore = "psflip not built; run ../shared/peers/build.sh target/peers"
+)]
+#[cfg_attr(
+    all(has_psflip, not(has_tmux)),
+    ignore = "tmux not installed (Debian package tmux)"
+)]
 fn psflip_passes_the_driver_script() {
     let env = TestEnv::new();
     let marker = env.path("broken");
@@ -108,6 +116,10 @@ fn psflip_passes_the_driver_script() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_psflip),
+    ignore = "psflip not built; run ../shared/peers/build.sh target/peers"
+)]
 fn psflip_upgrades_ten_times_under_load_without_a_failed_request() {
     let env = TestEnv::new();
     let test = "psflip_upgrades_ten_times_under_load_without_a_failed_request";
@@ -125,6 +137,10 @@ fn psflip_upgrades_ten_times_under_load_without_a_failed_request() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_psflip),
+    ignore = "psflip not built; run ../shared/peers/build.sh target/peers"
+)]
 fn psflip_keeps_the_old_process_when_the_new_child_dies_before_it_is_healthy() {
     let env = TestEnv::new();
     let test = "psflip_keeps_the_old_process_when_the_new_child_dies_before_it_is_healthy";
@@ -148,6 +164,10 @@ fn psflip_keeps_the_old_process_when_the_new_child_dies_before_it_is_healthy() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_psflip),
+    ignore = "psflip not built; run ../shared/peers/build.sh target/peers"
+)]
 fn psflip_rolls_back_at_once_when_the_new_child_dies_at_start() {
     let env = TestEnv::new();
     let test = "psflip_rolls_back_at_once_when_the_new_child_dies_at_start";
@@ -171,6 +191,10 @@ fn psflip_rolls_back_at_once_when_the_new_child_dies_at_start() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_psflip),
+    ignore = "psflip not built; run ../shared/peers/build.sh target/peers"
+)]
 fn psflip_status_shows_psflip_as_the_main_pid_and_its_public_listener_held_by_it() {
     let env = TestEnv::new();
     let test = "psflip_status_shows_psflip_as_the_main_pid_and_its_public_listener_held_by_it";

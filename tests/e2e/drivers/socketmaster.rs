@@ -51,6 +51,14 @@ fn start(
 }
 
 #[test]
+#[cfg_attr(
+    not(has_socketmaster),
+    ignore = "socketmaster not built; run ../shared/peers/build.sh target/peers"
+)]
+#[cfg_attr(
+    all(has_socketmaster, not(has_tmux)),
+    ignore = "tmux not installed (Debian package tmux)"
+)]
 fn socketmaster_passes_the_driver_script() {
     let env = TestEnv::new();
     let (worker, marker) = super::script::worker(&env);
@@ -78,6 +86,10 @@ fn socketmaster_passes_the_driver_script() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_socketmaster),
+    ignore = "socketmaster not built; run ../shared/peers/build.sh target/peers"
+)]
 fn socketmaster_restarts_ten_times_under_load_without_a_failed_request() {
     let env = TestEnv::new();
     let test = "socketmaster_restarts_ten_times_under_load_without_a_failed_request";
@@ -96,6 +108,10 @@ fn socketmaster_restarts_ten_times_under_load_without_a_failed_request() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_socketmaster),
+    ignore = "socketmaster not built; run ../shared/peers/build.sh target/peers"
+)]
 fn socketmaster_keeps_the_old_child_when_the_new_one_dies_within_its_start_time() {
     let env = TestEnv::new();
     let test = "socketmaster_keeps_the_old_child_when_the_new_one_dies_within_its_start_time";
@@ -125,6 +141,10 @@ fn socketmaster_keeps_the_old_child_when_the_new_one_dies_within_its_start_time(
 }
 
 #[test]
+#[cfg_attr(
+    not(has_socketmaster),
+    ignore = "socketmaster not built; run ../shared/peers/build.sh target/peers"
+)]
 fn socketmaster_rolls_back_at_once_when_the_new_child_dies_at_start() {
     let env = TestEnv::new();
     let test = "socketmaster_rolls_back_at_once_when_the_new_child_dies_at_start";

@@ -49,6 +49,14 @@ pub(super) fn start(env: &TestEnv, program: &std::path::Path, worker: &[&str]) -
 }
 
 #[test]
+#[cfg_attr(
+    not(has_start_server),
+    ignore = "start_server not installed (Debian package libserver-starter-perl)"
+)]
+#[cfg_attr(
+    all(has_start_server, not(has_tmux)),
+    ignore = "tmux not installed (Debian package tmux)"
+)]
 fn start_server_passes_the_driver_script() {
     let Some(program) = peer("start_server", "start_server", "libserver-starter-perl") else {
         return;
@@ -72,6 +80,10 @@ fn start_server_passes_the_driver_script() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_start_server),
+    ignore = "start_server not installed (Debian package libserver-starter-perl)"
+)]
 fn start_server_restarts_ten_times_under_load_without_a_failed_request() {
     let Some(program) = peer("start_server", "start_server", "libserver-starter-perl") else {
         return;
@@ -86,6 +98,10 @@ fn start_server_restarts_ten_times_under_load_without_a_failed_request() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_start_server),
+    ignore = "start_server not installed (Debian package libserver-starter-perl)"
+)]
 fn start_server_with_a_new_worker_that_dies_fails_with_the_reason() {
     let Some(program) = peer("start_server", "start_server", "libserver-starter-perl") else {
         return;

@@ -69,6 +69,10 @@ fn restarts_under_load(test: &str, handoff: &str) -> Option<(u64, u64, u64)> {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_go),
+    ignore = "go not built; run ../shared/peers/build.sh target/peers"
+)]
 fn go_net_http_loses_no_request_across_restarts_with_the_steered_handoff() {
     let test = "go_net_http_loses_no_request_across_restarts_with_the_steered_handoff";
     let Some((per_request, keep_alive, total)) = restarts_under_load(test, "steered") else {
@@ -82,6 +86,10 @@ fn go_net_http_loses_no_request_across_restarts_with_the_steered_handoff() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_go),
+    ignore = "go not built; run ../shared/peers/build.sh target/peers"
+)]
 fn go_net_http_loses_requests_across_restarts_with_the_shared_handoff() {
     let test = "go_net_http_loses_requests_across_restarts_with_the_shared_handoff";
     let Some((per_request, _keep_alive, total)) = restarts_under_load(test, "shared") else {

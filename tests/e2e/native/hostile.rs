@@ -95,6 +95,10 @@ while time.time() < end:
 }
 
 #[test]
+#[cfg_attr(
+    not(has_python3),
+    ignore = "python3 not installed (Debian package python3)"
+)]
 fn another_user_cannot_fake_readiness_or_fail_a_restart_through_the_notify_socket() {
     if !is_root() {
         say_skipped("needs root to run the attacker as another uid");
@@ -126,6 +130,10 @@ fn another_user_cannot_fake_readiness_or_fail_a_restart_through_the_notify_socke
 }
 
 #[test]
+#[cfg_attr(
+    not(has_python3),
+    ignore = "python3 not installed (Debian package python3)"
+)]
 fn another_users_errno_does_not_roll_back_a_generation_that_is_ready() {
     if !is_root() {
         say_skipped("needs root to run the attacker as another uid");

@@ -7,8 +7,9 @@
 //! addresses go through untouched. A supervisor that cannot use seccomp user notification
 //! refuses to start.
 //!
-//! Needs `python3`, `node` (Debian package `nodejs`) and a Go toolchain (`zd_tests::go`);
-//! a test whose peer is missing is skipped loudly, or fails under `ZD_REQUIRE_PEERS=1`.
+//! Needs `python3`, `node` (Debian package `nodejs`), lighttpd and a Go toolchain
+//! (`zd_tests::go`); a test whose peer is missing is ignored, or fails under
+//! `ZD_REQUIRE_PEERS=1`.
 
 use std::path::Path;
 
@@ -108,6 +109,10 @@ fn restarts_under_load_with(name: &str, command: &[String], port: u16, extra: &s
 /// `python3 -m http.server` exits at once on SIGTERM and may lose the requests it had
 /// accepted: those failures are printed, and any other kind fails the test.
 #[test]
+#[cfg_attr(
+    not(has_python3),
+    ignore = "python3 not installed (Debian package python3)"
+)]
 fn python_http_server_binding_its_own_port_is_never_refused_across_restarts() {
     let test = "python_http_server_binding_its_own_port_is_never_refused_across_restarts";
     let Some(python) = on_path(test, "python3", "python3") else {
@@ -144,6 +149,10 @@ fn python_http_server_binding_its_own_port_is_never_refused_across_restarts() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_go),
+    ignore = "go not built; run ../shared/peers/build.sh target/peers"
+)]
 fn go_listen_and_serve_loses_no_request_across_restarts() {
     let test = "go_listen_and_serve_loses_no_request_across_restarts";
     let go = match zd_tests::go::toolchain() {
@@ -163,6 +172,10 @@ fn go_listen_and_serve_loses_no_request_across_restarts() {
 /// the foreground; SIGINT is its graceful stop (it closes its listening socket and
 /// finishes its requests), SIGTERM would drop them.
 #[test]
+#[cfg_attr(
+    not(has_lighttpd),
+    ignore = "lighttpd not installed (Debian package lighttpd)"
+)]
 fn lighttpd_with_its_own_port_loses_no_request_across_restarts() {
     let test = "lighttpd_with_its_own_port_loses_no_request_across_restarts";
     let Some(lighttpd) = on_path(test, "lighttpd", "lighttpd") else {
@@ -205,6 +218,7 @@ process.on('SIGTERM', () => {
 ";
 
 #[test]
+#[cfg_attr(not(has_node), ignore = "node not installed (Debian package nodejs)")]
 fn node_listen_loses_no_request_across_restarts() {
     let test = "node_listen_loses_no_request_across_restarts";
     let Some(node) = on_path(test, "node", "nodejs") else {
@@ -252,6 +266,10 @@ s.accept()
 ";
 
 #[test]
+#[cfg_attr(
+    not(has_python3),
+    ignore = "python3 not installed (Debian package python3)"
+)]
 fn binds_to_other_addresses_and_outgoing_connections_are_untouched() {
     let test = "binds_to_other_addresses_and_outgoing_connections_are_untouched";
     let Some(python) = on_path(test, "python3", "python3") else {
@@ -313,6 +331,10 @@ os.execv(sys.argv[1], sys.argv[1:])
 ";
 
 #[test]
+#[cfg_attr(
+    not(has_python3),
+    ignore = "python3 not installed (Debian package python3)"
+)]
 fn a_sandbox_without_seccomp_user_notification_fails_the_start_with_a_clear_error() {
     let test = "a_sandbox_without_seccomp_user_notification_fails_the_start_with_a_clear_error";
     let Some(python) = on_path(test, "python3", "python3") else {
@@ -374,6 +396,10 @@ while True:
 ";
 
 #[test]
+#[cfg_attr(
+    not(has_python3),
+    ignore = "python3 not installed (Debian package python3)"
+)]
 fn a_program_that_unlinks_its_socket_path_before_binding_keeps_the_listener() {
     let test = "a_program_that_unlinks_its_socket_path_before_binding_keeps_the_listener";
     let Some(python) = on_path(test, "python3", "python3") else {
@@ -421,6 +447,10 @@ fn a_program_that_unlinks_its_socket_path_before_binding_keeps_the_listener() {
 /// generation cannot install its filter and is rolled back, saying why; the old one
 /// still serves.
 #[test]
+#[cfg_attr(
+    not(has_python3),
+    ignore = "python3 not installed (Debian package python3)"
+)]
 fn a_restart_that_turns_interception_on_in_a_sandbox_without_seccomp_rolls_back() {
     let test = "a_restart_that_turns_interception_on_in_a_sandbox_without_seccomp_rolls_back";
     let Some(python) = on_path(test, "python3", "python3") else {
@@ -467,6 +497,10 @@ while True:
 ";
 
 #[test]
+#[cfg_attr(
+    not(has_python3),
+    ignore = "python3 not installed (Debian package python3)"
+)]
 fn a_udp_bind_to_the_listener_gets_the_generations_socket() {
     let test = "a_udp_bind_to_the_listener_gets_the_generations_socket";
     let Some(python) = on_path(test, "python3", "python3") else {
@@ -528,6 +562,10 @@ while True:
 /// refused (a refusal fails the receiver). Each generation is proven ready by `accepting`:
 /// its process blocked in recvfrom on the socket its bind was given.
 #[test]
+#[cfg_attr(
+    not(has_python3),
+    ignore = "python3 not installed (Debian package python3)"
+)]
 fn a_udp_echo_binding_its_own_port_answers_every_datagram_across_restarts() {
     let test = "a_udp_echo_binding_its_own_port_answers_every_datagram_across_restarts";
     let Some(python) = on_path(test, "python3", "python3") else {
@@ -570,6 +608,10 @@ fn a_udp_echo_binding_its_own_port_answers_every_datagram_across_restarts() {
 /// listener's is not handed the listener: the readiness timeout says where it listens
 /// and that its port must be a listener's.
 #[test]
+#[cfg_attr(
+    not(has_python3),
+    ignore = "python3 not installed (Debian package python3)"
+)]
 fn a_program_that_binds_another_port_is_rolled_back_with_where_it_listens() {
     let test = "a_program_that_binds_another_port_is_rolled_back_with_where_it_listens";
     let Some(python) = on_path(test, "python3", "python3") else {
@@ -620,6 +662,10 @@ s.accept()
 /// programs of the service keep working; under any other user the child sets it, and the
 /// interception works the same.
 #[test]
+#[cfg_attr(
+    not(has_python3),
+    ignore = "python3 not installed (Debian package python3)"
+)]
 fn no_new_privs_is_set_only_where_the_kernel_requires_it() {
     let test = "no_new_privs_is_set_only_where_the_kernel_requires_it";
     // Debian's, which every user may run (a python3 first on root's PATH may live in a

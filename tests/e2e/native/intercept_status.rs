@@ -3,8 +3,8 @@
 //! on which pid and fd, the binds let through and the unlinks skipped. A service that does
 //! not intercept shows none of it.
 //!
-//! Needs `python3` (a skip is loud, and fails under `ZD_REQUIRE_PEERS=1`) and, for the
-//! `top` test, tmux.
+//! Needs `python3` and, for the `top` test, tmux: without them the tests are ignored, or
+//! fail under `ZD_REQUIRE_PEERS=1`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -140,6 +140,10 @@ fn assert_one_program_run(info: &InterceptInfo, pid: i32) {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_python3),
+    ignore = "python3 not installed (Debian package python3)"
+)]
 fn status_json_and_the_log_show_what_each_generations_binds_got_across_a_restart() {
     let test = "status_json_and_the_log_show_what_each_generations_binds_got_across_a_restart";
     let Some(python) = python(test) else {
@@ -278,6 +282,14 @@ fn a_service_without_intercept_binds_shows_nothing_of_it() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_python3),
+    ignore = "python3 not installed (Debian package python3)"
+)]
+#[cfg_attr(
+    all(has_python3, not(has_tmux)),
+    ignore = "tmux not installed (Debian package tmux)"
+)]
 fn top_says_the_service_intercepts_binds_and_counts_them_per_generation() {
     let test = "top_says_the_service_intercepts_binds_and_counts_them_per_generation";
     let Some(python) = python(test) else {

@@ -60,6 +60,10 @@ fn restarts_under_load(test: &str, handoff: &str) -> Option<(u64, u64)> {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_python3),
+    ignore = "python3 not installed (Debian package python3)"
+)]
 fn python_server_that_stops_soon_loses_no_request_across_restarts_with_the_steered_handoff() {
     let test =
         "python_server_that_stops_soon_loses_no_request_across_restarts_with_the_steered_handoff";
@@ -70,6 +74,10 @@ fn python_server_that_stops_soon_loses_no_request_across_restarts_with_the_steer
 }
 
 #[test]
+#[cfg_attr(
+    not(has_python3),
+    ignore = "python3 not installed (Debian package python3)"
+)]
 fn python_server_that_stops_soon_loses_requests_across_restarts_with_the_shared_handoff() {
     let test =
         "python_server_that_stops_soon_loses_requests_across_restarts_with_the_shared_handoff";

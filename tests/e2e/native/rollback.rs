@@ -196,6 +196,10 @@ fn new_program_that_cannot_be_executed_is_rolled_back_with_the_exec_error_shared
 /// A new program that listens on a socket of its own instead of the one it is handed is
 /// rolled back at the readiness timeout with the socket, its pid and what to do.
 #[test]
+#[cfg_attr(
+    not(has_python3),
+    ignore = "python3 not installed (Debian package python3)"
+)]
 fn a_new_program_that_binds_its_own_port_is_rolled_back_with_the_socket_and_what_to_do() {
     let mut env = TestEnv::new();
     let path = env.fixture_service("api", &[], "");

@@ -333,6 +333,10 @@ fn the_fd_store_keeps_the_listener_across_a_crash_of_everything_and_a_new_superv
 /// exist here, and verify checks that every command exists: the copy checked is the same
 /// file with the built binary's path in its place, nothing else changed.
 #[test]
+#[cfg_attr(
+    not(has_systemd_analyze),
+    ignore = "systemd-analyze not installed (Debian package systemd)"
+)]
 fn the_shipped_unit_passes_systemd_analyze_verify() {
     const TEST: &str = "the_shipped_unit_passes_systemd_analyze_verify";
     let Some(analyze) = crate::drivers::peer(TEST, "systemd-analyze", "systemd") else {

@@ -309,6 +309,10 @@ fn the_status_shows_a_udp_listener_with_its_scheme_and_the_generation_gets_it_on
 /// `accepting`, the default, takes a UDP-only service: a process waiting for datagrams
 /// on its socket, in poll (the echo) or blocked in recvfrom (Python), is the evidence.
 #[test]
+#[cfg_attr(
+    not(has_python3),
+    ignore = "python3 not installed (Debian package python3)"
+)]
 fn a_udp_only_service_is_proven_ready_by_a_process_that_reads_its_socket() {
     let mut env = TestEnv::new();
     env.write_service(

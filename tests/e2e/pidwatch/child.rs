@@ -123,6 +123,10 @@ fn term_to_pidwatch_stops_a_command_that_keeps_the_default_action_of_term() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_python3),
+    ignore = "python3 not installed (Debian package python3)"
+)]
 fn term_to_pidwatch_stops_a_python_service() {
     if !peers_available("term_to_pidwatch_stops_a_python_service", &["python3"]) {
         return;

@@ -59,12 +59,10 @@ pub fn peers_available(test: &str, programs: &[&str]) -> bool {
     false
 }
 
+/// A program on PATH or in /usr/sbin or /sbin, as the build script looks for it.
 pub fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
+    zd_tests::peers::find_in(&zd_tests::peers::debian_dirs(&path), name, &[])
 }
 
 /// One test's private directory, and every process it started.

@@ -111,6 +111,10 @@ fn stderr_follows(stderr: &str, pid: Pid) -> bool {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_nginx),
+    ignore = "nginx not installed (Debian package nginx-light)"
+)]
 fn nginx_survives_three_binary_upgrades_under_pidwatch_and_stops_on_term() {
     let test = "nginx_survives_three_binary_upgrades_under_pidwatch_and_stops_on_term";
     if !peers_available(test, &["nginx"]) {
@@ -162,6 +166,14 @@ fn nginx_survives_three_binary_upgrades_under_pidwatch_and_stops_on_term() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_nginx),
+    ignore = "nginx not installed (Debian package nginx-light)"
+)]
+#[cfg_attr(
+    all(has_nginx, not(has_daemontools)),
+    ignore = "daemontools not installed (Debian package daemontools)"
+)]
 fn daemontools_supervise_never_sees_nginx_upgrades() {
     let test = "daemontools_supervise_never_sees_nginx_upgrades";
     if !peers_available(test, &["nginx", "supervise", "svc", "svstat"]) {

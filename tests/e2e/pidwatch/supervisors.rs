@@ -166,6 +166,10 @@ fn flip_under(env: &TestEnv, status: fn(&Path) -> Option<Status>, hup: &[&str], 
 }
 
 #[test]
+#[cfg_attr(
+    not(has_daemontools),
+    ignore = "daemontools not installed (Debian package daemontools)"
+)]
 fn daemontools_supervise_never_sees_an_exit_across_twenty_flips() {
     let test = "daemontools_supervise_never_sees_an_exit_across_twenty_flips";
     if !peers_available(test, &["supervise", "svc", "svstat"]) {
@@ -185,6 +189,7 @@ fn daemontools_supervise_never_sees_an_exit_across_twenty_flips() {
 }
 
 #[test]
+#[cfg_attr(not(has_runit), ignore = "runit not installed (Debian package runit)")]
 fn runit_runsv_never_sees_an_exit_across_twenty_flips() {
     let test = "runit_runsv_never_sees_an_exit_across_twenty_flips";
     if !peers_available(test, &["runsv", "sv"]) {

@@ -4,6 +4,7 @@ use super::{Tmux, row, start_top};
 use crate::support::*;
 
 #[test]
+#[cfg_attr(not(has_tmux), ignore = "tmux not installed (Debian package tmux)")]
 fn top_shows_a_stopped_supervisor_as_not_answering_and_quits_on_q_while_it_stays_stopped() {
     let mut env = TestEnv::new();
     env.fixture_service("api", &[], "");

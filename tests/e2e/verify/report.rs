@@ -4,18 +4,17 @@
 use std::process::Stdio;
 
 use super::verify_json;
-use crate::drivers::skip;
+use crate::drivers::peer;
 use crate::support::*;
 
 #[test]
+#[cfg_attr(
+    not(has_chromium),
+    ignore = "chromium not installed (Debian package chromium)"
+)]
 fn verify_report_opens_in_a_browser_with_the_plot_and_the_tables() {
     const TEST: &str = "verify_report_opens_in_a_browser_with_the_plot_and_the_tables";
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let chromium = std::env::split_paths(&path)
-        .map(|dir| dir.join("chromium"))
-        .find(|p| p.is_file());
-    let Some(chromium) = chromium else {
-        skip(TEST, "chromium is not installed (apt-get install chromium)");
+    let Some(chromium) = peer(TEST, "chromium", "chromium") else {
         return;
     };
     let mut env = TestEnv::new();

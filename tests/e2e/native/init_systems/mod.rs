@@ -262,6 +262,7 @@ fn kill_9_under(init: Init, mode: ConnectionMode, test: &str) {
 }
 
 #[test]
+#[cfg_attr(not(has_runit), ignore = "runit not installed (Debian package runit)")]
 fn runsv_restarts_through_zdctl_restart_and_sv_hup_fail_no_request_with_a_new_connection_per_request()
  {
     restarts_under_load(
@@ -272,6 +273,7 @@ fn runsv_restarts_through_zdctl_restart_and_sv_hup_fail_no_request_with_a_new_co
 }
 
 #[test]
+#[cfg_attr(not(has_runit), ignore = "runit not installed (Debian package runit)")]
 fn runsv_restarts_through_zdctl_restart_and_sv_hup_fail_no_request_with_keepalive() {
     restarts_under_load(
         Init::Runit,
@@ -281,6 +283,10 @@ fn runsv_restarts_through_zdctl_restart_and_sv_hup_fail_no_request_with_keepaliv
 }
 
 #[test]
+#[cfg_attr(
+    not(has_daemontools),
+    ignore = "daemontools not installed (Debian package daemontools)"
+)]
 fn supervise_restarts_through_zdctl_restart_and_svc_h_fail_no_request_with_a_new_connection_per_request()
  {
     restarts_under_load(
@@ -291,6 +297,10 @@ fn supervise_restarts_through_zdctl_restart_and_svc_h_fail_no_request_with_a_new
 }
 
 #[test]
+#[cfg_attr(
+    not(has_daemontools),
+    ignore = "daemontools not installed (Debian package daemontools)"
+)]
 fn supervise_restarts_through_zdctl_restart_and_svc_h_fail_no_request_with_keepalive() {
     restarts_under_load(
         Init::Daemontools,
@@ -300,6 +310,7 @@ fn supervise_restarts_through_zdctl_restart_and_svc_h_fail_no_request_with_keepa
 }
 
 #[test]
+#[cfg_attr(not(has_runit), ignore = "runit not installed (Debian package runit)")]
 fn sv_down_drains_the_request_in_flight_and_the_run_script_exits_0() {
     stop_drains(
         Init::Runit,
@@ -308,6 +319,10 @@ fn sv_down_drains_the_request_in_flight_and_the_run_script_exits_0() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_daemontools),
+    ignore = "daemontools not installed (Debian package daemontools)"
+)]
 fn svc_d_drains_the_request_in_flight_and_leaves_nothing_behind() {
     stop_drains(
         Init::Daemontools,
@@ -316,6 +331,7 @@ fn svc_d_drains_the_request_in_flight_and_leaves_nothing_behind() {
 }
 
 #[test]
+#[cfg_attr(not(has_runit), ignore = "runit not installed (Debian package runit)")]
 fn after_kill_9_of_zdctl_run_runsv_starts_it_again_and_it_adopts_the_serving_generation_with_a_new_connection_per_request()
  {
     kill_9_under(
@@ -326,6 +342,7 @@ fn after_kill_9_of_zdctl_run_runsv_starts_it_again_and_it_adopts_the_serving_gen
 }
 
 #[test]
+#[cfg_attr(not(has_runit), ignore = "runit not installed (Debian package runit)")]
 fn after_kill_9_of_zdctl_run_runsv_starts_it_again_and_it_adopts_the_serving_generation_with_keepalive()
  {
     kill_9_under(
@@ -336,6 +353,10 @@ fn after_kill_9_of_zdctl_run_runsv_starts_it_again_and_it_adopts_the_serving_gen
 }
 
 #[test]
+#[cfg_attr(
+    not(has_daemontools),
+    ignore = "daemontools not installed (Debian package daemontools)"
+)]
 fn after_kill_9_of_zdctl_run_supervise_starts_it_again_and_it_adopts_the_serving_generation() {
     kill_9_under(
         Init::Daemontools,
@@ -345,6 +366,7 @@ fn after_kill_9_of_zdctl_run_supervise_starts_it_again_and_it_adopts_the_serving
 }
 
 #[test]
+#[cfg_attr(not(has_runit), ignore = "runit not installed (Debian package runit)")]
 fn sv_2_reexecs_zdctl_run_in_place_under_load_without_a_failed_request() {
     reexec_under(
         Init::Runit,
@@ -354,6 +376,10 @@ fn sv_2_reexecs_zdctl_run_in_place_under_load_without_a_failed_request() {
 }
 
 #[test]
+#[cfg_attr(
+    not(has_daemontools),
+    ignore = "daemontools not installed (Debian package daemontools)"
+)]
 fn zdctl_reexec_under_supervise_keeps_the_supervised_pid_without_a_failed_request() {
     reexec_under(
         Init::Daemontools,
