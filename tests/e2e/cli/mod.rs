@@ -1,6 +1,8 @@
 //! `zdctl` as a user meets it: the client commands' output, `--json` shapes and exit codes
 //! against the real supervisor and the fixture service.
 
+mod ansible;
+
 use std::time::{Duration, Instant};
 
 use zd_core::proto::{Event, GenerationState, RestartOutcome, RestartReport, Status};
