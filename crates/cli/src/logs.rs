@@ -47,13 +47,18 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
                 after = print(&report, args.json)?;
                 more = report.more;
             }
-            Err(e) if args.follow && e.is_not_running() => {
+            // The supervisor may be re-executing itself (the socket stays, a connection
+            // may close unanswered): try again for a while.
+            Err(e) if args.follow => {
                 let since = *silent_since.get_or_insert_with(std::time::Instant::now);
-                if since.elapsed() >= GONE_AFTER {
+                if since.elapsed() < GONE_AFTER {
+                    more = false;
+                } else if e.is_not_running() {
                     eprintln!("'{}' stopped: its supervisor is gone", args.name);
                     return Ok(());
+                } else {
+                    return Err(control::service_error(e));
                 }
-                more = false;
             }
             Err(e) => return Err(control::service_error(e)),
         }

@@ -148,12 +148,17 @@ fn logs_shows_each_generations_lines_and_a_rollback_says_what_it_printed() {
     let follow_out = env.path("follow.out");
     let mut follower = env
         .zdctl()
-        .args(["logs", "api", "--follow", "-n", "0"])
+        .args(["logs", "api", "--follow", "-n", "1"])
         .stdout(std::fs::File::create(&follow_out).expect("follow.out"))
         .stderr(Stdio::piped())
         .spawn()
         .expect("zdctl logs -f");
     let _follower = KillOnDrop(follower.id() as i32);
+    // The newest line kept (the last rolled-back generation's) says the follower runs.
+    wait_for("the follower to print the newest line", || {
+        let seen = std::fs::read_to_string(&follow_out).unwrap_or_default();
+        seen.contains("DATABASE_URL not set").then_some(())
+    });
     assert_code(&env.run_zdctl(&["restart", "api"]), 0);
     let next = env.status("api").and_then(|s| s.active_generation);
     let want = format!("hello from generation {}", next.expect("active"));
@@ -163,9 +168,19 @@ fn logs_shows_each_generations_lines_and_a_rollback_says_what_it_printed() {
     });
     let seen = std::fs::read_to_string(&follow_out).unwrap_or_default();
     assert!(
-        !seen.contains("generation 1\n"),
-        "-n 0: nothing old\n{seen}"
+        !seen.contains("generation 1\n") && !seen.contains("generation 2\n"),
+        "-n 1: one old line only\n{seen}"
     );
+    // It follows on across a reexec of the supervisor (whose next binary numbers its
+    // lines above the old one's) into the generation a restart starts after it.
+    assert_code(&env.run_zdctl(&["reexec", "api"]), 0);
+    assert_code(&env.run_zdctl(&["restart", "api"]), 0);
+    let after_reexec = env.status("api").and_then(|s| s.active_generation);
+    let want = format!("hello from generation {}", after_reexec.expect("active"));
+    wait_for("the follower to print a line read after the reexec", || {
+        let seen = std::fs::read_to_string(&follow_out).unwrap_or_default();
+        seen.contains(&want).then_some(())
+    });
     assert_no_failures(&load.finish());
     assert_code(&env.run_zdctl(&["stop", "api"]), 0);
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -20,8 +20,19 @@ pub const KEEP_LINES: usize = 10;
 pub const MAX_LINE: usize = 2048;
 
 /// The sequence number of the next line kept, over every generation (and every service
-/// of this process: only the order matters).
-static NEXT_SEQ: AtomicU64 = AtomicU64::new(1);
+/// of this process: only the order matters); 0 until the first line.
+static NEXT_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Takes the next line's number. The first is the time in microseconds since the epoch,
+/// so that the numbers of a supervisor's next binary (after `reexec`) or of one that
+/// adopts its generations start above those a `zdctl logs --follow` has seen.
+fn next_seq() -> u64 {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(1, |d| d.as_micros() as u64);
+    let _ = NEXT_SEQ.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+    NEXT_SEQ.fetch_add(1, Ordering::Relaxed)
+}
 
 /// The last lines one generation printed, on stdout and stderr together.
 #[derive(Debug)]
@@ -62,7 +73,7 @@ impl OutputLog {
             lines.pop_front();
         }
         // Taken under the lock: lines are kept in the order of their numbers.
-        let seq = NEXT_SEQ.fetch_add(1, Ordering::Relaxed);
+        let seq = next_seq();
         lines.push_back(LogLine {
             generation: self.generation,
             seq,
