@@ -435,6 +435,74 @@ mod tests {
         assert_eq!(strip_positions("look at line two"), "look at line two");
     }
 
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Pair {
+        a: u32,
+        b: Option<bool>,
+    }
+
+    #[test]
+    fn each_failing_entry_is_reported_and_the_others_still_read() {
+        let failed = from_yaml_each::<Pair>(
+            "a: 1
+b: x
+c: 2
+b: true
+",
+            20,
+        )
+        .expect_err("three entries fail");
+        let at: Vec<(usize, usize)> = failed.errors.iter().map(|e| (e.line, e.column)).collect();
+        assert_eq!(at, [(2, 4), (3, 1), (4, 1)], "{failed:?}");
+        assert!(failed.errors[2].message.contains("duplicate field `b`"));
+        assert_eq!(failed.failed_keys, ["b", "c", "b"]);
+        assert!(failed.partial.is_some_and(|p| p.a == 1 && p.b.is_none()));
+    }
+
+    #[test]
+    fn a_missing_field_is_reported_unless_its_entry_failed() {
+        let failed = from_yaml_each::<Pair>(
+            "b: x
+", 20,
+        )
+        .expect_err("two problems");
+        assert_eq!(failed.errors.len(), 2, "{failed:?}");
+        let missing = failed
+            .errors
+            .iter()
+            .filter(|e| e.message.contains("missing field `a`"));
+        assert_eq!(missing.count(), 1, "{failed:?}");
+        let failed = from_yaml_each::<Pair>(
+            "a: x
+b: x
+",
+            20,
+        )
+        .expect_err("two values");
+        assert_eq!(failed.errors.len(), 2, "{failed:?}");
+        assert!(failed.partial.is_none(), "`a` is required");
+    }
+
+    #[test]
+    fn text_that_is_no_map_is_one_error() {
+        for text in ["- a\n- b\n", "a: [1\n", "a: 1\n---\na: 2\n"] {
+            let failed = from_yaml_each::<Pair>(text, 20).expect_err(text);
+            assert_eq!(
+                (failed.errors.len(), failed.more),
+                (1, 0),
+                "{text}: {failed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn past_the_cap_unknown_keys_are_counted() {
+        let failed = from_yaml_each::<Pair>("a: 1\nx: 1\ny: 1\nz: 1\n", 2).expect_err("three");
+        assert_eq!((failed.errors.len(), failed.more), (2, 1), "{failed:?}");
+    }
+
     #[test]
     fn syntax_errors_carry_the_parser_position() {
         let err = from_yaml::<serde::de::IgnoredAny>("a: [1, 2\nb: c\n").expect_err("bad yaml");
