@@ -3,8 +3,11 @@
 //!
 //! [`load_file`] reads, parses and validates a file; [`find_service`] and [`discover`]
 //! look for files in [`config_dirs`]. Every error about a file starts with
-//! `file:line:column:` (or the file's path) and says what to change. `docs/config.md` is
-//! the user's reference.
+//! `file:line:column:` (or the file's path) and says what to change; a file with several
+//! problems gets them all at once, one per line ([`ConfigError::Many`]): each top-level key
+//! is read on its own when the whole fails (`yaml::from_yaml_each`), and the checks of the
+//! whole collect instead of stopping at the first. `docs/config.md` is the user's
+//! reference.
 //!
 //! Whatever is at a service file's path is not trusted: only a regular file of at most
 //! [`MAX_FILE_SIZE`] bytes is read, nesting at most [`MAX_DEPTH`] levels (see `read`).
@@ -296,7 +299,8 @@ impl ServiceConfig {
 
     /// Checks what parsing alone cannot: the program exists and is executable, the
     /// working directory exists, names are unique, durations are positive. Errors point
-    /// at the key in `source` when there is one (it is re-read to find the line).
+    /// at the key in `source` when there is one (it is re-read to find the line); several
+    /// problems come back together as [`ConfigError::Many`].
     pub fn validate(&self) -> Result<(), ConfigError> {
         let text = self
             .source
