@@ -139,7 +139,7 @@ pub fn render(entries: &[ServiceEntry]) -> String {
     let mut out = table(&["NAME", "STATE", "PID", "GEN", "SOURCE"], &rows);
     for e in entries {
         if let Some(error) = &e.error {
-            out.push_str(&format!("{}: {}\n", e.name, first_line(error)));
+            out.push_str(&format!("{}: {}\n", e.name, first_problem(error)));
         }
     }
     out
@@ -154,8 +154,23 @@ fn state_name(state: ServiceState) -> &'static str {
     }
 }
 
-fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or(text)
+/// The first line of a file's error, and how many more problems follow it: a file with
+/// several lists one per line, the last line perhaps `and N more problems`.
+fn first_problem(text: &str) -> String {
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or(text);
+    let more: usize = lines
+        .map(|line| {
+            line.strip_prefix("and ")
+                .and_then(|rest| rest.split_once(" more problem"))
+                .and_then(|(n, _)| n.parse().ok())
+                .unwrap_or(1)
+        })
+        .sum();
+    match more {
+        0 => first.to_owned(),
+        n => format!("{first} (and {n} more)"),
+    }
 }
 
 #[cfg(test)]
@@ -180,7 +195,7 @@ mod tests {
                 supervisor_pid: None,
                 active_generation: None,
                 source: Some("/etc/zdctl/services.d/web.yaml".into()),
-                error: Some("web.yaml:3:1: unknown key 'comand'\nmore".into()),
+                error: Some("web.yaml:3:1: unknown key 'comand'\nweb.yaml:4:1: more".into()),
                 driver: None,
             },
         ];
@@ -190,8 +205,17 @@ mod tests {
 NAME  STATE    PID   GEN  SOURCE
 api   running  1200  8    /etc/zdctl/services.d/api.yaml
 web   stopped  -     -    /etc/zdctl/services.d/web.yaml
-web: web.yaml:3:1: unknown key 'comand'
+web: web.yaml:3:1: unknown key 'comand' (and 1 more)
 "
+        );
+    }
+
+    #[test]
+    fn a_file_error_shows_its_first_problem_and_counts_the_rest() {
+        assert_eq!(first_problem("a.yaml:1:1: x"), "a.yaml:1:1: x");
+        assert_eq!(
+            first_problem("a.yaml:1:1: x\na.yaml:2:1: y\nand 5 more problems"),
+            "a.yaml:1:1: x (and 6 more)"
         );
     }
 }

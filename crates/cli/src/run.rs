@@ -100,7 +100,17 @@ fn flags_config(args: RunArgs) -> anyhow::Result<ServiceConfig> {
 
 /// Every configuration problem is the user's to fix: exit 2.
 fn config_error(err: ConfigError) -> anyhow::Error {
+    // The supervisor that runs a reexec check keeps the last line its check printed: all
+    // the problems go on that one line.
+    if supervisor::is_reexec_check() {
+        return ExitError::usage(one_line(&chain(&err)));
+    }
     ExitError::usage(chain(&err))
+}
+
+/// Every line of `text` (one per problem) on one line, separated by `; `.
+fn one_line(text: &str) -> String {
+    text.lines().collect::<Vec<_>>().join("; ")
 }
 
 /// An error and its causes on one line: `cannot bind '127.0.0.1:80': permission denied`.
@@ -132,6 +142,19 @@ mod tests {
             Command::Run(args) => args,
             other => panic!("not run: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_reexec_check_gets_every_problem_on_one_line() {
+        let text = "command: [x]\nhandoff: steerd\nfoo: 1\n";
+        let err = config::parse_str(text, std::path::Path::new("api.yaml")).expect_err("two");
+        let line = one_line(&chain(&err));
+        assert_eq!(line.lines().count(), 1, "{line}");
+        assert!(
+            line.starts_with("api.yaml:2:10: unknown value `steerd`"),
+            "{line}"
+        );
+        assert!(line.contains("; api.yaml:3:1: unknown key `foo`"), "{line}");
     }
 
     #[test]

@@ -3,8 +3,11 @@
 //!
 //! [`load_file`] reads, parses and validates a file; [`find_service`] and [`discover`]
 //! look for files in [`config_dirs`]. Every error about a file starts with
-//! `file:line:column:` (or the file's path) and says what to change. `docs/config.md` is
-//! the user's reference.
+//! `file:line:column:` (or the file's path) and says what to change; a file with several
+//! problems gets them all at once, one per line ([`ConfigError::Many`]): each top-level key
+//! is read on its own when the whole fails (`yaml::from_yaml_each`), and the checks of the
+//! whole collect instead of stopping at the first. `docs/config.md` is the user's
+//! reference.
 //!
 //! Whatever is at a service file's path is not trusted: only a regular file of at most
 //! [`MAX_FILE_SIZE`] bytes is read, nesting at most [`MAX_DEPTH`] levels (see `read`).
@@ -24,7 +27,7 @@ use std::time::Duration;
 
 pub use cache::FileCache;
 pub use discover::{DiscoveredService, config_dirs, discover, find_service};
-pub use error::{ConfigError, Location};
+pub use error::{ConfigError, Location, MAX_LISTED};
 pub use nesting::MAX_DEPTH;
 pub use read::{MAX_FILE_SIZE, READ_DEADLINE, read_service_file};
 
@@ -230,8 +233,9 @@ impl StartLimit {
         }
         let shape = || {
             format!(
-                "restart.limit '{text}' is not 'N in DURATION'; write it like '5 in 60s', or \
-                 'off' to respawn forever"
+                "restart.limit '{text}' is not 'N in DURATION'{}; write it like '5 in 60s', \
+                 or 'off' to respawn forever",
+                crate::suggest::did_you_mean(crate::suggest::closest(text, ["off"]))
             )
         };
         let (count, window) = text.split_once(" in ").ok_or_else(shape)?;
@@ -305,7 +309,8 @@ impl ServiceConfig {
 
     /// Checks what parsing alone cannot: the program exists and is executable, the
     /// working directory exists, names are unique, durations are positive. Errors point
-    /// at the key in `source` when there is one (it is re-read to find the line).
+    /// at the key in `source` when there is one (it is re-read to find the line); several
+    /// problems come back together as [`ConfigError::Many`].
     pub fn validate(&self) -> Result<(), ConfigError> {
         let text = self
             .source
@@ -360,22 +365,29 @@ impl ServiceFile {
 /// but is invalid; a native file that is invalid is [`ServiceFile::BrokenNative`].
 pub fn load_any(path: &Path) -> Result<ServiceFile, ConfigError> {
     let text = read_service_file(path)?;
-    Ok(match parse_any(&text, path)? {
-        ServiceFile::Native(config) => match validate::validate(&config, Some(&text)) {
-            Ok(()) => ServiceFile::Native(config),
-            Err(err) => ServiceFile::BrokenNative(err),
-        },
-        other => other,
-    })
+    read_any(&text, path, Checks::All)
 }
 
-/// Parses service file text, checking every value but not the filesystem. This is the one
-/// place that looks for `driver:`.
+/// Parses service file text, checking every value but not the filesystem.
 pub fn parse_any(text: &str, source: &Path) -> Result<ServiceFile, ConfigError> {
+    read_any(text, source, Checks::Values)
+}
+
+/// What is checked of a native service file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Checks {
+    /// Each value on its own.
+    Values,
+    /// The values, then the whole with [`validate`] (the filesystem included).
+    All,
+}
+
+/// This is the one place that looks for `driver:`.
+fn read_any(text: &str, source: &Path, checks: Checks) -> Result<ServiceFile, ConfigError> {
     if crate::driver::names_driver(text) {
         return crate::driver::parse_str(text, source).map(|c| ServiceFile::Driver(Box::new(c)));
     }
-    Ok(match parse_native(text, source) {
+    Ok(match parse_native(text, source, checks) {
         Ok(config) => ServiceFile::Native(Box::new(config)),
         Err(err) => ServiceFile::BrokenNative(err),
     })
@@ -408,7 +420,11 @@ pub fn parse_str(text: &str, source: &Path) -> Result<ServiceConfig, ConfigError
     native(parse_any(text, source)?, source)
 }
 
-fn parse_native(text: &str, source: &Path) -> Result<ServiceConfig, ConfigError> {
+/// Reads a native service file and reports every problem found (see
+/// [`ConfigError::Many`]): each key whose value cannot be read, then, with
+/// [`Checks::All`], what [`validate`] finds in the rest (checks that depend on a key that
+/// could not be read are left out).
+fn parse_native(text: &str, source: &Path, checks: Checks) -> Result<ServiceConfig, ConfigError> {
     let at = |line, column| Location::new(Some(source.to_owned()), line, column);
     if text.trim().is_empty() {
         return Err(ConfigError::invalid(
@@ -417,8 +433,39 @@ fn parse_native(text: &str, source: &Path) -> Result<ServiceConfig, ConfigError>
              like command: [\"./server\", \"--port\", \"8080\"]",
         ));
     }
-    let raw: file::FileConfig = yaml::from_yaml(text)
-        .map_err(|e| ConfigError::invalid(at(e.line, e.column), validate::explain(&e.message)))?;
+    let mut errors = Vec::new();
+    let (raw, unread, more) = match yaml::from_yaml_each::<file::FileConfig>(text, MAX_LISTED) {
+        Ok(raw) => (Some(raw), Vec::new(), 0),
+        Err(failed) => {
+            errors.extend(failed.errors.into_iter().map(|e| {
+                ConfigError::invalid(at(e.line, e.column), validate::explain(&e.message))
+            }));
+            (failed.partial, failed.failed_keys, failed.more)
+        }
+    };
+    let config = raw.map(|raw| from_file(raw, source, &unread, &mut errors));
+    if let Some(config) = config.as_ref().filter(|_| checks == Checks::All) {
+        errors.extend(validate::problems(config, Some(text), &unread));
+    }
+    if let Some(err) = ConfigError::from_list(errors, more) {
+        return Err(err);
+    }
+    config.ok_or_else(|| {
+        ConfigError::invalid(
+            at(1, 1),
+            "the service file could not be read; check its syntax",
+        )
+    })
+}
+
+/// The service a file describes; the problems of the name go to `errors`. `unread` are
+/// the keys whose values could not be read.
+fn from_file(
+    raw: file::FileConfig,
+    source: &Path,
+    unread: &[String],
+    errors: &mut Vec<ConfigError>,
+) -> ServiceConfig {
     let name = match raw.name {
         Some(name) => name.0,
         None => {
@@ -426,14 +473,18 @@ fn parse_native(text: &str, source: &Path) -> Result<ServiceConfig, ConfigError>
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            validate_name(&stem).map_err(|e| {
-                ConfigError::invalid(
-                    at(1, 1),
-                    format!(
-                        "{e}; the name comes from the file name: rename the file or set `name:`"
-                    ),
-                )
-            })?;
+            // With a `name:` that could not be read, the stem is only a stand-in.
+            if !unread.iter().any(|k| k == "name") {
+                if let Err(e) = validate_name(&stem) {
+                    errors.push(ConfigError::invalid(
+                        Location::new(Some(source.to_owned()), 1, 1),
+                        format!(
+                            "{e}; the name comes from the file name: rename the file or set \
+                             `name:`"
+                        ),
+                    ));
+                }
+            }
             stem
         }
     };
@@ -460,7 +511,7 @@ fn parse_native(text: &str, source: &Path) -> Result<ServiceConfig, ConfigError>
     let ready = raw.ready.unwrap_or_default();
     let restart = raw.restart.unwrap_or_default();
     let defaults = RestartPolicy::default();
-    Ok(ServiceConfig {
+    ServiceConfig {
         name,
         source: Some(source.to_owned()),
         command: raw.command.0,
@@ -493,5 +544,5 @@ fn parse_native(text: &str, source: &Path) -> Result<ServiceConfig, ConfigError>
         handoff_wait: raw.handoff_wait.map_or(DEFAULT_HANDOFF_WAIT, |d| d.0),
         migrate_requests: raw.migrate_requests,
         intercept_binds: raw.intercept_binds.unwrap_or(false),
-    })
+    }
 }

@@ -186,6 +186,29 @@ impl FromStr for ListenAddr {
                 ListenAddr::Tcp(addr)
             });
         }
+        // A misspelled scheme (`tpc://…`, `unx:/run/x.sock`) would otherwise read as a
+        // host name.
+        let scheme = inet
+            .split_once(':')
+            .map(|(word, _)| word)
+            .filter(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphabetic()));
+        if let Some(scheme) = scheme {
+            let known = ["tcp://", "udp://", "unix:"];
+            let close =
+                crate::suggest::closest(scheme, known.map(|k| k.trim_end_matches([':', '/'])));
+            if let Some(close) = close.and_then(|c| known.iter().find(|k| k.starts_with(c))) {
+                let written = if inet[scheme.len()..].starts_with("://") {
+                    &inet[..scheme.len() + 3]
+                } else {
+                    &inet[..=scheme.len()]
+                };
+                return Err(invalid(&format!(
+                    "unknown scheme '{written}'{}; use 'tcp://', 'udp://' or 'unix:', or none \
+                     for TCP",
+                    crate::suggest::did_you_mean(Some(close))
+                )));
+            }
+        }
         if inet.contains("://") {
             return Err(invalid(
                 "unknown scheme: use 'tcp://', 'udp://' or 'unix:', or none for TCP",
@@ -337,6 +360,8 @@ mod tests {
             ("udp://::1:53", "brackets"),
             ("udp://127.0.0.1:70000", "0 to 65535"),
             ("sctp://127.0.0.1:53", "unknown scheme"),
+            ("tpc://127.0.0.1:80", "(did you mean 'tcp://'?)"),
+            ("unx:/run/x.sock", "(did you mean 'unix:'?)"),
         ];
         for (text, needle) in table {
             let err = text.parse::<ListenerSpec>().expect_err(text).to_string();

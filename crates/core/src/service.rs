@@ -276,7 +276,7 @@ impl Service {
     pub fn from_file(name: &str, path: &Path) -> Result<Service, ServiceError> {
         let runner = match config::load_any(path) {
             Ok(ServiceFile::Driver(config)) => Runner::Driver(config),
-            Err(err) if matches!(err, ConfigError::Invalid { .. }) => {
+            Err(err) if matches!(err, ConfigError::Invalid { .. } | ConfigError::Many { .. }) => {
                 return Err(ServiceError::Config(err));
             }
             _ => Runner::Supervisor {

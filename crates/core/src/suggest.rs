@@ -2,6 +2,10 @@
 
 /// The word of `choices` closest to `wrong` (Jaro-Winkler similarity of at least 0.8, so a
 /// typo or two in a short word), never `wrong` itself; case is ignored.
+///
+/// Jaro-Winkler looks for matching letters only within a window that is empty for words of
+/// three letters, so `tpc` would not find `tcp`: a word of three letters or more also
+/// finds one a single edit away (a letter added, removed, changed, or two swapped).
 pub(crate) fn closest<'a>(
     wrong: &str,
     choices: impl IntoIterator<Item = &'a str>,
@@ -10,10 +14,14 @@ pub(crate) fn closest<'a>(
     choices
         .into_iter()
         .filter(|c| c.to_ascii_lowercase() != wrong)
-        .map(|c| (strsim::jaro_winkler(&wrong, &c.to_ascii_lowercase()), c))
-        .filter(|(score, _)| *score >= 0.8)
+        .map(|c| {
+            let c_lower = c.to_ascii_lowercase();
+            let one_edit = wrong.len() >= 3 && strsim::osa_distance(&wrong, &c_lower) == 1;
+            (strsim::jaro_winkler(&wrong, &c_lower), one_edit, c)
+        })
+        .filter(|(score, one_edit, _)| *score >= 0.8 || *one_edit)
         .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c)
+        .map(|(_, _, c)| c)
 }
 
 /// ` (did you mean 'x'?)`, or nothing.
@@ -34,5 +42,6 @@ mod tests {
         assert_eq!(closest("notfy", words), Some("notify"));
         assert_eq!(closest("banana", words), None);
         assert_eq!(closest("HTTP", words), None, "never the word itself");
+        assert_eq!(closest("tpc", words), Some("tcp"), "two letters swapped");
     }
 }

@@ -471,7 +471,7 @@ const ERRORS: &[(&str, &str, &str)] = &[
     (
         "command: [x]\nlog:\n  prefix: yes please\n",
         "3:11",
-        "expected a boolean",
+        "unknown value `yes please` in `log.prefix`; use true or false",
     ),
     (
         "command: [x]\nrestart:\n  backoff: 10s\n  backoff_max: 1s\n",
@@ -510,7 +510,7 @@ const ERRORS: &[(&str, &str, &str)] = &[
     ),
     (
         "command: [x]\ncommand: [y]\n",
-        "1:1",
+        "2:1",
         "key `command` appears twice; keep one",
     ),
     ("command: [x]\n\tlisten: []\n", "2:1", "spaces, not tabs"),

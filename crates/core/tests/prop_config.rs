@@ -22,8 +22,20 @@ fn parse(text: &str) -> Result<ServiceConfig, ConfigError> {
     parse_str(text, Path::new(SOURCE))
 }
 
-/// What every error of `parse` must be: at a position inside the text, then a clear message.
+/// What every error of `parse` must be: each problem at a position inside the text, then a
+/// clear message, on a line of its own.
 fn assert_good_error(text: &str, err: &ConfigError) {
+    let shown = err.to_string();
+    for problem in err.problems() {
+        assert_good_problem(text, problem);
+        assert!(
+            shown.lines().any(|line| line == problem.to_string()),
+            "{problem} is not a line of its own in: {shown}"
+        );
+    }
+}
+
+fn assert_good_problem(text: &str, err: &ConfigError) {
     let shown = err.to_string();
     let at = err
         .location()

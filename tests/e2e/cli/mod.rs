@@ -205,3 +205,39 @@ fn a_second_supervisor_for_a_running_service_exits_2() {
     assert_code(&out, 2);
     assert!(stderr(&out).contains("already running"), "{}", stderr(&out));
 }
+
+#[test]
+fn run_reports_every_problem_of_a_service_file_at_once_and_exits_2() {
+    let env = TestEnv::new();
+    let file = env.write_service(
+        "api",
+        "\
+comand: [/bin/true]
+listen: ['tpc://127.0.0.1:0']
+ready: [acepting]
+handoff: steerd
+drain_timeout: 0s
+",
+    );
+    let out = env.run_zdctl(&["run", "-c", file.to_str().expect("utf-8")]);
+    assert_code(&out, 2);
+    let err = stderr(&out);
+    let at = |pos: &str| format!("{}:{pos}: ", file.display());
+    let wanted = [
+        (at("1:1"), "unknown key `comand`; did you mean `command`?"),
+        (at("2:10"), "(did you mean 'tcp://'?)"),
+        (at("3:9"), "(did you mean 'accepting'?)"),
+        (at("4:10"), "did you mean `steered`?"),
+        (at("5:16"), "a duration of zero"),
+    ];
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), wanted.len(), "one line per problem:\n{err}");
+    for (line, (prefix, needle)) in lines.iter().zip(&wanted) {
+        let line = line.strip_prefix("error: ").unwrap_or(line);
+        assert!(
+            line.starts_with(prefix.as_str()) && line.contains(needle),
+            "expected '{prefix}…{needle}' in order in:\n{err}"
+        );
+    }
+    assert_eq!(stdout(&out), "", "{err}");
+}

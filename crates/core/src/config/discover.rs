@@ -90,7 +90,8 @@ fn discover_in(dirs: &[PathBuf]) -> Vec<DiscoveredService> {
             Ok(ServiceFile::BrokenNative(err)) => broken(path, &err, false),
             // A file that cannot be read is no driver's; an invalid one names a driver.
             Err(err) => {
-                let bad_driver = matches!(err, ConfigError::Invalid { .. });
+                let bad_driver =
+                    matches!(err, ConfigError::Invalid { .. } | ConfigError::Many { .. });
                 broken(path, &err, bad_driver)
             }
         })
@@ -252,6 +253,37 @@ mod tests {
         assert!(found[0].error.is_none(), "{:?}", found[0].error);
         let error = found[1].error.as_deref().unwrap_or_default();
         assert!(error.contains("broken.yml:2:"), "{error}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_file_with_several_problems_is_listed_with_all_of_them() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        write(
+            dir.path(),
+            "api.yaml",
+            "command: [true]
+foo: 1
+handoff: x
+",
+        );
+        write(
+            dir.path(),
+            "web.yaml",
+            "driver: nginx
+timout: 5s
+watch: x
+",
+        );
+        let found = discover_in(&[dir.path().to_owned()]);
+        let [api, web] = &found[..] else {
+            panic!("{found:?}");
+        };
+        for (service, bad_driver) in [(api, false), (web, true)] {
+            let error = service.error.as_deref().unwrap_or_default();
+            assert_eq!(error.lines().count(), 2, "{error}");
+            assert_eq!(service.bad_driver, bad_driver, "{error}");
+        }
         Ok(())
     }
 }

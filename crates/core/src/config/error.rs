@@ -145,7 +145,19 @@ pub enum ConfigError {
         /// Every directory searched, in order.
         searched: Vec<PathBuf>,
     },
+    /// Several problems in one service file, in file order, one per line; past
+    /// [`MAX_LISTED`] the rest are counted, not listed.
+    #[error("{}", list(errors, *more))]
+    Many {
+        /// The problems, each one of the other variants.
+        errors: Vec<ConfigError>,
+        /// Further problems found but not kept (past the cap).
+        more: usize,
+    },
 }
+
+/// How many problems of one file are listed; the rest are counted ("and 3 more").
+pub const MAX_LISTED: usize = 20;
 
 impl ConfigError {
     /// An [`ConfigError::Invalid`] at `at`.
@@ -156,15 +168,66 @@ impl ConfigError {
         }
     }
 
-    /// Where the error is, when it is about a position in a service file.
+    /// One error for every problem in `errors` (plus `more` that were not kept): the
+    /// problem itself when there is one, else [`ConfigError::Many`] with the problems
+    /// in file order. `None` when there is none.
+    pub(crate) fn from_list(errors: Vec<ConfigError>, more: usize) -> Option<ConfigError> {
+        let mut flat = Vec::with_capacity(errors.len());
+        let mut more = more;
+        for err in errors {
+            match err {
+                ConfigError::Many { errors, more: m } => {
+                    flat.extend(errors);
+                    more += m;
+                }
+                one => flat.push(one),
+            }
+        }
+        // Stable: problems at one place (or with none) keep the order they were found in.
+        flat.sort_by_key(|e| e.location().map(|at| (at.line, at.column)));
+        match (flat.len(), more) {
+            (0, 0) => None,
+            (1, 0) => flat.pop(),
+            _ => Some(ConfigError::Many { errors: flat, more }),
+        }
+    }
+
+    /// Where the error is, when it is about a position in a service file; for
+    /// [`ConfigError::Many`], where the first problem is.
     pub fn location(&self) -> Option<&Location> {
         match self {
             ConfigError::Invalid { at, .. }
             | ConfigError::CommandNotFound { at, .. }
             | ConfigError::CommandNotExecutable { at, .. } => Some(at),
+            ConfigError::Many { errors, .. } => errors.first().and_then(ConfigError::location),
             _ => None,
         }
     }
+
+    /// Every problem: the errors of [`ConfigError::Many`], else this one.
+    pub fn problems(&self) -> &[ConfigError] {
+        match self {
+            ConfigError::Many { errors, .. } => errors,
+            one => std::slice::from_ref(one),
+        }
+    }
+}
+
+/// The first [`MAX_LISTED`] problems, one per line, then how many more there are.
+fn list(errors: &[ConfigError], more: usize) -> String {
+    let mut lines: Vec<String> = errors
+        .iter()
+        .take(MAX_LISTED)
+        .map(ToString::to_string)
+        .collect();
+    let unlisted = errors.len().saturating_sub(MAX_LISTED) + more;
+    if unlisted > 0 {
+        lines.push(format!(
+            "and {unlisted} more {}",
+            if unlisted == 1 { "problem" } else { "problems" }
+        ));
+    }
+    lines.join("\n")
 }
 
 /// `1 MiB`, `64 KiB` or a number of bytes.

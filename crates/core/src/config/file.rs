@@ -351,8 +351,14 @@ impl<'de> Deserialize<'de> for RefuseAfter {
             }
             crate::duration::parse_positive_duration(text)
                 .map(|d| RefuseAfter(Some(d)))
-                .map_err(|e| {
-                    format!("restart.refuse_after '{text}': {e}, or 'off' to keep accepting")
+                .map_err(|e| match crate::suggest::closest(text, ["off"]) {
+                    Some(off) => format!(
+                        "restart.refuse_after '{text}' is not a duration (did you mean \
+                         '{off}'?); write it like '30s', or 'off' to keep accepting"
+                    ),
+                    None => {
+                        format!("restart.refuse_after '{text}': {e}, or 'off' to keep accepting")
+                    }
                 })
         })
     }

@@ -9,80 +9,114 @@ use crate::listen::validate_fd_name;
 use crate::ready::check::ReadyCheck;
 use crate::signal::Signal;
 
-/// Checks `config`; `text` is its file's text, used only to point errors at a line.
+/// Checks `config`; `text` is its file's text, used only to point errors at a line. Every
+/// problem is reported (see [`ConfigError::Many`]).
 pub(super) fn validate(config: &ServiceConfig, text: Option<&str>) -> Result<(), ConfigError> {
+    match ConfigError::from_list(problems(config, text, &[]), 0) {
+        Some(err) => Err(err),
+        None => Ok(()),
+    }
+}
+
+/// Every problem of `config`, in no particular order. `unread` names the keys of its file
+/// whose values could not be read (they hold defaults): checks that depend on them are
+/// skipped, since their error is already reported and theirs would be noise.
+pub(super) fn problems(
+    config: &ServiceConfig,
+    text: Option<&str>,
+    unread: &[String],
+) -> Vec<ConfigError> {
     let at = |keys: &[&str]| {
         let (line, column) = text.map_or((1, 1), |t| locate(t, keys));
         Location::new(config.source.clone(), line, column)
     };
-    let invalid = |keys: &[&str], message: String| ConfigError::invalid(at(keys), message);
+    let mut problems = Vec::new();
+    let mut invalid = |keys: &[&str], message: String| {
+        problems.push(ConfigError::invalid(at(keys), message));
+    };
+    // Whether the checks on these keys mean anything: each was read.
+    let read = |keys: &[&str]| !keys.iter().any(|k| unread.iter().any(|u| u == k));
 
-    validate_name(&config.name).map_err(|e| invalid(&["name"], e))?;
-    if let Some(dir) = &config.workdir {
-        if !dir.is_dir() {
-            return Err(invalid(
-                &["workdir"],
-                format!(
-                    "workdir '{}' is not a directory; create it or fix the path",
-                    dir.display()
-                ),
-            ));
+    if read(&["name"]) {
+        if let Err(e) = validate_name(&config.name) {
+            invalid(&["name"], e);
         }
     }
-    check_command(config, at(&["command"]))?;
+    let mut workdir_ok = read(&["workdir"]);
+    if let Some(dir) = config.workdir.as_ref().filter(|d| !d.is_dir()) {
+        workdir_ok = false;
+        invalid(
+            &["workdir"],
+            format!(
+                "workdir '{}' is not a directory; create it or fix the path",
+                dir.display()
+            ),
+        );
+    }
 
+    let listeners_read = read(&["listen"]);
     let mut names = BTreeSet::new();
     for spec in &config.listeners {
         if let Some(name) = &spec.name {
-            validate_fd_name(name).map_err(|e| invalid(&["listen"], e.to_string()))?;
+            if let Err(e) = validate_fd_name(name) {
+                invalid(&["listen"], e.to_string());
+            }
             if !names.insert(name) {
-                return Err(invalid(
+                invalid(
                     &["listen"],
                     format!("two listeners are named '{name}'; give each a different name"),
-                ));
+                );
             }
         }
         if let Some(mode) = spec.mode {
-            check_mode(mode, &format!("{mode:o}")).map_err(|e| invalid(&["listen"], e))?;
+            if let Err(e) = check_mode(mode, &format!("{mode:o}")) {
+                invalid(&["listen"], e);
+            }
         }
         let unix_only = spec.mode.is_some() || spec.owner.is_some() || spec.group.is_some();
         if unix_only && !spec.addr.is_unix() {
-            return Err(invalid(
+            invalid(
                 &["listen"],
                 format!(
                     "mode, owner and group apply to unix sockets only, not '{}'",
                     spec.addr
                 ),
-            ));
+            );
         }
         if spec.backlog.is_some() && spec.addr.is_udp() {
-            return Err(invalid(
+            invalid(
                 &["listen"],
                 format!(
                     "backlog applies to TCP and unix listeners, not '{}': a datagram socket \
                      has no listen() queue; remove it",
                     spec.addr
                 ),
-            ));
+            );
         }
     }
 
     if config.ready.checks.is_empty() {
-        return Err(invalid(
+        invalid(
             &["ready"],
             "no readiness check; name at least one, like 'accepting'".to_owned(),
-        ));
+        );
     }
     for check in &config.ready.checks {
-        check_alive(check, &check.to_string()).map_err(|e| invalid(&["ready"], e))?;
+        if let Err(e) = check_alive(check, &check.to_string()) {
+            invalid(&["ready"], e);
+        }
     }
-    if config.listeners.is_empty() && config.ready.checks.contains(&ReadyCheck::Accepting) {
-        return Err(invalid(
+    if listeners_read
+        && read(&["ready"])
+        && config.listeners.is_empty()
+        && config.ready.checks.contains(&ReadyCheck::Accepting)
+    {
+        invalid(
             &["ready"],
             "the 'accepting' check needs a listener, and the service has none; add `listen:` \
              or use another check, like 'alive:1s' or 'notify'"
                 .to_owned(),
-        ));
+        );
     }
     let durations = [
         (
@@ -107,31 +141,34 @@ pub(super) fn validate(config: &ServiceConfig, text: Option<&str>) -> Result<(),
             config.restart.backoff_max,
         ),
     ];
+    let mut zero = false;
     for (keys, key, value) in durations {
         if value.is_zero() {
-            return Err(invalid(
+            zero = true;
+            invalid(
                 keys,
                 format!("{key} is zero; use a positive duration like '1s'"),
-            ));
+            );
         }
     }
-    if config.restart.backoff_max < config.restart.backoff {
-        return Err(invalid(
+    // A zero backoff is already reported; comparing with it would only repeat it.
+    if !zero && config.restart.backoff_max < config.restart.backoff {
+        invalid(
             &["restart", "backoff_max"],
             "restart.backoff_max is shorter than restart.backoff; make it at least as long"
                 .to_owned(),
-        ));
+        );
     }
     if config.restart.refuse_after.is_some() && config.restart.limit.is_none() {
-        return Err(invalid(
+        invalid(
             &["restart", "refuse_after"],
             "restart.refuse_after applies once restart.limit makes the service failing, and \
              'limit: off' never does; set a limit or remove refuse_after"
                 .to_owned(),
-        ));
+        );
     }
     if config.log_lines > super::MAX_LOG_LINES {
-        return Err(invalid(
+        invalid(
             &["log", "lines"],
             format!(
                 "log.lines is {}, more than the {} lines a generation's log may keep; \
@@ -139,47 +176,59 @@ pub(super) fn validate(config: &ServiceConfig, text: Option<&str>) -> Result<(),
                 config.log_lines,
                 super::MAX_LOG_LINES
             ),
-        ));
+        );
     }
     let inet = |spec: &crate::listen::ListenerSpec| !spec.addr.is_unix();
-    if config.handoff == Some(Handoff::Steered) && !config.listeners.iter().any(inet) {
-        return Err(invalid(
+    if listeners_read
+        && config.handoff == Some(Handoff::Steered)
+        && !config.listeners.iter().any(inet)
+    {
+        invalid(
             &["handoff"],
             "'handoff: steered' applies to TCP and UDP listeners, and the service has none \
              (unix sockets are always shared); remove the key or add a TCP or UDP listener"
                 .to_owned(),
-        ));
+        );
     }
-    if config.migrate_requests == Some(true)
+    if listeners_read
+        && read(&["handoff"])
+        && config.migrate_requests == Some(true)
         && (config.handoff == Some(Handoff::Shared)
             || !config.listeners.iter().any(|l| l.addr.is_tcp()))
     {
-        return Err(invalid(
+        invalid(
             &["migrate_requests"],
             "'migrate_requests: true' applies to the steered handoff of TCP listeners, and \
              this service has none (it says 'handoff: shared' or has no TCP listener); \
              remove the key"
                 .to_owned(),
-        ));
+        );
     }
-    if config.intercept_binds && config.listeners.is_empty() {
-        return Err(invalid(
+    if listeners_read && config.intercept_binds && config.listeners.is_empty() {
+        invalid(
             &["intercept_binds"],
             "'intercept_binds: true' hands the program's binds the service's listeners, and \
              this service has none; add a TCP, UDP or unix listener under 'listen:' or \
              remove the key"
                 .to_owned(),
-        ));
+        );
     }
     if matches!(config.stop_signal, Signal::Stop) {
-        return Err(invalid(
+        invalid(
             &["stop_signal"],
             "SIGSTOP pauses a process instead of ending it; use TERM, INT, QUIT or the \
              signal your app drains on"
                 .to_owned(),
-        ));
+        );
     }
-    Ok(())
+    // Where the program is looked for depends on the working directory and on the PATH
+    // of `env`: with either unknown, "not found" could be wrong.
+    if workdir_ok && read(&["command", "env"]) {
+        if let Err(err) = check_command(config, at(&["command"])) {
+            problems.push(err);
+        }
+    }
+    problems
 }
 
 /// Reads a unix socket's mode, written in octal with or without a leading `0` or `0o`.
@@ -349,6 +398,20 @@ pub(crate) fn explain(message: &str) -> String {
             };
             return format!("unknown value `{wrong}`{context}; {hint}");
         }
+    }
+    let not_boolean = body
+        .strip_prefix("invalid type: string \"")
+        .and_then(|rest| rest.strip_suffix("\", expected a boolean"));
+    if let Some(wrong) = not_boolean {
+        let hint = match wrong.to_ascii_lowercase().as_str() {
+            "yes" | "y" | "on" => "write `true`: only true and false are booleans here".to_owned(),
+            "no" | "n" | "off" => "write `false`: only true and false are booleans here".to_owned(),
+            _ => match crate::suggest::closest(wrong, ["true", "false"]) {
+                Some(best) => format!("did you mean `{best}`?"),
+                None => "use true or false".to_owned(),
+            },
+        };
+        return format!("unknown value `{wrong}`{context}; {hint}");
     }
     if body.starts_with("duplicate field") {
         if let Some(field) = quoted.first() {

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::yaml::from_yaml;
-use crate::config::{ConfigError, Location, validate::explain, validate_name};
+use crate::config::yaml::{from_yaml, from_yaml_each};
+use crate::config::{ConfigError, Location, MAX_LISTED, validate::explain, validate_name};
 use crate::duration::serde_duration;
 use crate::signal::Signal;
 
@@ -192,12 +192,17 @@ pub fn load_file(path: &Path) -> Result<DriverConfig, ConfigError> {
 /// relative paths.
 pub fn parse_str(text: &str, source: &Path) -> Result<DriverConfig, ConfigError> {
     let at = |line, column| Location::new(Some(source.to_owned()), line, column);
-    let raw: DriverFile = from_yaml(text).map_err(|e| {
-        let message = explain(&e.message).replace("struct DriverFile", "a map of keys");
-        ConfigError::Invalid {
-            at: at(e.line, e.column),
-            message,
-        }
+    // Every key that cannot be read is reported, like in a native service file.
+    let raw: DriverFile = from_yaml_each(text, MAX_LISTED).map_err(|failed| {
+        let errors = failed.errors.into_iter().map(|e| {
+            let message = explain(&e.message).replace("struct DriverFile", "a map of keys");
+            ConfigError::Invalid {
+                at: at(e.line, e.column),
+                message,
+            }
+        });
+        ConfigError::from_list(errors.collect(), failed.more)
+            .unwrap_or_else(|| ConfigError::invalid(at(1, 1), "the service file could not be read"))
     })?;
     let invalid = |key: &str, message: String| ConfigError::Invalid {
         at: locate(text, key).map_or_else(|| at(1, 1), |(l, c)| at(l, c)),

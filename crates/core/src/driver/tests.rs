@@ -34,6 +34,23 @@ fn an_unknown_key_is_an_error_with_its_position_and_a_guess() {
 }
 
 #[test]
+fn every_key_of_a_driver_file_that_cannot_be_read_is_reported() {
+    let err = parse("driver: nginx\ntimout: 5s\nnginx: { mode: relaod }\nsignal: HUPP\n")
+        .expect_err("three problems");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert!(lines[0].contains(":2:1: unknown key `timout`"), "{err}");
+    assert!(
+        lines[1].contains(":3:") && lines[1].contains("did you mean `reload`?"),
+        "{err}"
+    );
+    assert!(
+        lines[2].contains(":4:") && lines[2].contains("(did you mean 'HUP'?)"),
+        "{err}"
+    );
+}
+
+#[test]
 fn an_unknown_driver_lists_the_known_ones() {
     let err = parse("driver: nginxx\npidfile: /run/p.pid\n").expect_err("unknown driver");
     assert!(err.contains(":1:"), "{err}");
