@@ -533,3 +533,36 @@ pub fn say_skipped(message: &str) {
         }
     }
 }
+
+/// SIGKILL through a pidfd, which cannot reach a recycled pid.
+pub fn kill_through(pidfd: &std::os::fd::OwnedFd) {
+    // SAFETY: pidfd_send_signal with a pidfd we hold and no siginfo.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            std::os::fd::AsRawFd::as_raw_fd(pidfd),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        );
+    }
+}
+
+/// Kills a process this test saw when dropped, through a pidfd taken when it was seen (so
+/// never a process that got its pid later): one that no supervisor of the environment
+/// stops, like a generation adopted from a supervisor the test killed.
+pub struct KillOnDrop(Option<std::os::fd::OwnedFd>);
+
+impl KillOnDrop {
+    pub fn new(pid: i32) -> KillOnDrop {
+        KillOnDrop(zd_core::proc::pidfd(pid))
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pidfd) = &self.0 {
+            kill_through(pidfd);
+        }
+    }
+}

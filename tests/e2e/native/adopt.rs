@@ -6,27 +6,6 @@ use zd_load::load::ConnectionMode;
 
 use crate::support::*;
 
-/// Kills a process this test saw by pid when dropped: an adopted generation is no longer a
-/// descendant of any supervisor the environment knows.
-struct KillOnDrop(i32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(pidfd) = zd_core::proc::pidfd(self.0) {
-            // SAFETY: a signal through a pidfd cannot reach a recycled pid.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    std::os::fd::AsRawFd::as_raw_fd(&pidfd),
-                    libc::SIGKILL,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                );
-            }
-        }
-    }
-}
-
 fn kill9(pid: i32) {
     // SAFETY: kill(2) of the supervisor this test started.
     unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -38,7 +17,7 @@ fn crash_then_adopt_under_load(mode: ConnectionMode) {
     let first = env.start("api", &["run", "api"]);
     let addr = address_of(&first);
     let serving = active_pid(&first);
-    let _generation = KillOnDrop(serving);
+    let _generation = KillOnDrop::new(serving);
     let inodes: Vec<u64> = first.listeners.iter().map(|l| l.inode).collect();
     let load = start_load(&addr, 32, mode);
 

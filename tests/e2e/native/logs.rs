@@ -9,26 +9,6 @@ use zd_load::load::ConnectionMode;
 
 use crate::support::*;
 
-/// Kills a process by pid (through a pidfd, so never a recycled one) when dropped.
-struct KillOnDrop(i32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(pidfd) = zd_core::proc::pidfd(self.0) {
-            // SAFETY: a signal through a pidfd cannot reach a recycled pid.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    std::os::fd::AsRawFd::as_raw_fd(&pidfd),
-                    libc::SIGKILL,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                );
-            }
-        }
-    }
-}
-
 /// A service whose generations say hello on both streams, then run the fixture, or,
 /// once `marker` exists, complain and exit 1 like an app missing its configuration.
 fn chatty_service(env: &TestEnv, marker: &std::path::Path, extra: &str) {
@@ -153,7 +133,7 @@ fn logs_shows_each_generations_lines_and_a_rollback_says_what_it_printed() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("zdctl logs -f");
-    let _follower = KillOnDrop(follower.id() as i32);
+    let _follower = KillOnDrop::new(follower.id() as i32);
     // The newest line kept (the last rolled-back generation's) says the follower runs.
     wait_for("the follower to print the newest line", || {
         let seen = std::fs::read_to_string(&follow_out).unwrap_or_default();
@@ -251,13 +231,13 @@ fn output_printed_while_no_supervisor_runs_is_read_by_the_one_that_adopts() {
     let first = env.start("api", &["run", "api"]);
     let addr = address_of(&first);
     let serving = active_pid(&first);
-    let _generation = KillOnDrop(serving);
+    let _generation = KillOnDrop::new(serving);
     let ticker: i32 = wait_for("the ticker's pid", || {
         std::fs::read_to_string(&ticker_pid)
             .ok()
             .and_then(|t| t.trim().parse().ok())
     });
-    let _ticker = KillOnDrop(ticker);
+    let _ticker = KillOnDrop::new(ticker);
     wait_for("a few ticks", || {
         last_tick(&env.log("api")).filter(|n| *n >= 5)
     });

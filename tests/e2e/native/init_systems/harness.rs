@@ -247,16 +247,7 @@ impl Drop for Supervised {
             }
         }
         for pidfd in &self.tracked {
-            // SAFETY: a signal through a pidfd cannot reach a recycled pid.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    std::os::fd::AsRawFd::as_raw_fd(pidfd),
-                    libc::SIGKILL,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                );
-            }
+            crate::support::kill_through(pidfd);
         }
         let _ = self.child.wait();
         if std::thread::panicking() {
