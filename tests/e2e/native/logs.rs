@@ -280,3 +280,40 @@ fn output_printed_while_no_supervisor_runs_is_read_by_the_one_that_adopts() {
     assert!(is_alive(serving) && is_alive(ticker));
     assert_code(&env.run_zdctl(&["stop", "api"]), 0);
 }
+
+/// When the active generation dies outside a restart, the supervisor's log reports it with
+/// the last lines the generation printed.
+#[test]
+fn a_crash_is_reported_with_the_last_lines_the_generation_printed() {
+    let mut env = TestEnv::new();
+    let script = format!(
+        "echo \"generation $ZD_GENERATION gives up soon\" >&2\n\
+         exec '{}' --exit-after 300ms\n",
+        fixture_bin().display()
+    );
+    let path = env.path("crashy.sh");
+    std::fs::write(&path, script).expect("script");
+    env.write_service(
+        "api",
+        &format!(
+            "command: [/bin/sh, {:?}]\nlisten:\n  - http=127.0.0.1:0\nrestart: never\n",
+            path.display().to_string()
+        ),
+    );
+    env.start("api", &["run", "api"]);
+    let report = wait_for("the crash report", || {
+        let log = env.log("api");
+        log.contains("the last lines it printed").then_some(log)
+    });
+    let at = report.find("the last lines it printed").expect("report");
+    assert!(
+        report[at..].contains("generation 1 gives up soon"),
+        "{report}"
+    );
+    let out = env.run_zdctl(&["logs", "api", "--generation", "1"]);
+    assert!(
+        stdout(&out).contains("gen 1 err generation 1 gives up soon"),
+        "{}",
+        stdout(&out)
+    );
+}

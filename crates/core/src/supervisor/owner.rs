@@ -422,6 +422,22 @@ impl Owner {
         let (pid, uptime) = (g.pid, g.started_at.elapsed());
         let failed = FailedStart::of(g);
         error!(generation, pid, %status, "the active generation exited");
+        if let Some(log) = g.output.clone() {
+            // The crash report ends with the program's own last words, once its pipes
+            // have delivered them.
+            tokio::spawn(async move {
+                log.wait_closed(Duration::from_millis(500)).await;
+                let lines = log.lines();
+                if !lines.is_empty() {
+                    error!(
+                        generation,
+                        pid,
+                        "the last lines it printed:\n  {}",
+                        lines.join("\n  ")
+                    );
+                }
+            });
+        }
         self.cx.emit(
             None,
             EventKind::Exited {
