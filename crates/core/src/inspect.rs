@@ -207,16 +207,18 @@ impl Inspector {
         snapshot.listeners.retain(|view| {
             !view.held_by.is_empty() || status.listeners.iter().any(|l| l.inode == view.inode)
         });
-        // What the supervisor counted of each generation's binds: /proc does not show it.
+        // What the supervisor counted of each generation's binds and keeps of its output:
+        // /proc does not show it.
         snapshot.intercept_binds = status.intercept_binds;
         snapshot.failing = status.failing.clone();
         snapshot.supervisor = status.supervisor.clone();
         for view in &mut snapshot.generations {
-            view.intercept = status
+            let info = status
                 .generations
                 .iter()
-                .find(|g| g.generation == view.generation)
-                .and_then(|g| g.intercept.clone());
+                .find(|g| g.generation == view.generation);
+            view.intercept = info.and_then(|g| g.intercept.clone());
+            view.output_lines = info.and_then(|g| g.output_lines);
         }
         Ok(snapshot)
     }

@@ -243,7 +243,10 @@ fn a_native_status_names_the_generations_and_their_states() {
         active_generation: Some(8),
         restart_in_progress: None,
         generations: vec![
-            generation(8, family.children[1], GenerationState::Active),
+            GenerationInfo {
+                output_lines: Some(12),
+                ..generation(8, family.children[1], GenerationState::Active)
+            },
             generation(7, family.children[0], GenerationState::Draining),
         ],
         listeners: vec![ListenerInfo {
@@ -270,6 +273,8 @@ fn a_native_status_names_the_generations_and_their_states() {
         let (old, new) = (&snapshot.generations[0], &snapshot.generations[1]);
         assert_eq!((old.state.as_str(), old.connection_count), ("draining", 3));
         assert_eq!((new.state.as_str(), new.connection_count), ("active", 5));
+        // What only the supervisor knows comes from its status.
+        assert_eq!((old.output_lines, new.output_lines), (None, Some(12)));
         assert!(old.age_ms >= 5_000);
         assert!(old.fds > 3 && old.rss_bytes > 0);
         assert_eq!(snapshot.listeners.len(), 1, "{snapshot:#?}");

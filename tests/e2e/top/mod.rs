@@ -132,11 +132,22 @@ fn connections(cells: &[&str]) -> usize {
     cells.last().and_then(|c| c.parse().ok()).unwrap_or(0)
 }
 
+/// The OUT cell (output lines kept): third from the end, before LSN and CONNS.
+fn output_lines<'a>(cells: &[&'a str]) -> Option<&'a str> {
+    cells.len().checked_sub(3).map(|i| cells[i])
+}
+
 #[test]
 #[cfg_attr(not(has_tmux), ignore = "tmux not installed (Debian package tmux)")]
-fn top_shows_generations_under_load_restarts_on_r_y_and_restores_the_terminal_on_q() {
+fn top_shows_generations_under_load_their_output_on_o_restarts_on_r_y_and_restores_the_terminal_on_q()
+ {
     let mut env = TestEnv::new();
-    env.fixture_service("api", &[], "");
+    // Each generation says hello before it runs the fixture, which prints nothing itself.
+    let script = format!("echo hello-from-top; exec '{}'", fixture_bin().display());
+    env.write_service(
+        "api",
+        &format!("command: [/bin/sh, -c, {script:?}]\nlisten:\n  - http=127.0.0.1:0\n"),
+    );
     let status = env.start("api", &["run", "api"]);
     let old_pid = active_pid(&status);
     // Paced: 8 connections held open with requests in flight, without taking every CPU
@@ -156,6 +167,21 @@ fn top_shows_generations_under_load_restarts_on_r_y_and_restores_the_terminal_on
     });
     assert!(screen.contains("generations of 'api'"), "{screen}");
     assert!(screen.contains("in-flight connections"), "{screen}");
+    // The supervisor keeps the one line generation 1 printed.
+    tmux.wait_screen("generation 1 keeping one line", |s| {
+        row(s, 1, old_pid).is_some_and(|cells| output_lines(&cells) == Some("1"))
+    });
+
+    // `o` shows it, `o` again closes the pane.
+    tmux.keys("o");
+    let screen = tmux.wait_screen("generation 1's output", |s| {
+        s.contains("output of generation 1 of 'api'") && s.contains("hello-from-top")
+    });
+    assert!(screen.contains(" out hello-from-top"), "{screen}");
+    tmux.keys("o");
+    tmux.wait_screen("the main view again", |s| {
+        !s.contains("output of generation") && s.contains("in-flight connections")
+    });
 
     tmux.keys("r");
     tmux.wait_screen("the confirmation", |s| s.contains("restart 'api' now?"));

@@ -9,6 +9,7 @@ use zd_core::inspect::{ConnectionView, Snapshot};
 use zd_core::proto::{Event, EventKind, RestartOutcome, RestartReport};
 
 use super::history::History;
+use super::output::{OutputPane, OutputRead, OutputTarget, Scroll};
 use crate::output::millis;
 use crate::progress::phase_line;
 use crate::restart::completed_line;
@@ -31,6 +32,8 @@ pub enum Action {
     Quit,
     /// Restart this service (the user confirmed it).
     Restart(String),
+    /// Read this generation's output at every refresh from now on; `None`: stop.
+    WatchOutput(Option<OutputTarget>),
 }
 
 /// What is drawn over the main view, and takes the keys.
@@ -45,6 +48,8 @@ pub enum Mode {
     Confirm(String),
     /// Typing the filter after `/`.
     Filter,
+    /// `o`: the output pane ([`App::output`]).
+    Output,
 }
 
 /// A restart started from `top`, phase by phase.
@@ -88,6 +93,8 @@ pub struct App {
     /// Substring that service names and connections must contain.
     pub filter: String,
     pub restart: Option<RestartView>,
+    /// The output pane, while it is open (in [`Mode::Output`]).
+    pub output: Option<OutputPane>,
     /// In-flight connections per generation over the last minute, per service.
     pub history: History,
     /// The refresh interval, shown in the title bar.
@@ -145,6 +152,13 @@ impl App {
                     line: message,
                 });
             }
+        }
+    }
+
+    /// Takes what the collector read for the output pane.
+    pub fn on_output(&mut self, read: OutputRead) {
+        if let Some(pane) = &mut self.output {
+            pane.on_read(read);
         }
     }
 
@@ -210,7 +224,49 @@ impl App {
                 }
                 None
             }
+            Mode::Output => {
+                match key.code {
+                    KeyCode::Esc | KeyCode::Char('o') => return self.close_output(),
+                    KeyCode::Char('q') => return Some(Action::Quit),
+                    KeyCode::Up | KeyCode::Char('k') => self.scroll_output(Scroll::Up(1)),
+                    KeyCode::Down | KeyCode::Char('j') => self.scroll_output(Scroll::Down(1)),
+                    KeyCode::PageUp => self.scroll_output(Scroll::Up(10)),
+                    KeyCode::PageDown => self.scroll_output(Scroll::Down(10)),
+                    KeyCode::Home | KeyCode::Char('g') => self.scroll_output(Scroll::Oldest),
+                    KeyCode::End | KeyCode::Char('G') => self.scroll_output(Scroll::Newest),
+                    KeyCode::Char('?') => {
+                        let closed = self.close_output();
+                        self.mode = Mode::Help;
+                        return closed;
+                    }
+                    _ => {}
+                }
+                None
+            }
             Mode::Main => self.main_key(key),
+        }
+    }
+
+    /// `o`: opens the output pane on the selected generation.
+    fn open_output(&mut self) -> Option<Action> {
+        let target = OutputTarget {
+            service: self.service()?.name.clone(),
+            generation: self.selected_generation?,
+        };
+        self.output = Some(OutputPane::new(target.clone()));
+        self.mode = Mode::Output;
+        Some(Action::WatchOutput(Some(target)))
+    }
+
+    fn close_output(&mut self) -> Option<Action> {
+        self.output = None;
+        self.mode = Mode::Main;
+        Some(Action::WatchOutput(None))
+    }
+
+    fn scroll_output(&mut self, by: Scroll) {
+        if let Some(pane) = &mut self.output {
+            pane.scroll(by);
         }
     }
 
@@ -241,6 +297,7 @@ impl App {
             KeyCode::Right | KeyCode::Char('l') | KeyCode::Tab => self.move_service(1),
             KeyCode::Left | KeyCode::Char('h') | KeyCode::BackTab => self.move_service(-1),
             KeyCode::Char('r') => self.ask_restart(),
+            KeyCode::Char('o') => return self.open_output(),
             _ => {}
         }
         None

@@ -4,13 +4,15 @@
 //! ```text
 //! zdctl top  [api] web pid:812                         every 1s · ? help · q quit
 //! ┌generations of 'api' (supervisor pid 40)────────────────────────────────────────┐
-//! │GEN STATE    PIDS        AGE   CPU    RSS    FDS LSN CONNS                       │
+//! │GEN STATE    PIDS        AGE   CPU    RSS    FDS OUT LSN CONNS                   │
 //! ├in-flight connections, last 60s──────────────┐┌listeners───────────────────────┤
 //! │ chart, one line per generation               ││127.0.0.1:8080 queue 0/4096 ... │
 //! ├connections of generation 2 ──────────────────────────────────────────────────┤
 //! │LOCAL  PEER  STATE  SEND-Q RECV-Q                                              │
 //! status line: the restart's last phase, the filter, or a hint
 //! ```
+//!
+//! The detail (Enter) takes the whole body; the output pane (`o`) covers it too.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -61,6 +63,11 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
     match &app.mode {
         Mode::Help => overlay::draw_help(frame, theme, area),
         Mode::Confirm(service) => overlay::draw_confirm(frame, service, theme, area),
+        Mode::Output => {
+            if let Some(pane) = &app.output {
+                overlay::draw_output(frame, pane, theme, body);
+            }
+        }
         _ => {}
     }
 }
@@ -144,7 +151,7 @@ fn draw_generations(
     // for a generation still running, intercepted.
     let intercepting = intercepting(snapshot);
     let mut header = vec![
-        "GEN", "STATE", "PIDS", "AGE", "CPU", "RSS", "FDS", "LSN", "CONNS",
+        "GEN", "STATE", "PIDS", "AGE", "CPU", "RSS", "FDS", "OUT", "LSN", "CONNS",
     ];
     if intercepting {
         header.push("BINDS");
@@ -161,6 +168,7 @@ fn draw_generations(
             Cell::from(cpu(g.cpu_percent)),
             Cell::from(bytes(g.rss_bytes)),
             Cell::from(g.fds.to_string()),
+            Cell::from(g.output_lines.map_or("-".to_owned(), |n| n.to_string())),
             Cell::from(g.listener_inodes.len().to_string()),
             Cell::from(g.connection_count.to_string()),
         ];
@@ -183,6 +191,7 @@ fn draw_generations(
         Constraint::Length(6),
         Constraint::Length(7),
         Constraint::Length(6),
+        Constraint::Length(5),
         Constraint::Length(3),
         Constraint::Length(6),
     ];

@@ -1,15 +1,16 @@
 //! `zdctl top`: a live view of services, their generations, listeners and connections.
 //!
 //! The shape is gitui's and tokio-console's: [`app::App`] is plain state changed only by
-//! `on_key`, `on_snapshot` and `on_event`; [`draw::draw`] is a pure function of it; and the
-//! loop here is the only part that touches the terminal.
+//! `on_key`, `on_snapshot`, `on_output` and `on_event`; [`draw::draw`] is a pure function
+//! of it; and the loop here is the only part that touches the terminal.
 //!
-//! A UI never blocks on I/O (bottom's rule): snapshots are taken on a collector thread,
-//! keys are read on an input thread, restarts run on threads of their own, and all of them
-//! send [`Update`]s down one channel. The UI thread only waits on that channel, applies
-//! what arrived and draws, so `q` quits at once even while a supervisor does not answer
-//! (stopped, stuck): the collector then shows why when its deadline passes. An idle `top`
-//! sleeps until the next snapshot or key.
+//! A UI never blocks on I/O (bottom's rule): snapshots, and the lines the output pane
+//! shows, are taken on a collector thread; keys are read on an input thread; restarts run
+//! on threads of their own; and all of them send [`Update`]s down one channel. The UI
+//! thread only waits on that channel, applies what arrived and draws (and tells the
+//! collector which generation's output to read), so `q` quits at once even while a
+//! supervisor does not answer (stopped, stuck): the collector then shows why when its
+//! deadline passes. An idle `top` sleeps until the next snapshot or key.
 //!
 //! Logging is off while it runs: the lib does not install the stderr subscriber for `top`,
 //! because a line written to the terminal it draws on would tear the screen.
@@ -17,6 +18,7 @@
 mod app;
 mod draw;
 mod history;
+mod output;
 mod overlay;
 mod refresh;
 #[cfg(test)]
@@ -30,6 +32,7 @@ use ratatui::DefaultTerminal;
 use ratatui::crossterm::event::{self, Event};
 
 use self::app::{Action, App, RestartUpdate, ServiceState};
+use self::output::{OutputRead, OutputTarget};
 use self::refresh::Refresher;
 use crate::cli::TopArgs;
 use crate::control;
@@ -41,6 +44,8 @@ pub(crate) enum Update {
     /// Reading the terminal failed: `top` ends with this error.
     TerminalFailed(std::io::Error),
     Snapshot(Vec<ServiceState>),
+    /// The lines of the generation the output pane shows, read at a refresh.
+    Output(OutputRead),
     Restart(RestartUpdate),
 }
 
@@ -75,14 +80,15 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         ));
     }
     let (updates, received) = mpsc::channel();
-    refresh::spawn_collector(refresher, args.interval, updates.clone());
+    let (watch, watched) = mpsc::channel();
+    refresh::spawn_collector(refresher, args.interval, updates.clone(), watched);
 
     // try_init enters raw mode and the alternate screen, and installs a panic hook that
     // leaves both before the panic message is printed.
     let mut terminal = ratatui::try_init().context("cannot set up the terminal")?;
     let guard = Restore;
     spawn_input(updates.clone());
-    let result = event_loop(&mut terminal, &mut app, &received, &updates);
+    let result = event_loop(&mut terminal, &mut app, &received, &updates, &watch);
     drop(terminal);
     drop(guard);
     // The collector may be waiting on a supervisor that does not answer: it is not waited
@@ -121,6 +127,7 @@ fn event_loop(
     app: &mut App,
     received: &Receiver<Update>,
     updates: &Sender<Update>,
+    watch: &Sender<Option<OutputTarget>>,
 ) -> anyhow::Result<()> {
     loop {
         terminal
@@ -139,6 +146,10 @@ fn event_loop(
                     Some(Action::Restart(name)) => {
                         refresh::spawn_restart(name, updates.clone());
                     }
+                    // A send fails only once the collector has ended: nothing reads then.
+                    Some(Action::WatchOutput(target)) => {
+                        let _ = watch.send(target);
+                    }
                     None => {}
                 },
                 Update::Terminal(_) => {}
@@ -146,6 +157,7 @@ fn event_loop(
                     return Err(e).context("cannot read the terminal");
                 }
                 Update::Snapshot(services) => app.on_snapshot(services),
+                Update::Output(read) => app.on_output(read),
                 Update::Restart(update) => app.on_event(update),
             }
         }

@@ -1,22 +1,26 @@
 //! The parts drawn on demand: the connection list and the full-screen detail, the restart's
-//! phases, the help and the confirmation popups, and the status line.
+//! phases, the output pane, the help and the confirmation popups, and the status line.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row, Table, Wrap};
 use zd_core::inspect::{ConnectionView, GenerationView, Snapshot};
+use zd_core::proto::LogStream;
 
 use super::app::{App, Mode, connection_matches};
 use super::draw::{bytes, cpu, intercepting};
+use super::output::{OutputPane, time_of_day};
 use super::theme::Theme;
+use crate::logs::visible;
 use crate::output::millis;
 
 /// The keys, as `?` shows them.
-pub const HELP: [(&str, &str); 10] = [
+pub const HELP: [(&str, &str); 11] = [
     ("↑ ↓  j k", "select a generation"),
     ("← →  h l  Tab", "select a service"),
     ("Enter", "open the generation: all its connections"),
+    ("o", "the generation's output (j k g G scroll)"),
     ("r", "restart the service (asks y/n first)"),
     ("/", "filter services and connections"),
     ("Esc", "close what is open; quit when nothing is"),
@@ -96,7 +100,10 @@ pub fn draw_detail(
         Line::raw(format!("listener inodes: {inodes}")),
     ];
     lines.extend(binds.into_iter().map(Line::raw));
-    lines.push(Line::styled("↑↓ scroll · Esc back · / filter", theme.dim()));
+    lines.push(Line::styled(
+        "↑↓ scroll · Esc back · o output · / filter",
+        theme.dim(),
+    ));
     let title = format!(" generation {} of '{}' ", g.generation, snapshot.service);
     frame.render_widget(
         Paragraph::new(lines)
@@ -236,6 +243,55 @@ pub fn draw_restart(frame: &mut Frame<'_>, app: &App, theme: Theme, area: Rect) 
     );
 }
 
+/// `o`: the last lines the generation printed, newest at the bottom, over the main view.
+pub fn draw_output(frame: &mut Frame<'_>, pane: &OutputPane, theme: Theme, area: Rect) {
+    let target = &pane.target;
+    let page = usize::from(area.height.saturating_sub(2));
+    let (lines, title) = match &pane.read {
+        None => (vec![Line::styled("reading…", theme.dim())], String::new()),
+        Some(Err(why)) => (vec![Line::styled(why.as_str(), theme.dim())], String::new()),
+        Some(Ok(all)) if all.is_empty() => (
+            vec![Line::styled(
+                format!("generation {} printed nothing yet", target.generation),
+                theme.dim(),
+            )],
+            String::new(),
+        ),
+        Some(Ok(all)) => {
+            let (shown, below) = pane.page(page);
+            let lines = shown
+                .iter()
+                .map(|l| {
+                    let style = match l.stream {
+                        LogStream::Stdout => ratatui::style::Style::new(),
+                        LogStream::Stderr => theme.warning(),
+                    };
+                    Line::from(vec![
+                        Span::styled(format!("{} ", time_of_day(l.unix_ms)), theme.dim()),
+                        Span::styled(format!("{} ", l.stream.short()), style),
+                        Span::styled(visible(&l.text), style),
+                    ])
+                })
+                .collect();
+            let newer = if below > 0 {
+                format!(", {below} newer below")
+            } else {
+                String::new()
+            };
+            (lines, format!(": last {} lines, UTC{newer}", all.len()))
+        }
+    };
+    let title = format!(
+        " output of generation {} of '{}'{title} ",
+        target.generation, target.service
+    );
+    frame.render_widget(Clear, area);
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::bordered().title(title)),
+        area,
+    );
+}
+
 pub fn draw_help(frame: &mut Frame<'_>, theme: Theme, area: Rect) {
     let rows = HELP
         .iter()
@@ -279,11 +335,13 @@ pub fn draw_status_line(frame: &mut Frame<'_>, app: &App, theme: Theme, area: Re
     } else if let Some(restart) = app.restart.as_ref().filter(|r| r.outcome.is_none()) {
         let last = restart.lines.last().map(String::as_str).unwrap_or("");
         Line::raw(format!("restarting '{}' {last}", restart.service))
+    } else if app.mode == Mode::Output {
+        Line::styled("↑↓ scroll · g oldest · G newest · o/Esc close", theme.dim())
     } else if !app.filter.is_empty() {
         Line::raw(format!("filter '{}' · Esc clears", app.filter))
     } else {
         Line::styled(
-            "↑↓ generation · ←→ service · Enter open · r restart · / filter",
+            "↑↓ generation · ←→ service · Enter open · o output · r restart · / filter",
             theme.dim(),
         )
     };

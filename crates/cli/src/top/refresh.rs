@@ -1,16 +1,18 @@
-//! Taking every watched service's snapshot on the collector thread, and running a restart
-//! on its own thread. Neither ever runs on the UI thread: a supervisor that does not answer
-//! holds one of them until the client's deadline, never the screen.
+//! Taking every watched service's snapshot (and the output pane's lines) on the collector
+//! thread, and running a restart on its own thread. Neither ever runs on the UI thread: a
+//! supervisor that does not answer holds one of them until the client's deadline, never
+//! the screen.
 
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use zd_core::inspect::{Inspector, SocketSource};
-use zd_core::proto::RestartReport;
+use zd_core::proto::{LogLine, RestartReport, Status};
 use zd_core::service::{self, RestartOptions, Restarted, Service, ServiceError};
 
 use super::Update;
 use super::app::{RestartUpdate, ServiceState};
+use super::output::{self, OutputRead, OutputTarget};
 use crate::control;
 
 /// What `top` watches: the names given (every service that runs when none are, whoever
@@ -20,6 +22,8 @@ pub struct Refresher {
     pid: Option<i32>,
     inspector: Inspector,
     runtime: tokio::runtime::Runtime,
+    /// The generation whose output the pane shows, while it is open.
+    output: Option<OutputTarget>,
 }
 
 impl Refresher {
@@ -34,12 +38,14 @@ impl Refresher {
             // CPU ticks, which make the next snapshot cheap and give CPU %.
             inspector: Inspector::new(SocketSource::default()),
             runtime,
+            output: None,
         })
     }
 
-    /// One snapshot per service. A service that is not running is listed with the reason
-    /// when it was named, and left out when it was found by looking around.
-    pub fn refresh(&mut self) -> Vec<ServiceState> {
+    /// One snapshot per service, and the output pane's lines while it is open. A service
+    /// that is not running is listed with the reason when it was named, and left out when
+    /// it was found by looking around.
+    pub fn refresh(&mut self) -> (Vec<ServiceState>, Option<OutputRead>) {
         let named = !self.names.is_empty() || self.pid.is_some();
         let mut services = Vec::with_capacity(self.names.len() + 1);
         let mut opened = Vec::new();
@@ -64,7 +70,15 @@ impl Refresher {
         // All at once: one supervisor that does not answer delays the refresh by one
         // deadline, not one per service.
         let statuses = self.runtime.block_on(service::statuses(opened));
+        let mut read = None;
         for (service, status) in statuses {
+            if let Some(target) = self.output.as_ref().filter(|t| t.service == service.name()) {
+                let status = status.as_ref().map(|s| &s.status);
+                read = Some(OutputRead {
+                    target: target.clone(),
+                    lines: self.read_output(&service, status, target.generation),
+                });
+            }
             let snapshot = match status {
                 Ok(status) => service
                     .snapshot(&mut self.inspector, &status.status)
@@ -90,17 +104,117 @@ impl Refresher {
                 snapshot,
             });
         }
-        services
+        let read = read.or_else(|| {
+            let target = self.output.clone()?;
+            let why = if services
+                .iter()
+                .any(|s| !s.restartable && s.name == target.service)
+            {
+                format!(
+                    "'{}' is a process tree given with --pid: its programs print wherever \
+                     they were started, which top does not read",
+                    target.service
+                )
+            } else {
+                format!("'{}' is not running", target.service)
+            };
+            Some(OutputRead {
+                target,
+                lines: Err(why),
+            })
+        });
+        (services, read)
+    }
+
+    /// The last [`output::LINES`] lines `generation` printed, or why there are none to
+    /// show.
+    fn read_output(
+        &self,
+        service: &Service,
+        status: Result<&Status, &ServiceError>,
+        generation: u64,
+    ) -> Result<Vec<LogLine>, String> {
+        let status = status.map_err(ToString::to_string)?;
+        if let Some(why) = unreadable(service.name(), service.driver(), status, generation) {
+            return Err(why);
+        }
+        let mut lines = Vec::new();
+        let mut after = None;
+        // A long answer holds the oldest part and says `more`: ask for the rest. Each
+        // holds a line at least, so this ends by the time it has all of them.
+        for _ in 0..output::LINES {
+            let report = self
+                .runtime
+                .block_on(service.logs(Some(generation), after, Some(output::LINES)))
+                .map_err(error_chain)?;
+            lines.extend(report.lines);
+            if !report.more {
+                break;
+            }
+            after = Some(report.last_seq);
+        }
+        lines.drain(..lines.len().saturating_sub(output::LINES as usize));
+        Ok(lines)
+    }
+}
+
+/// Why the output of `generation` cannot be shown, when the status tells already: a driven
+/// service's programs print to their own supervisor's output, and a supervisor keeps the
+/// output of a generation only when `log.lines` was above 0 as it started. `None` when it
+/// is worth asking (a generation the status does not list any more may still be kept).
+pub fn unreadable(
+    name: &str,
+    driver: Option<&str>,
+    status: &Status,
+    generation: u64,
+) -> Option<String> {
+    if let Some(driver) = driver {
+        return Some(format!(
+            "'{name}' is run by {driver}: its programs print to {driver}'s own output or log \
+             files, which top does not read"
+        ));
+    }
+    let Some(log_lines) = status.log_lines else {
+        return Some(format!(
+            "the supervisor of '{name}' runs an older zdctl, which keeps no output; \
+             'zdctl reexec {name}' updates it"
+        ));
+    };
+    let info = status
+        .generations
+        .iter()
+        .find(|g| g.generation == generation)?;
+    match (info.output_lines, log_lines) {
+        (Some(_), _) => None,
+        (None, 0) => Some(format!(
+            "generation {generation}'s output is not kept (log.lines: 0)"
+        )),
+        (None, _) => Some(format!(
+            "generation {generation}'s output is not kept: it started while its supervisor \
+             kept none"
+        )),
     }
 }
 
 /// Takes a snapshot now and then every `interval`, sending each to the UI, until the UI is
-/// gone.
-pub fn spawn_collector(mut refresher: Refresher, interval: Duration, updates: Sender<Update>) {
+/// gone. `watched` says which generation's output to read along, from the moment the
+/// output pane opens on it (`Some`) until it closes (`None`).
+pub fn spawn_collector(
+    mut refresher: Refresher,
+    interval: Duration,
+    updates: Sender<Update>,
+    watched: Receiver<Option<OutputTarget>>,
+) {
     std::thread::spawn(move || {
         let mut next = Instant::now();
         loop {
-            if updates.send(Update::Snapshot(refresher.refresh())).is_err() {
+            let (services, read) = refresher.refresh();
+            if updates.send(Update::Snapshot(services)).is_err() {
+                return;
+            }
+            if let Some(read) = read
+                && updates.send(Update::Output(read)).is_err()
+            {
                 return;
             }
             // Keep the beat; after a stall (a slow snapshot, a supervisor that did not
@@ -110,7 +224,24 @@ pub fn spawn_collector(mut refresher: Refresher, interval: Duration, updates: Se
             if next <= now {
                 next = now + interval;
             }
-            std::thread::sleep(next - now);
+            // Until the next beat, unless the pane opens: its first lines are read at
+            // once, with a whole refresh, whose status says whether they are kept.
+            loop {
+                let wait = next.saturating_duration_since(Instant::now());
+                match watched.recv_timeout(wait) {
+                    Ok(target) => {
+                        let opened = target.is_some();
+                        refresher.output = target;
+                        if opened {
+                            next = Instant::now();
+                            break;
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => break,
+                    // The UI is gone.
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
         }
     });
 }

@@ -9,11 +9,15 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::style::Color;
 use zd_core::inspect::{ConnectionView, GenerationView, KernelCounters, ListenerView, Snapshot};
 use zd_core::proto::{
-    Event, EventKind, ExitInfo, InterceptInfo, InterceptedListener, RestartOutcome, RestartReport,
+    Event, EventKind, ExitInfo, GenerationInfo, GenerationState, InterceptInfo,
+    InterceptedListener, LogLine, LogStream, RestartCounters, RestartOutcome, RestartReport,
+    Status,
 };
 
 use super::app::{Action, App, Mode, RestartUpdate, ServiceState};
 use super::draw::draw;
+use super::output::{OutputRead, OutputTarget};
+use super::refresh::unreadable;
 
 const T0: u64 = 1_790_000_000_000;
 
@@ -44,6 +48,7 @@ fn generation(generation: u64, state: &str, pid: i32, conns: usize) -> Generatio
         connections: connections(generation, conns),
         connection_count: conns,
         intercept: None,
+        output_lines: Some(20 * generation),
     }
 }
 
@@ -574,4 +579,232 @@ fn a_failing_service_past_refuse_after_says_its_listeners_refuse() {
         snapshot: Ok(snapshot),
     }]);
     insta::assert_snapshot!(text(&app, 80, 24));
+}
+
+fn api_generation(generation: u64) -> OutputTarget {
+    OutputTarget {
+        service: "api".into(),
+        generation,
+    }
+}
+
+/// `n` lines generation 2 printed a second apart from `T0`, every third on stderr, the
+/// sequence numbers from `first_seq` on.
+fn printed(first_seq: u64, n: u64) -> Vec<LogLine> {
+    (first_seq..first_seq + n)
+        .map(|seq| LogLine {
+            generation: 2,
+            seq,
+            unix_ms: T0 + seq * 1000 + 7,
+            stream: if seq % 3 == 0 {
+                LogStream::Stderr
+            } else {
+                LogStream::Stdout
+            },
+            text: format!("line {seq}"),
+        })
+        .collect()
+}
+
+fn read(lines: Result<Vec<LogLine>, String>) -> OutputRead {
+    OutputRead {
+        target: api_generation(2),
+        lines,
+    }
+}
+
+#[test]
+fn o_opens_the_selected_generations_output_and_o_or_esc_close_it() {
+    let mut app = app(true);
+    assert_eq!(
+        key(&mut app, KeyCode::Char('o')),
+        Some(Action::WatchOutput(Some(api_generation(2))))
+    );
+    assert_eq!(app.mode, Mode::Output);
+    let screen = text(&app, 80, 24);
+    assert!(
+        screen.contains("output of generation 2 of 'api'"),
+        "{screen}"
+    );
+    assert!(screen.contains("reading…"), "{screen}");
+    assert_eq!(
+        key(&mut app, KeyCode::Char('o')),
+        Some(Action::WatchOutput(None))
+    );
+    assert_eq!(app.mode, Mode::Main);
+    assert!(app.output.is_none());
+    // The generation selected is the one shown; Esc closes too, and q quits from it.
+    key(&mut app, KeyCode::Up);
+    assert_eq!(
+        key(&mut app, KeyCode::Char('o')),
+        Some(Action::WatchOutput(Some(api_generation(1))))
+    );
+    assert_eq!(key(&mut app, KeyCode::Esc), Some(Action::WatchOutput(None)));
+    assert_eq!(app.mode, Mode::Main);
+    key(&mut app, KeyCode::Char('o'));
+    assert_eq!(key(&mut app, KeyCode::Char('q')), Some(Action::Quit));
+}
+
+#[test]
+fn o_without_a_generation_opens_nothing() {
+    let mut app = App::new(1000, true);
+    app.on_snapshot(Vec::new());
+    assert_eq!(key(&mut app, KeyCode::Char('o')), None);
+    assert_eq!(app.mode, Mode::Main);
+}
+
+#[test]
+fn the_output_pane_shows_the_newest_lines_with_their_time_and_stream() {
+    let mut app = app(true);
+    key(&mut app, KeyCode::Char('o'));
+    let mut lines = printed(1, 40);
+    lines[39].text = "GET /\u{1b}[2J done".into();
+    app.on_output(read(Ok(lines)));
+    let terminal = screen(&app, 80, 24);
+    let buffer = terminal.backend().buffer();
+    // Line 39 was printed on stderr: it stands out.
+    let row = (0..24)
+        .find(|&y| {
+            (0..80)
+                .map(|x| buffer[(x, y)].symbol())
+                .collect::<String>()
+                .contains("line 39")
+        })
+        .expect("line 39 on screen");
+    let colours: Vec<Color> = (0..80).map(|x| buffer[(x, row)].fg).collect();
+    assert!(colours.contains(&Color::Yellow), "{colours:?}");
+    insta::assert_snapshot!(terminal.backend().to_string());
+}
+
+#[test]
+fn the_output_pane_says_why_when_the_output_is_not_kept_or_nothing_was_printed() {
+    let mut app = app(true);
+    key(&mut app, KeyCode::Char('o'));
+    app.on_output(read(Err(
+        "generation 2's output is not kept (log.lines: 0)".into(),
+    )));
+    insta::assert_snapshot!(text(&app, 80, 24));
+    app.on_output(read(Ok(Vec::new())));
+    let screen = text(&app, 80, 24);
+    assert!(
+        screen.contains("generation 2 printed nothing yet"),
+        "{screen}"
+    );
+    // A read of another generation, asked for before the pane changed, is left alone.
+    app.on_output(OutputRead {
+        target: api_generation(1),
+        lines: Ok(printed(1, 3)),
+    });
+    assert!(text(&app, 80, 24).contains("printed nothing yet"));
+}
+
+#[test]
+fn the_output_pane_scrolls_and_keeps_its_lines_in_view_as_new_ones_arrive() {
+    let mut app = app(false);
+    key(&mut app, KeyCode::Char('o'));
+    app.on_output(read(Ok(printed(1, 60))));
+    // 22 rows between the title and the status line, 20 of them inside the borders.
+    let screen = text(&app, 80, 24);
+    assert!(screen.contains("line 60"), "{screen}");
+    assert!(!screen.contains("line 40 "), "{screen}");
+    key(&mut app, KeyCode::Char('k'));
+    key(&mut app, KeyCode::Up);
+    let screen = text(&app, 80, 24);
+    assert!(screen.contains("line 39"), "{screen}");
+    assert!(!screen.contains("line 59"), "{screen}");
+    assert!(screen.contains("2 newer below"), "{screen}");
+    // Five more lines arrive: the same ones stay in view.
+    app.on_output(read(Ok(printed(6, 60))));
+    let screen = text(&app, 80, 24);
+    assert!(screen.contains("line 39"), "{screen}");
+    assert!(screen.contains("7 newer below"), "{screen}");
+    key(&mut app, KeyCode::Char('g'));
+    let screen = text(&app, 80, 24);
+    assert!(screen.contains("line 6 "), "{screen}");
+    assert!(screen.contains("line 25"), "{screen}");
+    key(&mut app, KeyCode::Char('G'));
+    let screen = text(&app, 80, 24);
+    assert!(screen.contains("line 65"), "{screen}");
+    assert!(!screen.contains("newer below"), "{screen}");
+}
+
+#[test]
+fn the_generations_table_counts_the_output_lines_kept() {
+    let mut snapshot = api(30);
+    snapshot.generations[0].output_lines = None;
+    let mut app = App::new(1000, false);
+    app.on_snapshot(vec![ServiceState {
+        name: "api".into(),
+        restartable: true,
+        snapshot: Ok(snapshot),
+    }]);
+    let screen = text(&app, 80, 24);
+    // GEN STATE PIDS (main, +more) AGE CPU RSS FDS OUT: the ninth word.
+    let out = |pid: &str| {
+        let row = screen
+            .lines()
+            .find(|l| l.contains(pid))
+            .unwrap_or_else(|| panic!("no row with {pid}:\n{screen}"));
+        let cells: Vec<&str> = row
+            .split(|c: char| c.is_whitespace() || c == '│' || c == '"')
+            .filter(|c| !c.is_empty())
+            .collect();
+        cells[8].to_owned()
+    };
+    assert!(screen.contains(" FDS    OUT   LSN "), "{screen}");
+    assert_eq!(out("1200 +2"), "-", "{screen}");
+    assert_eq!(out("1300 +2"), "40", "{screen}");
+}
+
+fn status(log_lines: Option<u32>, output_lines: Option<u64>) -> Status {
+    Status {
+        service: "api".into(),
+        supervisor_pid: 1100,
+        started_unix_ms: T0,
+        config_path: None,
+        active_generation: Some(2),
+        restart_in_progress: None,
+        generations: vec![GenerationInfo {
+            generation: 2,
+            pid: 1300,
+            state: GenerationState::Active,
+            started_unix_ms: T0,
+            exit: None,
+            intercept: None,
+            output_lines,
+        }],
+        listeners: Vec::new(),
+        sockets: Vec::new(),
+        restarts: RestartCounters::default(),
+        last_restart: None,
+        containment: None,
+        intercept_binds: false,
+        failing: None,
+        supervisor: None,
+        log_lines,
+    }
+}
+
+#[test]
+fn the_status_says_when_a_generations_output_cannot_be_read() {
+    let why = |driver, status: &Status, generation| unreadable("api", driver, status, generation);
+    assert_eq!(why(None, &status(Some(1000), Some(12)), 2), None);
+    assert_eq!(
+        why(None, &status(Some(0), None), 2).as_deref(),
+        Some("generation 2's output is not kept (log.lines: 0)")
+    );
+    assert_eq!(
+        why(None, &status(Some(1000), None), 2).as_deref(),
+        Some("generation 2's output is not kept: it started while its supervisor kept none")
+    );
+    // A generation the status no longer lists: its supervisor may still keep its lines.
+    assert_eq!(why(None, &status(Some(1000), None), 1), None);
+    let older = why(None, &status(None, None), 2).expect("a reason");
+    assert!(older.contains("older zdctl"), "{older}");
+    let driven = why(Some("nginx"), &status(None, None), 2).expect("a reason");
+    assert_eq!(
+        driven,
+        "'api' is run by nginx: its programs print to nginx's own output or log files, \
+         which top does not read"
+    );
 }

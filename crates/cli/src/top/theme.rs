@@ -63,6 +63,11 @@ impl Theme {
         self.fg(Color::Green)
     }
 
+    /// What a program wrote to stderr: worth a look, not necessarily wrong.
+    pub fn warning(self) -> Style {
+        self.fg(Color::Yellow)
+    }
+
     pub fn bad(self) -> Style {
         self.fg(Color::Red).add_modifier(Modifier::BOLD)
     }

@@ -262,6 +262,7 @@ impl Inspector {
                     connections: listed,
                     connection_count: connections.len(),
                     intercept: None,
+                    output_lines: None,
                 }
             })
             .collect();

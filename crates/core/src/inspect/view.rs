@@ -74,6 +74,10 @@ pub struct GenerationView {
     /// a generation our supervisor started with `intercept_binds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intercept: Option<crate::proto::InterceptInfo>,
+    /// How many of its output lines our supervisor keeps now (the status's
+    /// `output_lines`). `None` when its output is not kept, and for a foreign tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_lines: Option<u64>,
 }
 
 /// A listening socket.
