@@ -20,7 +20,7 @@ const GONE_AFTER: Duration = Duration::from_secs(5);
 pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
     let service = control::open(&args.name)?;
     let first = service
-        .logs(args.generation, None, Some(args.lines))
+        .logs(args.generation, None, None, Some(args.lines))
         .await
         .map_err(control::service_error)?;
     if first.keep_lines == 0 && first.generations.is_empty() && !args.json {
@@ -32,6 +32,9 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
     }
     let mut after = print(&first, args.json)?;
     let mut more = first.more;
+    // Without --follow, the rest of what was asked for and no more: lines printed
+    // meanwhile are not waited for.
+    let until = (!args.follow).then_some(first.newest);
     let mut silent_since: Option<std::time::Instant> = None;
     loop {
         if !more {
@@ -41,7 +44,7 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
             tokio::time::sleep(POLL).await;
         }
         // The rest of a long answer, or what was printed since.
-        match next(&service, &args, after).await {
+        match next(&service, &args, after, until).await {
             Ok(report) => {
                 silent_since = None;
                 after = print(&report, args.json)?;
@@ -69,10 +72,12 @@ async fn next(
     service: &Service,
     args: &LogsArgs,
     after: u64,
+    until: Option<u64>,
 ) -> Result<LogsReport, zd_core::service::ServiceError> {
-    // Everything after the last line shown: no line is skipped however many came.
+    // Everything after the last line shown, page by page: no line is skipped however
+    // many came.
     service
-        .logs(args.generation, Some(after), Some(u32::MAX))
+        .logs(args.generation, Some(after), until, None)
         .await
 }
 

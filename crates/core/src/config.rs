@@ -59,7 +59,8 @@ pub const DEFAULT_HANDOFF_WAIT: Duration = Duration::from_secs(2);
 /// How many output lines each generation's log keeps by default (`log.lines`). With
 /// `log.lines: 0`, output is kept only after a failed start, the last ten lines.
 pub const DEFAULT_LOG_LINES: u32 = 1000;
-/// The most `log.lines` may be: with lines of up to 2 KiB, 64 MiB per generation.
+/// The most `log.lines` may be: with lines of up to 2 KiB (and about 100 bytes of
+/// bookkeeping each), about 70 MiB per generation, six generations kept at most.
 pub const MAX_LOG_LINES: u32 = 32_768;
 pub const DEFAULT_ALIVE: Duration = Duration::from_secs(1);
 

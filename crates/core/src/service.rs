@@ -617,6 +617,7 @@ impl Service {
         &self,
         generation: Option<u64>,
         after: Option<u64>,
+        until: Option<u64>,
         lines: Option<u32>,
     ) -> Result<LogsReport, ServiceError> {
         if let Runner::Driver(config) = &self.runner {
@@ -632,6 +633,7 @@ impl Service {
         let op = Op::Logs {
             generation,
             after,
+            until,
             lines,
         };
         let reply = client

@@ -317,3 +317,50 @@ fn a_crash_is_reported_with_the_last_lines_the_generation_printed() {
         stdout(&out)
     );
 }
+
+/// A program that points its stderr elsewhere closes our pipe long before it exits: a
+/// reexec afterwards hands over only the pipe still open, and the output still comes.
+#[test]
+fn a_reexec_after_the_program_closed_its_stderr_pipe_still_works() {
+    let mut env = TestEnv::new();
+    let script = format!(
+        "exec 2>>'{}'\necho \"generation $ZD_GENERATION writes to a file now\" >&2\n\
+         echo \"generation $ZD_GENERATION still prints\"\nexec '{}'\n",
+        env.path("errors.log").display(),
+        fixture_bin().display()
+    );
+    let path = env.path("redirect.sh");
+    std::fs::write(&path, script).expect("script");
+    env.write_service(
+        "api",
+        &format!(
+            "command: [/bin/sh, {:?}]\nlisten:\n  - http=127.0.0.1:0\n",
+            path.display().to_string()
+        ),
+    );
+    let first = env.start("api", &["run", "api"]);
+    wait_for("its stdout line", || {
+        let out = env.run_zdctl(&["logs", "api"]);
+        stdout(&out)
+            .contains("generation 1 still prints")
+            .then_some(())
+    });
+    // Its stderr pipe's forwarder has seen the end by now (nothing else holds it).
+    std::thread::sleep(Duration::from_millis(300));
+    let out = env.run_zdctl(&["reexec", "api"]);
+    assert_code(&out, 0);
+    let after = env.status("api").expect("status");
+    assert_eq!(after.supervisor_pid, first.supervisor_pid);
+    assert_code(&env.run_zdctl(&["restart", "api"]), 0);
+    wait_for("the next generation's line", || {
+        let out = env.run_zdctl(&["logs", "api"]);
+        stdout(&out)
+            .contains("generation 2 still prints")
+            .then_some(())
+    });
+    let errors = std::fs::read_to_string(env.path("errors.log")).unwrap_or_default();
+    assert!(
+        errors.contains("generation 2 writes to a file now"),
+        "{errors}"
+    );
+}

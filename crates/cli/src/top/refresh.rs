@@ -140,18 +140,21 @@ impl Refresher {
         }
         let mut lines = Vec::new();
         let mut after = None;
-        // A long answer holds the oldest part and says `more`: ask for the rest. Each
-        // holds a line at least, so this ends by the time it has all of them.
+        let mut until = None;
+        // A long answer holds the oldest part and says `more`: ask for the rest, up to
+        // the newest line of the first answer. Each holds a line at least, so this ends
+        // by the time it has all of them.
         for _ in 0..output::LINES {
             let report = self
                 .runtime
-                .block_on(service.logs(Some(generation), after, Some(output::LINES)))
+                .block_on(service.logs(Some(generation), after, until, Some(output::LINES)))
                 .map_err(error_chain)?;
             lines.extend(report.lines);
             if !report.more {
                 break;
             }
             after = Some(report.last_seq);
+            until = Some(report.newest);
         }
         lines.drain(..lines.len().saturating_sub(output::LINES as usize));
         Ok(lines)

@@ -437,9 +437,12 @@ const OUTPUT_PIPE_SIZE: i32 = 1 << 20;
 /// A pipe for the child's stdout or stderr, as large as [`OUTPUT_PIPE_SIZE`] when it may be.
 fn output_pipe() -> Result<(OwnedFd, OwnedFd), HandoffError> {
     let (read, write) = pipe_cloexec()?;
-    // SAFETY: plain fcntl on a pipe we own; a refusal (an unprivileged user over
-    // fs.pipe-max-size or its pipe page quota) leaves the default size.
-    unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, OUTPUT_PIPE_SIZE) };
+    // Root only: an unprivileged user's pipes count against a per-user page quota
+    // (fs.pipe-user-pages-soft), past which all of that user's new pipes are made tiny.
+    // SAFETY: geteuid cannot fail; fcntl on a pipe we own, a refusal leaves the default.
+    if unsafe { libc::geteuid() } == 0 {
+        unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, OUTPUT_PIPE_SIZE) };
+    }
     Ok((read, write))
 }
 

@@ -33,15 +33,18 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         binary: Option<String>,
     },
-    /// The last lines the generations printed, oldest first: those with a sequence number
-    /// above `after` (all kept ones without it), of `generation` only when given, at most
-    /// the last `lines` of them. An answer that would be too long holds the oldest part
-    /// and says `more`: ask again after its `last_seq`.
+    /// The lines the generations printed (of `generation` only, when given), oldest first,
+    /// numbered at most `until` when given. Without `after`: the last `lines` (100 by
+    /// default). With `after`: the first `lines` numbered above it (as many as fit without
+    /// it). An answer that would be too long holds the oldest part and says `more`: ask
+    /// again after its `last_seq`, until its `newest`, to read exactly the rest.
     Logs {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         generation: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         after: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         lines: Option<u32>,
     },
@@ -135,6 +138,9 @@ pub struct LogsReport {
     /// The answer was cut at its size limit: more lines follow `last_seq` already.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub more: bool,
+    /// The highest number a line of this answer could have had: the newest line kept
+    /// when it was asked (or `until`). Lines after it are for a later request.
+    pub newest: u64,
     /// The generations whose output is kept, oldest first.
     pub generations: Vec<u64>,
     /// How many lines are kept per generation (`log.lines`); 0: output is not kept.

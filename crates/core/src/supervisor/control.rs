@@ -470,8 +470,9 @@ impl Owner {
             Op::Logs {
                 generation,
                 after,
+                until,
                 lines,
-            } => reply(self.logs(id, generation, after, lines)),
+            } => reply(self.logs(id, generation, after, until, lines)),
             Op::Stop => return Some((id, replies)),
             Op::Reexec { binary } => self.begin_reexec(binary, Some((id, replies))),
             Op::Signal { signal } => match Signal::from_str(&signal) {

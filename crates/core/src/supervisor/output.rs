@@ -6,8 +6,8 @@
 //! megabytes in one line or millions of lines costs the supervisor a bounded amount.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
@@ -23,6 +23,11 @@ pub const MAX_LINE: usize = 2048;
 /// of this process: only the order matters); 0 until the first line.
 static NEXT_SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// A number above every line kept so far: a line numbered from now on is at or above it.
+pub fn seq_bound() -> u64 {
+    NEXT_SEQ.load(Ordering::SeqCst).max(1)
+}
+
 /// Takes the next line's number. The first is the time in microseconds since the epoch,
 /// so that the numbers of a supervisor's next binary (after `reexec`) or of one that
 /// adopts its generations start above those a `zdctl logs --follow` has seen.
@@ -30,8 +35,8 @@ fn next_seq() -> u64 {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(1, |d| d.as_micros() as u64);
-    let _ = NEXT_SEQ.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
-    NEXT_SEQ.fetch_add(1, Ordering::Relaxed)
+    let _ = NEXT_SEQ.compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst);
+    NEXT_SEQ.fetch_add(1, Ordering::SeqCst)
 }
 
 /// The last lines one generation printed, on stdout and stderr together.
@@ -62,10 +67,19 @@ impl OutputLog {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let kept = &line[..line.len().min(MAX_LINE)];
         let mut text = String::from_utf8_lossy(kept).into_owned();
-        if line.len() > MAX_LINE {
+        // Invalid bytes each became a 3-byte U+FFFD: cut again, on a character.
+        let mut end = text.len().min(MAX_LINE);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let cut = line.len() > MAX_LINE || end < text.len();
+        text.truncate(end);
+        if cut {
             // A cut through a multi-byte character shows as U+FFFD before the mark.
             text.push('…');
         }
+        // No spare capacity: a kept line costs what it holds.
+        text.shrink_to_fit();
         let Ok(mut lines) = self.lines.lock() else {
             return;
         };
@@ -90,31 +104,50 @@ impl OutputLog {
 
     /// The last `n` lines, oldest first.
     pub fn last(&self, n: usize) -> Vec<LogLine> {
-        self.after(0, n)
+        self.newest_before(u64::MAX, n)
     }
 
-    /// The last `n` of the lines numbered above `after`, oldest first.
-    pub fn after(&self, after: u64, n: usize) -> Vec<LogLine> {
+    /// The last `n` of the lines numbered below `bound`, oldest first.
+    pub fn newest_before(&self, bound: u64, n: usize) -> Vec<LogLine> {
         let Ok(lines) = self.lines.lock() else {
             return Vec::new();
         };
-        let newer = lines.partition_point(|l| l.seq <= after);
-        let skip = (lines.len() - newer).saturating_sub(n);
-        lines.iter().skip(newer + skip).cloned().collect()
+        let end = lines.partition_point(|l| l.seq < bound);
+        lines.range(end.saturating_sub(n)..end).cloned().collect()
+    }
+
+    /// The first of the lines numbered above `after` and below `bound`, oldest first,
+    /// until `n` lines or `bytes` of text are taken; and the number of the first line left
+    /// out by those limits, if one was.
+    pub fn oldest_after(
+        &self,
+        after: u64,
+        bound: u64,
+        n: usize,
+        bytes: usize,
+    ) -> (Vec<LogLine>, Option<u64>) {
+        let Ok(lines) = self.lines.lock() else {
+            return (Vec::new(), None);
+        };
+        let start = lines.partition_point(|l| l.seq <= after);
+        let mut taken = Vec::new();
+        let mut size = 0;
+        for line in lines.range(start..) {
+            if line.seq >= bound {
+                return (taken, None);
+            }
+            if taken.len() == n || size >= bytes {
+                return (taken, Some(line.seq));
+            }
+            size += line.text.len();
+            taken.push(line.clone());
+        }
+        (taken, None)
     }
 
     /// How many lines are kept.
     pub fn len(&self) -> usize {
         self.lines.lock().map(|l| l.len()).unwrap_or(0)
-    }
-
-    /// The number of the newest line kept, 0 when none is.
-    pub fn newest(&self) -> u64 {
-        self.lines
-            .lock()
-            .ok()
-            .and_then(|l| l.back().map(|l| l.seq))
-            .unwrap_or(0)
     }
 
     /// Marks one more output stream as read into this log, until the guard is dropped.
@@ -135,8 +168,10 @@ impl OutputLog {
 /// to the next binary and an adopting supervisor looks for.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Pipes {
-    /// The read ends of stdout's and stderr's pipes, open in this process.
-    pub fds: [Option<i32>; 2],
+    /// The read ends of stdout's and stderr's pipes while their forwarders read them (-1
+    /// without, or once a forwarder has ended and closed its fd: a program may point its
+    /// stderr elsewhere and close our pipe long before it exits).
+    fds: Arc<[AtomicI32; 2]>,
     /// Their inodes.
     pub inodes: [Option<u64>; 2],
     /// The prefix of its forwarded lines.
@@ -156,6 +191,7 @@ impl Pipes {
     ) -> Pipes {
         use std::os::fd::AsRawFd;
         let mut pipes = Pipes {
+            fds: Arc::new([AtomicI32::new(-1), AtomicI32::new(-1)]),
             prefix,
             log_lines,
             ..Pipes::default()
@@ -163,12 +199,43 @@ impl Pipes {
         let streams = [LogStream::Stdout, LogStream::Stderr];
         for (i, (fd, stream)) in read_ends.into_iter().zip(streams).enumerate() {
             if let Some(fd) = fd {
-                pipes.fds[i] = Some(fd.as_raw_fd());
+                pipes.fds[i].store(fd.as_raw_fd(), Ordering::SeqCst);
                 pipes.inodes[i] = nix::sys::stat::fstat(&fd).ok().map(|s| s.st_ino);
-                super::process::forward_output(fd, pipes.prefix.clone(), stream, log);
+                let slot = Slot {
+                    fds: pipes.fds.clone(),
+                    index: i,
+                };
+                super::process::forward_output(fd, pipes.prefix.clone(), stream, log, Some(slot));
             }
         }
         pipes
+    }
+
+    /// The read ends still open, each checked to be the pipe it was: what a `reexec`
+    /// hands over.
+    pub fn open_fds(&self) -> [Option<i32>; 2] {
+        [0, 1].map(|i| {
+            let fd = self.fds[i].load(Ordering::SeqCst);
+            let inode = self.inodes[i]?;
+            // SAFETY: only read while the forwarder holds it; a number closed meanwhile
+            // fails fstat or names another file, and is left out.
+            let borrowed = (fd >= 0).then(|| unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })?;
+            let same = nix::sys::stat::fstat(borrowed).is_ok_and(|s| s.st_ino == inode);
+            same.then_some(fd)
+        })
+    }
+}
+
+/// Where a forwarder says that it has ended, before it closes its fd.
+#[derive(Debug)]
+pub(super) struct Slot {
+    fds: Arc<[AtomicI32; 2]>,
+    index: usize,
+}
+
+impl Slot {
+    pub fn ended(&self) {
+        self.fds[self.index].store(-1, Ordering::SeqCst);
     }
 }
 
@@ -212,7 +279,7 @@ mod tests {
     }
 
     #[test]
-    fn lines_after_a_number_are_the_newer_ones_and_at_most_n() {
+    fn lines_are_taken_newest_before_a_bound_or_oldest_after_a_number() {
         let log = OutputLog::new(1, 100);
         for i in 0..20 {
             log.push(LogStream::Stdout, format!("{i}").as_bytes());
@@ -220,13 +287,43 @@ mod tests {
         let all = log.last(100);
         assert_eq!(all.len(), 20);
         assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
-        let after = log.after(all[14].seq, 100);
-        let texts: Vec<&str> = after.iter().map(|l| l.text.as_str()).collect();
-        assert_eq!(texts, ["15", "16", "17", "18", "19"]);
-        let two = log.after(all[14].seq, 2);
-        assert_eq!(two[0].text, "18");
-        assert_eq!(log.newest(), all[19].seq);
-        assert!(log.after(log.newest(), 10).is_empty());
+        let text = |lines: &[LogLine]| lines.iter().map(|l| l.text.clone()).collect::<Vec<_>>();
+        // The newest two below line 18.
+        assert_eq!(text(&log.newest_before(all[18].seq, 2)), ["16", "17"]);
+        // The oldest after line 14, all of them, then two, then bounded by line 18.
+        let (after, left) = log.oldest_after(all[14].seq, u64::MAX, 100, 1 << 20);
+        assert_eq!(text(&after), ["15", "16", "17", "18", "19"]);
+        assert_eq!(left, None);
+        let (two, left) = log.oldest_after(all[14].seq, u64::MAX, 2, 1 << 20);
+        assert_eq!(text(&two), ["15", "16"]);
+        assert_eq!(left, Some(all[17].seq), "the first one left out");
+        let (bounded, left) = log.oldest_after(all[14].seq, all[18].seq, 100, 1 << 20);
+        assert_eq!(text(&bounded), ["15", "16", "17"]);
+        assert_eq!(left, None, "the bound is not a limit");
+        // A byte budget stops after the line that reached it.
+        let (few, left) = log.oldest_after(0, u64::MAX, 100, 3);
+        assert_eq!(text(&few), ["0", "1", "2"]);
+        assert_eq!(left, Some(all[3].seq));
+        assert!(
+            log.oldest_after(all[19].seq, u64::MAX, 10, 100)
+                .0
+                .is_empty()
+        );
+        assert!(seq_bound() > all[19].seq);
+    }
+
+    #[test]
+    fn a_line_of_invalid_bytes_costs_no_more_than_its_bound() {
+        let log = OutputLog::new(1, 10);
+        log.push(LogStream::Stdout, &vec![0xff; MAX_LINE * 3]);
+        let line = &log.last(1)[0];
+        assert!(
+            line.text.len() <= MAX_LINE + '…'.len_utf8(),
+            "{}",
+            line.text.len()
+        );
+        assert!(line.text.ends_with('…'));
+        assert!(line.text.capacity() <= MAX_LINE + '…'.len_utf8());
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@ use tokio::io::unix::AsyncFd;
 use tracing::{debug, info, warn};
 
 use super::child::{BoxFuture, Carried, ChildProcess, Children, SpawnRequest};
-use super::output::{OutputLog, Pipes};
+use super::output::{OutputLog, Pipes, Slot};
 use super::start_priority::IdleStart;
 use crate::config::StartPriority;
 use crate::contain::{GenerationCgroup, OwnChildren, ServiceCgroups};
@@ -319,7 +319,7 @@ pub(super) fn carried(
         intercept: lock(interception)
             .as_ref()
             .and_then(Interception::seccomp_fd),
-        output: pipes.fds,
+        output: pipes.open_fds(),
         output_inodes: pipes.inodes,
         prefix: pipes.prefix.clone(),
         keep_output: output.is_some(),
@@ -562,9 +562,13 @@ pub(super) fn forward_output(
     prefix: String,
     stream: LogStream,
     log: Option<&Arc<OutputLog>>,
+    slot: Option<Slot>,
 ) {
     let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
         warn!("cannot read a generation's output pipe");
+        if let Some(slot) = slot {
+            slot.ended();
+        }
         return;
     };
     let stderr = stream == LogStream::Stderr;
@@ -616,6 +620,10 @@ pub(super) fn forward_output(
                 continue;
             }
             let _ = out.flush().await;
+        }
+        // Before the pipe's fd closes, as this task ends: its number may be reused.
+        if let Some(slot) = slot {
+            slot.ended();
         }
     });
 }

@@ -120,10 +120,23 @@ impl Resumed {
             .keep_output
             .then(|| Arc::new(OutputLog::new(generation, record.log_lines as usize)));
         let read_ends = if ours {
-            // SAFETY: as above, pipes' read ends kept open for us.
-            record
-                .output_fds
-                .map(|fd| fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }))
+            [0, 1].map(|i| {
+                let fd = record.output_fds[i]?;
+                // SAFETY: the previous binary kept this fd open for us: it is ours unless
+                // its number names another file than the pipe recorded (then it is left
+                // alone rather than closed: it could be another fd handed over).
+                let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                let inode = nix::sys::stat::fstat(borrowed).ok().map(|s| s.st_ino);
+                if record.output_inodes[i].is_some_and(|want| inode != Some(want)) {
+                    warn!(
+                        generation,
+                        fd, "an output pipe handed over is not the one recorded; not read"
+                    );
+                    return None;
+                }
+                // SAFETY: as above.
+                Some(unsafe { OwnedFd::from_raw_fd(fd) })
+            })
         } else {
             // The dead supervisor's were closed with it; the generation holds its own.
             record
@@ -163,7 +176,9 @@ fn take_read_end(pid: i32, inode: u64) -> Option<OwnedFd> {
     if taken.is_none() {
         warn!(
             pid,
-            inode, "cannot take the read end of the generation's output pipe; its output is lost"
+            inode,
+            "cannot take the read end of the generation's output pipe: its output is lost, and \
+             once the pipe is full its writes wait (a restart gives it new pipes)"
         );
     }
     taken
