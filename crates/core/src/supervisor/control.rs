@@ -52,6 +52,13 @@ pub(super) struct Resume {
 pub(super) fn take_reexec_state(
     config: &crate::config::ServiceConfig,
 ) -> Result<Option<Resume>, String> {
+    if let Some(next) = std::env::var_os(super::reexec::LOG_SEQ_VAR) {
+        // SAFETY: as below, before any thread runs; generations must not inherit it.
+        unsafe { std::env::remove_var(super::reexec::LOG_SEQ_VAR) };
+        if let Some(next) = next.to_str().and_then(|v| v.parse().ok()) {
+            super::output::continue_from(next);
+        }
+    }
     let Some(value) = std::env::var_os(STATE_FD_VAR) else {
         return Ok(None);
     };

@@ -23,6 +23,16 @@ pub const MAX_LINE: usize = 2048;
 /// of this process: only the order matters); 0 until the first line.
 static NEXT_SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// Numbers this process's lines from `next` on, or from the time in microseconds if that
+/// is later: the lines of the binary before a `reexec` were numbered below `next`, and a
+/// `zdctl logs --follow` asks for those above the last it saw, even if the clock went back.
+pub fn continue_from(next: u64) {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(1, |d| d.as_micros() as u64);
+    let _ = NEXT_SEQ.compare_exchange(0, next.max(now), Ordering::SeqCst, Ordering::SeqCst);
+}
+
 /// A number above every line kept so far: a line numbered from now on is at or above it.
 pub fn seq_bound() -> u64 {
     NEXT_SEQ.load(Ordering::SeqCst).max(1)

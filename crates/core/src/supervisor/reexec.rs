@@ -40,6 +40,10 @@ use crate::proto::{
     unix_ms,
 };
 
+/// Where the next binary finds the number its output lines continue from (see
+/// [`super::output::continue_from`]).
+pub(super) const LOG_SEQ_VAR: &str = "ZDCTL_REEXEC_LOG_SEQ";
+
 /// How much of each of the check's output streams is read.
 const CHECK_OUTPUT: u64 = 64 * 1024;
 
@@ -411,7 +415,7 @@ fn exec(binary: &str, args: &[OsString], snapshot: &Snapshot, memfd: &OwnedFd) -
         }
         let mut env = Vec::new();
         for (k, v) in std::env::vars_os() {
-            if k == STATE_FD_VAR || k == CHECK_FD_VAR {
+            if k == STATE_FD_VAR || k == CHECK_FD_VAR || k == LOG_SEQ_VAR {
                 continue;
             }
             let mut pair = k.as_bytes().to_vec();
@@ -421,6 +425,10 @@ fn exec(binary: &str, args: &[OsString], snapshot: &Snapshot, memfd: &OwnedFd) -
         }
         env.push(to_c(
             format!("{STATE_FD_VAR}={}", memfd.as_raw_fd()).as_bytes(),
+        )?);
+        // Not in the snapshot, which must not change while the new binary checks it.
+        env.push(to_c(
+            format!("{LOG_SEQ_VAR}={}", super::output::seq_bound()).as_bytes(),
         )?);
         Ok((path, argv, env))
     })();
