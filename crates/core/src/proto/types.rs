@@ -347,6 +347,10 @@ pub enum EventKind {
     },
     /// The supervisor is stopping every generation.
     Stopping,
+    /// An event this version does not know, from a newer supervisor: skipped rather than
+    /// failing the whole answer. Never sent.
+    #[serde(other)]
+    Unknown,
 }
 
 /// How a process ended.

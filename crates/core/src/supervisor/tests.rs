@@ -256,6 +256,7 @@ fn describe(kind: &EventKind) -> String {
             Some(g) => format!("failing after {g} ({failed_starts} failed starts)"),
             None => format!("failing ({failed_starts} failed starts)"),
         },
+        EventKind::Unknown => "unknown".into(),
     }
 }
 
