@@ -202,6 +202,14 @@ fn psflip_status_shows_psflip_as_the_main_pid_and_its_public_listener_held_by_it
         return;
     };
     let psflip = i64::from(zd_core::pidfile::read(&pidfile).expect("pid"));
+    // Its programs print to psflip's output, which zdctl does not read: logs says so.
+    let out = env.run_zdctl(&["logs", "flip"]);
+    assert_code(&out, 2);
+    assert!(
+        crate::support::stderr(&out).contains("print to psflip's own output"),
+        "{}",
+        crate::support::stderr(&out)
+    );
     let out = env.run_zdctl(&["status", "flip", "--json"]);
     assert_code(&out, 0);
     let value: serde_json::Value =
