@@ -7,12 +7,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::BufReader;
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, info, warn};
 
 use super::child::{BoxFuture, Carried, ChildProcess, Children, SpawnRequest};
-use super::output::{OutputLog, Pipes, Slot};
+use super::output::{MAX_LINE, OutputLog, Pipes, Slot};
 use super::start_priority::IdleStart;
 use crate::config::StartPriority;
 use crate::contain::{GenerationCgroup, OwnChildren, ServiceCgroups};
@@ -555,8 +554,10 @@ pub(super) fn kill_group(pgid: i32) {
     }
 }
 
-/// Copies a child's output to ours, a line at a time, with a prefix naming the generation
-/// (or none), and keeps the last lines in `tail`.
+/// Copies a child's output to ours, each line with a prefix naming the generation (or
+/// none), and keeps its lines in `log`. What one read returns is written on in one write:
+/// a line at a time cost the supervisor about 40 µs of CPU per line (logbench, in
+/// docs/benchmarks.md), most of it handing each write to a blocking thread and back.
 pub(super) fn forward_output(
     fd: OwnedFd,
     prefix: String,
@@ -564,7 +565,7 @@ pub(super) fn forward_output(
     log: Option<&Arc<OutputLog>>,
     slot: Option<Slot>,
 ) {
-    let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
+    let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
         warn!("cannot read a generation's output pipe");
         if let Some(slot) = slot {
             slot.ended();
@@ -574,7 +575,7 @@ pub(super) fn forward_output(
     let stderr = stream == LogStream::Stderr;
     let tail = log.map(OutputLog::reading);
     tokio::spawn(async move {
-        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         // Written asynchronously: when our own output blocks (its reader stalls), this
         // task stops reading the generation's pipe, so the app feels the back-pressure it
         // would feel without us, and the supervisor's threads never wait.
@@ -583,42 +584,35 @@ pub(super) fn forward_output(
         } else {
             Box::pin(tokio::io::stdout())
         };
-        // Bytes, not text: output that is not UTF-8 passes through unchanged. A line is
-        // read at most FORWARD_LINE bytes at a time, so a program that never prints a
-        // newline costs a bounded buffer.
-        let mut reader = BufReader::new(pipe);
-        let mut line = Vec::new();
-        let mut at_start = true;
+        // Bytes, not text: output that is not UTF-8 passes through unchanged.
+        let mut buf = vec![0u8; FORWARD_READ];
+        let mut lines = Lines::default();
+        let mut text = Vec::with_capacity(FORWARD_READ);
         loop {
-            line.clear();
-            match (&mut reader)
-                .take(FORWARD_LINE)
-                .read_until(b'\n', &mut line)
-                .await
-            {
+            let n = match pipe.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-            let mut text = Vec::with_capacity(prefix.len() + line.len() + 1);
-            if at_start {
-                // The tail keeps the start of each line only.
+                Ok(n) => n,
+            };
+            text.clear();
+            lines.split(&buf[..n], prefix.as_bytes(), &mut text, |line| {
                 if let Some(tail) = &tail {
-                    tail.push(stream, &line);
+                    tail.push(stream, line);
                 }
-                text.extend_from_slice(prefix.as_bytes());
+            });
+            // An error: nobody can read our output any more; keep draining the pipe so
+            // the app does not block on a full one.
+            if out.write_all(&text).await.is_ok() {
+                let _ = out.flush().await;
             }
-            text.extend_from_slice(&line);
-            at_start = line.ends_with(b"\n");
-            if !at_start && (line.len() as u64) < FORWARD_LINE {
-                // The last line, without its newline, at the end of the output.
-                text.push(b'\n');
-                at_start = true;
+        }
+        // The last line, without its newline, at the end of the output.
+        text.clear();
+        lines.finish(&mut text, |line| {
+            if let Some(tail) = &tail {
+                tail.push(stream, line);
             }
-            if out.write_all(&text).await.is_err() {
-                // Nobody can read our output any more; keep draining the pipe so the app
-                // does not block on a full one.
-                continue;
-            }
+        });
+        if !text.is_empty() && out.write_all(&text).await.is_ok() {
             let _ = out.flush().await;
         }
         // Before the pipe's fd closes, as this task ends: its number may be reused.
@@ -628,5 +622,110 @@ pub(super) fn forward_output(
     });
 }
 
-/// The longest piece of a line [`forward_output`] reads at once.
-const FORWARD_LINE: u64 = 64 * 1024;
+/// How much [`forward_output`] reads at once.
+const FORWARD_READ: usize = 64 * 1024;
+
+/// Splits a stream of output into lines across reads: the prefix goes before each line
+/// forwarded, and each line's start (at most [`MAX_LINE`] and a byte, enough for the log
+/// to see that it was cut) is kept for the log until its newline comes.
+#[derive(Debug, Default)]
+struct Lines {
+    /// The start of the line being read.
+    start: Vec<u8>,
+    /// Whether the next byte begins a line.
+    within: bool,
+    /// The line being read was given to the log already (it was longer than the bound).
+    logged: bool,
+}
+
+impl Lines {
+    /// Appends `chunk` to `text` with the prefix before each line, and gives `log` each line
+    /// it completes (or starts beyond the bound).
+    fn split(
+        &mut self,
+        chunk: &[u8],
+        prefix: &[u8],
+        text: &mut Vec<u8>,
+        mut log: impl FnMut(&[u8]),
+    ) {
+        for piece in chunk.split_inclusive(|b| *b == b'\n') {
+            if !self.within {
+                text.extend_from_slice(prefix);
+                self.within = true;
+            }
+            text.extend_from_slice(piece);
+            if !self.logged {
+                let room = (MAX_LINE + 1).saturating_sub(self.start.len());
+                self.start
+                    .extend_from_slice(&piece[..piece.len().min(room)]);
+                if self.start.len() > MAX_LINE {
+                    // A line that long is cut in the log anyway: keep it now, so that one
+                    // that never ends still shows.
+                    log(&self.start);
+                    self.logged = true;
+                }
+            }
+            if piece.ends_with(b"\n") {
+                if !self.logged {
+                    log(&self.start);
+                }
+                self.start.clear();
+                self.within = false;
+                self.logged = false;
+            }
+        }
+    }
+
+    /// Ends the stream: a last line without a newline is logged and ended with one.
+    fn finish(&mut self, text: &mut Vec<u8>, mut log: impl FnMut(&[u8])) {
+        if self.within {
+            if !self.logged {
+                log(&self.start);
+            }
+            text.push(b'\n');
+            *self = Lines::default();
+        }
+    }
+}
+
+#[cfg(test)]
+mod lines_tests {
+    use super::*;
+
+    fn run(chunks: &[&[u8]], prefix: &str) -> (String, Vec<String>) {
+        let mut lines = Lines::default();
+        let mut text = Vec::new();
+        let mut logged = Vec::new();
+        for chunk in chunks {
+            lines.split(chunk, prefix.as_bytes(), &mut text, |l| {
+                logged.push(String::from_utf8_lossy(l).into_owned())
+            });
+        }
+        lines.finish(&mut text, |l| {
+            logged.push(String::from_utf8_lossy(l).into_owned())
+        });
+        (String::from_utf8_lossy(&text).into_owned(), logged)
+    }
+
+    #[test]
+    fn lines_split_across_reads_get_one_prefix_each_and_reach_the_log_whole() {
+        let (text, logged) = run(&[b"one\ntw", b"o\n", b"thr", b"ee"], "[a] ");
+        assert_eq!(text, "[a] one\n[a] two\n[a] three\n");
+        assert_eq!(logged, ["one\n", "two\n", "three"]);
+    }
+
+    #[test]
+    fn a_line_past_the_bound_is_logged_once_cut_and_forwarded_whole() {
+        let long = vec![b'x'; MAX_LINE * 3];
+        let (text, logged) = run(&[&long[..MAX_LINE], &long[MAX_LINE..], b"\nnext\n"], "");
+        assert_eq!(text.len(), MAX_LINE * 3 + "\nnext\n".len());
+        assert_eq!(
+            logged.len(),
+            2,
+            "{:?}",
+            logged.iter().map(String::len).collect::<Vec<_>>()
+        );
+        assert_eq!(logged[0].len(), MAX_LINE + 1);
+        assert_eq!(logged[1], "next\n");
+    }
+}
