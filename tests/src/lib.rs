@@ -8,5 +8,6 @@ pub mod compare;
 pub mod flipbench;
 pub mod go;
 pub mod hostilebench;
+pub mod logbench;
 pub mod peers;
 pub mod reexecbench;

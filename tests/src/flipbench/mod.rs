@@ -17,7 +17,7 @@
 mod bench;
 mod flips;
 pub(crate) mod load;
-mod procfs;
+pub(crate) mod procfs;
 pub(crate) mod report;
 pub mod service;
 

@@ -60,6 +60,8 @@ pub struct Service {
     dir: PathBuf,
     socket: PathBuf,
     log: PathBuf,
+    /// Where the supervisor's stdout goes: `log`, or a file of its own.
+    stdout: PathBuf,
     child: Option<Child>,
     /// Leave the temp dir behind, for a look at the supervisor's log.
     keep: bool,
@@ -88,6 +90,28 @@ impl Service {
 
     /// Like [`Service::start`] with a service file of the caller's.
     pub fn start_file(binaries: &Binaries, label: &str, keep: bool, yaml: &str) -> Result<Service> {
+        Self::spawn(binaries, label, keep, yaml, false)
+    }
+
+    /// Like [`Service::start_file`], with the supervisor's stdout (where it copies its
+    /// generations' stdout) in a file of its own, [`Service::stdout`], and its stderr (its
+    /// log, and the generations' stderr) in the log.
+    pub fn start_file_split(
+        binaries: &Binaries,
+        label: &str,
+        keep: bool,
+        yaml: &str,
+    ) -> Result<Service> {
+        Self::spawn(binaries, label, keep, yaml, true)
+    }
+
+    fn spawn(
+        binaries: &Binaries,
+        label: &str,
+        keep: bool,
+        yaml: &str,
+        split_stdout: bool,
+    ) -> Result<Service> {
         // Named after the benchmark that runs it (flipbench, bindbench).
         let program = std::env::current_exe()
             .ok()
@@ -99,6 +123,11 @@ impl Service {
         let mut service = Service {
             socket: dir.join("run").join(format!("{NAME}.sock")),
             log: dir.join("supervisor.log"),
+            stdout: dir.join(if split_stdout {
+                "stdout.log"
+            } else {
+                "supervisor.log"
+            }),
             dir,
             child: None,
             keep,
@@ -111,6 +140,11 @@ impl Service {
         }
         std::fs::write(config_dir.join(format!("{NAME}.yaml")), yaml)?;
         let log = File::create(&service.log)?;
+        let stdout = if split_stdout {
+            File::create(&service.stdout)?
+        } else {
+            log.try_clone()?
+        };
         let child = Command::new(&binaries.zdctl)
             .args(["run", NAME])
             .env("ZDCTL_RUNTIME_DIR", &runtime_dir)
@@ -119,7 +153,7 @@ impl Service {
             // logging would be part of what is measured.
             .env_remove("ZD_LOG")
             .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
+            .stdout(stdout)
             .stderr(log)
             // Its own group, so that the guard can kill it without touching this program.
             .process_group(0)
@@ -172,6 +206,11 @@ impl Service {
             Some(child) => Ok(child.try_wait()?),
             None => Ok(None),
         }
+    }
+
+    /// The file that holds the supervisor's stdout.
+    pub fn stdout(&self) -> &Path {
+        &self.stdout
     }
 
     pub fn log_text(&self) -> String {
