@@ -9,6 +9,20 @@ use zd_load::load::ConnectionMode;
 
 use crate::support::*;
 
+/// Writes `script` to `file` and the service `api` that runs it with `/bin/sh`, with one
+/// loopback listener and the `extra` keys.
+fn shell_service(env: &TestEnv, file: &str, script: &str, extra: &str) {
+    let path = env.path(file);
+    std::fs::write(&path, script).expect("script");
+    env.write_service(
+        "api",
+        &format!(
+            "command: [/bin/sh, {:?}]\nlisten:\n  - http=127.0.0.1:0\n{extra}",
+            path.display().to_string()
+        ),
+    );
+}
+
 /// A service whose generations say hello on both streams, then run the fixture, or,
 /// once `marker` exists, complain and exit 1 like an app missing its configuration.
 fn chatty_service(env: &TestEnv, marker: &std::path::Path, extra: &str) {
@@ -20,15 +34,7 @@ fn chatty_service(env: &TestEnv, marker: &std::path::Path, extra: &str) {
         marker.display(),
         fixture_bin().display()
     );
-    let path = env.path("chatty.sh");
-    std::fs::write(&path, script).expect("script");
-    env.write_service(
-        "api",
-        &format!(
-            "command: [/bin/sh, {:?}]\nlisten:\n  - http=127.0.0.1:0\n{extra}",
-            path.display().to_string()
-        ),
-    );
+    shell_service(env, "chatty.sh", &script, extra);
 }
 
 fn json_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
@@ -219,15 +225,7 @@ fn output_printed_while_no_supervisor_runs_is_read_by_the_one_that_adopts() {
         ticker_pid.display(),
         fixture_bin().display()
     );
-    let path = env.path("ticker.sh");
-    std::fs::write(&path, script).expect("script");
-    env.write_service(
-        "api",
-        &format!(
-            "command: [/bin/sh, {:?}]\nlisten:\n  - http=127.0.0.1:0\n",
-            path.display().to_string()
-        ),
-    );
+    shell_service(&env, "ticker.sh", &script, "");
     let first = env.start("api", &["run", "api"]);
     let addr = address_of(&first);
     let serving = active_pid(&first);
@@ -291,15 +289,7 @@ fn a_crash_is_reported_with_the_last_lines_the_generation_printed() {
          exec '{}' --exit-after 300ms\n",
         fixture_bin().display()
     );
-    let path = env.path("crashy.sh");
-    std::fs::write(&path, script).expect("script");
-    env.write_service(
-        "api",
-        &format!(
-            "command: [/bin/sh, {:?}]\nlisten:\n  - http=127.0.0.1:0\nrestart: never\n",
-            path.display().to_string()
-        ),
-    );
+    shell_service(&env, "crashy.sh", &script, "restart: never\n");
     env.start("api", &["run", "api"]);
     let report = wait_for("the crash report", || {
         let log = env.log("api");
@@ -329,15 +319,7 @@ fn a_reexec_after_the_program_closed_its_stderr_pipe_still_works() {
         env.path("errors.log").display(),
         fixture_bin().display()
     );
-    let path = env.path("redirect.sh");
-    std::fs::write(&path, script).expect("script");
-    env.write_service(
-        "api",
-        &format!(
-            "command: [/bin/sh, {:?}]\nlisten:\n  - http=127.0.0.1:0\n",
-            path.display().to_string()
-        ),
-    );
+    shell_service(&env, "redirect.sh", &script, "");
     let first = env.start("api", &["run", "api"]);
     wait_for("its stdout line", || {
         let out = env.run_zdctl(&["logs", "api"]);

@@ -98,15 +98,8 @@ fn rows_table(id: &str, rows: &[(&str, String)]) -> String {
 
 /// The lines of the human output, one row each.
 fn summary_table(r: &VerifyReport) -> String {
-    let rate = if r.duration_ms > 0.0 {
-        r.requests as f64 * 1000.0 / r.duration_ms
-    } else {
-        0.0
-    };
-    let load = match r.rate {
-        Some(rate) => format!("open loop at {rate}/s"),
-        None => "closed loop".to_owned(),
-    };
+    let rate = super::print::requests_per_second(r);
+    let load = super::print::load_words(r);
     let mode = if r.mode == "close" {
         "a new connection per request"
     } else {

@@ -38,6 +38,23 @@ pub fn print_report(report: &VerifyReport, json: bool) -> anyhow::Result<()> {
     }
 }
 
+/// Requests per second over the whole run.
+pub(crate) fn requests_per_second(r: &VerifyReport) -> f64 {
+    if r.duration_ms > 0.0 {
+        r.requests as f64 * 1000.0 / r.duration_ms
+    } else {
+        0.0
+    }
+}
+
+/// `open loop at 500/s`, or `closed loop`.
+pub(crate) fn load_words(r: &VerifyReport) -> String {
+    match r.rate {
+        Some(rate) => format!("open loop at {rate}/s"),
+        None => "closed loop".to_owned(),
+    }
+}
+
 /// The report as a few aligned lines.
 pub fn human_report(r: &VerifyReport) -> String {
     let stream = crate::color::Stream::Stdout;
@@ -46,15 +63,8 @@ pub fn human_report(r: &VerifyReport) -> String {
     } else {
         crate::color::bad("FAIL", stream)
     };
-    let rate = if r.duration_ms > 0.0 {
-        r.requests as f64 * 1000.0 / r.duration_ms
-    } else {
-        0.0
-    };
-    let load = match r.rate {
-        Some(rate) => format!("open loop at {rate}/s"),
-        None => "closed loop".to_owned(),
-    };
+    let rate = requests_per_second(r);
+    let load = load_words(r);
     let mut out = format!(
         "{verdict}: {} restarts of {} under load at {}\n",
         r.flips.requested, r.target, r.url

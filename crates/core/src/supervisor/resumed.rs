@@ -171,7 +171,12 @@ fn take_read_end(pid: i32, inode: u64) -> Option<OwnedFd> {
         .chain(crate::proc::descendants(pid))
         .find_map(|p| {
             let fd = crate::proc::pipe_read_end(p, inode)?;
-            crate::proc::duplicate_fd(p, fd)
+            // The fd number was read from /proc before the pidfd was taken: a pid reused
+            // in between could hand us another file, which is checked and dropped.
+            let taken = crate::proc::duplicate_fd(p, fd)?;
+            nix::sys::stat::fstat(&taken)
+                .is_ok_and(|s| s.st_ino == inode)
+                .then_some(taken)
         });
     if taken.is_none() {
         warn!(
