@@ -132,6 +132,7 @@ mod tests {
     #[test]
     fn a_line_shows_when_which_generation_and_stream_with_control_characters_escaped() {
         let line = LogLine {
+            instance: 0,
             generation: 3,
             seq: 9,
             unix_ms: 1_796_666_301_123,

@@ -22,6 +22,7 @@ pub async fn restart(args: RestartArgs) -> anyhow::Result<()> {
         timeout: args.timeout,
         attach: args.attach,
         until_promoted: args.wait == Wait::Ready,
+        no_bake: false,
     };
     let mut write_error = None;
     let result = service
@@ -140,6 +141,9 @@ mod tests {
     #[test]
     fn a_completed_restart_names_both_generations_and_the_new_pid() {
         let report = RestartReport {
+            bake_ms: None,
+            new_pids: Vec::new(),
+            steps: None,
             restart: 3,
             outcome: RestartOutcome::Completed,
             old_generation: Some(7),

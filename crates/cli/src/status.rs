@@ -432,6 +432,7 @@ fn state_name(state: GenerationState) -> &'static str {
         GenerationState::Starting => "starting",
         GenerationState::Active => "active",
         GenerationState::Draining => "draining",
+        GenerationState::Standby => "standby",
         GenerationState::Exited => "exited",
     }
 }
@@ -453,6 +454,9 @@ mod tests {
 
     fn fixed() -> Status {
         Status {
+            bake: None,
+            capacity: None,
+            instances: None,
             service: "api".into(),
             supervisor_pid: 1200,
             started_unix_ms: NOW_MS - 7_980_000,
@@ -461,6 +465,7 @@ mod tests {
             restart_in_progress: None,
             generations: vec![
                 GenerationInfo {
+                    instances: Vec::new(),
                     generation: 8,
                     pid: 1234,
                     state: GenerationState::Active,
@@ -470,6 +475,7 @@ mod tests {
                     output_lines: None,
                 },
                 GenerationInfo {
+                    instances: Vec::new(),
                     generation: 7,
                     pid: 1100,
                     state: GenerationState::Exited,
@@ -494,6 +500,9 @@ mod tests {
                 crashes: 0,
             },
             last_restart: Some(RestartReport {
+                bake_ms: None,
+                new_pids: Vec::new(),
+                steps: None,
                 restart: 3,
                 outcome: RestartOutcome::Completed,
                 old_generation: Some(7),
@@ -598,6 +607,7 @@ service 'api': supervisor pid 1200, up 2h13m
         let mut status = fixed();
         status.active_generation = None;
         status.generations = vec![GenerationInfo {
+            instances: Vec::new(),
             generation: 9,
             pid: 1300,
             state: GenerationState::Exited,

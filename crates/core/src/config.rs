@@ -116,7 +116,52 @@ pub struct ServiceConfig {
     /// supervisor, so that a program that binds its own port gets the generation's
     /// listener instead (`handoff::intercept`; read at every spawn, like the command).
     pub intercept_binds: bool,
+    /// How many processes of the command each generation runs (`instances`, at least 1).
+    /// Each gets the listeners and `ZD_INSTANCE=0..N-1`.
+    pub instances: u32,
+    /// How a restart replaces a generation of several instances (`rollout`).
+    pub rollout: Rollout,
+    /// After a restart's promotion, how long the old generation is kept, serving beside
+    /// the new one, while the new one is watched (`bake`, `bake_checks`); `None`: the old
+    /// generation is drained as soon as the new one is ready.
+    pub bake: Option<Bake>,
 }
+
+/// `rollout`: how many new instances a restart starts ahead of the old ones it drains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rollout {
+    /// How many new instances may run beyond `instances` (1 to `instances`): 1 replaces
+    /// them one by one, `instances` starts the whole new generation at once.
+    pub surge: u32,
+    /// How many instances may be missing from the serving capacity during a restart;
+    /// only 0 is supported.
+    pub max_unavailable: u32,
+}
+
+impl Default for Rollout {
+    fn default() -> Rollout {
+        Rollout {
+            surge: 1,
+            max_unavailable: 0,
+        }
+    }
+}
+
+/// `bake`: the window after a promotion during which the old generation stays, and what
+/// reverts to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bake {
+    /// How long the window lasts.
+    pub window: Duration,
+    /// Checks run every `interval` during the window (same forms as readiness checks);
+    /// one that fails reverts. An instance of the new generation that exits reverts too.
+    pub checks: Vec<ReadyCheck>,
+    /// How often the checks run (`bake_check_interval`).
+    pub interval: Duration,
+}
+
+/// The default `bake_check_interval`.
+pub const DEFAULT_BAKE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How a TCP or UDP listener reaches the generations (`supervisor`, `listen::steer`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -305,6 +350,9 @@ impl ServiceConfig {
             handoff_wait: DEFAULT_HANDOFF_WAIT,
             migrate_requests: None,
             intercept_binds: false,
+            instances: 1,
+            rollout: Rollout::default(),
+            bake: None,
         }
     }
 
@@ -545,5 +593,8 @@ fn from_file(
         handoff_wait: raw.handoff_wait.map_or(DEFAULT_HANDOFF_WAIT, |d| d.0),
         migrate_requests: raw.migrate_requests,
         intercept_binds: raw.intercept_binds.unwrap_or(false),
+        instances: 1,
+        rollout: Rollout::default(),
+        bake: None,
     }
 }

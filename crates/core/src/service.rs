@@ -62,6 +62,8 @@ pub struct RestartOptions {
     /// drains the old one on its own). A driver runs in this process, so its restart is
     /// always followed to the end.
     pub until_promoted: bool,
+    /// Skip the service's `bake` window (native services).
+    pub no_bake: bool,
 }
 
 /// How a restart call ended.
@@ -394,6 +396,7 @@ impl Service {
                         .timeout
                         .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
                     attach: options.attach,
+                    no_bake: options.no_bake,
                 };
                 let mut promoted = None;
                 let reply = client

@@ -45,6 +45,9 @@ fn a_file_with_every_key_loads_with_each_value() -> Result<(), ConfigError> {
     local.name = Some("local".into());
     local.mode = Some(0o600);
     let want = ServiceConfig {
+        instances: 1,
+        rollout: zd_core::config::Rollout::default(),
+        bake: None,
         name: "api".into(),
         source: Some(path.clone()),
         command: ["sh", "-c", "exec sleep 1000", "--port", "8080"]

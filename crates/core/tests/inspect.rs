@@ -227,6 +227,7 @@ fn a_native_status_names_the_generations_and_their_states() {
     let address = listener.local_addr().expect("address").to_string();
     let started = unix_ms(std::time::SystemTime::now()) - 5_000;
     let generation = |number: u64, pid: i32, state| GenerationInfo {
+        instances: Vec::new(),
         generation: number,
         pid,
         state,
@@ -236,6 +237,9 @@ fn a_native_status_names_the_generations_and_their_states() {
         output_lines: None,
     };
     let status = Status {
+        bake: None,
+        capacity: None,
+        instances: None,
         service: "api".to_owned(),
         supervisor_pid: family.root,
         started_unix_ms: started,
@@ -441,6 +445,7 @@ fn each_generations_udp_socket_shows_with_its_scheme_holder_and_queued_bytes() {
     let shown = format!("udp://{address}");
     let started = unix_ms(std::time::SystemTime::now());
     let generation = |number: u64, pid: i32, state| GenerationInfo {
+        instances: Vec::new(),
         generation: number,
         pid,
         state,
@@ -450,6 +455,9 @@ fn each_generations_udp_socket_shows_with_its_scheme_holder_and_queued_bytes() {
         output_lines: None,
     };
     let status = Status {
+        bake: None,
+        capacity: None,
+        instances: None,
         service: "dns".to_owned(),
         supervisor_pid: family.root,
         started_unix_ms: started,

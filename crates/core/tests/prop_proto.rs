@@ -91,6 +91,7 @@ fn op() -> impl Strategy<Value = Op> {
         Just(Op::Watch),
         (prop::option::of(any::<u64>()), any::<bool>()).prop_map(|(ready_timeout_ms, attach)| {
             Op::Restart {
+                no_bake: false,
                 ready_timeout_ms,
                 attach,
             }

@@ -331,6 +331,9 @@ fn run_count(count: usize, options: &Options) -> Result<()> {
     let server_pid = i32::try_from(server.0.id())?;
     let started = unix_ms(std::time::SystemTime::now());
     let status = Status {
+        bake: None,
+        capacity: None,
+        instances: None,
         service: "bench".to_owned(),
         supervisor_pid: server_pid,
         started_unix_ms: started,
@@ -338,6 +341,7 @@ fn run_count(count: usize, options: &Options) -> Result<()> {
         active_generation: Some(1),
         restart_in_progress: None,
         generations: vec![GenerationInfo {
+            instances: Vec::new(),
             generation: 1,
             pid: server_pid,
             state: GenerationState::Active,

@@ -56,6 +56,9 @@ fn lies(request: &Request) -> Vec<serde_json::Value> {
     match request.op {
         zd_core::proto::Op::Restart { .. } => {
             let report = RestartReport {
+                bake_ms: None,
+                new_pids: Vec::new(),
+                steps: None,
                 restart: 1,
                 outcome: RestartOutcome::Completed,
                 old_generation: Some(1),
@@ -71,6 +74,9 @@ fn lies(request: &Request) -> Vec<serde_json::Value> {
             vec![finished, result(ReplyResult::Restart(report))]
         }
         zd_core::proto::Op::Status => vec![result(ReplyResult::Status(Box::new(Status {
+            bake: None,
+            capacity: None,
+            instances: None,
             service: "api".into(),
             supervisor_pid: std::process::id() as i32,
             started_unix_ms: 0,

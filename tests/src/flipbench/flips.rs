@@ -143,6 +143,7 @@ async fn restart_once(socket: &Path) -> Flip {
     let op = Op::Restart {
         ready_timeout_ms: None,
         attach: false,
+        no_bake: false,
     };
     let reply = client.call(op, |event| events.push(event.clone())).await;
     let ended = Instant::now();

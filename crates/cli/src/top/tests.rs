@@ -268,6 +268,9 @@ fn a_restart_shows_its_phases_as_the_events_arrive() {
         },
     ));
     app.on_event(RestartUpdate::Finished(Ok(RestartReport {
+        bake_ms: None,
+        new_pids: Vec::new(),
+        steps: None,
         restart: 1,
         outcome: RestartOutcome::Completed,
         old_generation: Some(1),
@@ -593,6 +596,7 @@ fn api_generation(generation: u64) -> OutputTarget {
 fn printed(first_seq: u64, n: u64) -> Vec<LogLine> {
     (first_seq..first_seq + n)
         .map(|seq| LogLine {
+            instance: 0,
             generation: 2,
             seq,
             unix_ms: T0 + seq * 1000 + 7,
@@ -758,6 +762,9 @@ fn the_generations_table_counts_the_output_lines_kept() {
 
 fn status(log_lines: Option<u32>, output_lines: Option<u64>) -> Status {
     Status {
+        bake: None,
+        capacity: None,
+        instances: None,
         service: "api".into(),
         supervisor_pid: 1100,
         started_unix_ms: T0,
@@ -765,6 +772,7 @@ fn status(log_lines: Option<u32>, output_lines: Option<u64>) -> Status {
         active_generation: Some(2),
         restart_in_progress: None,
         generations: vec![GenerationInfo {
+            instances: Vec::new(),
             generation: 2,
             pid: 1300,
             state: GenerationState::Active,

@@ -18,6 +18,9 @@ fn report(outcome: RestartOutcome) -> RestartReport {
         new_pid: Some(1234),
         elapsed_ms: 412,
         output: Vec::new(),
+        new_pids: Vec::new(),
+        steps: None,
+        bake_ms: None,
     }
 }
 
@@ -212,7 +215,8 @@ fn timeout_and_attach_are_sent_with_the_request() {
         fake.requests(),
         [Op::Restart {
             ready_timeout_ms: Some(1500),
-            attach: true
+            attach: true,
+            no_bake: false,
         }]
     );
 }

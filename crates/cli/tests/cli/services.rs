@@ -10,6 +10,9 @@ use crate::fake::{Step, TestEnv, assert_code, stderr, stdout};
 
 fn status(name: &str) -> Status {
     Status {
+        bake: None,
+        capacity: None,
+        instances: None,
         service: name.into(),
         supervisor_pid: 4242,
         started_unix_ms: 1_800_000_000_000,
@@ -17,6 +20,7 @@ fn status(name: &str) -> Status {
         active_generation: Some(2),
         restart_in_progress: None,
         generations: vec![GenerationInfo {
+            instances: Vec::new(),
             generation: 2,
             pid: 4300,
             state: GenerationState::Active,

@@ -147,6 +147,9 @@ impl Record {
             new_pid: None,
             elapsed_ms: 0,
             output: Vec::new(),
+            new_pids: Vec::new(),
+            steps: None,
+            bake_ms: None,
         });
         true
     }
@@ -262,6 +265,9 @@ mod tests {
             new_pid: Some(77),
             elapsed_ms: 12,
             output: Vec::new(),
+            new_pids: Vec::new(),
+            steps: None,
+            bake_ms: None,
         });
         write_in(dir.path(), "api", &record).expect("written");
         let read = read_in(dir.path(), "api").expect("a record");

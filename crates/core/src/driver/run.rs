@@ -196,6 +196,9 @@ impl<'a> Run<'a> {
             new_pid: self.new_pid,
             elapsed_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             output: Vec::new(),
+            new_pids: Vec::new(),
+            steps: None,
+            bake_ms: None,
         };
         self.record.finished(&report);
         self.lock.write(&self.record);

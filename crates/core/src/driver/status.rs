@@ -179,6 +179,9 @@ pub fn status(config: &DriverConfig) -> Result<Status, DriverError> {
         failing: None,
         supervisor: None,
         log_lines: None,
+        instances: None,
+        capacity: None,
+        bake: None,
     })
 }
 
@@ -213,6 +216,7 @@ fn info(generation: u64, pid: i32, state: GenerationState) -> GenerationInfo {
         exit: None,
         intercept: None,
         output_lines: None,
+        instances: Vec::new(),
     }
 }
 

@@ -93,6 +93,7 @@ pub(crate) fn native_roots(status: &proto::Status) -> Vec<Root> {
                 GenerationState::Starting => "starting",
                 GenerationState::Active => "active",
                 GenerationState::Draining => "draining",
+                GenerationState::Standby => "standby",
                 GenerationState::Exited => "exited",
             }
             .to_owned(),

@@ -18,7 +18,14 @@ pub enum Op {
         /// When a restart is already running, follow it instead of answering `busy`.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         attach: bool,
+        /// Skip the service's `bake` window: drain the old generation as soon as the new
+        /// one is ready.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        no_bake: bool,
     },
+    /// During a restart's `bake` window: drain the new generation and keep the old one.
+    /// Answered once the old generation is the only one left.
+    Revert,
     /// Stop every generation gracefully and exit the supervisor.
     Stop,
     /// Send a signal (a name such as `USR1` or a number) to the active generation.
@@ -151,6 +158,9 @@ pub struct LogsReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogLine {
     pub generation: u64,
+    /// The instance that printed it (`instances`); 0 from an older zdctl.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub instance: u32,
     /// Increases with every line the supervisor keeps, over all generations.
     pub seq: u64,
     /// When the supervisor read it.
@@ -267,6 +277,19 @@ pub struct RestartReport {
     /// When the new generation failed: the last lines it printed (when its output is kept).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub output: Vec<LogLine>,
+    /// With `instances` above 1: the new generation's pids, by instance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub new_pids: Vec<i32>,
+    /// A rolling restart: how many instances it replaced, one step each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<u32>,
+    /// With `bake`: how long the window lasted, to its end or to the revert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bake_ms: Option<u64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A step of a restart or of a generation's life, as it happens.
@@ -347,6 +370,39 @@ pub enum EventKind {
     },
     /// The supervisor is stopping every generation.
     Stopping,
+    /// One instance of a generation of several passed its readiness checks (`Ready`
+    /// follows once all have).
+    InstanceReady {
+        generation: u64,
+        instance: u32,
+        pid: i32,
+        evidence: String,
+    },
+    /// A rolling restart replaced one more instance: `step` of `of` new instances are
+    /// ready, and as many old ones were drained or are draining.
+    Step { generation: u64, step: u32, of: u32 },
+    /// The new generation is promoted and watched for `bake_ms`; the old one serves
+    /// beside it until then.
+    Baking {
+        generation: u64,
+        old_generation: u64,
+        bake_ms: u64,
+        checks: Vec<String>,
+    },
+    /// The bake window ended in a revert: the new generation is drained, the old one is
+    /// the service again.
+    Reverted {
+        generation: u64,
+        old_generation: u64,
+        reason: String,
+    },
+    /// One instance of the active generation died; it alone starts again after
+    /// `delay_ms`.
+    InstanceRespawning {
+        generation: u64,
+        instance: u32,
+        delay_ms: u64,
+    },
     /// An event this version does not know, from a newer supervisor: skipped rather than
     /// failing the whole answer. Never sent.
     #[serde(other)]
@@ -405,6 +461,9 @@ pub enum GenerationState {
     Active,
     /// Asked to stop; waiting for it to exit.
     Draining,
+    /// The old generation during a restart's `bake` window: untouched and still serving
+    /// beside the new one, which a revert drains.
+    Standby,
     /// Gone.
     Exited,
 }
@@ -426,6 +485,44 @@ pub struct GenerationInfo {
     /// its output is not kept, from a foreign supervisor or an older zdctl.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_lines: Option<u64>,
+    /// Its processes (`instances`), by instance number; `pid` is the first live one's.
+    /// Empty from a foreign supervisor or an older zdctl.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<InstanceInfo>,
+}
+
+/// One process of a generation (`instances: N` runs N of them, numbered 0..N-1 and told
+/// so by `ZD_INSTANCE`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceInfo {
+    pub instance: u32,
+    pub pid: i32,
+    pub state: GenerationState,
+    pub started_unix_ms: u64,
+    /// Whether its readiness checks passed.
+    #[serde(default)]
+    pub ready: bool,
+    /// How many times it was started again alone after it died.
+    #[serde(default)]
+    pub respawns: u32,
+    #[serde(default)]
+    pub exit: Option<ExitInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_lines: Option<u64>,
+}
+
+/// A restart's `bake` window that is running (see [`Status::bake`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BakeInfo {
+    /// The new generation, promoted and watched.
+    pub generation: u64,
+    /// The old one, kept serving until the window ends.
+    pub old_generation: u64,
+    pub started_unix_ms: u64,
+    pub ends_unix_ms: u64,
+    /// The bake checks, as written.
+    #[serde(default)]
+    pub checks: Vec<String>,
 }
 
 /// What the interception of one generation's binds (`intercept_binds`) answered since the
@@ -576,6 +673,17 @@ pub struct Status {
     /// none), for `logs`. `None` from a foreign supervisor or an older zdctl.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_lines: Option<u32>,
+    /// How many processes each generation runs (`instances`). `None` from a foreign
+    /// supervisor or an older zdctl.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<u32>,
+    /// The instances that serve now: live, ready, not draining, of any generation.
+    /// `None` from a foreign supervisor or an older zdctl.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u32>,
+    /// The `bake` window of the running restart, while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bake: Option<BakeInfo>,
 }
 
 /// The supervisor process of a service (see [`Status::supervisor`]).

@@ -453,6 +453,7 @@ impl Owner {
             Op::Restart {
                 ready_timeout_ms,
                 attach,
+                no_bake: _,
             } => {
                 let timeout = ready_timeout_ms.map(Duration::from_millis);
                 let requester = Some((id, replies.clone()));
@@ -480,6 +481,11 @@ impl Owner {
                 until,
                 lines,
             } => reply(self.logs(id, generation, after, until, lines)),
+            Op::Revert => reply(Reply::error(
+                id,
+                ErrorKind::Invalid,
+                "no restart of this service is baking: nothing to revert",
+            )),
             Op::Stop => return Some((id, replies)),
             Op::Reexec { binary } => self.begin_reexec(binary, Some((id, replies))),
             Op::Signal { signal } => match Signal::from_str(&signal) {
@@ -612,6 +618,9 @@ impl Owner {
             failing: st.failing.as_ref().map(|f| f.info()),
             supervisor: Some(st.me.info()),
             log_lines: Some(st.config.log_lines),
+            instances: Some(st.config.instances),
+            capacity: None,
+            bake: None,
         }
     }
 }

@@ -157,6 +157,7 @@ mod tests {
     #[test]
     fn an_answer_is_cut_at_its_size_but_holds_one_line_at_least() {
         let line = |seq, len| LogLine {
+            instance: 0,
             generation: 1,
             seq,
             unix_ms: 0,

@@ -100,6 +100,7 @@ impl OutputLog {
         let seq = next_seq();
         lines.push_back(LogLine {
             generation: self.generation,
+            instance: 0,
             seq,
             unix_ms: unix_ms(SystemTime::now()),
             stream,

@@ -144,6 +144,9 @@ impl RestartRun {
             new_pid: new.map(|(_, p)| p),
             elapsed_ms,
             output,
+            new_pids: Vec::new(),
+            steps: None,
+            bake_ms: None,
         };
         match &report.outcome {
             RestartOutcome::Completed => info!(restart = self.restart, "restart completed"),

@@ -141,6 +141,7 @@ fn state_word(state: GenerationState) -> &'static str {
         GenerationState::Starting => "starting",
         GenerationState::Active => "active",
         GenerationState::Draining => "draining",
+        GenerationState::Standby => "standby",
         GenerationState::Exited => "exiting",
     }
 }

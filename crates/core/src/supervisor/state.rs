@@ -66,6 +66,7 @@ impl Generation {
             exit: self.exit,
             intercept: self.intercept.as_ref().map(|c| c.info()),
             output_lines: self.output.as_ref().map(|o| o.len() as u64),
+            instances: Vec::new(),
         }
     }
 

@@ -139,6 +139,7 @@ impl Harness {
         self.send(Op::Restart {
             ready_timeout_ms,
             attach: false,
+            no_bake: false,
         })
         .await
     }
@@ -256,6 +257,23 @@ fn describe(kind: &EventKind) -> String {
             Some(g) => format!("failing after {g} ({failed_starts} failed starts)"),
             None => format!("failing ({failed_starts} failed starts)"),
         },
+        EventKind::InstanceReady {
+            generation,
+            instance,
+            ..
+        } => format!("ready {generation}.{instance}"),
+        EventKind::Step {
+            generation,
+            step,
+            of,
+        } => format!("step {generation} {step}/{of}"),
+        EventKind::Baking { generation, .. } => format!("baking {generation}"),
+        EventKind::Reverted { generation, .. } => format!("reverted {generation}"),
+        EventKind::InstanceRespawning {
+            generation,
+            instance,
+            delay_ms,
+        } => format!("respawning {generation}.{instance} in {delay_ms}ms"),
         EventKind::Unknown => "unknown".into(),
     }
 }

@@ -62,6 +62,9 @@ fn restarted() -> Reply {
             new_pid: Some(1234),
             elapsed_ms: 5,
             output: Vec::new(),
+            new_pids: Vec::new(),
+            steps: None,
+            bake_ms: None,
         }),
     )
 }
@@ -69,6 +72,7 @@ fn restarted() -> Reply {
 const RESTART: Op = Op::Restart {
     ready_timeout_ms: None,
     attach: false,
+    no_bake: false,
 };
 
 /// The deadline for short answers in these tests; the scripted pauses are three times it.

@@ -55,7 +55,8 @@ fn valid_requests_parse_and_unknown_fields_are_ignored() {
         op,
         Op::Restart {
             ready_timeout_ms: None,
-            attach: false
+            attach: false,
+            no_bake: false,
         }
     );
     let (_, op) = parse_request(br#"{"v":1,"id":1,"op":"signal","signal":"USR1"}"#).unwrap();

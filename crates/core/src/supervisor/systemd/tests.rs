@@ -29,6 +29,9 @@ fn finished(restart: u64, outcome: RestartOutcome) -> Event {
                 new_pid: None,
                 elapsed_ms: 0,
                 output: Vec::new(),
+                new_pids: Vec::new(),
+                steps: None,
+                bake_ms: None,
             },
         },
     )

@@ -288,6 +288,7 @@ async fn a_second_restart_while_one_runs_is_busy_or_follows_it() {
         .send(Op::Restart {
             ready_timeout_ms: None,
             attach: true,
+            no_bake: false,
         })
         .await;
     let (_, report) = first.restart().await;
