@@ -85,7 +85,24 @@ impl ServiceCgroups {
 
     /// Creates generation `generation`'s cgroup and opens its `cgroup.procs`.
     pub fn generation(&self, generation: u64) -> std::io::Result<GenerationCgroup> {
-        let name = format!("gen-{generation}");
+        self.instance(generation, 0, 0)
+    }
+
+    /// Creates the cgroup of one process of a generation: `gen-N` for its first instance,
+    /// `gen-N.I.R` for instance `I` started for the `R`th time, so that a drain deadline's
+    /// kill of one instance spares its siblings, and a respawn never shares the cgroup of
+    /// the instance it replaces (which is removed once that one has ended).
+    pub fn instance(
+        &self,
+        generation: u64,
+        instance: u32,
+        respawns: u32,
+    ) -> std::io::Result<GenerationCgroup> {
+        let name = if instance == 0 && respawns == 0 {
+            format!("gen-{generation}")
+        } else {
+            format!("gen-{generation}.{instance}.{respawns}")
+        };
         let dir = self.dir.join(&name);
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
@@ -128,7 +145,7 @@ impl GenerationCgroup {
         let ours = supervisor.starts_with(&format!("zdctl.{service}."))
             && name
                 .strip_prefix("gen-")
-                .is_some_and(|n| n.parse::<u64>().is_ok())
+                .is_some_and(|n| n.split('.').all(|part| part.parse::<u64>().is_ok()))
             && !rel.contains("..");
         if !ours {
             return Err(refuse());

@@ -198,7 +198,22 @@ pub fn notify_socket(name: &str, generation: u64) -> PathBuf {
 
 /// The per-generation notify socket of service `name` in runtime directory `dir`.
 pub fn notify_socket_in(dir: &Path, name: &str, generation: u64) -> PathBuf {
-    dir.join(format!("{name}.{generation}.notify"))
+    instance_notify_socket_in(dir, name, generation, 0)
+}
+
+/// The notify socket of instance `instance` of a generation: the generation's own for
+/// instance 0, `NAME.GEN.INSTANCE.notify` for the others.
+pub fn instance_notify_socket_in(
+    dir: &Path,
+    name: &str,
+    generation: u64,
+    instance: u32,
+) -> PathBuf {
+    if instance == 0 {
+        dir.join(format!("{name}.{generation}.notify"))
+    } else {
+        dir.join(format!("{name}.{generation}.{instance}.notify"))
+    }
 }
 
 /// The state file of service `name`'s supervisor in runtime directory `dir`: what a new

@@ -22,6 +22,8 @@ pub use notify::{NotifySender, NotifySocket, NotifyState, NotifyUpdates};
 pub struct ReadyContext {
     pub service: String,
     pub generation: u64,
+    /// Which of the generation's processes (`ZD_INSTANCE`).
+    pub instance: u32,
     pub pid: i32,
     /// Inodes of the listeners the generation inherited.
     pub listener_inodes: Vec<u64>,
@@ -84,6 +86,39 @@ async fn wait_one(check: &ReadyCheck, ctx: &ReadyContext) -> Result<String, Read
             ))
         }
     }
+}
+
+/// Runs each check once, each within `limit` (a bake window's checks): the first that
+/// fails says why. `http:`, `tcp:` and `exec:` probe the service; `accepting` looks for an
+/// instance that accepts; `notify` and `alive` have nothing to check again once ready.
+pub async fn check_all_once(
+    checks: &[ReadyCheck],
+    ctx: &ReadyContext,
+    limit: Duration,
+) -> Result<(), String> {
+    for check in checks {
+        let once = async {
+            match check {
+                ReadyCheck::Http {
+                    host, port, path, ..
+                } => probe::http_once(host, *port, path).await,
+                ReadyCheck::Tcp { addr } => probe::tcp_once(addr).await,
+                ReadyCheck::Exec { command } => probe::exec_once(command, ctx).await,
+                ReadyCheck::Accepting | ReadyCheck::Notify | ReadyCheck::Alive(_) => Ok(()),
+            }
+        };
+        match tokio::time::timeout(limit, once).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("bake check '{check}' failed: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "bake check '{check}' did not answer within {}",
+                    crate::duration::format_duration(limit)
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Polls /proc for evidence, quickly at first (most servers are up within milliseconds),

@@ -16,10 +16,12 @@ const DIALECT_NAMES: &[&str] = &["NOTIFY_SOCKET", "FDSTORE"];
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandoffVars(pub Vec<(String, String)>);
 
-/// The handoff variables for `listeners` passed at fds 3, 4, … to generation `generation`.
+/// The handoff variables for `listeners` passed at fds 3, 4, … to instance `instance` of
+/// generation `generation`.
 pub fn handoff_vars(
     service: &str,
     generation: u64,
+    instance: u32,
     listeners: &[Listener],
     notify_socket: Option<&std::path::Path>,
 ) -> HandoffVars {
@@ -50,6 +52,7 @@ pub fn handoff_vars(
     }
     vars.push(("SERVER_STARTER_GENERATION".into(), generation.to_string()));
     vars.push(("ZD_GENERATION".into(), generation.to_string()));
+    vars.push(("ZD_INSTANCE".into(), instance.to_string()));
     vars.push(("ZD_SERVICE".into(), service.to_owned()));
     if let Some(path) = notify_socket {
         vars.push(("NOTIFY_SOCKET".into(), path.display().to_string()));
@@ -107,7 +110,7 @@ mod tests {
         let mut service = BTreeMap::new();
         service.insert("ZD_GENERATION".to_owned(), "user".to_owned());
         service.insert("RUST_LOG".to_owned(), "info".to_owned());
-        let vars = handoff_vars("api", 4, &[], None);
+        let vars = handoff_vars("api", 4, 0, &[], None);
         let env = generation_env(inherited, &service, &vars);
         assert_eq!(env.get("PATH").map(String::as_str), Some("/bin"));
         assert_eq!(env.get("RUST_LOG").map(String::as_str), Some("info"));
@@ -128,7 +131,7 @@ mod tests {
             .map(|s| s.parse().expect("spec"))
             .collect();
         let listeners = crate::listen::open_listeners(&specs).expect("open");
-        let vars = handoff_vars("api", 1, &listeners, None);
+        let vars = handoff_vars("api", 1, 0, &listeners, None);
         let get = |name: &str| {
             vars.0
                 .iter()
@@ -145,7 +148,7 @@ mod tests {
         );
 
         let udp_only = crate::listen::open_listeners(&specs[1..]).expect("open");
-        let vars = handoff_vars("api", 1, &udp_only, None);
+        let vars = handoff_vars("api", 1, 0, &udp_only, None);
         assert!(vars.0.iter().any(|(k, v)| k == "LISTEN_FDS" && v == "1"));
         assert!(!vars.0.iter().any(|(k, _)| k == "SERVER_STARTER_PORT"));
     }

@@ -355,6 +355,7 @@ mod tests {
         let spawned = spawn_generation(&SpawnSpec {
             service: "unit",
             generation: 1,
+            instance: 0,
             command: &command,
             workdir: None,
             env: &env,

@@ -22,6 +22,8 @@ use crate::sched::SchedAttr;
 pub struct SpawnSpec<'a> {
     pub service: &'a str,
     pub generation: u64,
+    /// Which of the generation's processes it is (`ZD_INSTANCE`).
+    pub instance: u32,
     pub command: &'a [String],
     pub workdir: Option<&'a Path>,
     pub env: &'a BTreeMap<String, String>,
@@ -141,6 +143,7 @@ pub fn start_child(spec: &SpawnSpec<'_>) -> Result<Spawned, HandoffError> {
     let vars = handoff_vars(
         spec.service,
         spec.generation,
+        spec.instance,
         spec.listeners,
         spec.notify_socket,
     );
@@ -513,6 +516,7 @@ mod tests {
         SpawnSpec {
             service: "unit",
             generation: 1,
+            instance: 0,
             command,
             workdir,
             env,

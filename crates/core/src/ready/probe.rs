@@ -21,6 +21,14 @@ pub(super) async fn wait_tcp(addr: &str) {
     }
 }
 
+/// One TCP connect to `addr`.
+pub(super) async fn tcp_once(addr: &str) -> Result<(), String> {
+    TcpStream::connect(addr)
+        .await
+        .map(drop)
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))
+}
+
 pub(super) async fn wait_http(host: &str, port: u16, path: &str) {
     loop {
         if let Ok(Ok(true)) =
@@ -29,6 +37,15 @@ pub(super) async fn wait_http(host: &str, port: u16, path: &str) {
             return;
         }
         tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// One GET, which must answer 2xx.
+pub(super) async fn http_once(host: &str, port: u16, path: &str) -> Result<(), String> {
+    match http_ok(host, port, path).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("it answered, but not 2xx".to_owned()),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -51,12 +68,23 @@ async fn http_ok(host: &str, port: u16, path: &str) -> std::io::Result<bool> {
 
 pub(super) async fn wait_exec(command: &str, ctx: &ReadyContext) {
     loop {
+        if exec_once(command, ctx).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// One run of `command`, which must exit 0.
+pub(super) async fn exec_once(command: &str, ctx: &ReadyContext) -> Result<(), String> {
+    {
         let mut check = tokio::process::Command::new("/bin/sh");
         check
             .arg("-c")
             .arg(command)
             .env("ZD_PID", ctx.pid.to_string())
             .env("ZD_GENERATION", ctx.generation.to_string())
+            .env("ZD_INSTANCE", ctx.instance.to_string())
             .env("ZD_SERVICE", &ctx.service)
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
@@ -79,9 +107,10 @@ pub(super) async fn wait_exec(command: &str, ctx: &ReadyContext) {
             }
             Err(e) => Err(e),
         };
-        if matches!(status, Ok(s) if s.success()) {
-            return;
+        match status {
+            Ok(s) if s.success() => Ok(()),
+            Ok(s) => Err(format!("it ended with {s}")),
+            Err(e) => Err(e.to_string()),
         }
-        tokio::time::sleep(RETRY).await;
     }
 }

@@ -25,6 +25,10 @@ pub(super) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// What a generation is started with.
 pub(super) struct SpawnRequest<'a> {
     pub generation: u64,
+    /// Which of the generation's `instances` it is, and how many times that instance was
+    /// started before.
+    pub instance: u32,
+    pub respawns: u32,
     pub config: &'a ServiceConfig,
     pub listeners: &'a [Listener],
     /// Whether to return only once the program is exec'd, so that a program that cannot

@@ -405,7 +405,7 @@ impl Owner {
                 warn!(%reason, "SIGHUP ignored");
             }
             Signal::Hangup => {
-                if let Err(busy) = self.start_restart(Instant::now(), None, None) {
+                if let Err(busy) = self.start_restart(Instant::now(), None, false, None) {
                     warn!(
                         restart = busy,
                         "SIGHUP ignored: a restart is already running"
@@ -453,11 +453,11 @@ impl Owner {
             Op::Restart {
                 ready_timeout_ms,
                 attach,
-                no_bake: _,
+                no_bake,
             } => {
                 let timeout = ready_timeout_ms.map(Duration::from_millis);
                 let requester = Some((id, replies.clone()));
-                if let Err(running) = self.start_restart(received, timeout, requester) {
+                if let Err(running) = self.start_restart(received, timeout, no_bake, requester) {
                     if attach {
                         follow_restart(self.cx.events.subscribe(), running, id, replies.clone());
                     } else {
@@ -481,11 +481,22 @@ impl Owner {
                 until,
                 lines,
             } => reply(self.logs(id, generation, after, until, lines)),
-            Op::Revert => reply(Reply::error(
-                id,
-                ErrorKind::Invalid,
-                "no restart of this service is baking: nothing to revert",
-            )),
+            Op::Revert => match &self.st.bake {
+                Some(bake) => {
+                    info!(
+                        generation = bake.info.generation,
+                        old = bake.info.old_generation,
+                        "revert asked"
+                    );
+                    bake.revert.send_replace(true);
+                    self.st.revert_waiters.push((id, replies.clone()));
+                }
+                None => reply(Reply::error(
+                    id,
+                    ErrorKind::Invalid,
+                    "no restart of this service is in its bake window: nothing to revert",
+                )),
+            },
             Op::Stop => return Some((id, replies)),
             Op::Reexec { binary } => self.begin_reexec(binary, Some((id, replies))),
             Op::Signal { signal } => match Signal::from_str(&signal) {
@@ -537,7 +548,7 @@ impl Owner {
             let active = self.st.active;
             if let Some(g) = self
                 .st
-                .generations
+                .instances
                 .values()
                 .find(|g| g.is_live() && Some(g.generation) != active)
             {
@@ -556,6 +567,7 @@ impl Owner {
         &mut self,
         requested_at: Instant,
         ready_timeout: Option<Duration>,
+        no_bake: bool,
         requester: Option<Requester>,
     ) -> Result<u64, u64> {
         let events = self.cx.events.subscribe();
@@ -577,7 +589,14 @@ impl Owner {
             restart,
             started: requested_at,
             ready_timeout,
+            no_bake,
             current: self.st.config.clone(),
+            old_generation: self.st.active,
+            old_instances: self
+                .st
+                .active
+                .map(|g| self.st.live_of(g).map(|i| i.instance).collect())
+                .unwrap_or_default(),
         };
         let begun = run.begin(self.st.active, |config| self.start_new(config));
         tokio::spawn(run.run(begun));
@@ -619,8 +638,8 @@ impl Owner {
             supervisor: Some(st.me.info()),
             log_lines: Some(st.config.log_lines),
             instances: Some(st.config.instances),
-            capacity: None,
-            bake: None,
+            capacity: Some(st.capacity()),
+            bake: st.bake.as_ref().map(|b| b.info.clone()),
         }
     }
 }

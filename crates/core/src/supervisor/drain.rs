@@ -1,5 +1,6 @@
 //! Draining a generation: its stop signal, a deadline, then SIGKILL to the whole generation.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -8,17 +9,56 @@ use tracing::{debug, info, warn};
 use super::Context;
 use super::child::ChildProcess;
 use super::owner::{DrainTarget, Msg, QueueWait};
+use super::state::Key;
 use crate::proto::{EventKind, ExitInfo};
 
-/// Stops `generation` and waits until it has ended (its main process reaped, nothing it
-/// started left). Emits `draining`,
-/// `killed` (when the deadline passed) and `exited` events under `restart`.
+/// Stops every instance of `generation` at once and waits until each has ended (its main
+/// process reaped, nothing it started left). Emits `draining`, `killed` (when the deadline
+/// passed) and `exited` events under `restart`. Returns how its first instance ended.
 pub(super) async fn drain(
-    cx: &Context,
+    cx: &Arc<Context>,
     generation: u64,
     restart: Option<(u64, Instant)>,
 ) -> Option<ExitInfo> {
+    let targets = cx
+        .ask(|reply| Msg::Drain { generation, reply })
+        .await
+        .unwrap_or_default();
+    let mut targets = targets.into_iter();
+    let first = targets.next()?;
+    let mut others = tokio::task::JoinSet::new();
+    for target in targets {
+        let cx = cx.clone();
+        others.spawn(async move { stop(&cx, target, restart).await });
+    }
+    let status = stop(cx, first, restart).await;
+    while others.join_next().await.is_some() {}
+    status
+}
+
+/// Stops one instance (`key`) and waits until it has ended, as [`drain`] does.
+pub(super) async fn drain_instance(
+    cx: &Context,
+    key: Key,
+    restart: Option<(u64, Instant)>,
+) -> Option<ExitInfo> {
+    let target = cx
+        .ask(|reply| Msg::DrainInstance { key, reply })
+        .await
+        .flatten()?;
+    stop(cx, target, restart).await
+}
+
+/// Stops one instance: waits for its sockets' queues when they no longer get new
+/// connections, sends its stop signal, kills it at the deadline, and waits until nothing
+/// of it is left.
+async fn stop(
+    cx: &Context,
+    target: DrainTarget,
+    restart: Option<(u64, Instant)>,
+) -> Option<ExitInfo> {
     let DrainTarget {
+        generation,
         pid,
         child,
         signal,
@@ -26,10 +66,7 @@ pub(super) async fn drain(
         mut exited,
         queue,
         mut released,
-    } = cx
-        .ask(|reply| Msg::Drain { generation, reply })
-        .await
-        .flatten()?;
+    } = target;
     let Some(child) = child else {
         // Already exited: nothing to signal, only its leftovers' end to wait for.
         let _ = released.wait_for(|e| *e).await;

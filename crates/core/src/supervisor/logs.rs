@@ -36,11 +36,12 @@ impl Owner {
         let bound = until.map_or(seq_bound(), |u| seq_bound().min(u.saturating_add(1)));
         let kept: Vec<(u64, Arc<OutputLog>)> = self
             .st
-            .generations
+            .instances
             .values()
             .filter_map(|g| g.output.clone().map(|log| (g.generation, log)))
             .collect();
-        let generations: Vec<u64> = kept.iter().map(|(g, _)| *g).collect();
+        let mut generations: Vec<u64> = kept.iter().map(|(g, _)| *g).collect();
+        generations.dedup();
         if let Some(wanted) = generation {
             if !generations.contains(&wanted) {
                 return Reply::error(id, ErrorKind::Invalid, not_kept(wanted, &generations));

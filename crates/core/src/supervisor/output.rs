@@ -53,6 +53,7 @@ fn next_seq() -> u64 {
 #[derive(Debug)]
 pub struct OutputLog {
     generation: u64,
+    instance: u32,
     capacity: usize,
     lines: Mutex<VecDeque<LogLine>>,
     /// How many of its output streams are still being read.
@@ -63,8 +64,14 @@ impl OutputLog {
     /// An empty log of generation `generation` that keeps its last `capacity` lines (at
     /// least [`KEEP_LINES`]).
     pub fn new(generation: u64, capacity: usize) -> OutputLog {
+        OutputLog::of_instance(generation, 0, capacity)
+    }
+
+    /// [`OutputLog::new`] for instance `instance` of the generation.
+    pub fn of_instance(generation: u64, instance: u32, capacity: usize) -> OutputLog {
         OutputLog {
             generation,
+            instance,
             capacity: capacity.max(KEEP_LINES),
             lines: Mutex::default(),
             open: watch::Sender::new(0),
@@ -100,7 +107,7 @@ impl OutputLog {
         let seq = next_seq();
         lines.push_back(LogLine {
             generation: self.generation,
-            instance: 0,
+            instance: self.instance,
             seq,
             unix_ms: unix_ms(SystemTime::now()),
             stream,

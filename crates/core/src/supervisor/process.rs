@@ -71,21 +71,27 @@ impl Children for Processes {
     fn spawn(&self, request: SpawnRequest<'_>) -> Result<Arc<dyn ChildProcess>, String> {
         let SpawnRequest {
             generation,
+            instance,
+            respawns,
             config,
             listeners,
             wait_exec,
             exited,
             keep_output,
         } = request;
-        let cgroup = self.cgroups.as_ref().and_then(|c| match c.generation(generation) {
+        let cgroup = self.cgroups.as_ref().and_then(|c| match c.instance(generation, instance, respawns) {
             Ok(cg) => Some(Arc::new(cg)),
             Err(e) => {
                 warn!(generation, error = %e, "cannot create the generation's cgroup; its processes are found by process group");
                 None
             }
         });
-        let notify_path =
-            crate::paths::notify_socket_in(&self.runtime_dir, &config.name, generation);
+        let notify_path = crate::paths::instance_notify_socket_in(
+            &self.runtime_dir,
+            &config.name,
+            generation,
+            instance,
+        );
         let notify = match NotifySocket::bind(&notify_path) {
             Ok(n) => Some(n),
             Err(e) => {
@@ -96,6 +102,7 @@ impl Children for Processes {
         let spec = SpawnSpec {
             service: &config.name,
             generation,
+            instance,
             command: &config.command,
             workdir: config.workdir.as_deref(),
             env: &config.env,
@@ -122,7 +129,7 @@ impl Children for Processes {
         };
         let spawned_at = Instant::now();
         let pid = spawned.pid;
-        info!(generation, pid, "spawned");
+        info!(generation, instance, pid, "spawned");
         // Into its cgroup by our hand, not the child's: a migration's wait would delay the
         // exec (GenerationCgroup::adopt).
         let adoption = cgroup.clone().map(|cg| {
@@ -157,10 +164,16 @@ impl Children for Processes {
             None => None,
         };
         let intercept_counts = interception.as_ref().map(Interception::counts);
-        let output = spec
-            .capture_output
-            .then(|| Arc::new(OutputLog::new(generation, config.log_lines as usize)));
-        let prefix = if config.log_prefix {
+        let output = spec.capture_output.then(|| {
+            Arc::new(OutputLog::of_instance(
+                generation,
+                instance,
+                config.log_lines as usize,
+            ))
+        });
+        let prefix = if config.log_prefix && config.instances > 1 {
+            format!("[{} gen {generation}.{instance}] ", config.name)
+        } else if config.log_prefix {
             format!("[{} gen {generation}] ", config.name)
         } else {
             String::new()
@@ -179,6 +192,7 @@ impl Children for Processes {
         let ready = ReadyContext {
             service: config.name.clone(),
             generation,
+            instance,
             pid,
             listener_inodes: crate::ready::accepting::watched_inodes(listeners),
             notify: notify.as_ref().map(|n| n.state()),

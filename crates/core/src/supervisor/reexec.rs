@@ -188,7 +188,8 @@ impl Owner {
         st.me.reexecs = snapshot.reexecs;
         st.me.last_reexec = snapshot.last_reexec;
         st.me.adopted = snapshot.adopted;
-        let ids: Vec<u64> = resumed.iter().map(|(r, _)| r.generation).collect();
+        let mut ids: Vec<u64> = resumed.iter().map(|(r, _)| r.generation).collect();
+        ids.dedup();
         match taken {
             Taken::Reexec => {
                 st.me.started =

@@ -83,7 +83,9 @@ impl Resumed {
             OwnChildren::get().lock().insert(record.pid);
         }
         let cgroup = match (&record.cgroup, taken) {
-            (Some(_), Taken::Reexec) => cgroups.map(|c| c.generation(generation)),
+            (Some(_), Taken::Reexec) => {
+                cgroups.map(|c| c.instance(generation, record.instance, record.respawns))
+            }
             (Some(rel), Taken::Adopted) => Some(GenerationCgroup::open_existing(service, rel)),
             (None, _) => None,
         };
@@ -94,7 +96,12 @@ impl Resumed {
             .ok()
             .map(Arc::new)
         });
-        let notify_path = crate::paths::notify_socket_in(runtime_dir, service, generation);
+        let notify_path = crate::paths::instance_notify_socket_in(
+            runtime_dir,
+            service,
+            generation,
+            record.instance,
+        );
         let notify = NotifySocket::bind(&notify_path)
             .inspect_err(|e| warn!(generation, error = %e, "cannot bind the notify socket again"))
             .ok();
@@ -116,9 +123,13 @@ impl Resumed {
                 .ok()
         });
         let intercept_counts = interception.as_ref().map(Interception::counts);
-        let output = record
-            .keep_output
-            .then(|| Arc::new(OutputLog::new(generation, record.log_lines as usize)));
+        let output = record.keep_output.then(|| {
+            Arc::new(OutputLog::of_instance(
+                generation,
+                record.instance,
+                record.log_lines as usize,
+            ))
+        });
         let read_ends = if ours {
             [0, 1].map(|i| {
                 let fd = record.output_fds[i]?;

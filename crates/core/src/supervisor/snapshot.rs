@@ -12,15 +12,20 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use serde::{Deserialize, Serialize};
 
 use super::child::Carried;
-use super::state::{Generation, State};
+use super::state::{Instance, State};
 use crate::proto::{
     AdoptedInfo, FailingInfo, GenerationState, ReexecInfo, RestartCounters, RestartReport, unix_ms,
 };
 use crate::signal::Signal;
 
-/// The form of [`Snapshot`]; a binary refuses a snapshot of another form, so a `reexec`
-/// to a binary that cannot read this one's state fails before anything changes.
-pub(super) const FORMAT: u32 = 1;
+/// The form of [`Snapshot`]; a binary refuses a snapshot of a form it does not read, so a
+/// `reexec` to a binary that cannot read this one's state fails before anything changes.
+/// Form 2 adds the instances of a pool (`instances` above 1); a service of one instance
+/// per generation is still written in form 1, which every binary reads.
+pub(super) const FORMAT: u32 = 2;
+
+/// The forms this binary reads.
+const READS: [u32; 2] = [1, 2];
 
 /// The environment variable that names the memfd holding the snapshot: set by the
 /// supervisor for the binary it executes (`ZDCTL_REEXEC_STATE`), or for the binary it
@@ -68,6 +73,13 @@ pub(super) struct Snapshot {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct LiveGeneration {
     pub generation: u64,
+    /// Which of the generation's `of` instances it is (form 2; 0 of 1 in form 1).
+    #[serde(default)]
+    pub instance: u32,
+    #[serde(default = "one")]
+    pub of: u32,
+    #[serde(default)]
+    pub respawns: u32,
     pub pid: i32,
     /// The process's start time (`/proc/PID/stat`), so that a recycled pid is refused.
     pub start_ticks: u64,
@@ -112,7 +124,7 @@ pub(super) fn not_quiescent(st: &State) -> Option<String> {
         return Some("the service is stopping".to_owned());
     }
     if let Some(g) = st
-        .generations
+        .instances
         .values()
         .find(|g| g.is_live() && st.active != Some(g.generation))
     {
@@ -122,7 +134,7 @@ pub(super) fn not_quiescent(st: &State) -> Option<String> {
             state_word(g.state)
         ));
     }
-    if let Some(g) = st.generations.values().find(|g| !*g.ended.borrow()) {
+    if let Some(g) = st.instances.values().find(|g| !*g.ended.borrow()) {
         if !g.is_live() {
             return Some(format!(
                 "generation {} is still being ended; try again in a moment",
@@ -175,11 +187,12 @@ impl Snapshot {
             })
             .collect();
         let mut live = Vec::new();
-        for g in st.generations.values().filter(|g| g.is_live()) {
+        for g in st.instances.values().filter(|g| g.is_live()) {
             live.push(LiveGeneration::of(g)?);
         }
+        let pooled = live.iter().any(|g| g.instance > 0 || g.of > 1);
         Ok(Snapshot {
-            format: FORMAT,
+            format: if pooled { FORMAT } else { 1 },
             service: st.config.name.clone(),
             version: crate::version::version(),
             supervisor_pid: std::process::id() as i32,
@@ -245,9 +258,9 @@ impl Snapshot {
             .map_err(|e| format!("cannot read the reexec state: {e}"))?;
         let snapshot: Snapshot = serde_json::from_str(&text)
             .map_err(|e| format!("cannot read the reexec state: {e}"))?;
-        if snapshot.format != FORMAT {
+        if !READS.contains(&snapshot.format) {
             return Err(format!(
-                "the reexec state is of form {}, this binary reads form {FORMAT}",
+                "the reexec state is of form {}, this binary reads forms 1 and {FORMAT}",
                 snapshot.format
             ));
         }
@@ -326,9 +339,9 @@ pub(super) fn read_state_file(path: &std::path::Path) -> Result<Option<Snapshot>
     let snapshot: Snapshot = serde_json::from_str(&text).map_err(|e| {
         format!("the state file '{shown}' is damaged ({e}); remove it if nothing runs the service")
     })?;
-    if snapshot.format != FORMAT {
+    if !READS.contains(&snapshot.format) {
         return Err(format!(
-            "the state file '{shown}' is of form {}, this binary reads form {FORMAT}",
+            "the state file '{shown}' is of form {}, this binary reads forms 1 and {FORMAT}",
             snapshot.format
         ));
     }
@@ -338,8 +351,12 @@ pub(super) fn read_state_file(path: &std::path::Path) -> Result<Option<Snapshot>
 /// The largest snapshot read; a few generations and listeners take a few kilobytes.
 const MAX_SNAPSHOT: u64 = 1 << 20;
 
+fn one() -> u32 {
+    1
+}
+
 impl LiveGeneration {
-    fn of(g: &Generation) -> Result<LiveGeneration, String> {
+    fn of(g: &Instance) -> Result<LiveGeneration, String> {
         let carried = g.child.as_ref().map(|c| c.carried()).unwrap_or_default();
         let Carried {
             cgroup,
@@ -354,6 +371,9 @@ impl LiveGeneration {
             .map_err(|e| format!("cannot read generation {}'s start time: {e}", g.generation))?;
         Ok(LiveGeneration {
             generation: g.generation,
+            instance: g.instance,
+            of: g.of,
+            respawns: g.respawns,
             pid: g.pid,
             start_ticks,
             state: g.state,

@@ -16,18 +16,26 @@ use crate::config::{HEALTHY_UPTIME, ServiceConfig};
 use crate::handoff::intercept::InterceptCounts;
 use crate::listen::steer::{Seat, Sockets};
 use crate::proto::{
-    ExitInfo, FailingInfo, GenerationInfo, GenerationState, RestartCounters, RestartReport,
-    SocketInfo, unix_ms,
+    ExitInfo, FailingInfo, GenerationInfo, GenerationState, InstanceInfo, RestartCounters,
+    RestartReport, SocketInfo, unix_ms,
 };
 use crate::signal::Signal;
 
 /// How many exited generations `status` keeps showing.
 const KEEP_EXITED: usize = 5;
 
-/// One generation's record.
+/// An instance's key: its generation's number, then its own (`ZD_INSTANCE`).
+pub(super) type Key = (u64, u32);
+
+/// The record of one process of a generation: instance `instance` of `of` (a generation
+/// runs `instances` of them; most run one, instance 0). The owner keeps one record per
+/// instance; a generation is the records that share its number.
 #[derive(Debug)]
-pub(super) struct Generation {
+pub(super) struct Instance {
     pub generation: u64,
+    pub instance: u32,
+    /// How many instances its generation runs.
+    pub of: u32,
     pub pid: i32,
     pub state: GenerationState,
     pub started: SystemTime,
@@ -54,31 +62,90 @@ pub(super) struct Generation {
     pub intercept: Option<Arc<InterceptCounts>>,
     /// The last lines it printed, when they are kept (kept with the record too).
     pub output: Option<Arc<OutputLog>>,
+    /// Whether its readiness checks passed.
+    pub ready: bool,
+    /// How many times this instance was started again alone after it died.
+    pub respawns: u32,
+    /// Its crashes in a row, for its own respawn backoff (see [`backoff`]).
+    pub crash_streak: u32,
+    /// Whether a drain took it in hand (it is signalled once).
+    pub drain_begun: bool,
 }
 
-impl Generation {
-    pub fn info(&self) -> GenerationInfo {
-        GenerationInfo {
-            generation: self.generation,
+impl Instance {
+    pub fn key(&self) -> Key {
+        (self.generation, self.instance)
+    }
+
+    pub fn instance_info(&self) -> InstanceInfo {
+        InstanceInfo {
+            instance: self.instance,
             pid: self.pid,
             state: self.state,
             started_unix_ms: unix_ms(self.started),
+            ready: self.ready,
+            respawns: self.respawns,
             exit: self.exit,
-            intercept: self.intercept.as_ref().map(|c| c.info()),
             output_lines: self.output.as_ref().map(|o| o.len() as u64),
-            instances: Vec::new(),
         }
     }
 
     pub fn is_live(&self) -> bool {
         self.state != GenerationState::Exited
     }
+
+    /// Whether it takes connections now: live, ready, and not asked to stop.
+    pub fn serves(&self) -> bool {
+        self.ready
+            && matches!(
+                self.state,
+                GenerationState::Active | GenerationState::Starting | GenerationState::Standby
+            )
+    }
+}
+
+/// A generation as `status` shows it, from its instances' records (at least one). Its pid
+/// and times are its first live instance's (instance 0's when none lives); its state is
+/// the liveliest of theirs.
+fn generation_info(instances: &[&Instance]) -> GenerationInfo {
+    let first = instances
+        .iter()
+        .find(|i| i.is_live())
+        .or(instances.first())
+        .copied()
+        .expect("a generation has an instance");
+    let state = [
+        GenerationState::Active,
+        GenerationState::Standby,
+        GenerationState::Starting,
+        GenerationState::Draining,
+    ]
+    .into_iter()
+    .find(|s| instances.iter().any(|i| i.state == *s))
+    .unwrap_or(GenerationState::Exited);
+    GenerationInfo {
+        generation: first.generation,
+        pid: first.pid,
+        state,
+        started_unix_ms: unix_ms(first.started),
+        exit: (state == GenerationState::Exited)
+            .then_some(first.exit)
+            .flatten(),
+        intercept: first.intercept.as_ref().map(|c| c.info()),
+        output_lines: first.output.as_ref().map(|o| o.len() as u64),
+        instances: if first.of > 1 || instances.len() > 1 {
+            instances.iter().map(|i| i.instance_info()).collect()
+        } else {
+            Vec::new()
+        },
+    }
 }
 
 #[derive(Debug)]
 pub(super) struct State {
     pub config: ServiceConfig,
-    pub generations: BTreeMap<u64, Generation>,
+    /// Every instance's record, by generation then instance.
+    pub instances: BTreeMap<Key, Instance>,
     pub active: Option<u64>,
     pub next_generation: u64,
     /// The restart that is running: its number.
@@ -92,6 +159,10 @@ pub(super) struct State {
     pub killed_at_stop: Vec<(u64, i32)>,
     /// Crashes in a row of short-lived active generations, for the respawn backoff.
     pub crash_streak: u32,
+    /// The running restart's `bake` window, while it runs.
+    pub bake: Option<Baking>,
+    /// The clients of `zdctl revert`, answered with the restart's report when it ends.
+    pub revert_waiters: Vec<(u64, crate::proto::Replies)>,
     pub pidfile: Option<PathBuf>,
     /// How the last active generation ended, while no new one has replaced it.
     pub lost: Option<ExitInfo>,
@@ -103,6 +174,14 @@ pub(super) struct State {
     pub failing: Option<Failing>,
     /// The supervisor's own program: what `reexec` runs and has done.
     pub me: Myself,
+}
+
+/// A restart's `bake` window: the new generation is the service, the old one stands by.
+#[derive(Debug)]
+pub(super) struct Baking {
+    pub info: crate::proto::BakeInfo,
+    /// Set by `zdctl revert`; the restart watches it.
+    pub revert: watch::Sender<bool>,
 }
 
 /// The supervisor's own program.
@@ -193,8 +272,8 @@ pub(super) struct FailedStart {
 }
 
 impl FailedStart {
-    /// Generation `generation`'s end, as its record tells.
-    pub fn of(g: &Generation) -> FailedStart {
+    /// An instance's end, as its record tells.
+    pub fn of(g: &Instance) -> FailedStart {
         FailedStart {
             generation: Some(g.generation),
             pid: Some(g.pid),
@@ -247,7 +326,7 @@ impl State {
         let pidfile = config.pidfile.clone();
         State {
             config,
-            generations: BTreeMap::new(),
+            instances: BTreeMap::new(),
             active: None,
             next_generation: 1,
             restart: None,
@@ -257,6 +336,8 @@ impl State {
             stopping: false,
             killed_at_stop: Vec::new(),
             crash_streak: 0,
+            bake: None,
+            revert_waiters: Vec::new(),
             pidfile,
             lost: None,
             sockets,
@@ -295,14 +376,56 @@ impl State {
         !self.failed_starts.is_empty() || self.failing.is_some()
     }
 
-    pub fn active_generation(&self) -> Option<&Generation> {
-        self.active.and_then(|g| self.generations.get(&g))
+    /// The active generation, as its first live instance (its instance 0 when none
+    /// lives).
+    pub fn active_generation(&self) -> Option<&Instance> {
+        self.active.and_then(|g| self.first_of(g))
     }
 
-    /// Closes `seat` once no live generation uses it (never the steered-to one).
+    /// Generation `generation`'s first live instance, else its first record.
+    pub fn first_of(&self, generation: u64) -> Option<&Instance> {
+        let mut all = self.of_generation(generation).peekable();
+        let first = *all.peek()?;
+        Some(
+            self.of_generation(generation)
+                .find(|i| i.is_live())
+                .unwrap_or(first),
+        )
+    }
+
+    /// Generation `generation`'s instance records, by instance number.
+    pub fn of_generation(&self, generation: u64) -> impl Iterator<Item = &Instance> {
+        self.instances
+            .range((generation, 0)..=(generation, u32::MAX))
+            .map(|(_, i)| i)
+    }
+
+    /// The live instances of generation `generation`.
+    pub fn live_of(&self, generation: u64) -> impl Iterator<Item = &Instance> {
+        self.of_generation(generation).filter(|i| i.is_live())
+    }
+
+    /// The numbers of the generations with a live instance, oldest first.
+    pub fn live_generations(&self) -> Vec<u64> {
+        let mut live: Vec<u64> = self
+            .instances
+            .values()
+            .filter(|i| i.is_live())
+            .map(|i| i.generation)
+            .collect();
+        live.dedup();
+        live
+    }
+
+    /// The instances that take connections now (see [`Instance::serves`]).
+    pub fn capacity(&self) -> u32 {
+        self.instances.values().filter(|i| i.serves()).count() as u32
+    }
+
+    /// Closes `seat` once no live instance uses it (never the steered-to one).
     pub fn release_seat(&mut self, seat: Seat) {
         if !self
-            .generations
+            .instances
             .values()
             .any(|g| g.seat == seat && g.is_live())
         {
@@ -314,7 +437,6 @@ impl State {
     /// shared listener's seats hold duplicates of one socket: it is listed once, with every
     /// generation.
     pub fn socket_infos(&self) -> Vec<SocketInfo> {
-        let target = self.sockets.steered_to();
         let mut infos: Vec<SocketInfo> = Vec::new();
         for (seat, listeners) in self
             .sockets
@@ -323,18 +445,21 @@ impl State {
             .into_iter()
             .rev()
         {
+            let targeted = self.sockets.is_target(seat);
             let mut generations: Vec<u64> = self
-                .generations
+                .instances
                 .values()
                 .filter(|g| g.seat == seat && g.is_live())
                 .map(|g| g.generation)
                 .collect();
+            generations.dedup();
             for (i, l) in listeners.iter().enumerate() {
                 let inode = l.inode();
                 if let Some(seen) = infos.iter_mut().find(|s| s.inode == inode) {
                     seen.generations.append(&mut generations.clone());
                     seen.generations.sort_unstable_by(|a, b| b.cmp(a));
-                    seen.steered_to |= seat == target;
+                    seen.generations.dedup();
+                    seen.steered_to |= targeted;
                     continue;
                 }
                 generations.sort_unstable_by(|a, b| b.cmp(a));
@@ -344,7 +469,7 @@ impl State {
                     inode,
                     fd: 3 + i as i32,
                     generations: generations.clone(),
-                    steered_to: seat == target,
+                    steered_to: targeted,
                     refusing: self.sockets.is_refused(inode),
                     queue: (!l.is_udp())
                         .then(|| crate::listen::steer::accept_queue(l).ok())
@@ -361,27 +486,24 @@ impl State {
 
     /// Live generations first (newest first), then the most recent exited ones.
     pub fn generation_infos(&self) -> Vec<GenerationInfo> {
-        let mut live: Vec<GenerationInfo> = self
-            .generations
-            .values()
+        let mut numbers: Vec<u64> = self.instances.keys().map(|(g, _)| *g).collect();
+        numbers.dedup();
+        let infos: Vec<GenerationInfo> = numbers
+            .into_iter()
             .rev()
-            .filter(|g| g.is_live())
-            .map(Generation::info)
+            .map(|g| generation_info(&self.of_generation(g).collect::<Vec<_>>()))
             .collect();
-        live.extend(
-            self.generations
-                .values()
-                .rev()
-                .filter(|g| !g.is_live())
-                .map(Generation::info),
-        );
+        let (mut live, exited): (Vec<_>, Vec<_>) = infos
+            .into_iter()
+            .partition(|g| g.state != GenerationState::Exited);
+        live.extend(exited);
         live
     }
 
-    /// Records that a generation's main process exited, tells whoever waits for it, and
-    /// forgets the oldest exited records.
-    pub fn mark_exited(&mut self, generation: u64, status: ExitInfo) {
-        if let Some(g) = self.generations.get_mut(&generation) {
+    /// Records that an instance's main process exited, tells whoever waits for it, and
+    /// forgets the oldest generations that have no live instance left.
+    pub fn mark_exited(&mut self, key: Key, status: ExitInfo) {
+        if let Some(g) = self.instances.get_mut(&key) {
             g.state = GenerationState::Exited;
             g.exit = Some(status);
             if let Some(child) = g.child.take() {
@@ -389,35 +511,43 @@ impl State {
             }
             g.exited.send_replace(Some(status));
         }
-        let exited: Vec<u64> = self
-            .generations
-            .values()
-            .filter(|g| !g.is_live())
-            .map(|g| g.generation)
+        let live = self.live_generations();
+        let mut exited: Vec<u64> = self
+            .instances
+            .keys()
+            .map(|(g, _)| *g)
+            .filter(|g| !live.contains(g))
             .collect();
+        exited.dedup();
         if exited.len() > KEEP_EXITED {
-            for g in &exited[..exited.len() - KEEP_EXITED] {
-                self.generations.remove(g);
-            }
+            let forget = &exited[..exited.len() - KEEP_EXITED];
+            self.instances.retain(|(g, _), _| !forget.contains(g));
         }
     }
 
     /// The delay before respawning after a crash of a generation that lived `uptime`.
     pub fn next_backoff(&mut self, uptime: Duration) -> Duration {
-        // A generation that stayed up a while was healthy: start the backoff over.
-        if uptime >= HEALTHY_UPTIME {
-            self.crash_streak = 0;
-        }
-        let policy = &self.config.restart;
-        let factor = 1u32
-            .checked_shl(self.crash_streak.min(16))
-            .unwrap_or(u32::MAX);
-        self.crash_streak = self.crash_streak.saturating_add(1);
-        policy
-            .backoff
-            .saturating_mul(factor)
-            .min(policy.backoff_max)
+        backoff(&self.config.restart, &mut self.crash_streak, uptime)
     }
+}
+
+/// The delay before a respawn after a crash of a process that lived `uptime`, with
+/// `streak` crashes in a row before it (counted up).
+pub(super) fn backoff(
+    policy: &crate::config::RestartPolicy,
+    streak: &mut u32,
+    uptime: Duration,
+) -> Duration {
+    // A process that stayed up a while was healthy: start the backoff over.
+    if uptime >= HEALTHY_UPTIME {
+        *streak = 0;
+    }
+    let factor = 1u32.checked_shl((*streak).min(16)).unwrap_or(u32::MAX);
+    *streak = streak.saturating_add(1);
+    policy
+        .backoff
+        .saturating_mul(factor)
+        .min(policy.backoff_max)
 }
 
 #[cfg(test)]

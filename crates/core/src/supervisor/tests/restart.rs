@@ -381,6 +381,7 @@ async fn a_promotion_asked_for_while_stopping_changes_nothing() {
         owner.on_msg(Msg::Promote {
             generation: 2,
             config: Box::new(config()),
+            bake: false,
             reply,
         });
         answer
@@ -398,8 +399,8 @@ async fn a_promotion_asked_for_while_stopping_changes_nothing() {
         "{answer:?}"
     );
     assert_eq!(owner.st.active, Some(1));
-    assert_eq!(owner.st.generations[&1].state, Active);
-    assert_eq!(owner.st.generations[&2].state, GenerationState::Starting);
+    assert_eq!(owner.st.instances[&(1, 0)].state, Active);
+    assert_eq!(owner.st.instances[&(2, 0)].state, GenerationState::Starting);
 
     owner.st.stopping = false;
     let answer = promote(&mut owner).await.unwrap();
@@ -408,6 +409,6 @@ async fn a_promotion_asked_for_while_stopping_changes_nothing() {
         "{answer:?}"
     );
     assert_eq!(owner.st.active, Some(2));
-    assert_eq!(owner.st.generations[&1].state, GenerationState::Draining);
-    assert_eq!(owner.st.generations[&2].state, Active);
+    assert_eq!(owner.st.instances[&(1, 0)].state, GenerationState::Draining);
+    assert_eq!(owner.st.instances[&(2, 0)].state, Active);
 }
