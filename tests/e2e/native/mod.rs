@@ -17,6 +17,7 @@ mod logs;
 mod migrate_requests;
 mod node_server;
 mod pid1;
+mod pools;
 mod priority;
 mod python_server;
 mod ready;

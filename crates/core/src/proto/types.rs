@@ -461,8 +461,9 @@ pub enum GenerationState {
     Active,
     /// Asked to stop; waiting for it to exit.
     Draining,
-    /// The old generation during a restart's `bake` window: untouched and still serving
-    /// beside the new one, which a revert drains.
+    /// The old generation during a restart's `bake` window: untouched, holding its
+    /// sockets, ready to take over again at a revert (with a steered handoff it gets no
+    /// new connection meanwhile; with a shared one it accepts beside the new one).
     Standby,
     /// Gone.
     Exited,

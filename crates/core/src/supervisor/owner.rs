@@ -947,15 +947,10 @@ impl Owner {
         };
         let previous = st.sockets.steered_to();
         let old = st.active.filter(|o| *o != generation);
-        // With a bake window the old generation keeps its share of new connections.
-        let mut weights = vec![(seat, st.live_of(generation).count().max(1) as u32)];
-        if let Some(o) = old.filter(|_| bake) {
-            let serving = st.live_of(o).filter(|i| i.serves()).count() as u32;
-            if let Some(old_seat) = st.first_of(o).map(|g| g.seat).filter(|s| *s != seat) {
-                weights.push((old_seat, serving));
-            }
-        }
-        if let Err(e) = st.sockets.steer_weighted(&weights) {
+        // New connections go to the new generation alone, also during a bake window:
+        // whatever a client or a bake check sees through the port is the new version,
+        // while the old generation stands by on its own sockets.
+        if let Err(e) = st.sockets.steer(seat) {
             return Promotion::Unsteerable {
                 reason: format!("cannot steer new connections to generation {generation}: {e}"),
                 active_pid,

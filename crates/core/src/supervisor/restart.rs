@@ -301,11 +301,6 @@ impl RestartRun {
             if let Err(reason) = verdict {
                 return self.revert(generation, old, reason, drains).await;
             }
-            // The window passed: the new generation alone gets new connections, and the
-            // old one drains.
-            if let Err(e) = self.steer(&[(generation, count)]).await {
-                warn!(restart = self.restart, error = %e, "cannot steer to the new generation alone");
-            }
         }
         if let Some(old) = old {
             drain(&self.cx, old, self.restart_tag()).await;

@@ -94,12 +94,13 @@ impl Instance {
         self.state != GenerationState::Exited
     }
 
-    /// Whether it takes connections now: live, ready, and not asked to stop.
+    /// Whether it takes connections now: live, ready, neither asked to stop nor standing
+    /// by during a bake window.
     pub fn serves(&self) -> bool {
         self.ready
             && matches!(
                 self.state,
-                GenerationState::Active | GenerationState::Starting | GenerationState::Standby
+                GenerationState::Active | GenerationState::Starting
             )
     }
 }
