@@ -40,6 +40,7 @@ pub struct Run<'a> {
     pub server: Server,
     pub handoff: Option<&'static str>,
     pub mode: ConnectionMode,
+    pub instances: u32,
 }
 
 impl Run<'_> {
@@ -51,6 +52,9 @@ impl Run<'_> {
         }
         if let Some(handoff) = self.handoff {
             label += &format!(", handoff: {handoff}");
+        }
+        if self.instances > 1 {
+            label += &format!(", instances: {}", self.instances);
         }
         label
     }
@@ -68,7 +72,19 @@ pub fn run_mode(binaries: &Binaries, options: &Options, run: &Run<'_>) -> Result
     let control = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut service = Service::start(binaries, run.program, run.handoff, &dir_label, options.keep)?;
+    let extra = if run.instances > 1 {
+        format!("instances: {}\n", run.instances)
+    } else {
+        String::new()
+    };
+    let mut service = Service::start_with(
+        binaries,
+        run.program,
+        run.handoff,
+        &extra,
+        &dir_label,
+        options.keep,
+    )?;
     let status = service.wait_active(&control)?;
     let pid = status.supervisor_pid;
     let address = status
@@ -97,7 +113,9 @@ pub fn run_mode(binaries: &Binaries, options: &Options, run: &Run<'_>) -> Result
         min_requests: options.min_requests,
         cap: MODE_CAP,
     };
+    let capacity = (run.instances > 1).then(|| CapacitySampler::start(service.socket()));
     let flips = control.block_on(flips::flip(service.socket(), plan, &load.live));
+    let capacity = capacity.map(CapacitySampler::finish);
     // Before the load stops: the memory the supervisor holds while it works.
     let after_memory = procfs::memory(pid)?;
     let supervisor_threads = procfs::thread_switches(pid)?.threads();
@@ -148,5 +166,65 @@ pub fn run_mode(binaries: &Binaries, options: &Options, run: &Run<'_>) -> Result
         idle_wakeups,
         supervisor_threads,
         stopped_cleanly,
+        instances: run.instances,
+        capacity,
     })
+}
+
+/// Reads the supervisor's `capacity` (instances serving) every 10 ms on a thread of its
+/// own, while the flips run.
+struct CapacitySampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Capacity>,
+}
+
+/// The fewest instances serving that the samples saw, and how many samples there were.
+#[derive(Debug, Clone, Copy)]
+pub struct Capacity {
+    pub min: u32,
+    pub samples: usize,
+}
+
+impl CapacitySampler {
+    fn start(socket: &Path) -> CapacitySampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let socket = socket.to_path_buf();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            let mut capacity = Capacity {
+                min: u32::MAX,
+                samples: 0,
+            };
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(serving) = rt.block_on(capacity_now(&socket)) {
+                    capacity.min = capacity.min.min(serving);
+                    capacity.samples += 1;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            capacity
+        });
+        CapacitySampler { stop, thread }
+    }
+
+    fn finish(self) -> Capacity {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or(Capacity { min: 0, samples: 0 })
+    }
+}
+
+async fn capacity_now(socket: &Path) -> Option<u32> {
+    use zd_core::proto::{Client, Op, Reply, ReplyResult};
+    let mut client = Client::connect(socket).await.ok()?;
+    match client.call(Op::Status, |_| {}).await.ok()? {
+        Reply::Result { result, .. } => match *result {
+            ReplyResult::Status(s) => s.capacity,
+            _ => None,
+        },
+        _ => None,
+    }
 }

@@ -30,6 +30,7 @@ pub const USAGE: &str = "\
 usage: flipbench [--flips N] [--concurrency C] [--mode keepalive|close|both]
                  [--server fixture|go] [--handoff steered|shared|both]
                  [--retry-idle-close] [--min-requests R] [--idle DURATION]
+                 [--instances N]
 
   --flips N          restarts per mode, at least (default 200)
   --concurrency C    load connections (default 64)
@@ -41,6 +42,9 @@ usage: flipbench [--flips N] [--concurrency C] [--mode keepalive|close|both]
                      (default: none given, so the supervisor's default)
   --min-requests R   keep restarting until the load did R requests (default 200000)
   --idle DURATION    how long to watch the idle supervisor (default 5s)
+  --instances N      the service's 'instances' (default 1): each restart rolls
+                     N processes one by one, and the fewest instances serving
+                     during the flips is measured
   --retry-idle-close keep-alive clients send a request once more on a new
                      connection when theirs closed before any byte of the answer,
                      as HTTP clients do; counted as retried, not failed
@@ -63,6 +67,8 @@ pub struct Options {
     pub retry_idle_close: bool,
     /// The `handoff:` of the service file, each in turn; `None` leaves it out.
     pub handoffs: Vec<Option<&'static str>>,
+    /// The service file's `instances:`.
+    pub instances: u32,
 }
 
 /// The program the supervisor runs.
@@ -86,6 +92,7 @@ impl Default for Options {
             server: Server::Fixture,
             retry_idle_close: false,
             handoffs: vec![None],
+            instances: 1,
         }
     }
 }
@@ -124,6 +131,12 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command> {
             "--flips" => options.flips = usize::try_from(number("a count")?)?,
             "--concurrency" => options.concurrency = usize::try_from(number("a count")?)?,
             "--min-requests" => options.min_requests = number("a count")?,
+            "--instances" => {
+                options.instances = u32::try_from(number("a count")?)?;
+                if options.instances == 0 {
+                    bail!("--instances must be at least 1");
+                }
+            }
             "--idle" => {
                 options.idle = humantime::parse_duration(&value).with_context(|| {
                     format!("--idle: '{value}' is not a duration such as '5s' or '500ms'")
@@ -193,6 +206,7 @@ pub fn run(options: &Options) -> Result<bool> {
                 server: options.server,
                 handoff,
                 mode,
+                instances: options.instances,
             };
             let result = bench::run_mode(&binaries, options, &run)
                 .with_context(|| format!("mode {}", run.label()))?;

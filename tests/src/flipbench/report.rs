@@ -44,6 +44,9 @@ pub struct ModeResult {
     pub supervisor_threads: usize,
     /// The supervisor exited by itself on SIGTERM within the deadline.
     pub stopped_cleanly: bool,
+    /// The service's `instances`, and the fewest serving during the flips (when above 1).
+    pub instances: u32,
+    pub capacity: Option<super::bench::Capacity>,
 }
 
 impl ModeResult {
@@ -134,6 +137,12 @@ pub fn print_mode(r: &ModeResult) {
         "restarts          {} completed, {} failed, {} old generations killed at the drain deadline",
         r.restarts_completed, r.restarts_failed, r.drain_kills
     );
+    if let Some(capacity) = r.capacity {
+        println!(
+            "capacity          at least {} of {} instances serving in {} samples during the flips (the supervisor's count, every 10 ms)",
+            capacity.min, r.instances, capacity.samples
+        );
+    }
     let flip = percentiles(&r.flip_us);
     let us = |v: u64| ms(Duration::from_micros(v));
     println!(

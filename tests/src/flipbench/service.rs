@@ -77,6 +77,18 @@ impl Service {
         label: &str,
         keep: bool,
     ) -> Result<Service> {
+        Self::start_with(binaries, program, handoff, "", label, keep)
+    }
+
+    /// Like [`Service::start`], with `extra` lines at the end of the service file.
+    pub fn start_with(
+        binaries: &Binaries,
+        program: &Path,
+        handoff: Option<&str>,
+        extra: &str,
+        label: &str,
+        keep: bool,
+    ) -> Result<Service> {
         // A JSON string is a valid YAML scalar, and quotes any path safely.
         let program = serde_json::to_string(&service_path(program)?)?;
         let mut yaml = format!(
@@ -85,6 +97,7 @@ impl Service {
         if let Some(handoff) = handoff {
             yaml += &format!("handoff: {handoff}\n");
         }
+        yaml += extra;
         Self::start_file(binaries, label, keep, &yaml)
     }
 
