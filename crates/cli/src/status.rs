@@ -442,7 +442,7 @@ fn indent(text: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::time::Duration;
     use zd_core::proto::{
@@ -452,7 +452,7 @@ mod tests {
 
     const NOW_MS: u64 = 1_800_000_000_000;
 
-    fn fixed() -> Status {
+    pub(crate) fn fixed() -> Status {
         Status {
             bake: None,
             capacity: None,
