@@ -29,6 +29,7 @@ Register-ArgumentCompleter -Native -CommandName 'zdctl' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('run', 'run', [CompletionResultType]::ParameterValue, 'Supervise a service: hold its listeners and run its generations')
             [CompletionResult]::new('restart', 'restart', [CompletionResultType]::ParameterValue, 'Start a new generation, wait until it is ready, then drain the old one')
+            [CompletionResult]::new('revert', 'revert', [CompletionResultType]::ParameterValue, 'During a restart''s bake window: drain the new generation and keep the old one')
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show running services: generations, listeners and restart counters')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List every known service: service files and running supervisors')
             [CompletionResult]::new('stop', 'stop', [CompletionResultType]::ParameterValue, 'Stop a service run by `zdctl run`: drain every generation, then end its supervisor')
@@ -54,6 +55,7 @@ Register-ArgumentCompleter -Native -CommandName 'zdctl' -ScriptBlock {
             [CompletionResult]::new('--stop-signal', '--stop-signal', [CompletionResultType]::ParameterName, 'Flags form: the signal that asks a generation to stop (default TERM)')
             [CompletionResult]::new('--drain-timeout', '--drain-timeout', [CompletionResultType]::ParameterName, 'Flags form: how long a stopping generation gets before SIGKILL (default 30s)')
             [CompletionResult]::new('--start-priority', '--start-priority', [CompletionResultType]::ParameterName, 'Flags form: the CPU priority a generation starts at: `idle` (the default: SCHED_IDLE until it is ready, at most 10 ms, so its start gives way to the requests being served) or `normal` (the service''s priority throughout)')
+            [CompletionResult]::new('--instances', '--instances', [CompletionResultType]::ParameterName, 'Flags form: how many processes each generation runs (told apart by `ZD_INSTANCE`, 0 to N-1), all on the same listeners (default 1)')
             [CompletionResult]::new('--log-prefix', '--log-prefix', [CompletionResultType]::ParameterName, 'Flags form: prefix each line of the program''s output with `[NAME gen N]`')
             [CompletionResult]::new('--yield-cpu', '--yield-cpu', [CompletionResultType]::ParameterName, 'Flags form: run the supervisor ten nice levels below the service, so a restart''s CPU work yields to the requests being served (needs CAP_SYS_NICE)')
             [CompletionResult]::new('--intercept-binds', '--intercept-binds', [CompletionResultType]::ParameterName, 'Flags form: hand the program''s own binds the service''s listeners: a bind(2) to a listener''s address gets the generation''s socket (seccomp user notification)')
@@ -69,7 +71,18 @@ Register-ArgumentCompleter -Native -CommandName 'zdctl' -ScriptBlock {
             [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'When to return: once the new generation is ready and promoted, or once the old one has drained too')
             [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'How long the new generation may take to be ready (overrides the service''s ready.timeout for this restart)')
             [CompletionResult]::new('--attach', '--attach', [CompletionResultType]::ParameterName, 'When a restart is already running, follow it instead of failing as busy')
+            [CompletionResult]::new('--no-bake', '--no-bake', [CompletionResultType]::ParameterName, 'Skip the service''s bake window: drain the old generation as soon as the new one is ready. A service another supervisor runs has no bake window; there it changes nothing')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print every event and the result as JSON lines on stdout')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'zdctl;revert' {
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print the supervisor''s answer as JSON')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
@@ -215,6 +228,7 @@ Register-ArgumentCompleter -Native -CommandName 'zdctl' -ScriptBlock {
         'zdctl;help' {
             [CompletionResult]::new('run', 'run', [CompletionResultType]::ParameterValue, 'Supervise a service: hold its listeners and run its generations')
             [CompletionResult]::new('restart', 'restart', [CompletionResultType]::ParameterValue, 'Start a new generation, wait until it is ready, then drain the old one')
+            [CompletionResult]::new('revert', 'revert', [CompletionResultType]::ParameterValue, 'During a restart''s bake window: drain the new generation and keep the old one')
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show running services: generations, listeners and restart counters')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List every known service: service files and running supervisors')
             [CompletionResult]::new('stop', 'stop', [CompletionResultType]::ParameterValue, 'Stop a service run by `zdctl run`: drain every generation, then end its supervisor')
@@ -233,6 +247,9 @@ Register-ArgumentCompleter -Native -CommandName 'zdctl' -ScriptBlock {
             break
         }
         'zdctl;help;restart' {
+            break
+        }
+        'zdctl;help;revert' {
             break
         }
         'zdctl;help;status' {

@@ -40,6 +40,9 @@ _zdctl() {
             zdctl,restart)
                 cmd="zdctl__subcmd__restart"
                 ;;
+            zdctl,revert)
+                cmd="zdctl__subcmd__revert"
+                ;;
             zdctl,run)
                 cmd="zdctl__subcmd__run"
                 ;;
@@ -82,6 +85,9 @@ _zdctl() {
             zdctl__subcmd__help,restart)
                 cmd="zdctl__subcmd__help__subcmd__restart"
                 ;;
+            zdctl__subcmd__help,revert)
+                cmd="zdctl__subcmd__help__subcmd__revert"
+                ;;
             zdctl__subcmd__help,run)
                 cmd="zdctl__subcmd__help__subcmd__run"
                 ;;
@@ -107,7 +113,7 @@ _zdctl() {
 
     case "${cmd}" in
         zdctl)
-            opts="-v -h -V --verbose --help --version run restart status list stop signal logs reexec top completions man verify demo help"
+            opts="-v -h -V --verbose --help --version run restart revert status list stop signal logs reexec top completions man verify demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -157,7 +163,7 @@ _zdctl() {
             return 0
             ;;
         zdctl__subcmd__help)
-            opts="run restart status list stop signal logs reexec top completions man verify demo help"
+            opts="run restart revert status list stop signal logs reexec top completions man verify demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -269,6 +275,20 @@ _zdctl() {
             return 0
             ;;
         zdctl__subcmd__help__subcmd__restart)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        zdctl__subcmd__help__subcmd__revert)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -447,7 +467,7 @@ _zdctl() {
             return 0
             ;;
         zdctl__subcmd__restart)
-            opts="-v -h -V --wait --timeout --attach --json --verbose --help --version"
+            opts="-v -h -V --wait --timeout --attach --no-bake --json --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -468,8 +488,22 @@ _zdctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        zdctl__subcmd__revert)
+            opts="-v -h -V --json --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         zdctl__subcmd__run)
-            opts="-c -v -h -V --config --name --listen --ready --ready-timeout --pidfile --stop-signal --drain-timeout --log-prefix --yield-cpu --start-priority --intercept-binds --verbose --help --version"
+            opts="-c -v -h -V --config --name --listen --ready --ready-timeout --pidfile --stop-signal --drain-timeout --log-prefix --yield-cpu --start-priority --instances --intercept-binds --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -513,6 +547,10 @@ _zdctl() {
                     ;;
                 --start-priority)
                     COMPREPLY=($(compgen -W "idle normal" -- "${cur}"))
+                    return 0
+                    ;;
+                --instances)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)
@@ -651,7 +689,7 @@ _zdctl() {
 # Service names where a command takes one (`zdctl list --names`), else the options.
 _zdctl_with_services() {
     local cur="${COMP_WORDS[COMP_CWORD]}"
-    if [[ $COMP_CWORD -ge 2 && "$cur" != -* && " run restart status stop signal logs reexec top verify " == *" ${COMP_WORDS[1]} "* ]]; then
+    if [[ $COMP_CWORD -ge 2 && "$cur" != -* && " run restart revert status stop signal logs reexec top verify " == *" ${COMP_WORDS[1]} "* ]]; then
         local prev="${COMP_WORDS[COMP_CWORD-1]}"
         if [[ $COMP_CWORD -eq 2 || ( "${COMP_WORDS[1]}" == top && "$prev" != -* ) ]]; then
             COMPREPLY=( $(compgen -W "$(zdctl list --names 2>/dev/null)" -- "$cur") )

@@ -26,6 +26,7 @@ set edit:completion:arg-completer[zdctl] = {|@words|
             cand --version 'Print version'
             cand run 'Supervise a service: hold its listeners and run its generations'
             cand restart 'Start a new generation, wait until it is ready, then drain the old one'
+            cand revert 'During a restart''s bake window: drain the new generation and keep the old one'
             cand status 'Show running services: generations, listeners and restart counters'
             cand list 'List every known service: service files and running supervisors'
             cand stop 'Stop a service run by `zdctl run`: drain every generation, then end its supervisor'
@@ -50,6 +51,7 @@ set edit:completion:arg-completer[zdctl] = {|@words|
             cand --stop-signal 'Flags form: the signal that asks a generation to stop (default TERM)'
             cand --drain-timeout 'Flags form: how long a stopping generation gets before SIGKILL (default 30s)'
             cand --start-priority 'Flags form: the CPU priority a generation starts at: `idle` (the default: SCHED_IDLE until it is ready, at most 10 ms, so its start gives way to the requests being served) or `normal` (the service''s priority throughout)'
+            cand --instances 'Flags form: how many processes each generation runs (told apart by `ZD_INSTANCE`, 0 to N-1), all on the same listeners (default 1)'
             cand --log-prefix 'Flags form: prefix each line of the program''s output with `[NAME gen N]`'
             cand --yield-cpu 'Flags form: run the supervisor ten nice levels below the service, so a restart''s CPU work yields to the requests being served (needs CAP_SYS_NICE)'
             cand --intercept-binds 'Flags form: hand the program''s own binds the service''s listeners: a bind(2) to a listener''s address gets the generation''s socket (seccomp user notification)'
@@ -64,7 +66,17 @@ set edit:completion:arg-completer[zdctl] = {|@words|
             cand --wait 'When to return: once the new generation is ready and promoted, or once the old one has drained too'
             cand --timeout 'How long the new generation may take to be ready (overrides the service''s ready.timeout for this restart)'
             cand --attach 'When a restart is already running, follow it instead of failing as busy'
+            cand --no-bake 'Skip the service''s bake window: drain the old generation as soon as the new one is ready. A service another supervisor runs has no bake window; there it changes nothing'
             cand --json 'Print every event and the result as JSON lines on stdout'
+            cand -v 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand --verbose 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'zdctl;revert'= {
+            cand --json 'Print the supervisor''s answer as JSON'
             cand -v 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
             cand --verbose 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
             cand -h 'Print help (see more with ''--help'')'
@@ -198,6 +210,7 @@ set edit:completion:arg-completer[zdctl] = {|@words|
         &'zdctl;help'= {
             cand run 'Supervise a service: hold its listeners and run its generations'
             cand restart 'Start a new generation, wait until it is ready, then drain the old one'
+            cand revert 'During a restart''s bake window: drain the new generation and keep the old one'
             cand status 'Show running services: generations, listeners and restart counters'
             cand list 'List every known service: service files and running supervisors'
             cand stop 'Stop a service run by `zdctl run`: drain every generation, then end its supervisor'
@@ -214,6 +227,8 @@ set edit:completion:arg-completer[zdctl] = {|@words|
         &'zdctl;help;run'= {
         }
         &'zdctl;help;restart'= {
+        }
+        &'zdctl;help;revert'= {
         }
         &'zdctl;help;status'= {
         }

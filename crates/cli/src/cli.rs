@@ -39,6 +39,16 @@ pub enum Command {
     Run(RunArgs),
     /// Start a new generation, wait until it is ready, then drain the old one.
     Restart(RestartArgs),
+    /// During a restart's bake window: drain the new generation and keep the old one.
+    ///
+    /// During a restart's bake window (the service's `bake`), the new generation serves
+    /// beside the old one, which stands by. `zdctl revert` ends the window early: the
+    /// supervisor drains the new generation and keeps the old one, and the restart ends
+    /// rolled back. It returns once the old generation is the only one left.
+    ///
+    /// Exits 0 when reverted, 1 when no restart of the service is baking, 2 for a service
+    /// another supervisor runs (nginx, psflip, ...), which has no bake window.
+    Revert(RevertArgs),
     /// Show running services: generations, listeners and restart counters.
     Status(StatusArgs),
     /// List every known service: service files and running supervisors.
@@ -134,6 +144,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "PRIORITY", value_parser = parse_start_priority())]
     pub start_priority: Option<StartPriority>,
 
+    /// Flags form: how many processes each generation runs (told apart by `ZD_INSTANCE`,
+    /// 0 to N-1), all on the same listeners (default 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub instances: Option<u32>,
+
     /// Flags form: hand the program's own binds the service's listeners: a bind(2) to a
     /// listener's address gets the generation's socket (seccomp user notification).
     #[arg(long)]
@@ -145,7 +160,7 @@ pub struct RunArgs {
 }
 
 /// The flags of the flags form: none of them may be mixed with `-c` or a NAME.
-const FLAGS_FORM: [&str; 12] = [
+const FLAGS_FORM: [&str; 13] = [
     "name",
     "listen",
     "ready",
@@ -157,6 +172,7 @@ const FLAGS_FORM: [&str; 12] = [
     "yield_cpu",
     "start_priority",
     "intercept_binds",
+    "instances",
     "command",
 ];
 
@@ -173,6 +189,7 @@ impl RunArgs {
             || self.yield_cpu
             || self.start_priority.is_some()
             || self.intercept_binds
+            || self.instances.is_some()
             || !self.command.is_empty()
     }
 }
@@ -196,7 +213,26 @@ pub struct RestartArgs {
     #[arg(long)]
     pub attach: bool,
 
+    /// Skip the service's bake window: drain the old generation as soon as the new one is
+    /// ready. A service another supervisor runs has no bake window; there it changes
+    /// nothing.
+    #[arg(long)]
+    pub no_bake: bool,
+
     /// Print every event and the result as JSON lines on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    zdctl revert api\n  \
+    zdctl status api   # shows 'baking: …' while a revert is possible")]
+pub struct RevertArgs {
+    /// The service whose baking restart to revert.
+    pub name: String,
+
+    /// Print the supervisor's answer as JSON.
     #[arg(long)]
     pub json: bool,
 }

@@ -25,7 +25,7 @@ pub fn render_completions(shell: Shell) -> Vec<u8> {
 }
 
 /// The commands whose NAME arguments are services.
-const TAKES_SERVICES: &str = "run restart status stop signal logs reexec top verify";
+const TAKES_SERVICES: &str = "run restart revert status stop signal logs reexec top verify";
 
 /// Teaches the bash, zsh and fish scripts to offer service names where a command takes
 /// one: clap_complete's scripts are static, so the names come from `zdctl list --names`
@@ -205,12 +205,13 @@ fn plain_roff(roff: &[u8]) -> Vec<u8> {
 const EXIT_STATUS: &str = r#".SH "EXIT STATUS"
 .TP
 \fB0\fR
-It worked: the restart completed, the service stopped cleanly, the answer is shown.
+It worked: the restart completed, the revert left the old generation alone, the service
+stopped cleanly, the answer is shown.
 .TP
 \fB1\fR
 It ran and failed: the restart rolled back or failed (the reason is printed), a restart
-was already running, a reexec's new binary could not take over, verify saw downtime, or
-the supervisor answered with an error.
+was already running, no restart was baking to revert, a reexec's new binary could not
+take over, verify saw downtime, or the supervisor answered with an error.
 .TP
 \fB2\fR
 Usage or configuration error: the message names what to change (file:line:column for a

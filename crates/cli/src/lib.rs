@@ -13,6 +13,7 @@ mod output;
 pub mod progress;
 mod reexec;
 mod restart;
+mod revert;
 mod run;
 mod signal;
 pub mod status;
@@ -71,6 +72,7 @@ fn parse() -> Result<Cli, clap::Error> {
 fn wants_json(command: &Command) -> bool {
     match command {
         Command::Restart(a) => a.json,
+        Command::Revert(a) => a.json,
         Command::Status(a) => a.json,
         Command::List(a) => a.json,
         Command::Stop(a) => a.json,
@@ -86,6 +88,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Restart(args) => block_on(restart::restart(args)),
+        Command::Revert(args) => block_on(revert::revert(args)),
         Command::Status(args) => block_on(status::status(args)),
         Command::List(args) => block_on(list::list(args)),
         Command::Stop(args) => block_on(stop::stop(args)),

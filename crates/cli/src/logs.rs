@@ -1,9 +1,10 @@
 //! `zdctl logs NAME [-g N] [-n LINES] [-f] [--json]`: the lines a service's generations
 //! printed, as its supervisor keeps them.
 
+use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use zd_core::proto::{LogLine, LogsReport};
+use zd_core::proto::{LogLine, LogsReport, Status};
 use zd_core::service::Service;
 
 use crate::cli::LogsArgs;
@@ -19,6 +20,16 @@ const GONE_AFTER: Duration = Duration::from_secs(5);
 
 pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
     let service = control::open(&args.name)?;
+    // Only to label the lines: an answer of the status is not needed to show them.
+    let pools = if args.json || service.driver().is_some() {
+        Pools::default()
+    } else {
+        service
+            .status()
+            .await
+            .map(|status| Pools::of(&status.status))
+            .unwrap_or_default()
+    };
     let first = service
         .logs(args.generation, None, None, Some(args.lines))
         .await
@@ -30,7 +41,7 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
             args.name
         );
     }
-    let mut after = print(&first, args.json)?;
+    let mut after = print(&first, args.json, &pools)?;
     let mut more = first.more;
     // Without --follow, the rest of what was asked for and no more: lines printed
     // meanwhile are not waited for.
@@ -47,7 +58,7 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
         match next(&service, &args, after, until).await {
             Ok(report) => {
                 silent_since = None;
-                after = print(&report, args.json)?;
+                after = print(&report, args.json, &pools)?;
                 more = report.more;
             }
             // The supervisor may be re-executing itself (the socket stays, a connection
@@ -81,14 +92,46 @@ async fn next(
         .await
 }
 
+/// The generations that run several instances (`instances`), whose every line names the
+/// instance that printed it: `gen 3.0`, `gen 3.1`.
+#[derive(Debug, Default)]
+pub struct Pools {
+    several: HashSet<u64>,
+    /// The generations the status listed: any other is newer, and runs `configured`.
+    listed: HashSet<u64>,
+    configured: u32,
+}
+
+impl Pools {
+    pub fn of(status: &Status) -> Pools {
+        Pools {
+            several: status
+                .generations
+                .iter()
+                .filter(|g| g.instances.len() > 1)
+                .map(|g| g.generation)
+                .collect(),
+            listed: status.generations.iter().map(|g| g.generation).collect(),
+            configured: status.instances.unwrap_or(1),
+        }
+    }
+
+    /// Whether `line` is labelled with its instance: always when that is not 0.
+    pub fn names_instance(&self, line: &LogLine) -> bool {
+        line.instance > 0
+            || self.several.contains(&line.generation)
+            || (!self.listed.contains(&line.generation) && self.configured > 1)
+    }
+}
+
 /// Prints the report's lines; returns the number to ask after next.
-fn print(report: &LogsReport, json: bool) -> anyhow::Result<u64> {
+fn print(report: &LogsReport, json: bool, pools: &Pools) -> anyhow::Result<u64> {
     let mut text = String::new();
     for line in &report.lines {
         if json {
             text.push_str(&serde_json::to_string(line)?);
         } else {
-            text.push_str(&render(line));
+            text.push_str(&render(line, pools.names_instance(line)));
         }
         text.push('\n');
     }
@@ -98,13 +141,18 @@ fn print(report: &LogsReport, json: bool) -> anyhow::Result<u64> {
     Ok(report.last_seq)
 }
 
-/// `2026-12-07T17:05:01.123Z gen 3 err DATABASE_URL not set`.
-pub fn render(line: &LogLine) -> String {
+/// `2026-12-07T17:05:01.123Z gen 3 err DATABASE_URL not set`; with `instance`, the
+/// instance after the generation: `gen 3.1`.
+pub fn render(line: &LogLine, instance: bool) -> String {
     let at = SystemTime::UNIX_EPOCH + Duration::from_millis(line.unix_ms);
+    let generation = if instance {
+        format!("{}.{}", line.generation, line.instance)
+    } else {
+        line.generation.to_string()
+    };
     format!(
-        "{} gen {} {} {}",
+        "{} gen {generation} {} {}",
         humantime::format_rfc3339_millis(at),
-        line.generation,
         line.stream.short(),
         visible(&line.text)
     )
@@ -140,8 +188,72 @@ mod tests {
             text: "GET /\u{1b}[2J\tdone".to_owned(),
         };
         assert_eq!(
-            render(&line),
+            render(&line, false),
             "2026-12-07T17:58:21.123Z gen 3 err GET /\\x1b[2J\tdone"
         );
+    }
+
+    #[test]
+    fn a_line_of_a_generation_of_several_instances_names_its_instance() {
+        use zd_core::proto::{GenerationInfo, GenerationState, InstanceInfo};
+        let line = |generation, instance| LogLine {
+            instance,
+            generation,
+            seq: 9,
+            unix_ms: 1_796_666_301_123,
+            stream: LogStream::Stdout,
+            text: "listening".to_owned(),
+        };
+        let instance = |instance| InstanceInfo {
+            instance,
+            pid: 800 + instance as i32,
+            state: GenerationState::Active,
+            started_unix_ms: 0,
+            ready: true,
+            respawns: 0,
+            exit: None,
+            output_lines: None,
+        };
+        let generation = |generation, instances: Vec<InstanceInfo>| GenerationInfo {
+            generation,
+            pid: 800,
+            state: GenerationState::Active,
+            started_unix_ms: 0,
+            exit: None,
+            intercept: None,
+            output_lines: None,
+            instances,
+        };
+        let status = Status {
+            generations: vec![
+                generation(3, vec![instance(0), instance(1)]),
+                generation(2, vec![instance(0)]),
+            ],
+            instances: Some(2),
+            ..crate::status::tests::fixed()
+        };
+        let pools = Pools::of(&status);
+        let shown = |l: &LogLine| render(l, pools.names_instance(l));
+        assert_eq!(
+            shown(&line(3, 0)),
+            "2026-12-07T17:58:21.123Z gen 3.0 out listening"
+        );
+        assert_eq!(
+            shown(&line(3, 1)),
+            "2026-12-07T17:58:21.123Z gen 3.1 out listening"
+        );
+        // A generation of one instance, and a newer generation (of the configured two).
+        assert_eq!(
+            shown(&line(2, 0)),
+            "2026-12-07T17:58:21.123Z gen 2 out listening"
+        );
+        assert_eq!(
+            shown(&line(4, 0)),
+            "2026-12-07T17:58:21.123Z gen 4.0 out listening"
+        );
+        // Without a status (or from an older supervisor) only instances above 0 are named.
+        let none = Pools::default();
+        assert!(!none.names_instance(&line(3, 0)));
+        assert!(none.names_instance(&line(3, 1)));
     }
 }

@@ -78,6 +78,50 @@ pub fn phase_line(kind: &EventKind) -> Option<String> {
              the next restart",
             millis(*window_ms)
         ),
+        EventKind::InstanceReady {
+            generation,
+            instance,
+            pid,
+            evidence,
+        } => format!("generation {generation} instance {instance} ready (pid {pid}): {evidence}"),
+        EventKind::Step {
+            generation,
+            step,
+            of,
+        } => {
+            format!("step {step}/{of}: generation {generation} has {step} of {of} instances ready")
+        }
+        EventKind::Baking {
+            generation,
+            old_generation,
+            bake_ms,
+            checks,
+        } => {
+            let mut line = format!(
+                "baking generation {generation} for {} (old generation {old_generation} keeps \
+                 serving)",
+                millis(*bake_ms)
+            );
+            if !checks.is_empty() {
+                line.push_str(&format!(": checks {}", checks.join(", ")));
+            }
+            line
+        }
+        EventKind::Reverted {
+            generation,
+            old_generation,
+            reason,
+        } => format!(
+            "reverted to generation {old_generation}, draining generation {generation}: {reason}"
+        ),
+        EventKind::InstanceRespawning {
+            generation,
+            instance,
+            delay_ms,
+        } => format!(
+            "generation {generation} instance {instance} died; respawning it in {}",
+            millis(*delay_ms)
+        ),
         _ => return None,
     })
 }
@@ -107,6 +151,22 @@ pub fn waiting_for(kind: &EventKind) -> Option<String> {
         ),
         EventKind::Killed { generation, .. } => format!("waiting for generation {generation}"),
         EventKind::Stopping => "waiting for every generation to exit".to_owned(),
+        EventKind::Step {
+            generation,
+            step,
+            of,
+        } if step < of => format!("replacing the next instance with generation {generation}"),
+        EventKind::Baking {
+            generation,
+            old_generation,
+            bake_ms,
+            ..
+        } => format!(
+            "baking generation {generation} for {} ('zdctl revert' keeps generation \
+             {old_generation})",
+            millis(*bake_ms)
+        ),
+        EventKind::Reverted { generation, .. } => format!("draining generation {generation}"),
         _ => return None,
     })
 }
@@ -228,6 +288,61 @@ mod tests {
                 "promoted generation 8 (pid 1234)",
                 "draining generation 7 (pid 1100): sent SIGTERM, deadline 30s",
                 "generation 7 (pid 1100) exited: killed by SIGTERM (143)",
+            ]
+        );
+    }
+
+    #[test]
+    fn instances_steps_a_bake_and_a_revert_read_as_one_line_each() {
+        let lines: Vec<String> = [
+            EventKind::InstanceReady {
+                generation: 5,
+                instance: 2,
+                pid: 812,
+                evidence: "accepting".into(),
+            },
+            EventKind::Step {
+                generation: 5,
+                step: 2,
+                of: 4,
+            },
+            EventKind::Baking {
+                generation: 5,
+                old_generation: 4,
+                bake_ms: 5_000,
+                checks: vec!["http://127.0.0.1:8080/health".into()],
+            },
+            EventKind::Baking {
+                generation: 5,
+                old_generation: 4,
+                bake_ms: 5_000,
+                checks: Vec::new(),
+            },
+            EventKind::Reverted {
+                generation: 5,
+                old_generation: 4,
+                reason: "check http://127.0.0.1:8080/health failed: 503".into(),
+            },
+            EventKind::InstanceRespawning {
+                generation: 5,
+                instance: 1,
+                delay_ms: 100,
+            },
+        ]
+        .iter()
+        .filter_map(phase_line)
+        .collect();
+        assert_eq!(
+            lines,
+            [
+                "generation 5 instance 2 ready (pid 812): accepting",
+                "step 2/4: generation 5 has 2 of 4 instances ready",
+                "baking generation 5 for 5s (old generation 4 keeps serving): checks \
+                 http://127.0.0.1:8080/health",
+                "baking generation 5 for 5s (old generation 4 keeps serving)",
+                "reverted to generation 4, draining generation 5: check \
+                 http://127.0.0.1:8080/health failed: 503",
+                "generation 5 instance 1 died; respawning it in 100ms",
             ]
         );
     }

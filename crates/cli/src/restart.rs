@@ -22,7 +22,7 @@ pub async fn restart(args: RestartArgs) -> anyhow::Result<()> {
         timeout: args.timeout,
         attach: args.attach,
         until_promoted: args.wait == Wait::Ready,
-        no_bake: false,
+        no_bake: args.no_bake,
     };
     let mut write_error = None;
     let result = service
@@ -117,22 +117,50 @@ fn last_words(name: &str, report: &RestartReport) -> String {
     text
 }
 
-/// `restarted 'api': generation 7 → 8 (pid 1234) in 412ms`.
+/// `restarted 'api': generation 7 → 8 (pid 1234) in 412ms`; with several instances, a
+/// rolling restart or a bake: `… (pids 1234, 1235, 1236, 1237) in 6.4s: 4 steps, baked 5s`.
 pub fn completed_line(name: &str, report: &RestartReport) -> String {
     let generations = match (report.old_generation, report.new_generation) {
         (Some(old), Some(new)) => format!("generation {old} → {new}"),
         (None, Some(new)) => format!("generation {new}"),
         (_, None) => "no new generation".to_owned(),
     };
-    let pid = report
-        .new_pid
-        .map(|pid| format!(" (pid {pid})"))
-        .unwrap_or_default();
+    let pid = match (report.new_pids.as_slice(), report.new_pid) {
+        ([], Some(pid)) | ([_], Some(pid)) => format!(" (pid {pid})"),
+        ([], None) => String::new(),
+        (pids, _) => format!(" (pids {})", pid_list(pids)),
+    };
+    let mut extra = Vec::new();
+    if let Some(steps) = report.steps {
+        extra.push(match steps {
+            1 => "1 step".to_owned(),
+            n => format!("{n} steps"),
+        });
+    }
+    if let Some(bake_ms) = report.bake_ms {
+        extra.push(format!("baked {}", output::millis(bake_ms)));
+    }
+    let extra = if extra.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", extra.join(", "))
+    };
     format!(
-        "restarted '{name}': {generations}{pid} in {}",
+        "restarted '{name}': {generations}{pid} in {}{extra}",
         output::millis(report.elapsed_ms)
     )
 }
+
+/// At most [`PIDS_SHOWN`] pids, then how many more: a generation may run 256.
+fn pid_list(pids: &[i32]) -> String {
+    let shown: Vec<String> = pids.iter().take(PIDS_SHOWN).map(i32::to_string).collect();
+    match pids.len().saturating_sub(PIDS_SHOWN) {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
+    }
+}
+
+const PIDS_SHOWN: usize = 8;
 
 #[cfg(test)]
 mod tests {
@@ -155,6 +183,34 @@ mod tests {
         assert_eq!(
             completed_line("api", &report),
             "restarted 'api': generation 7 → 8 (pid 1234) in 412ms"
+        );
+    }
+
+    #[test]
+    fn a_rolling_restart_with_a_bake_names_every_new_pid_its_steps_and_the_bake() {
+        let mut report = RestartReport {
+            bake_ms: Some(5_000),
+            new_pids: vec![1234, 1235, 1236, 1237],
+            steps: Some(4),
+            restart: 3,
+            outcome: RestartOutcome::Completed,
+            old_generation: Some(7),
+            new_generation: Some(8),
+            new_pid: Some(1234),
+            elapsed_ms: 6_400,
+            output: Vec::new(),
+        };
+        assert_eq!(
+            completed_line("api", &report),
+            "restarted 'api': generation 7 → 8 (pids 1234, 1235, 1236, 1237) in 6.4s: 4 \
+             steps, baked 5s"
+        );
+        report.new_pids = (1000..1020).collect();
+        report.steps = None;
+        assert_eq!(
+            completed_line("api", &report),
+            "restarted 'api': generation 7 → 8 (pids 1000, 1001, 1002, 1003, 1004, 1005, \
+             1006, 1007 and 12 more) in 6.4s: baked 5s"
         );
     }
 }

@@ -91,6 +91,9 @@ fn flags_config(args: RunArgs) -> anyhow::Result<ServiceConfig> {
     config.log_prefix = args.log_prefix;
     config.yield_cpu = args.yield_cpu;
     config.intercept_binds = args.intercept_binds;
+    if let Some(instances) = args.instances {
+        config.instances = instances;
+    }
     if let Some(priority) = args.start_priority {
         config.start_priority = priority;
     }
@@ -179,5 +182,38 @@ mod tests {
             [zd_core::ready::check::ReadyCheck::Accepting]
         );
         assert_eq!(config.command, ["/bin/sh"]);
+        assert_eq!(config.instances, 1);
+    }
+
+    #[test]
+    fn the_flags_form_runs_as_many_instances_as_asked_and_never_none() {
+        let config = flags_config(run_args(&[
+            "zdctl",
+            "run",
+            "--name",
+            "api",
+            "--listen",
+            ":8080",
+            "--instances",
+            "4",
+            "--",
+            "/bin/sh",
+        ]))
+        .expect("valid flags");
+        assert_eq!(config.instances, 4);
+        for refused in ["0", "257"] {
+            let err = Cli::try_parse_from([
+                "zdctl",
+                "run",
+                "--name",
+                "api",
+                "--instances",
+                refused,
+                "--",
+                "/bin/sh",
+            ])
+            .expect_err("out of range");
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        }
     }
 }

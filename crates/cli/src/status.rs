@@ -1,6 +1,8 @@
 //! `zdctl status [NAME]`: one service's generations, listeners and counters, or every
 //! running service's.
 
+mod pool;
+
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
@@ -124,6 +126,12 @@ pub fn render(service: &ServiceStatus, now: SystemTime) -> String {
         let _ = write!(out, " (restart #{restart} in progress)");
     }
     out.push('\n');
+    if let Some(capacity) = pool::capacity_line(status) {
+        out.push_str(&capacity);
+    }
+    if let Some(bake) = &status.bake {
+        out.push_str(&pool::bake_line(&status.service, bake, now));
+    }
     if let Some(failing) = &status.failing {
         out.push_str(&failing_block(&status.service, failing, now));
     }
@@ -133,27 +141,40 @@ pub fn render(service: &ServiceStatus, now: SystemTime) -> String {
     // has the column.
     let intercepting =
         status.intercept_binds || status.generations.iter().any(|g| g.intercept.is_some());
-    let rows: Vec<Vec<String>> = status
-        .generations
-        .iter()
-        .map(|g| {
-            let mut row = vec![
-                g.generation.to_string(),
-                g.pid.to_string(),
-                state_name(g.state).to_owned(),
-                format!("{} ago", age(g.started_unix_ms, now)),
-                g.exit.map(exit_status).unwrap_or_else(|| "-".to_owned()),
-            ];
-            if intercepting {
-                row.push(match &g.intercept {
-                    Some(info) => binds_summary(info),
-                    None => "not intercepted".to_owned(),
-                });
-            }
-            row
-        })
-        .collect();
+    // Likewise the columns of a service whose generations run several instances; each
+    // instance of such a generation gets a row under the generation's.
+    let pools = pool::has_pools(status);
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for g in &status.generations {
+        let mut row = vec![
+            g.generation.to_string(),
+            g.pid.to_string(),
+            state_name(g.state).to_owned(),
+            format!("{} ago", age(g.started_unix_ms, now)),
+            g.exit.map(exit_status).unwrap_or_else(|| "-".to_owned()),
+        ];
+        if pools {
+            row.extend(pool::generation_cells(g));
+        }
+        if intercepting {
+            row.push(match &g.intercept {
+                Some(info) => binds_summary(info),
+                None => "not intercepted".to_owned(),
+            });
+        }
+        rows.push(row);
+        if pool::several(g) {
+            rows.extend(
+                g.instances
+                    .iter()
+                    .map(|i| pool::instance_row(g.generation, i, now)),
+            );
+        }
+    }
     let mut header = vec!["GEN", "PID", "STATE", "STARTED", "EXIT"];
+    if pools {
+        header.extend(["READY", "RESPAWNS"]);
+    }
     if intercepting {
         header.push("BINDS");
     }
@@ -442,7 +463,7 @@ fn indent(text: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::time::Duration;
     use zd_core::proto::{
@@ -450,9 +471,9 @@ mod tests {
         RestartReport, SocketInfo, Status,
     };
 
-    const NOW_MS: u64 = 1_800_000_000_000;
+    pub(crate) const NOW_MS: u64 = 1_800_000_000_000;
 
-    fn fixed() -> Status {
+    pub(crate) fn fixed() -> Status {
         Status {
             bake: None,
             capacity: None,

@@ -212,13 +212,19 @@ impl Inspector {
         snapshot.intercept_binds = status.intercept_binds;
         snapshot.failing = status.failing.clone();
         snapshot.supervisor = status.supervisor.clone();
+        snapshot.bake = status.bake.clone();
         for view in &mut snapshot.generations {
             let info = status
                 .generations
                 .iter()
                 .find(|g| g.generation == view.generation);
             view.intercept = info.and_then(|g| g.intercept.clone());
-            view.output_lines = info.and_then(|g| g.output_lines);
+            view.output_lines = match view.instance {
+                Some(n) => info
+                    .and_then(|g| g.instances.iter().find(|i| i.instance == n))
+                    .and_then(|i| i.output_lines),
+                None => info.and_then(|g| g.output_lines),
+            };
         }
         Ok(snapshot)
     }

@@ -178,6 +178,14 @@ pub enum ServiceError {
     ReexecSilent { name: String, waited: Duration },
 }
 
+/// How a `revert` went (see [`Service::revert`]): `generation` was drained and
+/// `old_generation` serves alone again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reverted {
+    pub generation: u64,
+    pub old_generation: u64,
+}
+
 /// How a `reexec` went (see [`Service::reexec`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Reexecuted {
@@ -494,6 +502,34 @@ impl Service {
             }
         }
         Ok(message)
+    }
+
+    /// During a restart's `bake` window: drains the new generation and keeps the old one
+    /// (see [`Op::Revert`]). Returns once the old generation is the only one left, with
+    /// the events of the drain passed to `on_event`. A supervisor with no bake running
+    /// refuses ([`ServiceError::Refused`]); a driven service has no bake window.
+    pub async fn revert(&self, on_event: impl FnMut(&Event)) -> Result<Reverted, ServiceError> {
+        if let Runner::Driver(_) = &self.runner {
+            return Err(self.unsupported(
+                "revert",
+                "revert needs a service run by 'zdctl run' with 'bake'".to_owned(),
+            ));
+        }
+        let mut client = self.connect().await?;
+        let reply = client
+            .call(Op::Revert, on_event)
+            .await
+            .map_err(|e| self.client_error(e))?;
+        match self.result(reply)? {
+            ReplyResult::Reverted {
+                generation,
+                old_generation,
+            } => Ok(Reverted {
+                generation,
+                old_generation,
+            }),
+            other => Err(self.unexpected(&other)),
+        }
     }
 
     /// Re-executes the supervisor in place with `binary` (its installed binary when

@@ -213,7 +213,9 @@ impl CapacitySampler {
 
     fn finish(self) -> Capacity {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread.join().unwrap_or(Capacity { min: 0, samples: 0 })
+        self.thread
+            .join()
+            .unwrap_or(Capacity { min: 0, samples: 0 })
     }
 }
 

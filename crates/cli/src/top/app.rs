@@ -84,6 +84,8 @@ pub struct App {
     pub selected_service: Option<String>,
     /// The selected generation's number within the selected service.
     pub selected_generation: Option<u64>,
+    /// And its instance, when the generation runs several (a row each).
+    pub selected_instance: Option<u32>,
     /// Set once the user picks a generation; until then the selection follows the active
     /// generation, so that a flip moves it to the new one.
     pub pinned: bool,
@@ -366,13 +368,13 @@ impl App {
         self.service().and_then(|s| s.snapshot.as_ref().ok())
     }
 
-    /// The selected generation's index in the selected snapshot.
+    /// The selected generation's (or instance's) index in the selected snapshot.
     pub fn generation_index(&self) -> Option<usize> {
         let wanted = self.selected_generation?;
         self.snapshot()?
             .generations
             .iter()
-            .position(|g| g.generation == wanted)
+            .position(|g| g.generation == wanted && g.instance == self.selected_instance)
     }
 
     fn move_service(&mut self, step: isize) {
@@ -394,6 +396,7 @@ impl App {
         if next != at {
             self.selected_service = names.get(next).cloned();
             self.selected_generation = None;
+            self.selected_instance = None;
             self.pinned = false;
             self.fix_selection();
         }
@@ -406,7 +409,12 @@ impl App {
         let count = snapshot.generations.len();
         let at = self.generation_index().unwrap_or(0);
         let next = at.saturating_add_signed(step).min(count.saturating_sub(1));
-        self.selected_generation = snapshot.generations.get(next).map(|g| g.generation);
+        let row = snapshot
+            .generations
+            .get(next)
+            .map(|g| (g.generation, g.instance));
+        self.selected_generation = row.map(|(generation, _)| generation);
+        self.selected_instance = row.and_then(|(_, instance)| instance);
         self.pinned = true;
     }
 
@@ -416,19 +424,27 @@ impl App {
         if self.service().is_none() {
             self.selected_service = self.visible_services().first().map(|s| s.name.clone());
             self.selected_generation = None;
+            self.selected_instance = None;
             self.pinned = false;
         }
         if !self.pinned || self.generation_index().is_none() {
-            let before = self.selected_generation;
-            self.selected_generation = self.snapshot().and_then(|s| {
-                s.generations
+            let before = (self.selected_generation, self.selected_instance);
+            // The active generation's first row: its instance 0 when it runs several.
+            let row = self.snapshot().and_then(|s| {
+                let newest = s
+                    .generations
                     .iter()
                     .rev()
                     .find(|g| g.state == "active")
-                    .or(s.generations.last())
-                    .map(|g| g.generation)
+                    .or(s.generations.last())?;
+                s.generations
+                    .iter()
+                    .find(|g| g.generation == newest.generation)
+                    .map(|g| (g.generation, g.instance))
             });
-            if self.selected_generation != before {
+            self.selected_generation = row.map(|(generation, _)| generation);
+            self.selected_instance = row.and_then(|(_, instance)| instance);
+            if (self.selected_generation, self.selected_instance) != before {
                 self.scroll = 0;
             }
         }

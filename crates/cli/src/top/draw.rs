@@ -159,9 +159,11 @@ fn draw_generations(
     let header = Row::new(header.into_iter().map(Cell::from)).style(theme.header());
     // A wide terminal has room for every pid of the tree.
     let all_pids = area.width >= 120;
+    // A generation of several instances has a row per instance, `5.2`.
+    let instances = snapshot.generations.iter().any(|g| g.instance.is_some());
     let rows = snapshot.generations.iter().map(|g| {
         let mut cells = vec![
-            Cell::from(g.generation.to_string()),
+            Cell::from(row_label(g)),
             Cell::from(g.state.clone()).style(theme.state(&g.state)),
             Cell::from(if all_pids { pid_list(g) } else { pids(g) }),
             Cell::from(millis(g.age_ms)),
@@ -184,7 +186,7 @@ fn draw_generations(
         Row::new(cells)
     });
     let mut widths = vec![
-        Constraint::Length(4),
+        Constraint::Length(if instances { 7 } else { 4 }),
         Constraint::Length(9),
         Constraint::Fill(1),
         Constraint::Length(7),
@@ -201,7 +203,7 @@ fn draw_generations(
     let title = format!(
         " generations of '{}' ({} via {}){}{} ",
         snapshot.service,
-        generations_word(snapshot.generations.len()),
+        generations_word(generation_count(snapshot), snapshot.generations.len()),
         snapshot.source,
         if snapshot.intercept_binds {
             " · binds intercepted"
@@ -223,6 +225,14 @@ fn draw_generations(
             ),
         ]),
         None => Line::from(title),
+    };
+    let title = match &snapshot.bake {
+        Some(_) => {
+            let mut title = title;
+            title.push_span(Span::styled(" BAKING ", theme.warning()));
+            title
+        }
+        None => title,
     };
     let table = Table::new(rows, widths)
         .header(header)
@@ -460,7 +470,39 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-fn generations_word(n: usize) -> String {
+/// `baking generation 5: 3.2s left · generation 4 stands by · zdctl revert api`: the
+/// countdown of a restart's bake window for the status line, as of the snapshot (drawing
+/// reads no clock).
+pub fn bake_note(bake: &zd_core::proto::BakeInfo, snapshot: &Snapshot) -> String {
+    let left = bake.ends_unix_ms.saturating_sub(snapshot.taken_unix_ms);
+    format!(
+        "baking generation {}: {} left · generation {} stands by · zdctl revert {}",
+        bake.generation,
+        millis(left),
+        bake.old_generation,
+        snapshot.service
+    )
+}
+
+/// A row's generation: `5`, or `5.2` for instance 2 of a generation of several.
+pub fn row_label(g: &GenerationView) -> String {
+    match g.instance {
+        Some(instance) => format!("{}.{instance}", g.generation),
+        None => g.generation.to_string(),
+    }
+}
+
+/// How many generations the rows show: a generation of several instances has a row each.
+fn generation_count(snapshot: &Snapshot) -> usize {
+    let mut numbers: Vec<u64> = snapshot.generations.iter().map(|g| g.generation).collect();
+    numbers.dedup();
+    numbers.len()
+}
+
+fn generations_word(n: usize, rows: usize) -> String {
+    if rows > n {
+        return format!("{}, {rows} instances,", generations_word(n, n));
+    }
     if n == 1 {
         "1 generation".to_owned()
     } else {

@@ -39,11 +39,7 @@ impl History {
         }
         samples.push_back(Sample {
             unix_ms,
-            counts: snapshot
-                .generations
-                .iter()
-                .map(|g| (g.generation, g.connection_count))
-                .collect(),
+            counts: per_generation(snapshot),
         });
         while samples
             .front()
@@ -102,4 +98,19 @@ impl History {
             .max()
             .unwrap_or(0)
     }
+}
+
+/// Each generation's connections, its instances' summed: the chart has a line per
+/// generation, however many processes it runs.
+fn per_generation(snapshot: &Snapshot) -> Vec<(u64, usize)> {
+    let mut counts: Vec<(u64, usize)> = Vec::new();
+    for g in &snapshot.generations {
+        match counts.last_mut() {
+            Some((generation, count)) if *generation == g.generation => {
+                *count += g.connection_count
+            }
+            _ => counts.push((g.generation, g.connection_count)),
+        }
+    }
+    counts
 }

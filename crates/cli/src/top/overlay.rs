@@ -104,7 +104,11 @@ pub fn draw_detail(
         "↑↓ scroll · Esc back · o output · / filter",
         theme.dim(),
     ));
-    let title = format!(" generation {} of '{}' ", g.generation, snapshot.service);
+    let title = format!(
+        " generation {} of '{}' ",
+        super::draw::row_label(g),
+        snapshot.service
+    );
     frame.render_widget(
         Paragraph::new(lines)
             .wrap(Wrap { trim: true })
@@ -160,7 +164,8 @@ fn connections_title(app: &App, snapshot: &Snapshot, g: &GenerationView) -> Stri
     };
     format!(
         " connections of generation {}: {}{listed}{read}{filter} ",
-        g.generation, g.connection_count
+        super::draw::row_label(g),
+        g.connection_count
     )
 }
 
@@ -339,6 +344,11 @@ pub fn draw_status_line(frame: &mut Frame<'_>, app: &App, theme: Theme, area: Re
         Line::styled("↑↓ scroll · g oldest · G newest · o/Esc close", theme.dim())
     } else if !app.filter.is_empty() {
         Line::raw(format!("filter '{}' · Esc clears", app.filter))
+    } else if let Some((bake, snapshot)) = app
+        .snapshot()
+        .and_then(|s| s.bake.as_ref().map(|bake| (bake, s)))
+    {
+        Line::styled(super::draw::bake_note(bake, snapshot), theme.warning())
     } else {
         Line::styled(
             "↑↓ generation · ←→ service · Enter open · o output · r restart · / filter",

@@ -19,6 +19,8 @@ use super::draw::draw;
 use super::output::{OutputRead, OutputTarget};
 use super::refresh::unreadable;
 
+mod pools;
+
 const T0: u64 = 1_790_000_000_000;
 
 fn connections(generation: u64, n: usize) -> Vec<ConnectionView> {
@@ -37,6 +39,7 @@ fn connections(generation: u64, n: usize) -> Vec<ConnectionView> {
 fn generation(generation: u64, state: &str, pid: i32, conns: usize) -> GenerationView {
     GenerationView {
         generation,
+        instance: None,
         state: state.into(),
         pids: vec![pid, pid + 1, pid + 2],
         main_pid: pid,
@@ -92,6 +95,7 @@ fn api(at: u64) -> Snapshot {
         intercept_binds: false,
         failing: None,
         supervisor: None,
+        bake: None,
     }
 }
 

@@ -77,6 +77,8 @@ impl Theme {
         match state {
             "active" => self.good(),
             "starting" => self.fg(Color::Yellow),
+            // The old generation, serving beside a baking new one until it ends.
+            "standby" => self.fg(Color::Cyan),
             "draining" | "old" => self.fg(Color::Magenta),
             _ => Style::new(),
         }

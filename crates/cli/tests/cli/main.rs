@@ -5,5 +5,6 @@
 mod fake;
 mod generated;
 mod restart;
+mod revert;
 mod services;
 mod usage;

@@ -16,10 +16,13 @@ use super::view::{ConnectionView, GenerationView, KernelCounters, ListenerView, 
 use super::{InspectError, Inspector, MAX_CONNECTIONS_LISTED};
 use crate::proto::{self, GenerationState};
 
-/// A generation to look at: its main process and what we know of it.
+/// A generation to look at: its main process and what we know of it. A generation of
+/// several instances (`instances`) is one root per instance, each its own tree.
 #[derive(Debug, Clone)]
 pub(crate) struct Root {
     pub generation: u64,
+    /// The instance, for a generation of several.
+    pub instance: Option<u32>,
     pub pid: i32,
     pub state: String,
     /// From our supervisor; for a foreign tree the age comes from the
@@ -80,28 +83,51 @@ pub(crate) struct Scratch {
 }
 
 /// Generations of a native status: every one that has not exited, oldest
-/// first.
+/// first; a generation of several instances as one root per live instance.
 pub(crate) fn native_roots(status: &proto::Status) -> Vec<Root> {
-    let mut roots: Vec<Root> = status
-        .generations
-        .iter()
-        .filter(|info| info.state != GenerationState::Exited && info.exit.is_none())
-        .map(|info| Root {
-            generation: info.generation,
-            pid: info.pid,
-            state: match info.state {
-                GenerationState::Starting => "starting",
-                GenerationState::Active => "active",
-                GenerationState::Draining => "draining",
-                GenerationState::Standby => "standby",
-                GenerationState::Exited => "exited",
-            }
-            .to_owned(),
-            started_unix_ms: Some(info.started_unix_ms),
-        })
-        .collect();
-    roots.sort_by_key(|root| root.generation);
+    let live = |state: GenerationState, exit: Option<proto::ExitInfo>| {
+        state != GenerationState::Exited && exit.is_none()
+    };
+    let mut roots: Vec<Root> = Vec::new();
+    for info in &status.generations {
+        if !live(info.state, info.exit) {
+            continue;
+        }
+        if info.instances.len() > 1 {
+            roots.extend(
+                info.instances
+                    .iter()
+                    .filter(|i| live(i.state, i.exit))
+                    .map(|i| Root {
+                        generation: info.generation,
+                        instance: Some(i.instance),
+                        pid: i.pid,
+                        state: state_name(i.state).to_owned(),
+                        started_unix_ms: Some(i.started_unix_ms),
+                    }),
+            );
+        } else {
+            roots.push(Root {
+                generation: info.generation,
+                instance: None,
+                pid: info.pid,
+                state: state_name(info.state).to_owned(),
+                started_unix_ms: Some(info.started_unix_ms),
+            });
+        }
+    }
+    roots.sort_by_key(|root| (root.generation, root.instance));
     roots
+}
+
+fn state_name(state: GenerationState) -> &'static str {
+    match state {
+        GenerationState::Starting => "starting",
+        GenerationState::Active => "active",
+        GenerationState::Draining => "draining",
+        GenerationState::Standby => "standby",
+        GenerationState::Exited => "exited",
+    }
 }
 
 /// One generation's processes as read in this snapshot.
@@ -252,6 +278,7 @@ impl Inspector {
                 listed.sort_by(|a, b| a.peer.cmp(&b.peer));
                 GenerationView {
                     generation: tree.root.generation,
+                    instance: tree.root.instance,
                     state: tree.root.state.clone(),
                     pids: tree.stats.iter().map(|s| s.pid).collect(),
                     main_pid: tree.root.pid,
@@ -304,16 +331,20 @@ impl Inspector {
             intercept_binds: false,
             failing: None,
             supervisor: None,
+            bake: None,
         })
     }
 
     fn listener_views(&self, plan: &Plan, trees: &[Tree]) -> Vec<ListenerView> {
         let held_by = |inode: u64| -> Vec<u64> {
-            trees
+            let mut generations: Vec<u64> = trees
                 .iter()
                 .filter(|t| t.stats.iter().any(|s| self.owners.holds(s.pid, inode)))
                 .map(|t| t.root.generation)
-                .collect()
+                .collect();
+            // The instances of one generation hold the same listeners: one entry each.
+            generations.dedup();
+            generations
         };
         let named = |inode: u64| plan.known_listeners.iter().any(|k| k.inode == inode);
         let mut views: Vec<ListenerView> = self
@@ -446,4 +477,92 @@ fn uptime_ticks(hz: u64) -> Option<u64> {
     let text = std::fs::read_to_string("/proc/uptime").ok()?;
     let seconds: f64 = text.split_whitespace().next()?.parse().ok()?;
     Some((seconds * hz as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{GenerationInfo, InstanceInfo, RestartCounters, Status};
+
+    fn instance(instance: u32, pid: i32, exit: Option<proto::ExitInfo>) -> InstanceInfo {
+        InstanceInfo {
+            instance,
+            pid,
+            state: if exit.is_some() {
+                GenerationState::Exited
+            } else {
+                GenerationState::Active
+            },
+            started_unix_ms: 1_000 + u64::from(instance),
+            ready: exit.is_none(),
+            respawns: 0,
+            exit,
+            output_lines: None,
+        }
+    }
+
+    fn generation(
+        generation: u64,
+        state: GenerationState,
+        instances: Vec<InstanceInfo>,
+    ) -> GenerationInfo {
+        GenerationInfo {
+            generation,
+            pid: instances.first().map_or(0, |i| i.pid),
+            state,
+            started_unix_ms: 1_000,
+            exit: None,
+            intercept: None,
+            output_lines: None,
+            instances,
+        }
+    }
+
+    #[test]
+    fn a_generation_of_several_instances_is_a_root_per_live_instance() {
+        let status = Status {
+            service: "api".into(),
+            supervisor_pid: 10,
+            started_unix_ms: 0,
+            config_path: None,
+            active_generation: Some(5),
+            restart_in_progress: None,
+            generations: vec![
+                generation(
+                    5,
+                    GenerationState::Active,
+                    vec![
+                        instance(0, 500, None),
+                        instance(1, 501, Some(proto::ExitInfo::Code { code: 1 })),
+                        instance(2, 502, None),
+                    ],
+                ),
+                generation(4, GenerationState::Standby, vec![instance(0, 400, None)]),
+            ],
+            listeners: Vec::new(),
+            sockets: Vec::new(),
+            restarts: RestartCounters::default(),
+            last_restart: None,
+            containment: None,
+            intercept_binds: false,
+            failing: None,
+            supervisor: None,
+            log_lines: None,
+            instances: Some(3),
+            capacity: Some(3),
+            bake: None,
+        };
+        let roots: Vec<(u64, Option<u32>, i32, String)> = native_roots(&status)
+            .into_iter()
+            .map(|r| (r.generation, r.instance, r.pid, r.state))
+            .collect();
+        assert_eq!(
+            roots,
+            [
+                (4, None, 400, "standby".to_owned()),
+                (5, Some(0), 500, "active".to_owned()),
+                (5, Some(2), 502, "active".to_owned()),
+            ]
+        );
+    }
 }

@@ -218,6 +218,7 @@ impl GenerationNumbers {
             .enumerate()
             .map(|(index, (child, generation))| Root {
                 generation,
+                instance: None,
                 pid: child.pid,
                 state: if index == newest { "active" } else { "old" }.to_owned(),
                 started_unix_ms: None,

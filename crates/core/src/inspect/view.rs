@@ -39,12 +39,19 @@ pub struct Snapshot {
     /// a foreign tree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supervisor: Option<crate::proto::SupervisorInfo>,
+    /// The bake window of a restart, while it runs, as the status tells it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bake: Option<crate::proto::BakeInfo>,
 }
 
 /// One generation: a process tree started together.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GenerationView {
     pub generation: u64,
+    /// The instance, for a generation of several (`instances`): each instance is a view
+    /// of its own, its process and what it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<u32>,
     /// `starting`, `active`, `draining` for our supervisor's generations;
     /// `active` (the newest) or `old` for a foreign tree.
     pub state: String,

@@ -89,7 +89,7 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
 
 /// The ops this supervisor knows, for the message about one it does not.
 const KNOWN_OPS: &[&str] = &[
-    "status", "restart", "stop", "signal", "watch", "reexec", "logs",
+    "status", "restart", "revert", "stop", "signal", "watch", "reexec", "logs",
 ];
 
 /// Parses one request line, or builds the error reply it deserves.

@@ -132,6 +132,12 @@ pub enum ReplyResult {
         message: String,
     },
     Logs(LogsReport),
+    /// `revert`: the bake window ended in a revert. `generation` (the new one) is gone and
+    /// `old_generation` is the only one left, serving alone again.
+    Reverted {
+        generation: u64,
+        old_generation: u64,
+    },
 }
 
 /// The answer to `logs`.

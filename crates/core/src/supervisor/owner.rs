@@ -1130,9 +1130,31 @@ impl Owner {
         // The active generation may have died while this restart ran; if the restart did
         // not replace it, the crash policy applies now.
         let lost = st.active_generation().is_none_or(|g| !g.is_live());
+        let reverted = match (
+            &report.outcome,
+            report.new_generation,
+            report.old_generation,
+        ) {
+            (RestartOutcome::RolledBack { reason }, Some(generation), Some(old_generation))
+                if reason.starts_with("reverted during bake") =>
+            {
+                Ok(crate::proto::ReplyResult::Reverted {
+                    generation,
+                    old_generation,
+                })
+            }
+            (outcome, _, _) => Err(format!(
+                "the restart ended before the revert could be made: {}",
+                outcome.reason().unwrap_or("it completed")
+            )),
+        };
         for (id, replies) in std::mem::take(&mut st.revert_waiters) {
-            let answer =
-                crate::proto::Reply::result(id, crate::proto::ReplyResult::Restart(report.clone()));
+            let answer = match &reverted {
+                Ok(result) => crate::proto::Reply::result(id, result.clone()),
+                Err(e) => {
+                    crate::proto::Reply::error(id, crate::proto::ErrorKind::Invalid, e.clone())
+                }
+            };
             tokio::spawn(async move {
                 let _ = replies.send(answer).await;
             });

@@ -165,7 +165,7 @@ fn bad_lines_get_the_right_error_kind() {
 
 #[test]
 fn an_event_from_a_newer_supervisor_reads_as_unknown_instead_of_failing_the_answer() {
-    let line = r#"{"v":1,"id":7,"event":{"unix_ms":5,"restart":2,"event":"mirrored","generation":3,"ends_unix_ms":9}}"#;
+    let line = r#"{"v":1,"id":7,"event":{"unix_ms":5,"restart":2,"event":"traffic_shifted","generation":3,"percent":9}}"#;
     let reply: crate::proto::Reply = serde_json::from_str(line).expect("a reply");
     match reply {
         crate::proto::Reply::Event { id, event, .. } => {
