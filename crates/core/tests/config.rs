@@ -639,6 +639,15 @@ fn every_error_starts_with_file_line_column_and_says_what_to_change() {
 }
 
 #[test]
+fn a_message_that_names_its_key_does_not_repeat_it() {
+    let err = parse("command: [x]\nrestart:\n  limit: 0 in 60s\n")
+        .expect_err("0 starts")
+        .to_string();
+    let want = "/srv/api/api.yaml:3:10: restart.limit '0 in 60s' counts 0 starts";
+    assert!(err.starts_with(want), "{err}");
+}
+
+#[test]
 fn an_unreadable_file_names_the_file_and_the_os_error() {
     let err = load_file(Path::new("/nonexistent/zd/api.yaml")).expect_err("missing file");
     assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");

@@ -357,6 +357,16 @@ pub(crate) fn explain(message: &str) -> String {
             "a map of keys, like `command: [\"./server\"]`",
         )
         .replace("struct LogSection", "a map like `prefix: true`");
+    // The YAML reader puts the key's path before the message of a value's own check; a
+    // message that already starts with that key does not need it twice.
+    if let Some((path, rest)) = message.split_once(": ") {
+        let names_its_key = rest
+            .strip_prefix(path)
+            .is_some_and(|after| after.starts_with([' ', ':']));
+        if !path.contains(' ') && names_its_key {
+            return explain(rest);
+        }
+    }
     if message.contains("while parsing") || message.contains("while scanning") {
         return format!(
             "{message}; check the indentation (spaces, not tabs) and quoting here or on the \
