@@ -160,6 +160,9 @@ pub struct Bake {
     pub interval: Duration,
 }
 
+/// The most `instances` may be.
+pub const MAX_INSTANCES: u32 = 256;
+
 /// The default `bake_check_interval`.
 pub const DEFAULT_BAKE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -492,7 +495,12 @@ fn parse_native(text: &str, source: &Path, checks: Checks) -> Result<ServiceConf
             (failed.partial, failed.failed_keys, failed.more)
         }
     };
-    let config = raw.map(|raw| from_file(raw, source, &unread, &mut errors));
+    let config = raw.map(|raw| {
+        errors.extend(validate::bake_settings_without_bake(
+            &raw, text, source, &unread,
+        ));
+        from_file(raw, source, &unread, &mut errors)
+    });
     if let Some(config) = config.as_ref().filter(|_| checks == Checks::All) {
         errors.extend(validate::problems(config, Some(text), &unread));
     }
@@ -560,6 +568,8 @@ fn from_file(
     let ready = raw.ready.unwrap_or_default();
     let restart = raw.restart.unwrap_or_default();
     let defaults = RestartPolicy::default();
+    let rollout = raw.rollout.unwrap_or_default();
+    let default_rollout = Rollout::default();
     ServiceConfig {
         name,
         source: Some(source.to_owned()),
@@ -593,8 +603,19 @@ fn from_file(
         handoff_wait: raw.handoff_wait.map_or(DEFAULT_HANDOFF_WAIT, |d| d.0),
         migrate_requests: raw.migrate_requests,
         intercept_binds: raw.intercept_binds.unwrap_or(false),
-        instances: 1,
-        rollout: Rollout::default(),
-        bake: None,
+        instances: raw.instances.map_or(1, |n| n.0),
+        rollout: Rollout {
+            surge: rollout.surge.map_or(default_rollout.surge, |s| s.0),
+            max_unavailable: rollout
+                .max_unavailable
+                .map_or(default_rollout.max_unavailable, |m| m.0),
+        },
+        bake: raw.bake.map(|window| Bake {
+            window: window.0,
+            checks: raw.bake_checks.map(|c| c.0).unwrap_or_default(),
+            interval: raw
+                .bake_check_interval
+                .map_or(DEFAULT_BAKE_CHECK_INTERVAL, |i| i.0),
+        }),
     }
 }

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use zd_core::config::{
-    ConfigError, Handoff, ReadyConfig, RestartMode, ServiceConfig, StartPriority, load_file,
-    parse_str,
+    Bake, ConfigError, DEFAULT_BAKE_CHECK_INTERVAL, Handoff, MAX_INSTANCES, ReadyConfig,
+    RestartMode, Rollout, ServiceConfig, StartPriority, load_file, parse_str,
 };
 use zd_core::listen::{ListenAddr, ListenerSpec};
 use zd_core::ready::check::ReadyCheck;
@@ -137,6 +137,204 @@ fn a_minimal_file_gets_every_default() {
     assert_eq!(config.handoff, None, "steered where the kernel allows it");
     assert_eq!(config.handoff_wait, Duration::from_secs(2));
     assert_eq!(config.migrate_requests, None, "tcp_migrate_req turned on");
+    assert_eq!(config.instances, 1);
+    assert_eq!(
+        config.rollout,
+        Rollout {
+            surge: 1,
+            max_unavailable: 0
+        }
+    );
+    assert_eq!(
+        config.bake, None,
+        "the old generation goes at the promotion"
+    );
+}
+
+#[test]
+fn instances_rollout_and_bake_are_read_with_each_value() -> Result<(), ConfigError> {
+    let config = parsed(
+        "command: [x]\ninstances: 4\nrollout:\n  surge: 2\n  max_unavailable: 0\n\
+         bake: 5m\nbake_checks: ['http:http://127.0.0.1:8080/health', 'exec:./smoke', \
+         accepting]\nbake_check_interval: 2s\n",
+    );
+    assert_eq!(config.instances, 4);
+    assert_eq!(
+        config.rollout,
+        Rollout {
+            surge: 2,
+            max_unavailable: 0
+        }
+    );
+    let want = Bake {
+        window: Duration::from_secs(300),
+        checks: vec![
+            "http:http://127.0.0.1:8080/health"
+                .parse()
+                .map_err(|e| panic!("{e}"))?,
+            ReadyCheck::Exec {
+                command: "./smoke".into(),
+            },
+            ReadyCheck::Accepting,
+        ],
+        interval: Duration::from_secs(2),
+    };
+    assert_eq!(config.bake, Some(want));
+    Ok(())
+}
+
+#[test]
+fn a_bake_alone_watches_for_exits_every_second_by_default() {
+    let config = parsed("command: [x]\nbake: 30s\n");
+    let want = Bake {
+        window: Duration::from_secs(30),
+        checks: Vec::new(),
+        interval: DEFAULT_BAKE_CHECK_INTERVAL,
+    };
+    assert_eq!(config.bake, Some(want));
+    assert_eq!(DEFAULT_BAKE_CHECK_INTERVAL, Duration::from_secs(1));
+    // Nothing paces a bake without checks: a window shorter than the interval is fine.
+    assert!(parsed("command: [x]\nbake: 500ms\n").bake.is_some());
+    let one = parsed("command: [x]\nbake: 1m\nbake_checks: 'tcp:127.0.0.1:1'\n");
+    assert_eq!(one.bake.map(|b| b.checks.len()), Some(1));
+    let none = parsed("command: [x]\nbake: 1m\nbake_checks: []\n");
+    assert_eq!(none.bake.map(|b| b.checks), Some(Vec::new()));
+}
+
+#[test]
+fn a_rollout_takes_defaults_per_key_and_fits_a_single_instance() {
+    let config = parsed("command: [x]\ninstances: 3\nrollout: { surge: 3 }\n");
+    assert_eq!(
+        config.rollout,
+        Rollout {
+            surge: 3,
+            max_unavailable: 0
+        }
+    );
+    let config = parsed("command: [x]\nrollout: { max_unavailable: 0 }\n");
+    assert_eq!((config.instances, config.rollout), (1, Rollout::default()));
+    let config = parsed(&format!("command: [x]\ninstances: {MAX_INSTANCES}\n"));
+    assert_eq!(config.instances, 256);
+}
+
+#[test]
+fn surge_above_instances_is_reported_at_surge() -> std::io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = write_service(
+        dir.path(),
+        "command: [sh]\ninstances: 4\nrollout:\n  surge: 5\n",
+    );
+    let err = load_file(&path).expect_err("surge 5").to_string();
+    let want = format!(
+        "{}:4:3: rollout.surge (5) is larger than instances (4); at most 4",
+        path.display()
+    );
+    assert!(err.starts_with(&want), "{err}");
+    let path = write_service(dir.path(), "command: [sh]\nrollout: { surge: 2 }\n");
+    let err = load_file(&path).expect_err("one instance").to_string();
+    assert!(
+        err.contains("rollout.surge (2) is larger than instances (1)"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_bake_shorter_than_its_check_interval_is_reported_at_bake() -> std::io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = write_service(
+        dir.path(),
+        "command: [sh]\nbake: 500ms\nbake_checks: ['exec:true']\n",
+    );
+    let err = load_file(&path).expect_err("500ms < 1s").to_string();
+    let want = format!(
+        "{}:2:1: bake (500ms) is shorter than bake_check_interval (1s): no bake check would \
+         run; lengthen bake or shorten the interval",
+        path.display()
+    );
+    assert_eq!(err, want);
+    let path = write_service(
+        dir.path(),
+        "command: [sh]\nbake: 500ms\nbake_checks: ['exec:true']\nbake_check_interval: 100ms\n",
+    );
+    assert!(load_file(&path).is_ok(), "{:?}", load_file(&path));
+    Ok(())
+}
+
+#[test]
+fn the_problems_of_instances_rollout_and_bake_come_together() -> std::io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = write_service(
+        dir.path(),
+        "command: [sh]\ninstances: 2\nrollout:\n  surge: 3\n  max_unavailable: 1\n\
+         bake: 1s\nbake_checks: ['exec:true']\nbake_check_interval: 2s\n",
+    );
+    let err = load_file(&path).expect_err("three problems");
+    let ConfigError::Many { errors, more: 0 } = &err else {
+        panic!("one error for three problems: {err:?}");
+    };
+    let got: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    let file = path.display();
+    let want = [
+        format!("{file}:5:20: rollout.max_unavailable 1 is not supported"),
+        format!("{file}:6:1: bake (1s) is shorter than bake_check_interval (2s)"),
+    ];
+    assert_eq!(got.len(), want.len(), "{got:#?}");
+    for (got, want) in got.iter().zip(&want) {
+        assert!(got.starts_with(want), "{got}\n  want {want}…");
+    }
+    // `rollout` could not be read, so surge 3 against 2 instances is not judged.
+    assert!(!err.to_string().contains("larger than instances"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn bake_settings_beside_an_unreadable_bake_are_not_called_useless() {
+    let err = parse("command: [x]\nbake: soon\nbake_checks: ['exec:true']\n")
+        .expect_err("bake: soon")
+        .to_string();
+    assert!(err.starts_with("/srv/api/api.yaml:2:7: "), "{err}");
+    assert!(!err.contains("no effect"), "{err}");
+}
+
+#[test]
+fn flag_configs_validate_instances_rollout_and_bake() {
+    let mut config = ServiceConfig::defaults_for("api", vec!["sh".into()]);
+    assert!(config.validate().is_ok(), "{:?}", config.validate());
+    config.instances = 0;
+    let err = config.validate().expect_err("no instance").to_string();
+    assert!(err.contains("instances must be at least 1"), "{err}");
+    config.instances = 2;
+    config.rollout.surge = 3;
+    let err = config.validate().expect_err("surge").to_string();
+    assert!(err.starts_with("command line: rollout.surge (3)"), "{err}");
+    config.rollout = Rollout {
+        surge: 2,
+        max_unavailable: 1,
+    };
+    let err = config.validate().expect_err("unavailable").to_string();
+    assert!(err.contains("rollout.max_unavailable 1"), "{err}");
+    config.rollout.max_unavailable = 0;
+    config.bake = Some(Bake {
+        window: Duration::from_secs(60),
+        checks: vec![ReadyCheck::Alive(Duration::from_secs(1))],
+        interval: Duration::ZERO,
+    });
+    let err = config
+        .validate()
+        .expect_err("alive, zero interval")
+        .to_string();
+    assert!(
+        err.contains("'alive:1s' proves nothing during a bake"),
+        "{err}"
+    );
+    assert!(err.contains("bake_check_interval is zero"), "{err}");
+    config.bake = config.bake.map(|bake| Bake {
+        checks: vec![ReadyCheck::Accepting],
+        interval: DEFAULT_BAKE_CHECK_INTERVAL,
+        ..bake
+    });
+    assert!(config.validate().is_ok(), "{:?}", config.validate());
 }
 
 #[test]
@@ -584,6 +782,76 @@ const ERRORS: &[(&str, &str, &str)] = &[
         "2:26",
         "'alive:0ms' proves nothing",
     ),
+    (
+        "command: [x]\ninstances: 0\n",
+        "2:12",
+        "instances must be at least 1, not 0",
+    ),
+    (
+        "command: [x]\ninstances: 1000\n",
+        "2:12",
+        "instances is 1000, more than the 256 a generation may run; lower it to at most 256",
+    ),
+    (
+        "command: [x]\ninstances: four\n",
+        "2:12",
+        "expected a whole number, like 4",
+    ),
+    (
+        "command: [x]\nrollout:\n  surge: 0\n",
+        "3:10",
+        "rollout.surge must be at least 1, not 0",
+    ),
+    (
+        "command: [x]\nrollout:\n  max_unavailable: 1\n",
+        "3:20",
+        "rollout.max_unavailable 1 is not supported: only 0 is, for now",
+    ),
+    (
+        "command: [x]\nrollout:\n  surg: 2\n",
+        "3:3",
+        "unknown key `surg` in `rollout`; did you mean `surge`?",
+    ),
+    (
+        "command: [x]\nrollout: 2\n",
+        "2:10",
+        "expected a map like `surge: 2`",
+    ),
+    (
+        "command: [x]\nbake: 0s\n",
+        "2:7",
+        "a duration of zero ('0s')",
+    ),
+    (
+        "command: [x]\nbake: 1m\nbake_check_interval: 10\n",
+        "3:22",
+        "duration '10' has no unit",
+    ),
+    (
+        "command: [x]\nbake: 1m\nbake_checks: ['tcp:127.0.0.1:1', acepting]\n",
+        "3:34",
+        "bake_checks[1]: invalid readiness check 'acepting'",
+    ),
+    (
+        "command: [x]\nbake: 1m\nbake_checks: 'alive:5s'\n",
+        "3:14",
+        "'alive:5s' proves nothing during a bake",
+    ),
+    (
+        "command: [x]\nbake: 1m\nbake_checks: [notify]\n",
+        "3:15",
+        "'notify' proves nothing during a bake: READY=1 is sent once",
+    ),
+    (
+        "command: [x]\nbake_checks: ['tcp:127.0.0.1:1']\n",
+        "2:1",
+        "bake_checks has no effect without 'bake: DURATION'",
+    ),
+    (
+        "command: [x]\n\nbake_check_interval: 5s\n",
+        "3:1",
+        "bake_check_interval has no effect without 'bake: DURATION'",
+    ),
 ];
 
 #[test]
@@ -636,6 +904,15 @@ fn every_error_starts_with_file_line_column_and_says_what_to_change() {
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn a_message_that_names_its_key_does_not_repeat_it() {
+    let err = parse("command: [x]\nrestart:\n  limit: 0 in 60s\n")
+        .expect_err("0 starts")
+        .to_string();
+    let want = "/srv/api/api.yaml:3:10: restart.limit '0 in 60s' counts 0 starts";
+    assert!(err.starts_with(want), "{err}");
 }
 
 #[test]

@@ -15,8 +15,10 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
 mod listen;
+mod rollout;
 
 pub(super) use listen::ListenList;
+pub(super) use rollout::{BakeChecks, Instances, RolloutSection};
 
 use super::{Handoff, RestartMode, StartLimit, StartPriority};
 use crate::duration::serde_duration;
@@ -46,6 +48,11 @@ pub(super) struct FileConfig {
     pub(super) handoff_wait: Option<Positive>,
     pub(super) migrate_requests: Option<bool>,
     pub(super) intercept_binds: Option<bool>,
+    pub(super) instances: Option<Instances>,
+    pub(super) rollout: Option<RolloutSection>,
+    pub(super) bake: Option<Positive>,
+    pub(super) bake_checks: Option<BakeChecks>,
+    pub(super) bake_check_interval: Option<Positive>,
 }
 
 /// A duration that must be above zero.

@@ -1,9 +1,11 @@
 //! Whole-config checks, key positions for their errors, and hints for serde's messages.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use super::{ConfigError, Handoff, Location, ServiceConfig, validate_name};
+use super::file::FileConfig;
+use super::{ConfigError, Handoff, Location, MAX_INSTANCES, ServiceConfig, validate_name};
+use crate::duration::format_duration;
 use crate::handoff::HandoffError;
 use crate::listen::validate_fd_name;
 use crate::ready::check::ReadyCheck;
@@ -141,8 +143,18 @@ pub(super) fn problems(
             config.restart.backoff_max,
         ),
     ];
+    let bake_durations = config.bake.iter().flat_map(|bake| {
+        [
+            (&["bake"][..], "bake", bake.window),
+            (
+                &["bake_check_interval"][..],
+                "bake_check_interval",
+                bake.interval,
+            ),
+        ]
+    });
     let mut zero = false;
-    for (keys, key, value) in durations {
+    for (keys, key, value) in durations.into_iter().chain(bake_durations) {
         if value.is_zero() {
             zero = true;
             invalid(
@@ -166,6 +178,50 @@ pub(super) fn problems(
              'limit: off' never does; set a limit or remove refuse_after"
                 .to_owned(),
         );
+    }
+    if let Err(e) = check_instances(i64::from(config.instances)) {
+        invalid(&["instances"], e);
+    }
+    let rollout = config.rollout;
+    if let Err(e) = check_surge(i64::from(rollout.surge)) {
+        invalid(&["rollout", "surge"], e);
+    } else if read(&["instances", "rollout"]) && rollout.surge > config.instances {
+        invalid(
+            &["rollout", "surge"],
+            format!(
+                "rollout.surge ({}) is larger than instances ({}); at most {}: 'surge: {}' \
+                 already starts the whole new generation at once",
+                rollout.surge, config.instances, config.instances, config.instances
+            ),
+        );
+    }
+    if let Err(e) = check_max_unavailable(i64::from(rollout.max_unavailable)) {
+        invalid(&["rollout", "max_unavailable"], e);
+    }
+    if let Some(bake) = &config.bake {
+        for check in &bake.checks {
+            if let Err(e) = check_bake(check, &check.to_string()) {
+                invalid(&["bake_checks"], e);
+            }
+        }
+        // Without a check the interval paces nothing: the exit of a new instance reverts
+        // whenever it happens, however short the window.
+        if !bake.window.is_zero()
+            && !bake.interval.is_zero()
+            && bake.window < bake.interval
+            && !bake.checks.is_empty()
+            && read(&["bake_check_interval"])
+        {
+            invalid(
+                &["bake"],
+                format!(
+                    "bake ({}) is shorter than bake_check_interval ({}): no bake check would \
+                     run; lengthen bake or shorten the interval",
+                    format_duration(bake.window),
+                    format_duration(bake.interval)
+                ),
+            );
+        }
     }
     if config.log_lines > super::MAX_LOG_LINES {
         invalid(
@@ -265,6 +321,101 @@ pub(crate) fn check_alive(check: &ReadyCheck, written: &str) -> Result<(), Strin
     }
 }
 
+/// `instances`: each is a process of the command with every listener, so some limit
+/// keeps a typo (`2000` for `20`) from forking thousands of processes.
+pub(crate) fn check_instances(n: i64) -> Result<u32, String> {
+    match u32::try_from(n) {
+        Ok(n @ 1..=MAX_INSTANCES) => Ok(n),
+        _ if n < 1 => Err(format!(
+            "instances must be at least 1, not {n}: a generation runs that many processes \
+             of the command; remove the key for one"
+        )),
+        _ => Err(format!(
+            "instances is {n}, more than the {MAX_INSTANCES} a generation may run; lower it \
+             to at most {MAX_INSTANCES}"
+        )),
+    }
+}
+
+/// `rollout.surge`, on its own: whether it fits `instances` is checked with the whole.
+pub(crate) fn check_surge(n: i64) -> Result<u32, String> {
+    match u32::try_from(n) {
+        Ok(n @ 1..=MAX_INSTANCES) => Ok(n),
+        _ if n < 1 => Err(format!(
+            "rollout.surge must be at least 1, not {n}: a restart starts that many new \
+             instances before it drains old ones; remove the key for one at a time"
+        )),
+        _ => Err(format!(
+            "rollout.surge is {n}, more than the {MAX_INSTANCES} instances a generation may \
+             run; use at most 'instances'"
+        )),
+    }
+}
+
+/// `rollout.max_unavailable`: a restart that lets capacity drop is not implemented, and
+/// taking the value silently would promise what does not happen.
+pub(crate) fn check_max_unavailable(n: i64) -> Result<u32, String> {
+    match n {
+        0 => Ok(0),
+        _ => Err(format!(
+            "rollout.max_unavailable {n} is not supported: only 0 is, for now; a restart \
+             never drops below 'instances' serving processes; remove the key, and raise \
+             'rollout.surge' to go faster"
+        )),
+    }
+}
+
+/// A bake check must be able to fail after the promotion. `alive` has nothing left to
+/// prove (an exit of a new instance reverts anyway), and `notify` was proven once and for
+/// all: `READY=1` is sent before the promotion.
+pub(crate) fn check_bake(check: &ReadyCheck, written: &str) -> Result<(), String> {
+    let why = match check {
+        ReadyCheck::Alive(_) => {
+            "a bake already reverts when an instance of the new generation exits"
+        }
+        ReadyCheck::Notify => "READY=1 is sent once, before the promotion",
+        _ => return Ok(()),
+    };
+    Err(format!(
+        "'{written}' proves nothing during a bake: {why}; use a check that asks the \
+         service, like 'http:http://127.0.0.1:8080/health', 'tcp:…' or 'exec:…', or remove \
+         it"
+    ))
+}
+
+/// `bake_checks` and `bake_check_interval` tune a bake, and do nothing without `bake`. A
+/// [`ServiceConfig`] has no place for them then, so this looks at the file's keys; `text`
+/// is the file's, to point at them. A `bake` that could not be read (in `unread`) is not
+/// missing.
+pub(super) fn bake_settings_without_bake(
+    raw: &FileConfig,
+    text: &str,
+    source: &Path,
+    unread: &[String],
+) -> Vec<ConfigError> {
+    if raw.bake.is_some() || unread.iter().any(|k| k == "bake") {
+        return Vec::new();
+    }
+    let given = [
+        ("bake_checks", raw.bake_checks.is_some()),
+        ("bake_check_interval", raw.bake_check_interval.is_some()),
+    ];
+    given
+        .into_iter()
+        .filter(|(_, given)| *given)
+        .map(|(key, _)| {
+            let (line, column) = locate(text, &[key]);
+            ConfigError::invalid(
+                Location::new(Some(source.to_owned()), line, column),
+                format!(
+                    "{key} has no effect without 'bake: DURATION': the checks run during a \
+                     bake window only; add bake (like 'bake: 5m') or remove {key}"
+                ),
+            )
+        })
+        .collect()
+}
+
 /// The program must exist and be executable: with a '/', as a path (relative to the
 /// working directory); without one, somewhere on the PATH the generation will get.
 fn check_command(config: &ServiceConfig, at: Location) -> Result<(), ConfigError> {
@@ -356,7 +507,18 @@ pub(crate) fn explain(message: &str) -> String {
             "struct FileConfig",
             "a map of keys, like `command: [\"./server\"]`",
         )
-        .replace("struct LogSection", "a map like `prefix: true`");
+        .replace("struct LogSection", "a map like `prefix: true`")
+        .replace("struct RolloutSection", "a map like `surge: 2`");
+    // The YAML reader puts the key's path before the message of a value's own check; a
+    // message that already starts with that key does not need it twice.
+    if let Some((path, rest)) = message.split_once(": ") {
+        let names_its_key = rest
+            .strip_prefix(path)
+            .is_some_and(|after| after.starts_with([' ', ':']));
+        if !path.contains(' ') && names_its_key {
+            return explain(rest);
+        }
+    }
     if message.contains("while parsing") || message.contains("while scanning") {
         return format!(
             "{message}; check the indentation (spaces, not tabs) and quoting here or on the \
