@@ -55,13 +55,13 @@ pub const HEALTHY_UPTIME: Duration = Duration::from_secs(10);
 /// How long a promoted restart waits for the old generation to take what is queued on
 /// its own socket before it is asked to stop, unless `handoff_wait` says otherwise.
 pub const DEFAULT_HANDOFF_WAIT: Duration = Duration::from_secs(2);
-/// The `alive` check used when a service has no listeners and names no check.
 /// How many output lines each generation's log keeps by default (`log.lines`). With
 /// `log.lines: 0`, output is kept only after a failed start, the last ten lines.
 pub const DEFAULT_LOG_LINES: u32 = 1000;
 /// The most `log.lines` may be: with lines of up to 2 KiB (and about 100 bytes of
 /// bookkeeping each), about 70 MiB per generation, six generations kept at most.
 pub const MAX_LOG_LINES: u32 = 32_768;
+/// The `alive` check used when a service has no listeners and names no check.
 pub const DEFAULT_ALIVE: Duration = Duration::from_secs(1);
 
 /// One service, ready for the supervisor.

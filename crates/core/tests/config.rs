@@ -916,6 +916,18 @@ fn a_message_that_names_its_key_does_not_repeat_it() {
 }
 
 #[test]
+fn a_key_with_a_line_break_is_shown_on_one_line() {
+    let err = parse("? ---\n\n  command").expect_err("a key '---\\ncommand'");
+    for problem in err.problems() {
+        assert_eq!(problem.to_string().lines().count(), 1, "{problem}");
+    }
+    assert!(
+        err.to_string().contains("unknown key `---\\ncommand`"),
+        "{err}"
+    );
+}
+
+#[test]
 fn an_unreadable_file_names_the_file_and_the_os_error() {
     let err = load_file(Path::new("/nonexistent/zd/api.yaml")).expect_err("missing file");
     assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");

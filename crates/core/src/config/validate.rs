@@ -502,6 +502,22 @@ pub(super) fn locate(text: &str, keys: &[&str]) -> (usize, usize) {
 /// Adds what to change to serde's messages: a "did you mean" for unknown keys and values,
 /// an example for missing keys.
 pub(crate) fn explain(message: &str) -> String {
+    one_line(&hint(message))
+}
+
+/// Each problem is one line of [`ConfigError::Many`], but a key or value quoted from the
+/// file may hold a line break (`? "a\nb"` is a key): it is shown escaped.
+fn one_line(message: &str) -> String {
+    message
+        .chars()
+        .map(|c| match c {
+            '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}' => c.escape_default().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+fn hint(message: &str) -> String {
     let message: &str = &message
         .replace(
             "struct FileConfig",
@@ -516,7 +532,7 @@ pub(crate) fn explain(message: &str) -> String {
             .strip_prefix(path)
             .is_some_and(|after| after.starts_with([' ', ':']));
         if !path.contains(' ') && names_its_key {
-            return explain(rest);
+            return hint(rest);
         }
     }
     if message.contains("while parsing") || message.contains("while scanning") {
