@@ -9,12 +9,21 @@
 //! generation accepts from a socket of its own. The supervisor opens each one, binds it to
 //! the listener's address with `SO_REUSEPORT` and keeps it open until the generation that
 //! used it is gone, so the group never has fewer than one socket and the port never stops
-//! accepting. The program attached to the group (`SO_ATTACH_REUSEPORT_CBPF`) is a single
-//! `ret #index`: the index of the socket that gets new connections. Attaching a new one
-//! replaces the old atomically, which is how the supervisor steers.
+//! accepting. The program attached to the group (`SO_ATTACH_REUSEPORT_CBPF`) returns the
+//! index of the socket that gets each new connection. Attaching a new one replaces the old
+//! atomically, which is how the supervisor steers.
+//!
+//! The supervisor steers to one seat, or to several at once with weights
+//! ([`Sockets::steer_weighted`]): during a rolling restart of a pool, the old generation's
+//! seat with three instances left and the new one's with one ready get connections 3:1,
+//! and during a bake window both generations serve. For one seat the program is a single
+//! `ret #index`. For several it loads a random number (the classic BPF ancillary load
+//! `SKF_AD_RANDOM`), takes it modulo the sum of the weights, and a cascade of range tests
+//! returns the index of the seat whose share the number falls in ([`program`]). The first
+//! seat listed is the primary: the active generation's, the one a respawn gets.
 //!
 //! [`Sockets`] mirrors the kernel's array of each group, so it always knows the index of
-//! the socket it steers to, and closes a seat only when that cannot send a connection
+//! every socket it steers to, and closes a seat only when that cannot send a connection
 //! astray.
 //!
 //! UDP works the same way: the kernel runs the group's program for every datagram that
@@ -22,7 +31,9 @@
 //! group's array in the order the sockets were bound, which is when a seat opens its
 //! socket. A datagram queued on the old generation's socket is lost if that socket
 //! closes unread, so the old generation is asked to stop only once its socket's receive
-//! queue is empty ([`queued`]).
+//! queue is empty ([`queued`]). A UDP group steered to several seats sends every datagram
+//! to the primary: the program sees each datagram alone, so a random split would scatter
+//! one client's flow over processes that keep no state for each other.
 //!
 //! The same seats exist for shared listeners (unix sockets, adopted ones, or every
 //! listener under `handoff: shared`): there a seat holds duplicates of the one socket.
@@ -43,8 +54,9 @@ use super::{ListenAddr, ListenError};
 pub(crate) type Seat = u64;
 
 /// Checks that this kernel (and sandbox) lets us build a steered TCP group: two sockets on
-/// one loopback port with `SO_REUSEPORT`, and a steering program attached to them. The
-/// error says what failed, for the one log line of the fallback.
+/// one loopback port with `SO_REUSEPORT`, and the steering programs for one seat and for
+/// several attached to them. The error says what failed, for the one log line of the
+/// fallback.
 pub(crate) fn kernel_support() -> Result<(), String> {
     probe_group(Type::STREAM)
         .map_err(|e| format!("the kernel refused a steered SO_REUSEPORT group: {e}"))
@@ -70,7 +82,16 @@ fn probe_group(kind: Type) -> io::Result<()> {
     if stream {
         second.listen(1)?;
     }
-    steer_group(&second, 1)
+    steer_group(&second, &program(&[(1, 1)])?)?;
+    if stream {
+        // The weighted program uses an ancillary load, which a kernel or a seccomp'd
+        // sandbox could refuse where `ret #index` passes; steering is all or nothing.
+        // (UDP groups only ever get `ret #index`, see `Sockets::attach`.)
+        steer_group(&second, &program(&[(0, 1), (1, 1)])?).map_err(|e| {
+            io::Error::new(e.kind(), format!("a program that splits by weight: {e}"))
+        })?;
+    }
+    Ok(())
 }
 
 fn reuse_port_socket(addr: std::net::SocketAddr, kind: Type) -> io::Result<Socket> {
@@ -83,18 +104,63 @@ fn reuse_port_socket(addr: std::net::SocketAddr, kind: Type) -> io::Result<Socke
     Ok(socket)
 }
 
-/// Attaches `ret #index` to the group `socket` belongs to, replacing the program there.
-fn steer_group(socket: &Socket, index: usize) -> io::Result<()> {
-    let k = u32::try_from(index).map_err(|_| io::Error::other("too many sockets"))?;
-    let mut code = [libc::sock_filter {
-        code: (libc::BPF_RET | libc::BPF_K) as u16,
-        jt: 0,
+/// The steering program for `targets`, each the index of a socket in its group's array
+/// and a positive weight, the primary first.
+///
+/// One target: `ret #index`. Several: a random number modulo the total weight picks a
+/// share, and each target's share is a range as wide as its weight:
+///
+/// ```text
+///     ld  rand            ; A = a random u32 (SKF_AD_OFF + SKF_AD_RANDOM)
+///     mod #total          ; A = 0 ..= total - 1
+///     jge #w0, +1         ; A >= w0: not the first target's share
+///     ret #index0
+///     jge #w0+w1, +1
+///     ret #index1
+///     ...
+///     ret #index_last
+/// ```
+///
+/// Every jump skips one instruction, so the cascade never needs a jump longer than the
+/// 8 bits classic BPF has. The modulo's bias is at most `total / 2^32`.
+fn program(targets: &[(usize, u32)]) -> io::Result<Vec<libc::sock_filter>> {
+    let index = |i: usize| u32::try_from(i).map_err(|_| io::Error::other("too many sockets"));
+    let op = |code: u32, k: u32, jt: u8| libc::sock_filter {
+        code: code as u16,
+        jt,
         jf: 0,
         k,
-    }];
+    };
+    let ret = |i: usize| Ok::<_, io::Error>(op(libc::BPF_RET | libc::BPF_K, index(i)?, 0));
+    let Some(((last, _), shares)) = targets.split_last() else {
+        return Err(io::Error::other("no seat to steer to"));
+    };
+    if shares.is_empty() {
+        return Ok(vec![ret(*last)?]);
+    }
+    let total = targets.iter().map(|(_, w)| u64::from(*w)).sum::<u64>();
+    let total = u32::try_from(total).map_err(|_| io::Error::other("weights too large"))?;
+    let random = (libc::SKF_AD_OFF + libc::SKF_AD_RANDOM) as u32;
+    let mut code = Vec::with_capacity(2 * targets.len() + 1);
+    code.push(op(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, random, 0));
+    code.push(op(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, total, 0));
+    let mut bound = 0;
+    for (i, weight) in shares {
+        bound += weight;
+        code.push(op(libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K, bound, 1));
+        code.push(ret(*i)?);
+    }
+    code.push(ret(*last)?);
+    Ok(code)
+}
+
+/// Attaches `code` to the group `socket` belongs to, replacing the program there in one
+/// step.
+fn steer_group(socket: &Socket, code: &[libc::sock_filter]) -> io::Result<()> {
     let program = libc::sock_fprog {
-        len: 1,
-        filter: code.as_mut_ptr(),
+        len: u16::try_from(code.len()).map_err(|_| io::Error::other("program too long"))?,
+        // The kernel only reads through this pointer.
+        filter: code.as_ptr().cast_mut(),
     };
     // SAFETY: `program` points at `code`, both alive until setsockopt returns; the kernel
     // copies the instructions and keeps no pointer to them.
@@ -185,13 +251,14 @@ pub(crate) fn tcp_info(listener: &Listener) -> io::Result<libc::tcp_info> {
 ///
 /// The kernel keeps a group's sockets in an array in the order they started listening,
 /// and closing one moves the last into its slot; `order` mirrors that array
-/// (`Vec::swap_remove` makes the same move), so the index of the steered-to socket is
-/// always known. When a close moves the steered-to socket, the program is replaced at
-/// once, but until then its old index points past the end of the array, where the kernel
-/// picks a socket by hash. That is harmless only when the steered-to socket is then alone
-/// in the group, so a seat whose close would move it while other sockets stay is kept
-/// open (it gets no connection: the program never names it) until a later open or close
-/// makes its close safe. In a flip there are two seats, and both orders are safe.
+/// (`Vec::swap_remove` makes the same move), so the index of every steered-to socket (a
+/// target) is always known. When a close moves a target, the program is replaced at
+/// once, but until then the target's old index points past the end of the array, where
+/// the kernel picks a socket by hash. That is harmless only when every socket left in the
+/// group is a target, so a seat whose close would move a target while a socket that is no
+/// target stays is kept open (it gets no connection: the program never names it) until a
+/// later open, close or steer makes its close safe. In a flip there are two seats, and
+/// both orders are safe; so is retiring the old seat of a bake window that steered to two.
 #[derive(Debug)]
 pub(crate) struct Sockets {
     /// Per listener, in config order: whether it is steered.
@@ -200,13 +267,20 @@ pub(crate) struct Sockets {
     /// The seats in the order of the kernel's arrays (the same in every steered group,
     /// since seats join and leave all groups at once).
     order: Vec<Seat>,
-    target: Seat,
+    /// The seats new connections go to, each with a positive weight, the primary first;
+    /// never empty.
+    targets: Vec<(Seat, u32)>,
     next: Seat,
     /// Seats no generation uses any more, closed as soon as that is safe.
     retired: BTreeSet<Seat>,
     /// While the TCP listeners refuse new connections (`restart.refuse_after`): the
     /// sockets that stopped listening, by inode, with the backlog to listen with again.
     refused: BTreeMap<u64, i32>,
+    /// Tests only: after a close that moves a target, leave the program as it is until
+    /// [`Sockets::reattach`], to see where the kernel sends connections in the window
+    /// before the program is replaced.
+    #[cfg(test)]
+    hold_reattach: bool,
 }
 
 impl Sockets {
@@ -230,13 +304,15 @@ impl Sockets {
             steered,
             seats: BTreeMap::from([(1, listeners)]),
             order: vec![1],
-            target: 1,
+            targets: vec![(1, 1)],
             next: 2,
             retired: BTreeSet::new(),
             refused: BTreeMap::new(),
+            #[cfg(test)]
+            hold_reattach: false,
         };
         if sockets.any_steered() {
-            sockets.attach(1)?;
+            sockets.attach(sockets.targets())?;
         }
         Ok(sockets)
     }
@@ -264,22 +340,24 @@ impl Sockets {
             steered,
             seats: BTreeMap::from([(seat, listeners)]),
             order: vec![seat],
-            target: seat,
+            targets: vec![(seat, 1)],
             next: seat + 1,
             retired: BTreeSet::new(),
             refused,
+            #[cfg(test)]
+            hold_reattach: false,
         };
         if alone && sockets.any_steered() {
-            sockets.attach(seat)?;
+            sockets.attach(sockets.targets())?;
         }
         Ok(sockets)
     }
 
-    /// Attaches the program again for the seat new connections go to, once the sockets no
-    /// seat of ours holds have left the groups (see [`Sockets::resume`]).
+    /// Attaches the program again for the seats new connections go to, once the sockets
+    /// no seat of ours holds have left the groups (see [`Sockets::resume`]).
     pub fn reattach(&self) -> Result<(), ListenError> {
         if self.any_steered() {
-            self.attach(self.target)?;
+            self.attach(self.targets())?;
         }
         Ok(())
     }
@@ -310,9 +388,21 @@ impl Sockets {
         self.steered.contains(&true)
     }
 
-    /// The seat new connections go to.
+    /// The seat new connections go to: the primary, when they go to several (the active
+    /// generation's).
     pub fn steered_to(&self) -> Seat {
-        self.target
+        self.targets[0].0
+    }
+
+    /// The seats new connections go to, each with its weight (positive), the primary
+    /// first.
+    pub fn targets(&self) -> &[(Seat, u32)] {
+        &self.targets
+    }
+
+    /// Whether new connections go to `seat` (with the others, if there are several).
+    pub fn is_target(&self, seat: Seat) -> bool {
+        self.targets.iter().any(|(s, _)| *s == seat)
     }
 
     /// A seat's sockets, in config order.
@@ -328,7 +418,7 @@ impl Sockets {
     /// Opens a seat for a new generation: a new socket in every steered group (it gets no
     /// connection until it is steered to) and duplicates of the shared sockets.
     pub fn open_seat(&mut self) -> Result<Seat, ListenError> {
-        let current = self.seat(self.target);
+        let current = self.seat(self.steered_to());
         let mut sockets = Vec::with_capacity(current.len());
         for (i, l) in current.iter().enumerate() {
             let socket = if self.steered[i] {
@@ -346,37 +436,95 @@ impl Sockets {
         self.next += 1;
         self.seats.insert(seat, sockets);
         self.order.push(seat);
-        // The steered-to socket is no longer last: retired seats may be safe to close.
+        // A target is no longer last: retired seats may be safe to close.
         self.close_retired();
         Ok(seat)
     }
 
-    /// Sends new connections to `seat` from now on.
+    /// Sends new connections to `seat` from now on, and to no other seat.
     pub fn steer(&mut self, seat: Seat) -> Result<(), ListenError> {
-        if self.any_steered() {
-            self.attach(seat)?;
+        self.steer_weighted(&[(seat, 1)])
+    }
+
+    /// Sends new connections to several seats from now on, each getting a share in
+    /// proportion to its weight; the first seat listed is the primary
+    /// ([`Sockets::steered_to`]). A seat with weight 0 is left out. At least one weight
+    /// must be positive and every seat with one open, or nothing changes. Each group gets
+    /// its new program in one atomic replacement; a UDP group steers to the primary only.
+    pub fn steer_weighted(&mut self, targets: &[(Seat, u32)]) -> Result<(), ListenError> {
+        let targets = self.checked(targets)?;
+        if self.any_steered()
+            && let Err(e) = self.attach(&targets)
+        {
+            // Groups before the one that failed have the new program: put the old one back.
+            if let Err(undo) = self.attach(self.targets()) {
+                tracing::error!(error = %undo, "cannot steer back after a failed steer");
+            }
+            return Err(e);
         }
-        self.target = seat;
+        self.targets = targets;
         self.close_retired();
         Ok(())
     }
 
-    fn attach(&self, seat: Seat) -> Result<(), ListenError> {
-        let index = self.index(seat).ok_or_else(|| ListenError::Io {
-            about: "steer to a closed seat of",
-            addr: String::new(),
-            source: io::Error::from(io::ErrorKind::NotFound),
-        })?;
-        for (i, l) in self.seat(seat).iter().enumerate() {
+    /// The positive-weight `targets`, once they are known to be steerable.
+    fn checked(&self, targets: &[(Seat, u32)]) -> Result<Vec<(Seat, u32)>, ListenError> {
+        let refuse = |seat: Option<Seat>, problem: &str| ListenError::Io {
+            about: "steer new connections to",
+            addr: seat.map_or_else(|| "no seat".to_owned(), |seat| format!("seat {seat}")),
+            source: io::Error::new(io::ErrorKind::InvalidInput, problem),
+        };
+        let mut kept: Vec<(Seat, u32)> = Vec::with_capacity(targets.len());
+        for &(seat, weight) in targets.iter().filter(|(_, weight)| *weight > 0) {
+            if !self.has_seat(seat) {
+                return Err(refuse(Some(seat), "the seat is closed"));
+            }
+            if kept.iter().any(|(s, _)| *s == seat) {
+                return Err(refuse(Some(seat), "the seat is listed twice"));
+            }
+            kept.push((seat, weight));
+        }
+        if kept.is_empty() {
+            return Err(refuse(None, "give at least one seat a positive weight"));
+        }
+        if kept.iter().map(|(_, w)| u64::from(*w)).sum::<u64>() > u64::from(u32::MAX) {
+            return Err(refuse(None, "the weights add up to more than 2^32 - 1"));
+        }
+        Ok(kept)
+    }
+
+    /// Attaches the program for `targets` (positive weights, primary first, all open) to
+    /// every steered group.
+    fn attach(&self, targets: &[(Seat, u32)]) -> Result<(), ListenError> {
+        let Some(&(primary, _)) = targets.first() else {
+            return Ok(());
+        };
+        let mut indexed = Vec::with_capacity(targets.len());
+        for &(seat, weight) in targets {
+            let index = self.index(seat).ok_or_else(|| ListenError::Io {
+                about: "steer new connections to",
+                addr: format!("seat {seat}"),
+                source: io::Error::new(io::ErrorKind::NotFound, "the seat is closed"),
+            })?;
+            indexed.push((index, weight));
+        }
+        for (i, l) in self.seat(primary).iter().enumerate() {
             // A socket that does not listen is in no group: it gets the program when it
             // listens again (`accept_again`).
-            if self.steered[i] && !self.refused.contains_key(&l.inode()) {
-                steer_group(l.socket(), index).map_err(|source| ListenError::Io {
+            if !self.steered[i] || self.refused.contains_key(&l.inode()) {
+                continue;
+            }
+            // A UDP group gets the primary only: its program runs for each datagram alone,
+            // and a random split would scatter one client's flow (a QUIC connection, a DNS
+            // client's retries) over processes that know nothing of each other's state.
+            let targets = if l.is_udp() { &indexed[..1] } else { &indexed };
+            program(targets)
+                .and_then(|code| steer_group(l.socket(), &code))
+                .map_err(|source| ListenError::Io {
                     about: "steer",
                     addr: l.local_display(),
                     source,
                 })?;
-            }
         }
         Ok(())
     }
@@ -385,8 +533,9 @@ impl Sockets {
         self.order.iter().position(|s| *s == seat)
     }
 
-    /// No generation uses `seat` any more: close it as soon as that is safe. The seat new
-    /// connections go to is never closed (a respawn gets it).
+    /// No generation uses `seat` any more: close it as soon as that is safe. A seat new
+    /// connections go to is never closed (a respawn gets it); it closes once it is no
+    /// longer steered to.
     pub fn retire(&mut self, seat: Seat) {
         if self.seats.contains_key(&seat) {
             self.retired.insert(seat);
@@ -404,7 +553,7 @@ impl Sockets {
                 .retired
                 .iter()
                 .copied()
-                .filter(|seat| *seat != self.target && self.safe_to_close(*seat))
+                .filter(|seat| !self.is_target(*seat) && self.safe_to_close(*seat))
                 .min_by_key(|seat| self.index(*seat));
             let Some(seat) = closable else { return };
             self.retired.remove(&seat);
@@ -412,12 +561,14 @@ impl Sockets {
             let seats = &self.seats;
             self.refused
                 .retain(|inode, _| seats.values().flatten().any(|l| l.inode() == *inode));
-            let target_moves = self.order.last() == Some(&self.target);
+            let target_moves = self.order.last().is_some_and(|last| self.is_target(*last));
             if let Some(i) = self.index(seat) {
                 self.order.swap_remove(i);
             }
+            #[cfg(test)]
+            let target_moves = target_moves && !self.hold_reattach;
             if target_moves && self.any_steered() {
-                if let Err(e) = self.attach(self.target) {
+                if let Err(e) = self.attach(self.targets()) {
                     tracing::error!(error = %e, "cannot steer after closing a seat");
                 }
             }
@@ -425,12 +576,15 @@ impl Sockets {
         }
     }
 
+    /// Whether closing `seat` (no target) keeps every new connection on a target: it
+    /// moves no socket (it is last), or moves one the program does not name, or moves a
+    /// target while only targets stay, so that a pick by hash lands on one of them.
     fn safe_to_close(&self, seat: Seat) -> bool {
         let last = self.order.last().copied();
         !self.any_steered()
             || last == Some(seat)
-            || last != Some(self.target)
-            || self.order.len() == 2
+            || last.is_none_or(|last| !self.is_target(last))
+            || self.order.iter().all(|s| *s == seat || self.is_target(*s))
     }
 
     /// Stops every TCP listener accepting (see [`super::refuse`]): in every open seat,
@@ -507,7 +661,7 @@ impl Sockets {
             }
         }
         if self.any_steered() {
-            self.attach(self.target)?;
+            self.attach(self.targets())?;
         }
         first_error.map_or(Ok(()), Err)
     }
@@ -812,5 +966,240 @@ mod tests {
         s.steer(new).expect("nothing to attach");
         s.retire(1);
         assert_eq!(s.open_seats().count(), 1);
+    }
+
+    /// Runs a steering program the way the kernel would for one random number: only the
+    /// instructions [`program`] emits.
+    fn run(code: &[libc::sock_filter], random: u32) -> u32 {
+        let (mut a, mut pc) = (0u32, 0usize);
+        loop {
+            let op = code[pc];
+            let (class, k) = (u32::from(op.code), op.k);
+            match class {
+                c if c == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS => a = random,
+                c if c == libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K => a %= k,
+                c if c == libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K => {
+                    pc += usize::from(if a >= k { op.jt } else { op.jf });
+                }
+                c if c == libc::BPF_RET | libc::BPF_K => return k,
+                other => panic!("unexpected instruction {other:#x}"),
+            }
+            pc += 1;
+        }
+    }
+
+    #[test]
+    fn each_target_gets_a_share_of_the_random_numbers_as_wide_as_its_weight() {
+        assert_eq!(run(&program(&[(4, 7)]).expect("program"), 123), 4);
+        let code = program(&[(2, 3), (0, 1), (5, 2)]).expect("program");
+        let mut shares = BTreeMap::new();
+        for random in 0..6 * 100 {
+            *shares.entry(run(&code, random)).or_insert(0) += 1;
+        }
+        assert_eq!(shares, BTreeMap::from([(2, 300), (0, 100), (5, 200)]));
+        assert!(program(&[]).is_err());
+        assert!(
+            program(&[(0, u32::MAX), (1, 1)]).is_err(),
+            "the total overflows"
+        );
+    }
+
+    /// Accepts every connection waiting in an open seat's queue, so that none fills.
+    fn drain(s: &Sockets) {
+        for (_, l) in s.open_seats() {
+            for _ in 0..accept_queue(&l[0]).expect("queue") {
+                l[0].socket().accept().expect("accept");
+            }
+        }
+    }
+
+    /// Connects `n` times and counts the connections each seat got.
+    fn spread(s: &Sockets, n: usize) -> BTreeMap<Seat, usize> {
+        let mut counts = BTreeMap::new();
+        for i in 0..n {
+            *counts.entry(lands_on(s)).or_insert(0) += 1;
+            if i % 64 == 63 {
+                drain(s);
+            }
+        }
+        drain(s);
+        counts
+    }
+
+    #[test]
+    fn weighted_targets_share_new_connections_by_weight() {
+        if kernel_support().is_err() {
+            eprintln!("skipped: no steered groups here");
+            return;
+        }
+        let mut s = group();
+        let new = s.open_seat().expect("seat");
+        s.steer_weighted(&[(1, 1), (new, 3)]).expect("steer");
+        assert_eq!(s.steered_to(), 1, "the first listed is the primary");
+        assert_eq!(s.targets(), [(1, 1), (new, 3)]);
+        let counts = spread(&s, 400);
+        let (old, heavy) = (counts.get(&1).copied(), counts.get(&new).copied());
+        assert!(old.is_some_and(|n| n > 0), "{counts:?}");
+        let heavy = heavy.unwrap_or(0);
+        assert!(
+            (220..=380).contains(&heavy),
+            "3:1 gives the new seat ~300: {counts:?}"
+        );
+        s.steer(new).expect("steer");
+        assert_eq!(s.targets(), [(new, 1)]);
+        assert_eq!(spread(&s, 50), BTreeMap::from([(new, 50)]));
+    }
+
+    #[test]
+    fn a_seat_left_out_of_the_targets_gets_no_connection() {
+        if kernel_support().is_err() {
+            eprintln!("skipped: no steered groups here");
+            return;
+        }
+        let mut s = group();
+        let a = s.open_seat().expect("seat");
+        let b = s.open_seat().expect("seat");
+        s.steer_weighted(&[(a, 1), (1, 0), (b, 1)]).expect("steer");
+        assert_eq!(s.targets(), [(a, 1), (b, 1)]);
+        assert!(!s.is_target(1) && s.is_target(a) && s.is_target(b));
+        let counts = spread(&s, 200);
+        assert_eq!(counts.get(&1), None, "{counts:?}");
+        assert!(counts.get(&a).is_some_and(|n| *n > 0), "{counts:?}");
+        assert!(counts.get(&b).is_some_and(|n| *n > 0), "{counts:?}");
+    }
+
+    /// A small fixed-seed generator (xorshift64), so a failing sequence can be replayed.
+    struct Dice(u64);
+
+    impl Dice {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+    }
+
+    #[test]
+    fn no_order_of_opening_retiring_and_steering_sends_a_connection_off_the_targets() {
+        if kernel_support().is_err() {
+            eprintln!("skipped: no steered groups here");
+            return;
+        }
+        let mut dice = Dice(0x5eed_f00d_5ea7);
+        for round in 0..40 {
+            // Three seats, two targeted and the third retired.
+            let mut s = group();
+            let a = s.open_seat().expect("seat");
+            let b = s.open_seat().expect("seat");
+            let third = [1, a, b][dice.below(3)];
+            let targets: Vec<(Seat, u32)> = [1, a, b]
+                .into_iter()
+                .filter(|seat| *seat != third)
+                .zip([2, 1])
+                .collect();
+            s.steer_weighted(&targets).expect("steer");
+            s.retire(third);
+            s.hold_reattach = true;
+            let mut log = vec![format!("targets {:?}, retired {third}", s.targets())];
+            for _ in 0..30 {
+                let open: Vec<Seat> = s.open_seats().map(|(seat, _)| seat).collect();
+                let live: Vec<Seat> = open
+                    .iter()
+                    .copied()
+                    .filter(|seat| !s.retired.contains(seat))
+                    .collect();
+                match dice.below(4) {
+                    0 if open.len() < 6 => {
+                        let seat = s.open_seat().expect("seat");
+                        log.push(format!("open {seat}"));
+                    }
+                    0 | 1 => {
+                        let idle: Vec<Seat> =
+                            live.iter().copied().filter(|x| !s.is_target(*x)).collect();
+                        if let Some(seat) = idle.get(dice.below(idle.len().max(1))) {
+                            s.retire(*seat);
+                            log.push(format!("retire {seat}"));
+                        }
+                    }
+                    _ => {
+                        // Weights 0 to 3 for each live seat, at least one positive.
+                        let mut targets: Vec<(Seat, u32)> = live
+                            .iter()
+                            .map(|seat| (*seat, dice.below(4) as u32))
+                            .collect();
+                        let first = dice.below(targets.len());
+                        targets[first].1 = targets[first].1.max(1);
+                        targets.rotate_left(first);
+                        s.steer_weighted(&targets).expect("steer");
+                        log.push(format!("steer {targets:?}"));
+                    }
+                }
+                log.push(format!("order {:?}", s.order));
+                let mut sorted = s.order.clone();
+                sorted.sort_unstable();
+                let open: Vec<Seat> = s.open_seats().map(|(seat, _)| seat).collect();
+                assert_eq!(sorted, open, "round {round}: {log:#?}");
+                // Until the program is replaced after a close, and after.
+                for window in [true, false] {
+                    for _ in 0..8 {
+                        let seat = lands_on(&s);
+                        assert!(
+                            s.is_target(seat),
+                            "round {round}, window {window}: to {seat}: {log:#?}"
+                        );
+                    }
+                    s.reattach().expect("reattach");
+                }
+                drain(&s);
+            }
+        }
+    }
+
+    #[test]
+    fn datagrams_go_to_the_primary_of_several_targets_only() {
+        if kernel_support_udp().is_err() {
+            eprintln!("skipped: no steered UDP groups here");
+            return;
+        }
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("client");
+        let mut s = udp_group();
+        let new = s.open_seat().expect("seat");
+        s.steer_weighted(&[(1, 1), (new, 3)]).expect("steer");
+        for _ in 0..20 {
+            assert_eq!(datagram_lands_on(&s, &client), 1);
+        }
+        s.steer_weighted(&[(new, 1), (1, 3)]).expect("steer");
+        for _ in 0..20 {
+            assert_eq!(datagram_lands_on(&s, &client), new);
+        }
+    }
+
+    #[test]
+    fn a_refused_steer_leaves_the_previous_steering_in_place() {
+        if kernel_support().is_err() {
+            eprintln!("skipped: no steered groups here");
+            return;
+        }
+        let mut s = group();
+        let a = s.open_seat().expect("seat");
+        let gone = s.open_seat().expect("seat");
+        s.retire(gone);
+        assert!(!s.has_seat(gone), "last in the array: closed at once");
+        s.steer_weighted(&[(1, 1), (a, 1)]).expect("steer");
+        let refused: [&[(Seat, u32)]; 4] = [
+            &[],
+            &[(a, 0), (1, 0)],
+            &[(a, 1), (gone, 1)],
+            &[(a, 1), (a, 2)],
+        ];
+        for targets in refused {
+            assert!(s.steer_weighted(targets).is_err(), "{targets:?}");
+            assert_eq!(s.targets(), [(1, 1), (a, 1)], "after {targets:?}");
+            assert_eq!(s.steered_to(), 1);
+        }
+        let counts = spread(&s, 100);
+        assert!(counts.get(&1).is_some_and(|n| *n > 0), "{counts:?}");
+        assert!(counts.get(&a).is_some_and(|n| *n > 0), "{counts:?}");
     }
 }
