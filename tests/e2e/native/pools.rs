@@ -35,24 +35,6 @@ fn wait_ready_instances(env: &TestEnv, name: &str, n: usize) -> Status {
     })
 }
 
-/// The inodes of the sockets listening on `port` (IPv4), from /proc/net/tcp.
-fn listening_inodes(port: u16) -> BTreeSet<u64> {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    let wanted = format!(":{port:04X}");
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let local = *fields.get(1)?;
-            let state = *fields.get(3)?;
-            (local.ends_with(&wanted) && state == "0A")
-                .then(|| fields.get(9)?.parse().ok())
-                .flatten()
-        })
-        .collect()
-}
-
 /// Whether process `pid` holds one of `inodes` among its fds.
 fn holds_any(pid: i32, inodes: &BTreeSet<u64>) -> bool {
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
@@ -73,22 +55,22 @@ fn holds_any(pid: i32, inodes: &BTreeSet<u64>) -> bool {
 }
 
 /// Samples, until stopped, how many instances serve: ready (as `status` says) and not
-/// draining, with a listening socket of the port among their fds (as /proc says).
+/// draining, with one of the service's listening sockets among their fds (as /proc says).
 struct CapacitySampler {
     stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<(usize, usize)>,
+    thread: std::thread::JoinHandle<(usize, usize, String)>,
 }
 
 impl CapacitySampler {
-    fn start(env: &TestEnv, name: &str, port: u16) -> CapacitySampler {
+    fn start(env: &TestEnv, name: &str) -> CapacitySampler {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let socket = env.socket(name);
         let thread = std::thread::spawn(move || {
             let rt = runtime();
-            let (mut min, mut samples) = (usize::MAX, 0);
-            while !stopped.load(Ordering::Relaxed) {
-                let status = rt.block_on(async {
+            let (mut min, mut samples, mut worst) = (usize::MAX, 0, String::new());
+            let status_now = || {
+                rt.block_on(async {
                     let mut client = zd_core::proto::Client::connect(&socket).await.ok()?;
                     match client.call(zd_core::proto::Op::Status, |_| {}).await.ok()? {
                         zd_core::proto::Reply::Result { result, .. } => match *result {
@@ -97,43 +79,60 @@ impl CapacitySampler {
                         },
                         _ => None,
                     }
-                });
-                let Some(status) = status else { continue };
-                let inodes = listening_inodes(port);
-                let serving = status
+                })
+            };
+            // The instances that serve as `status` says, by pid.
+            let serving_of = |status: &Status| -> Vec<i32> {
+                status
                     .generations
                     .iter()
                     .flat_map(|g| g.instances.iter())
                     .filter(|i| {
                         i.ready
-                            && matches!(
-                                i.state,
-                                GenerationState::Active | GenerationState::Starting
-                            )
+                            && matches!(i.state, GenerationState::Active | GenerationState::Starting)
                     })
-                    .filter(|i| holds_any(i.pid, &inodes))
-                    .count();
-                min = min.min(serving);
-                samples += 1;
+                    .map(|i| i.pid)
+                    .collect()
+            };
+            while !stopped.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(20));
+                let Some(before) = status_now() else { continue };
+                // The supervisor's sockets of every seat: what an instance must hold.
+                let inodes: BTreeSet<u64> = before.sockets.iter().map(|s| s.inode).collect();
+                let holding: Vec<i32> = serving_of(&before)
+                    .into_iter()
+                    .filter(|pid| holds_any(*pid, &inodes))
+                    .collect();
+                // A sample counts only if nothing changed while /proc was read (on a
+                // loaded machine that can take a while).
+                let Some(after) = status_now() else { continue };
+                if serving_of(&after) != serving_of(&before) {
+                    continue;
+                }
+                if holding.len() < min {
+                    min = holding.len();
+                    worst = format!(
+                        "{:?}\nlistening inodes {inodes:?}, holding {holding:?}",
+                        before
+                            .generations
+                            .iter()
+                            .map(|g| (g.generation, g.instances.clone()))
+                            .collect::<Vec<_>>()
+                    );
+                }
+                samples += 1;
             }
-            (min, samples)
+            (min, samples, worst)
         });
         CapacitySampler { stop, thread }
     }
 
-    /// The fewest serving instances seen, and how many samples were taken.
-    fn finish(self) -> (usize, usize) {
+    /// The fewest serving instances seen, how many samples were taken, and what the
+    /// sample with the fewest saw.
+    fn finish(self) -> (usize, usize, String) {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().expect("sampler")
     }
-}
-
-fn port_of(addr: &str) -> u16 {
-    addr.rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("a port")
 }
 
 #[test]
@@ -165,7 +164,7 @@ fn twenty_rolling_restarts_of_four_instances_keep_four_serving_and_lose_nothing(
         "{envs:?}"
     );
 
-    let sampler = CapacitySampler::start(&env, "api", port_of(&addr));
+    let sampler = CapacitySampler::start(&env, "api");
     let close = start_load(&addr, 16, ConnectionMode::Close);
     let keep = start_load(&addr, 16, ConnectionMode::KeepAlive);
     let mut seconds = Vec::new();
@@ -179,7 +178,7 @@ fn twenty_rolling_restarts_of_four_instances_keep_four_serving_and_lose_nothing(
         assert_eq!(steps, 4, "round {round}: a step per instance:\n{text}");
         assert!(text.contains("\"steps\":4"), "{text}");
     }
-    let (fewest, samples) = sampler.finish();
+    let (fewest, samples, worst) = sampler.finish();
     let close = close.finish();
     let keep = keep.finish();
     assert_no_failures(&close);
@@ -187,7 +186,7 @@ fn twenty_rolling_restarts_of_four_instances_keep_four_serving_and_lose_nothing(
     assert!(samples > 20, "the sampler took only {samples} samples");
     assert!(
         fewest >= 4,
-        "at one moment only {fewest} ready instances held the listener ({samples} samples)"
+        "at one moment only {fewest} ready instances held the listener ({samples} samples): {worst}"
     );
     let last = env.status("api").expect("status");
     assert_eq!(last.restarts.completed, 20);
@@ -467,7 +466,10 @@ fn pool_and_bake_mistakes_in_the_service_file_are_errors_with_their_position() {
     for (extra, expect) in [
         ("instances: 0\n", "instances"),
         ("instances: 2\nrollout:\n  surge: 3\n", "surge"),
-        ("bake: 500ms\nbake_check_interval: 1s\n", "bake"),
+        (
+            "bake: 500ms\nbake_checks: [\"tcp:127.0.0.1:1\"]\nbake_check_interval: 1s\n",
+            "bake",
+        ),
     ] {
         let path = env.fixture_service("api", &[], extra);
         let out = env.run_zdctl(&["run", "api"]);

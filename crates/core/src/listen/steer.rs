@@ -666,21 +666,6 @@ impl Sockets {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Stand-in until weighted steering lands: steers to the primary target only.
-    pub fn steer_weighted(&mut self, targets: &[(Seat, u32)]) -> Result<(), ListenError> {
-        let primary = targets
-            .iter()
-            .find(|(_, w)| *w > 0)
-            .map(|(s, _)| *s)
-            .unwrap_or(self.target);
-        self.steer(primary)
-    }
-
-    /// Stand-in: whether `seat` gets new connections.
-    pub fn is_target(&self, seat: Seat) -> bool {
-        seat == self.target
-    }
-
     /// Duplicates of a seat's steered sockets, for a task that watches their queues.
     pub fn steered_sockets(&self, seat: Seat) -> Vec<Listener> {
         self.seat(seat)
