@@ -377,13 +377,19 @@ pub fn apply(report: &mut VerifyReport, judged: &Judged) -> BakeSummary {
 }
 
 /// `3 restarts, 3 reverted during bake, 0 failed requests; generation 1 (pid 42) served
-/// again after each`.
+/// again after each revert` (the generation only when every restart was reverted).
 pub fn line(b: &BakeSummary, failed: u64) -> String {
-    format!(
-        "{} restarts, {} {REVERTED}, {failed} failed requests; generation {} (pid {}) \
-         served again after each revert",
-        b.restarts, b.reverted, b.generation, b.pid
-    )
+    let mut line = format!(
+        "{} restarts, {} {REVERTED}, {failed} failed requests",
+        b.restarts, b.reverted
+    );
+    if b.restarts > 0 && b.reverted == b.restarts {
+        line += &format!(
+            "; generation {} (pid {}) served again after each revert",
+            b.generation, b.pid
+        );
+    }
+    line
 }
 
 #[cfg(test)]
@@ -442,6 +448,10 @@ mod tests {
         };
         let bake = apply(&mut report, &judged);
         assert_eq!(bake.reverted, 1);
+        assert_eq!(
+            line(&bake, 0),
+            "2 restarts, 1 reverted during bake, 0 failed requests"
+        );
         assert_eq!(report.flips.completed, 1);
         assert!(!report.passed);
         assert_eq!(
