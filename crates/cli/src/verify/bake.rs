@@ -69,6 +69,10 @@ pub async fn check(service: &Service) -> anyhow::Result<()> {
     };
     match config::load_any(file) {
         Ok(ServiceFile::Native(config)) if config.bake.is_some() => Ok(()),
+        Ok(ServiceFile::BrokenNative(e)) => Err(ExitError::usage(format!(
+            "--bake needs a bake window, and the service file of '{}' cannot be used: {e}",
+            service.name()
+        ))),
         Ok(_) => Err(ExitError::usage(format!(
             "--bake needs a bake window; add 'bake:' to the service file of '{}' ('{}'), \
              like 'bake: 30s'",
