@@ -311,6 +311,21 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn the_summary_has_the_bake_and_capacity_rows_and_the_warning() {
+        let html = page(&crate::verify::print::tests::watched()).expect("page");
+        assert!(
+            html.contains("<tr><th>bake</th><td>1 restarts, 1 reverted during bake, 3 failed"),
+            "{html}"
+        );
+        assert!(html.contains("<tr><th>capacity</th><td>below 3 instances"));
+        assert!(html.contains("<tr><th>warning</th><td>warning: capacity fell to 2 of 3"));
+        assert!(
+            html.contains("capacity: instances serving"),
+            "no capacity chart"
+        );
+    }
+
+    #[test]
     fn the_page_loads_nothing_from_elsewhere() {
         let html = page(&Watched::plain(crate::verify::plot::tests::synthetic())).expect("page");
         for outside in ["<script", "<link", "src=", "href=", "@import", "url("] {

@@ -221,7 +221,7 @@ pub(super) fn ms(value: f64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::time::Instant;
 
     use super::*;
@@ -229,7 +229,7 @@ mod tests {
 
     /// A run of a service with 3 instances whose capacity fell to 2 once, reverted during
     /// bake each of its restarts.
-    fn watched() -> Watched {
+    pub fn watched() -> Watched {
         let mut w = Watched::plain(crate::verify::plot::tests::synthetic());
         let at = |ms, capacity| Sample {
             at: Duration::from_millis(ms),
