@@ -1,7 +1,11 @@
 //! `zdctl verify NAME --url URL`: restart a service N times under load and report every
 //! request that suffered. The work is done by `zd_load::verify`; this module parses flags,
-//! shows progress and prints.
+//! shows progress and prints. Beside the run it samples a native service's capacity
+//! ([`capacity`]) and, with `--bake`, reverts each restart during its bake window
+//! ([`bake`]).
 
+pub mod bake;
+pub mod capacity;
 pub mod html;
 pub mod plot;
 mod print;
@@ -13,20 +17,24 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use zd_core::duration::parse_duration;
+use zd_core::service::Service;
 use zd_load::load::{ConnectionMode, LiveCounters, LoadConfig, Target};
-use zd_load::verify::{self, Restarter, VerifyConfig, VerifyError};
+use zd_load::verify::{self, FlipResult, Restarter, VerifyConfig, VerifyError};
 
 use crate::control;
 use crate::exit::ExitError;
 
-pub use print::{human_report, print_report};
+pub use print::{human_report, print_report, print_watched, watched_report};
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
     zdctl verify api --url http://127.0.0.1:8080/ --restarts 20\n  \
-    zdctl verify --restart-cmd 'systemctl reload nginx' --url http://127.0.0.1/ --close\n\n\
+    zdctl verify --restart-cmd 'systemctl reload nginx' --url http://127.0.0.1/ --close\n  \
+    zdctl verify api --url http://127.0.0.1:8080/ --restarts 5 --bake\n\n\
     Exits 0 when no request failed and the kernel dropped no connection, 1 otherwise, \
-    3 when the service is not running.")]
+    3 when the service is not running. The capacity of a service 'zdctl run' supervises \
+    (its instances serving) is sampled through the run and reported; falling below the \
+    configured 'instances' is a warning, not a failure.")]
 pub struct VerifyArgs {
     /// The service to restart, through its supervisor or its driver (not needed with
     /// --restart-cmd).
@@ -98,9 +106,36 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "FILE.html")]
     pub report: Option<PathBuf>,
 
+    /// Rehearse a canary's revert: revert every restart during its bake window, as
+    /// 'zdctl revert' does, and check that each ends rolled back, that the generation
+    /// that served before (same number, same pid) serves again, and that no request
+    /// failed. Needs 'bake:' in the service file.
+    #[arg(long, conflicts_with = "restart_cmd")]
+    pub bake: bool,
+
     /// Print the report as one JSON object; no progress bar.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A verification and what was watched beside it.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    pub verification: verify::Verification,
+    pub capacity: capacity::Capacity,
+    /// With `--bake`: how the reverts went.
+    pub bake: Option<bake::BakeSummary>,
+}
+
+impl Watched {
+    /// A verification with nothing watched beside it.
+    pub fn plain(verification: verify::Verification) -> Watched {
+        Watched {
+            verification,
+            capacity: capacity::Capacity::NotApplicable,
+            bake: None,
+        }
+    }
 }
 
 fn parse_target(s: &str) -> Result<Target, String> {
@@ -116,15 +151,15 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let verification = runtime.block_on(run(config, &label, args.json))?;
+    let watched = runtime.block_on(run_watched(config, &label, args.json, args.bake))?;
     if let Some(file) = &args.plot {
-        plot::draw(file, &verification)?;
+        plot::draw_watched(file, &watched)?;
     }
     if let Some(file) = &args.report {
-        html::write(file, &verification)?;
+        html::write(file, &watched)?;
     }
-    print_report(&verification.report, args.json)?;
-    verdict(&verification.report)
+    print_watched(&watched, args.json)?;
+    verdict_of(&watched.verification.report, watched.bake.is_some())
 }
 
 /// The settings of a run from the flags.
@@ -190,6 +225,65 @@ pub async fn run(
     label: &str,
     quiet: bool,
 ) -> anyhow::Result<verify::Verification> {
+    run_with(config, label, quiet, |_| {}).await
+}
+
+/// [`run`], sampling the capacity of a service our supervisor runs, and with `bake`
+/// reverting every restart during its bake window.
+pub async fn run_watched(
+    config: VerifyConfig,
+    label: &str,
+    quiet: bool,
+    bake: bool,
+) -> anyhow::Result<Watched> {
+    let service = match &config.restarter {
+        Restarter::Service {
+            name,
+            socket: Some(socket),
+        } => Some(Service::supervised_at(name, socket)),
+        Restarter::Service { name, socket: None } => Some(control::open(name)?),
+        _ => None,
+    };
+    let reverter = match (bake, &service) {
+        (false, _) => None,
+        (true, None) => {
+            return Err(ExitError::usage(
+                "--bake needs a service that 'zdctl run' supervises, not --restart-cmd",
+            ));
+        }
+        (true, Some(service)) => {
+            bake::check(service).await?;
+            Some(bake::Reverter::start(service).await?)
+        }
+    };
+    let sampler = capacity::Sampler::start(service);
+    let verification = run_with(config, label, quiet, |flip| {
+        if let Some(reverter) = &reverter {
+            reverter.flip_done(flip);
+        }
+    })
+    .await;
+    let capacity = sampler.finish().await;
+    let judged = match reverter {
+        Some(reverter) => Some(reverter.finish().await?),
+        None => None,
+    };
+    let mut verification = verification?;
+    let bake = judged.map(|judged| bake::apply(&mut verification.report, &judged));
+    Ok(Watched {
+        verification,
+        capacity,
+        bake,
+    })
+}
+
+/// [`run`], telling `on_flip` of each flip as it ends.
+async fn run_with(
+    config: VerifyConfig,
+    label: &str,
+    quiet: bool,
+    mut on_flip: impl FnMut(&FlipResult),
+) -> anyhow::Result<verify::Verification> {
     let live = Arc::new(LiveCounters::default());
     let bar = print::bar(config.restarts, label, quiet);
     let ticker = {
@@ -201,7 +295,11 @@ pub async fn run(
             }
         })
     };
-    let result = verify::run(config, Arc::clone(&live), |_, _| bar.inc(1)).await;
+    let result = verify::run(config, Arc::clone(&live), |_, flip| {
+        bar.inc(1);
+        on_flip(flip);
+    })
+    .await;
     ticker.abort();
     bar.finish_and_clear();
     result.map_err(|e| error_of(label, e))
@@ -218,6 +316,13 @@ fn error_of(label: &str, err: VerifyError) -> anyhow::Error {
 /// Exit 1 when a request failed, a flip did not complete or the kernel dropped a
 /// connection.
 pub fn verdict(report: &verify::VerifyReport) -> anyhow::Result<()> {
+    verdict_of(report, false)
+}
+
+/// [`verdict`]; with `bake`, a flip that did not complete is one that was not reverted
+/// during its bake window. A capacity below `instances` is not part of it: every request
+/// was still answered, and the run's promise is zero downtime; the report warns of it.
+pub fn verdict_of(report: &verify::VerifyReport, bake: bool) -> anyhow::Result<()> {
     if report.passed {
         return Ok(());
     }
@@ -235,17 +340,25 @@ pub fn verdict(report: &verify::VerifyReport) -> anyhow::Result<()> {
     if dropped > 0 {
         problems.push(format!("the kernel dropped {dropped} connections"));
     }
-    let missing = report.flips.requested - report.flips.completed;
-    if missing > 0 {
+    let downtime = !problems.is_empty();
+    let missing = report
+        .flips
+        .requested
+        .saturating_sub(report.flips.completed);
+    if missing > 0 && bake {
+        problems.push(format!("{missing} restarts were not reverted during bake"));
+    } else if missing > 0 {
         problems.push(format!("{missing} restarts did not complete"));
     }
+    let (kind, heading) = if downtime || !bake {
+        ("downtime", "downtime seen")
+    } else {
+        ("bake", "bake not verified")
+    };
     // The report (JSON too) says it: no error object follows it.
     Err(ExitError::reported(
         crate::exit::FAILURE,
-        "downtime",
-        format!(
-            "downtime seen: {}; see the report above",
-            problems.join(", ")
-        ),
+        kind,
+        format!("{heading}: {}; see the report above", problems.join(", ")),
     ))
 }

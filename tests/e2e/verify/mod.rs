@@ -3,6 +3,7 @@
 
 mod counts;
 mod demo;
+mod pools;
 mod report;
 
 use std::process::Output;

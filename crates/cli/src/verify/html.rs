@@ -7,12 +7,13 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
-use zd_load::verify::{Latency, Verification, VerifyReport};
+use zd_load::verify::{Latency, VerifyReport};
 
-use super::{plot, print};
+use super::capacity::{self, Capacity};
+use super::{Watched, bake, plot, print};
 
 /// Writes the page to `file`.
-pub fn write(file: &Path, v: &Verification) -> anyhow::Result<()> {
+pub fn write(file: &Path, v: &Watched) -> anyhow::Result<()> {
     std::fs::write(file, page(v)?)
         .with_context(|| format!("cannot write the report to '{}'", file.display()))
 }
@@ -20,9 +21,9 @@ pub fn write(file: &Path, v: &Verification) -> anyhow::Result<()> {
 /// The whole page. Every string that comes from the run (the service name, the URL, a
 /// flip's problem) goes through [`escape`]; the SVG is plotters' output, whose text is our
 /// own captions and numbers.
-pub fn page(v: &Verification) -> anyhow::Result<String> {
-    let r = &v.report;
-    let svg = plot::svg(v)?;
+pub fn page(w: &Watched) -> anyhow::Result<String> {
+    let r = &w.verification.report;
+    let svg = plot::svg_watched(w)?;
     let verdict = if r.passed { "PASS" } else { "FAIL" };
     let title = format!(
         "zdctl verify {}: {verdict}, {} of {} requests failed",
@@ -43,7 +44,7 @@ pub fn page(v: &Verification) -> anyhow::Result<String> {
         )),
     );
     out += "<h2>Summary</h2>\n";
-    out += &summary_table(r);
+    out += &summary_table(w);
     out += "<h2>Over time</h2>\n<figure>\n";
     out += &svg;
     out += "\n</figure>\n";
@@ -97,7 +98,8 @@ fn rows_table(id: &str, rows: &[(&str, String)]) -> String {
 }
 
 /// The lines of the human output, one row each.
-fn summary_table(r: &VerifyReport) -> String {
+fn summary_table(w: &Watched) -> String {
+    let r = &w.verification.report;
     let rate = super::print::requests_per_second(r);
     let load = super::print::load_words(r);
     let mode = if r.mode == "close" {
@@ -140,6 +142,19 @@ fn summary_table(r: &VerifyReport) -> String {
             print::ms(r.flips.max_ms)
         ),
     ));
+    if let Some(b) = &w.bake {
+        rows.push(("bake", bake::line(b, r.failed)));
+    }
+    match &w.capacity {
+        Capacity::Sampled(trace) => {
+            rows.push(("capacity", capacity::line(&trace.summary)));
+            if let Some(warning) = capacity::warning(&trace.summary) {
+                rows.push(("warning", warning));
+            }
+        }
+        Capacity::NotSampled(why) => rows.push(("capacity", format!("not sampled: {why}"))),
+        Capacity::NotApplicable => {}
+    }
     rows.push(("kernel", print::kernel_line(r)));
     rows_table("summary", &rows)
 }
@@ -272,7 +287,7 @@ pub(super) mod tests {
 
     #[test]
     fn the_page_escapes_what_the_run_named_and_holds_the_svg_and_the_tables() {
-        let v = crate::verify::plot::tests::synthetic();
+        let v = Watched::plain(crate::verify::plot::tests::synthetic());
         let html = page(&v).expect("page");
         assert!(html.starts_with("<!DOCTYPE html>"));
         assert!(
@@ -296,8 +311,23 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn the_summary_has_the_bake_and_capacity_rows_and_the_warning() {
+        let html = page(&crate::verify::print::tests::watched()).expect("page");
+        assert!(
+            html.contains("<tr><th>bake</th><td>1 restarts, 1 reverted during bake, 3 failed"),
+            "{html}"
+        );
+        assert!(html.contains("<tr><th>capacity</th><td>below 3 instances"));
+        assert!(html.contains("<tr><th>warning</th><td>warning: capacity fell to 2 of 3"));
+        assert!(
+            html.contains("capacity: instances serving"),
+            "no capacity chart"
+        );
+    }
+
+    #[test]
     fn the_page_loads_nothing_from_elsewhere() {
-        let html = page(&crate::verify::plot::tests::synthetic()).expect("page");
+        let html = page(&Watched::plain(crate::verify::plot::tests::synthetic())).expect("page");
         for outside in ["<script", "<link", "src=", "href=", "@import", "url("] {
             assert!(!html.contains(outside), "the page has {outside}");
         }
@@ -307,7 +337,7 @@ pub(super) mod tests {
     /// open, shows up as a mismatch.
     #[test]
     fn the_page_is_well_nested() {
-        let html = page(&crate::verify::plot::tests::synthetic()).expect("page");
+        let html = page(&Watched::plain(crate::verify::plot::tests::synthetic())).expect("page");
         let body = &html[html.find("<html").expect("html")..];
         let mut open: Vec<String> = Vec::new();
         let void = ["meta", "br", "hr", "img", "input", "link"];

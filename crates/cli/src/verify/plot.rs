@@ -1,5 +1,6 @@
 //! `--plot FILE.svg`: latency and throughput over time, each flip shaded, drawn with
-//! plotters' SVG backend.
+//! plotters' SVG backend; below them, when it was sampled, the capacity (instances
+//! serving) as a step line against the configured `instances`.
 //!
 //! Successes and failures are drawn apart: a refused connection is answered at once, so a
 //! throughput that counted both would rise exactly when a naive restart loses requests. A
@@ -12,6 +13,9 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use plotters::prelude::*;
 use zd_load::verify::Verification;
+
+use super::Watched;
+use super::capacity::Capacity;
 
 /// One time bucket: its start (s), the latency of the requests that finished in it (none
 /// when none did), and how many succeeded and failed.
@@ -118,7 +122,16 @@ fn failure_episodes(points: &[Point]) -> Vec<(f64, u64, u64)> {
 
 /// Writes the SVG to `file`.
 pub fn draw(file: &Path, v: &Verification) -> anyhow::Result<()> {
-    std::fs::write(file, svg(v)?)
+    write(file, &svg(v)?)
+}
+
+/// [`draw`], with the capacity when it was sampled.
+pub fn draw_watched(file: &Path, w: &Watched) -> anyhow::Result<()> {
+    write(file, &svg_watched(w)?)
+}
+
+fn write(file: &Path, svg: &str) -> anyhow::Result<()> {
+    std::fs::write(file, svg)
         .with_context(|| format!("cannot write the plot to '{}'", file.display()))
 }
 
@@ -126,17 +139,53 @@ pub fn draw(file: &Path, v: &Verification) -> anyhow::Result<()> {
 /// in HTML as it is).
 pub fn svg(v: &Verification) -> anyhow::Result<String> {
     let mut svg = String::new();
-    render(&mut svg, v).map_err(|e| anyhow!("cannot draw the plot: {e}"))?;
+    render(&mut svg, v, None).map_err(|e| anyhow!("cannot draw the plot: {e}"))?;
     Ok(svg)
 }
 
-fn render(svg: &mut String, v: &Verification) -> Result<(), Box<dyn std::error::Error>> {
+/// [`svg`], with the capacity when it was sampled.
+pub fn svg_watched(w: &Watched) -> anyhow::Result<String> {
+    let v = &w.verification;
+    let steps = match &w.capacity {
+        Capacity::Sampled(trace) => Some(trace.steps_since(v.load.started)),
+        _ => None,
+    };
+    let mut svg = String::new();
+    render(&mut svg, v, steps.as_deref()).map_err(|e| anyhow!("cannot draw the plot: {e}"))?;
+    Ok(svg)
+}
+
+/// A step line through `(at, value)` changes: each value holds until the next change, and
+/// the last one until `end`.
+fn step_line(changes: impl Iterator<Item = (f64, f64)>, end: f64) -> Vec<(f64, f64)> {
+    let mut line: Vec<(f64, f64)> = Vec::new();
+    for (at, value) in changes {
+        if let Some(&(_, before)) = line.last() {
+            line.push((at, before));
+        }
+        line.push((at, value));
+    }
+    if let Some(&(at, value)) = line.last()
+        && at < end
+    {
+        line.push((end, value));
+    }
+    line
+}
+
+fn render(
+    svg: &mut String,
+    v: &Verification,
+    capacity: Option<&[(f64, u32, u32)]>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let (width, points) = points(v);
     let per_second = |n: u64| n as f64 / width.as_secs_f64();
     let end = points.last().map_or(1.0, |p| p.at).max(0.1);
-    let root = SVGBackend::with_string(svg, (1000, 640)).into_drawing_area();
+    let height = if capacity.is_some() { 840 } else { 640 };
+    let root = SVGBackend::with_string(svg, (1000, height)).into_drawing_area();
     root.fill(&WHITE)?;
-    let (top, bottom) = root.split_vertically(340);
+    let (top, rest) = root.split_vertically(340);
+    let (bottom, below) = rest.split_vertically(300);
     let flips: Vec<(f64, f64)> = v
         .windows
         .iter()
@@ -249,6 +298,48 @@ fn render(svg: &mut String, v: &Verification) -> Result<(), Box<dyn std::error::
         .border_style(BLACK)
         .background_style(WHITE)
         .draw()?;
+
+    if let Some(steps) = capacity {
+        let top_value = steps.iter().map(|&(_, c, n)| c.max(n)).max().unwrap_or(1);
+        let max_y = f64::from(top_value) + 1.0;
+        let mut chart = ChartBuilder::on(&below)
+            .caption(
+                "capacity: instances serving (ready, not draining, not standing by), and the \
+                 configured instances",
+                ("sans-serif", 18),
+            )
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(60)
+            .right_y_label_area_size(60)
+            .build_cartesian_2d(0.0..end, 0.0..max_y)?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds")
+            .y_labels(usize::try_from(top_value).unwrap_or(1).min(10) + 2)
+            .draw()?;
+        chart.draw_series(
+            flips
+                .iter()
+                .map(|&(a, b)| Rectangle::new([(a, 0.0), (b.max(a + end / 500.0), max_y)], shade)),
+        )?;
+        let configured = step_line(steps.iter().map(|&(at, _, n)| (at, f64::from(n))), end);
+        let grey = RGBColor(150, 150, 150);
+        chart
+            .draw_series(LineSeries::new(configured, &grey))?
+            .label("instances")
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], grey));
+        let serving = step_line(steps.iter().map(|&(at, c, _)| (at, f64::from(c))), end);
+        chart
+            .draw_series(LineSeries::new(serving, &BLUE))?
+            .label("serving")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE));
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE)
+            .draw()?;
+    }
     root.present()?;
     drop(root);
     Ok(())
@@ -340,6 +431,48 @@ pub(super) mod tests {
         assert!(svg.starts_with("<svg"), "{}", &svg[..200.min(svg.len())]);
         assert!(svg.contains("3 failed"), "no count label");
         assert!(svg.contains("failed: 3 in total"), "no total in the legend");
+    }
+
+    #[test]
+    fn a_step_line_holds_each_value_until_the_next_change_and_to_the_end() {
+        let line = step_line([(0.0, 3.0), (0.5, 4.0), (0.7, 3.0)].into_iter(), 1.0);
+        assert_eq!(
+            line,
+            vec![
+                (0.0, 3.0),
+                (0.5, 3.0),
+                (0.5, 4.0),
+                (0.7, 4.0),
+                (0.7, 3.0),
+                (1.0, 3.0)
+            ]
+        );
+        assert!(step_line(std::iter::empty(), 1.0).is_empty());
+    }
+
+    #[test]
+    fn a_sampled_capacity_gets_its_own_chart() {
+        let v = synthetic();
+        let plain = svg(&v).expect("svg");
+        assert!(!plain.contains("capacity"));
+        let mut w = Watched::plain(v);
+        let at = |ms, capacity| crate::verify::capacity::Sample {
+            at: Duration::from_millis(ms),
+            capacity,
+            instances: 3,
+        };
+        let samples = [at(0, 3), at(450, 4), at(520, 3)];
+        w.capacity = Capacity::Sampled(crate::verify::capacity::Trace {
+            summary: crate::verify::capacity::summarize(&samples).expect("summary"),
+            changes: samples.to_vec(),
+            started: w.verification.load.started,
+        });
+        let svg = svg_watched(&w).expect("svg");
+        assert!(
+            svg.contains("capacity: instances serving"),
+            "no capacity chart"
+        );
+        assert!(svg.contains("serving") && svg.contains("instances"));
     }
 
     #[test]

@@ -4,9 +4,13 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
 use zd_load::load::LiveCounters;
 use zd_load::verify::{FailureCounts, Latency, VerifyReport};
 
+use super::Watched;
+use super::bake::{self, BakeSummary};
+use super::capacity::{self, Capacity, CapacitySummary};
 use crate::output;
 
 /// One bar step per restart, on stderr; hidden with `--json` or off a terminal.
@@ -38,6 +42,52 @@ pub fn print_report(report: &VerifyReport, json: bool) -> anyhow::Result<()> {
     }
 }
 
+/// The `--json` shape of `verify`: the report, then `capacity` (a native service's, when
+/// it was sampled) and `bake` (with `--bake`).
+#[derive(Debug, Serialize)]
+struct WatchedJson<'a> {
+    #[serde(flatten)]
+    report: &'a VerifyReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capacity: Option<&'a CapacitySummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bake: Option<&'a BakeSummary>,
+}
+
+pub fn print_watched(w: &Watched, json: bool) -> anyhow::Result<()> {
+    if json {
+        output::json_line(&WatchedJson {
+            report: &w.verification.report,
+            capacity: w.capacity.summary(),
+            bake: w.bake.as_ref(),
+        })
+    } else {
+        output::text(&watched_report(w))
+    }
+}
+
+/// The report as a few aligned lines, with the capacity and the bake lines.
+pub fn watched_report(w: &Watched) -> String {
+    let r = &w.verification.report;
+    let mut extra = Vec::new();
+    if let Some(b) = &w.bake {
+        extra.push(format!("bake       {}\n", bake::line(b, r.failed)));
+    }
+    match &w.capacity {
+        Capacity::Sampled(trace) => {
+            extra.push(format!("capacity   {}\n", capacity::line(&trace.summary)));
+        }
+        Capacity::NotSampled(why) => extra.push(format!("capacity   not sampled: {why}\n")),
+        Capacity::NotApplicable => {}
+    }
+    let mut out = report_text(r, &extra);
+    if let Some(warning) = w.capacity.summary().and_then(capacity::warning) {
+        out += &crate::color::bad(&warning, crate::color::Stream::Stdout);
+        out += "\n";
+    }
+    out
+}
+
 /// Requests per second over the whole run.
 pub(crate) fn requests_per_second(r: &VerifyReport) -> f64 {
     if r.duration_ms > 0.0 {
@@ -57,6 +107,11 @@ pub(crate) fn load_words(r: &VerifyReport) -> String {
 
 /// The report as a few aligned lines.
 pub fn human_report(r: &VerifyReport) -> String {
+    report_text(r, &[])
+}
+
+/// The report's lines, with `extra` lines before the kernel's.
+fn report_text(r: &VerifyReport, extra: &[String]) -> String {
     let stream = crate::color::Stream::Stdout;
     let verdict = if r.passed {
         crate::color::good("PASS", stream)
@@ -102,6 +157,9 @@ pub fn human_report(r: &VerifyReport) -> String {
         if let Some(problem) = &flip.problem {
             out += &format!("  flip {}: {problem}\n", i + 1);
         }
+    }
+    for line in extra {
+        out += line;
     }
     out += &format!("kernel     {}\n", kernel_line(r));
     out
@@ -163,8 +221,99 @@ pub(super) fn ms(value: f64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
+    use std::time::Instant;
+
     use super::*;
+    use crate::verify::capacity::{Sample, Trace, summarize};
+
+    /// A run of a service with 3 instances whose capacity fell to 2 once, reverted during
+    /// bake each of its restarts.
+    pub fn watched() -> Watched {
+        let mut w = Watched::plain(crate::verify::plot::tests::synthetic());
+        let at = |ms, capacity| Sample {
+            at: Duration::from_millis(ms),
+            capacity,
+            instances: 3,
+        };
+        let samples = [at(0, 3), at(100, 4), at(200, 2), at(300, 3)];
+        w.capacity = Capacity::Sampled(Trace {
+            summary: summarize(&samples).expect("summary"),
+            changes: samples.to_vec(),
+            started: Instant::now(),
+        });
+        w.bake = Some(BakeSummary {
+            restarts: 1,
+            reverted: 1,
+            generation: 1,
+            pid: 42,
+        });
+        w
+    }
+
+    #[test]
+    fn the_text_report_has_a_bake_line_a_capacity_line_and_warns_of_a_drop() {
+        let text = watched_report(&watched());
+        let lines: Vec<&str> = text.lines().collect();
+        let bake = lines.iter().position(|l| l.starts_with("bake "));
+        let capacity = lines.iter().position(|l| l.starts_with("capacity "));
+        let kernel = lines.iter().position(|l| l.starts_with("kernel "));
+        assert!(bake < capacity && capacity < kernel, "{text}");
+        assert!(
+            text.contains("bake       1 restarts, 1 reverted during bake, 3 failed requests"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "capacity   below 3 instances in 1 of 4 samples (1 stretch, the longest \
+                 100.0ms); min 2, max 4, 4 samples"
+            ),
+            "{text}"
+        );
+        assert!(
+            lines
+                .last()
+                .is_some_and(|l| l.contains("warning: capacity fell to 2 of 3")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_service_that_cannot_be_sampled_says_so_once() {
+        let mut w = watched();
+        w.capacity =
+            Capacity::NotSampled("'api' is run by psflip, which reports no capacity".into());
+        let text = watched_report(&w);
+        assert_eq!(text.matches("capacity").count(), 2, "{text}");
+        assert!(text.contains(
+            "capacity   not sampled: 'api' is run by psflip, which reports no capacity\n"
+        ));
+        assert!(!text.contains("warning"), "{text}");
+    }
+
+    #[test]
+    fn the_json_report_adds_capacity_and_bake_beside_the_report() {
+        let w = watched();
+        let json = serde_json::to_value(WatchedJson {
+            report: &w.verification.report,
+            capacity: w.capacity.summary(),
+            bake: w.bake.as_ref(),
+        })
+        .expect("json");
+        assert_eq!(json["capacity"]["min"], 2);
+        assert_eq!(json["capacity"]["instances"], 3);
+        assert_eq!(json["capacity"]["below_stretches"], 1);
+        assert_eq!(json["bake"]["reverted"], 1);
+        assert_eq!(json["failed"], 3, "the report's own keys stay at the top");
+        let plain = Watched::plain(crate::verify::plot::tests::synthetic());
+        let json = serde_json::to_value(WatchedJson {
+            report: &plain.verification.report,
+            capacity: plain.capacity.summary(),
+            bake: plain.bake.as_ref(),
+        })
+        .expect("json");
+        assert!(json.get("capacity").is_none() && json.get("bake").is_none());
+    }
 
     #[test]
     fn only_the_kinds_that_happened_are_listed() {
