@@ -625,7 +625,7 @@ _zdctl() {
             return 0
             ;;
         zdctl__subcmd__verify)
-            opts="-v -h -V --url --restarts --interval --concurrency --threads --rate --keepalive --close --retry-idle-close --duration --timeout --restart-cmd --plot --report --json --verbose --help --version"
+            opts="-v -h -V --url --restarts --interval --concurrency --threads --rate --keepalive --close --retry-idle-close --duration --timeout --restart-cmd --plot --report --bake --json --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

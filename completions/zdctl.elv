@@ -188,6 +188,7 @@ set edit:completion:arg-completer[zdctl] = {|@words|
             cand --keepalive 'Reuse each connection (the default)'
             cand --close 'A new connection per request (`Connection: close`)'
             cand --retry-idle-close 'Send a request once more, on a new connection, when the kept-alive connection it went out on closed before any byte of the answer, as HTTP clients do (RFC 9112 9.3.1.1): a server may close an idle connection as a request crosses it. Such requests are counted and shown as retried, not failed. Off: every such close is a failure'
+            cand --bake 'Rehearse a canary''s revert: revert every restart during its bake window, as ''zdctl revert'' does, and check that each ends rolled back, that the generation that served before (same number, same pid) serves again, and that no request failed. Needs ''bake:'' in the service file'
             cand --json 'Print the report as one JSON object; no progress bar'
             cand -v 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
             cand --verbose 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'

@@ -127,6 +127,7 @@ complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l report -d 'Write 
 complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l keepalive -d 'Reuse each connection (the default)'
 complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l close -d 'A new connection per request (`Connection: close`)'
 complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l retry-idle-close -d 'Send a request once more, on a new connection, when the kept-alive connection it went out on closed before any byte of the answer, as HTTP clients do (RFC 9112 9.3.1.1): a server may close an idle connection as a request crosses it. Such requests are counted and shown as retried, not failed. Off: every such close is a failure'
+complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l bake -d 'Rehearse a canary\'s revert: revert every restart during its bake window, as \'zdctl revert\' does, and check that each ends rolled back, that the generation that served before (same number, same pid) serves again, and that no request failed. Needs \'bake:\' in the service file'
 complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -l json -d 'Print the report as one JSON object; no progress bar'
 complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -s v -l verbose -d 'More logging on stderr: -v info, -vv debug, -vvv trace (ZD_LOG overrides)'
 complete -c zdctl -n "__fish_zdctl_using_subcommand verify" -s h -l help -d 'Print help'

@@ -89,7 +89,10 @@ impl CapacitySampler {
                     .flat_map(|g| g.instances.iter())
                     .filter(|i| {
                         i.ready
-                            && matches!(i.state, GenerationState::Active | GenerationState::Starting)
+                            && matches!(
+                                i.state,
+                                GenerationState::Active | GenerationState::Starting
+                            )
                     })
                     .map(|i| i.pid)
                     .collect()
