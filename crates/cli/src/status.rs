@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use zd_core::inspect::{InspectError, Inspector, Snapshot, SocketSource};
 use zd_core::paths;
-use zd_core::proto::{FailingInfo, GenerationState, InterceptInfo, RestartOutcome};
+use zd_core::proto::{FailingInfo, InterceptInfo, RestartOutcome};
 use zd_core::service::{self, ServiceStatus};
 
 use crate::cli::StatusArgs;
@@ -149,7 +149,7 @@ pub fn render(service: &ServiceStatus, now: SystemTime) -> String {
         let mut row = vec![
             g.generation.to_string(),
             g.pid.to_string(),
-            state_name(g.state).to_owned(),
+            g.state.name().to_owned(),
             format!("{} ago", age(g.started_unix_ms, now)),
             g.exit.map(exit_status).unwrap_or_else(|| "-".to_owned()),
         ];
@@ -448,16 +448,6 @@ fn handed_table(status: &zd_core::proto::Status) -> Option<String> {
     Some(indent(&table(&header, &rows)))
 }
 
-fn state_name(state: GenerationState) -> &'static str {
-    match state {
-        GenerationState::Starting => "starting",
-        GenerationState::Active => "active",
-        GenerationState::Draining => "draining",
-        GenerationState::Standby => "standby",
-        GenerationState::Exited => "exited",
-    }
-}
-
 fn indent(text: &str) -> String {
     text.lines().map(|l| format!("  {l}\n")).collect()
 }
@@ -467,8 +457,8 @@ pub(crate) mod tests {
     use super::*;
     use std::time::Duration;
     use zd_core::proto::{
-        ExitInfo, FailingInfo, GenerationInfo, InterceptedListener, ListenerInfo, RestartCounters,
-        RestartReport, SocketInfo, Status,
+        ExitInfo, FailingInfo, GenerationInfo, GenerationState, InterceptedListener, ListenerInfo,
+        RestartCounters, RestartReport, SocketInfo, Status,
     };
 
     pub(crate) const NOW_MS: u64 = 1_800_000_000_000;

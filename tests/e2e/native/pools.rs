@@ -495,3 +495,47 @@ fn pool_and_bake_mistakes_in_the_service_file_are_errors_with_their_position() {
         );
     }
 }
+
+/// The pids of the active generation's instances, by instance.
+fn instance_pids(status: &Status) -> Vec<i32> {
+    active_instances(status).iter().map(|i| i.pid).collect()
+}
+
+#[test]
+fn a_pool_survives_a_reexec_and_a_crash_of_its_supervisor_and_rolls_on_after() {
+    let mut env = TestEnv::new();
+    env.fixture_service("api", &[], "instances: 3\ndrain_timeout: 10s\n");
+    let first = env.start("api", &["run", "api"]);
+    let addr = address_of(&first);
+    let pids = instance_pids(&wait_ready_instances(&env, "api", 3));
+    let _kept: Vec<KillOnDrop> = pids.iter().map(|p| KillOnDrop::new(*p)).collect();
+    let load = start_load(&addr, 16, ConnectionMode::Close);
+
+    // A reexec keeps every instance, as the same processes.
+    assert_code(&env.run_zdctl(&["reexec", "api"]), 0);
+    let after = wait_ready_instances(&env, "api", 3);
+    assert_eq!(after.supervisor_pid, first.supervisor_pid);
+    assert_eq!(instance_pids(&after), pids, "the same three processes");
+
+    // A kill -9 of the supervisor: the next one adopts all three.
+    // SAFETY: kill(2) of the supervisor this test started.
+    unsafe { libc::kill(first.supervisor_pid, libc::SIGKILL) };
+    assert_eq!(env.wait_exit("api"), None, "killed by a signal");
+    let adopted = env.start("api", &["run", "api"]);
+    assert_ne!(adopted.supervisor_pid, first.supervisor_pid);
+    let after = wait_for("the adopted pool", || {
+        let s = env.status("api")?;
+        (instance_pids(&s) == pids).then_some(s)
+    });
+    assert_eq!(after.active_generation, first.active_generation);
+
+    // And it rolls on: the adopted instances are drained one by one.
+    let out = env.run_zdctl(&["restart", "api", "--json"]);
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out).matches("\"event\":\"step\"").count(), 3);
+    let rolled = wait_ready_instances(&env, "api", 3);
+    for pid in &pids {
+        assert!(!instance_pids(&rolled).contains(pid));
+    }
+    assert_no_failures(&load.finish());
+}

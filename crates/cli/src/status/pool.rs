@@ -42,7 +42,7 @@ pub fn instance_row(generation: u64, instance: &InstanceInfo, now: SystemTime) -
     vec![
         format!("  {generation}.{}", instance.instance),
         instance.pid.to_string(),
-        super::state_name(instance.state).to_owned(),
+        instance.state.name().to_owned(),
         format!("{} ago", age(instance.started_unix_ms, now)),
         instance
             .exit

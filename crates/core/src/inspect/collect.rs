@@ -102,7 +102,7 @@ pub(crate) fn native_roots(status: &proto::Status) -> Vec<Root> {
                         generation: info.generation,
                         instance: Some(i.instance),
                         pid: i.pid,
-                        state: state_name(i.state).to_owned(),
+                        state: i.state.name().to_owned(),
                         started_unix_ms: Some(i.started_unix_ms),
                     }),
             );
@@ -111,23 +111,13 @@ pub(crate) fn native_roots(status: &proto::Status) -> Vec<Root> {
                 generation: info.generation,
                 instance: None,
                 pid: info.pid,
-                state: state_name(info.state).to_owned(),
+                state: info.state.name().to_owned(),
                 started_unix_ms: Some(info.started_unix_ms),
             });
         }
     }
     roots.sort_by_key(|root| (root.generation, root.instance));
     roots
-}
-
-fn state_name(state: GenerationState) -> &'static str {
-    match state {
-        GenerationState::Starting => "starting",
-        GenerationState::Active => "active",
-        GenerationState::Draining => "draining",
-        GenerationState::Standby => "standby",
-        GenerationState::Exited => "exited",
-    }
 }
 
 /// One generation's processes as read in this snapshot.

@@ -475,6 +475,20 @@ pub enum GenerationState {
     Exited,
 }
 
+impl GenerationState {
+    /// The word `status` and `top` show: `starting`, `active`, `draining`, `standby`,
+    /// `exited`.
+    pub fn name(self) -> &'static str {
+        match self {
+            GenerationState::Starting => "starting",
+            GenerationState::Active => "active",
+            GenerationState::Draining => "draining",
+            GenerationState::Standby => "standby",
+            GenerationState::Exited => "exited",
+        }
+    }
+}
+
 /// One generation as `status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GenerationInfo {

@@ -686,7 +686,7 @@ impl Owner {
     /// while its siblings serve: it starts again alone, in its generation, after its own
     /// backoff. Its failed start counts towards `restart.limit`, which stops every
     /// respawn once reached.
-    fn schedule_instance_respawn(&mut self, key: Key, uptime: Duration) {
+    pub(super) fn schedule_instance_respawn(&mut self, key: Key, uptime: Duration) {
         let (generation, instance) = key;
         let status = self.st.instances.get(&key).and_then(|i| i.exit);
         let wanted = match self.st.config.restart.mode {

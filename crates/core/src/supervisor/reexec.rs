@@ -239,6 +239,17 @@ impl Owner {
         if active.is_none() && self.st.failing.is_none() {
             return self.start_active(true);
         }
+        // An instance of the pool that had died was waiting for its respawn, whose timer
+        // did not come along: it starts again now.
+        if let Some(g) = active {
+            let of = self.st.first_of(g).map_or(1, |i| i.of);
+            let missing: Vec<u32> = (0..of)
+                .filter(|i| !self.st.instances.get(&(g, *i)).is_some_and(|r| r.is_live()))
+                .collect();
+            for instance in missing {
+                self.schedule_instance_respawn((g, instance), Duration::ZERO);
+            }
+        }
         // The previous binary's `restart.refuse_after` timer did not come along.
         self.arm_refuse_timer();
         Ok(())
