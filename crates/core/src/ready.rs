@@ -89,8 +89,9 @@ async fn wait_one(check: &ReadyCheck, ctx: &ReadyContext) -> Result<String, Read
 }
 
 /// Runs each check once, each within `limit` (a bake window's checks): the first that
-/// fails says why. `http:`, `tcp:` and `exec:` probe the service; `accepting` looks for an
-/// instance that accepts; `notify` and `alive` have nothing to check again once ready.
+/// fails says why. `http:`, `tcp:` and `exec:` probe the service; `accepting` is the
+/// caller's, which knows the processes (see `supervisor::restart`); `notify` and `alive`
+/// have nothing to check again once ready.
 pub async fn check_all_once(
     checks: &[ReadyCheck],
     ctx: &ReadyContext,

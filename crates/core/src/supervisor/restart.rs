@@ -29,6 +29,7 @@ use super::owner::{Msg, Promotion, Started, ready_event};
 use crate::config::{FileCache, ServiceConfig};
 use crate::duration::format_duration;
 use crate::proto::{EventKind, ExitInfo, RestartOutcome, RestartReport, unix_ms};
+use crate::ready::ReadyCheck;
 
 /// How long a failed restart's report waits for the last lines of the generation that
 /// failed, after it exited: what a process it started still holds its pipes open.
@@ -292,11 +293,18 @@ impl RestartRun {
                 return roll.roll_back(reason).await;
             }
         };
-        let Roll { exits, drains, .. } = roll;
+        let Roll {
+            exits,
+            drains,
+            children,
+            ..
+        } = roll;
         self.emit(EventKind::Promoted { generation, pid });
         if let (Some(bake), Some(old)) = (bake, old) {
             let started = Instant::now();
-            let verdict = self.bake(generation, pid, old, &bake, exits).await;
+            let verdict = self
+                .bake(generation, pid, old, &bake, exits, children)
+                .await;
             done.bake_ms = Some(started.elapsed().as_millis() as u64);
             if let Err(reason) = verdict {
                 return self.revert(generation, old, reason, drains).await;
@@ -346,6 +354,7 @@ impl RestartRun {
         old: u64,
         bake: &crate::config::Bake,
         mut exits: Vec<(u32, i32, watch::Receiver<Option<ExitInfo>>)>,
+        children: Vec<(u32, i32, Arc<dyn ChildProcess>)>,
     ) -> Result<(), String> {
         let count = exits.len();
         let checks: Vec<String> = bake.checks.iter().map(|c| c.to_string()).collect();
@@ -419,7 +428,10 @@ impl RestartRun {
                 }
                 _ = ticks.tick() => {
                     let limit = bake.interval.max(Duration::from_millis(100));
-                    if let Some(failed) = crate::ready::check_all_once(&bake.checks, &context, limit).await.err() {
+                    if let Err(failed) = crate::ready::check_all_once(&bake.checks, &context, limit).await {
+                        break Err(failed);
+                    }
+                    if let Err(failed) = still_accepting(&bake.checks, &children, limit).await {
                         break Err(failed);
                     }
                 }
@@ -534,6 +546,28 @@ impl RestartRun {
         }
         Ok(())
     }
+}
+
+/// The `accepting` bake check: each instance of the new generation still waits for
+/// connections on its listeners (seen in /proc within `limit`).
+async fn still_accepting(
+    checks: &[ReadyCheck],
+    children: &[(u32, i32, Arc<dyn ChildProcess>)],
+    limit: Duration,
+) -> Result<(), String> {
+    if !checks.contains(&ReadyCheck::Accepting) {
+        return Ok(());
+    }
+    let accepting = [ReadyCheck::Accepting];
+    for (instance, pid, child) in children {
+        let seen = tokio::time::timeout(limit, child.wait_ready(&accepting)).await;
+        if !matches!(seen, Ok(Ok(_))) {
+            return Err(format!(
+                "bake check 'accepting' failed: instance {instance} (pid {pid}) no longer waits on its listeners"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What a restart gathers besides its outcome, for its report.
