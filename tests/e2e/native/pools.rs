@@ -221,9 +221,11 @@ fn an_instance_that_never_becomes_ready_at_step_three_rolls_everything_back() {
         marker = marker.display(),
         fixture = fixture_bin().display(),
     );
+    // A healthy instance can take over a second to wait on its listener on a loaded
+    // 2-vCPU machine: the timeout leaves it room, and only instance 2 reaches it.
     let yaml = |extra: &str| {
         format!(
-            "command: [\"/bin/sh\", \"-c\", {script:?}]\nlisten:\n  - http=127.0.0.1:0\ninstances: 4\nready:\n  timeout: 1s\n{extra}"
+            "command: [\"/bin/sh\", \"-c\", {script:?}]\nlisten:\n  - http=127.0.0.1:0\ninstances: 4\nready:\n  timeout: 5s\n{extra}"
         )
     };
     env.write_service("api", &yaml(""));
@@ -237,7 +239,7 @@ fn an_instance_that_never_becomes_ready_at_step_three_rolls_everything_back() {
     assert_code(&out, 1);
     let text = stdout(&out);
     assert!(text.contains("instance 2"), "{text}");
-    assert!(text.contains("was not ready within 1s"), "{text}");
+    assert!(text.contains("was not ready within 5s"), "{text}");
     assert!(
         text.contains("had been drained and were started again"),
         "the rollback says which old instances came back: {text}"
@@ -409,12 +411,19 @@ fn a_healthy_bake_completes_and_drains_the_old_generation_after_the_window() {
     );
     assert!(after.last_restart.expect("report").bake_ms.unwrap_or(0) >= 2000);
     // --no-bake skips the window.
-    let started = Instant::now();
-    assert_code(&env.run_zdctl(&["restart", "api", "--no-bake"]), 0);
+    let out = env.run_zdctl(&["restart", "api", "--no-bake", "--json"]);
+    assert_code(&out, 0);
     assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "no window with --no-bake"
+        !stdout(&out).contains("\"event\":\"baking\""),
+        "{}",
+        stdout(&out)
     );
+    let last = env
+        .status("api")
+        .expect("status")
+        .last_restart
+        .expect("report");
+    assert_eq!(last.bake_ms, None, "no window with --no-bake");
     assert_no_failures(&load.finish());
 }
 
