@@ -324,6 +324,14 @@ async fn ask_revert(socket: &Path) -> Result<RestartOutcome, String> {
     let mut client = Client::connect(socket).await.map_err(|e| e.to_string())?;
     match client.call(Op::Revert, |_| {}).await {
         Ok(Reply::Result { result, .. }) => match *result {
+            ReplyResult::Reverted {
+                generation,
+                old_generation,
+            } => Ok(RestartOutcome::RolledBack {
+                reason: format!(
+                    "{REVERTED}: generation {generation} drained, generation {old_generation} serves again"
+                ),
+            }),
             ReplyResult::Restart(report) => Ok(report.outcome),
             other => Err(format!("an unexpected answer to 'revert': {other:?}")),
         },
