@@ -151,21 +151,105 @@ impl Owner {
         if self.st.me.written.as_ref() == Some(&snapshot) {
             return;
         }
-        match write_state_file(&path, &snapshot) {
-            Ok(()) => self.st.me.written = Some(snapshot),
-            Err(e) => {
-                if self.st.me.written.is_some() {
-                    warn!(error = %e, path = %path.display(), "cannot write the state file; a supervisor started after a crash of this one could not adopt the generations");
+        match &self.st.me.writer {
+            Some(writer) => writer.write(path, snapshot.clone()),
+            None => {
+                if let Err(e) = write_state_file(&path, &snapshot) {
+                    warn!(error = %e, path = %path.display(), "cannot write the state file");
                 }
-                self.st.me.written = None;
+            }
+        }
+        self.st.me.written = Some(snapshot);
+    }
+
+    /// After a clean stop, nothing is left to adopt: the state file goes, after any write
+    /// still waiting.
+    pub(super) fn remove_state_file(&self) {
+        let Some(path) = &self.st.me.state_file else {
+            return;
+        };
+        match &self.st.me.writer {
+            Some(writer) => writer.remove(path.clone()),
+            None => {
+                let _ = std::fs::remove_file(path);
             }
         }
     }
+}
 
-    /// After a clean stop, nothing is left to adopt.
-    pub(super) fn remove_state_file(&self) {
-        if let Some(path) = &self.st.me.state_file {
-            let _ = std::fs::remove_file(path);
+/// Writes the state file on a thread of its own, so that the owner never waits on the
+/// file system: a rename over the previous file waits for that file's pages to be written
+/// back, which took the owner seconds at a time on a busy disk (kernel stacks in
+/// `folio_wait_writeback` under `do_renameat2`, seen with a pool of 4 under load). Writes
+/// are done in order, and of those waiting only the newest is written.
+#[derive(Debug)]
+pub(super) struct StateWriter {
+    tx: std::sync::mpsc::Sender<StateWrite>,
+}
+
+#[derive(Debug)]
+enum StateWrite {
+    Write(std::path::PathBuf, Box<Snapshot>),
+    /// Remove the file, then say so.
+    Remove(std::path::PathBuf, std::sync::mpsc::Sender<()>),
+}
+
+/// How long a clean stop waits for the state file to be removed.
+const REMOVE_WAIT: Duration = Duration::from_secs(5);
+
+impl StateWriter {
+    pub(super) fn start() -> StateWriter {
+        let (tx, rx) = std::sync::mpsc::channel::<StateWrite>();
+        let spawned = std::thread::Builder::new()
+            .name("zdctl-state".to_owned())
+            .spawn(move || {
+                let mut failing = false;
+                while let Ok(first) = rx.recv() {
+                    let mut newest = None;
+                    for job in std::iter::once(first).chain(rx.try_iter()) {
+                        match job {
+                            StateWrite::Write(path, snapshot) => newest = Some((path, snapshot)),
+                            StateWrite::Remove(path, done) => {
+                                newest = None;
+                                let _ = std::fs::remove_file(&path);
+                                let _ = done.send(());
+                            }
+                        }
+                    }
+                    let Some((path, snapshot)) = newest else { continue };
+                    match write_state_file(&path, &snapshot) {
+                        Ok(()) => failing = false,
+                        Err(e) if !failing => {
+                            failing = true;
+                            warn!(error = %e, path = %path.display(), "cannot write the state file; a supervisor started after a crash of this one could not adopt the generations");
+                        }
+                        Err(_) => {}
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            warn!(error = %e, "cannot start the state file's writer");
+        }
+        StateWriter { tx }
+    }
+
+    fn write(&self, path: std::path::PathBuf, snapshot: Snapshot) {
+        let _ = self.tx.send(StateWrite::Write(path, Box::new(snapshot)));
+    }
+
+    /// Removes the file once the writes before are done, waiting for it a while.
+    fn remove(&self, path: std::path::PathBuf) {
+        let (done, removed) = std::sync::mpsc::channel();
+        if self
+            .tx
+            .send(StateWrite::Remove(path.clone(), done))
+            .is_err()
+        {
+            let _ = std::fs::remove_file(&path);
+            return;
+        }
+        if removed.recv_timeout(REMOVE_WAIT).is_err() {
+            let _ = std::fs::remove_file(&path);
         }
     }
 }

@@ -224,6 +224,7 @@ async fn run_prepared(prepared: Prepared) -> Result<(), SupervisorError> {
     owner.st.me = Myself::current();
     owner.st.me.control_fd = server.raw_fd();
     owner.st.me.state_file = Some(state_file);
+    owner.st.me.writer = Some(super::adopt::StateWriter::start());
     // Under systemd: it hears of readiness, restarts and the stop, and keeps the listeners
     // (stored once, by the supervisor that opened them: a reexec's or an adopter's were
     // stored before).

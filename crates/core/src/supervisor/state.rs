@@ -206,6 +206,8 @@ pub(super) struct Myself {
     /// what was written there last.
     pub state_file: Option<PathBuf>,
     pub written: Option<super::snapshot::Snapshot>,
+    /// The thread that writes the state file.
+    pub writer: Option<super::adopt::StateWriter>,
 }
 
 impl Myself {
@@ -258,6 +260,7 @@ impl Default for Myself {
             reexecing: false,
             state_file: None,
             written: None,
+            writer: None,
         }
     }
 }
