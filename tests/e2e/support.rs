@@ -218,17 +218,7 @@ impl TestEnv {
 
     /// The supervisor's status over the control socket, if it answers.
     pub fn status(&self, name: &str) -> Option<Status> {
-        let socket = self.socket(name);
-        runtime().block_on(async move {
-            let mut client = Client::connect(&socket).await.ok()?;
-            match client.call(Op::Status, |_| {}).await.ok()? {
-                Reply::Result { result, .. } => match *result {
-                    ReplyResult::Status(s) => Some(*s),
-                    _ => None,
-                },
-                _ => None,
-            }
-        })
+        status_at(&self.socket(name))
     }
 
     /// Waits until the service answers with a live active generation.
@@ -565,4 +555,18 @@ impl Drop for KillOnDrop {
             kill_through(pidfd);
         }
     }
+}
+
+/// The status of the supervisor whose control socket is `socket`, from any thread.
+pub fn status_at(socket: &std::path::Path) -> Option<Status> {
+    runtime().block_on(async move {
+        let mut client = Client::connect(socket).await.ok()?;
+        match client.call(Op::Status, |_| {}).await.ok()? {
+            Reply::Result { result, .. } => match *result {
+                ReplyResult::Status(s) => Some(*s),
+                _ => None,
+            },
+            _ => None,
+        }
+    })
 }

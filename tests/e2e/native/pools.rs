@@ -67,20 +67,8 @@ impl CapacitySampler {
         let stopped = stop.clone();
         let socket = env.socket(name);
         let thread = std::thread::spawn(move || {
-            let rt = runtime();
             let (mut min, mut samples, mut worst) = (usize::MAX, 0, String::new());
-            let status_now = || {
-                rt.block_on(async {
-                    let mut client = zd_core::proto::Client::connect(&socket).await.ok()?;
-                    match client.call(zd_core::proto::Op::Status, |_| {}).await.ok()? {
-                        zd_core::proto::Reply::Result { result, .. } => match *result {
-                            zd_core::proto::ReplyResult::Status(s) => Some(*s),
-                            _ => None,
-                        },
-                        _ => None,
-                    }
-                })
-            };
+            let status_now = || status_at(&socket);
             // The instances that serve as `status` says, by pid.
             let serving_of = |status: &Status| -> Vec<i32> {
                 status

@@ -388,13 +388,9 @@ impl State {
 
     /// Generation `generation`'s first live instance, else its first record.
     pub fn first_of(&self, generation: u64) -> Option<&Instance> {
-        let mut all = self.of_generation(generation).peekable();
-        let first = *all.peek()?;
-        Some(
-            self.of_generation(generation)
-                .find(|i| i.is_live())
-                .unwrap_or(first),
-        )
+        self.live_of(generation)
+            .next()
+            .or_else(|| self.of_generation(generation).next())
     }
 
     /// Generation `generation`'s instance records, by instance number.
